@@ -1,0 +1,145 @@
+"""What each rank was doing, as merged interval sets, and its step windows.
+
+``rank_activity(rank_data)`` classifies one rank's events once:
+
+- ``gpu``: any GPU work (kernels, memcpy, memset; not syncs)
+- ``compute``: compute kernels (HTA's rule: not NCCL, not Memcpy/Memset/Sync), or,
+  in a trace without GPU events, host operators outside communication and data loading
+- ``comm``: communication (NCCL kernels, else gloo:/nccl: host ranges)
+- ``memcpy``: memcpy and memset on the GPU
+- ``data``: data loading (``data_loading``-like annotations, DataLoader ``__next__``)
+- ``host``: host operators and CUDA API calls (not synchronisation waits)
+
+``step_windows(rank_data)`` gives step -> (start_ns, end_ns) from ``ProfilerStep#N``
+ranges, else from the collector's step timer inside the trace's span, else one
+window -1 covering the whole trace.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from dashboard.analysis import intervals as iv
+from dashboard.ingest.run import RankData
+
+# HTA's definition of a compute kernel, so our compute time is theirs.
+NON_COMPUTE_KERNEL_RE = re.compile(r"(^nccl.*Kernel)|(^rccl.*Kernel)|(.*Memcpy)|(^Memset)|(.*Sync)")
+DATA_LOADING_RE = re.compile(
+    r"data[_ ]?load|dataloader|_DataLoaderIter|enumerate\(DataLoader\)|fetch_batch|get_batch",
+    re.IGNORECASE,
+)
+PROFILER_STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
+_HOST_CATS = {"cpu_op", "cuda_runtime", "cuda_driver", "python_function", "cpu_instant_event"}
+_WAIT_API_RE = re.compile(r"Synchronize|EventQuery|StreamWait|cudaMemcpy(?!Async)|Wait", re.IGNORECASE)
+
+
+@dataclass
+class RankActivity:
+    rank: int
+    has_gpu: bool
+    gpu: iv.Intervals
+    compute: iv.Intervals
+    comm: iv.Intervals
+    memcpy: iv.Intervals
+    data: iv.Intervals
+    host: iv.Intervals
+
+
+def _ends(ts: np.ndarray, dur: np.ndarray) -> np.ndarray:
+    return ts + dur
+
+
+def rank_activity(rd: RankData) -> RankActivity:
+    gpu, cpu, comms = rd.gpu, rd.cpu, rd.comms
+    has_gpu = len(gpu) > 0
+    gts, gend = gpu["ts"], _ends(gpu["ts"], gpu["dur"])
+    kind = gpu.strings("kind") if len(gpu) else np.array([], dtype=object)
+    work = kind != "sync"
+    is_kernel = kind == "kernel"
+    non_compute = gpu.vocab_mask("name", NON_COMPUTE_KERNEL_RE.match)
+    compute_mask = is_kernel & ~non_compute
+    mem_mask = (kind == "memcpy") | (kind == "memset")
+
+    cts, cend = cpu["ts"], _ends(cpu["ts"], cpu["dur"])
+    data_mask = cpu.vocab_mask("name", DATA_LOADING_RE.search)
+    cat_host = cpu.vocab_mask("cat", lambda c: c in _HOST_CATS)
+    not_wait = ~cpu.vocab_mask("name", _WAIT_API_RE.search)
+    is_comm_name = cpu.vocab_mask("name", lambda n: n.startswith(("gloo:", "nccl:", "c10d::", "record_param_comms")))
+    host_mask = cat_host & not_wait & ~data_mask & ~is_comm_name
+
+    comm = iv.union(comms["ts"], _ends(comms["ts"], comms["dur"]))
+    data = iv.union(cts[data_mask], cend[data_mask])
+    host = iv.union(cts[host_mask], cend[host_mask])
+    if has_gpu:
+        compute = iv.union(gts[compute_mask], gend[compute_mask])
+    else:
+        # A CPU-only job computes on the host: its operators outside comm and data.
+        ops = cpu.vocab_mask("cat", lambda c: c == "cpu_op") & ~is_comm_name & ~data_mask
+        compute = iv.subtract(iv.subtract(iv.union(cts[ops], cend[ops]), comm), data)
+    return RankActivity(
+        rank=rd.rank,
+        has_gpu=has_gpu,
+        gpu=iv.union(gts[work], gend[work]),
+        compute=compute,
+        comm=comm,
+        memcpy=iv.union(gts[mem_mask], gend[mem_mask]),
+        data=data,
+        host=host,
+    )
+
+
+def profiler_steps(rd: RankData) -> dict[int, tuple[int, int]]:
+    cpu = rd.cpu
+    out: dict[int, tuple[int, int]] = {}
+    if not len(cpu):
+        return out
+    step_of_code = {}
+    for code, name in enumerate(cpu.vocab["name"]):
+        m = PROFILER_STEP_RE.match(name)
+        if m:
+            step_of_code[code] = int(m.group(1))
+    if not step_of_code:
+        return out
+    codes = cpu["name"]
+    mask = np.isin(codes, list(step_of_code))
+    for code, ts, dur in zip(codes[mask], cpu["ts"][mask], cpu["dur"][mask], strict=True):
+        step = step_of_code[int(code)]
+        start, end = int(ts), int(ts + dur)
+        if step in out:  # a step split over two windows: keep its full extent
+            start, end = min(start, out[step][0]), max(end, out[step][1])
+        out[step] = (start, end)
+    return out
+
+
+def trace_span(rd: RankData) -> tuple[int, int] | None:
+    starts = [t["ts"].min() for t in (rd.cpu, rd.gpu) if len(t)]
+    ends = [(t["ts"] + t["dur"]).max() for t in (rd.cpu, rd.gpu) if len(t)]
+    if not starts:
+        return None
+    return int(min(starts)), int(max(ends))
+
+
+def step_windows(rd: RankData) -> tuple[dict[int, tuple[int, int]], str]:
+    """Step windows and where they came from: profiler | collector | whole_trace | none."""
+    steps = profiler_steps(rd)
+    if steps:
+        return steps, "profiler"
+    span = trace_span(rd)
+    marks = rd.step_marks
+    if span is not None and len(marks) and "start_ns" in marks:
+        lo, hi = span
+        inside = (marks["start_ns"] >= lo) & (marks["end_ns"] <= hi)
+        if inside.any():
+            return (
+                {
+                    int(s): (int(a), int(b))
+                    for s, a, b in zip(marks["step"][inside], marks["start_ns"][inside], marks["end_ns"][inside], strict=True)
+                },
+                "collector",
+            )
+    if span is not None:
+        return {-1: span}, "whole_trace"
+    return {}, "none"

@@ -1,0 +1,163 @@
+"""Run every analysis over a loaded run, once: ``analyse(run, step_range)``.
+
+The result (``Analysis``) holds the tables the report and the dashboard read:
+``breakdown`` (rank x step, see ``breakdown``), ``collectives`` (instance x
+rank, see ``comms``), per-rank means, HTA-compatible metrics, utilisation,
+stragglers and findings. Nothing here draws or prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dashboard.analysis import comms as comms_mod
+from dashboard.analysis import findings as findings_mod
+from dashboard.analysis import hta_compat, imbalance, utilisation
+from dashboard.analysis.activity import RankActivity, rank_activity, step_windows
+from dashboard.analysis.breakdown import BREAKDOWN_COLUMNS, step_breakdown
+from dashboard.ingest.run import Run
+from dashboard.ingest.table import Table
+from profiler.errors import RankscopeError
+
+
+@dataclass
+class Analysis:
+    run: Run
+    steps: list[int]
+    step_source: str
+    windows: dict[int, dict[int, tuple[int, int]]]
+    activities: dict[int, RankActivity]
+    breakdown: Table
+    collectives: Table
+    per_rank: dict[int, dict[str, float]]
+    has_gpu: bool
+    step_ms: float
+    hta: dict[int, dict[str, Any]]
+    utilisation: dict[int, dict[str, Any]]
+    telemetry: dict[int, dict[str, Any] | None]
+    idle: dict[int, dict[str, float] | None]
+    kernels: list[dict[str, Any]]
+    imbalance: dict[str, Any]
+    stragglers: list[dict[str, Any]]
+    caused_wait_ms: dict[int, float]
+    collective_summary: list[dict[str, Any]]
+    findings: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_step_range(text: str | None) -> tuple[int | None, int | None]:
+    """``A:B`` (inclusive), ``A:``, ``:B`` or ``A``; a RankscopeError otherwise."""
+    if not text:
+        return None, None
+    try:
+        if ":" not in text:
+            n = int(text)
+            return n, n
+        a, b = text.split(":", 1)
+        lo = int(a) if a.strip() else None
+        hi = int(b) if b.strip() else None
+    except ValueError:
+        raise RankscopeError(f"--steps {text!r}: expected A:B, A:, :B or A (step numbers)") from None
+    if lo is not None and hi is not None and lo > hi:
+        raise RankscopeError(f"--steps {text!r}: the first step is after the last")
+    return lo, hi
+
+
+def _choose_steps(
+    windows: dict[int, dict[int, tuple[int, int]]], lo: int | None, hi: int | None, warnings: list[str]
+) -> list[int]:
+    sets = [set(w) for w in windows.values() if w]
+    if not sets:
+        return []
+    common = set.intersection(*sets)
+    if not common:
+        common = set.union(*sets)
+        warnings.append(
+            "the ranks share no step number; each rank's own steps are analysed"
+            " (cross-rank comparisons may mix different steps)"
+        )
+    steps = sorted(s for s in common if (lo is None or s >= lo) and (hi is None or s <= hi))
+    return steps
+
+
+def analyse(run: Run, step_range: str | None = None) -> Analysis:
+    lo, hi = parse_step_range(step_range)
+    warnings = list(run.warnings)
+    windows: dict[int, dict[int, tuple[int, int]]] = {}
+    sources = set()
+    for rank, rd in run.ranks.items():
+        w, src = step_windows(rd)
+        windows[rank] = w
+        sources.add(src)
+    steps = _choose_steps(windows, lo, hi, warnings)
+    if not steps:
+        if step_range:
+            available = sorted(set().union(*[set(w) for w in windows.values()]))
+            raise RankscopeError(
+                f"--steps {step_range}: no step in that range (steps in the run: "
+                f"{', '.join(map(str, available)) or 'none'})"
+            )
+        raise RankscopeError(f"{run.path}: no events to analyse in any trace")
+    step_source = "profiler" if sources == {"profiler"} else "/".join(sorted(sources))
+    if steps == [-1]:
+        warnings.append("no ProfilerStep ranges or step marks: the whole trace is analysed as one window")
+
+    activities = {rank: rank_activity(rd) for rank, rd in run.ranks.items()}
+    has_gpu = any(a.has_gpu for a in activities.values())
+    matched = comms_mod.match_collectives({r: rd.comms for r, rd in run.ranks.items()}, windows, steps)
+    waits = comms_mod.wait_intervals(matched)
+    breakdown = step_breakdown(activities, windows, steps, waits)
+
+    per_rank: dict[int, dict[str, float]] = {}
+    for rank in run.ranks:
+        m = breakdown["rank"] == rank
+        per_rank[rank] = {c: float(np.mean(breakdown[c][m])) if m.any() else float("nan") for c in BREAKDOWN_COLUMNS}
+    n_steps = len(steps)
+    step_ms = float(np.nanmean([v["step_ms"] for v in per_rank.values()])) if per_rank else 0.0
+
+    multi = hta_compat.run_has_multiple_profiler_steps(run.ranks)
+    hta = {
+        r: {
+            "temporal_breakdown": hta_compat.temporal_breakdown(rd, multi),
+            "comm_overlap_pct": hta_compat.comm_overlap_pct(rd, multi),
+        }
+        for r, rd in run.ranks.items()
+    }
+    util = {r: utilisation.gpu_utilisation(rd, activities[r], windows[r], steps) for r, rd in run.ranks.items()}
+    tel = {r: utilisation.telemetry_summary(rd, windows[r], steps) for r, rd in run.ranks.items()}
+    idle = {r: utilisation.idle_breakdown(rd, windows[r], steps) for r, rd in run.ranks.items()}
+    kernels = utilisation.top_kernels(run.ranks, windows, steps)
+    imb = imbalance.imbalance(per_rank)
+    stragglers, caused = imbalance.find_stragglers(matched, per_rank, n_steps, step_ms, has_gpu)
+    summary = comms_mod.collective_summary(matched, n_steps, len(run.ranks))
+    if len(run.ranks) > 1 and not len(matched):
+        warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")
+
+    analysis = Analysis(
+        run=run,
+        steps=steps,
+        step_source=step_source,
+        windows=windows,
+        activities=activities,
+        breakdown=breakdown,
+        collectives=matched,
+        per_rank=per_rank,
+        has_gpu=has_gpu,
+        step_ms=step_ms,
+        hta=hta,
+        utilisation=util,
+        telemetry=tel,
+        idle=idle,
+        kernels=kernels,
+        imbalance=imb,
+        stragglers=stragglers,
+        caused_wait_ms=caused,
+        collective_summary=summary,
+        findings=[],
+        warnings=warnings,
+    )
+    analysis.findings = findings_mod.findings(analysis)
+    return analysis

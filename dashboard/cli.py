@@ -1,0 +1,77 @@
+"""The ``rankscope`` console script: one parser, one module per subcommand.
+
+Review commands live in ``dashboard.commands``; capture commands (run, attach,
+monitor) live in ``profiler.commands`` and are registered here, so the review
+side may import the collector side but never the other way round.
+``RankscopeError`` is caught only here: users see one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from collections.abc import Sequence
+
+from profiler import __version__
+from profiler.commands import CAPTURE_COMMANDS, Command, load_command
+from profiler.errors import EXIT_BAD_INPUT, RankscopeError
+
+REVIEW_COMMANDS = (
+    ("report", "dashboard.commands.report", "ReportCommand"),
+    ("dashboard", "dashboard.commands.dashboard", "DashboardCommand"),
+    ("demo", "dashboard.commands.demo", "DemoCommand"),
+)
+ALL_COMMANDS = REVIEW_COMMANDS + CAPTURE_COMMANDS
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that subcommand's module is imported (fast start)."""
+    parser = argparse.ArgumentParser(
+        prog="rankscope",
+        description="Find why a distributed PyTorch training job is slow.",
+    )
+    parser.add_argument("--version", action="version", version=f"rankscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module, cls_name in ALL_COMMANDS:
+        if only is not None and name != only:
+            continue
+        cmd = load_command(module, cls_name)
+        if cmd is None:
+            continue
+        doc = inspect.getdoc(cmd) or ""
+        summary = doc.splitlines()[0] if doc else ""
+        p = sub.add_parser(
+            cmd.name,
+            help=summary,
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.prepare_parser(p)
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = {name for name, _, _ in ALL_COMMANDS}
+    parser = build_parser(only=argv[0] if argv and argv[0] in names else None)
+    args = parser.parse_args(argv)
+    cmd: Command | None = getattr(args, "_command", None)
+    if cmd is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return int(cmd.run(args) or 0)
+    except RankscopeError as e:
+        print(f"rankscope {cmd.name}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"rankscope {cmd.name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

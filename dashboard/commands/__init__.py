@@ -1,0 +1,1 @@
+"""Review-side subcommands of ``rankscope``: one module each (report, dashboard, demo)."""

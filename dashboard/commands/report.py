@@ -1,0 +1,81 @@
+"""``rankscope report``: analyse a run and print text, markdown or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from profiler.errors import RankscopeError
+
+
+def parse_ranks(text: str | None) -> list[int] | None:
+    """``0,2,5-7`` -> [0, 2, 5, 6, 7]."""
+    if not text:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise RankscopeError(f"--ranks {text!r}: expected a list like 0,2,5-7") from None
+    if not out:
+        raise RankscopeError(f"--ranks {text!r}: no rank given")
+    return sorted(set(out))
+
+
+class ReportCommand:
+    """Analyse a run and print a report: findings first, then the per-rank numbers.
+
+    PATH is a rankscope run directory, a folder of traces written by
+    torch.profiler.tensorboard_trace_handler, an HTA-style folder (rank-N.json.gz),
+    or a single trace file (.json or .json.gz).
+
+    Exit codes: 0 the report was written; 2 bad input (no such path, no usable
+    trace, a bad --steps or --ranks). Files that cannot be read are skipped with
+    a warning on stderr and listed in the JSON's run.skipped_files.
+    """
+
+    name = "report"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("path", metavar="PATH", help="run directory, trace folder or trace file")
+        parser.add_argument(
+            "--format", choices=("text", "markdown", "json"), default="text", help="output format (default: text)"
+        )
+        parser.add_argument("--ranks", help="only these ranks, e.g. 0,2,5-7")
+        parser.add_argument("--steps", help="only these steps, inclusive: A:B, A:, :B or A")
+        parser.add_argument("-o", "--output", help="write the report to this file instead of stdout")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from dashboard.analysis.analyse import analyse
+        from dashboard.analysis.report import build_report
+        from dashboard.ingest.run import load_run, stderr_progress
+        from dashboard.render import render_json, render_markdown, render_text
+
+        ranks = parse_ranks(args.ranks)
+        run = load_run(args.path, ranks=ranks, progress=stderr_progress())
+        for w in run.warnings:
+            print(f"rankscope report: warning: {w}", file=sys.stderr)
+        analysis = analyse(run, args.steps)
+        for w in analysis.warnings[len(run.warnings):]:
+            print(f"rankscope report: warning: {w}", file=sys.stderr)
+        report = build_report(analysis)
+        render = {"text": render_text, "markdown": render_markdown, "json": render_json}[args.format]
+        text = render(report)
+        if args.output:
+            try:
+                with open(args.output, "w", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as e:
+                raise RankscopeError(f"cannot write {args.output}: {e.strerror or e}") from None
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return 0

@@ -1,0 +1,468 @@
+"""Kineto (torch.profiler) JSON to columnar tables, one ``RankTrace`` per file.
+
+``parse_trace(path)`` reads a ``.json`` or ``.json.gz`` trace with msgspec (typed, skipping
+``args`` keys it does not use) and
+returns four DataFrames plus metadata. Every timestamp is int64 nanoseconds on
+the trace's own clock (Kineto microseconds + ``baseTimeNanoseconds`` when the
+trace has it, which makes them CLOCK_REALTIME), every duration int64 ns.
+
+``gpu``      (each a ``Table``) one row per GPU activity: ts, dur, name, kind (kernel | memcpy |
+             memset | sync), stream, device, correlation, external_id, bytes,
+             blocks_per_sm, occupancy_pct (Kineto's "est. achieved occupancy %",
+             NaN when absent), is_comm (an NCCL/RCCL kernel).
+``cpu``      one row per host range: ts, dur, name, cat (cpu_op,
+             user_annotation, cuda_runtime, cuda_driver, python_function, ...),
+             tid, correlation, external_id.
+``gpu_ann``  gpu_user_annotation ranges: ts, dur, name, stream.
+``comms``    one row per collective on this rank: ts, dur, name (canonical,
+             e.g. all_reduce), raw_name, pg, seq (-1 when unknown), bytes
+             (-1 when unknown), source (gpu: an NCCL kernel; cpu: a gloo:* /
+             nccl:* host range).
+``meta``     rank, world_size, backend, device_name, base_time_ns, trace_name,
+             has_gpu, pg_ranks (process group name -> global ranks).
+
+The raw event dicts are dropped as soon as their columns are built.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from dashboard.ingest.table import Table
+from profiler.errors import RankscopeError
+
+GPU_KINDS = {"kernel": "kernel", "gpu_memcpy": "memcpy", "gpu_memset": "memset"}
+NCCL_KERNEL_RE = re.compile(r"^(nccl|rccl).*Kernel", re.IGNORECASE)
+_NCCL_KERNEL_COLL_RE = re.compile(r"^(?:nccl|rccl)(?:Dev)?Kernel_([A-Za-z]+)", re.IGNORECASE)
+_DTYPE_BYTES = {
+    "float": 4, "float32": 4, "int": 4, "int32": 4, "uint32": 4,
+    "double": 8, "float64": 8, "long": 8, "int64": 8, "long int": 8, "uint64": 8,
+    "half": 2, "float16": 2, "bfloat16": 2, "c10::half": 2, "c10::bfloat16": 2, "short": 2,
+    "int16": 2, "char": 1, "int8": 1, "uint8": 1, "unsigned char": 1, "byte": 1, "bool": 1,
+    "signed char": 1, "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1,
+}
+_CANONICAL_COLL = {
+    "allreduce": "all_reduce", "allgather": "all_gather", "allgatherbase": "all_gather",
+    "allgatherintotensorcoalesced": "all_gather", "reducescatter": "reduce_scatter",
+    "reducescatterbase": "reduce_scatter", "reducescattertensorcoalesced": "reduce_scatter",
+    "broadcast": "broadcast", "reduce": "reduce", "alltoall": "all_to_all",
+    "alltoallbase": "all_to_all", "sendrecv": "send_recv", "send": "send", "recv": "recv",
+    "barrier": "barrier", "gather": "gather", "scatter": "scatter",
+    "allreducecoalesced": "all_reduce",
+}
+
+
+def canonical_collective(name: str) -> str:
+    """``allreduce``, ``AllReduce``, ``all_reduce`` and ``gloo:all_reduce`` -> ``all_reduce``."""
+    base = name.split(":", 1)[-1]
+    key = re.sub(r"[^a-z]", "", base.lower())
+    return _CANONICAL_COLL.get(key, base.lower())
+
+
+class _Args(msgspec.Struct):
+    """The event args rankscope reads; msgspec skips every other key without building it."""
+
+    stream: Any = None
+    correlation: Any = None
+    device: Any = None
+    external_id: Any = msgspec.field(default=None, name="External id")
+    bytes: Any = None
+    blocks_per_sm: Any = msgspec.field(default=None, name="blocks per SM")
+    occupancy: Any = msgspec.field(default=None, name="est. achieved occupancy %")
+    coll_name: Any = msgspec.field(default=None, name="Collective name")
+    in_nelems: Any = msgspec.field(default=None, name="In msg nelems")
+    out_nelems: Any = msgspec.field(default=None, name="Out msg nelems")
+    dtype: Any = None
+    pg_name: Any = msgspec.field(default=None, name="Process Group Name")
+    seq: Any = msgspec.field(default=None, name="Seq")
+    # Shapes appear on every op when record_shapes is on: keep them as raw bytes and
+    # decode only for the few collectives that need a message size.
+    input_dims: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw, name="Input Dims")
+    input_type: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw, name="Input type")
+
+
+class _Event(msgspec.Struct):
+    ph: Any = None
+    cat: Any = None
+    name: Any = None
+    ts: Any = None
+    dur: Any = None
+    tid: Any = None
+    args: _Args | None = None
+
+
+class _TraceDoc(msgspec.Struct):
+    traceEvents: list[_Event] = msgspec.field(default_factory=list)
+    distributedInfo: Any = None
+    baseTimeNanoseconds: Any = None
+    deviceProperties: Any = None
+    traceName: Any = None
+
+
+_DECODER = msgspec.json.Decoder(_TraceDoc)
+
+
+@dataclass
+class RankTrace:
+    """The columnar form of one trace file."""
+
+    path: str
+    meta: dict[str, Any]
+    gpu: Table
+    cpu: Table
+    gpu_ann: Table
+    comms: Table
+
+
+def _to_ns(ts_us: np.ndarray, base_ns: int) -> np.ndarray:
+    """Kineto microsecond floats -> int64 ns, exact where a float64 product would not be."""
+    whole = np.floor(ts_us)
+    frac_ns = np.rint((ts_us - whole) * 1000.0).astype(np.int64)
+    return base_ns + whole.astype(np.int64) * 1000 + frac_ns
+
+
+def _dur_ns(dur_us: np.ndarray) -> np.ndarray:
+    return np.maximum(np.rint(dur_us * 1000.0), 0).astype(np.int64)
+
+
+def _parse_mapping(value: Any) -> dict[str, Any]:
+    """distributedInfo is a dict in new traces and a Python repr string in some old ones."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.strip():
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            m = re.search(r"'rank':\s*(\d+)", value)
+            out: dict[str, Any] = {"rank": int(m.group(1))} if m else {}
+            m = re.search(r"'world_size':\s*(\d+)", value)
+            if m:
+                out["world_size"] = int(m.group(1))
+            return out
+        if isinstance(parsed, dict):
+            return parsed
+    return {}
+
+
+def _int_or(value: Any, default: int = -1) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _elem_bytes(dtype: Any) -> int:
+    if not isinstance(dtype, str):
+        return -1
+    return _DTYPE_BYTES.get(dtype.strip().lower(), -1)
+
+
+def _comm_bytes(args: _Args) -> int:
+    """Message size from record_param_comms / NCCL kernel args, else from input shapes."""
+    nelems = args.in_nelems if args.in_nelems is not None else args.out_nelems
+    if nelems is not None:
+        size = _elem_bytes(args.dtype)
+        n = _int_or(nelems)
+        return n * size if n >= 0 and size > 0 else -1
+    if not args.input_dims or not args.input_type:
+        return -1
+    try:
+        dims = msgspec.json.decode(args.input_dims)
+        types = msgspec.json.decode(args.input_type)
+    except msgspec.DecodeError:
+        return -1
+    if not isinstance(dims, list) or not isinstance(types, list):
+        return -1
+    total = 0
+    for shape, dtype in zip(dims, types, strict=False):
+        size = _elem_bytes(dtype)
+        if size <= 0 or not isinstance(shape, list) or not shape:
+            continue
+        n = 1
+        for d in shape:
+            n *= _int_or(d, 0)
+        total += n * size
+    return total if total > 0 else -1
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = Path(path).read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except OSError as e:
+        raise RankscopeError(f"cannot read {path}: {e.strerror or e}") from None
+    except (EOFError, gzip.BadGzipFile, ValueError) as e:
+        raise RankscopeError(f"{path} is not a readable gzip file ({e})") from None
+    return raw
+
+
+_ARG_FIELDS = {f.encode_name: f.name for f in msgspec.structs.fields(_Args)}
+
+
+def _event_from_dict(e: dict[str, Any]) -> _Event:
+    """The forgiving twin of the typed decoder, for traces with odd value types."""
+    args = None
+    raw_args = e.get("args")
+    if isinstance(raw_args, dict):
+        kwargs: dict[str, Any] = {}
+        for key, attr in _ARG_FIELDS.items():
+            if key in raw_args:
+                value = raw_args[key]
+                if attr in ("input_dims", "input_type"):
+                    value = msgspec.Raw(msgspec.json.encode(value))
+                kwargs[attr] = value
+        args = _Args(**kwargs)
+    return _Event(
+        ph=e.get("ph"), cat=e.get("cat"), name=e.get("name"), ts=e.get("ts"),
+        dur=e.get("dur"), tid=e.get("tid"), args=args,
+    )
+
+
+def load_trace_doc(path: Path) -> _TraceDoc:
+    """Decode a (gzipped) Kineto JSON file; a clear RankscopeError if it is not one."""
+    raw = _read_bytes(path)
+    try:
+        return _DECODER.decode(raw)
+    except msgspec.ValidationError:
+        pass  # valid JSON of an unusual shape: take the slow, forgiving path below
+    except msgspec.DecodeError as e:
+        raise RankscopeError(f"{path} is not valid JSON ({str(e).splitlines()[0]})") from None
+    doc = msgspec.json.decode(raw)
+    if isinstance(doc, list):  # a bare event array is valid Chrome trace format
+        doc = {"traceEvents": doc}
+    if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
+        raise RankscopeError(f"{path} is not a torch.profiler trace (no traceEvents list)")
+    events = [_event_from_dict(e) for e in doc["traceEvents"] if isinstance(e, dict)]
+    keep = {k: doc.get(k) for k in ("distributedInfo", "baseTimeNanoseconds", "deviceProperties", "traceName")}
+    return _TraceDoc(traceEvents=events, **keep)
+
+
+def parse_trace(path: Path) -> RankTrace:
+    return tables_from_doc(load_trace_doc(path), str(path))
+
+
+def empty_trace() -> RankTrace:
+    """Tables with the right columns and no rows (a rank that has no trace yet)."""
+    return tables_from_doc(_TraceDoc(), "")
+
+
+class _Encoder:
+    """String -> int32 code, building the vocabulary as rows arrive."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    def __call__(self, value: str) -> int:
+        code = self.codes.get(value)
+        if code is None:
+            code = self.codes[value] = len(self.codes)
+        return code
+
+    @property
+    def vocab(self) -> list[str]:
+        return list(self.codes)
+
+
+def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
+    dist = _parse_mapping(doc.distributedInfo)
+    base_ns = max(_int_or(doc.baseTimeNanoseconds, 0), 0)
+
+    g_names, c_names, c_cats, a_names = _Encoder(), _Encoder(), _Encoder(), _Encoder()
+    g_kinds = {"kernel": 0, "memcpy": 1, "memset": 2, "sync": 3}
+    g_rows: list[tuple[float, float, int, int, int, int, int, int, int, float, float]] = []
+    c_rows: list[tuple[float, float, int, int, int, int, int]] = []
+    a_rows: list[tuple[float, float, int, int]] = []
+    # Collectives: from NCCL kernels (args carry the collective in new Kineto, else
+    # the enclosing record_param_comms op does, linked by External id) or host ranges.
+    nccl_rows: list[tuple[float, float, str, _Args, int]] = []
+    param_comms: dict[int, _Args] = {}
+    host_comm_rows: list[tuple[float, float, str, _Args]] = []
+
+    nan = float("nan")
+    no_args = _Args()
+    for e in doc.traceEvents:
+        if e.ph != "X":
+            continue
+        ts = e.ts
+        dur = e.dur
+        if not isinstance(ts, int | float) or not isinstance(dur, int | float):
+            continue
+        cat = e.cat
+        name = e.name if isinstance(e.name, str) else str(e.name)
+        args = e.args or no_args
+        kind = GPU_KINDS.get(cat) if isinstance(cat, str) else None
+        if kind is None and cat == "cuda_sync" and args.stream is not None:
+            kind = "sync"
+        if kind is not None:
+            ext = _int_or(args.external_id)
+            bps = args.blocks_per_sm
+            occ = args.occupancy
+            g_rows.append(
+                (
+                    ts,
+                    dur,
+                    g_names(name),
+                    g_kinds[kind],
+                    _int_or(args.stream),
+                    _int_or(args.device, 0),
+                    _int_or(args.correlation),
+                    ext,
+                    _int_or(args.bytes),
+                    float(bps) if isinstance(bps, int | float) else nan,
+                    float(occ) if isinstance(occ, int | float) else nan,
+                )
+            )
+            if kind == "kernel" and NCCL_KERNEL_RE.match(name):
+                nccl_rows.append((ts, dur, name, args, ext))
+            continue
+        if cat == "Trace":
+            continue
+        if cat == "gpu_user_annotation":
+            a_rows.append((ts, dur, a_names(name), _int_or(args.stream, _int_or(e.tid))))
+            continue
+        ext = _int_or(args.external_id)
+        c_rows.append(
+            (
+                ts,
+                dur,
+                c_names(name),
+                c_cats(cat if isinstance(cat, str) else ""),
+                _int_or(e.tid),
+                _int_or(args.correlation),
+                ext,
+            )
+        )
+        if name == "record_param_comms":
+            param_comms[ext] = args
+        elif name.startswith(("gloo:", "nccl:", "mpi:", "ucc:")):
+            host_comm_rows.append((ts, dur, name, args))
+
+    def columns(rows: list[Any], n: int) -> list[np.ndarray]:
+        if not rows:
+            return [np.zeros(0, dtype=np.float64) for _ in range(n)]
+        return list(np.asarray(rows, dtype=np.float64).T)
+
+    def i64(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.int64)
+
+    def i32(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.int32)
+
+    g = columns(g_rows, 11)
+    gpu = Table(
+        {
+            "ts": _to_ns(g[0], base_ns),
+            "dur": _dur_ns(g[1]),
+            "name": i32(g[2]),
+            "kind": i32(g[3]),
+            "stream": i64(g[4]),
+            "device": i64(g[5]),
+            "correlation": i64(g[6]),
+            "external_id": i64(g[7]),
+            "bytes": i64(g[8]),
+            "blocks_per_sm": g[9],
+            "occupancy_pct": g[10],
+        },
+        {"name": g_names.vocab, "kind": list(g_kinds)},
+    )
+    gpu.cols["is_comm"] = gpu.vocab_mask("name", NCCL_KERNEL_RE.match)
+    c = columns(c_rows, 7)
+    cpu = Table(
+        {
+            "ts": _to_ns(c[0], base_ns),
+            "dur": _dur_ns(c[1]),
+            "name": i32(c[2]),
+            "cat": i32(c[3]),
+            "tid": i64(c[4]),
+            "correlation": i64(c[5]),
+            "external_id": i64(c[6]),
+        },
+        {"name": c_names.vocab, "cat": c_cats.vocab},
+    )
+    a = columns(a_rows, 4)
+    gpu_ann = Table(
+        {"ts": _to_ns(a[0], base_ns), "dur": _dur_ns(a[1]), "name": i32(a[2]), "stream": i64(a[3])},
+        {"name": a_names.vocab},
+    )
+
+    # One source of truth for communication per trace: GPU kernels when there are
+    # any (NCCL), else host ranges (gloo, or an NCCL job traced without CUDA).
+    comm_ts: list[float] = []
+    comm_dur: list[float] = []
+    comm_name: list[str] = []
+    comm_raw: list[str] = []
+    comm_pg: list[str] = []
+    comm_seq: list[int] = []
+    comm_bytes: list[int] = []
+    source: str
+    if nccl_rows:
+        source = "gpu"
+        for ts, dur, name, args, ext in nccl_rows:
+            info = args if args.coll_name is not None else param_comms.get(ext, no_args)
+            coll = info.coll_name
+            if not coll:
+                m = _NCCL_KERNEL_COLL_RE.match(name)
+                coll = m.group(1) if m else name
+            comm_ts.append(ts)
+            comm_dur.append(dur)
+            comm_name.append(canonical_collective(str(coll)))
+            comm_raw.append(name.split("(", 1)[0])
+            comm_pg.append("" if info.pg_name is None else str(info.pg_name))
+            comm_seq.append(_int_or(info.seq))
+            comm_bytes.append(_comm_bytes(info))
+    else:
+        source = "cpu"
+        gloo = [r for r in host_comm_rows if not r[2].startswith("nccl:")]
+        for ts, dur, name, args in gloo or host_comm_rows:
+            comm_ts.append(ts)
+            comm_dur.append(dur)
+            comm_name.append(canonical_collective(name))
+            comm_raw.append(name)
+            comm_pg.append("" if args.pg_name is None else str(args.pg_name))
+            comm_seq.append(_int_or(args.seq))
+            comm_bytes.append(_comm_bytes(args))
+    comms = Table.build(
+        {
+            "ts": _to_ns(np.asarray(comm_ts, dtype=np.float64), base_ns),
+            "dur": _dur_ns(np.asarray(comm_dur, dtype=np.float64)),
+            "name": comm_name,
+            "raw_name": comm_raw,
+            "pg": comm_pg,
+            "seq": np.asarray(comm_seq, dtype=np.int64),
+            "bytes": np.asarray(comm_bytes, dtype=np.int64),
+        },
+        strings=("name", "raw_name", "pg"),
+    ).sort("ts")
+
+    props = doc.deviceProperties
+    device_name = ""
+    num_sms = 0
+    if isinstance(props, list) and props and isinstance(props[0], dict):
+        device_name = str(props[0].get("name", ""))
+        num_sms = _int_or(props[0].get("numSms"), 0)
+    pg_ranks: dict[str, list[int]] = {}
+    for pg in dist.get("pg_config", []) or []:
+        if isinstance(pg, dict) and isinstance(pg.get("ranks"), list):
+            pg_ranks[str(pg.get("pg_name", ""))] = [_int_or(r) for r in pg["ranks"]]
+    meta: dict[str, Any] = {
+        "rank": _int_or(dist.get("rank")) if "rank" in dist else None,
+        "world_size": _int_or(dist.get("world_size")) if "world_size" in dist else None,
+        "backend": str(dist.get("backend", "")),
+        "device_name": device_name,
+        "num_sms": num_sms,
+        "base_time_ns": base_ns,
+        "trace_name": str(doc.traceName or ""),
+        "has_gpu": bool(len(gpu)),
+        "comm_source": source if comm_ts else None,
+        "pg_ranks": pg_ranks,
+    }
+    return RankTrace(path, meta, gpu, cpu, gpu_ann, comms)

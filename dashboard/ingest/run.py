@@ -1,0 +1,308 @@
+"""Find the traces of a run, ingest them (cached, in parallel) and group them by rank.
+
+``load_run(path)`` accepts a collector run directory, a folder written by
+``torch.profiler.tensorboard_trace_handler``, an HTA-style folder
+(``rank-N.json.gz``) or one trace file, and returns a ``Run``:
+
+- ``ranks``: rank -> ``RankData`` (the trace tables of every capture window of
+  that rank concatenated, plus the collector's step timer and telemetry rows
+  when the run directory has them);
+- ``skipped_files``: files that could not be used, each with its reason (the
+  good ranks are still analysed);
+- ``warnings``: one line each, for the user.
+
+A rank comes from the trace's ``distributedInfo``, else from the file name
+(``rank3``, ``rank-3``, ``worker3``), else rank 0 for a lone file (with a
+warning). Two files claiming one rank is a RankscopeError naming both, except
+in a collector run directory, where one rank's files are its capture windows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dashboard.ingest import cache
+from dashboard.ingest.kineto import RankTrace, empty_trace, parse_trace
+from dashboard.ingest.table import Table
+from profiler import rundir
+from profiler.errors import RankscopeError
+
+# Below this many uncompressed-ish bytes in total, forking workers costs more than it saves.
+_PARALLEL_MIN_BYTES = 3_000_000
+
+
+@dataclass
+class RankData:
+    rank: int
+    files: list[str]
+    meta: dict[str, Any]
+    gpu: Table
+    cpu: Table
+    gpu_ann: Table
+    comms: Table
+    step_marks: Table  # collector step timer: step, start_ns, end_ns (may be empty)
+    telemetry: Table  # NVML/host samples: ts_ns and numeric fields (may be empty)
+
+
+@dataclass
+class Run:
+    path: str
+    kind: str  # run_dir | folder | file
+    ranks: dict[int, RankData]
+    world_size: int
+    manifest: dict[str, Any] = field(default_factory=dict)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def discover_trace_files(path: Path) -> tuple[str, list[Path]]:
+    """The kind of input and its trace files; a RankscopeError when there are none."""
+    if not path.exists():
+        raise RankscopeError(f"{path}: no such file or directory")
+    if path.is_file():
+        if not path.name.endswith((".json", ".json.gz")):
+            raise RankscopeError(f"{path}: not a trace file (expected .json or .json.gz)")
+        return "file", [path]
+    kind = "run_dir" if rundir.is_run_dir(path) else "folder"
+    files = sorted(p for p in path.iterdir() if rundir.is_trace_file(p))
+    if not files:
+        # tensorboard_trace_handler writes into the folder itself; some jobs nest one level.
+        files = sorted(p for p in path.glob("*/*") if rundir.is_trace_file(p))
+    if not files and kind != "run_dir":
+        raise RankscopeError(
+            f"{path}: no trace files found (expected *.pt.trace.json[.gz] or rank-N.json[.gz])"
+        )
+    return kind, files
+
+
+def _parse_and_cache(path: str) -> RankTrace | str:
+    """Worker body: parse one file and store it in the cache; an error becomes a string."""
+    try:
+        trace = parse_trace(Path(path))
+    except RankscopeError as e:
+        return str(e)
+    except Exception as e:  # a trace we do not understand must not sink the others
+        return f"{path}: could not be parsed ({type(e).__name__}: {e})"
+    if cache.worth_caching(Path(path)):
+        cache.store(trace)
+    return trace
+
+
+def ingest_files(
+    files: Iterable[Path], progress: ProgressFn | None = None
+) -> tuple[dict[str, RankTrace], dict[str, str]]:
+    """Parsed tables per file (from the cache where possible) and the reason per failed file."""
+    files = list(files)
+    done: dict[str, RankTrace] = {}
+    failed: dict[str, str] = {}
+    todo: list[Path] = []
+    for f in files:
+        hit = cache.load(f) if cache.worth_caching(f) else None
+        if hit is not None:
+            hit.path = str(f)
+            done[str(f)] = hit
+        else:
+            todo.append(f)
+    total = len(files)
+    n = len(done)
+    if progress and n:
+        progress(n, total, "cached")
+
+    def record(path: str, result: RankTrace | str) -> None:
+        nonlocal n
+        n += 1
+        if isinstance(result, str):
+            failed[path] = result
+        else:
+            done[path] = result
+        if progress:
+            progress(n, total, Path(path).name)
+
+    size = sum(f.stat().st_size for f in todo)
+    workers = min(len(todo), os.cpu_count() or 1)
+    if workers > 1 and size * 8 > _PARALLEL_MIN_BYTES:
+        import multiprocessing as mp
+
+        # fork: workers inherit the imported modules, so each starts in milliseconds.
+        ctx = mp.get_context("fork") if sys.platform != "win32" else None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for f, result in zip(todo, pool.map(_parse_and_cache, [str(f) for f in todo]), strict=True):
+                record(str(f), result)
+    else:
+        for f in todo:
+            record(str(f), _parse_and_cache(str(f)))
+    return done, failed
+
+
+def _numeric_table(rows: list[dict[str, Any]]) -> Table:
+    """JSONL records -> a Table of their numeric fields (missing values are NaN)."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        for k, v in row.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                keys.setdefault(k, None)
+    cols: dict[str, Any] = {}
+    for k in keys:
+        values = [row.get(k) for row in rows]
+        if k.endswith("_ns") or k == "step":
+            cols[k] = np.array([v if isinstance(v, int) else -1 for v in values], dtype=np.int64)
+        else:
+            cols[k] = np.array(
+                [float(v) if isinstance(v, int | float) else np.nan for v in values],
+                dtype=np.float64,
+            )
+    return Table(cols)
+
+
+def _telemetry_file(folder: Path, rank: int) -> Path | None:
+    for p in (rundir.telemetry_path(folder, rank), folder / f"rank{rank}.nvml.jsonl"):
+        if p.is_file():
+            return p
+    return None
+
+
+def load_run(
+    path: str | Path,
+    ranks: Iterable[int] | None = None,
+    progress: ProgressFn | None = None,
+) -> Run:
+    path = Path(path)
+    kind, files = discover_trace_files(path)
+    traces, failed = ingest_files(files, progress)
+    skipped = [{"file": f, "reason": reason} for f, reason in failed.items()]
+    warnings = [f"skipped {s['file']}: {s['reason']}" for s in skipped]
+
+    # Rank of each good file.
+    by_rank: dict[int, list[RankTrace]] = {}
+    lone = len(files) == 1
+    for f in files:
+        t = traces.get(str(f))
+        if t is None:
+            continue
+        r = t.meta.get("rank")
+        if not isinstance(r, int) or r < 0:
+            r = rundir.rank_from_filename(f.name)
+        if r is None:
+            if lone:
+                r = 0
+                warnings.append(f"{f.name}: no rank in the trace or file name; assuming rank 0")
+            else:
+                reason = "no rank in the trace's distributedInfo or in the file name"
+                skipped.append({"file": str(f), "reason": reason})
+                warnings.append(f"skipped {f}: {reason}")
+                continue
+        by_rank.setdefault(r, []).append(t)
+    for r, ts in by_rank.items():
+        if len(ts) > 1 and kind != "run_dir":
+            raise RankscopeError(
+                f"two trace files claim rank {r}: {ts[0].path} and {ts[1].path}"
+            )
+
+    manifest = rundir.read_run_manifest(path) if kind == "run_dir" else {}
+    folder = path if path.is_dir() else path.parent
+    # Collector-only ranks (telemetry/steps but no trace yet) still count in a run dir.
+    if kind == "run_dir":
+        for r in manifest.get("ranks", {}):
+            by_rank.setdefault(int(r), [])
+
+    world_sizes = [t.meta.get("world_size") for ts in by_rank.values() for t in ts]
+    world_sizes += [manifest.get("world_size")]
+    world_size = max([w for w in world_sizes if isinstance(w, int) and w > 0], default=0)
+    world_size = max(world_size, max(by_rank, default=-1) + 1)
+    if world_size > len(by_rank):
+        missing = sorted(set(range(world_size)) - set(by_rank))
+        shown = ", ".join(map(str, missing[:16])) + (" ..." if len(missing) > 16 else "")
+        warnings.append(
+            f"world size is {world_size} but only {len(by_rank)} rank(s) have traces;"
+            f" missing ranks: {shown} (waits and last arrivals are among the ranks present)"
+        )
+
+    wanted = set(ranks) if ranks is not None else None
+    out: dict[int, RankData] = {}
+    for r in sorted(by_rank):
+        if wanted is not None and r not in wanted:
+            continue
+        ts = sorted(by_rank[r], key=lambda t: int(t.cpu["ts"].min()) if len(t.cpu) else 0)
+        step_rows = rundir.read_steps(folder, r) if kind == "run_dir" else []
+        tel_file = _telemetry_file(folder, r) if path.is_dir() else None
+        tel_rows = list(rundir.iter_jsonl(tel_file)) if tel_file else []
+        if ts:
+            meta = dict(ts[0].meta)
+            tables = {
+                name: Table.concat([getattr(t, name) for t in ts])
+                for name in ("gpu", "cpu", "gpu_ann", "comms")
+            }
+        else:
+            meta = {"rank": r, "has_gpu": False}
+            empty = empty_trace()
+            tables = {name: getattr(empty, name) for name in ("gpu", "cpu", "gpu_ann", "comms")}
+        meta["rank"] = r
+        rank_manifest = manifest.get("ranks", {}).get(r, {})
+        if rank_manifest:
+            meta["manifest"] = rank_manifest
+        out[r] = RankData(
+            rank=r,
+            files=[t.path for t in ts],
+            meta=meta,
+            step_marks=_numeric_table(step_rows),
+            telemetry=_numeric_table(tel_rows),
+            **tables,
+        )
+    if wanted is not None:
+        unknown = sorted(wanted - set(by_rank))
+        if unknown:
+            raise RankscopeError(
+                f"--ranks asks for rank(s) {', '.join(map(str, unknown))}, which the run does not"
+                f" have (ranks present: {', '.join(map(str, sorted(by_rank))) or 'none'})"
+            )
+    if not out:
+        reasons = "; ".join(s["reason"] for s in skipped[:3])
+        raise RankscopeError(f"{path}: no usable trace ({reasons or 'nothing to read'})")
+    return Run(
+        path=str(path),
+        kind=kind,
+        ranks=out,
+        world_size=world_size,
+        manifest=manifest,
+        skipped_files=skipped,
+        warnings=warnings,
+    )
+
+
+def stderr_progress() -> ProgressFn | None:
+    """A progress bar on a terminal; on a pipe, a line per file only for slow ingests."""
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+
+        bar = Progress(transient=True, console=None)
+        task = None
+
+        def on_tty(done: int, total: int, label: str) -> None:
+            nonlocal task
+            if task is None:
+                bar.start()
+                task = bar.add_task("ingesting traces", total=total)
+            bar.update(task, completed=done, description=f"ingesting {label}")
+            if done >= total:
+                bar.stop()
+
+        return on_tty
+    start = time.monotonic()
+
+    def on_pipe(done: int, total: int, label: str) -> None:
+        if time.monotonic() - start > 2.0:
+            print(f"rankscope: ingested {done}/{total} ({label})", file=sys.stderr, flush=True)
+
+    return on_pipe

@@ -1,0 +1,174 @@
+"""Render a report dict (``rankscope.report/1``) as text, markdown or JSON.
+
+Text and markdown read like an expert's summary: the verdict and findings
+first, then the per-rank table, collectives and GPU utilisation. Each renderer
+only formats; every number comes from the report dict.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+_SEV_MARK = {"high": "!!!", "medium": "!! ", "low": "!  "}
+
+
+def _fmt(x: Any, digits: int = 1, suffix: str = "") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}{suffix}"
+    return f"{x}{suffix}"
+
+
+def _rank_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["rank", "step ms", "compute", "comm", "exposed", "wait", "data", "host-only", "idle", "GPU busy", "HTA idle/compute/non-compute %"]
+    rows = []
+    for r in report["ranks"]:
+        tb = r["temporal_breakdown"]
+        rows.append(
+            [
+                str(r["rank"]),
+                _fmt(r["step_ms"]),
+                _fmt(r["compute_ms"]),
+                _fmt(r["comm_ms"]),
+                _fmt(r["comm_exposed_ms"]),
+                _fmt(r["comm_wait_ms"]),
+                _fmt(r["data_ms"]),
+                _fmt(r["host_ms"]),
+                _fmt(r["idle_ms"]),
+                _fmt(r["gpu_busy_pct"], 1, "%"),
+                f"{tb['idle_pct']:.2f} / {tb['compute_pct']:.2f} / {tb['non_compute_pct']:.2f}" if tb else "-",
+            ]
+        )
+    return header, rows
+
+
+def _coll_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["collective", "count", "msg bytes", "transfer ms/step", "wait ms/step/rank", "last to arrive"]
+    rows = []
+    for c in report["collectives"][:10]:
+        last = ", ".join(f"r{k}: {v}" for k, v in sorted(c["last_arrival_counts"].items(), key=lambda kv: -kv[1])[:4])
+        rows.append(
+            [
+                c["name"] + (f" (pg {c['pg']})" if c.get("pg") else ""),
+                str(c["count"]),
+                _human_bytes(c["bytes"]),
+                _fmt(c["transfer_ms"], 2),
+                _fmt(c["wait_ms"], 2),
+                last or "-",
+            ]
+        )
+    return header, rows
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def _verdict(report: dict[str, Any]) -> str:
+    run = report["run"]
+    s = report["stragglers"]
+    steps = run["steps"]
+    if not steps:
+        step_txt = "the whole trace"
+    elif len(steps) == 1:
+        step_txt = f"step {steps[0]}"
+    else:
+        step_txt = f"steps {steps[0]}-{steps[-1]}"
+    head = (
+        f"{len(run['ranks'])} rank(s) of {run['world_size']}, {step_txt},"
+        f" {_fmt(run['step_ms'])} ms/step on average."
+    )
+    if s:
+        top = s[0]
+        cause = top["cause"].replace("_", " ")
+        return (
+            f"{head} Rank {top['rank']} is the straggler ({cause}, {top['severity']}): the other ranks"
+            f" wait ~{top['caused_wait_ms_per_step']:.1f} ms/step for it."
+        )
+    if len(run["ranks"]) > 1 and report["collectives"]:
+        return f"{head} No straggler: the ranks arrive at collectives together."
+    return head
+
+
+def _table_text(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def _table_md(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def render_text(report: dict[str, Any]) -> str:
+    run = report["run"]
+    out = [f"rankscope report: {run['path']}", "", _verdict(report), ""]
+    if report["findings"]:
+        out.append("Findings (worst first, estimated saving per step):")
+        for i, f in enumerate(report["findings"], 1):
+            saving = f["est_saving_ms_per_step"]
+            out.append(f"  {i}. [{f['severity']}] {f['title']}" + (f"  (~{saving:.1f} ms/step)" if saving else ""))
+            out.append(f"     {f['detail']}")
+        out.append("")
+    else:
+        out += ["No findings worth a line: nothing would save 5% of the step.", ""]
+    out.append("Per rank (ms per step):")
+    out.append(_table_text(*_rank_rows(report)))
+    if report["collectives"]:
+        out += ["", "Collectives:", _table_text(*_coll_rows(report))]
+    if run["warnings"]:
+        out += ["", "Warnings:"] + [f"  - {w}" for w in run["warnings"]]
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    run = report["run"]
+    out = [f"# rankscope report: `{run['path']}`", "", f"**{_verdict(report)}**", ""]
+    out.append("## Findings")
+    if report["findings"]:
+        for f in report["findings"]:
+            saving = f["est_saving_ms_per_step"]
+            tail = f" *(~{saving:.1f} ms/step)*" if saving else ""
+            out.append(f"- **[{f['severity']}] {f['title']}**{tail}  \n  {f['detail']}")
+    else:
+        out.append("No findings worth a line: nothing would save 5% of the step.")
+    out += ["", "## Per rank (ms per step)", "", _table_md(*_rank_rows(report))]
+    if report["collectives"]:
+        out += ["", "## Collectives", "", _table_md(*_coll_rows(report))]
+    if report.get("top_kernels"):
+        out += ["", "## Top kernels", ""]
+        rows = [
+            [k["name"][:80], _fmt(k["ms_per_step"], 3), _fmt(k["share_pct"], 1, "%"), f"r{k['max_rank']}", _fmt(k["spread_cv"], 2)]
+            for k in report["top_kernels"][:10]
+        ]
+        out.append(_table_md(["kernel", "ms/step", "share", "max rank", "spread (cv)"], rows))
+    if run["warnings"]:
+        out += ["", "## Warnings", ""] + [f"- {w}" for w in run["warnings"]]
+    return "\n".join(out) + "\n"
+
+
+def render_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=1, allow_nan=False, default=_json_default) + "\n"
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if np.isnan(o) else float(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,223 @@
+"""The run directory: the one place that knows its layout, for both sides.
+
+A run directory holds what the collector wrote for every rank of one job::
+
+    RUN/
+      run.json                          run manifest (written by rank 0; RUN_SCHEMA)
+      rank{R}.meta.json                 per-rank manifest (host, pid, devices, versions,
+                                        clock offset, capture windows; RANK_SCHEMA)
+      rank{R}.steps.jsonl               one line per training step {step, start_ns, end_ns}
+      rank{R}.telemetry.jsonl           NVML/GPM (or host) samples, one JSON object a line
+      rank{R}.step{A}-{B}.pt.trace.json.gz
+                                        a torch.profiler window of steps A..B (Kineto JSON)
+      rank{R}.log                       what went wrong inside the collector, if anything
+      control/                          attach requests, acks and heartbeats
+
+Every per-rank file is written by that rank only, so ranks never race on a file;
+``run.json`` is written by rank 0 alone. JSON files are replaced atomically
+(write to a temporary name, then ``os.replace``), JSONL files are appended and
+flushed. All timestamps are int64 nanoseconds of CLOCK_REALTIME.
+
+This module imports only the standard library: it runs inside training jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RUN_SCHEMA = "rankscope.run/1"
+RANK_SCHEMA = "rankscope.rank/1"
+STEPS_SCHEMA = "rankscope.steps/1"
+TELEMETRY_SCHEMA = "rankscope.telemetry/1"
+
+RUN_MANIFEST = "run.json"
+CONTROL_DIR = "control"
+
+TRACE_SUFFIXES = (".pt.trace.json.gz", ".pt.trace.json", ".json.gz", ".json")
+
+_RANK_IN_NAME = re.compile(r"(?:^|[^a-z0-9])(?:rank|worker)[-_]?(\d+)(?![0-9])", re.IGNORECASE)
+
+
+def rank_meta_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.meta.json"
+
+
+def steps_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.steps.jsonl"
+
+
+def telemetry_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.telemetry.jsonl"
+
+
+def log_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.log"
+
+
+def trace_path(run_dir: Path, rank: int, first_step: int, last_step: int) -> Path:
+    """Where rank ``rank`` exports the profiler window of steps first..last (inclusive)."""
+    return Path(run_dir) / f"rank{rank}.step{first_step}-{last_step}.pt.trace.json.gz"
+
+
+def control_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CONTROL_DIR
+
+
+def rank_from_filename(name: str) -> int | None:
+    """``rank3``, ``rank-3``, ``rank_3``, ``worker3`` in a file name give 3; else None."""
+    m = _RANK_IN_NAME.search(Path(name).name)
+    return int(m.group(1)) if m else None
+
+
+def is_trace_file(path: Path) -> bool:
+    name = path.name
+    if not path.is_file():
+        return False
+    if name.endswith((".pt.trace.json.gz", ".pt.trace.json")):
+        return True
+    # Other JSON files may be traces (HTA's rank-N.json.gz, ad-hoc exports), but the
+    # collector's own JSON files never are.
+    if name in (RUN_MANIFEST, "manifest.json") or name.endswith(
+        (".meta.json", ".steps.json", ".jsonl", ".request.json", ".ack.json", ".status.json")
+    ):
+        return False
+    return name.endswith((".json.gz", ".json"))
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as JSON so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, sort_keys=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); a run directory is read by other
+        # users (the dashboard on a login node), like every other file in it.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield each complete JSON object line; a torn last line (a crash) is skipped."""
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError:
+        return
+    with f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+
+@dataclass(frozen=True)
+class CaptureWindow:
+    """One torch.profiler window of one rank: steps first..last inclusive."""
+
+    rank: int
+    first_step: int
+    last_step: int
+    file: str  # relative to the run directory
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "first_step": self.first_step,
+            "last_step": self.last_step,
+            "file": self.file,
+        }
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory the collector wrote (it has a run manifest or per-rank manifests)."""
+    p = Path(path)
+    return p.is_dir() and (
+        (p / RUN_MANIFEST).is_file() or any(p.glob("rank*.meta.json"))
+    )
+
+
+def read_run_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run manifest with every rank's manifest merged in under ``ranks``.
+
+    Missing or unreadable files give what could be read: a crashed job still
+    has a usable run directory.
+    """
+    run_dir = Path(run_dir)
+    manifest: dict[str, Any] = {}
+    try:
+        loaded = read_json(run_dir / RUN_MANIFEST)
+        if isinstance(loaded, dict):
+            manifest = loaded
+    except (OSError, ValueError):
+        pass
+    ranks: dict[int, dict[str, Any]] = {}
+    for p in sorted(run_dir.glob("rank*.meta.json")):
+        try:
+            meta = read_json(p)
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("rank"), int):
+            ranks[meta["rank"]] = meta
+    manifest["ranks"] = ranks
+    return manifest
+
+
+def capture_windows(run_dir: Path) -> list[CaptureWindow]:
+    """Every capture window recorded in the per-rank manifests, in rank and step order."""
+    out: list[CaptureWindow] = []
+    for rank, meta in read_run_manifest(run_dir)["ranks"].items():
+        for w in meta.get("windows", []) or []:
+            try:
+                out.append(
+                    CaptureWindow(rank, int(w["first_step"]), int(w["last_step"]), str(w["file"]))
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+    return sorted(out, key=lambda w: (w.rank, w.first_step))
+
+
+def read_steps(run_dir: Path, rank: int) -> list[dict[str, Any]]:
+    """The step timer's records for a rank: dicts with step, start_ns, end_ns."""
+    rows = []
+    for obj in iter_jsonl(steps_path(run_dir, rank)):
+        if {"step", "start_ns", "end_ns"} <= obj.keys():
+            rows.append(obj)
+    return rows
+
+
+def read_telemetry(run_dir: Path, rank: int) -> list[dict[str, Any]]:
+    return [o for o in iter_jsonl(telemetry_path(run_dir, rank)) if "ts_ns" in o]
+
+
+def ranks_with_files(run_dir: Path, pattern: str) -> Iterable[tuple[int, Path]]:
+    for p in sorted(Path(run_dir).glob(pattern)):
+        r = rank_from_filename(p.name)
+        if r is not None:
+            yield r, p
