@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -27,7 +25,7 @@ if TYPE_CHECKING:
 # Bump whenever parse_trace's output changes, so old entries are never read.
 INGEST_VERSION = 3
 # Parsing a small trace is quicker than importing pyarrow to read it back.
-MIN_CACHED_BYTES = 1_000_000
+MIN_CACHED_BYTES = 256_000
 _TABLES = ("gpu", "cpu", "gpu_ann", "comms")
 
 
@@ -76,6 +74,9 @@ def load(path: Path) -> RankTrace | None:
 
 
 def store(trace: RankTrace) -> None:
+    import shutil
+    import tempfile
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -23,7 +23,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +133,7 @@ def ingest_files(
     workers = min(len(todo), os.cpu_count() or 1)
     if workers > 1 and size * 8 > _PARALLEL_MIN_BYTES:
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
         # fork: workers inherit the imported modules, so each starts in milliseconds.
         ctx = mp.get_context("fork") if sys.platform != "win32" else None

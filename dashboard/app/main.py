@@ -1,0 +1,94 @@
+"""The dashboard's frame: page config, the shared sidebar (run, steps, ranks, live), navigation.
+
+Run by ``rankscope dashboard`` as ``streamlit run main.py`` with the run path in
+``$RANKSCOPE_DASHBOARD_PATH``. The sidebar's choice is stored as a
+``data.Selection`` in ``st.session_state`` and holds across pages; each page
+under ``views/`` reads it and draws.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard.app import data
+from dashboard.app import runs as runs_mod
+
+VIEWS = Path(__file__).resolve().parent / "views"
+PAGES = (
+    ("overview.py", "Overview", ":material/dashboard:"),
+    ("imbalance.py", "Load imbalance", ":material/balance:"),
+    ("communication.py", "Communication", ":material/swap_horiz:"),
+    ("gpu.py", "GPU utilisation", ":material/memory:"),
+    ("timeline.py", "Timeline", ":material/view_timeline:"),
+    ("kernels.py", "Kernels", ":material/functions:"),
+    ("compare.py", "Compare", ":material/compare_arrows:"),
+)
+LIVE_POLL_S = 3.0
+
+
+def _run_label(entry: runs_mod.RunEntry) -> str:
+    return f"{entry.label}  ·  {time.strftime('%Y-%m-%d %H:%M', time.localtime(entry.mtime))}"
+
+
+@st.fragment(run_every=LIVE_POLL_S)
+def _follow(path: str, seen: data.Signature) -> None:
+    """Re-run the whole page only when the run's files changed."""
+    if data.signature(path) != seen:
+        st.rerun(scope="app")
+    st.caption(f"Following the live run · checked {time.strftime('%H:%M:%S')}")
+
+
+def sidebar() -> data.Selection:
+    root = data.root_path()
+    if root is None:
+        data.stop_with("No run given: start the dashboard with `rankscope dashboard PATH`.")
+    try:
+        entries = data.runs_in(root)
+    except Exception as e:  # a RankscopeError, or a folder that vanished
+        data.stop_with(str(e))
+    with st.sidebar:
+        st.markdown("### rankscope")
+        if len(entries) > 1:
+            by_path = {e.path: e for e in entries}
+            path = st.selectbox(
+                "Run (newest first)",
+                list(by_path),
+                format_func=lambda p: _run_label(by_path[p]),
+                key="rs_run",
+            )
+        else:
+            path = entries[0].path
+            st.caption(f"Run: `{entries[0].label}`")
+        steps, ranks = data.run_steps_and_ranks(path)
+        step_range: str | None = None
+        if len(steps) > 1:
+            lo, hi = st.select_slider(
+                "Steps", options=steps, value=(steps[0], steps[-1]), key=f"rs_steps|{path}"
+            )
+            if (lo, hi) != (steps[0], steps[-1]):
+                step_range = f"{lo}:{hi}"
+        chosen_ranks: tuple[int, ...] | None = None
+        if len(ranks) > 1:
+            picked = st.multiselect(
+                "Ranks", ranks, default=ranks, key=f"rs_ranks|{path}", help="empty = all ranks"
+            )
+            if picked and sorted(picked) != ranks:
+                chosen_ranks = tuple(sorted(picked))
+        live_now = runs_mod.is_live(path)
+        if live_now or data.live_default():
+            if st.toggle("Refresh on its own", value=True, key="rs_live", help="for a run still being written"):
+                _follow(path, data.signature(path))
+    sel = data.Selection(path, chosen_ranks, step_range)
+    st.session_state[data.SELECTION_KEY] = sel
+    return sel
+
+
+st.set_page_config(page_title="rankscope", page_icon=":material/speed:", layout="wide")
+sidebar()
+navigation = st.navigation(
+    [st.Page(str(VIEWS / f), title=t, icon=i, default=(f == "overview.py")) for f, t, i in PAGES]
+)
+navigation.run()

@@ -1,0 +1,120 @@
+"""Which runs a dashboard path holds, and whether a run is still being written.
+
+``find_runs(path)`` -> list of ``RunEntry`` (newest first): the path itself when it
+is a run (a collector run directory, a trace folder or a trace file), else each
+sub-folder that is one. A RankscopeError (exit 2) when there is none.
+
+``run_signature(path)`` -> a tuple of (name, size, mtime_ns) of the run's files:
+it changes whenever the collector appends telemetry, writes a window or a step,
+so caches keyed on it refresh a live run and never re-read a finished one.
+
+``is_live(path)`` -> True while a collector run directory is still being
+written: its ``run.json`` has no ``end_ns`` yet (``rankscope run`` records it
+when the job ends), or an attach is in progress, and a file changed in the last
+``LIVE_QUIET_S`` seconds.
+
+Only the standard library and ``profiler.rundir``: no streamlit, no pandas.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from profiler import rundir
+from profiler.errors import RankscopeError
+
+LIVE_QUIET_S = 120.0
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    path: str
+    label: str
+    mtime: float
+
+
+def _is_run(path: Path) -> bool:
+    if path.is_file():
+        return path.name.endswith((".json", ".json.gz")) and rundir.is_trace_file(path)
+    if not path.is_dir():
+        return False
+    if rundir.is_run_dir(path):
+        return True
+    try:
+        if any(rundir.is_trace_file(p) for p in path.iterdir()):
+            return True
+        return any(rundir.is_trace_file(p) for p in path.glob("*/*"))
+    except OSError:
+        return False
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    try:
+        out = [p for p in path.iterdir() if p.is_file()]
+        out += [p for p in path.glob("*/*") if p.is_file()]
+    except OSError:
+        return []
+    return out
+
+
+def _newest_mtime(path: Path) -> float:
+    times = []
+    for p in _files(path):
+        try:
+            times.append(p.stat().st_mtime)
+        except OSError:
+            continue
+    return max(times, default=path.stat().st_mtime if path.exists() else 0.0)
+
+
+def find_runs(path: str | Path) -> list[RunEntry]:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise RankscopeError(f"{path}: no such file or directory")
+    if _is_run(p):
+        return [RunEntry(str(p.resolve()), p.name or str(p), _newest_mtime(p))]
+    if not p.is_dir():
+        raise RankscopeError(f"{path}: not a run directory, trace folder or trace file")
+    runs = []
+    for child in p.iterdir():
+        if child.name.startswith(".") or not _is_run(child):
+            continue
+        runs.append(RunEntry(str(child.resolve()), child.name, _newest_mtime(child)))
+    if not runs:
+        raise RankscopeError(
+            f"{path}: no run found (expected a run directory, a folder of *.pt.trace.json[.gz]"
+            " files, or a folder holding such runs)"
+        )
+    runs.sort(key=lambda r: (-r.mtime, r.label))
+    return runs
+
+
+def run_signature(path: str | Path) -> tuple[tuple[str, int, int], ...]:
+    sig = []
+    for p in _files(Path(path)):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        sig.append((p.name, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(sig))
+
+
+def is_live(path: str | Path, now: float | None = None) -> bool:
+    p = Path(path)
+    if not rundir.is_run_dir(p):
+        return False
+    now = time.time() if now is None else now
+    if now - _newest_mtime(p) > LIVE_QUIET_S:
+        return False
+    manifest = p / rundir.RUN_MANIFEST
+    try:
+        finished = "end_ns" in rundir.read_json(manifest)
+    except (OSError, ValueError, TypeError):
+        finished = False
+    attaching = any(rundir.control_dir(p).glob("*.request.json")) if rundir.control_dir(p).is_dir() else False
+    return not finished or attaching

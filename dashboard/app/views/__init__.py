@@ -1,0 +1,1 @@
+"""The dashboard pages: each module is a Streamlit page script with a ``render()``."""

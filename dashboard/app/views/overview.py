@@ -1,0 +1,141 @@
+"""Overview: the verdict first (the straggler, ranked findings), then step time and its parts per rank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.express as px
+import streamlit as st
+
+from dashboard.app import charts, data, model
+from dashboard.render import render_json, render_markdown
+
+_SEVERITY = {"high": ":red-badge[high]", "medium": ":orange-badge[medium]", "low": ":blue-badge[low]"}
+
+
+def _downloads(report: dict, files: dict[int, list[str]]) -> None:
+    with st.expander("Downloads: the report and each rank's raw trace"):
+        name = Path(report["run"]["path"]).name or "run"
+        c1, c2 = st.columns(2)
+        c1.download_button(
+            "Report (markdown)",
+            data=lambda: render_markdown(report),
+            file_name=f"{name}.report.md",
+            mime="text/markdown",
+            on_click="ignore",
+        )
+        c2.download_button(
+            "Report (JSON)",
+            data=lambda: render_json(report),
+            file_name=f"{name}.report.json",
+            mime="application/json",
+            on_click="ignore",
+        )
+        st.caption(
+            "Raw traces are standard Kineto JSON: open one in Perfetto at"
+            " [ui.perfetto.dev](https://ui.perfetto.dev) → *Open trace file*"
+            " (or chrome://tracing, TensorBoard, HTA)."
+        )
+        cols = st.columns(4)
+        i = 0
+        for rank, paths in sorted(files.items()):
+            for p in paths:
+                path = Path(p)
+                cols[i % 4].download_button(
+                    f"rank {rank}: {path.name}",
+                    data=lambda path=path: path.read_bytes(),
+                    file_name=path.name,
+                    mime="application/gzip" if path.suffix == ".gz" else "application/json",
+                    on_click="ignore",
+                    key=f"trace-{rank}-{path.name}",
+                )
+                i += 1
+
+
+def render() -> None:
+    report = data.report()
+    a = data.analysis()
+    run = report["run"]
+    steps = run["steps"]
+    st.title(f"Overview · {Path(run['path']).name}")
+    span = f"steps {steps[0]}–{steps[-1]}" if steps else "the whole trace as one window"
+    st.markdown(
+        f"{len(report['ranks'])} rank(s) of {run['world_size']} · {span} ({run['step_source']} steps)"
+        f" · **{run['step_ms']:.1f} ms/step** on average"
+    )
+
+    sentence = model.straggler_sentence(report)
+    if sentence:
+        st.warning(f"**{sentence}**", icon=":material/directions_run:")
+    elif len(report["ranks"]) > 1:
+        st.success("No straggler: the ranks arrive at their collectives together.", icon=":material/check:")
+
+    ranks = model.ranks_frame(report)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Step time", f"{run['step_ms']:.1f} ms")
+    stragglers = report["stragglers"]
+    c2.metric(
+        "Straggler",
+        f"rank {stragglers[0]['rank']}" if stragglers else "none",
+        model.CAUSE_TEXT.get(stragglers[0]["cause"], "").split(" (")[0] if stragglers else None,
+        delta_color="off",
+    )
+    if len(ranks):
+        waits = ranks["comm_wait_ms"].dropna()
+        c3.metric("Waiting in collectives", f"{waits.mean():.1f} ms/step" if len(waits) else "–")
+        busy = ranks["gpu_busy_pct"].dropna()
+        c4.metric("GPU busy (trace)", f"{busy.mean():.0f}%" if len(busy) else "no GPU")
+
+    st.subheader("Findings, worst first")
+    if not report["findings"]:
+        st.write("Nothing stands out: no finding would save at least 5% of the step.")
+    for i, f in enumerate(report["findings"], 1):
+        saving = f["est_saving_ms_per_step"]
+        st.markdown(
+            f"**{i}. {f['title']}** {_SEVERITY.get(f['severity'], '')}"
+            + (f" · saves ~**{saving:.1f} ms/step**" if saving else "")
+        )
+        st.caption(f["detail"])
+
+    left, right = st.columns(2)
+    with left:
+        fig = px.bar(
+            ranks.assign(rank=ranks["rank"].map(charts.rank_label)),
+            x="rank",
+            y="step_ms",
+            labels={"step_ms": "ms per step", "rank": ""},
+            title="Step time per rank",
+        )
+        fig.update_traces(marker_color="#455a64")
+        charts.show(
+            charts.tidy(fig, height=360),
+            "Synchronous training makes every rank's step equally long: equal bars are normal;"
+            " what differs is how each rank fills its step (right).",
+        )
+    with right:
+        parts = model.breakdown_long(report)
+        fig = px.bar(
+            parts,
+            x="rank",
+            y="ms",
+            color="component",
+            color_discrete_map=model.PART_COLOURS,
+            labels={"ms": "ms per step", "rank": ""},
+            title="Where each rank's step goes",
+        )
+        charts.show(
+            charts.tidy(fig, height=360),
+            "The six parts add up to the step. A rank with much red (exposed communication) is"
+            " waiting for someone; the rank with the least red and the most orange/blue is the one"
+            " they wait for.",
+        )
+
+    if a.warnings:
+        with st.expander(f"{len(a.warnings)} warning(s) from ingest and analysis"):
+            for w in a.warnings:
+                st.write(f"- {w}")
+    _downloads(report, {r: rd.files for r, rd in a.run.ranks.items()})
+
+
+if __name__ == "__main__":
+    render()
