@@ -41,17 +41,22 @@ DEFAULT_DIRS = [
     "public_traces/hta/alexnet",
 ]
 HTA_CODE = (
-    "import logging, sys, warnings; logging.disable(logging.CRITICAL); warnings.simplefilter('ignore');"
+    "import logging, sys, warnings; logging.disable(logging.CRITICAL);"
+    " warnings.simplefilter('ignore');"
     "from hta.trace_analysis import TraceAnalysis; TraceAnalysis(trace_dir=sys.argv[1])"
 )
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.run(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
+        )
     return elapsed
 
 
@@ -62,10 +67,20 @@ def rankscope_cmd(folder: Path) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dirs", nargs="*", help="trace folders (default: every folder in ../shared)")
-    parser.add_argument("--repeat", type=int, default=5, help="interleaved repetitions (median reported)")
-    parser.add_argument("--hta-python", default=os.environ.get("RANKSCOPE_HTA_PYTHON"), help="python of a venv with HTA")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "dirs", nargs="*", help="trace folders (default: every folder in ../shared)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="interleaved repetitions (median reported)"
+    )
+    parser.add_argument(
+        "--hta-python",
+        default=os.environ.get("RANKSCOPE_HTA_PYTHON"),
+        help="python of a venv with HTA",
+    )
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
 
@@ -90,20 +105,27 @@ def main() -> int:
             if hta:
                 hta_t.append(timed([hta, "-c", HTA_CODE, str(folder)]))
         row = {
-            "folder": str(folder.relative_to(SHARED)) if folder.is_relative_to(SHARED) else str(folder),
+            "folder": str(folder.relative_to(SHARED))
+            if folder.is_relative_to(SHARED)
+            else str(folder),
             "rankscope_cold_s": round(statistics.median(cold), 3),
             "rankscope_warm_s": round(statistics.median(warm), 3),
             "hta_s": round(statistics.median(hta_t), 3) if hta_t else None,
         }
-        row["speedup_cold"] = round(row["hta_s"] / row["rankscope_cold_s"], 1) if row["hta_s"] else None
+        row["speedup_cold"] = (
+            round(row["hta_s"] / row["rankscope_cold_s"], 1) if row["hta_s"] else None
+        )
         results.append(row)
         print(
-            f"{row['folder']:<40} cold {row['rankscope_cold_s']:6.2f} s  warm {row['rankscope_warm_s']:6.2f} s"
+            f"{row['folder']:<40} cold {row['rankscope_cold_s']:6.2f} s"
+            f"  warm {row['rankscope_warm_s']:6.2f} s"
             + (f"  HTA {row['hta_s']:6.2f} s  ({row['speedup_cold']}x)" if row["hta_s"] else ""),
             flush=True,
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"repeat": args.repeat, "results": results}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"repeat": args.repeat, "results": results}, indent=1)
+        )
     return 0
 
 

@@ -22,7 +22,19 @@ def _fmt(x: Any, digits: int = 1, suffix: str = "") -> str:
 
 
 def _rank_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["rank", "step ms", "compute", "comm", "exposed", "wait", "data", "host-only", "idle", "GPU busy", "HTA idle/compute/non-compute %"]
+    header = [
+        "rank",
+        "step ms",
+        "compute",
+        "comm",
+        "exposed",
+        "wait",
+        "data",
+        "host-only",
+        "idle",
+        "GPU busy",
+        "HTA idle/compute/non-compute %",
+    ]
     rows = []
     for r in report["ranks"]:
         tb = r["temporal_breakdown"]
@@ -38,17 +50,29 @@ def _rank_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _fmt(r["host_ms"]),
                 _fmt(r["idle_ms"]),
                 _fmt(r["gpu_busy_pct"], 1, "%"),
-                f"{tb['idle_pct']:.2f} / {tb['compute_pct']:.2f} / {tb['non_compute_pct']:.2f}" if tb else "-",
+                f"{tb['idle_pct']:.2f} / {tb['compute_pct']:.2f} / {tb['non_compute_pct']:.2f}"
+                if tb
+                else "-",
             ]
         )
     return header, rows
 
 
 def _coll_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["collective", "count", "msg bytes", "transfer ms/step", "wait ms/step/rank", "last to arrive"]
+    header = [
+        "collective",
+        "count",
+        "msg bytes",
+        "transfer ms/step",
+        "wait ms/step/rank",
+        "last to arrive",
+    ]
     rows = []
     for c in report["collectives"][:10]:
-        last = ", ".join(f"r{k}: {v}" for k, v in sorted(c["last_arrival_counts"].items(), key=lambda kv: -kv[1])[:4])
+        last = ", ".join(
+            f"r{k}: {v}"
+            for k, v in sorted(c["last_arrival_counts"].items(), key=lambda kv: -kv[1])[:4]
+        )
         rows.append(
             [
                 c["name"] + (f" (pg {c['pg']})" if c.get("pg") else ""),
@@ -91,7 +115,8 @@ def _verdict(report: dict[str, Any]) -> str:
         top = s[0]
         cause = top["cause"].replace("_", " ")
         return (
-            f"{head} Rank {top['rank']} is the straggler ({cause}, {top['severity']}): the other ranks"
+            f"{head} Rank {top['rank']} is the straggler ({cause}, {top['severity']}):"
+            " the other ranks"
             f" wait ~{top['caused_wait_ms_per_step']:.1f} ms/step for it."
         )
     if len(run["ranks"]) > 1 and report["collectives"]:
@@ -100,7 +125,9 @@ def _verdict(report: dict[str, Any]) -> str:
 
 
 def _table_text(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     line = "  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
@@ -120,7 +147,10 @@ def render_text(report: dict[str, Any]) -> str:
         out.append("Findings (worst first, estimated saving per step):")
         for i, f in enumerate(report["findings"], 1):
             saving = f["est_saving_ms_per_step"]
-            out.append(f"  {i}. [{f['severity']}] {f['title']}" + (f"  (~{saving:.1f} ms/step)" if saving else ""))
+            out.append(
+                f"  {i}. [{f['severity']}] {f['title']}"
+                + (f"  (~{saving:.1f} ms/step)" if saving else "")
+            )
             out.append(f"     {f['detail']}")
         out.append("")
     else:
@@ -151,7 +181,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("top_kernels"):
         out += ["", "## Top kernels", ""]
         rows = [
-            [k["name"][:80], _fmt(k["ms_per_step"], 3), _fmt(k["share_pct"], 1, "%"), f"r{k['max_rank']}", _fmt(k["spread_cv"], 2)]
+            [
+                k["name"][:80],
+                _fmt(k["ms_per_step"], 3),
+                _fmt(k["share_pct"], 1, "%"),
+                f"r{k['max_rank']}",
+                _fmt(k["spread_cv"], 2),
+            ]
             for k in report["top_kernels"][:10]
         ]
         out.append(_table_md(["kernel", "ms/step", "share", "max rank", "spread (cv)"], rows))

@@ -23,6 +23,7 @@ This module imports only the standard library: it runs inside training jobs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -106,10 +107,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -121,7 +120,7 @@ def read_json(path: Path) -> Any:
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield each complete JSON object line; a torn last line (a crash) is skipped."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with below
     except OSError:
         return
     with f:
@@ -158,9 +157,7 @@ class CaptureWindow:
 def is_run_dir(path: Path) -> bool:
     """A directory the collector wrote (it has a run manifest or per-rank manifests)."""
     p = Path(path)
-    return p.is_dir() and (
-        (p / RUN_MANIFEST).is_file() or any(p.glob("rank*.meta.json"))
-    )
+    return p.is_dir() and ((p / RUN_MANIFEST).is_file() or any(p.glob("rank*.meta.json")))
 
 
 def read_run_manifest(run_dir: Path) -> dict[str, Any]:

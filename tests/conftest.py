@@ -49,7 +49,7 @@ def markdown_table(text: str, header_startswith: str) -> list[list[str]]:
 
 
 def hta_reference(readme: Path) -> dict[tuple[str, int], dict[str, float]]:
-    """HTA's published numbers from a shared README: (run, rank) -> {idle, compute, non_compute[, overlap]}."""
+    """HTA's published numbers in a shared README: (run, rank) -> {idle, compute, ...}."""
     text = readme.read_text()
     rows = (
         markdown_table(text, "| run | rank | idle %")

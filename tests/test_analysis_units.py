@@ -29,7 +29,9 @@ def points(x: iv.Intervals) -> set[int]:
 
 @settings(max_examples=200, deadline=None)
 @given(spans, spans)
-def test_interval_algebra_matches_brute_force(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
+def test_interval_algebra_matches_brute_force(
+    a: list[tuple[int, int]], b: list[tuple[int, int]]
+) -> None:
     A, B = as_set(a), as_set(b)
     pa, pb = points(A), points(B)
     assert iv.length(A) == len(pa)
@@ -58,10 +60,19 @@ def test_rank_from_file_name(name: str, rank: int | None) -> None:
     assert rank_from_filename(name) == rank
 
 
-@pytest.mark.parametrize(("module", "forbidden"), [("profiler", ("torch", "streamlit", "dashboard")), ("dashboard.analysis", ("torch", "streamlit")), ("dashboard.analysis.analyse", ("torch", "streamlit", "pandas", "plotly"))])
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("profiler", ("torch", "streamlit", "dashboard")),
+        ("dashboard.analysis", ("torch", "streamlit")),
+        ("dashboard.analysis.analyse", ("torch", "streamlit", "pandas", "plotly")),
+    ],
+)
 def test_imports_stay_cheap(module: str, forbidden: tuple[str, ...]) -> None:
     code = f"import sys, {module}; print(' '.join(m for m in {forbidden!r} if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "", f"import {module} loaded {out}"
 
 

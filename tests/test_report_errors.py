@@ -13,7 +13,9 @@ from conftest import rankscope_cmd, shared_path
 
 
 def run_report(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*rankscope_cmd(), "report", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [*rankscope_cmd(), "report", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -50,7 +52,9 @@ def test_json_that_is_not_a_trace(tmp_path: Path) -> None:
 def test_bad_steps_and_ranks() -> None:
     path = str(shared_path("reference_runs", "h200_ddp2_balanced"))
     assert_one_line_error(run_report(path, "--steps", "x:y"), "--steps")
-    assert_one_line_error(run_report(path, "--steps", "50:60"), "no step in that range", "2, 3, 4, 5, 6, 7")
+    assert_one_line_error(
+        run_report(path, "--steps", "50:60"), "no step in that range", "2, 3, 4, 5, 6, 7"
+    )
     assert_one_line_error(run_report(path, "--ranks", "7"), "rank(s) 7", "ranks present: 0, 1")
 
 
@@ -58,7 +62,9 @@ def test_two_files_claiming_one_rank_names_both(tmp_path: Path) -> None:
     src = shared_path("reference_runs", "h200_ddp2_balanced", "rank0.pt.trace.json.gz")
     shutil.copy(src, tmp_path / "a.pt.trace.json.gz")
     shutil.copy(src, tmp_path / "b.pt.trace.json.gz")
-    assert_one_line_error(run_report(str(tmp_path)), "rank 0", "a.pt.trace.json.gz", "b.pt.trace.json.gz")
+    assert_one_line_error(
+        run_report(str(tmp_path)), "rank 0", "a.pt.trace.json.gz", "b.pt.trace.json.gz"
+    )
 
 
 def test_partial_run_is_analysed_with_skipped_files_listed(tmp_path: Path) -> None:

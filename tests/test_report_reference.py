@@ -40,7 +40,17 @@ def test_schema_and_run_section(straggler_report: dict) -> None:
     assert r["run"]["steps"] == [2, 3, 4, 5, 6, 7]
     assert r["run"]["skipped_files"] == []
     for rank in r["ranks"]:
-        for key in ("step_ms", "compute_ms", "comm_ms", "comm_exposed_ms", "comm_wait_ms", "data_ms", "host_ms", "idle_ms", "gpu_busy_pct"):
+        for key in (
+            "step_ms",
+            "compute_ms",
+            "comm_ms",
+            "comm_exposed_ms",
+            "comm_wait_ms",
+            "data_ms",
+            "host_ms",
+            "idle_ms",
+            "gpu_busy_pct",
+        ):
             assert isinstance(rank[key], float), key
         assert set(rank["temporal_breakdown"]) == {"idle_pct", "compute_pct", "non_compute_pct"}
         # gloo communication runs on the host: no NCCL kernels, so HTA's overlap is undefined.
@@ -83,7 +93,14 @@ def test_per_rank_numbers_match_the_measured_ground_truth(straggler_report: dict
 
 def test_breakdown_adds_up_to_the_step(straggler_report: dict) -> None:
     for r in straggler_report["ranks"]:
-        parts = r["compute_ms"] + r["comm_exposed_ms"] + r["memcpy_ms"] + r["data_exposed_ms"] + r["host_ms"] + r["idle_ms"]
+        parts = (
+            r["compute_ms"]
+            + r["comm_exposed_ms"]
+            + r["memcpy_ms"]
+            + r["data_exposed_ms"]
+            + r["host_ms"]
+            + r["idle_ms"]
+        )
         assert parts == pytest.approx(r["step_ms"], abs=0.05)
 
 
@@ -100,7 +117,10 @@ def test_temporal_breakdown_agrees_with_hta_on_reference_runs(run: str) -> None:
     for r in report["ranks"]:
         expected = hta[(run, r["rank"])]
         for key in ("idle_pct", "compute_pct", "non_compute_pct"):
-            assert r["temporal_breakdown"][key] == pytest.approx(expected[key], abs=0.5), (r["rank"], key)
+            assert r["temporal_breakdown"][key] == pytest.approx(expected[key], abs=0.5), (
+                r["rank"],
+                key,
+            )
 
 
 @pytest.mark.parametrize("trace", ["trace_filter", "nccl_data"])
@@ -110,7 +130,10 @@ def test_hta_metrics_agree_on_public_nccl_traces(trace: str) -> None:
     for r in report["ranks"]:
         expected = hta[(trace, r["rank"])]
         for key in ("idle_pct", "compute_pct", "non_compute_pct"):
-            assert r["temporal_breakdown"][key] == pytest.approx(expected[key], abs=0.5), (r["rank"], key)
+            assert r["temporal_breakdown"][key] == pytest.approx(expected[key], abs=0.5), (
+                r["rank"],
+                key,
+            )
         assert r["comm_overlap_pct"] == pytest.approx(expected["comm_overlap_pct"], abs=0.5)
 
 
@@ -138,7 +161,12 @@ def test_cpu_only_trace_reports_host_collectives_and_no_gpu() -> None:
 
 def test_single_file_without_rank_is_rank0_with_a_warning() -> None:
     f = shared_path("public_traces", "hta", "amd", "mi250_minitoy_train_ROCm6_2_kineto.json.gz")
-    proc = subprocess.run([*rankscope_cmd(), "report", str(f), "--format", "json"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*rankscope_cmd(), "report", str(f), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "assuming rank 0" in proc.stderr
     report = json.loads(proc.stdout)
@@ -158,11 +186,18 @@ def test_steps_and_ranks_filters() -> None:
 
 def test_text_report_reads_findings_first() -> None:
     path = str(shared_path("reference_runs", "h200_ddp4_straggler"))
-    proc = subprocess.run([*rankscope_cmd(), "report", path], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*rankscope_cmd(), "report", path], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0
     out = proc.stdout
     assert "Rank 1 is the straggler (data loading" in out
     assert out.index("Findings") < out.index("Per rank")
-    md = subprocess.run([*rankscope_cmd(), "report", path, "--format", "markdown"], capture_output=True, text=True, timeout=120)
+    md = subprocess.run(
+        [*rankscope_cmd(), "report", path, "--format", "markdown"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert md.stdout.startswith("# rankscope report")
     assert "| rank | step ms |" in md.stdout

@@ -33,7 +33,9 @@ DATA_LOADING_RE = re.compile(
 )
 PROFILER_STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
 _HOST_CATS = {"cpu_op", "cuda_runtime", "cuda_driver", "python_function", "cpu_instant_event"}
-_WAIT_API_RE = re.compile(r"Synchronize|EventQuery|StreamWait|cudaMemcpy(?!Async)|Wait", re.IGNORECASE)
+_WAIT_API_RE = re.compile(
+    r"Synchronize|EventQuery|StreamWait|cudaMemcpy(?!Async)|Wait", re.IGNORECASE
+)
 
 
 @dataclass
@@ -67,7 +69,9 @@ def rank_activity(rd: RankData) -> RankActivity:
     data_mask = cpu.vocab_mask("name", DATA_LOADING_RE.search)
     cat_host = cpu.vocab_mask("cat", lambda c: c in _HOST_CATS)
     not_wait = ~cpu.vocab_mask("name", _WAIT_API_RE.search)
-    is_comm_name = cpu.vocab_mask("name", lambda n: n.startswith(("gloo:", "nccl:", "c10d::", "record_param_comms")))
+    is_comm_name = cpu.vocab_mask(
+        "name", lambda n: n.startswith(("gloo:", "nccl:", "c10d::", "record_param_comms"))
+    )
     host_mask = cat_host & not_wait & ~data_mask & ~is_comm_name
 
     comm = iv.union(comms["ts"], _ends(comms["ts"], comms["dur"]))
@@ -136,7 +140,12 @@ def step_windows(rd: RankData) -> tuple[dict[int, tuple[int, int]], str]:
             return (
                 {
                     int(s): (int(a), int(b))
-                    for s, a, b in zip(marks["step"][inside], marks["start_ns"][inside], marks["end_ns"][inside], strict=True)
+                    for s, a, b in zip(
+                        marks["step"][inside],
+                        marks["start_ns"][inside],
+                        marks["end_ns"][inside],
+                        strict=True,
+                    )
                 },
                 "collector",
             )

@@ -60,14 +60,19 @@ def parse_step_range(text: str | None) -> tuple[int | None, int | None]:
         lo = int(a) if a.strip() else None
         hi = int(b) if b.strip() else None
     except ValueError:
-        raise RankscopeError(f"--steps {text!r}: expected A:B, A:, :B or A (step numbers)") from None
+        raise RankscopeError(
+            f"--steps {text!r}: expected A:B, A:, :B or A (step numbers)"
+        ) from None
     if lo is not None and hi is not None and lo > hi:
         raise RankscopeError(f"--steps {text!r}: the first step is after the last")
     return lo, hi
 
 
 def _choose_steps(
-    windows: dict[int, dict[int, tuple[int, int]]], lo: int | None, hi: int | None, warnings: list[str]
+    windows: dict[int, dict[int, tuple[int, int]]],
+    lo: int | None,
+    hi: int | None,
+    warnings: list[str],
 ) -> list[int]:
     sets = [set(w) for w in windows.values() if w]
     if not sets:
@@ -103,18 +108,25 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         raise RankscopeError(f"{run.path}: no events to analyse in any trace")
     step_source = "profiler" if sources == {"profiler"} else "/".join(sorted(sources))
     if steps == [-1]:
-        warnings.append("no ProfilerStep ranges or step marks: the whole trace is analysed as one window")
+        warnings.append(
+            "no ProfilerStep ranges or step marks: the whole trace is analysed as one window"
+        )
 
     activities = {rank: rank_activity(rd) for rank, rd in run.ranks.items()}
     has_gpu = any(a.has_gpu for a in activities.values())
-    matched = comms_mod.match_collectives({r: rd.comms for r, rd in run.ranks.items()}, windows, steps)
+    matched = comms_mod.match_collectives(
+        {r: rd.comms for r, rd in run.ranks.items()}, windows, steps
+    )
     waits = comms_mod.wait_intervals(matched)
     breakdown = step_breakdown(activities, windows, steps, waits)
 
     per_rank: dict[int, dict[str, float]] = {}
     for rank in run.ranks:
         m = breakdown["rank"] == rank
-        per_rank[rank] = {c: float(np.mean(breakdown[c][m])) if m.any() else float("nan") for c in BREAKDOWN_COLUMNS}
+        per_rank[rank] = {
+            c: float(np.mean(breakdown[c][m])) if m.any() else float("nan")
+            for c in BREAKDOWN_COLUMNS
+        }
     n_steps = len(steps)
     step_ms = float(np.nanmean([v["step_ms"] for v in per_rank.values()])) if per_rank else 0.0
 
@@ -126,7 +138,10 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         }
         for r, rd in run.ranks.items()
     }
-    util = {r: utilisation.gpu_utilisation(rd, activities[r], windows[r], steps) for r, rd in run.ranks.items()}
+    util = {
+        r: utilisation.gpu_utilisation(rd, activities[r], windows[r], steps)
+        for r, rd in run.ranks.items()
+    }
     tel = {r: utilisation.telemetry_summary(rd, windows[r], steps) for r, rd in run.ranks.items()}
     idle = {r: utilisation.idle_breakdown(rd, windows[r], steps) for r, rd in run.ranks.items()}
     kernels = utilisation.top_kernels(run.ranks, windows, steps)

@@ -89,7 +89,9 @@ def step_breakdown(
             rows["data_ms"].append(ms(act.data))
             rows["data_exposed_ms"].append(data_exp)
             rows["host_ms"].append(host)
-            rows["idle_ms"].append(max(wall / NS_PER_MS - (c + exposed + mem + data_exp + host), 0.0))
+            rows["idle_ms"].append(
+                max(wall / NS_PER_MS - (c + exposed + mem + data_exp + host), 0.0)
+            )
             rows["gpu_busy_ms"].append(ms(act.gpu) if act.has_gpu else float("nan"))
     cols = {k: np.asarray(v, dtype=np.float64) for k, v in rows.items()}
     cols["rank"] = cols["rank"].astype(np.int64)

@@ -77,6 +77,7 @@ def match_collectives(
             instances[key].setdefault(rank, int(i))
 
     out: dict[str, list[object]] = defaultdict(list)
+
     # Instances in time order of their first appearance, so ids read naturally.
     def first_ts(item: tuple[tuple[object, ...], dict[int, int]]) -> int:
         _, ranks = item
@@ -102,10 +103,17 @@ def match_collectives(
     if not out:
         return Table.build(
             {
-                "instance": np.zeros(0, np.int64), "rank": np.zeros(0, np.int64),
-                "step": np.zeros(0, np.int64), "name": [], "pg": [], "bytes": np.zeros(0, np.int64),
-                "start_ns": np.zeros(0, np.int64), "dur_ms": np.zeros(0), "transfer_ms": np.zeros(0),
-                "wait_ms": np.zeros(0), "last_rank": np.zeros(0, np.int64),
+                "instance": np.zeros(0, np.int64),
+                "rank": np.zeros(0, np.int64),
+                "step": np.zeros(0, np.int64),
+                "name": [],
+                "pg": [],
+                "bytes": np.zeros(0, np.int64),
+                "start_ns": np.zeros(0, np.int64),
+                "dur_ms": np.zeros(0),
+                "transfer_ms": np.zeros(0),
+                "wait_ms": np.zeros(0),
+                "last_rank": np.zeros(0, np.int64),
             },
             strings=("name", "pg"),
         )
@@ -176,10 +184,12 @@ def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[dict[
             {
                 "name": name,
                 "pg": pg,
-                "count": int(len(uniq)),
+                "count": len(uniq),
                 "bytes": mean_bytes,
                 "transfer_ms": round(transfer_ms, 3),
-                "wait_ms": round(float(matched["wait_ms"][m].sum()) / max(n_steps, 1) / max(n_ranks, 1), 3),
+                "wait_ms": round(
+                    float(matched["wait_ms"][m].sum()) / max(n_steps, 1) / max(n_ranks, 1), 3
+                ),
                 "last_arrival_counts": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
                 "effective_gbps": None if bw is None else round(bw, 3),
             }

@@ -27,7 +27,9 @@ _CAUSE_TEXT = {
 _MIN_SHARE = 0.05  # findings that would save less than 5% of the step are not worth a line
 
 
-def _finding(kind: str, title: str, detail: str, ranks: list[int], saving: float, step_ms: float) -> dict[str, Any]:
+def _finding(
+    kind: str, title: str, detail: str, ranks: list[int], saving: float, step_ms: float
+) -> dict[str, Any]:
     return {
         "kind": kind,
         "severity": severity(saving, step_ms),
@@ -52,12 +54,12 @@ def findings(a: Analysis) -> list[dict[str, Any]]:
     mean = {c: _mean([a.per_rank[r][c] for r in ranks]) for c in next(iter(a.per_rank.values()))}
 
     for s in a.stragglers:
-        others = len(ranks) - 1
+        n_others = len(ranks) - 1
         out.append(
             _finding(
                 "straggler",
                 f"Rank {s['rank']} holds the others back: {_CAUSE_TEXT[s['cause']]}",
-                f"Rank {s['rank']} arrives last at collectives; the other {others} rank(s) wait"
+                f"Rank {s['rank']} arrives last at collectives; the other {n_others} rank(s) wait"
                 f" {s['caused_wait_ms_per_step']:.1f} ms/step for it. Evidence: {s['evidence']}.",
                 [s["rank"]],
                 s["caused_wait_ms_per_step"],
@@ -89,7 +91,7 @@ def findings(a: Analysis) -> list[dict[str, Any]]:
         )
 
     # Data loading every rank pays (a straggler's own share is reported above).
-    others = [r for r in ranks if r not in straggler_ranks] or ranks
+    others: list[int] = [r for r in ranks if r not in straggler_ranks] or ranks
     data_exposed = float(np.mean([a.per_rank[r]["data_exposed_ms"] for r in others]))
     if data_exposed >= _MIN_SHARE * step_ms:
         out.append(
@@ -132,7 +134,8 @@ def findings(a: Analysis) -> list[dict[str, Any]]:
                     "compute_imbalance",
                     f"Rank {worst} computes {comp[worst] / median:.1f}x the median",
                     f"Rank {worst}: {comp[worst]:.1f} ms/step of compute vs {median:.1f} ms median."
-                    " Uneven batch sizes, sequence lengths or model partitioning; balance the work.",
+                    " Uneven batch sizes, sequence lengths or model partitioning;"
+                    " balance the work.",
                     [worst],
                     extra,
                     step_ms,
@@ -140,7 +143,11 @@ def findings(a: Analysis) -> list[dict[str, Any]]:
             )
 
     if a.has_gpu:
-        busy = [a.utilisation[r]["gpu_busy_pct"] for r in ranks if a.utilisation[r]["gpu_busy_pct"] is not None]
+        busy = [
+            a.utilisation[r]["gpu_busy_pct"]
+            for r in ranks
+            if a.utilisation[r]["gpu_busy_pct"] is not None
+        ]
         if busy and float(np.mean(busy)) < 50.0:
             mean_busy = float(np.mean(busy))
             idle_ms = step_ms * (1 - mean_busy / 100.0)

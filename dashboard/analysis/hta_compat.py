@@ -33,7 +33,9 @@ def _is_step(name: str) -> bool:
     return "ProfilerStep" in name
 
 
-def _hta_gpu_events(rd: RankData, filter_last_step: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _hta_gpu_events(
+    rd: RankData, filter_last_step: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(start_us, end_us, name code) of the GPU events HTA would keep."""
     gpu, cpu = rd.gpu, rd.cpu
     stream_ok = gpu["stream"] >= 0
@@ -46,7 +48,9 @@ def _hta_gpu_events(rd: RankData, filter_last_step: bool) -> tuple[np.ndarray, n
         all_starts = np.concatenate(starts)
         if len(all_starts):
             last_start = all_starts.max()
-            launched = np.unique(cpu["correlation"][(cpu["ts"] < last_start) & (cpu["correlation"] >= 0)])
+            launched = np.unique(
+                cpu["correlation"][(cpu["ts"] < last_start) & (cpu["correlation"] >= 0)]
+            )
             corr = gpu["correlation"]
             by_launch = (corr >= 0) & np.isin(corr, launched)
             # HTA files GPU events without a correlation among the CPU events.
@@ -59,7 +63,9 @@ def _hta_gpu_events(rd: RankData, filter_last_step: bool) -> tuple[np.ndarray, n
 
 def _compute_mask(rd: RankData, codes: np.ndarray) -> np.ndarray:
     vocab = rd.gpu.vocab["name"]
-    compute = np.fromiter((not NON_COMPUTE_KERNEL_RE.match(n) for n in vocab), dtype=bool, count=len(vocab))
+    compute = np.fromiter(
+        (not NON_COMPUTE_KERNEL_RE.match(n) for n in vocab), dtype=bool, count=len(vocab)
+    )
     return compute[codes] if len(vocab) else np.zeros(0, dtype=bool)
 
 
@@ -88,7 +94,9 @@ def comm_overlap_pct(rd: RankData, filter_last_step: bool) -> float | None:
     vocab = rd.gpu.vocab["name"]
     if not len(vocab) or not len(s):
         return None
-    is_comm = np.fromiter((bool(_NCCL_RE.match(n)) for n in vocab), dtype=bool, count=len(vocab))[codes]
+    is_comm = np.fromiter((bool(_NCCL_RE.match(n)) for n in vocab), dtype=bool, count=len(vocab))[
+        codes
+    ]
     if not is_comm.any():
         return None
     cm = _compute_mask(rd, codes)

@@ -31,7 +31,15 @@ STRAGGLER_MIN_FRACTION = 0.05
 HIGH_FRACTION = 0.20
 MEDIUM_FRACTION = 0.10
 
-IMBALANCE_METRICS = ("step_ms", "compute_ms", "data_ms", "host_ms", "comm_ms", "comm_wait_ms", "idle_ms")
+IMBALANCE_METRICS = (
+    "step_ms",
+    "compute_ms",
+    "data_ms",
+    "host_ms",
+    "comm_ms",
+    "comm_wait_ms",
+    "idle_ms",
+)
 _CAUSE_COLUMNS = (("data_loading", "data_ms"), ("host", "host_ms"), ("gpu_compute", "compute_ms"))
 _LABEL = {"data_ms": "data loading", "host_ms": "host-only time", "compute_ms": "compute"}
 
@@ -100,7 +108,7 @@ def find_stragglers(
             last_counts[last] = last_counts.get(last, 0) + 1
     n_inst = sum(1 for v in inst_last.values() if v >= 0)
 
-    out = []
+    out: list[dict[str, Any]] = []
     for r in ranks:
         others = [caused[o] for o in ranks if o != r]
         excess = caused[r] - float(np.median(others))
@@ -109,7 +117,11 @@ def find_stragglers(
         deltas = {}
         for cause, col in _CAUSE_COLUMNS:
             other_vals = [per_rank[o].get(col, 0.0) for o in ranks if o != r]
-            deltas[cause] = (per_rank[r].get(col, 0.0) - float(np.median(other_vals)), col, float(np.median(other_vals)))
+            deltas[cause] = (
+                per_rank[r].get(col, 0.0) - float(np.median(other_vals)),
+                col,
+                float(np.median(other_vals)),
+            )
         if not has_gpu:
             # Without a GPU, "compute" is host work.
             deltas["host"] = max(deltas["host"], deltas.pop("gpu_compute"), key=lambda d: d[0])
@@ -145,5 +157,5 @@ def find_stragglers(
                 "evidence": "; ".join(parts),
             }
         )
-    out.sort(key=lambda s: -s["excess_ms_per_step"])
+    out.sort(key=lambda s: -float(s["excess_ms_per_step"]))
     return out, caused

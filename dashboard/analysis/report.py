@@ -45,7 +45,9 @@ def build_report(a: Analysis) -> dict[str, Any]:
                 "compute_ms": _ms(pr["compute_ms"]),
                 "comm_ms": _ms(pr["comm_ms"]) if has_comm else None,
                 "comm_exposed_ms": _ms(pr["comm_exposed_ms"]) if has_comm else None,
-                "comm_wait_ms": _ms(pr["comm_wait_ms"]) if has_comm and len(a.per_rank) > 1 else None,
+                "comm_wait_ms": _ms(pr["comm_wait_ms"])
+                if has_comm and len(a.per_rank) > 1
+                else None,
                 "data_ms": _ms(pr["data_ms"]),
                 "host_ms": _ms(pr["host_ms"]),
                 "idle_ms": _ms(pr["idle_ms"]),

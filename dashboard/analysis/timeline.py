@@ -104,7 +104,9 @@ def step_timeline(
     """Segments of ``step`` per rank (see the module docstring)."""
     wanted = sorted(activities) if ranks is None else sorted(set(ranks) & set(activities))
     out: dict[str, list[object]] = {"rank": [], "category": [], "start_ms": [], "end_ms": []}
-    spans = [windows[r][step][1] - windows[r][step][0] for r in wanted if step in windows.get(r, {})]
+    spans = [
+        windows[r][step][1] - windows[r][step][0] for r in wanted if step in windows.get(r, {})
+    ]
     if resolution_ns is None:
         # About a pixel of a 1200-pixel-wide chart of the longest rank's step.
         resolution_ns = max(max(spans, default=0) // 1200, 1)
@@ -205,7 +207,9 @@ def collective_time_by_rank(collectives: Table, n_steps: int) -> Table:
     ranks = np.unique(collectives["rank"])
     n = max(n_steps, 1)
     transfer, wait, last = [], [], []
-    inst_last = dict(zip(collectives["instance"].tolist(), collectives["last_rank"].tolist(), strict=False))
+    inst_last = dict(
+        zip(collectives["instance"].tolist(), collectives["last_rank"].tolist(), strict=False)
+    )
     for r in ranks:
         m = collectives["rank"] == r
         transfer.append(float(collectives["transfer_ms"][m].sum()) / n)

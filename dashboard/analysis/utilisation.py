@@ -54,7 +54,9 @@ TELEMETRY_FIELDS = (
 )
 
 
-def _window_mask(ts: np.ndarray, windows: dict[int, tuple[int, int]], steps: list[int]) -> np.ndarray:
+def _window_mask(
+    ts: np.ndarray, windows: dict[int, tuple[int, int]], steps: list[int]
+) -> np.ndarray:
     mask = np.zeros(len(ts), dtype=bool)
     for s in steps:
         if s in windows:
@@ -72,7 +74,12 @@ def gpu_utilisation(
 ) -> dict[str, Any]:
     wall = _wall_ns(windows, steps)
     if not act.has_gpu or wall <= 0:
-        return {"gpu_busy_pct": None, "sm_efficiency_pct": None, "achieved_occupancy_pct": None, "streams": []}
+        return {
+            "gpu_busy_pct": None,
+            "sm_efficiency_pct": None,
+            "achieved_occupancy_pct": None,
+            "streams": [],
+        }
     busy = sum(iv.clipped_length(act.gpu, *windows[s]) for s in steps if s in windows)
     gpu = rd.gpu
     kernels = (gpu.strings("kind") == "kernel") & _window_mask(gpu["ts"], windows, steps)
@@ -103,7 +110,13 @@ def gpu_utilisation(
                 "stream": int(stream),
                 "busy_ms_per_step": round(busy_s / NS_PER_MS / n_steps, 3),
                 "busy_pct": round(100.0 * busy_s / wall, 2),
-                "kernels": int((m & (gpu.strings("kind") == "kernel") & _window_mask(gpu["ts"], windows, steps)).sum()),
+                "kernels": int(
+                    (
+                        m
+                        & (gpu.strings("kind") == "kernel")
+                        & _window_mask(gpu["ts"], windows, steps)
+                    ).sum()
+                ),
             }
         )
     return {
@@ -120,7 +133,9 @@ def telemetry_summary(
     tel = rd.telemetry
     if not len(tel) or "ts_ns" not in tel:
         return None
-    in_steps = _window_mask(tel["ts_ns"], windows, steps) if windows else np.zeros(len(tel), dtype=bool)
+    in_steps = (
+        _window_mask(tel["ts_ns"], windows, steps) if windows else np.zeros(len(tel), dtype=bool)
+    )
     out: dict[str, Any] = {"samples": len(tel), "samples_in_steps": int(in_steps.sum())}
     for field in TELEMETRY_FIELDS:
         if field not in tel:
@@ -168,8 +183,14 @@ def idle_breakdown(
         pos &= _window_mask(nxt, windows, steps)
         idx = np.searchsorted(corr_sorted, corr[1:])
         idx = np.clip(idx, 0, max(len(corr_sorted) - 1, 0))
-        found = (len(corr_sorted) > 0) & (corr_sorted[idx] == corr[1:]) if len(corr_sorted) else np.zeros(len(nxt), bool)
-        launch = np.where(found, launch_ts_sorted[idx] if len(corr_sorted) else 0, np.iinfo(np.int64).min)
+        found = (
+            (len(corr_sorted) > 0) & (corr_sorted[idx] == corr[1:])
+            if len(corr_sorted)
+            else np.zeros(len(nxt), bool)
+        )
+        launch = np.where(
+            found, launch_ts_sorted[idx] if len(corr_sorted) else 0, np.iinfo(np.int64).min
+        )
         hw = pos & (launch >= prev_end)
         kw = pos & ~hw & (gap <= KERNEL_WAIT_MAX_NS)
         ot = pos & ~hw & ~kw
@@ -198,11 +219,15 @@ def top_kernels(
         gpu = rd.gpu
         if not len(gpu):
             continue
-        m = (gpu.strings("kind") == "kernel") & _window_mask(gpu["ts"], windows.get(rank, {}), steps)
+        m = (gpu.strings("kind") == "kernel") & _window_mask(
+            gpu["ts"], windows.get(rank, {}), steps
+        )
         if not m.any():
             continue
         codes = gpu["name"][m]
-        sums = np.bincount(codes, weights=gpu["dur"][m].astype(np.float64), minlength=len(gpu.vocab["name"]))
+        sums = np.bincount(
+            codes, weights=gpu["dur"][m].astype(np.float64), minlength=len(gpu.vocab["name"])
+        )
         cnts = np.bincount(codes, minlength=len(gpu.vocab["name"]))
         for code in np.flatnonzero(cnts):
             name = gpu.vocab["name"][code]
@@ -210,7 +235,7 @@ def top_kernels(
             counts[name] = counts.get(name, 0) + int(cnts[code])
             total_all += float(sums[code]) / NS_PER_MS / n_steps
     n_ranks = max(len(ranks), 1)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, by_rank in per_kernel.items():
         vals = np.array([by_rank.get(r, 0.0) for r in ranks], dtype=np.float64)
         mean = float(vals.mean())
@@ -226,5 +251,5 @@ def top_kernels(
                 "spread_cv": round(float(vals.std() / mean), 3) if mean > 0 else 0.0,
             }
         )
-    rows.sort(key=lambda r: -r["ms_per_step"])
+    rows.sort(key=lambda r: -float(r["ms_per_step"]))
     return rows[:limit]

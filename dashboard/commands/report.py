@@ -45,13 +45,20 @@ class ReportCommand:
     name = "report"
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("path", metavar="PATH", help="run directory, trace folder or trace file")
         parser.add_argument(
-            "--format", choices=("text", "markdown", "json"), default="text", help="output format (default: text)"
+            "path", metavar="PATH", help="run directory, trace folder or trace file"
+        )
+        parser.add_argument(
+            "--format",
+            choices=("text", "markdown", "json"),
+            default="text",
+            help="output format (default: text)",
         )
         parser.add_argument("--ranks", help="only these ranks, e.g. 0,2,5-7")
         parser.add_argument("--steps", help="only these steps, inclusive: A:B, A:, :B or A")
-        parser.add_argument("-o", "--output", help="write the report to this file instead of stdout")
+        parser.add_argument(
+            "-o", "--output", help="write the report to this file instead of stdout"
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from dashboard.analysis.analyse import analyse
@@ -64,10 +71,12 @@ class ReportCommand:
         for w in run.warnings:
             print(f"rankscope report: warning: {w}", file=sys.stderr)
         analysis = analyse(run, args.steps)
-        for w in analysis.warnings[len(run.warnings):]:
+        for w in analysis.warnings[len(run.warnings) :]:
             print(f"rankscope report: warning: {w}", file=sys.stderr)
         report = build_report(analysis)
-        render = {"text": render_text, "markdown": render_markdown, "json": render_json}[args.format]
+        render = {"text": render_text, "markdown": render_markdown, "json": render_json}[
+            args.format
+        ]
         text = render(report)
         if args.output:
             try:

@@ -3,6 +3,6 @@
 ``load_run(path)`` is the entry point (see ``dashboard.ingest.run``).
 """
 
-from dashboard.ingest.run import Run, RankData, load_run
+from dashboard.ingest.run import RankData, Run, load_run
 
 __all__ = ["RankData", "Run", "load_run"]

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from dashboard.ingest.kineto import RankTrace
@@ -65,7 +64,9 @@ def load(path: Path) -> RankTrace | None:
     try:
         # ParquetFile.read, not read_table: the latter imports pandas (~0.3 s).
         tables = {
-            t: Table.from_arrow(pq.ParquetFile(entry / f"{t}.parquet").read(use_pandas_metadata=False))
+            t: Table.from_arrow(
+                pq.ParquetFile(entry / f"{t}.parquet").read(use_pandas_metadata=False)
+            )
             for t in _TABLES
         }
     except (OSError, pa.ArrowException):

@@ -43,19 +43,52 @@ GPU_KINDS = {"kernel": "kernel", "gpu_memcpy": "memcpy", "gpu_memset": "memset"}
 NCCL_KERNEL_RE = re.compile(r"^(nccl|rccl).*Kernel", re.IGNORECASE)
 _NCCL_KERNEL_COLL_RE = re.compile(r"^(?:nccl|rccl)(?:Dev)?Kernel_([A-Za-z]+)", re.IGNORECASE)
 _DTYPE_BYTES = {
-    "float": 4, "float32": 4, "int": 4, "int32": 4, "uint32": 4,
-    "double": 8, "float64": 8, "long": 8, "int64": 8, "long int": 8, "uint64": 8,
-    "half": 2, "float16": 2, "bfloat16": 2, "c10::half": 2, "c10::bfloat16": 2, "short": 2,
-    "int16": 2, "char": 1, "int8": 1, "uint8": 1, "unsigned char": 1, "byte": 1, "bool": 1,
-    "signed char": 1, "c10::float8_e4m3fn": 1, "c10::float8_e5m2": 1,
+    "float": 4,
+    "float32": 4,
+    "int": 4,
+    "int32": 4,
+    "uint32": 4,
+    "double": 8,
+    "float64": 8,
+    "long": 8,
+    "int64": 8,
+    "long int": 8,
+    "uint64": 8,
+    "half": 2,
+    "float16": 2,
+    "bfloat16": 2,
+    "c10::half": 2,
+    "c10::bfloat16": 2,
+    "short": 2,
+    "int16": 2,
+    "char": 1,
+    "int8": 1,
+    "uint8": 1,
+    "unsigned char": 1,
+    "byte": 1,
+    "bool": 1,
+    "signed char": 1,
+    "c10::float8_e4m3fn": 1,
+    "c10::float8_e5m2": 1,
 }
 _CANONICAL_COLL = {
-    "allreduce": "all_reduce", "allgather": "all_gather", "allgatherbase": "all_gather",
-    "allgatherintotensorcoalesced": "all_gather", "reducescatter": "reduce_scatter",
-    "reducescatterbase": "reduce_scatter", "reducescattertensorcoalesced": "reduce_scatter",
-    "broadcast": "broadcast", "reduce": "reduce", "alltoall": "all_to_all",
-    "alltoallbase": "all_to_all", "sendrecv": "send_recv", "send": "send", "recv": "recv",
-    "barrier": "barrier", "gather": "gather", "scatter": "scatter",
+    "allreduce": "all_reduce",
+    "allgather": "all_gather",
+    "allgatherbase": "all_gather",
+    "allgatherintotensorcoalesced": "all_gather",
+    "reducescatter": "reduce_scatter",
+    "reducescatterbase": "reduce_scatter",
+    "reducescattertensorcoalesced": "reduce_scatter",
+    "broadcast": "broadcast",
+    "reduce": "reduce",
+    "alltoall": "all_to_all",
+    "alltoallbase": "all_to_all",
+    "sendrecv": "send_recv",
+    "send": "send",
+    "recv": "recv",
+    "barrier": "barrier",
+    "gather": "gather",
+    "scatter": "scatter",
     "allreducecoalesced": "all_reduce",
 }
 
@@ -222,8 +255,13 @@ def _event_from_dict(e: dict[str, Any]) -> _Event:
                 kwargs[attr] = value
         args = _Args(**kwargs)
     return _Event(
-        ph=e.get("ph"), cat=e.get("cat"), name=e.get("name"), ts=e.get("ts"),
-        dur=e.get("dur"), tid=e.get("tid"), args=args,
+        ph=e.get("ph"),
+        cat=e.get("cat"),
+        name=e.get("name"),
+        ts=e.get("ts"),
+        dur=e.get("dur"),
+        tid=e.get("tid"),
+        args=args,
     )
 
 
@@ -242,7 +280,10 @@ def load_trace_doc(path: Path) -> _TraceDoc:
     if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
         raise RankscopeError(f"{path} is not a torch.profiler trace (no traceEvents list)")
     events = [_event_from_dict(e) for e in doc["traceEvents"] if isinstance(e, dict)]
-    keep = {k: doc.get(k) for k in ("distributedInfo", "baseTimeNanoseconds", "deviceProperties", "traceName")}
+    keep = {
+        k: doc.get(k)
+        for k in ("distributedInfo", "baseTimeNanoseconds", "deviceProperties", "traceName")
+    }
     return _TraceDoc(traceEvents=events, **keep)
 
 

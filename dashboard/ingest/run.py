@@ -138,7 +138,9 @@ def ingest_files(
         # fork: workers inherit the imported modules, so each starts in milliseconds.
         ctx = mp.get_context("fork") if sys.platform != "win32" else None
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for f, result in zip(todo, pool.map(_parse_and_cache, [str(f) for f in todo]), strict=True):
+            for f, result in zip(
+                todo, pool.map(_parse_and_cache, [str(f) for f in todo]), strict=True
+            ):
                 record(str(f), result)
     else:
         for f in todo:
@@ -206,9 +208,7 @@ def load_run(
         by_rank.setdefault(r, []).append(t)
     for r, ts in by_rank.items():
         if len(ts) > 1 and kind != "run_dir":
-            raise RankscopeError(
-                f"two trace files claim rank {r}: {ts[0].path} and {ts[1].path}"
-            )
+            raise RankscopeError(f"two trace files claim rank {r}: {ts[0].path} and {ts[1].path}")
 
     manifest = rundir.read_run_manifest(path) if kind == "run_dir" else {}
     folder = path if path.is_dir() else path.parent

@@ -35,7 +35,11 @@ class Table:
         string_cols = set(strings)
         for name, values in data.items():
             if name in string_cols:
-                uniq, codes = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True) if len(values) else (np.array([], dtype=object), np.array([], dtype=np.int32))
+                uniq, codes = (
+                    np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+                    if len(values)
+                    else (np.array([], dtype=object), np.array([], dtype=np.int32))
+                )
                 cols[name] = codes.astype(np.int32)
                 vocab[name] = [str(u) for u in uniq]
             else:
@@ -67,8 +71,10 @@ class Table:
             return -1
 
     def vocab_mask(self, name: str, predicate: Any) -> np.ndarray:
-        """Rows whose string ``name`` satisfies ``predicate`` (evaluated once per distinct value)."""
-        hits = np.fromiter((bool(predicate(v)) for v in self.vocab[name]), dtype=bool, count=len(self.vocab[name]))
+        """Rows whose string ``name`` satisfies ``predicate`` (called once per distinct value)."""
+        hits = np.fromiter(
+            (bool(predicate(v)) for v in self.vocab[name]), dtype=bool, count=len(self.vocab[name])
+        )
         return hits[self.cols[name]] if len(hits) else np.zeros(len(self), dtype=bool)
 
     def filter(self, mask: np.ndarray) -> Table:
@@ -113,7 +119,11 @@ class Table:
         data: dict[str, Any] = {}
         for name, col in self.cols.items():
             if name in self.vocab:
-                data[name] = pd.Categorical.from_codes(col, categories=self.vocab[name]) if len(self.vocab[name]) else pd.Categorical([])
+                data[name] = (
+                    pd.Categorical.from_codes(col, categories=pd.Index(self.vocab[name]))
+                    if len(self.vocab[name])
+                    else pd.Categorical([])
+                )
             else:
                 data[name] = col
         return pd.DataFrame(data)
@@ -127,7 +137,9 @@ class Table:
         for name, col in self.cols.items():
             if name in self.vocab:
                 arrays.append(
-                    pa.DictionaryArray.from_arrays(_arrow_numeric(col), _arrow_strings(self.vocab[name]))
+                    pa.DictionaryArray.from_arrays(
+                        _arrow_numeric(col), _arrow_strings(self.vocab[name])
+                    )
                 )
                 continue
             if col.dtype == np.bool_:
@@ -164,14 +176,18 @@ def _numpy_of(arr: pa.Array) -> np.ndarray:
     buf = arr.buffers()[1]
     if buf is None:
         return np.zeros(0, dtype=dtype)
-    return np.frombuffer(buf, dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize).copy()
+    return np.frombuffer(
+        buf, dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize
+    ).copy()
 
 
 def _arrow_numeric(col: np.ndarray) -> pa.Array:
     import pyarrow as pa
 
     col = np.ascontiguousarray(col)
-    return pa.Array.from_buffers(pa.from_numpy_dtype(col.dtype), len(col), [None, pa.py_buffer(col)])
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(col.dtype), len(col), [None, pa.py_buffer(col)]
+    )
 
 
 def _arrow_strings(values: list[str]) -> pa.Array:
