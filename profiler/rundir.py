@@ -18,6 +18,24 @@ Every per-rank file is written by that rank only, so ranks never race on a file;
 (write to a temporary name, then ``os.replace``), JSONL files are appended and
 flushed. All timestamps are int64 nanoseconds of CLOCK_REALTIME.
 
+What the collector (``profiler.collector``) puts in these files:
+
+- ``rank{R}.steps.jsonl`` and ``rank{R}.telemetry.jsonl`` start with one header line
+  ``{"schema": STEPS_SCHEMA|TELEMETRY_SCHEMA, "rank": R[, "source", "period_ms"]}``;
+  ``read_steps``/``read_telemetry`` skip it (it has no step / ts_ns). Telemetry rows
+  carry ``source`` ("nvml" | "host") and the fields in ``profiler.telemetry``.
+- ``rank{R}.meta.json``: schema, rank, local_rank, world_size, host, pid,
+  device_name ("cpu" without a GPU), torch/cuda/nccl/python versions, start_ns,
+  end_ns, steps_recorded, steps_source ("manual" | "optimizer"), profile (the
+  plan), telemetry_source, clock_offset_ns and clock_offset_method, windows.
+  ``clock_offset_ns`` is this rank's clock minus rank 0's at the same instant:
+  ``t_on_rank0_clock = t - clock_offset_ns``. Each window is
+  ``{first_step, last_step, file, profiler_steps}``: the trace's ``ProfilerStep#N``
+  ranges are collector step N.
+- ``run.json``: schema, world_size, start_ns, command, config; under
+  ``rankscope run`` also ``exit_code`` and ``end_ns``, added by the launcher after
+  every rank has exited.
+
 This module imports only the standard library: it runs inside training jobs.
 """
 

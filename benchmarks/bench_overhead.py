@@ -1,0 +1,179 @@
+"""What the collector costs a training step: the same 2-rank gloo CPU job, side by side.
+
+Four configurations run interleaved inside the same two processes (so they share
+warm caches, the same process group and the same machine noise), repetition
+after repetition:
+
+- ``baseline``: no collector;
+- ``light``: a Collector with no profiler window (step timer + telemetry thread);
+- ``torch.profiler``: torch.profiler alone, the usual way (schedule with warmup 1,
+  active 3, ``tensorboard_trace_handler(use_gzip=True)`` exporting on the training thread);
+- ``collector window``: a Collector with the same window (warmup 1, steps 3).
+
+Light configurations time ``--steps`` steps after 5 untimed ones; profiler
+configurations time the five steps from the warm-up step to the step at whose
+start the trace is saved. Rank 0 prints median and mean step time per
+configuration and the two ratios that matter, light / baseline and collector
+window / torch.profiler, paired by repetition (the figure to quote on a shared
+or noisy machine).
+
+    python benchmarks/bench_overhead.py            # ~1-2 minutes on 2 cores
+    python benchmarks/bench_overhead.py --quick    # ~20 seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CONFIGS = ("baseline", "light", "torch.profiler", "collector window")
+WINDOW_AT = 8  # profiled steps 8-10; warm-up step 7; the trace is saved as step 11 begins
+SETTLE_STEPS = 5  # untimed steps after a collector starts: its threads start up meanwhile
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+
+    from profiler import Collector
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    torch.manual_seed(rank)
+    model = nn.parallel.DistributedDataParallel(
+        nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 256))
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.001)
+    data = torch.randn(args.batch, 256)
+
+    def train_step() -> None:
+        with torch.profiler.record_function("data_loading"):
+            x = data + 0.0
+        loss = model(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        train_step()
+    # results[config][rep] = that repetition's step times (seconds)
+    results: dict[str, list[list[float]]] = {c: [] for c in CONFIGS}
+    tmp = Path(out)
+
+    def timed(steps: int, mark: Any, keep: range) -> list[float]:
+        times = []
+        for i in range(steps):
+            t0 = time.perf_counter()
+            train_step()
+            mark()
+            if i in keep:
+                times.append(time.perf_counter() - t0)
+        return times
+
+    window_steps = WINDOW_AT + 4  # steps 0..7: step 7 begins after the save
+    window_keep = range(WINDOW_AT - 1, WINDOW_AT + 4)
+    for rep in range(args.reps):
+        order = CONFIGS if rep % 2 == 0 else tuple(reversed(CONFIGS))
+        for config in order:
+            dist.barrier()
+            if config == "baseline":
+                n = SETTLE_STEPS + args.steps
+                times = timed(n, lambda: None, range(SETTLE_STEPS, n))
+            elif config == "light":
+                with Collector(tmp / f"light{rep}", nvml_period_ms=100) as col:
+                    n = SETTLE_STEPS + args.steps
+                    times = timed(n, col.step, range(SETTLE_STEPS, n))
+            elif config == "torch.profiler":
+                from torch.profiler import (
+                    ProfilerActivity,
+                    profile,
+                    schedule,
+                    tensorboard_trace_handler,
+                )
+
+                with profile(
+                    activities=[ProfilerActivity.CPU],
+                    schedule=schedule(wait=WINDOW_AT - 1, warmup=1, active=3, repeat=1),
+                    on_trace_ready=tensorboard_trace_handler(
+                        str(tmp / f"tp{rep}"), worker_name=f"rank{rank}", use_gzip=True
+                    ),
+                ) as prof:
+                    times = timed(window_steps, prof.step, window_keep)
+            else:
+                with Collector(
+                    tmp / f"window{rep}",
+                    profile_steps=f"{WINDOW_AT}-{WINDOW_AT + 2}",
+                    nvml_period_ms=100,
+                ) as col:
+                    times = timed(window_steps, col.step, window_keep)
+            results[config].append(times)
+    dist.barrier()
+    if rank == 0:
+        _print_table(results, args)
+    dist.destroy_process_group()
+
+
+def _print_table(results: dict[str, list[list[float]]], args: argparse.Namespace) -> None:
+    flat = {c: [t for rep in reps for t in rep] for c, reps in results.items()}
+    med = {c: statistics.median(v) * 1000 for c, v in flat.items()}
+    mean = {c: statistics.fmean(v) * 1000 for c, v in flat.items()}
+    print(f"\n2 ranks, gloo on CPU, {args.reps} interleaved repetitions")
+    print(f"{'configuration':<18} {'steps':>6} {'median ms':>10} {'mean ms':>9}")
+    for c in CONFIGS:
+        print(f"{c:<18} {len(flat[c]):>6} {med[c]:>10.3f} {mean[c]:>9.3f}")
+    print()
+    for a, b, goal in (
+        ("light", "baseline", "goal < +1%"),
+        ("collector window", "torch.profiler", "goal <= +1%"),
+    ):
+        # Paired: each repetition's two blocks ran back to back, so a slow spell on a
+        # shared machine hits both; the median over repetitions of their ratio is the
+        # figure least moved by noise. Pooled medians and means are printed beside it.
+        mean_a = [statistics.fmean(r) for r in results[a]]
+        mean_b = [statistics.fmean(r) for r in results[b]]
+        paired = statistics.median(x / y for x, y in zip(mean_a, mean_b, strict=True))
+        print(
+            f"{a} / {b}: paired {(paired - 1) * 100:+.2f}%, "
+            f"pooled median {(med[a] / med[b] - 1) * 100:+.2f}%, "
+            f"pooled mean {(mean[a] / mean[b] - 1) * 100:+.2f}%   ({goal})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (~20 s)")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per light block")
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    if args.reps is None:
+        args.reps = 3 if args.quick else 16
+    if args.quick:
+        args.steps = min(args.steps, 20)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix="rankscope-bench-") as out:
+        mp.spawn(_worker, args=(2, _free_port(), args, out), nprocs=2, join=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,643 @@
+"""The per-rank collector: step timer, telemetry, torch.profiler windows, manifests.
+
+Contract (what a rank leaves in its run directory, see ``profiler.rundir``):
+``rank{R}.steps.jsonl`` (one ``{step, start_ns, end_ns}`` per finished step),
+``rank{R}.telemetry.jsonl`` (samples every ``nvml_period_ms``),
+``rank{R}.step{A}-{B}.pt.trace.json.gz`` per profiler window (its
+``ProfilerStep#N`` ranges are collector step N), ``rank{R}.meta.json``
+(RANK_SCHEMA) and, on rank 0, ``run.json`` (RUN_SCHEMA).
+
+What runs where: the training thread only takes a timestamp, appends to a deque
+and drives torch.profiler at window edges. Sampling, file writes and trace
+export run on background threads. Any error inside a part (steps, telemetry,
+profiler, manifest, clock) is reported once (stderr and ``rank{R}.log``) and
+disables that part only; no exception ever reaches the training code.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import hashlib
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from profiler import __version__, hooks, rundir
+from profiler.faults import Faults
+from profiler.recorder import Recorder
+from profiler.schedule import ProfilePlan, Window, parse_profile_steps
+from profiler.telemetry import Sampler, open_sampler
+
+# The collector that owns this process's rank files; a second Collector started
+# in the same process defers to it instead of writing the same files twice.
+_active: Collector | None = None
+_active_lock = threading.Lock()
+_EXPORT_WAIT_S = 120.0
+
+
+def _env_int(name: str) -> int | None:
+    try:
+        return int(os.environ[name])
+    except (KeyError, ValueError):
+        return None
+
+
+class Collector:
+    """Record what this rank does: step times, GPU telemetry, torch.profiler windows.
+
+    Usage::
+
+        from profiler import Collector
+
+        with Collector("runs/exp1", profile_steps="5-7") as col:
+            for batch in loader:
+                train_step(batch)
+                col.step()          # a training step just ended
+
+    Steps: step 0 begins when the collector starts; each ``step()`` call ends the
+    current step and begins the next. With ``steps_from_optimizer=True`` (what
+    ``rankscope run`` uses) boundaries come from PyTorch's global optimizer
+    step hook instead: the first optimizer's ``step()`` returning marks one
+    boundary, and step 0 begins at the first such boundary (before it, the
+    collector cannot tell setup from training). If the code also calls
+    ``step()``, the manual calls take over from the hook.
+
+    ``profile_steps`` chooses torch.profiler windows, in collector step numbers:
+
+    - ``None`` or ``"off"``: no profiler, only the light layer;
+    - ``"5-7"``, ``"5"``, ``"5-7,40-42"``: inclusive step ranges; ``range(5, 8)``,
+      an ``int`` or a list of these work too;
+    - ``ProfileSchedule(wait, warmup, active, repeat, skip_first)`` or the text
+      ``"wait=1,warmup=1,active=3,repeat=2"``: torch.profiler's cycle.
+
+    Explicit ranges get ``warmup_steps`` profiler warm-up steps before them.
+    ``record_shapes``, ``profile_memory`` and ``with_stack`` are passed to
+    torch.profiler. ``nvml_period_ms`` (0 turns telemetry off) sets the sampling
+    period; ``nvml`` injects a pynvml-compatible module (tests).
+
+    Rank and world size come from torch.distributed when it is initialised,
+    else from torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else 0/1. The clock
+    offset against rank 0 is measured once through the c10d store when
+    torch.distributed is (or becomes) initialised. Importing torch happens in
+    ``start()``, never at import time.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike[str],
+        profile_steps: Any = None,
+        *,
+        record_shapes: bool = False,
+        profile_memory: bool = False,
+        with_stack: bool = False,
+        warmup_steps: int = 1,
+        nvml_period_ms: float = 100.0,
+        flush_period_s: float = 2.0,
+        steps_from_optimizer: bool = False,
+        nvml: Any = None,
+        run_config: dict[str, Any] | None = None,
+        command: list[str] | None = None,
+        clock_timeout_s: float = 15.0,
+    ) -> None:
+        self.run_dir = Path(run_dir).absolute()
+        self.plan: ProfilePlan = parse_profile_steps(profile_steps, warmup=warmup_steps)
+        self.record_shapes = record_shapes
+        self.profile_memory = profile_memory
+        self.with_stack = with_stack
+        self.nvml_period_ms = float(nvml_period_ms)
+        self.flush_period_s = float(flush_period_s)
+        self.steps_from_optimizer = steps_from_optimizer
+        self._nvml = nvml
+        self._run_config = run_config or {}
+        self._command = command
+        self._clock_timeout_s = clock_timeout_s
+
+        self.rank = 0
+        self.world_size = 1
+        self.local_rank = 0
+        self.faults = Faults("rank ?")
+        self._started = False
+        self._stopped = False
+        self._pid = os.getpid()
+        self._delegate: Collector | None = None
+        self._recorder: Recorder | None = None
+        self._meta: dict[str, Any] = {}
+        self._meta_lock = threading.Lock()
+        self._meta_dirty = False
+        self._torch: Any = None
+
+        # Step clock (training thread only).
+        self._step = 0
+        self._step_start_ns: int | None = None
+        self._steps_source = "optimizer" if steps_from_optimizer else "manual"
+        self._last_boundary_source = ""
+        self._clock_optimizer: int | None = None
+        self._optimizer_hook: Any = None
+        # False when the caller (autostart) feeds optimizer steps itself: a hook
+        # registered from inside another optimizer hook would break that step.
+        self._register_optimizer_hook = True
+
+        # Profiler window in progress (training thread only) and exports in flight.
+        self._prof: Any = None
+        self._window: Window | None = None
+        self._window_start_step = 0
+        self._exports: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Collector:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Collector:
+        """Start collecting on this rank. Never raises for a collection problem."""
+        global _active
+        if self._started:
+            return self
+        self._started = True
+        try:
+            from profiler import autostart
+
+            # Under `rankscope run` the launcher's collector owns this rank's files.
+            owner = autostart.collector_for_delegates()
+            with _active_lock:
+                owner = owner or _active
+                if owner is None:
+                    _active = self
+            if owner is not None and owner is not self:
+                self._delegate = owner
+                owner.faults.report(
+                    "collector",
+                    f"a Collector for {self.run_dir} defers to the one already collecting "
+                    f"into {owner.run_dir} (rankscope run's settings win)",
+                )
+                owner._take_manual_steps()
+                return self
+            self._start()
+        except Exception as e:
+            self.faults.disable("collector", e)
+        return self
+
+    def _start(self) -> None:
+        import torch
+
+        self._torch = torch
+        start_ns = time.time_ns()
+        self._identify()
+        self.faults = Faults(f"rank {self.rank}")
+        self._meta = self._initial_meta(start_ns)
+        self._meta_dirty = True
+        run_manifest = self._run_manifest(start_ns) if self.rank == 0 else None
+
+        self._recorder = Recorder(
+            self.run_dir,
+            self.rank,
+            self.faults,
+            self._sampler_factory() if self.nvml_period_ms > 0 else None,
+            max(self.nvml_period_ms, 1.0) / 1000.0,
+            self.flush_period_s,
+            self._snapshot_meta,
+            run_manifest,
+        )
+        self._recorder.start()
+
+        with self.faults.guard("clock"):
+            hooks.install()
+            if self._dist_initialized():
+                self._measure_clock()
+            else:
+                hooks.on_init(self._on_dist_init)
+        hooks.on_destroy(self._on_dist_destroy)
+        if self.steps_from_optimizer and self._register_optimizer_hook:
+            with self.faults.guard("steps"):
+                from torch.optim.optimizer import register_optimizer_step_post_hook
+
+                self._optimizer_hook = register_optimizer_step_post_hook(self._on_optimizer_step)
+        atexit.register(self.stop)
+        if not self.steps_from_optimizer:
+            self._step_start_ns = time.time_ns()
+            self._begin_step(0)
+
+    def _sampler_factory(self) -> Callable[[], Sampler]:
+        device = self._telemetry_device()
+        nvml, report = self._nvml, self.faults.report
+
+        def open_it() -> Sampler:
+            # Runs on the recorder thread: nvmlInit can take a while.
+            return open_sampler(nvml, device, report)
+
+        return open_it
+
+    def stop(self) -> None:
+        """Close any profiler window, export it, flush every file. Idempotent."""
+        global _active
+        if self._delegate is not None or not self._started or self._stopped:
+            return
+        self._stopped = True
+        if os.getpid() != self._pid:
+            return  # a forked child: the files and threads belong to the parent
+        try:
+            atexit.unregister(self.stop)
+            hooks.remove(self._on_dist_init)
+            hooks.remove(self._on_dist_destroy)
+            if self._optimizer_hook is not None:
+                self._optimizer_hook.remove()
+            self._close_window()
+            self._wait_for_exports(_EXPORT_WAIT_S)
+            with self._meta_lock:
+                self._meta["end_ns"] = time.time_ns()
+                self._meta["steps_recorded"] = self._step
+                self._meta_dirty = True
+            if self._recorder is not None:
+                self._recorder.stop()
+        except Exception as e:
+            self.faults.report("stop", e)
+        finally:
+            with _active_lock:
+                if _active is self:
+                    _active = None
+
+    def flush(self, wait_s: float = 10.0) -> None:
+        """Write out what is buffered now (bounded wait); collection goes on."""
+        target = self._delegate or self
+        if target._recorder is not None:
+            target._recorder.request_flush(wait_s)
+
+    # ------------------------------------------------------------------ steps
+
+    def step(self) -> None:
+        """Mark the end of the current training step (and the start of the next)."""
+        if self._delegate is not None:
+            self._delegate._manual_step()
+        else:
+            self._manual_step()
+
+    @property
+    def current_step(self) -> int:
+        return (self._delegate or self)._step
+
+    def _take_manual_steps(self) -> None:
+        """A Collector in the code defers to this one: its step() calls now mark steps."""
+        if self._steps_source == "manual":
+            return
+        self._steps_source = "manual"
+        self._set_meta("steps_source", "manual")
+        if self._step_start_ns is None:
+            # Like a Collector of its own: step 0 begins when it starts.
+            self._boundary("manual")
+
+    def _manual_step(self) -> None:
+        if self._steps_source == "optimizer":
+            # The code marks steps itself: stop listening to the optimizer. If the
+            # hook already marked this iteration's boundary, this call is the same
+            # boundary, not a new step.
+            self._steps_source = "manual"
+            self._set_meta("steps_source", "manual")
+            if self._last_boundary_source == "optimizer":
+                self._last_boundary_source = "manual"
+                return
+        self._boundary("manual")
+
+    def _on_optimizer_step(
+        self, optimizer: Any, args: Any = None, kwargs: Any = None, caller: Any = None
+    ) -> None:
+        """The global optimizer post-hook (``caller``: the frame that runs the hooks)."""
+        if self._steps_source == "manual" or self._stopped:
+            return
+        # With several optimizers (GANs, multi-tower models) only the first one to
+        # step keeps time, so one training step is one step.
+        if self._clock_optimizer is None:
+            self._clock_optimizer = id(optimizer)
+        elif id(optimizer) != self._clock_optimizer:
+            return
+        if caller is None:
+            caller = sys._getframe(1)
+        if self._profiler_due() and sys.getprofile() is None:
+            self._defer_boundary(caller)
+        else:
+            self._boundary("optimizer")
+
+    def _profiler_due(self) -> bool:
+        if self.plan.empty or self.faults.disabled("profiler"):
+            return False
+        next_step = 0 if self._step_start_ns is None else self._step + 1
+        return self._prof is not None or self.plan.window_at(next_step) is not None
+
+    def _defer_boundary(self, caller: Any) -> None:
+        """Mark the boundary once ``caller`` (torch's optimizer-step wrapper) has returned.
+
+        Post-hooks run inside the ``Optimizer.step#...`` record_function; a
+        ProfilerStep edge placed there would cut that range in two (and a window
+        stopped there leaves it unfinished). A one-shot profile function on this
+        thread waits for the wrapper frame to return, so the edge falls outside
+        it. Used only on steps at a profiler window's edges or inside it, and
+        only when no other profile function is installed.
+        """
+        budget = [10_000]  # events; a frame that somehow never returns cannot keep us on
+
+        def on_event(frame: Any, event: str, arg: Any) -> None:
+            budget[0] -= 1
+            if (frame is caller and event == "return") or budget[0] <= 0:
+                sys.setprofile(None)
+                self._boundary("optimizer")
+
+        sys.setprofile(on_event)
+
+    def _boundary(self, source: str) -> None:
+        if not self._started or self._stopped or os.getpid() != self._pid:
+            return
+        if self.faults.disabled("steps"):
+            return
+        try:
+            now = time.time_ns()
+            self._last_boundary_source = source
+            if self._step_start_ns is None:
+                self._step_start_ns = now
+                self._begin_step(0)
+                return
+            finished = self._step
+            if self._recorder is not None:
+                self._recorder.steps.append((finished, self._step_start_ns, now))
+            self._step = finished + 1
+            self._step_start_ns = now
+            self._begin_step(finished + 1)
+        except Exception as e:
+            self.faults.disable("steps", e)
+
+    # ------------------------------------------------------------------ profiler windows
+
+    def _begin_step(self, step: int) -> None:
+        """Drive torch.profiler at the start of ``step`` (training thread)."""
+        if self.plan.empty or self.faults.disabled("profiler"):
+            return
+        try:
+            if self._prof is not None:
+                assert self._window is not None
+                if step > self._window.last:
+                    self._close_window()
+                else:
+                    self._prof.step()
+            if self._prof is None:
+                window = self.plan.window_at(step)
+                if window is not None and step <= window.last:
+                    self._open_window(window, step)
+        except Exception as e:
+            self._prof = None
+            self._window = None
+            self.faults.disable("profiler", e)
+
+    def _open_window(self, window: Window, step: int) -> None:
+        torch = self._torch
+        from torch.autograd import profiler as autograd_profiler
+        from torch.profiler import ProfilerAction, ProfilerActivity, profile
+
+        if autograd_profiler._is_profiler_enabled:
+            # The job runs its own profiler; Kineto allows one at a time, and theirs wins.
+            self.faults.report(
+                "profiler",
+                f"skipped steps {window.first}-{window.last}: another torch.profiler is active",
+            )
+            return
+
+        def action(n: int) -> Any:
+            if n < window.first:
+                return ProfilerAction.WARMUP
+            if n < window.last:
+                return ProfilerAction.RECORD
+            if n == window.last:
+                return ProfilerAction.RECORD_AND_SAVE
+            return ProfilerAction.NONE
+
+        # torch.profiler numbers ProfilerStep#N from its own step_num, starting at 0
+        # and asking the schedule for step 0 in its constructor. Offset the schedule
+        # for that first question, then set step_num to the collector's step so that
+        # every ProfilerStep#N it writes is collector step N.
+        offset = [step]
+        activities = [ProfilerActivity.CPU]
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            activities.append(ProfilerActivity.CUDA)
+        prof = profile(
+            activities=activities,
+            schedule=lambda n: action(n + offset[0]),
+            on_trace_ready=self._on_trace_ready,
+            record_shapes=self.record_shapes,
+            profile_memory=self.profile_memory,
+            with_stack=self.with_stack,
+        )
+        prof.step_num = step
+        offset[0] = 0
+        self._window = window
+        self._window_start_step = step
+        self._prof = prof
+        prof.__enter__()
+
+    def _close_window(self) -> None:
+        prof, self._prof = self._prof, None
+        if prof is not None:
+            try:
+                prof.__exit__(None, None, None)  # saves the trace if it was recording
+            finally:
+                self._window = None
+
+    def _on_trace_ready(self, prof: Any) -> None:
+        # Called by torch.profiler on the training thread: hand off and return.
+        window = self._window
+        if window is None:
+            return
+        first = max(window.first, self._window_start_step)
+        # Normally this runs as step window.last + 1 begins; when collection stops
+        # (or the job tears down) inside the window, the current step is unfinished
+        # and the window ends at the step before it.
+        last = min(window.last, self._step - 1)
+        if last < first:
+            return  # no finished step was recorded: nothing worth a file
+        t = threading.Thread(
+            target=self._export, args=(prof, first, last), name="rankscope-export", daemon=True
+        )
+        self._exports = [e for e in self._exports if e.is_alive()]
+        self._exports.append(t)
+        t.start()
+
+    def _export(self, prof: Any, first: int, last: int) -> None:
+        from profiler.export import export_window
+
+        try:
+            if self._recorder is not None:
+                self._recorder.ready.wait(30)  # the run directory exists by then
+            if self.faults.disabled("run directory"):
+                return
+            window = export_window(prof, self.run_dir, self.rank, first, last)
+            with self._meta_lock:
+                self._meta.setdefault("windows", []).append(window)
+                self._meta_dirty = True
+            if window.get("renumbered_by"):
+                self.faults.report(
+                    "profiler",
+                    f"torch.profiler's step numbers were off by {window['renumbered_by']}",
+                )
+            if self._recorder is not None:
+                self._recorder.request_flush()
+        except Exception as e:
+            self.faults.report(f"export steps {first}-{last}", e)
+
+    def _wait_for_exports(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for t in self._exports:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------ torch.distributed
+
+    def _dist_initialized(self) -> bool:
+        dist = self._torch.distributed
+        return bool(dist.is_available() and dist.is_initialized())
+
+    def _on_dist_init(self) -> None:
+        hooks.remove(self._on_dist_init)
+        with self.faults.guard("clock"):
+            dist = self._torch.distributed
+            if int(dist.get_rank()) != self.rank:
+                self.faults.report(
+                    "collector",
+                    f"torch.distributed says rank {dist.get_rank()}, files use rank {self.rank}",
+                )
+            self._measure_clock()
+
+    def _on_dist_destroy(self) -> None:
+        # The job is tearing down: get the window and buffers onto disk now, while
+        # the process surely still lives; collection goes on if the job does.
+        if self._stopped or os.getpid() != self._pid:
+            return
+        try:
+            self._close_window()
+            self._wait_for_exports(_EXPORT_WAIT_S)
+            self.flush()
+        except Exception as e:
+            self.faults.report("flush at destroy_process_group", e)
+
+    def _measure_clock(self) -> None:
+        from profiler.clock import measure_clock_offset
+
+        token = hashlib.sha1(
+            f"{self.run_dir}|{os.environ.get('TORCHELASTIC_RESTART_COUNT', '')}".encode()
+        ).hexdigest()[:12]
+        offset, method = measure_clock_offset(
+            self._torch.distributed, token, timeout_s=self._clock_timeout_s
+        )
+        with self._meta_lock:
+            self._meta["clock_offset_ns"] = offset
+            self._meta["clock_offset_method"] = method
+            self._meta_dirty = True
+
+    # ------------------------------------------------------------------ identity and manifests
+
+    def _identify(self) -> None:
+        dist = self._torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            self.rank = int(dist.get_rank())
+            self.world_size = int(dist.get_world_size())
+        else:
+            self.rank = _env_int("RANK") or 0
+            self.world_size = _env_int("WORLD_SIZE") or 1
+        self.local_rank = _env_int("LOCAL_RANK") or 0
+
+    def _telemetry_device(self) -> str | None:
+        from profiler.telemetry import cuda_visible_device
+
+        torch = self._torch
+        # Never initialise CUDA here (a fork after that breaks the job's CUDA use):
+        # ask torch only if the job already did, else assume torchrun's convention.
+        index = self.local_rank
+        try:
+            if torch.cuda.is_initialized():
+                index = int(torch.cuda.current_device())
+        except Exception:
+            pass
+        return cuda_visible_device(index)
+
+    def _initial_meta(self, start_ns: int) -> dict[str, Any]:
+        torch = self._torch
+        nccl: str | None = None
+        try:
+            v = torch.cuda.nccl.version()
+            nccl = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        except Exception:
+            pass
+        return {
+            "schema": rundir.RANK_SCHEMA,
+            "rank": self.rank,
+            "local_rank": self.local_rank,
+            "world_size": self.world_size,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device_name": None,
+            "torch_version": str(torch.__version__),
+            "cuda_version": torch.version.cuda,
+            "nccl_version": nccl,
+            "python_version": sys.version.split()[0],
+            "rankscope_version": __version__,
+            "start_ns": start_ns,
+            "clock_offset_ns": 0,
+            "clock_offset_method": "not-distributed",
+            "steps_source": self._steps_source,
+            "profile": self.plan.to_json(),
+            "windows": [],
+        }
+
+    def _run_manifest(self, start_ns: int) -> dict[str, Any]:
+        return {
+            "schema": rundir.RUN_SCHEMA,
+            "world_size": self.world_size,
+            "start_ns": start_ns,
+            "command": self._command if self._command is not None else list(sys.orig_argv),
+            "config": {
+                "profile": self.plan.to_json(),
+                "record_shapes": self.record_shapes,
+                "profile_memory": self.profile_memory,
+                "with_stack": self.with_stack,
+                "nvml_period_ms": self.nvml_period_ms,
+                "steps_source": self._steps_source,
+                **self._run_config,
+            },
+            "rankscope_version": __version__,
+        }
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        with self._meta_lock:
+            self._meta[key] = value
+            self._meta_dirty = True
+
+    def _snapshot_meta(self) -> dict[str, Any] | None:
+        """The rank manifest if it changed since the last write (recorder thread)."""
+        recorder = self._recorder
+        with self._meta_lock:
+            if recorder is not None and recorder.sampler_info:
+                for k, v in recorder.sampler_info.items():
+                    if self._meta.get(k) != v:
+                        self._meta[k] = v
+                        self._meta_dirty = True
+                if self._meta.get("device_name") is None:
+                    self._meta["device_name"] = recorder.sampler_info.get("device_name", "cpu")
+            if not self._meta_dirty:
+                return None
+            self._meta_dirty = False
+            return copy.deepcopy(self._meta)
+
+
+def _forget_in_child() -> None:
+    # After fork the child has the collector's objects but none of its threads;
+    # the child must not write the parent's rank files.
+    global _active
+    _active = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

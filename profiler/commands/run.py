@@ -1,0 +1,207 @@
+"""``rankscope run``: collect from an unmodified training command.
+
+Sets the RANKSCOPE_* environment and prepends ``profiler/bootstrap`` (a
+``sitecustomize``) to PYTHONPATH, runs the command, passes its exit code
+through, then records the exit code and end time in ``run.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import profiler
+from profiler import autostart, rundir
+from profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
+from profiler.schedule import parse_profile_steps
+
+DEFAULT_PROFILE = "5-7"
+BOOTSTRAP_DIR = Path(profiler.__file__).resolve().parent / "bootstrap"
+
+
+def bootstrap_env(
+    run_dir: Path, config: dict[str, Any], command: list[str], base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment that makes every Python process of ``command`` load the collector."""
+    env = dict(os.environ if base is None else base)
+    package_path = str(Path(profiler.__file__).resolve().parent.parent)
+    env[autostart.ENV_RUN_DIR] = str(run_dir)
+    env[autostart.ENV_CONFIG] = json.dumps(config)
+    env[autostart.ENV_COMMAND] = json.dumps(command)
+    env[autostart.ENV_BOOTSTRAP] = str(BOOTSTRAP_DIR)
+    env[autostart.ENV_PACKAGE_PATH] = package_path
+    env["RANKSCOPE_RUN_ID"] = uuid.uuid4().hex
+    old = env.get("PYTHONPATH", "")
+    parts = [p for p in old.split(os.pathsep) if p and p != str(BOOTSTRAP_DIR)]
+    env["PYTHONPATH"] = os.pathsep.join([str(BOOTSTRAP_DIR), *parts])
+    return env
+
+
+def _clear_previous_run(run_dir: Path) -> None:
+    for pattern in (
+        "rank*.meta.json",
+        "rank*.steps.jsonl",
+        "rank*.telemetry.jsonl",
+        "rank*.pt.trace.json.gz",
+        "rank*.log",
+        rundir.RUN_MANIFEST,
+    ):
+        for p in run_dir.glob(pattern):
+            p.unlink()
+
+
+class RunCommand:
+    """Run a training command with the collector in every rank (no code change).
+
+    Every Python process the command starts loads rankscope's bootstrap; each
+    torch.distributed worker (torchrun, python -m torch.distributed.run or plain
+    python) records step times from its optimizer, GPU telemetry, and one
+    torch.profiler window, into the run directory. The command's exit code is
+    passed through. Steps are counted between optimizer steps: step 0 runs from
+    the end of the first optimizer.step() to the end of the second, so the default
+    window 5-7 covers the 7th to 9th training iterations.
+
+    examples:
+      rankscope run --out runs/exp1 -- torchrun --nproc-per-node 4 train.py
+      rankscope run --out runs/exp2 --profile 20-22 -- python train.py --epochs 1
+      rankscope run --out runs/exp3 --profile off -- torchrun ... train.py
+    """
+
+    name = "run"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+        parser.add_argument(
+            "--profile",
+            default=DEFAULT_PROFILE,
+            metavar="STEPS",
+            help=f"torch.profiler steps: e.g. 5-7, 5-7,50-52, wait=1,warmup=1,active=3,repeat=2, "
+            f"or off (default {DEFAULT_PROFILE})",
+        )
+        parser.add_argument(
+            "--nvml-period-ms",
+            type=float,
+            default=100.0,
+            metavar="N",
+            help="telemetry sampling period (default 100; 0 turns telemetry off)",
+        )
+        parser.add_argument(
+            "--record-shapes", action="store_true", help="torch.profiler record_shapes"
+        )
+        parser.add_argument(
+            "--profile-memory", action="store_true", help="torch.profiler profile_memory"
+        )
+        parser.add_argument("--with-stack", action="store_true", help="torch.profiler with_stack")
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace the collector files of an earlier run in DIR",
+        )
+        parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+
+    def run(self, args: argparse.Namespace) -> int:
+        command = list(args.cmd)
+        if command and command[0] == "--":
+            command = command[1:]
+        if not command:
+            raise RankscopeError("no command to run: rankscope run --out DIR -- COMMAND ...")
+        if args.nvml_period_ms < 0:
+            raise RankscopeError("--nvml-period-ms must be 0 (off) or positive")
+        plan = parse_profile_steps(args.profile)
+        run_dir = Path(args.out).absolute()
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RankscopeError(f"--out {args.out} is a file, not a directory")
+        if rundir.is_run_dir(run_dir):
+            if not args.overwrite:
+                raise RankscopeError(
+                    f"{args.out} already holds a run; choose another --out or pass --overwrite"
+                )
+            _clear_previous_run(run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RankscopeError(f"cannot create {args.out}: {e.strerror}", EXIT_ENVIRONMENT) from e
+
+        config = {
+            "profile_steps": None if plan.empty else plan.spec,
+            "record_shapes": args.record_shapes,
+            "profile_memory": args.profile_memory,
+            "with_stack": args.with_stack,
+            "nvml_period_ms": args.nvml_period_ms,
+        }
+        env = bootstrap_env(run_dir, config, command)
+        start_ns = time.time_ns()
+        try:
+            child = subprocess.Popen(command, env=env)
+        except FileNotFoundError as e:
+            raise RankscopeError(f"command not found: {command[0]}", EXIT_BAD_INPUT) from e
+        except PermissionError as e:
+            raise RankscopeError(f"cannot execute {command[0]}: permission denied") from e
+
+        code = _wait_forwarding_signals(child)
+        _finish_manifest(run_dir, command, start_ns, code)
+        _summarise(run_dir, args.out)
+        return code
+
+
+def _wait_forwarding_signals(child: subprocess.Popen[bytes]) -> int:
+    """Wait for ``child``; SIGINT/SIGTERM sent to us go to it (it decides how to stop)."""
+
+    def forward(signum: int, _frame: Any) -> None:
+        with contextlib.suppress(OSError):
+            child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    # Like a shell: a child killed by signal N exits 128 + N.
+    return 128 - code if code < 0 else code
+
+
+def _finish_manifest(run_dir: Path, command: list[str], start_ns: int, code: int) -> None:
+    """Record how the job ended in ``run.json`` (the job has exited: no rank writes it now)."""
+    path = run_dir / rundir.RUN_MANIFEST
+    try:
+        manifest = rundir.read_json(path) if path.is_file() else None
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict):
+        ranks = rundir.read_run_manifest(run_dir)["ranks"]
+        manifest = {
+            "schema": rundir.RUN_SCHEMA,
+            "world_size": max((m.get("world_size", 0) for m in ranks.values()), default=None),
+            "start_ns": start_ns,
+            "command": command,
+            "config": {"launcher": "rankscope run"},
+        }
+    manifest["exit_code"] = code
+    manifest["end_ns"] = time.time_ns()
+    try:
+        rundir.write_json_atomic(path, manifest)
+    except OSError as e:
+        print(f"rankscope run: could not update {path}: {e}", file=sys.stderr)
+
+
+def _summarise(run_dir: Path, shown: str) -> None:
+    ranks = rundir.read_run_manifest(run_dir)["ranks"]
+    traces = sum(len(m.get("windows") or []) for m in ranks.values())
+    if ranks:
+        line = f"rankscope run: {shown}: {len(ranks)} rank(s), {traces} trace file(s)"
+    else:
+        line = (
+            f"rankscope run: {shown}: no rank collected (the command started no Python "
+            "process that imported torch and stepped an optimizer)"
+        )
+    print(line, file=sys.stderr)

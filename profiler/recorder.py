@@ -1,0 +1,201 @@
+"""The collector's background thread: telemetry sampling and every file write of a rank.
+
+``Recorder`` owns ``rank{R}.steps.jsonl``, ``rank{R}.telemetry.jsonl``,
+``rank{R}.log`` and the manifests. The training thread only appends to
+in-memory deques (``steps``, ``faults.pending``) and marks the manifest dirty;
+this thread samples telemetry every ``period_s``, and every ``flush_s`` appends
+what accumulated and flushes, so a crashed job still leaves all but the last few
+seconds. Files are truncated when the recorder starts (each run starts clean) and
+each JSONL file begins with a header line ``{"schema": ..., "rank": ...}`` that
+``rundir.read_steps``/``read_telemetry`` skip. Buffers are bounded deques: if
+the disk stalls, the oldest unwritten records are dropped, never memory grown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from profiler import rundir
+from profiler.faults import Faults
+from profiler.telemetry import Sampler
+
+StepRecord = tuple[int, int, int]  # (step, start_ns, end_ns)
+
+_BUFFER_LIMIT = 100_000
+
+
+class Recorder(threading.Thread):
+    def __init__(
+        self,
+        run_dir: Path,
+        rank: int,
+        faults: Faults,
+        open_sampler: Callable[[], Sampler] | None,
+        period_s: float,
+        flush_s: float,
+        snapshot_meta: Callable[[], dict[str, Any] | None],
+        run_manifest: dict[str, Any] | None,
+    ) -> None:
+        super().__init__(name=f"rankscope-recorder-{rank}", daemon=True)
+        self.run_dir = Path(run_dir)
+        self.rank = rank
+        self.faults = faults
+        self.steps: deque[StepRecord] = deque(maxlen=_BUFFER_LIMIT)
+        self._samples: deque[dict[str, Any]] = deque(maxlen=_BUFFER_LIMIT)
+        self._open_sampler = open_sampler
+        self._period_s = period_s
+        self._flush_s = flush_s
+        self._snapshot_meta = snapshot_meta
+        self._run_manifest = run_manifest
+        self._stop_event = threading.Event()
+        self._flush_requested = threading.Event()
+        self._flushed = threading.Condition()
+        self._flush_count = 0
+        self._files: dict[str, IO[str]] = {}
+        self.sampler: Sampler | None = None
+        self.sampler_info: dict[str, Any] = {}
+        self.ready = threading.Event()  # set once files are open and the sampler chosen
+
+    # --- called from other threads ---
+
+    def request_flush(self, wait_s: float = 0.0) -> None:
+        """Ask for a flush now; with ``wait_s`` wait (bounded) until it happened."""
+        with self._flushed:
+            target = self._flush_count + 1
+        self._flush_requested.set()
+        if wait_s > 0 and self.is_alive():
+            with self._flushed:
+                self._flushed.wait_for(lambda: self._flush_count >= target, timeout=wait_s)
+
+    def stop(self, wait_s: float = 10.0) -> None:
+        self._stop_event.set()
+        self._flush_requested.set()
+        if self.is_alive():
+            self.join(wait_s)
+
+    # --- the thread ---
+
+    def run(self) -> None:
+        try:
+            self._open_files()
+        except Exception as e:
+            self.faults.disable("run directory", f"cannot write {self.run_dir}: {e}")
+            self.ready.set()
+            self._drain_without_files()
+            return
+        if self._open_sampler is not None:
+            try:
+                self.sampler = self._open_sampler()
+                self.sampler_info = self.sampler.describe()
+                self._write_header("telemetry", rundir.TELEMETRY_SCHEMA, self.sampler.source)
+            except Exception as e:
+                self.faults.disable("telemetry", e)
+        self.ready.set()
+        self._flush()
+        next_sample = time.monotonic()
+        next_flush = next_sample + self._flush_s
+        while not self._stop_event.is_set():
+            now = time.monotonic()
+            if self.sampler is not None and now >= next_sample:
+                self._sample()
+                # Keep the period (not drift by the sampling cost); skip missed ticks.
+                next_sample += self._period_s * max(
+                    1, int((now - next_sample) / self._period_s) + 1
+                )
+            if now >= next_flush or self._flush_requested.is_set():
+                self._flush_requested.clear()
+                self._flush()
+                next_flush = time.monotonic() + self._flush_s
+            wake = min(next_flush, next_sample if self.sampler is not None else next_flush)
+            self._flush_requested.wait(max(0.0, wake - time.monotonic()))
+        self._flush()
+        if self.sampler is not None:
+            with contextlib.suppress(Exception):
+                self.sampler.close()
+        for f in self._files.values():
+            with contextlib.suppress(Exception):
+                f.close()
+
+    def _drain_without_files(self) -> None:
+        # Nowhere to write: keep buffers from piling up until stopped.
+        while not self._stop_event.wait(self._flush_s):
+            self.steps.clear()
+            self._mark_flushed()
+        self._mark_flushed()
+
+    def _open_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._files["steps"] = open(  # noqa: SIM115 - kept open, closed in run()
+            rundir.steps_path(self.run_dir, self.rank), "w", encoding="utf-8"
+        )
+        self._write_header("steps", rundir.STEPS_SCHEMA, None)
+        if self._open_sampler is not None:
+            self._files["telemetry"] = open(  # noqa: SIM115 - kept open, closed in run()
+                rundir.telemetry_path(self.run_dir, self.rank), "w", encoding="utf-8"
+            )
+        if self._run_manifest is not None:
+            rundir.write_json_atomic(self.run_dir / rundir.RUN_MANIFEST, self._run_manifest)
+
+    def _write_header(self, kind: str, schema: str, source: str | None) -> None:
+        header: dict[str, Any] = {"schema": schema, "rank": self.rank}
+        if source is not None:
+            header["source"] = source
+            header["period_ms"] = round(self._period_s * 1000)
+        self._files[kind].write(json.dumps(header) + "\n")
+
+    def _sample(self) -> None:
+        assert self.sampler is not None
+        try:
+            self._samples.append(self.sampler.sample())
+        except Exception as e:
+            self.faults.disable("telemetry", e)
+            self.sampler = None
+
+    def _write_lines(self, kind: str, lines: list[str]) -> None:
+        if not lines or self.faults.disabled(f"write {kind}"):
+            return
+        try:
+            if kind == "log" and "log" not in self._files:
+                # Opened on the first fault only: a clean run leaves no log file.
+                self._files["log"] = open(  # noqa: SIM115 - kept open, closed in run()
+                    rundir.log_path(self.run_dir, self.rank), "a", encoding="utf-8"
+                )
+            f = self._files.get(kind)
+            if f is None:
+                return
+            f.write("".join(lines))
+            f.flush()
+        except Exception as e:
+            self.faults.disable(f"write {kind}", e)
+
+    def _flush(self) -> None:
+        steps = [self.steps.popleft() for _ in range(len(self.steps))]
+        self._write_lines(
+            "steps",
+            [f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}}}\n' for s, a, b in steps],
+        )
+        samples = [self._samples.popleft() for _ in range(len(self._samples))]
+        self._write_lines(
+            "telemetry", [json.dumps(s, separators=(",", ":")) + "\n" for s in samples]
+        )
+        pending = self.faults.pending
+        self._write_lines("log", [pending.popleft() for _ in range(len(pending))])
+        try:
+            meta = self._snapshot_meta()
+            if meta is not None and not self.faults.disabled("manifest"):
+                rundir.write_json_atomic(rundir.rank_meta_path(self.run_dir, self.rank), meta)
+        except Exception as e:
+            self.faults.disable("manifest", e)
+        self._mark_flushed()
+
+    def _mark_flushed(self) -> None:
+        with self._flushed:
+            self._flush_count += 1
+            self._flushed.notify_all()

@@ -1,0 +1,54 @@
+"""The same tiny DDP job, instrumented in code with ``profiler.Collector``.
+
+``python collector_api_job.py RUN_DIR [--slow-rank R] [--profile 3-5]`` under
+torchrun; every rank calls ``col.step()`` after its optimizer step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from profiler import Collector
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run_dir")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--slow-rank", type=int, default=-1)
+    parser.add_argument("--sleep-ms", type=float, default=40.0)
+    parser.add_argument("--profile", default="3-5")
+    args = parser.parse_args()
+
+    distributed = "RANK" in os.environ
+    if distributed:
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if distributed else 0
+    model: nn.Module = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 16))
+    if distributed:
+        model = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with Collector(args.run_dir, profile_steps=args.profile, nvml_period_ms=50) as col:
+        for _ in range(args.steps):
+            with torch.profiler.record_function("data_loading"):
+                if rank == args.slow_rank:
+                    time.sleep(args.sleep_ms / 1000)
+                x = torch.randn(32, 64)
+            loss = model(x).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            col.step()
+    if distributed:
+        dist.destroy_process_group()
+    print(f"rank {rank} done", flush=True)
+
+
+if __name__ == "__main__":
+    main()
