@@ -237,7 +237,8 @@ def load_run(
         ts = sorted(by_rank[r], key=lambda t: int(t.cpu["ts"].min()) if len(t.cpu) else 0)
         step_rows = rundir.read_steps(folder, r) if kind == "run_dir" else []
         tel_file = _telemetry_file(folder, r) if path.is_dir() else None
-        tel_rows = list(rundir.iter_jsonl(tel_file)) if tel_file else []
+        # Header lines ({"schema": ...}) carry no timestamp and are not samples.
+        tel_rows = [o for o in rundir.iter_jsonl(tel_file) if "ts_ns" in o] if tel_file else []
         if ts:
             meta = dict(ts[0].meta)
             tables = {
