@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pyarrow as pa  # noqa: F401
 
 # Bump whenever parse_trace's output changes, so old entries are never read.
-INGEST_VERSION = 3
+INGEST_VERSION = 4
 # Parsing a small trace is quicker than importing pyarrow to read it back.
 MIN_CACHED_BYTES = 256_000
 _TABLES = ("gpu", "cpu", "gpu_ann", "comms")

@@ -101,13 +101,17 @@ def canonical_collective(name: str) -> str:
 
 
 class _Args(msgspec.Struct):
-    """The event args rankscope reads; msgspec skips every other key without building it."""
+    """The event args rankscope reads; msgspec skips every other key without building it.
 
-    stream: Any = None
-    correlation: Any = None
-    device: Any = None
-    external_id: Any = msgspec.field(default=None, name="External id")
-    bytes: Any = None
+    Integer fields are typed so the decoder hands over ints (-1: absent); a trace
+    with odd value types fails this strict schema and takes the forgiving path.
+    """
+
+    stream: int = -1
+    correlation: int = -1
+    device: int = 0
+    external_id: int = msgspec.field(default=-1, name="External id")
+    bytes: int = -1
     blocks_per_sm: Any = msgspec.field(default=None, name="blocks per SM")
     occupancy: Any = msgspec.field(default=None, name="est. achieved occupancy %")
     coll_name: Any = msgspec.field(default=None, name="Collective name")
@@ -123,12 +127,12 @@ class _Args(msgspec.Struct):
 
 
 class _Event(msgspec.Struct):
-    ph: Any = None
-    cat: Any = None
-    name: Any = None
-    ts: Any = None
-    dur: Any = None
-    tid: Any = None
+    ph: str | None = None
+    cat: str | None = None
+    name: str = ""
+    ts: float | None = None
+    dur: float | None = None
+    tid: int | str | None = None
     args: _Args | None = None
 
 
@@ -239,6 +243,11 @@ def _read_bytes(path: Path) -> bytes:
 
 
 _ARG_FIELDS = {f.encode_name: f.name for f in msgspec.structs.fields(_Args)}
+_INT_ARGS = {"stream": -1, "correlation": -1, "device": 0, "external_id": -1, "bytes": -1}
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _event_from_dict(e: dict[str, Any]) -> _Event:
@@ -252,15 +261,18 @@ def _event_from_dict(e: dict[str, Any]) -> _Event:
                 value = raw_args[key]
                 if attr in ("input_dims", "input_type"):
                     value = msgspec.Raw(msgspec.json.encode(value))
+                elif attr in _INT_ARGS:
+                    value = _int_or(value, _INT_ARGS[attr])
                 kwargs[attr] = value
         args = _Args(**kwargs)
+    ph, cat, tid = e.get("ph"), e.get("cat"), e.get("tid")
     return _Event(
-        ph=e.get("ph"),
-        cat=e.get("cat"),
-        name=e.get("name"),
-        ts=e.get("ts"),
-        dur=e.get("dur"),
-        tid=e.get("tid"),
+        ph=ph if isinstance(ph, str) else None,
+        cat=cat if isinstance(cat, str) else None,
+        name=str(e.get("name", "")),
+        ts=_float_or_none(e.get("ts")),
+        dur=_float_or_none(e.get("dur")),
+        tid=tid if isinstance(tid, int | str) else None,
         args=args,
     )
 
@@ -335,16 +347,16 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
             continue
         ts = e.ts
         dur = e.dur
-        if not isinstance(ts, int | float) or not isinstance(dur, int | float):
+        if ts is None or dur is None:
             continue
         cat = e.cat
-        name = e.name if isinstance(e.name, str) else str(e.name)
+        name = e.name
         args = e.args or no_args
-        kind = GPU_KINDS.get(cat) if isinstance(cat, str) else None
-        if kind is None and cat == "cuda_sync" and args.stream is not None:
+        kind = GPU_KINDS.get(cat) if cat is not None else None
+        if kind is None and cat == "cuda_sync" and args.stream >= 0:
             kind = "sync"
         if kind is not None:
-            ext = _int_or(args.external_id)
+            ext = args.external_id
             bps = args.blocks_per_sm
             occ = args.occupancy
             g_rows.append(
@@ -353,11 +365,11 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
                     dur,
                     g_names(name),
                     g_kinds[kind],
-                    _int_or(args.stream),
-                    _int_or(args.device, 0),
-                    _int_or(args.correlation),
+                    args.stream,
+                    args.device,
+                    args.correlation,
                     ext,
-                    _int_or(args.bytes),
+                    args.bytes,
                     float(bps) if isinstance(bps, int | float) else nan,
                     float(occ) if isinstance(occ, int | float) else nan,
                 )
@@ -368,17 +380,20 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
         if cat == "Trace":
             continue
         if cat == "gpu_user_annotation":
-            a_rows.append((ts, dur, a_names(name), _int_or(args.stream, _int_or(e.tid))))
+            tid = e.tid
+            stream = args.stream if args.stream >= 0 else (tid if type(tid) is int else -1)
+            a_rows.append((ts, dur, a_names(name), stream))
             continue
-        ext = _int_or(args.external_id)
+        ext = args.external_id
+        tid = e.tid
         c_rows.append(
             (
                 ts,
                 dur,
                 c_names(name),
-                c_cats(cat if isinstance(cat, str) else ""),
-                _int_or(e.tid),
-                _int_or(args.correlation),
+                c_cats(cat or ""),
+                tid if type(tid) is int else -1,
+                args.correlation,
                 ext,
             )
         )
