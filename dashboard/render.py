@@ -86,6 +86,48 @@ def _coll_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _gpu_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "rank",
+        "busy (trace)",
+        "SM efficiency",
+        "occupancy",
+        "NVML util",
+        "GPM SM active",
+        "power W",
+    ]
+    rows = []
+    for r in report["ranks"]:
+        tel = r.get("telemetry") or {}
+
+        def tel_mean(field: str, scale: float = 1.0, tel: dict[str, Any] = tel) -> str:
+            entry = tel.get(field)
+            if not entry:
+                return "-"
+            value = entry.get("mean_in_steps", entry["mean"]) / scale
+            return f"{value:.0f}"
+
+        rows.append(
+            [
+                str(r["rank"]),
+                _fmt(r["gpu_busy_pct"], 1, "%"),
+                _fmt(r.get("sm_efficiency_pct"), 1, "%"),
+                _fmt(r.get("achieved_occupancy_pct"), 1, "%"),
+                tel_mean("gpu_util_pct") + ("%" if tel.get("gpu_util_pct") else ""),
+                tel_mean("gpm_sm_activity_pct") + ("%" if tel.get("gpm_sm_activity_pct") else ""),
+                tel_mean("power_mw", 1000.0),
+            ]
+        )
+    return header, rows
+
+
+_GPU_NOTE = (
+    "busy = any kernel/copy running (from the trace); SM efficiency = share of SMs the"
+    " kernels could fill; NVML util only says a kernel was running, GPM SM active says how"
+    " many SMs were."
+)
+
+
 def _human_bytes(n: int | None) -> str:
     if n is None:
         return "-"
@@ -159,6 +201,8 @@ def render_text(report: dict[str, Any]) -> str:
     out.append(_table_text(*_rank_rows(report)))
     if report["collectives"]:
         out += ["", "Collectives:", _table_text(*_coll_rows(report))]
+    if run.get("has_gpu"):
+        out += ["", "GPU utilisation:", _table_text(*_gpu_rows(report)), f"  ({_GPU_NOTE})"]
     if run["warnings"]:
         out += ["", "Warnings:"] + [f"  - {w}" for w in run["warnings"]]
     return "\n".join(out) + "\n"
@@ -178,6 +222,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += ["", "## Per rank (ms per step)", "", _table_md(*_rank_rows(report))]
     if report["collectives"]:
         out += ["", "## Collectives", "", _table_md(*_coll_rows(report))]
+    if run.get("has_gpu"):
+        out += ["", "## GPU utilisation", "", _table_md(*_gpu_rows(report)), "", _GPU_NOTE]
     if report.get("top_kernels"):
         out += ["", "## Top kernels", ""]
         rows = [

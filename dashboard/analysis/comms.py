@@ -154,8 +154,25 @@ def wait_intervals(matched: Table, by_last_rank: int | None = None) -> dict[int,
     return out
 
 
+def _merged_wait_ns(matched: Table, rows: np.ndarray) -> int:
+    """Waiting in the selected rows, merged per rank so concurrent collectives count once."""
+    start = matched["start_ns"]
+    end = start + np.rint(matched["wait_ms"] * NS_PER_MS).astype(np.int64)
+    total = 0
+    for rank in np.unique(matched["rank"][rows]):
+        m = rows & (matched["rank"] == rank) & (matched["wait_ms"] > 0)
+        total += iv.length(iv.union(start[m], end[m]))
+    return total
+
+
 def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[dict[str, object]]:
-    """The report's ``collectives`` list: one entry per collective name and process group."""
+    """The report's ``collectives`` list: one entry per collective name and process group.
+
+    ``transfer_ms``: the instances' transfer times summed, per step (concurrent
+    instances add up). ``wait_ms``: per rank and step, waiting merged over
+    concurrent instances, so it matches the ranks' ``comm_wait_ms``.
+    ``bytes``: mean message size of one instance (None when unknown).
+    """
     if not len(matched):
         return []
     names = matched.strings("name")
@@ -188,7 +205,7 @@ def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[dict[
                 "bytes": mean_bytes,
                 "transfer_ms": round(transfer_ms, 3),
                 "wait_ms": round(
-                    float(matched["wait_ms"][m].sum()) / max(n_steps, 1) / max(n_ranks, 1), 3
+                    _merged_wait_ns(matched, m) / NS_PER_MS / max(n_steps, 1) / max(n_ranks, 1), 3
                 ),
                 "last_arrival_counts": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
                 "effective_gbps": None if bw is None else round(bw, 3),
