@@ -153,6 +153,8 @@ def find_stragglers(
                 "severity": severity(excess, step_ms),
                 "excess_ms_per_step": round(excess, 3),
                 "caused_wait_ms_per_step": round(caused[r], 3),
+                # how much more of its cause this rank has than the others' median
+                "cause_excess_ms_per_step": round(delta, 3) if cause != "communication" else None,
                 "last_arrivals": last_counts.get(r, 0),
                 "evidence": "; ".join(parts),
             }

@@ -27,8 +27,8 @@ HEAT = "YlOrRd"
 
 def tidy(fig: go.Figure, height: int | None = None, **layout: Any) -> go.Figure:
     fig.update_layout(
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "title": None},
         **({"height": height} if height else {}),
         **layout,
     )
@@ -36,7 +36,14 @@ def tidy(fig: go.Figure, height: int | None = None, **layout: Any) -> go.Figure:
 
 
 def show(fig: go.Figure, caption: str, key: str | None = None) -> None:
-    """The chart, then one line saying what to look for."""
+    """The chart, then one line saying what to look for.
+
+    A plotly title moves above the chart as text: inside, it collides with the legend.
+    """
+    title = fig.layout.title.text
+    if title:
+        st.markdown(f"**{title}**")
+        fig.update_layout(title=None)
     st.plotly_chart(fig, width="stretch", key=key, config={"displaylogo": False})
     st.caption(caption)
 

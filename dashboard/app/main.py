@@ -63,24 +63,37 @@ def sidebar() -> data.Selection:
             path = entries[0].path
             st.caption(f"Run: `{entries[0].label}`")
         steps, ranks = data.run_steps_and_ranks(path)
+        # Keys carry the choices on offer: when a live run adds steps or ranks, the
+        # widgets start again on the full range instead of holding a stale one.
         step_range: str | None = None
         if len(steps) > 1:
             lo, hi = st.select_slider(
-                "Steps", options=steps, value=(steps[0], steps[-1]), key=f"rs_steps|{path}"
+                "Steps",
+                options=steps,
+                value=(steps[0], steps[-1]),
+                key=f"rs_steps|{path}|{steps[0]}-{steps[-1]}|{len(steps)}",
             )
             if (lo, hi) != (steps[0], steps[-1]):
                 step_range = f"{lo}:{hi}"
         chosen_ranks: tuple[int, ...] | None = None
         if len(ranks) > 1:
             picked = st.multiselect(
-                "Ranks", ranks, default=ranks, key=f"rs_ranks|{path}", help="empty = all ranks"
+                "Ranks",
+                ranks,
+                default=ranks,
+                key=f"rs_ranks|{path}|{len(ranks)}",
+                help="empty = all ranks",
             )
             if picked and sorted(picked) != ranks:
                 chosen_ranks = tuple(sorted(picked))
-        live_now = runs_mod.is_live(path)
-        if live_now or data.live_default():
-            if st.toggle("Refresh on its own", value=True, key="rs_live", help="for a run still being written"):
-                _follow(path, data.signature(path))
+        live = runs_mod.is_live(path) or data.live_default()
+        if live and st.toggle(
+            "Refresh on its own",
+            value=True,
+            key="rs_live",
+            help="for a run still being written",
+        ):
+            _follow(path, data.signature(path))
     sel = data.Selection(path, chosen_ranks, step_range)
     st.session_state[data.SELECTION_KEY] = sel
     return sel

@@ -69,22 +69,23 @@ def _num(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def straggler_sentence(report: dict[str, Any]) -> str | None:
-    """"Rank 1 is the straggler: data loading, ~43 ms/step more than ..." or None."""
+    """ "Rank 1 is the straggler: data loading, ~43 ms/step more than ..." or None."""
     stragglers = report.get("stragglers") or []
     if not stragglers:
         return None
     s = stragglers[0]
     rank, cause = s["rank"], s["cause"]
     step_ms = report["run"].get("step_ms") or 0.0
-    by_rank = {r["rank"]: r for r in report["ranks"]}
-    col = CAUSE_COLUMN.get(cause)
     what = CAUSE_TEXT.get(cause, cause)
-    if col and rank in by_rank:
-        others = [_num(r[col]) for rk, r in by_rank.items() if rk != rank and r[col] is not None]
-        if others and by_rank[rank][col] is not None:
-            extra = float(by_rank[rank][col]) - float(np.median(others))
-            what += f", ~{extra:.0f} ms/step more than the other ranks"
+    extra = s.get("cause_excess_ms_per_step")
+    if extra is not None:
+        what += f", ~{extra:.0f} ms/step more than the other ranks"
     wait = s["caused_wait_ms_per_step"]
     share = f" ({100 * wait / step_ms:.0f}% of the {step_ms:.0f} ms step)" if step_ms else ""
     return (
@@ -103,7 +104,11 @@ def breakdown_long(report: dict[str, Any]) -> pd.DataFrame:
 
 def ranks_frame(report: dict[str, Any]) -> pd.DataFrame:
     """One row per rank with the report's scalar per-rank fields."""
-    keep = [k for k, v in report["ranks"][0].items() if not isinstance(v, dict | list)] if report["ranks"] else []
+    keep = (
+        [k for k, v in report["ranks"][0].items() if not isinstance(v, dict | list)]
+        if report["ranks"]
+        else []
+    )
     df = pd.DataFrame([{k: r[k] for k in keep} for r in report["ranks"]], columns=keep)
     return df.astype({c: float for c in keep if c.endswith(("_ms", "_pct"))})
 
@@ -130,7 +135,7 @@ def telemetry_frame(run: Run, t0_ns: int) -> pd.DataFrame:
         tel = rd.telemetry
         if not len(tel) or "ts_ns" not in tel:
             continue
-        df = tel.to_pandas()
+        df = tel.to_pandas().drop(columns=["rank"], errors="ignore")
         df.insert(0, "t_s", (df["ts_ns"] - t0_ns) / 1e9)
         df.insert(0, "rank", rank)
         frames.append(df)
@@ -167,8 +172,8 @@ def compare_metrics(a: dict[str, Any], b: dict[str, Any]) -> pd.DataFrame:
     """Mean over ranks of each metric in A and B, their difference and relative change."""
     rows = []
     for key, label in COMPARE_METRICS:
-        va = np.nanmean([_num(r.get(key)) for r in a["ranks"]]) if a["ranks"] else np.nan
-        vb = np.nanmean([_num(r.get(key)) for r in b["ranks"]]) if b["ranks"] else np.nan
+        va = _mean([_num(r.get(key)) for r in a["ranks"]])
+        vb = _mean([_num(r.get(key)) for r in b["ranks"]])
         if np.isnan(va) and np.isnan(vb):
             continue
         delta = vb - va

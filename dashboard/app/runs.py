@@ -116,5 +116,9 @@ def is_live(path: str | Path, now: float | None = None) -> bool:
         finished = "end_ns" in rundir.read_json(manifest)
     except (OSError, ValueError, TypeError):
         finished = False
-    attaching = any(rundir.control_dir(p).glob("*.request.json")) if rundir.control_dir(p).is_dir() else False
+    attaching = (
+        any(rundir.control_dir(p).glob("*.request.json"))
+        if rundir.control_dir(p).is_dir()
+        else False
+    )
     return not finished or attaching

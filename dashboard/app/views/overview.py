@@ -1,7 +1,8 @@
-"""Overview: the verdict first (the straggler, ranked findings), then step time and its parts per rank."""
+"""Overview: the verdict first (straggler, ranked findings), then step time and its parts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import plotly.express as px
@@ -10,7 +11,16 @@ import streamlit as st
 from dashboard.app import charts, data, model
 from dashboard.render import render_json, render_markdown
 
-_SEVERITY = {"high": ":red-badge[high]", "medium": ":orange-badge[medium]", "low": ":blue-badge[low]"}
+_SEVERITY = {
+    "high": ":red-badge[high]",
+    "medium": ":orange-badge[medium]",
+    "low": ":blue-badge[low]",
+}
+
+
+def _reader(path: Path) -> Callable[[], bytes]:
+    """Read the file only when the user clicks: traces can be large."""
+    return path.read_bytes
 
 
 def _downloads(report: dict, files: dict[int, list[str]]) -> None:
@@ -43,7 +53,7 @@ def _downloads(report: dict, files: dict[int, list[str]]) -> None:
                 path = Path(p)
                 cols[i % 4].download_button(
                     f"rank {rank}: {path.name}",
-                    data=lambda path=path: path.read_bytes(),
+                    data=_reader(path),
                     file_name=path.name,
                     mime="application/gzip" if path.suffix == ".gz" else "application/json",
                     on_click="ignore",
@@ -60,7 +70,8 @@ def render() -> None:
     st.title(f"Overview · {Path(run['path']).name}")
     span = f"steps {steps[0]}–{steps[-1]}" if steps else "the whole trace as one window"
     st.markdown(
-        f"{len(report['ranks'])} rank(s) of {run['world_size']} · {span} ({run['step_source']} steps)"
+        f"{len(report['ranks'])} rank(s) of {run['world_size']} · {span}"
+        f" ({run['step_source']} steps)"
         f" · **{run['step_ms']:.1f} ms/step** on average"
     )
 
@@ -68,7 +79,9 @@ def render() -> None:
     if sentence:
         st.warning(f"**{sentence}**", icon=":material/directions_run:")
     elif len(report["ranks"]) > 1:
-        st.success("No straggler: the ranks arrive at their collectives together.", icon=":material/check:")
+        st.success(
+            "No straggler: the ranks arrive at their collectives together.", icon=":material/check:"
+        )
 
     ranks = model.ranks_frame(report)
     c1, c2, c3, c4 = st.columns(4)
@@ -79,6 +92,7 @@ def render() -> None:
         f"rank {stragglers[0]['rank']}" if stragglers else "none",
         model.CAUSE_TEXT.get(stragglers[0]["cause"], "").split(" (")[0] if stragglers else None,
         delta_color="off",
+        delta_arrow="off",
     )
     if len(ranks):
         waits = ranks["comm_wait_ms"].dropna()

@@ -1,0 +1,122 @@
+"""Compare: two runs, or two step windows of one run, with per-metric and per-rank deltas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.express as px
+import streamlit as st
+
+from dashboard.app import charts, data, model
+
+
+def _side(
+    label: str, runs: list[str], default_run: str, default_half: str | None
+) -> data.Selection:
+    run = st.selectbox(
+        f"{label}: run",
+        runs,
+        index=runs.index(default_run),
+        format_func=lambda p: Path(p).name,
+        key=f"rs_cmp_run_{label}",
+    )
+    steps, _ = data.run_steps_and_ranks(run)
+    step_range = None
+    if len(steps) > 1:
+        mid = len(steps) // 2
+        value = (steps[0], steps[-1])
+        if default_half == "first" and run == default_run:
+            value = (steps[0], steps[max(mid - 1, 0)])
+        elif default_half == "second" and run == default_run:
+            value = (steps[mid], steps[-1])
+        lo, hi = st.select_slider(
+            f"{label}: steps", options=steps, value=value, key=f"rs_cmp_steps_{label}|{run}"
+        )
+        if (lo, hi) != (steps[0], steps[-1]):
+            step_range = f"{lo}:{hi}"
+    return data.Selection(run, None, step_range)
+
+
+def render() -> None:
+    current = data.selection()
+    root = data.root_path() or current.path
+    runs = [e.path for e in data.runs_in(root)]
+    if current.path not in runs:
+        runs.insert(0, current.path)
+    st.title("Compare")
+    other = next((r for r in runs if r != current.path), None)
+    c1, c2 = st.columns(2)
+    with c1:
+        sel_a = _side("A", runs, current.path, None if other else "first")
+    with c2:
+        sel_b = _side("B", runs, other or current.path, None if other else "second")
+    st.caption(
+        "With one run, A and B default to its first and second half: did something change mid-run?"
+        " With several, B is the next newest run."
+    )
+    a, b = data.report(sel_a), data.report(sel_b)
+
+    metrics = model.compare_metrics(a, b)
+    left, right = st.columns(2)
+    with left:
+        st.dataframe(
+            metrics,
+            hide_index=True,
+            column_config={
+                "A": st.column_config.NumberColumn(format="%.1f"),
+                "B": st.column_config.NumberColumn(format="%.1f"),
+                "delta": st.column_config.NumberColumn("B − A", format="%+.1f"),
+                "delta_pct": st.column_config.NumberColumn("change", format="%+.0f%%"),
+            },
+        )
+        st.caption(
+            "Means over ranks, ms per step (GPU busy in %)."
+            " Negative deltas on time are improvements."
+        )
+    with right:
+        long = metrics.melt(
+            id_vars="metric", value_vars=["A", "B"], var_name="side", value_name="value"
+        )
+        fig = px.bar(
+            long,
+            y="metric",
+            x="value",
+            color="side",
+            barmode="group",
+            orientation="h",
+            labels={"value": "", "metric": ""},
+        )
+        fig.update_yaxes(autorange="reversed")
+        charts.show(
+            charts.tidy(fig, height=420),
+            "Bars that differ most are where the two differ; look there first.",
+        )
+
+    st.subheader("Per rank")
+    per_rank = model.compare_ranks(a, b)
+    matrix = per_rank.pivot_table(index="rank", columns="metric", values="delta", sort=False)
+    fig = px.imshow(
+        matrix,
+        text_auto=".1f",
+        color_continuous_scale="RdBu_r",
+        color_continuous_midpoint=0,
+        aspect="auto",
+        labels={"x": "", "y": "rank", "color": "B − A"},
+    )
+    fig.update_yaxes(
+        tickmode="array", tickvals=list(matrix.index), ticktext=[f"rank {r}" for r in matrix.index]
+    )
+    charts.show(
+        charts.tidy(fig, height=140 + 40 * len(matrix)),
+        "Red: B spends more time there than A; blue: less."
+        " A single red row is one rank that got worse.",
+    )
+    f1, f2 = st.columns(2)
+    for col, label, rep in ((f1, "A", a), (f2, "B", b)):
+        with col:
+            st.markdown(f"**Findings in {label}**")
+            st.dataframe(model.findings_frame(rep), hide_index=True)
+
+
+if __name__ == "__main__":
+    render()

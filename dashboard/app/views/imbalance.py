@@ -1,0 +1,129 @@
+"""Load imbalance: rank x step heatmaps, per-rank distributions, who arrived last at each step."""
+
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from dashboard.analysis import timeline
+from dashboard.app import charts, data, model
+
+HEATMAPS = (
+    (
+        "compute_ms",
+        "Compute (ms)",
+        "A row darker than the others computes more every step: uneven batches or work.",
+    ),
+    (
+        "data_ms",
+        "Data loading (ms)",
+        "A dark row is a rank whose input pipeline is slower; it makes everyone else wait.",
+    ),
+    (
+        "comm_wait_ms",
+        "Waiting for the last rank (ms)",
+        "Dark rows wait for someone; the light row among dark ones is the rank they wait for.",
+    ),
+)
+DISTRIBUTION_METRICS = {
+    "step time": "step_ms",
+    "compute": "compute_ms",
+    "data loading": "data_ms",
+    "host only": "host_ms",
+    "waiting in collectives": "comm_wait_ms",
+    "communication (all)": "comm_ms",
+    "idle": "idle_ms",
+}
+
+
+def render() -> None:
+    a = data.analysis()
+    report = data.report()
+    st.title("Load imbalance")
+    if len(a.run.ranks) < 2:
+        st.info("One rank only: there is nothing to balance.")
+    breakdown = a.breakdown
+
+    cols = st.columns(len(HEATMAPS))
+    for col, (metric, title, caption) in zip(cols, HEATMAPS, strict=True):
+        with col:
+            matrix = model.rank_step_matrix(breakdown, metric)
+            fig = px.imshow(
+                matrix,
+                text_auto=".0f",
+                color_continuous_scale=charts.HEAT,
+                aspect="auto",
+                labels={"x": "step", "y": "rank", "color": "ms"},
+                title=title,
+            )
+            fig.update_yaxes(
+                tickmode="array",
+                tickvals=list(matrix.index),
+                ticktext=[f"rank {r}" for r in matrix.index],
+            )
+            fig.update_xaxes(type="category")
+            charts.show(charts.tidy(fig, height=300), caption, key=f"heat-{metric}")
+
+    st.subheader("Per-rank distribution over steps")
+    label = st.selectbox("Metric", list(DISTRIBUTION_METRICS), index=2, key="rs_imbalance_metric")
+    steps = model.steps_frame(breakdown)
+    steps["rank"] = steps["rank"].map(charts.rank_label)
+    fig = px.box(
+        steps,
+        x="rank",
+        y=DISTRIBUTION_METRICS[label],
+        points="all",
+        labels={DISTRIBUTION_METRICS[label]: "ms"},
+    )
+    charts.show(
+        charts.tidy(fig, height=320),
+        "Each dot is one step. A box higher than the others is a rank that is consistently slower;"
+        " a tall box is a rank that is slow only sometimes (stalls, GC, a noisy neighbour).",
+    )
+
+    st.subheader("Who arrived last")
+    last = timeline.last_arrivals_by_step(a.collectives)
+    if not len(last):
+        st.info(
+            "No collective was matched across ranks in these steps, so arrival order is unknown."
+        )
+    else:
+        matrix = model.table_matrix(last, "rank", "step", "last_arrivals")
+        matrix = matrix.reindex(index=sorted(a.run.ranks), fill_value=0)
+        fig = px.imshow(
+            matrix,
+            text_auto=True,
+            color_continuous_scale="Blues",
+            aspect="auto",
+            labels={"x": "step", "y": "rank", "color": "collectives"},
+            title="Collectives each rank arrived last at, per step",
+        )
+        fig.update_yaxes(
+            tickmode="array",
+            tickvals=list(matrix.index),
+            ticktext=[f"rank {r}" for r in matrix.index],
+        )
+        fig.update_xaxes(type="category")
+        charts.show(
+            charts.tidy(fig, height=280),
+            "One row lit in every column means the same rank is last at every step: a persistent"
+            " straggler, not noise.",
+            key="heat-last",
+        )
+
+    st.subheader("Imbalance per metric")
+    rows = [
+        {
+            "metric": m,
+            **{k: v for k, v in vals.items() if k != "max_rank"},
+            "max rank": vals["max_rank"],
+        }
+        for m, vals in report["imbalance"].items()
+        if isinstance(vals, dict)
+    ]
+    st.dataframe(rows, hide_index=True)
+    st.caption("max/mean near 1 is balanced; cv is the spread across ranks relative to the mean.")
+
+
+if __name__ == "__main__":
+    render()

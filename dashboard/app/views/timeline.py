@@ -1,0 +1,79 @@
+"""Timeline: one step across all ranks, aligned at step start: a late arrival shows at a glance."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard.analysis.timeline import CATEGORIES, CATEGORY_LABELS
+from dashboard.app import charts, data, model
+
+
+def render() -> None:
+    a = data.analysis()
+    st.title("Timeline of one step")
+    steps = a.steps
+    frame = model.steps_frame(a.breakdown)
+    # Start on the slowest step: that is where a straggler shows most.
+    longest = frame.groupby("step")["step_ms"].max()
+    slowest = int(longest.index[int(longest.to_numpy().argmax())]) if len(longest) else steps[0]
+    step = st.selectbox(
+        "Step",
+        steps,
+        index=steps.index(slowest) if slowest in steps else 0,
+        format_func=lambda s: "whole trace" if s < 0 else f"step {s}",
+        key="rs_timeline_step",
+    )
+    segments = data.step_timeline(step).to_pandas()
+    if segments.empty:
+        st.info("No rank has this step.")
+        return
+    ranks = sorted(segments["rank"].unique())
+    fig = go.Figure()
+    for cat in CATEGORIES:
+        part = segments[segments["category"] == cat]
+        if part.empty:
+            continue
+        fig.add_trace(
+            go.Bar(
+                y=[charts.rank_label(r) for r in part["rank"]],
+                x=part["end_ms"] - part["start_ms"],
+                base=part["start_ms"],
+                orientation="h",
+                name=CATEGORY_LABELS[cat],
+                marker={"color": charts.TIMELINE_COLOURS[cat], "line": {"width": 0}},
+                hovertemplate="%{y}: %{base:.2f}–%{customdata:.2f} ms<extra>"
+                + CATEGORY_LABELS[cat]
+                + "</extra>",
+                customdata=part["end_ms"],
+            )
+        )
+    fig.update_layout(barmode="overlay", bargap=0.25)
+    fig.update_yaxes(
+        categoryorder="array", categoryarray=[charts.rank_label(r) for r in reversed(ranks)]
+    )
+    fig.update_xaxes(title="ms since the rank's own start of the step")
+    charts.show(
+        charts.tidy(fig, height=140 + 60 * len(ranks)),
+        "Pink is a rank waiting inside a collective for the last one to arrive; the rank without"
+        " pink, busy with orange (data loading) or blue (host) just before, is the late arrival.",
+    )
+    st.caption(
+        f"{len(segments):,} shapes drawn; stretches shorter than about a pixel are merged."
+        " Rows are each rank's own clock, aligned at its start of the step."
+    )
+    rows = frame[frame["step"] == step].drop(columns=["step"])
+    st.dataframe(
+        rows,
+        hide_index=True,
+        column_config={
+            c: st.column_config.NumberColumn(format="%.1f")
+            for c in rows.columns
+            if c.endswith("_ms")
+        },
+    )
+    st.caption("This step's breakdown per rank (ms).")
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,152 @@
+"""``rankscope demo``: the dashboard on the bundled sample run, or on a live job (``--live``).
+
+The sample is found at ``$RANKSCOPE_SAMPLE_DIR`` or ``sample_traces/`` beside the
+package (a source checkout). ``--live`` records a small 2-rank CPU job
+(``dashboard/app/demo_job.py``) with ``rankscope run`` into a temporary run
+directory and opens the dashboard on it while it is still being written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dashboard.commands.dashboard import DEFAULT_PORT, serve
+from profiler import rundir
+from profiler.errors import EXIT_ENVIRONMENT, RankscopeError
+
+ENV_SAMPLE_DIR = "RANKSCOPE_SAMPLE_DIR"
+SAMPLE_RUN = "ddp3_dataloader_straggler"
+DEMO_JOB = Path(__file__).resolve().parents[1] / "app" / "demo_job.py"
+LIVE_PROFILE = "10-12,30-32,50-52,70-72"
+START_TIMEOUT_S = 120.0
+
+
+def sample_path() -> Path:
+    """The bundled sample run (or the folder of samples); a RankscopeError when absent."""
+    env = os.environ.get(ENV_SAMPLE_DIR)
+    root = Path(env) if env else Path(__file__).resolve().parents[2] / "sample_traces"
+    for candidate in (root / SAMPLE_RUN, root):
+        if candidate.is_dir() and (
+            rundir.is_run_dir(candidate) or any(candidate.glob("*/rank*.meta.json"))
+        ):
+            return candidate
+    raise RankscopeError(
+        f"no bundled sample run at {root} (an installed wheel does not ship it): run"
+        f" `rankscope demo --live` to record one now, set {ENV_SAMPLE_DIR}, or point"
+        " `rankscope dashboard PATH` at a run of your own"
+    )
+
+
+def live_job_command(run_dir: Path, steps: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "dashboard.cli",
+        "run",
+        "--out",
+        str(run_dir),
+        "--profile",
+        LIVE_PROFILE,
+        "--nvml-period-ms",
+        "200",
+        "--",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(DEMO_JOB),
+        "--steps",
+        str(steps),
+    ]
+
+
+def _start_live(steps: int) -> tuple[subprocess.Popen[bytes], Path]:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise RankscopeError(
+            "`rankscope demo --live` needs PyTorch (pip install torch)", EXIT_ENVIRONMENT
+        ) from None
+    base = Path(tempfile.mkdtemp(prefix="rankscope-demo-"))
+    run_dir = base / "run"
+    log = open(base / "job.log", "wb")  # noqa: SIM115 (the job outlives this function)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    job = subprocess.Popen(
+        live_job_command(run_dir, steps), stdout=log, stderr=subprocess.STDOUT, env=env
+    )
+    print(
+        f"rankscope demo: recording a 2-rank CPU job into {run_dir} (log: {base / 'job.log'})",
+        flush=True,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not rundir.is_run_dir(run_dir):
+        if job.poll() is not None:
+            raise RankscopeError(
+                f"the demo job exited with code {job.returncode} before it started;"
+                f" see {base / 'job.log'}"
+            )
+        if time.monotonic() > deadline:
+            job.terminate()
+            raise RankscopeError(
+                f"the demo job did not start within {START_TIMEOUT_S:.0f} s; see {base / 'job.log'}"
+            )
+        time.sleep(0.5)
+    return job, run_dir
+
+
+class DemoCommand:
+    """Open the dashboard on the bundled sample run: a 3-rank job with a data-loading straggler.
+
+    With --live, record a small 2-rank CPU training job under the collector and
+    watch the dashboard fill in while it runs (needs PyTorch).
+
+    examples:
+      rankscope demo
+      rankscope demo --live --no-browser --port 8600
+    """
+
+    name = "demo"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--live", action="store_true", help="record a small live job and show it filling in"
+        )
+        parser.add_argument(
+            "--steps", type=int, default=80, help="training steps of the live job (default 80)"
+        )
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=DEFAULT_PORT,
+            help=f"port (default {DEFAULT_PORT}; 0 picks a free one)",
+        )
+        parser.add_argument(
+            "--host",
+            default="127.0.0.1",
+            metavar="ADDR",
+            help="address to listen on (default 127.0.0.1)",
+        )
+        parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+
+    def run(self, args: argparse.Namespace) -> int:
+        if not args.live:
+            return serve(sample_path(), args.host, args.port, open_browser=not args.no_browser)
+        job, run_dir = _start_live(args.steps)
+        try:
+            return serve(run_dir, args.host, args.port, open_browser=not args.no_browser, live=True)
+        finally:
+            if job.poll() is None:
+                job.terminate()
+                try:
+                    job.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    job.kill()
+            print(f"rankscope demo: the run stays in {run_dir}", file=sys.stderr)

@@ -1,0 +1,267 @@
+"""Dashboard pages under Streamlit's AppTest, on the H200 reference run and the bundled sample.
+
+Each page must render without an exception or error box and draw its charts;
+the Overview must name the straggler (rank 1, data loading) as the run's
+ground truth says. Also the pieces around the pages: run discovery, live-run
+detection, the per-step timeline and the CLI's errors.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(
+    os.environ.get("RANKSCOPE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")
+)
+REF_RUN = SHARED / "reference_runs" / "h200_ddp4_straggler"
+SAMPLE_RUN = REPO / "sample_traces" / "ddp3_dataloader_straggler"
+MAIN = REPO / "dashboard" / "app" / "main.py"
+PAGES = ("imbalance", "communication", "gpu", "timeline", "kernels", "compare")
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"not available: {path}")
+    return path
+
+
+RUNS = {
+    "reference": lambda: _need(REF_RUN),
+    "sample": lambda: _need(SAMPLE_RUN),
+}
+
+
+@pytest.fixture(params=sorted(RUNS), scope="module")
+def app(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, AppTest]]:
+    """An AppTest on one run, the Overview already run once (pages then switch within it)."""
+    run = RUNS[request.param]()
+    saved = {k: os.environ.get(k) for k in ("RANKSCOPE_DASHBOARD_PATH", "RANKSCOPE_CACHE_DIR")}
+    os.environ["RANKSCOPE_DASHBOARD_PATH"] = str(run)
+    os.environ["RANKSCOPE_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "rankscope-cache")
+    at = AppTest.from_file(str(MAIN), default_timeout=120)
+    at.run()
+    yield request.param, at
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_overview_names_the_straggler(app: tuple[str, AppTest]) -> None:
+    _, at = app
+    at.switch_page("views/overview.py").run()
+    _clean(at)
+    callout = " ".join(w.value for w in at.warning)
+    assert "Rank 1 is the straggler" in callout
+    assert "data loading" in callout
+    findings = " ".join(m.value for m in at.markdown)
+    assert "Rank 1 holds the others back: data loading" in findings
+    assert len(at.get("plotly_chart")) >= 2  # step time per rank, stacked breakdown
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders(app: tuple[str, AppTest], page: str) -> None:
+    name, at = app
+    at.switch_page(f"views/{page}.py").run()
+    _clean(at)
+    charts = len(at.get("plotly_chart"))
+    if page == "kernels" and name == "sample":
+        assert any("No GPU kernels" in i.value for i in at.info)  # a CPU-only job
+    else:
+        assert charts >= 1, f"{page}: no chart"
+    assert at.caption, f"{page}: charts need captions"
+
+
+def test_sidebar_choice_holds_across_pages(app: tuple[str, AppTest]) -> None:
+    from dashboard.app.data import SELECTION_KEY
+
+    _, at = app
+    at.switch_page("views/overview.py").run()
+    ranks = at.multiselect[0]
+    assert ranks.label == "Ranks"
+    ranks.set_value([0, 1]).run()
+    _clean(at)
+    at.switch_page("views/imbalance.py").run()
+    _clean(at)
+    assert at.session_state[SELECTION_KEY].ranks == (0, 1)
+    assert at.multiselect[0].value == [0, 1]
+    at.multiselect[0].set_value([]).run()  # empty means every rank
+    assert at.session_state[SELECTION_KEY].ranks is None
+
+
+def test_step_range_narrows_the_analysis(app: tuple[str, AppTest]) -> None:
+    from dashboard.app.data import SELECTION_KEY
+
+    _, at = app
+    at.switch_page("views/overview.py").run()
+    slider = at.select_slider[0]
+    first, last = slider.value
+    slider.set_value((first, first + 1)).run()
+    _clean(at)
+    assert at.session_state[SELECTION_KEY].steps == f"{first}:{first + 1}"
+    assert f"steps {first}–{first + 1}" in " ".join(m.value for m in at.markdown)
+    at.select_slider[0].set_value((first, last)).run()
+    assert at.session_state[SELECTION_KEY].steps is None
+
+
+def test_bad_path_shows_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANKSCOPE_DASHBOARD_PATH", str(tmp_path / "missing"))
+    at = AppTest.from_file(str(MAIN), default_timeout=60).run()
+    assert not at.exception
+    assert "no such file or directory" in at.error[0].value
+
+
+# --- the pieces around the pages -------------------------------------------------
+
+
+def test_step_timeline_adds_up_to_the_step() -> None:
+    from dashboard.analysis import comms, timeline
+    from dashboard.analysis.analyse import analyse
+    from dashboard.ingest.run import load_run
+
+    a = analyse(load_run(_need(REF_RUN)))
+    waits = comms.wait_intervals(a.collectives)
+    step = a.steps[1]
+    seg = timeline.step_timeline(
+        a.activities, a.windows, waits, step, resolution_ns=1, max_segments_per_rank=10**6
+    )
+    cats = seg.strings("category")
+    for rank in a.run.ranks:
+        m = seg["rank"] == rank
+        lo, hi = a.windows[rank][step]
+        # Exclusive layers: they tile the step exactly.
+        assert (seg["end_ms"][m] - seg["start_ms"][m]).sum() == pytest.approx(
+            (hi - lo) / 1e6, rel=1e-6
+        )
+    # The straggler barely waits; the ranks it holds back wait tens of ms.
+    wait_ms = {
+        r: float(
+            (seg["end_ms"] - seg["start_ms"])[(seg["rank"] == r) & (cats == "comm_wait")].sum()
+        )
+        for r in a.run.ranks
+    }
+    assert wait_ms[1] < 5 < 30 < min(wait_ms[0], wait_ms[2])
+    # Coarsened for drawing: bounded shapes, same extent.
+    coarse = timeline.step_timeline(a.activities, a.windows, waits, step, max_segments_per_rank=200)
+    assert len(coarse) <= 200 * len(a.run.ranks)
+    assert coarse["end_ms"].max() == pytest.approx(seg["end_ms"].max())
+
+
+def test_arrival_order_names_rank_1() -> None:
+    from dashboard.analysis import timeline
+    from dashboard.analysis.analyse import analyse
+    from dashboard.ingest.run import load_run
+
+    a = analyse(load_run(_need(REF_RUN)))
+    lag = timeline.arrival_lag(a.collectives)
+    assert (lag["lag_ms"] >= 0).all()
+    mean_lag = {r: float(lag["lag_ms"][lag["rank"] == r].mean()) for r in a.run.ranks}
+    assert max(mean_lag, key=mean_lag.__getitem__) == 1
+    last = timeline.last_arrivals_by_step(a.collectives)
+    assert int(last["last_arrivals"][last["rank"] == 1].sum()) == a.stragglers[0]["last_arrivals"]
+    per_rank = timeline.collective_time_by_rank(a.collectives, len(a.steps))
+    assert np.allclose(per_rank["transfer_ms"], per_rank["transfer_ms"][0])  # shared, skew-free
+    assert int(per_rank["rank"][np.argmin(per_rank["wait_ms"])]) == 1
+
+
+def test_find_runs_newest_first_and_errors(tmp_path: Path) -> None:
+    from dashboard.app.runs import find_runs, is_live
+    from profiler.errors import RankscopeError
+
+    for i, name in enumerate(("old", "new")):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "rank0.meta.json").write_text('{"rank": 0}')
+        os.utime(d / "rank0.meta.json", (1000 + i, 1000 + i))
+    (tmp_path / "notes").mkdir()
+    assert [r.label for r in find_runs(tmp_path)] == ["new", "old"]
+    assert len(find_runs(tmp_path / "new")) == 1
+    with pytest.raises(RankscopeError, match="no such file"):
+        find_runs(tmp_path / "nope")
+    with pytest.raises(RankscopeError, match="no run found"):
+        find_runs(tmp_path / "notes")
+    live = tmp_path / "new"
+    os.utime(live / "rank0.meta.json")  # just written, no end recorded: live
+    assert is_live(live)
+    (live / "run.json").write_text('{"end_ns": 1}')
+    assert not is_live(live)
+    assert not is_live(live, now=time.time() + 3600)
+
+
+def test_straggler_sentence() -> None:
+    from dashboard.analysis.analyse import analyse
+    from dashboard.analysis.report import build_report
+    from dashboard.app.model import compare_metrics, straggler_sentence
+    from dashboard.ingest.run import load_run
+
+    report = build_report(analyse(load_run(_need(REF_RUN))))
+    text = straggler_sentence(report)
+    assert text is not None and text.startswith(
+        "Rank 1 is the straggler: data loading, ~43 ms/step"
+    )
+    same = compare_metrics(report, report)
+    assert (same["delta"] == 0).all()
+
+
+def test_dashboard_command_errors_and_flags(tmp_path: Path) -> None:
+    from dashboard.commands.dashboard import APP_MAIN, streamlit_command
+
+    cmd = streamlit_command("127.0.0.1", 8765)
+    assert str(APP_MAIN) in cmd and APP_MAIN.is_file()
+    for flag, value in (
+        ("--server.address", "127.0.0.1"),
+        ("--server.port", "8765"),
+        ("--browser.gatherUsageStats", "false"),
+        ("--server.headless", "true"),
+    ):
+        assert cmd[cmd.index(flag) + 1] == value
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dashboard.cli",
+            "dashboard",
+            str(tmp_path / "missing"),
+            "--no-browser",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "no such file or directory" in out.stderr
+
+
+def test_demo_without_sample_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dashboard.commands.demo import live_job_command, sample_path
+    from profiler.errors import RankscopeError
+
+    monkeypatch.setenv("RANKSCOPE_SAMPLE_DIR", str(tmp_path))
+    with pytest.raises(RankscopeError, match="demo --live"):
+        sample_path()
+    cmd = live_job_command(tmp_path / "run", 10)
+    assert cmd[2:5] == ["dashboard.cli", "run", "--out"] and "torch.distributed.run" in cmd
+    if SAMPLE_RUN.exists():
+        monkeypatch.delenv("RANKSCOPE_SAMPLE_DIR")
+        assert sample_path() == SAMPLE_RUN

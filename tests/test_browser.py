@@ -1,0 +1,117 @@
+"""End to end: ``rankscope dashboard REF --no-browser --port N`` in headless Chromium.
+
+The Overview must name the straggler; every page must render without an
+exception or error box. Screenshots go to a temporary folder, or to
+``$RANKSCOPE_SCREENSHOTS`` when set. Skipped without /usr/bin/chromium or the
+playwright package (Playwright's own browser download is not used).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(
+    os.environ.get("RANKSCOPE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")
+)
+REF_RUN = SHARED / "reference_runs" / "h200_ddp4_straggler"
+
+pytestmark = pytest.mark.browser
+
+
+def _helpers() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "make_screenshots", REPO / "docs" / "make_screenshots.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def shots() -> ModuleType:
+    mod = _helpers()
+    if not Path(mod.CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip(f"no Chromium at {mod.CHROMIUM}")
+    pytest.importorskip("playwright.sync_api")
+    if not REF_RUN.exists():
+        pytest.skip(f"not available: {REF_RUN}")
+    return mod
+
+
+@pytest.fixture(scope="module")
+def server(shots: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    os.environ.setdefault(
+        "RANKSCOPE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rankscope-cache")
+    )
+    port = shots.free_port()
+    # start_server's finaliser kills the server's whole process group, pass or fail.
+    with shots.start_server(REF_RUN, port, timeout_s=120):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def browser(shots: ModuleType) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = shots.launch_browser(p)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def shot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env = os.environ.get("RANKSCOPE_SCREENSHOTS")
+    out = Path(env) if env else tmp_path_factory.mktemp("screenshots")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def test_overview_names_the_straggler(
+    shots: ModuleType, server: str, browser: Any, shot_dir: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1500, "height": 1900})
+    page.goto(server, timeout=120_000)
+    shots.wait_painted(page, "Rank 1 is the straggler", timeout_ms=120_000)
+    text = page.inner_text("body")
+    assert "Rank 1 is the straggler: data loading" in text
+    assert shots.error_boxes(page) == []
+    page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+    page.screenshot(path=str(shot_dir / "overview.png"))
+    page.close()
+
+
+def test_every_page_renders(shots: ModuleType, server: str, browser: Any, shot_dir: Path) -> None:
+    page = browser.new_page(viewport={"width": 1500, "height": 1900})
+    for name, path, marker in shots.PAGES[1:]:
+        page.goto(f"{server}/{path}", timeout=120_000)
+        shots.wait_painted(page, marker, timeout_ms=120_000)
+        page.wait_for_timeout(500)
+        assert shots.error_boxes(page) == [], name
+        # Plotly draws after the script has finished; give it time on a slow machine.
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        page.screenshot(path=str(shot_dir / name))
+    page.close()
+
+
+def test_sidebar_navigation_keeps_the_run(shots: ModuleType, server: str, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1500, "height": 1200})
+    page.goto(server, timeout=120_000)
+    shots.wait_painted(page, "Rank 1 is the straggler", timeout_ms=120_000)
+    page.get_by_role("link", name="Communication").click()
+    shots.wait_painted(page, "Arrival lag per collective", timeout_ms=60_000)
+    assert "h200_ddp4_straggler" in page.inner_text('[data-testid="stSidebar"]')
+    assert shots.error_boxes(page) == []
+    page.close()
