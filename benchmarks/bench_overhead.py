@@ -5,17 +5,24 @@ warm caches, the same process group and the same machine noise), repetition
 after repetition:
 
 - ``baseline``: no collector;
-- ``light``: a Collector with no profiler window (step timer + telemetry thread);
+- ``light, attach off``: a Collector with no profiler window (step timer +
+  telemetry thread) and no control channel (``control_period_s=0``);
+- ``light``: the same with the control channel on, as jobs run it: the recorder
+  thread looks for an attach request every 0.5 s and writes a heartbeat every
+  second, the training thread checks one attribute per step;
 - ``torch.profiler``: torch.profiler alone, the usual way (schedule with warmup 1,
   active 3, ``tensorboard_trace_handler(use_gzip=True)`` exporting on the training thread);
-- ``collector window``: a Collector with the same window (warmup 1, steps 3).
+- ``collector window``: a Collector with the same window (warmup 1, steps 3);
+- ``attach window``: a Collector with no window of its own that gets the same
+  window through an attach request (the ``rankscope attach`` path).
 
 Light configurations time ``--steps`` steps after 5 untimed ones; profiler
 configurations time the five steps from the warm-up step to the step at whose
 start the trace is saved. Rank 0 prints median and mean step time per
 configuration and the two ratios that matter, light / baseline and collector
 window / torch.profiler, paired by repetition (the figure to quote on a shared
-or noisy machine).
+or noisy machine). Before the table, the cost of one poll of the request file
+(``ControlChannel.poll()`` when nothing changed: one ``lstat``) is timed directly.
 
     python benchmarks/bench_overhead.py            # ~1-2 minutes on 2 cores
     python benchmarks/bench_overhead.py --quick    # ~20 seconds
@@ -35,7 +42,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CONFIGS = ("baseline", "light", "torch.profiler", "collector window")
+CONFIGS = (
+    "baseline",
+    "light, attach off",
+    "light",
+    "torch.profiler",
+    "collector window",
+    "attach window",
+)
 WINDOW_AT = 8  # profiled steps 8-10; warm-up step 7; the trace is saved as step 11 begins
 SETTLE_STEPS = 5  # untimed steps after a collector starts: its threads start up meanwhile
 
@@ -51,7 +65,8 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
     import torch.distributed as dist
     from torch import nn
 
-    from profiler import Collector
+    from profiler import Collector, rundir
+    from profiler.control import AttachRequest
 
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -97,10 +112,26 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
             if config == "baseline":
                 n = SETTLE_STEPS + args.steps
                 times = timed(n, lambda: None, range(SETTLE_STEPS, n))
-            elif config == "light":
-                with Collector(tmp / f"light{rep}", nvml_period_ms=100) as col:
+            elif config in ("light", "light, attach off"):
+                control = 0.5 if config == "light" else 0.0
+                name = "light" if config == "light" else "noattach"
+                with Collector(
+                    tmp / f"{name}{rep}", nvml_period_ms=100, control_period_s=control
+                ) as col:
                     n = SETTLE_STEPS + args.steps
                     times = timed(n, col.step, range(SETTLE_STEPS, n))
+            elif config == "attach window":
+                run = tmp / f"attach{rep}"
+                if rank == 0:
+                    # What `rankscope attach` writes, before the collectors start so that
+                    # their first poll (at start) finds it; each rank then waits for its
+                    # "accepted" outside the timed steps.
+                    request = AttachRequest(f"bench{rep}", WINDOW_AT, 3, time.time_ns())
+                    rundir.write_json_atomic(rundir.request_path(run), request.to_json())
+                dist.barrier()
+                with Collector(run, nvml_period_ms=100) as col:
+                    _wait_for_ack(run, rank, f"bench{rep}")
+                    times = timed(window_steps, col.step, window_keep)
             elif config == "torch.profiler":
                 from torch.profiler import (
                     ProfilerActivity,
@@ -142,7 +173,9 @@ def _print_table(results: dict[str, list[list[float]]], args: argparse.Namespace
     print()
     for a, b, goal in (
         ("light", "baseline", "goal < +1%"),
+        ("light", "light, attach off", "the attach poll; goal ~0"),
         ("collector window", "torch.profiler", "goal <= +1%"),
+        ("attach window", "torch.profiler", "goal <= +1%"),
     ):
         # Paired: each repetition's two blocks ran back to back, so a slow spell on a
         # shared machine hits both; the median over repetitions of their ratio is the
@@ -155,6 +188,48 @@ def _print_table(results: dict[str, list[list[float]]], args: argparse.Namespace
             f"pooled median {(med[a] / med[b] - 1) * 100:+.2f}%, "
             f"pooled mean {(mean[a] / mean[b] - 1) * 100:+.2f}%   ({goal})"
         )
+
+
+def _wait_for_ack(run: Path, rank: int, request_id: str, timeout_s: float = 30.0) -> None:
+    from profiler import rundir
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ack = rundir.read_acks(run).get(rank)
+        if ack is not None and ack.get("id") == request_id:
+            if ack["state"] != "accepted":
+                raise RuntimeError(f"rank {rank}: attach request {ack['state']}: {ack}")
+            return
+        time.sleep(0.005)
+    raise RuntimeError(f"rank {rank}: no answer to the attach request")
+
+
+def poll_cost_us(n: int = 20_000) -> float:
+    """Microseconds per poll of an unchanged request file (what runs every 0.5 s)."""
+    from profiler import rundir
+    from profiler.control import AttachRequest, ControlChannel
+    from profiler.faults import Faults
+
+    with tempfile.TemporaryDirectory(prefix="rankscope-poll-") as d:
+        run = Path(d)
+        channel = ControlChannel(
+            run,
+            0,
+            1,
+            Faults("bench"),
+            start_ns=time.time_ns(),
+            current_step=lambda: 0,
+            capturing=lambda: False,
+            offer=lambda request: None,
+        )
+        channel.open()
+        request = AttachRequest("bench", 10, 3, time.time_ns())
+        rundir.write_json_atomic(rundir.request_path(run), request.to_json())
+        channel.poll()  # the one real read; from here on each poll is one lstat
+        t0 = time.perf_counter()
+        for _ in range(n):
+            channel.poll()
+        return (time.perf_counter() - t0) / n * 1e6
 
 
 def main() -> None:
@@ -171,6 +246,11 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch.multiprocessing as mp
 
+    us = poll_cost_us()
+    print(
+        f"attach poll: {us:.2f} us per poll when nothing changed, every 0.5 s on the "
+        f"recorder thread = {us * 2 / 1e6 * 100:.5f}% of one core"
+    )
     with tempfile.TemporaryDirectory(prefix="rankscope-bench-") as out:
         mp.spawn(_worker, args=(2, _free_port(), args, out), nprocs=2, join=True)
 

@@ -40,6 +40,7 @@ _CONFIG_KEYS = (
     "warmup_steps",
     "nvml_period_ms",
     "flush_period_s",
+    "control_period_s",
 )
 
 _LAUNCHER_MODULES = ("torch.distributed.run", "torch.distributed.launch")

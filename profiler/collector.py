@@ -7,6 +7,12 @@ Contract (what a rank leaves in its run directory, see ``profiler.rundir``):
 ``ProfilerStep#N`` ranges are collector step N), ``rank{R}.meta.json``
 (RANK_SCHEMA) and, on rank 0, ``run.json`` (RUN_SCHEMA).
 
+On-demand windows (``rankscope attach``): the recorder thread polls the run
+directory's control channel (``profiler.control``) and hands a validated request
+to the training thread through one attribute, ``_attach_pending``; the training
+thread reads it at each step boundary and opens the window at the request's
+warm-up step, exactly like a configured window. Faults there disable attach only.
+
 What runs where: the training thread only takes a timestamp, appends to a deque
 and drives torch.profiler at window edges. Sampling, file writes and trace
 export run on background threads. Any error inside a part (steps, telemetry,
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler import __version__, hooks, rundir
+from profiler.control import AttachRequest, ControlChannel
 from profiler.faults import Faults
 from profiler.recorder import Recorder
 from profiler.schedule import ProfilePlan, Window, parse_profile_steps
@@ -80,6 +87,8 @@ class Collector:
     ``record_shapes``, ``profile_memory`` and ``with_stack`` are passed to
     torch.profiler. ``nvml_period_ms`` (0 turns telemetry off) sets the sampling
     period; ``nvml`` injects a pynvml-compatible module (tests).
+    ``control_period_s`` is how often the background thread looks for an attach
+    request (``rankscope attach``); 0 turns attach and heartbeats off.
 
     Rank and world size come from torch.distributed when it is initialised,
     else from torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else 0/1. The clock
@@ -104,6 +113,7 @@ class Collector:
         run_config: dict[str, Any] | None = None,
         command: list[str] | None = None,
         clock_timeout_s: float = 15.0,
+        control_period_s: float = 0.5,
     ) -> None:
         self.run_dir = Path(run_dir).absolute()
         self.plan: ProfilePlan = parse_profile_steps(profile_steps, warmup=warmup_steps)
@@ -117,6 +127,8 @@ class Collector:
         self._run_config = run_config or {}
         self._command = command
         self._clock_timeout_s = clock_timeout_s
+        self.control_period_s = float(control_period_s)
+        self._warmup_steps = max(0, int(warmup_steps))
 
         self.rank = 0
         self.world_size = 1
@@ -148,6 +160,14 @@ class Collector:
         self._window: Window | None = None
         self._window_start_step = 0
         self._exports: list[threading.Thread] = []
+
+        # Attach: the recorder thread sets _attach_pending (one attribute store, no
+        # lock); the training thread moves it to _attach_active when the window opens
+        # (active first, then pending cleared, so the recorder never sees neither
+        # while a request is in hand) and clears _attach_active when it closes.
+        self._control: ControlChannel | None = None
+        self._attach_pending: AttachRequest | None = None
+        self._attach_active: AttachRequest | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -197,6 +217,20 @@ class Collector:
         self._meta = self._initial_meta(start_ns)
         self._meta_dirty = True
         run_manifest = self._run_manifest(start_ns) if self.rank == 0 else None
+        if self.control_period_s > 0:
+            with self.faults.guard("attach"):
+                self._control = ControlChannel(
+                    self.run_dir,
+                    self.rank,
+                    self.world_size,
+                    self.faults,
+                    start_ns=start_ns,
+                    current_step=lambda: self._step,
+                    capturing=lambda: self._prof is not None,
+                    offer=self._offer_attach,
+                    poll_s=self.control_period_s,
+                    beat_s=max(1.0, self.control_period_s),
+                )
 
         self._recorder = Recorder(
             self.run_dir,
@@ -207,6 +241,7 @@ class Collector:
             self.flush_period_s,
             self._snapshot_meta,
             run_manifest,
+            self._control,
         )
         self._recorder.start()
 
@@ -253,6 +288,9 @@ class Collector:
                 self._optimizer_hook.remove()
             self._close_window()
             self._wait_for_exports(_EXPORT_WAIT_S)
+            pending, self._attach_pending = self._attach_pending, None
+            if pending is not None:
+                self._attach_post(pending, "failed", reason=f"the job stopped at step {self._step}")
             with self._meta_lock:
                 self._meta["end_ns"] = time.time_ns()
                 self._meta["steps_recorded"] = self._step
@@ -327,10 +365,15 @@ class Collector:
             self._boundary("optimizer")
 
     def _profiler_due(self) -> bool:
+        if self._prof is not None:
+            return True
+        next_step = 0 if self._step_start_ns is None else self._step + 1
+        pending = self._attach_pending
+        if pending is not None and pending.first_step - self._warmup_steps <= next_step:
+            return True
         if self.plan.empty or self.faults.disabled("profiler"):
             return False
-        next_step = 0 if self._step_start_ns is None else self._step + 1
-        return self._prof is not None or self.plan.window_at(next_step) is not None
+        return self.plan.window_at(next_step) is not None
 
     def _defer_boundary(self, caller: Any) -> None:
         """Mark the boundary once ``caller`` (torch's optimizer-step wrapper) has returned.
@@ -377,23 +420,118 @@ class Collector:
 
     def _begin_step(self, step: int) -> None:
         """Drive torch.profiler at the start of ``step`` (training thread)."""
-        if self.plan.empty or self.faults.disabled("profiler"):
-            return
-        try:
-            if self._prof is not None:
-                assert self._window is not None
-                if step > self._window.last:
-                    self._close_window()
-                else:
-                    self._prof.step()
-            if self._prof is None:
+        pending = self._attach_pending
+        planned = not self.plan.empty and not self.faults.disabled("profiler")
+        if self._prof is None and pending is None and not planned:
+            return  # the common case with --profile off: two attribute reads
+        if self._prof is not None:
+            self._advance_window(step)
+        if self._prof is None and pending is not None:
+            self._begin_attach(step, pending)
+        if self._prof is None and planned:
+            try:
                 window = self.plan.window_at(step)
                 if window is not None and step <= window.last:
                     self._open_window(window, step)
+            except Exception as e:
+                self._prof = None
+                self._window = None
+                self.faults.disable("profiler", e)
+
+    def _advance_window(self, step: int) -> None:
+        attach = self._attach_active
+        try:
+            assert self._window is not None
+            if step > self._window.last:
+                self._close_window()
+            else:
+                self._prof.step()
         except Exception as e:
             self._prof = None
             self._window = None
-            self.faults.disable("profiler", e)
+            self._attach_active = None
+            if attach is not None:
+                self._attach_failed(attach, e)
+            else:
+                self.faults.disable("profiler", e)
+
+    # ------------------------------------------------------------------ attach
+
+    def _offer_attach(self, request: AttachRequest) -> str | None:
+        """A valid request from the control channel (recorder thread): queue it or say why not."""
+        begin = max(0, request.first_step - self._warmup_steps)
+        current = self._step
+        if self.faults.disabled("attach"):
+            return "attach is disabled on this rank after an error"
+        if self._torch is None or self.faults.disabled("steps"):
+            return "this rank does not count steps"
+        # Read pending before active: the training thread sets active before it
+        # clears pending, so a request in hand is always seen in one or the other.
+        busy = self._attach_pending or self._attach_active
+        if busy is not None:
+            return (
+                f"busy with request {busy.id} (steps {busy.first_step}-{busy.last_step}); "
+                "one capture at a time"
+            )
+        if begin <= current:
+            return (
+                f"start step {request.first_step} is too close: this rank is already at "
+                f"step {current} (a window starts at its warm-up step {begin})"
+            )
+        if not self.plan.empty:
+            window = self.plan.window_at(begin) or self.plan.next_window(begin)
+            if window is not None and window.begin <= request.last_step:
+                return (
+                    f"steps {request.first_step}-{request.last_step} overlap the configured "
+                    f"profiler window {window.first}-{window.last}"
+                )
+        self._attach_pending = request
+        return None
+
+    def _begin_attach(self, step: int, request: AttachRequest) -> None:
+        """Open the requested window once its warm-up step begins (training thread)."""
+        try:
+            begin = max(0, request.first_step - self._warmup_steps)
+            if step < begin:
+                return
+            if self.faults.disabled("attach"):
+                self._attach_pending = None
+                return
+            if step > request.first_step:
+                self._attach_pending = None
+                self._attach_post(
+                    request,
+                    "failed",
+                    reason=f"missed: this rank was at step {step} when the window was due "
+                    f"to start at step {begin} (another profiler window was running, or the "
+                    "request arrived too late)",
+                )
+                return
+            self._attach_active = request
+            self._attach_pending = None
+            self._open_window(
+                Window(request.first_step, request.last_step, request.first_step - step), step
+            )
+            if self._prof is None:
+                self._attach_active = None
+                self._attach_post(request, "failed", reason="another torch.profiler is active")
+            else:
+                self._attach_post(request, "started")
+        except Exception as e:
+            self._prof = None
+            self._window = None
+            self._attach_active = None
+            self._attach_pending = None
+            self._attach_failed(request, e)
+
+    def _attach_post(self, request: AttachRequest, state: str, **fields: Any) -> None:
+        control = self._control
+        if control is not None:
+            control.post(request, state, **fields)
+
+    def _attach_failed(self, request: AttachRequest, error: BaseException) -> None:
+        self._attach_post(request, "failed", reason=f"{type(error).__name__}: {error}")
+        self.faults.disable("attach", error)
 
     def _open_window(self, window: Window, step: int) -> None:
         torch = self._torch
@@ -447,6 +585,7 @@ class Collector:
                 prof.__exit__(None, None, None)  # saves the trace if it was recording
             finally:
                 self._window = None
+                self._attach_active = None
 
     def _on_trace_ready(self, prof: Any) -> None:
         # Called by torch.profiler on the training thread: hand off and return.
@@ -458,27 +597,45 @@ class Collector:
         # (or the job tears down) inside the window, the current step is unfinished
         # and the window ends at the step before it.
         last = min(window.last, self._step - 1)
+        request = self._attach_active
         if last < first:
+            if request is not None:
+                self._attach_post(request, "failed", reason="the job stopped before the window")
             return  # no finished step was recorded: nothing worth a file
         t = threading.Thread(
-            target=self._export, args=(prof, first, last), name="rankscope-export", daemon=True
+            target=self._export,
+            args=(prof, first, last, request),
+            name="rankscope-export",
+            daemon=True,
         )
         self._exports = [e for e in self._exports if e.is_alive()]
         self._exports.append(t)
         t.start()
 
-    def _export(self, prof: Any, first: int, last: int) -> None:
+    def _export(
+        self, prof: Any, first: int, last: int, request: AttachRequest | None = None
+    ) -> None:
         from profiler.export import export_window
 
         try:
             if self._recorder is not None:
                 self._recorder.ready.wait(30)  # the run directory exists by then
             if self.faults.disabled("run directory"):
+                if request is not None:
+                    self._attach_post(request, "failed", reason="cannot write the run directory")
                 return
             window = export_window(prof, self.run_dir, self.rank, first, last)
+            if request is not None:
+                window["request"] = request.id
             with self._meta_lock:
                 self._meta.setdefault("windows", []).append(window)
                 self._meta_dirty = True
+            if request is not None:
+                # Posted after the manifest change: the recorder's flush writes the
+                # manifest before the acks, so "done" means the report will see it.
+                self._attach_post(
+                    request, "done", first_step=first, last_step=last, file=window["file"]
+                )
             if window.get("renumbered_by"):
                 self.faults.report(
                     "profiler",
@@ -488,6 +645,8 @@ class Collector:
                 self._recorder.request_flush()
         except Exception as e:
             self.faults.report(f"export steps {first}-{last}", e)
+            if request is not None:
+                self._attach_post(request, "failed", reason=f"export: {type(e).__name__}: {e}")
 
     def _wait_for_exports(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

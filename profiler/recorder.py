@@ -9,6 +9,8 @@ seconds. Files are truncated when the recorder starts (each run starts clean) an
 each JSONL file begins with a header line ``{"schema": ..., "rank": ...}`` that
 ``rundir.read_steps``/``read_telemetry`` skip. Buffers are bounded deques: if
 the disk stalls, the oldest unwritten records are dropped, never memory grown.
+With a ``control`` channel (``profiler.control``) this thread also polls for
+attach requests and writes the rank's heartbeat and acknowledgements.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from profiler import rundir
+from profiler.control import ControlChannel
 from profiler.faults import Faults
 from profiler.telemetry import Sampler
 
@@ -42,6 +45,7 @@ class Recorder(threading.Thread):
         flush_s: float,
         snapshot_meta: Callable[[], dict[str, Any] | None],
         run_manifest: dict[str, Any] | None,
+        control: ControlChannel | None = None,
     ) -> None:
         super().__init__(name=f"rankscope-recorder-{rank}", daemon=True)
         self.run_dir = Path(run_dir)
@@ -54,6 +58,7 @@ class Recorder(threading.Thread):
         self._flush_s = flush_s
         self._snapshot_meta = snapshot_meta
         self._run_manifest = run_manifest
+        self.control = control
         self._stop_event = threading.Event()
         self._flush_requested = threading.Event()
         self._flushed = threading.Condition()
@@ -90,6 +95,14 @@ class Recorder(threading.Thread):
             self.ready.set()
             self._drain_without_files()
             return
+        # Before the sampler: nvmlInit can take seconds, and attach waits for heartbeats.
+        control = self.control
+        if control is not None:
+            try:
+                control.open()
+            except Exception as e:
+                self.faults.disable("attach", e)
+                control = None
         if self._open_sampler is not None:
             try:
                 self.sampler = self._open_sampler()
@@ -103,19 +116,28 @@ class Recorder(threading.Thread):
         next_flush = next_sample + self._flush_s
         while not self._stop_event.is_set():
             now = time.monotonic()
+            if control is not None:
+                control.tick(now)  # never raises: it disables attach instead
             if self.sampler is not None and now >= next_sample:
                 self._sample()
                 # Keep the period (not drift by the sampling cost); skip missed ticks.
                 next_sample += self._period_s * max(
                     1, int((now - next_sample) / self._period_s) + 1
                 )
+            if control is not None and control.flush_wanted:
+                control.flush_wanted = False
+                self._flush_requested.set()
             if now >= next_flush or self._flush_requested.is_set():
                 self._flush_requested.clear()
                 self._flush()
                 next_flush = time.monotonic() + self._flush_s
             wake = min(next_flush, next_sample if self.sampler is not None else next_flush)
+            if control is not None and not control.disabled:
+                wake = min(wake, control.next_deadline())
             self._flush_requested.wait(max(0.0, wake - time.monotonic()))
         self._flush()
+        if control is not None:
+            control.close()
         if self.sampler is not None:
             with contextlib.suppress(Exception):
                 self.sampler.close()
@@ -193,6 +215,12 @@ class Recorder(threading.Thread):
                 rundir.write_json_atomic(rundir.rank_meta_path(self.run_dir, self.rank), meta)
         except Exception as e:
             self.faults.disable("manifest", e)
+        # Acks after the manifest: a "done" ack promises the window is recorded there.
+        if self.control is not None and not self.control.disabled:
+            try:
+                self.control.write_acks()
+            except Exception as e:
+                self.faults.disable("attach", e)
         self._mark_flushed()
 
     def _mark_flushed(self) -> None:

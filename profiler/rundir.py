@@ -11,7 +11,10 @@ A run directory holds what the collector wrote for every rank of one job::
       rank{R}.step{A}-{B}.pt.trace.json.gz
                                         a torch.profiler window of steps A..B (Kineto JSON)
       rank{R}.log                       what went wrong inside the collector, if anything
-      control/                          attach requests, acks and heartbeats
+      control/                          the attach channel (below)
+        attach.request.json             the current capture request (``rankscope attach``)
+        rank{R}.ack.json                rank R's answer to the latest request it saw
+        rank{R}.heartbeat.json          rank R's liveness and step, rewritten about every second
 
 Every per-rank file is written by that rank only, so ranks never race on a file;
 ``run.json`` is written by rank 0 alone. JSON files are replaced atomically
@@ -36,6 +39,42 @@ What the collector (``profiler.collector``) puts in these files:
   ``rankscope run`` also ``exit_code`` and ``end_ns``, added by the launcher after
   every rank has exited.
 
+The control channel (``control/``) lets ``rankscope attach`` ask a running job
+for a torch.profiler window. It needs no network, only the run directory, so it
+works across hosts on a shared filesystem; every file in it is JSON replaced
+atomically, and ranks never read a path out of a request (traces always go to
+``trace_path``):
+
+- ``attach.request.json`` (written by the attach command only; REQUEST_SCHEMA)::
+
+      {"schema": "rankscope.attach-request/1", "id": "20250101T120000-1a2b3c",
+       "command": "capture", "first_step": 120, "steps": 3,
+       "created_ns": 1735732800000000000, "requested_by": "user@host pid 4242"}
+
+  Every rank captures steps first_step..first_step+steps-1 (a warm-up step
+  before them). ``id`` matches ``REQUEST_ID``; ``steps`` is 1..MAX_ATTACH_STEPS;
+  ``requested_by`` is optional and informational; any other field makes the
+  request invalid. A rank ignores (and logs to ``rank{R}.log``) a request that
+  is malformed, a symlink, larger than MAX_REQUEST_BYTES, older than its
+  collector, or whose first step it has already begun; one request at a time
+  runs per rank, and a new one while a window is pending or running is refused.
+- ``rank{R}.ack.json`` (written by rank R; ACK_SCHEMA)::
+
+      {"schema": "rankscope.attach-ack/1", "rank": 0, "id": "...", "state": "done",
+       "first_step": 120, "last_step": 122, "ts_ns": ...,
+       "file": "rank0.step120-122.pt.trace.json.gz", "history": [...]}
+
+  ``state`` is one of ACK_STATES: "accepted" (queued for first_step), "started"
+  (the profiler is on), "done" (``file`` written, relative to the run
+  directory; last_step may be earlier if the job stopped inside the window),
+  "refused" or "failed" (``reason`` says why). ``history`` keeps the last
+  finished answers (oldest first), so several attaches in a row stay visible.
+- ``rank{R}.heartbeat.json`` (written by rank R's recorder thread about every
+  second; HEARTBEAT_SCHEMA): rank, world_size, host, pid, start_ns, ts_ns,
+  step (the step now running), steps_per_s (recent rate, null until known),
+  state ("running" | "capturing" | "stopped"). A heartbeat older than a few
+  seconds, or a "stopped" one, means the rank no longer runs.
+
 This module imports only the standard library: it runs inside training jobs.
 """
 
@@ -56,8 +95,19 @@ RANK_SCHEMA = "rankscope.rank/1"
 STEPS_SCHEMA = "rankscope.steps/1"
 TELEMETRY_SCHEMA = "rankscope.telemetry/1"
 
+REQUEST_SCHEMA = "rankscope.attach-request/1"
+ACK_SCHEMA = "rankscope.attach-ack/1"
+HEARTBEAT_SCHEMA = "rankscope.heartbeat/1"
+
 RUN_MANIFEST = "run.json"
 CONTROL_DIR = "control"
+REQUEST_FILE = "attach.request.json"
+
+# Attach requests: what a rank accepts at all (see the docstring).
+REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_ATTACH_STEPS = 100
+MAX_REQUEST_BYTES = 4096
+ACK_STATES = ("accepted", "started", "done", "refused", "failed")
 
 TRACE_SUFFIXES = (".pt.trace.json.gz", ".pt.trace.json", ".json.gz", ".json")
 
@@ -89,6 +139,18 @@ def control_dir(run_dir: Path) -> Path:
     return Path(run_dir) / CONTROL_DIR
 
 
+def request_path(run_dir: Path) -> Path:
+    return control_dir(run_dir) / REQUEST_FILE
+
+
+def ack_path(run_dir: Path, rank: int) -> Path:
+    return control_dir(run_dir) / f"rank{rank}.ack.json"
+
+
+def heartbeat_path(run_dir: Path, rank: int) -> Path:
+    return control_dir(run_dir) / f"rank{rank}.heartbeat.json"
+
+
 def rank_from_filename(name: str) -> int | None:
     """``rank3``, ``rank-3``, ``rank_3``, ``worker3`` in a file name give 3; else None."""
     m = _RANK_IN_NAME.search(Path(name).name)
@@ -104,14 +166,26 @@ def is_trace_file(path: Path) -> bool:
     # Other JSON files may be traces (HTA's rank-N.json.gz, ad-hoc exports), but the
     # collector's own JSON files never are.
     if name in (RUN_MANIFEST, "manifest.json") or name.endswith(
-        (".meta.json", ".steps.json", ".jsonl", ".request.json", ".ack.json", ".status.json")
+        (
+            ".meta.json",
+            ".steps.json",
+            ".jsonl",
+            ".request.json",
+            ".ack.json",
+            ".status.json",
+            ".heartbeat.json",
+        )
     ):
         return False
     return name.endswith((".json.gz", ".json"))
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Replace ``path`` with ``obj`` as JSON so readers never see half a file."""
+def write_json_atomic(path: Path, obj: Any, *, fsync: bool = True) -> None:
+    """Replace ``path`` with ``obj`` as JSON so readers never see half a file.
+
+    ``fsync=False`` skips forcing the data to disk: for files rewritten every
+    second (heartbeats), where the next write supersedes a lost one anyway.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -119,7 +193,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=1, sort_keys=False, default=str)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         # mkstemp makes the file private (0600); a run directory is read by other
         # users (the dashboard on a login node), like every other file in it.
         os.chmod(tmp, 0o644)
@@ -236,3 +311,36 @@ def ranks_with_files(run_dir: Path, pattern: str) -> Iterable[tuple[int, Path]]:
         r = rank_from_filename(p.name)
         if r is not None:
             yield r, p
+
+
+def _read_control_json(path: Path, schema: str) -> dict[str, Any] | None:
+    try:
+        obj = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) and obj.get("schema") == schema else None
+
+
+def read_heartbeats(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """rank -> its latest heartbeat (unreadable or foreign files are left out)."""
+    out: dict[int, dict[str, Any]] = {}
+    for p in sorted(control_dir(run_dir).glob("rank*.heartbeat.json")):
+        hb = _read_control_json(p, HEARTBEAT_SCHEMA)
+        if hb is not None and isinstance(hb.get("rank"), int):
+            out[hb["rank"]] = hb
+    return out
+
+
+def read_acks(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """rank -> its latest attach answer."""
+    out: dict[int, dict[str, Any]] = {}
+    for p in sorted(control_dir(run_dir).glob("rank*.ack.json")):
+        ack = _read_control_json(p, ACK_SCHEMA)
+        if ack is not None and isinstance(ack.get("rank"), int):
+            out[ack["rank"]] = ack
+    return out
+
+
+def read_request(run_dir: Path) -> dict[str, Any] | None:
+    """The current attach request as written, or None (the attach command's view)."""
+    return _read_control_json(request_path(run_dir), REQUEST_SCHEMA)

@@ -3,7 +3,8 @@
 ``open_sampler(nvml, device, report)`` gives an ``NvmlSampler`` for this rank's GPU
 or, without a usable NVML/GPU, a ``HostSampler`` (host CPU %, process RSS). Every
 sample has ``ts_ns`` (CLOCK_REALTIME) and ``source`` ("nvml" | "host"); the other
-fields are those listed in ``NVML_FIELDS`` / ``HOST_FIELDS`` that could be read.
+fields are those listed in ``NVML_FIELDS`` / ``HOST_FIELDS`` that could be read
+(``rankscope monitor`` adds ``PROCESS_FIELDS`` to NVML rows).
 
 The NVML module is injected (``pynvml`` from nvidia-ml-py in production, a fake in
 tests), so everything here runs without a GPU. A metric whose NVML call fails is
@@ -39,6 +40,9 @@ NVML_FIELDS = (
     "gpm_dram_bw_pct",
 )
 HOST_FIELDS = ("host_cpu_pct", "rss_b")
+# Per-process fields that ``rankscope monitor`` adds to the device's fields: this
+# rank's process's share of the GPU (NVML process utilisation samples) and memory.
+PROCESS_FIELDS = ("proc_sm_util_pct", "proc_mem_util_pct", "proc_mem_used_b")
 
 # NVML field-value scope meaning "all NVLink links together".
 _ALL_LINKS = 0xFFFFFFFF

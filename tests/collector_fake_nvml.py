@@ -3,6 +3,9 @@
 ``FakeNvml(...)`` behaves like the ``pynvml`` module for one GPU. ``fail`` maps a
 function name to an NVML error code raised on every call; ``fail_after`` makes
 every device query raise after that many samples (a GPU lost mid-run).
+``processes`` maps a device index to the ``(pid, used_bytes)`` of the compute
+processes on it, for ``rankscope monitor``'s per-process queries; each pid's
+SM utilisation is ``proc_sm_util.get(pid, 30)`` percent.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_NO_PERMISSION = 4
+NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 
@@ -55,6 +59,8 @@ class FakeNvml:
         fail: dict[str, int] | None = None,
         fail_after: int | None = None,
         init_error: int | None = None,
+        processes: dict[int, list[tuple[int, int]]] | None = None,
+        proc_sm_util: dict[int, int] | None = None,
     ) -> None:
         self.devices = devices
         self.nvlinks = nvlinks
@@ -68,6 +74,9 @@ class FakeNvml:
         self.nvlink_kib = 0
         self.gpm_allocated = 0
         self.opened_index: int | None = None
+        self.processes = {d: list(ps) for d, ps in (processes or {}).items()}
+        self.proc_sm_util = dict(proc_sm_util or {})
+        self.process_util_us = 1_000_000  # NVML's sample clock (microseconds), moves on
 
     def _check(self, name: str) -> None:
         if name in self.fail:
@@ -168,3 +177,28 @@ class FakeNvml:
         for i in range(mg.numMetrics):
             mg.metrics[i].value = values[mg.metrics[i].metricId]
         return mg
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> list[Any]:
+        self._check("nvmlDeviceGetComputeRunningProcesses")
+        return [
+            SimpleNamespace(pid=pid, usedGpuMemory=used)
+            for pid, used in self.processes.get(h.index, [])
+        ]
+
+    def nvmlDeviceGetProcessUtilization(self, h: Any, last_seen_us: int) -> list[Any]:
+        self._check("nvmlDeviceGetProcessUtilization")
+        procs = self.processes.get(h.index, [])
+        if not procs:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)  # what NVML says when it has no samples
+        self.process_util_us += 100_000
+        return [
+            SimpleNamespace(
+                pid=pid,
+                timeStamp=self.process_util_us,
+                smUtil=self.proc_sm_util.get(pid, 30),
+                memUtil=12,
+                encUtil=0,
+                decUtil=0,
+            )
+            for pid, _ in procs
+        ]

@@ -54,6 +54,10 @@ def _clear_previous_run(run_dir: Path) -> None:
         "rank*.pt.trace.json.gz",
         "rank*.log",
         rundir.RUN_MANIFEST,
+        # A request left from the earlier job must not reach the new one's ranks.
+        f"{rundir.CONTROL_DIR}/{rundir.REQUEST_FILE}",
+        f"{rundir.CONTROL_DIR}/rank*.ack.json",
+        f"{rundir.CONTROL_DIR}/rank*.heartbeat.json",
     ):
         for p in run_dir.glob(pattern):
             p.unlink()
