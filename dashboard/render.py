@@ -121,6 +121,11 @@ def _gpu_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _show_gpu(report: dict[str, Any]) -> bool:
+    tel = [r.get("telemetry") or {} for r in report["ranks"]]
+    return bool(report["run"].get("has_gpu")) or any("gpu_util_pct" in t for t in tel)
+
+
 _GPU_NOTE = (
     "busy = any kernel/copy running (from the trace); SM efficiency = share of SMs the"
     " kernels could fill; NVML util only says a kernel was running, GPM SM active says how"
@@ -143,6 +148,11 @@ def _verdict(report: dict[str, Any]) -> str:
     run = report["run"]
     s = report["stragglers"]
     steps = run["steps"]
+    if run.get("step_source") == "none":
+        return (
+            f"{len(run['ranks'])} rank(s) of {run['world_size']}: telemetry only, no profiler"
+            " trace yet."
+        )
     if not steps:
         step_txt = "the whole trace"
     elif len(steps) == 1:
@@ -197,11 +207,12 @@ def render_text(report: dict[str, Any]) -> str:
         out.append("")
     else:
         out += ["No findings worth a line: nothing would save 5% of the step.", ""]
-    out.append("Per rank (ms per step):")
-    out.append(_table_text(*_rank_rows(report)))
+    if run.get("step_source") != "none":
+        out.append("Per rank (ms per step):")
+        out.append(_table_text(*_rank_rows(report)))
     if report["collectives"]:
         out += ["", "Collectives:", _table_text(*_coll_rows(report))]
-    if run.get("has_gpu"):
+    if _show_gpu(report):
         out += ["", "GPU utilisation:", _table_text(*_gpu_rows(report)), f"  ({_GPU_NOTE})"]
     if run["warnings"]:
         out += ["", "Warnings:"] + [f"  - {w}" for w in run["warnings"]]
@@ -222,7 +233,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += ["", "## Per rank (ms per step)", "", _table_md(*_rank_rows(report))]
     if report["collectives"]:
         out += ["", "## Collectives", "", _table_md(*_coll_rows(report))]
-    if run.get("has_gpu"):
+    if _show_gpu(report):
         out += ["", "## GPU utilisation", "", _table_md(*_gpu_rows(report)), "", _GPU_NOTE]
     if report.get("top_kernels"):
         out += ["", "## Top kernels", ""]

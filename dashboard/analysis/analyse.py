@@ -88,6 +88,15 @@ def _choose_steps(
     return steps
 
 
+def _mean_step_ms(marks: Table) -> float:
+    """Mean step time from the collector's step timer (NaN without one)."""
+    if not len(marks) or "start_ns" not in marks or "end_ns" not in marks:
+        return float("nan")
+    dur = (marks["end_ns"] - marks["start_ns"]).astype(np.float64)
+    dur = dur[dur > 0]
+    return float(dur.mean()) / 1e6 if len(dur) else float("nan")
+
+
 def analyse(run: Run, step_range: str | None = None) -> Analysis:
     lo, hi = parse_step_range(step_range)
     warnings = list(run.warnings)
@@ -105,7 +114,15 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
                 f"--steps {step_range}: no step in that range (steps in the run: "
                 f"{', '.join(map(str, available)) or 'none'})"
             )
-        raise RankscopeError(f"{run.path}: no events to analyse in any trace")
+        telemetry_only = any(len(rd.telemetry) or len(rd.step_marks) for rd in run.ranks.values())
+        if not telemetry_only:
+            raise RankscopeError(f"{run.path}: no events to analyse in any trace")
+        # A monitor run, or a collector run before its first profiler window:
+        # report what was recorded (step times, telemetry) and leave the rest null.
+        warnings.append(
+            "no profiler trace in this run: only step times and telemetry are reported"
+            " (capture a window with `rankscope attach RUN --steps N`)"
+        )
     step_source = "profiler" if sources == {"profiler"} else "/".join(sorted(sources))
     if steps == [-1]:
         warnings.append(
@@ -122,13 +139,18 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
 
     per_rank: dict[int, dict[str, float]] = {}
     for rank in run.ranks:
+        if not steps:
+            per_rank[rank] = {c: float("nan") for c in BREAKDOWN_COLUMNS}
+            per_rank[rank]["step_ms"] = _mean_step_ms(run.ranks[rank].step_marks)
+            continue
         m = breakdown["rank"] == rank
         per_rank[rank] = {
             c: float(np.mean(breakdown[c][m])) if m.any() else float("nan")
             for c in BREAKDOWN_COLUMNS
         }
     n_steps = len(steps)
-    step_ms = float(np.nanmean([v["step_ms"] for v in per_rank.values()])) if per_rank else 0.0
+    finite_steps = [v["step_ms"] for v in per_rank.values() if not np.isnan(v["step_ms"])]
+    step_ms = float(np.mean(finite_steps)) if finite_steps else 0.0
 
     multi = hta_compat.run_has_multiple_profiler_steps(run.ranks)
     hta = {
@@ -148,7 +170,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     imb = imbalance.imbalance(per_rank)
     stragglers, caused = imbalance.find_stragglers(matched, per_rank, n_steps, step_ms, has_gpu)
     summary = comms_mod.collective_summary(matched, n_steps, len(run.ranks))
-    if len(run.ranks) > 1 and not len(matched):
+    if len(run.ranks) > 1 and steps and not len(matched):
         warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")
 
     analysis = Analysis(

@@ -28,29 +28,14 @@ import numpy as np
 from dashboard.analysis import intervals as iv
 from dashboard.analysis.activity import RankActivity
 from dashboard.ingest.run import RankData
+from profiler.telemetry import HOST_FIELDS, NVML_FIELDS, PROCESS_FIELDS
 
 NS_PER_MS = 1e6
 KERNEL_WAIT_MAX_NS = 50_000  # gaps between queued kernels shorter than this are launch overhead
 
-TELEMETRY_FIELDS = (
-    "gpu_util_pct",
-    "mem_util_pct",
-    "mem_used_b",
-    "mem_total_b",
-    "power_mw",
-    "sm_clock_mhz",
-    "mem_clock_mhz",
-    "temp_c",
-    "pcie_tx_kbs",
-    "pcie_rx_kbs",
-    "nvlink_tx_kbs",
-    "nvlink_rx_kbs",
-    "gpm_sm_activity_pct",
-    "gpm_sm_occupancy_pct",
-    "gpm_tensor_activity_pct",
-    "gpm_dram_bw_pct",
-    "host_cpu_pct",
-    "rss_b",
+# The collector's and the monitor's field names: one definition, in profiler.telemetry.
+TELEMETRY_FIELDS = tuple(
+    f for f in (*NVML_FIELDS, *HOST_FIELDS, *PROCESS_FIELDS) if f != "throttle_reasons"
 )
 
 
@@ -148,6 +133,13 @@ def telemetry_summary(
         if (ok & in_steps).any():
             entry["mean_in_steps"] = round(float(col[ok & in_steps].mean()), 2)
         out[field] = entry
+    if "throttle_reasons" in tel:
+        # A bitmask: what matters is how often the clocks were held back at all.
+        reasons = tel["throttle_reasons"]
+        ok = ~np.isnan(reasons.astype(np.float64))
+        if ok.any():
+            throttled = reasons[ok].astype(np.int64) & ~1  # bit 0 is "GPU idle", not a throttle
+            out["throttled_pct"] = round(100.0 * float((throttled != 0).mean()), 1)
     return out
 
 

@@ -17,7 +17,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
+from torch.profiler import (
+    ProfilerActivity,
+    profile,
+    record_function,
+    schedule,
+    tensorboard_trace_handler,
+)
 
 
 def main() -> None:
@@ -29,7 +35,9 @@ def main() -> None:
     slow_rank = int(os.environ.get("SLOW_RANK", "-1"))
     kind = os.environ.get("SLOW_KIND", "data")
     stall_s = float(os.environ.get("STALL_MS", "60")) / 1000
-    model = DistributedDataParallel(nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 256)))
+    model = DistributedDataParallel(
+        nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 256))
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     extra = torch.randn(384, 384)
     steps = int(os.environ.get("STEPS", "8"))
