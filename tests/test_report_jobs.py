@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +21,22 @@ def run_job(out: Path, nproc: int, **env: str) -> None:
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
         "--standalone", str(JOB), str(out),
     ]  # fmt: skip
-    proc = subprocess.run(
-        cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+    # A session of its own, so a hung job's workers die with it instead of lingering.
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the training job hung")
+    assert proc.returncode == 0, stderr[-3000:]
 
 
 def report(path: Path) -> dict:
