@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -43,15 +44,28 @@ def job_env(**extra: str) -> dict[str, str]:
 def rankscope(
     *args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the console script as ``python -m dashboard.cli ARGS``."""
-    return subprocess.run(
-        [sys.executable, "-m", "dashboard.cli", *args],
-        capture_output=True,
+    """Run the console script as ``python -m dashboard.cli ARGS``.
+
+    In a session of its own: on a timeout the whole process group (torchrun and
+    its workers) is killed, so a hung job never outlives its test.
+    """
+    cmd = [sys.executable, "-m", "dashboard.cli", *args]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env=env or job_env(),
         cwd=cwd or REPO,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(cmd, timeout, out, err) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def launcher(kind: str, nproc: int) -> list[str]:
