@@ -84,7 +84,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +185,8 @@ def write_json_atomic(path: Path, obj: Any, *, fsync: bool = True) -> None:
     ``fsync=False`` skips forcing the data to disk: for files rewritten every
     second (heartbeats), where the next write supersedes a lost one anyway.
     """
+    import tempfile  # here, not at the top: report start-up never writes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from profiler.errors import RankscopeError
@@ -61,6 +62,8 @@ class ReportCommand:
         )
 
     def run(self, args: argparse.Namespace) -> int:
+        # No BLAS work happens here: don't let numpy's import start a thread pool for it.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         from dashboard.analysis.analyse import analyse
         from dashboard.analysis.report import build_report
         from dashboard.ingest.run import load_run, stderr_progress

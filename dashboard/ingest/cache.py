@@ -3,13 +3,13 @@
 A trace's key is the hash of (absolute path, size, mtime_ns, INGEST_VERSION), so
 an edited or replaced file, or a new parser, misses the cache. Entries live in
 ``$RANKSCOPE_CACHE_DIR`` when set, else the per-user cache directory
-(``~/.cache/rankscope`` on Linux). A cache that cannot be written is skipped
+(``~/.cache/rankscope`` on Linux). Traces smaller than ``MIN_CACHED_BYTES``
+are not cached (see there). A cache that cannot be written is skipped
 silently: caching speeds things up, it is never required.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 # Bump whenever parse_trace's output changes, so old entries are never read.
 INGEST_VERSION = 4
-# Parsing a small trace is quicker than importing pyarrow to read it back.
-MIN_CACHED_BYTES = 256_000
+# Parsing a trace under ~1 MB (gzipped) takes about as long as importing pyarrow
+# and reading it back, so such files are parsed every time unless
+# $RANKSCOPE_CACHE_MIN_BYTES says otherwise (0 caches everything).
+MIN_CACHED_BYTES = 1_000_000
 _TABLES = ("gpu", "cpu", "gpu_ann", "comms")
 
 
@@ -38,15 +40,24 @@ def cache_root() -> Path:
 
 
 def cache_key(path: Path) -> str:
+    import hashlib  # only files worth caching need a key; small traces skip the import
+
     p = Path(path).resolve()
     st = p.stat()
     ident = f"{p}|{st.st_size}|{st.st_mtime_ns}|{INGEST_VERSION}"
     return hashlib.sha1(ident.encode()).hexdigest()
 
 
+def min_cached_bytes() -> int:
+    try:
+        return int(os.environ.get("RANKSCOPE_CACHE_MIN_BYTES", MIN_CACHED_BYTES))
+    except ValueError:
+        return MIN_CACHED_BYTES
+
+
 def worth_caching(path: Path) -> bool:
     try:
-        return Path(path).stat().st_size >= MIN_CACHED_BYTES
+        return Path(path).stat().st_size >= min_cached_bytes()
     except OSError:
         return False
 
