@@ -265,3 +265,31 @@ def test_demo_without_sample_says_what_to_do(
     if SAMPLE_RUN.exists():
         monkeypatch.delenv("RANKSCOPE_SAMPLE_DIR")
         assert sample_path() == SAMPLE_RUN
+
+
+def test_every_page_copes_with_a_telemetry_only_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `rankscope monitor` run, or a collector run before its first window: no trace yet."""
+    import shutil
+
+    from profiler import rundir
+
+    nvml = _need(REF_RUN / "rank0.nvml.jsonl")
+    run = tmp_path / "run"
+    run.mkdir()
+    for rank in (0, 1):
+        shutil.copy(nvml, rundir.telemetry_path(run, rank))
+        rundir.write_json_atomic(
+            rundir.rank_meta_path(run, rank), {"schema": rundir.RANK_SCHEMA, "rank": rank}
+        )
+    monkeypatch.setenv("RANKSCOPE_DASHBOARD_PATH", str(run))
+    monkeypatch.setenv("RANKSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(MAIN), default_timeout=120)
+    at.run()
+    _clean(at)
+    for page in PAGES:
+        at.switch_page(f"views/{page}.py").run()
+        _clean(at)
+    at.switch_page("views/gpu.py").run()
+    assert len(at.get("plotly_chart")) >= 1  # the NVML timeline is there without a trace

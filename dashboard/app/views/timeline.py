@@ -13,6 +13,12 @@ def render() -> None:
     a = data.analysis()
     st.title("Timeline of one step")
     steps = a.steps
+    if not steps:
+        st.info(
+            "No profiler trace in this run yet, so there is no step to draw. Capture one with"
+            " `rankscope attach RUN --steps 3` while the job runs."
+        )
+        return
     frame = model.steps_frame(a.breakdown)
     # Start on the slowest step: that is where a straggler shows most.
     longest = frame.groupby("step")["step_ms"].max()
