@@ -151,21 +151,30 @@ class DashboardCommand:
             default=".",
             help="run or folder of runs (default: .)",
         )
-        parser.add_argument(
-            "--port",
-            type=int,
-            default=DEFAULT_PORT,
-            help=f"port (default {DEFAULT_PORT}; 0 picks a free one)",
-        )
-        parser.add_argument(
-            "--host",
-            default="127.0.0.1",
-            metavar="ADDR",
-            help="address to listen on (default 127.0.0.1)",
-        )
-        parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+        add_server_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
-        if not 0 <= args.port <= 65535:
-            raise RankscopeError(f"--port {args.port}: expected 0-65535")
+        check_server_arguments(args)
         return serve(args.path, args.host, args.port, open_browser=not args.no_browser)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """--port, --host and --no-browser: the same for ``dashboard`` and ``demo``."""
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address to listen on (default 127.0.0.1)",
+    )
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+
+
+def check_server_arguments(args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        raise RankscopeError(f"--port {args.port}: expected 0-65535")

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dashboard.commands.dashboard import DEFAULT_PORT, serve
+from dashboard.commands.dashboard import add_server_arguments, check_server_arguments, serve
 from profiler import rundir
 from profiler.errors import EXIT_ENVIRONMENT, RankscopeError
 
@@ -122,21 +122,10 @@ class DemoCommand:
         parser.add_argument(
             "--steps", type=int, default=80, help="training steps of the live job (default 80)"
         )
-        parser.add_argument(
-            "--port",
-            type=int,
-            default=DEFAULT_PORT,
-            help=f"port (default {DEFAULT_PORT}; 0 picks a free one)",
-        )
-        parser.add_argument(
-            "--host",
-            default="127.0.0.1",
-            metavar="ADDR",
-            help="address to listen on (default 127.0.0.1)",
-        )
-        parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+        add_server_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
+        check_server_arguments(args)
         if not args.live:
             return serve(sample_path(), args.host, args.port, open_browser=not args.no_browser)
         job, run_dir = _start_live(args.steps)
