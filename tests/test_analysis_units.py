@@ -132,3 +132,24 @@ def test_report_cli_caches_as_parquet_and_reuses_it(tmp_path: Path) -> None:
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     assert json.loads(second.stdout) == json.loads(first.stdout)
     assert {e: e.stat().st_mtime_ns for e in sorted(cache_dir.iterdir())} == mtimes
+
+
+def test_report_start_up_stays_lean() -> None:
+    """The report of a small run loads no heavy module it does not use.
+
+    pandas (~0.4 s), pyarrow (cache only), numpy.ma (np.unique/np.median pull it
+    in, ~25 ms), streamlit and torch each would make `rankscope report` slower
+    than HTA on small traces.
+    """
+    from conftest import REPO
+
+    sample = REPO / "sample_traces" / "ddp3_dataloader_straggler"
+    code = (
+        "import sys, io, contextlib, dashboard.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert dashboard.cli.main(['report', {str(sample)!r}, '--format', 'json']) == 0\n"
+        "heavy = ('pandas', 'pyarrow', 'numpy.ma', 'streamlit', 'torch', 'plotly', 'rich')\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"report loaded {out.stdout.strip()}"

@@ -24,6 +24,7 @@ import numpy as np
 
 from dashboard.analysis import intervals as iv
 from dashboard.ingest.run import RankData
+from dashboard.ingest.table import isin
 
 # HTA's definition of a compute kernel, so our compute time is theirs.
 NON_COMPUTE_KERNEL_RE = re.compile(r"(^nccl.*Kernel)|(^rccl.*Kernel)|(.*Memcpy)|(^Memset)|(.*Sync)")
@@ -108,7 +109,7 @@ def profiler_steps(rd: RankData) -> dict[int, tuple[int, int]]:
     if not step_of_code:
         return out
     codes = cpu["name"]
-    mask = np.isin(codes, list(step_of_code))
+    mask = isin(codes, np.array(list(step_of_code), dtype=codes.dtype))
     for code, ts, dur in zip(codes[mask], cpu["ts"][mask], cpu["dur"][mask], strict=True):
         step = step_of_code[int(code)]
         start, end = int(ts), int(ts + dur)

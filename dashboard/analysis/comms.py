@@ -24,7 +24,7 @@ from collections import defaultdict
 import numpy as np
 
 from dashboard.analysis import intervals as iv
-from dashboard.ingest.table import Table
+from dashboard.ingest.table import Table, distinct, first_indices
 
 NS_PER_MS = 1e6
 
@@ -148,7 +148,7 @@ def wait_intervals(matched: Table, by_last_rank: int | None = None) -> dict[int,
     ranks = matched["rank"]
     start = matched["start_ns"]
     end = start + np.rint(matched["wait_ms"] * NS_PER_MS).astype(np.int64)
-    for rank in np.unique(ranks):
+    for rank in distinct(ranks):
         m = mask & (ranks == rank)
         out[int(rank)] = iv.union(start[m], end[m])
     return out
@@ -159,7 +159,7 @@ def _merged_wait_ns(matched: Table, rows: np.ndarray) -> int:
     start = matched["start_ns"]
     end = start + np.rint(matched["wait_ms"] * NS_PER_MS).astype(np.int64)
     total = 0
-    for rank in np.unique(matched["rank"][rows]):
+    for rank in distinct(matched["rank"][rows]):
         m = rows & (matched["rank"] == rank) & (matched["wait_ms"] > 0)
         total += iv.length(iv.union(start[m], end[m]))
     return total
@@ -181,7 +181,7 @@ def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[dict[
     for name, pg in sorted({(str(n), str(p)) for n, p in zip(names, pgs, strict=True)}):
         m = (names == name) & (pgs == pg)
         inst = matched["instance"][m]
-        uniq, first = np.unique(inst, return_index=True)
+        uniq, first = first_indices(inst)
         transfer_per_inst = matched["transfer_ms"][m][first]
         bytes_ = matched["bytes"][m]
         known = bytes_[bytes_ >= 0]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dashboard.analysis.imbalance import median as imbalance_median
 from dashboard.analysis.imbalance import severity
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def findings(a: Analysis) -> list[dict[str, Any]]:
     # Uneven compute: the slowest rank's extra compute is time everyone waits for.
     if len(ranks) > 1:
         comp = {r: a.per_rank[r]["compute_ms"] for r in ranks}
-        median = float(np.median(list(comp.values())))
+        median = imbalance_median(list(comp.values()))
         worst = max(comp, key=lambda r: comp[r])
         extra = comp[worst] - median
         if median > 0 and extra >= _MIN_SHARE * step_ms and comp[worst] >= 1.2 * median:

@@ -25,6 +25,7 @@ import numpy as np
 from dashboard.analysis import intervals as iv
 from dashboard.analysis.activity import NON_COMPUTE_KERNEL_RE
 from dashboard.ingest.run import RankData
+from dashboard.ingest.table import distinct, isin
 
 _NCCL_RE = re.compile(r"^nccl.*Kernel")
 
@@ -48,11 +49,11 @@ def _hta_gpu_events(
         all_starts = np.concatenate(starts)
         if len(all_starts):
             last_start = all_starts.max()
-            launched = np.unique(
+            launched = distinct(
                 cpu["correlation"][(cpu["ts"] < last_start) & (cpu["correlation"] >= 0)]
             )
             corr = gpu["correlation"]
-            by_launch = (corr >= 0) & np.isin(corr, launched)
+            by_launch = (corr >= 0) & isin(corr, launched)
             # HTA files GPU events without a correlation among the CPU events.
             no_corr = (corr < 0) & (ts_ns < last_start)
             keep &= by_launch | no_corr

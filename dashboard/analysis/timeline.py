@@ -35,7 +35,7 @@ import numpy as np
 
 from dashboard.analysis import intervals as iv
 from dashboard.analysis.activity import RankActivity
-from dashboard.ingest.table import Table
+from dashboard.ingest.table import Table, distinct
 
 NS_PER_MS = 1e6
 CATEGORIES = ("compute", "comm_wait", "comm", "memcpy", "data", "host", "idle")
@@ -204,7 +204,7 @@ def collective_time_by_rank(collectives: Table, n_steps: int) -> Table:
         return Table(
             {"rank": np.zeros(0, np.int64), "transfer_ms": z, "wait_ms": z, "last_arrivals": z}
         )
-    ranks = np.unique(collectives["rank"])
+    ranks = distinct(collectives["rank"])
     n = max(n_steps, 1)
     transfer, wait, last = [], [], []
     inst_last = dict(

@@ -28,6 +28,7 @@ import numpy as np
 from dashboard.analysis import intervals as iv
 from dashboard.analysis.activity import RankActivity
 from dashboard.ingest.run import RankData
+from dashboard.ingest.table import distinct
 from profiler.telemetry import HOST_FIELDS, NVML_FIELDS, PROCESS_FIELDS
 
 NS_PER_MS = 1e6
@@ -86,7 +87,7 @@ def gpu_utilisation(
     n_steps = max(sum(1 for s in steps if s in windows), 1)
     streams = []
     work = gpu.strings("kind") != "sync"
-    for stream in np.unique(gpu["stream"][work]):
+    for stream in distinct(gpu["stream"][work]):
         m = work & (gpu["stream"] == stream)
         merged = iv.union(gpu["ts"][m], gpu["ts"][m] + gpu["dur"][m])
         busy_s = sum(iv.clipped_length(merged, *windows[s]) for s in steps if s in windows)
@@ -158,7 +159,7 @@ def idle_breakdown(
     corr_sorted = launch_corr[has][order]
     launch_ts_sorted = cpu["ts"][has][order]
     host_wait = kernel_wait = other = 0
-    for stream in np.unique(gpu["stream"][kernels]):
+    for stream in distinct(gpu["stream"][kernels]):
         m = kernels & (gpu["stream"] == stream)
         ts = gpu["ts"][m]
         end = ts + gpu["dur"][m]
