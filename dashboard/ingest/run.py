@@ -35,8 +35,8 @@ from dashboard.ingest.table import Table
 from profiler import rundir
 from profiler.errors import RankscopeError
 
-# Below this many uncompressed-ish bytes in total, forking workers costs more than it saves.
-_PARALLEL_MIN_BYTES = 3_000_000
+# Below this much JSON in total, forking workers costs more than it saves.
+_PARALLEL_MIN_BYTES = 8_000_000
 
 
 @dataclass
@@ -86,6 +86,22 @@ def discover_trace_files(path: Path) -> tuple[str, list[Path]]:
     return kind, files
 
 
+def json_size(path: Path) -> int:
+    """Bytes of JSON in a trace file: parse time follows this, not the gzipped size.
+
+    A gzip file ends with its uncompressed size (mod 4 GiB), so this reads 4 bytes.
+    """
+    try:
+        size = path.stat().st_size
+        if path.name.endswith(".gz") and size >= 18:
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                return max(int.from_bytes(f.read(4), "little"), size)
+        return size
+    except OSError:
+        return 0
+
+
 def _parse_and_cache(path: str) -> RankTrace | str:
     """Worker body: parse one file and store it in the cache; an error becomes a string."""
     try:
@@ -129,9 +145,9 @@ def ingest_files(
         if progress:
             progress(n, total, Path(path).name)
 
-    size = sum(f.stat().st_size for f in todo)
+    size = sum(json_size(f) for f in todo)
     workers = min(len(todo), os.cpu_count() or 1)
-    if workers > 1 and size * 8 > _PARALLEL_MIN_BYTES:
+    if workers > 1 and size > _PARALLEL_MIN_BYTES:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
