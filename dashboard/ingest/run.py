@@ -132,8 +132,9 @@ def ingest_files(
             todo.append(f)
     total = len(files)
     n = len(done)
-    if progress and n:
-        progress(n, total, "cached")
+    if progress and (n or todo):
+        # Show the bar before the first (possibly long) parse, not after it.
+        progress(n, total, f"{len(todo)} trace(s)" if todo else "cached")
 
     def record(path: str, result: RankTrace | str) -> None:
         nonlocal n
