@@ -172,6 +172,14 @@ def _verdict(report: dict[str, Any]) -> str:
             f" wait ~{top['caused_wait_ms_per_step']:.1f} ms/step for it."
         )
     if len(run["ranks"]) > 1 and report["collectives"]:
+        last = report["imbalance"].get("last_arrival")
+        if last and last["count"] > last["of"] / 2 and last["excess_ms_per_step"] > 0:
+            return (
+                f"{head} No straggler: rank {last['rank']} arrives last most often"
+                f" ({last['count']} of {last['of']} collectives), but the others wait only"
+                f" {last['excess_ms_per_step']:.1f} ms/step more for it than for any other rank"
+                f" ({last['excess_pct_of_step']:.1f}% of the step, under the 5% threshold)."
+            )
         return f"{head} No straggler: the ranks arrive at collectives together."
     return head
 

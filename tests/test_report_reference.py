@@ -201,3 +201,15 @@ def test_text_report_reads_findings_first() -> None:
     )
     assert md.stdout.startswith("# rankscope report")
     assert "| rank | step ms |" in md.stdout
+
+
+def test_trace_filter_last_arrival_agrees_with_htas_straggler_candidate() -> None:
+    """HTA's get_potential_stragglers(num_candidates=1) returns [1] on these traces."""
+    readme = shared_path("public_traces", "README.md").read_text()
+    assert "returns `[1]`" in readme
+    report = report_json(str(shared_path("public_traces", "hta", "trace_filter")))
+    last = report["imbalance"]["last_arrival"]
+    assert last["rank"] == 1 and last["count"] > last["of"] / 2
+    # ... but what it costs the other rank is small against a 600 ms step: no straggler.
+    assert report["stragglers"] == []
+    assert last["excess_pct_of_step"] < 5

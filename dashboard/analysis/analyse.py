@@ -169,6 +169,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     kernels = utilisation.top_kernels(run.ranks, windows, steps)
     imb = imbalance.imbalance(per_rank)
     stragglers, caused = imbalance.find_stragglers(matched, per_rank, n_steps, step_ms, has_gpu)
+    imb["last_arrival"] = imbalance.last_arrival_summary(matched, caused, step_ms)
     summary = comms_mod.collective_summary(matched, n_steps, len(run.ranks))
     if len(run.ranks) > 1 and steps and not len(matched):
         warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")

@@ -98,6 +98,34 @@ def caused_wait_ms(matched: Table, ranks: list[int], n_steps: int) -> dict[int, 
     return out
 
 
+def last_arrival_summary(
+    matched: Table, caused: dict[int, float], step_ms: float
+) -> dict[str, Any] | None:
+    """The rank that arrives last most often, and what it costs the others.
+
+    Reported whether or not it is a straggler, so a user can see why a rank that
+    other tools name (HTA lists the top candidate) is below the threshold here.
+    """
+    if not len(matched) or len(caused) < 2:
+        return None
+    inst_last = dict(zip(matched["instance"].tolist(), matched["last_rank"].tolist(), strict=True))
+    counts: dict[int, int] = {}
+    for last in inst_last.values():
+        if last >= 0:
+            counts[last] = counts.get(last, 0) + 1
+    if not counts:
+        return None
+    rank = max(counts, key=lambda r: (counts[r], -r))
+    excess = caused[rank] - median([v for r, v in caused.items() if r != rank])
+    return {
+        "rank": rank,
+        "count": counts[rank],
+        "of": sum(counts.values()),
+        "excess_ms_per_step": round(excess, 3),
+        "excess_pct_of_step": round(100.0 * excess / step_ms, 2) if step_ms > 0 else None,
+    }
+
+
 def find_stragglers(
     matched: Table,
     per_rank: dict[int, dict[str, float]],
