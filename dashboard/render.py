@@ -171,17 +171,23 @@ def _verdict(report: dict[str, Any]) -> str:
             " the other ranks"
             f" wait ~{top['caused_wait_ms_per_step']:.1f} ms/step for it."
         )
-    if len(run["ranks"]) > 1 and report["collectives"]:
-        last = report["imbalance"].get("last_arrival")
-        if last and last["count"] > last["of"] / 2 and last["excess_ms_per_step"] > 0:
-            return (
-                f"{head} No straggler: rank {last['rank']} arrives last most often"
-                f" ({last['count']} of {last['of']} collectives), but the others wait only"
-                f" {last['excess_ms_per_step']:.1f} ms/step more for it than for any other rank"
-                f" ({last['excess_pct_of_step']:.1f}% of the step, under the 5% threshold)."
-            )
-        return f"{head} No straggler: the ranks arrive at collectives together."
-    return head
+    no_straggler = no_straggler_sentence(report)
+    return f"{head} {no_straggler}" if no_straggler else head
+
+
+def no_straggler_sentence(report: dict[str, Any]) -> str | None:
+    """Why no rank is a straggler, when collectives could tell; None when they cannot."""
+    if report["stragglers"] or len(report["run"]["ranks"]) < 2 or not report["collectives"]:
+        return None
+    last = report["imbalance"].get("last_arrival")
+    if last and last["count"] > last["of"] / 2 and last["excess_ms_per_step"] > 0:
+        return (
+            f"No straggler: rank {last['rank']} arrives last most often"
+            f" ({last['count']} of {last['of']} collectives), but the others wait only"
+            f" {last['excess_ms_per_step']:.1f} ms/step more for it than for any other rank"
+            f" ({last['excess_pct_of_step']:.1f}% of the step, under the 5% threshold)."
+        )
+    return "No straggler: the ranks arrive at collectives together."
 
 
 def _table_text(header: list[str], rows: list[list[str]]) -> str:

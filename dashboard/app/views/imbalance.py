@@ -6,6 +6,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard.analysis import timeline
+from dashboard.analysis.imbalance import IMBALANCE_METRICS
 from dashboard.app import charts, data, model
 
 HEATMAPS = (
@@ -118,8 +119,8 @@ def render() -> None:
             **{k: v for k, v in vals.items() if k != "max_rank"},
             "max rank": vals["max_rank"],
         }
-        for m, vals in report["imbalance"].items()
-        if isinstance(vals, dict)
+        for m in IMBALANCE_METRICS
+        if isinstance(vals := report["imbalance"].get(m), dict)
     ]
     st.dataframe(rows, hide_index=True)
     st.caption("max/mean near 1 is balanced; cv is the spread across ranks relative to the mean.")

@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard.app import charts, data, model
-from dashboard.render import render_json, render_markdown
+from dashboard.render import no_straggler_sentence, render_json, render_markdown
 
 _SEVERITY = {
     "high": ":red-badge[high]",
@@ -78,10 +78,8 @@ def render() -> None:
     sentence = model.straggler_sentence(report)
     if sentence:
         st.warning(f"**{sentence}**", icon=":material/directions_run:")
-    elif len(report["ranks"]) > 1:
-        st.success(
-            "No straggler: the ranks arrive at their collectives together.", icon=":material/check:"
-        )
+    elif no_straggler := no_straggler_sentence(report):
+        st.success(no_straggler, icon=":material/check:")
 
     ranks = model.ranks_frame(report)
     c1, c2, c3, c4 = st.columns(4)
