@@ -30,14 +30,18 @@ START_TIMEOUT_S = 120.0
 def sample_path() -> Path:
     """The bundled sample run (or the folder of samples); a RankscopeError when absent."""
     env = os.environ.get(ENV_SAMPLE_DIR)
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "sample_traces"
-    for candidate in (root / SAMPLE_RUN, root):
-        if candidate.is_dir() and (
-            rundir.is_run_dir(candidate) or any(candidate.glob("*/rank*.meta.json"))
-        ):
-            return candidate
+    here = Path(__file__).resolve().parents[1]
+    # A checkout keeps it at the top level; a wheel ships it inside the package.
+    roots = [Path(env)] if env else [here.parent / "sample_traces", here / "sample_traces"]
+    for root in roots:
+        for candidate in (root / SAMPLE_RUN, root):
+            if candidate.is_dir() and (
+                rundir.is_run_dir(candidate) or any(candidate.glob("*/rank*.meta.json"))
+            ):
+                return candidate
+    root = roots[0]
     raise RankscopeError(
-        f"no bundled sample run at {root} (an installed wheel does not ship it): run"
+        f"no bundled sample run at {root}: run"
         f" `rankscope demo --live` to record one now, set {ENV_SAMPLE_DIR}, or point"
         " `rankscope dashboard PATH` at a run of your own"
     )
