@@ -158,7 +158,9 @@ def rank_from_filename(name: str) -> int | None:
 
 def is_trace_file(path: Path) -> bool:
     name = path.name
-    if not path.is_file():
+    # Hidden files are writes in progress (the exporter's temporary JSON, atomic
+    # rewrites), never finished traces.
+    if name.startswith(".") or not path.is_file():
         return False
     if name.endswith((".pt.trace.json.gz", ".pt.trace.json")):
         return True

@@ -118,3 +118,14 @@ def test_output_file(tmp_path: Path, fmt: str) -> None:
     proc = run_report(path, "--format", fmt, "-o", str(out))
     assert proc.returncode == 0 and proc.stdout == ""
     assert out.stat().st_size > 200
+
+
+def test_traces_being_written_are_not_read(tmp_path: Path) -> None:
+    """A live run: the exporter's hidden temporary JSON sits beside the finished traces."""
+    src = shared_path("reference_runs", "h200_ddp2_balanced")
+    for r in (0, 1):
+        shutil.copy(src / f"rank{r}.pt.trace.json.gz", tmp_path / f"rank{r}.pt.trace.json.gz")
+    (tmp_path / ".rank0.step5-7.pt.trace.json.gz.4242.json").write_text('{"traceEvents": [')
+    proc = run_report(str(tmp_path), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["run"]["skipped_files"] == []
