@@ -47,7 +47,8 @@ def match_collectives(
     for rank, t in comms.items():
         if not len(t):
             continue
-        step = _step_of(t["ts"], windows.get(rank, {}), steps)
+        # By launch time: a collective belongs to the step whose host code issued it.
+        step = _step_of(t["launch_ts"], windows.get(rank, {}), steps)
         keep = step != np.iinfo(np.int64).min
         if not keep.any():
             continue

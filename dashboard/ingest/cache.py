@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pyarrow as pa  # noqa: F401
 
 # Bump whenever parse_trace's output changes, so old entries are never read.
-INGEST_VERSION = 4
+INGEST_VERSION = 5
 # Parsing a trace under ~1 MB (gzipped) takes about as long as importing pyarrow
 # and reading it back, so such files are parsed every time unless
 # $RANKSCOPE_CACHE_MIN_BYTES says otherwise (0 caches everything).

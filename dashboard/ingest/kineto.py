@@ -14,7 +14,8 @@ trace has it, which makes them CLOCK_REALTIME), every duration int64 ns.
              user_annotation, cuda_runtime, cuda_driver, python_function, ...),
              tid, correlation, external_id.
 ``gpu_ann``  gpu_user_annotation ranges: ts, dur, name, stream.
-``comms``    one row per collective on this rank: ts, dur, name (canonical,
+``comms``    one row per collective on this rank: ts, launch_ts (when the host
+             issued it: the kernel launch for NCCL), dur, name (canonical,
              e.g. all_reduce), raw_name, pg, seq (-1 when unknown), bytes
              (-1 when unknown), source (gpu: an NCCL kernel; cpu: a gloo:* /
              nccl:* host range).
@@ -441,6 +442,7 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
     # One source of truth for communication per trace: GPU kernels when there are
     # any (NCCL), else host ranges (gloo, or an NCCL job traced without CUDA).
     comm_ts: list[float] = []
+    comm_launch: list[float] = []
     comm_dur: list[float] = []
     comm_name: list[str] = []
     comm_raw: list[str] = []
@@ -450,6 +452,10 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
     source: str
     if nccl_rows:
         source = "gpu"
+        # When the host launched each kernel: that, not when the GPU ran it, says
+        # which step a collective belongs to (a lagging GPU runs it a step later).
+        wanted = {args.correlation for *_, args, _ in nccl_rows if args.correlation >= 0}
+        launched_at = {row[5]: row[0] for row in c_rows if row[5] in wanted}
         for ts, dur, name, args, ext in nccl_rows:
             info = args if args.coll_name is not None else param_comms.get(ext, no_args)
             coll = info.coll_name
@@ -457,6 +463,7 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
                 m = _NCCL_KERNEL_COLL_RE.match(name)
                 coll = m.group(1) if m else name
             comm_ts.append(ts)
+            comm_launch.append(launched_at.get(args.correlation, ts))
             comm_dur.append(dur)
             comm_name.append(canonical_collective(str(coll)))
             comm_raw.append(name.split("(", 1)[0])
@@ -468,6 +475,7 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
         gloo = [r for r in host_comm_rows if not r[2].startswith("nccl:")]
         for ts, dur, name, args in gloo or host_comm_rows:
             comm_ts.append(ts)
+            comm_launch.append(ts)
             comm_dur.append(dur)
             comm_name.append(canonical_collective(name))
             comm_raw.append(name)
@@ -477,6 +485,7 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
     comms = Table.build(
         {
             "ts": _to_ns(np.asarray(comm_ts, dtype=np.float64), base_ns),
+            "launch_ts": _to_ns(np.asarray(comm_launch, dtype=np.float64), base_ns),
             "dur": _dur_ns(np.asarray(comm_dur, dtype=np.float64)),
             "name": comm_name,
             "raw_name": comm_raw,
