@@ -134,8 +134,11 @@ def match_collectives(
     return Table.build(data, strings=("name", "pg"))
 
 
-def wait_intervals(matched: Table, by_last_rank: int | None = None) -> dict[int, iv.Intervals]:
-    """Per rank, the merged time it spent waiting (optionally: waiting for one given rank).
+def wait_intervals(
+    matched: Table, by_last_rank: int | None = None, rows: np.ndarray | None = None
+) -> dict[int, iv.Intervals]:
+    """Per rank, the merged time it spent waiting (optionally: waiting for one given rank,
+    or only in the selected ``rows``).
 
     A rank waits from the moment a collective starts on it until the last rank
     arrives: [start, start + wait].
@@ -146,6 +149,8 @@ def wait_intervals(matched: Table, by_last_rank: int | None = None) -> dict[int,
     mask = matched["wait_ms"] > 0
     if by_last_rank is not None:
         mask &= matched["last_rank"] == by_last_rank
+    if rows is not None:
+        mask &= rows
     ranks = matched["rank"]
     start = matched["start_ns"]
     end = start + np.rint(matched["wait_ms"] * NS_PER_MS).astype(np.int64)
@@ -155,15 +160,14 @@ def wait_intervals(matched: Table, by_last_rank: int | None = None) -> dict[int,
     return out
 
 
-def _merged_wait_ns(matched: Table, rows: np.ndarray) -> int:
-    """Waiting in the selected rows, merged per rank so concurrent collectives count once."""
-    start = matched["start_ns"]
-    end = start + np.rint(matched["wait_ms"] * NS_PER_MS).astype(np.int64)
-    total = 0
-    for rank in distinct(matched["rank"][rows]):
-        m = rows & (matched["rank"] == rank) & (matched["wait_ms"] > 0)
-        total += iv.length(iv.union(start[m], end[m]))
-    return total
+def last_arrivals(matched: Table) -> dict[int, int]:
+    """How many instances each rank arrived last at (instances with one rank excluded)."""
+    _, first = first_indices(matched["instance"])
+    counts: dict[int, int] = {}
+    for last in matched["last_rank"][first].tolist():
+        if last >= 0:
+            counts[last] = counts.get(last, 0) + 1
+    return counts
 
 
 def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[dict[str, object]]:
@@ -186,10 +190,7 @@ def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[dict[
         transfer_per_inst = matched["transfer_ms"][m][first]
         bytes_ = matched["bytes"][m]
         known = bytes_[bytes_ >= 0]
-        last = matched["last_rank"][m][first]
-        counts: dict[str, int] = {}
-        for rk in last[last >= 0]:
-            counts[str(int(rk))] = counts.get(str(int(rk)), 0) + 1
+        counts = {str(rk): n for rk, n in last_arrivals(matched.filter(m)).items()}
         transfer_ms = float(transfer_per_inst.sum()) / max(n_steps, 1)
         mean_bytes = int(known.mean()) if len(known) else None
         # Effective bandwidth over the skew-free transfer time, where sizes are known.
@@ -206,7 +207,11 @@ def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[dict[
                 "bytes": mean_bytes,
                 "transfer_ms": round(transfer_ms, 3),
                 "wait_ms": round(
-                    _merged_wait_ns(matched, m) / NS_PER_MS / max(n_steps, 1) / max(n_ranks, 1), 3
+                    sum(iv.length(w) for w in wait_intervals(matched, rows=m).values())
+                    / NS_PER_MS
+                    / max(n_steps, 1)
+                    / max(n_ranks, 1),
+                    3,
                 ),
                 "last_arrival_counts": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
                 "effective_gbps": None if bw is None else round(bw, 3),

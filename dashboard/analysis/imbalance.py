@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from dashboard.analysis import intervals as iv
-from dashboard.analysis.comms import wait_intervals
+from dashboard.analysis.comms import last_arrivals, wait_intervals
 from dashboard.ingest.table import Table
 
 NS_PER_MS = 1e6
@@ -108,11 +108,7 @@ def last_arrival_summary(
     """
     if not len(matched) or len(caused) < 2:
         return None
-    inst_last = dict(zip(matched["instance"].tolist(), matched["last_rank"].tolist(), strict=True))
-    counts: dict[int, int] = {}
-    for last in inst_last.values():
-        if last >= 0:
-            counts[last] = counts.get(last, 0) + 1
+    counts = last_arrivals(matched)
     if not counts:
         return None
     rank = max(counts, key=lambda r: (counts[r], -r))
@@ -137,14 +133,8 @@ def find_stragglers(
     caused = caused_wait_ms(matched, ranks, n_steps)
     if len(ranks) < 2 or step_ms <= 0 or not len(matched):
         return [], caused
-    last_counts: dict[int, int] = {}
-    inst_last = {}
-    for inst, last in zip(matched["instance"], matched["last_rank"], strict=True):
-        inst_last[int(inst)] = int(last)
-    for last in inst_last.values():
-        if last >= 0:
-            last_counts[last] = last_counts.get(last, 0) + 1
-    n_inst = sum(1 for v in inst_last.values() if v >= 0)
+    last_counts = last_arrivals(matched)
+    n_inst = sum(last_counts.values())
 
     out: list[dict[str, Any]] = []
     for r in ranks:
