@@ -55,12 +55,12 @@ def main() -> int:
 
     # Warm the on-disk ingest cache the way a user's earlier `rankscope report` would.
     subprocess.run(
-        [sys.executable, "-m", "dashboard.cli", "report", str(run)],
+        [sys.executable, "-m", "rankscope.dashboard.cli", "report", str(run)],
         cwd=REPO,
         capture_output=True,
         check=True,
     )
-    from dashboard.ingest.run import load_run
+    from rankscope.dashboard.ingest.run import load_run
 
     ranks = sorted(load_run(run).ranks)
     port = shots.free_port()

@@ -63,7 +63,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 def rankscope_cmd(folder: Path) -> list[str]:
     exe = shutil.which("rankscope")
-    base = [exe] if exe else [sys.executable, "-m", "dashboard.cli"]
+    base = [exe] if exe else [sys.executable, "-m", "rankscope.dashboard.cli"]
     return [*base, "report", str(folder), "--format", "json"]
 
 
@@ -77,7 +77,7 @@ def precompile() -> None:
     import compileall
     import importlib.util
 
-    for pkg in ("profiler", "dashboard"):
+    for pkg in ("rankscope",):
         spec = importlib.util.find_spec(pkg)
         if spec and spec.origin:
             compileall.compile_dir(str(Path(spec.origin).parent), quiet=1)

@@ -65,8 +65,9 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
     import torch.distributed as dist
     from torch import nn
 
-    from profiler import Collector, rundir
-    from profiler.control import AttachRequest
+    from rankscope import Collector
+    from rankscope.profiler import rundir
+    from rankscope.profiler.control import AttachRequest
 
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -191,7 +192,7 @@ def _print_table(results: dict[str, list[list[float]]], args: argparse.Namespace
 
 
 def _wait_for_ack(run: Path, rank: int, request_id: str, timeout_s: float = 30.0) -> None:
-    from profiler import rundir
+    from rankscope.profiler import rundir
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -206,9 +207,9 @@ def _wait_for_ack(run: Path, rank: int, request_id: str, timeout_s: float = 30.0
 
 def poll_cost_us(n: int = 20_000) -> float:
     """Microseconds per poll of an unchanged request file (what runs every 0.5 s)."""
-    from profiler import rundir
-    from profiler.control import AttachRequest, ControlChannel
-    from profiler.faults import Faults
+    from rankscope.profiler import rundir
+    from rankscope.profiler.control import AttachRequest, ControlChannel
+    from rankscope.profiler.faults import Faults
 
     with tempfile.TemporaryDirectory(prefix="rankscope-poll-") as d:
         run = Path(d)
@@ -238,7 +239,7 @@ def step_cost_us(n: int = 20_000) -> float:
     Measured directly, in a loop with nothing else in it: the deterministic
     figure behind the noisy side-by-side ratio below.
     """
-    from profiler import Collector
+    from rankscope import Collector
 
     with tempfile.TemporaryDirectory(prefix="rankscope-step-") as d:
         col = Collector(d, profile_steps=None)

@@ -1,8 +1,10 @@
-"""rankscope's review side: ingest per-rank traces, analyse them, report and draw.
+"""rankscope's review side (``rankscope.dashboard``): ingest per-rank traces, analyse, report, draw.
 
-``dashboard.ingest`` turns traces into columnar tables, ``dashboard.analysis``
-computes (pure functions over DataFrames, no streamlit), ``dashboard.render``
-writes text/markdown/json reports, ``dashboard.app`` draws in Streamlit.
+``ingest`` turns traces into columnar tables, ``analysis`` computes (pure
+functions over columnar tables, no streamlit), ``render`` writes
+text/markdown/json reports, ``app`` draws in Streamlit. It never imports torch.
 """
 
-__version__ = "0.1.0"
+from rankscope import __version__
+
+__all__ = ["__version__"]

@@ -1,7 +1,7 @@
 """The ``rankscope`` console script: one parser, one module per subcommand.
 
-Review commands live in ``dashboard.commands``; capture commands (run, attach,
-monitor) live in ``profiler.commands`` and are registered here, so the review
+Review commands live in ``rankscope.dashboard.commands``; capture commands (run, attach,
+monitor) live in ``rankscope.profiler.commands`` and are registered here, so the review
 side may import the collector side but never the other way round.
 ``RankscopeError`` is caught only here: users see one line, never a traceback.
 """
@@ -13,14 +13,14 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from profiler import __version__
-from profiler.commands import CAPTURE_COMMANDS, Command, load_command
-from profiler.errors import EXIT_BAD_INPUT, RankscopeError
+from rankscope.profiler import __version__
+from rankscope.profiler.commands import CAPTURE_COMMANDS, Command, load_command
+from rankscope.profiler.errors import EXIT_BAD_INPUT, RankscopeError
 
 REVIEW_COMMANDS = (
-    ("report", "dashboard.commands.report", "ReportCommand"),
-    ("dashboard", "dashboard.commands.dashboard", "DashboardCommand"),
-    ("demo", "dashboard.commands.demo", "DemoCommand"),
+    ("report", "rankscope.dashboard.commands.report", "ReportCommand"),
+    ("dashboard", "rankscope.dashboard.commands.dashboard", "DashboardCommand"),
+    ("demo", "rankscope.dashboard.commands.demo", "DemoCommand"),
 )
 ALL_COMMANDS = REVIEW_COMMANDS + CAPTURE_COMMANDS
 

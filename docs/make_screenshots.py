@@ -63,7 +63,7 @@ def start_server(
     cmd = [
         sys.executable,
         "-m",
-        "dashboard.cli",
+        "rankscope.dashboard.cli",
         "dashboard",
         str(run),
         "--no-browser",

@@ -10,7 +10,7 @@ trains: ``init_process_group`` returning, or an optimizer step. So launchers
 but never do either, leave nothing behind. Step boundaries come from the
 optimizer hook unless the code calls ``Collector.step()`` itself.
 
-Environment (set by ``rankscope run``, see ``profiler.commands.run``):
+Environment (set by ``rankscope run``, see ``rankscope.profiler.commands.run``):
 RANKSCOPE_RUN_DIR, RANKSCOPE_CONFIG (JSON of Collector keyword arguments),
 RANKSCOPE_COMMAND (JSON argv of the launched command).
 """
@@ -23,7 +23,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from profiler.collector import Collector
+    from rankscope.profiler.collector import Collector
 
 ENV_RUN_DIR = "RANKSCOPE_RUN_DIR"
 ENV_CONFIG = "RANKSCOPE_CONFIG"
@@ -62,7 +62,7 @@ class AutoStart:
     def arm(self) -> None:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
-        from profiler import hooks
+        from rankscope.profiler import hooks
 
         hooks.install()
         hooks.on_init(self._on_dist_init)
@@ -75,7 +75,7 @@ class AutoStart:
             return self.collector
         self._starting = True
         try:
-            from profiler.collector import Collector
+            from rankscope.profiler.collector import Collector
 
             collector = Collector(
                 self.run_dir,

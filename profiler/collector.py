@@ -1,6 +1,6 @@
 """The per-rank collector: step timer, telemetry, torch.profiler windows, manifests.
 
-Contract (what a rank leaves in its run directory, see ``profiler.rundir``):
+Contract (what a rank leaves in its run directory, see ``rankscope.profiler.rundir``):
 ``rank{R}.steps.jsonl`` (one ``{step, start_ns, end_ns}`` per finished step),
 ``rank{R}.telemetry.jsonl`` (samples every ``nvml_period_ms``),
 ``rank{R}.step{A}-{B}.pt.trace.json.gz`` per profiler window (its
@@ -8,7 +8,7 @@ Contract (what a rank leaves in its run directory, see ``profiler.rundir``):
 (RANK_SCHEMA) and, on rank 0, ``run.json`` (RUN_SCHEMA).
 
 On-demand windows (``rankscope attach``): the recorder thread polls the run
-directory's control channel (``profiler.control``) and hands a validated request
+directory's control channel (``rankscope.profiler.control``) and hands a validated request
 to the training thread through one attribute, ``_attach_pending``; the training
 thread reads it at each step boundary and opens the window at the request's
 warm-up step, exactly like a configured window. Faults there disable attach only.
@@ -34,12 +34,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from profiler import __version__, hooks, rundir
-from profiler.control import AttachRequest, ControlChannel
-from profiler.faults import Faults
-from profiler.recorder import Recorder
-from profiler.schedule import ProfilePlan, Window, parse_profile_steps
-from profiler.telemetry import Sampler, open_sampler
+from rankscope.profiler import __version__, hooks, rundir
+from rankscope.profiler.control import AttachRequest, ControlChannel
+from rankscope.profiler.faults import Faults
+from rankscope.profiler.recorder import Recorder
+from rankscope.profiler.schedule import ProfilePlan, Window, parse_profile_steps
+from rankscope.profiler.telemetry import Sampler, open_sampler
 
 # The collector that owns this process's rank files; a second Collector started
 # in the same process defers to it instead of writing the same files twice.
@@ -60,7 +60,7 @@ class Collector:
 
     Usage::
 
-        from profiler import Collector
+        from rankscope import Collector
 
         with Collector("runs/exp1", profile_steps="5-7") as col:
             for batch in loader:
@@ -185,7 +185,7 @@ class Collector:
             return self
         self._started = True
         try:
-            from profiler import autostart
+            from rankscope.profiler import autostart
 
             # Under `rankscope run` the launcher's collector owns this rank's files.
             owner = autostart.collector_for_delegates()
@@ -615,7 +615,7 @@ class Collector:
     def _export(
         self, prof: Any, first: int, last: int, request: AttachRequest | None = None
     ) -> None:
-        from profiler.export import export_window
+        from rankscope.profiler.export import export_window
 
         try:
             if self._recorder is not None:
@@ -683,7 +683,7 @@ class Collector:
             self.faults.report("flush at destroy_process_group", e)
 
     def _measure_clock(self) -> None:
-        from profiler.clock import measure_clock_offset
+        from rankscope.profiler.clock import measure_clock_offset
 
         token = hashlib.sha1(
             f"{self.run_dir}|{os.environ.get('TORCHELASTIC_RESTART_COUNT', '')}".encode()
@@ -709,7 +709,7 @@ class Collector:
         self.local_rank = _env_int("LOCAL_RANK") or 0
 
     def _telemetry_device(self) -> str | None:
-        from profiler.telemetry import cuda_visible_device
+        from rankscope.profiler.telemetry import cuda_visible_device
 
         torch = self._torch
         # Never initialise CUDA here (a fork after that breaks the job's CUDA use):

@@ -1,6 +1,6 @@
 """The attach channel inside a rank: poll for capture requests, answer them, beat.
 
-File formats are defined in ``profiler.rundir`` (``control/``). ``parse_request``
+File formats are defined in ``rankscope.profiler.rundir`` (``control/``). ``parse_request``
 turns the bytes of a request file into an ``AttachRequest`` or raises
 ``BadRequest`` with the reason; both the collector and ``rankscope attach`` use
 it, so what the command writes is exactly what ranks accept.
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler import rundir
-from profiler.faults import Faults
+from rankscope.profiler import rundir
+from rankscope.profiler.faults import Faults
 
 _REQUIRED = ("schema", "id", "command", "first_step", "steps", "created_ns")
 _OPTIONAL = ("requested_by",)
@@ -85,7 +85,7 @@ def _int_field(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
 
 
 def validate_request(obj: Any) -> AttachRequest:
-    """Check a decoded request against the schema (see ``profiler.rundir``)."""
+    """Check a decoded request against the schema (see ``rankscope.profiler.rundir``)."""
     if not isinstance(obj, dict):
         raise BadRequest(f"not a JSON object but {type(obj).__name__}")
     unknown = sorted(str(k)[:40] for k in obj if k not in _REQUIRED + _OPTIONAL)

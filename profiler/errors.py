@@ -1,6 +1,6 @@
 """The one error type users see: a one-line message and a documented exit code.
 
-Raised anywhere on either side; caught only in ``dashboard.cli.main``, which
+Raised anywhere on either side; caught only in ``rankscope.dashboard.cli.main``, which
 prints ``rankscope: <message>`` to stderr and exits with ``exit_code``.
 
 Exit codes: 0 success, 1 the command ran but found nothing to act on

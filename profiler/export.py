@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from profiler import rundir
+from rankscope.profiler import rundir
 
 _STEP_NAME = re.compile(rb'("name":\s*"ProfilerStep#)(\d+)(")')
 

@@ -7,7 +7,7 @@
 and writes, like a collector rank would:
 
 - ``rank{R}.telemetry.jsonl``: the header line, then one row per period with
-  the device fields of the process's GPU (``profiler.telemetry.NVML_FIELDS``,
+  the device fields of the process's GPU (``rankscope.profiler.telemetry.NVML_FIELDS``,
   read by the same ``NvmlSampler`` the collector uses) plus ``PROCESS_FIELDS``
   (its SM/memory utilisation from ``nvmlDeviceGetProcessUtilization``, absent
   when NVML had no new sample for it, and its GPU memory);
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from profiler import __version__, rundir
-from profiler.telemetry import NvmlSampler, Report
+from rankscope.profiler import __version__, rundir
+from rankscope.profiler.telemetry import NvmlSampler, Report
 
 EnvironReader = Callable[[int], "dict[str, str] | None"]
 

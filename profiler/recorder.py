@@ -9,7 +9,7 @@ seconds. Files are truncated when the recorder starts (each run starts clean) an
 each JSONL file begins with a header line ``{"schema": ..., "rank": ...}`` that
 ``rundir.read_steps``/``read_telemetry`` skip. Buffers are bounded deques: if
 the disk stalls, the oldest unwritten records are dropped, never memory grown.
-With a ``control`` channel (``profiler.control``) this thread also polls for
+With a ``control`` channel (``rankscope.profiler.control``) this thread also polls for
 attach requests and writes the rank's heartbeat and acknowledgements.
 """
 
@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from profiler import rundir
-from profiler.control import ControlChannel
-from profiler.faults import Faults
-from profiler.telemetry import Sampler
+from rankscope.profiler import rundir
+from rankscope.profiler.control import ControlChannel
+from rankscope.profiler.faults import Faults
+from rankscope.profiler.telemetry import Sampler
 
 StepRecord = tuple[int, int, int]  # (step, start_ns, end_ns)
 

@@ -21,12 +21,12 @@ Every per-rank file is written by that rank only, so ranks never race on a file;
 (write to a temporary name, then ``os.replace``), JSONL files are appended and
 flushed. All timestamps are int64 nanoseconds of CLOCK_REALTIME.
 
-What the collector (``profiler.collector``) puts in these files:
+What the collector (``rankscope.profiler.collector``) puts in these files:
 
 - ``rank{R}.steps.jsonl`` and ``rank{R}.telemetry.jsonl`` start with one header line
   ``{"schema": STEPS_SCHEMA|TELEMETRY_SCHEMA, "rank": R[, "source", "period_ms"]}``;
   ``read_steps``/``read_telemetry`` skip it (it has no step / ts_ns). Telemetry rows
-  carry ``source`` ("nvml" | "host") and the fields in ``profiler.telemetry``.
+  carry ``source`` ("nvml" | "host") and the fields in ``rankscope.profiler.telemetry``.
 - ``rank{R}.meta.json``: schema, rank, local_rank, world_size, host, pid,
   device_name ("cpu" without a GPU), torch/cuda/nccl/python versions, start_ns,
   end_ns, steps_recorded, steps_source ("manual" | "optimizer"), profile (the

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from profiler.errors import EXIT_BAD_INPUT, RankscopeError
+from rankscope.profiler.errors import EXIT_BAD_INPUT, RankscopeError
 
 # Bounds the number of windows a repeat=0 ("forever") schedule is searched for.
 _MAX_SCHEDULE_WINDOWS = 1_000_000

@@ -59,7 +59,7 @@ def main() -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     cmd = [
-        sys.executable, "-m", "dashboard.cli", "run",
+        sys.executable, "-m", "rankscope.dashboard.cli", "run",
         "--out", str(OUT), "--overwrite", "--profile", "4-6",
         "--",
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3",

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collector_fake_nvml import FakeNvml
 
-from profiler.commands.monitor import MonitorCommand
-from profiler.errors import RankscopeError
+from rankscope.profiler.commands.monitor import MonitorCommand
+from rankscope.profiler.errors import RankscopeError
 
 
 def main() -> int:

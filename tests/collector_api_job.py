@@ -1,4 +1,4 @@
-"""The same tiny DDP job, instrumented in code with ``profiler.Collector``.
+"""The same tiny DDP job, instrumented in code with ``rankscope.Collector``.
 
 ``python collector_api_job.py RUN_DIR [--slow-rank R] [--profile 3-5]`` under
 torchrun; every rank calls ``col.step()`` after its optimizer step.
@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from profiler import Collector
+from rankscope import Collector
 
 
 def main() -> None:

@@ -44,12 +44,12 @@ def job_env(**extra: str) -> dict[str, str]:
 def rankscope(
     *args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the console script as ``python -m dashboard.cli ARGS``.
+    """Run the console script as ``python -m rankscope.dashboard.cli ARGS``.
 
     In a session of its own: on a timeout the whole process group (torchrun and
     its workers) is killed, so a hung job never outlives its test.
     """
-    cmd = [sys.executable, "-m", "dashboard.cli", *args]
+    cmd = [sys.executable, "-m", "rankscope.dashboard.cli", *args]
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,

@@ -31,7 +31,7 @@ def _isolated_cache(
 
 
 def rankscope_cmd() -> list[str]:
-    return [sys.executable, "-m", "dashboard.cli"]
+    return [sys.executable, "-m", "rankscope.dashboard.cli"]
 
 
 def markdown_table(text: str, header_startswith: str) -> list[list[str]]:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashboard.analysis import intervals as iv
-from profiler.rundir import rank_from_filename
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.profiler.rundir import rank_from_filename
 
 spans = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 15)), max_size=12)
 
@@ -63,9 +63,9 @@ def test_rank_from_file_name(name: str, rank: int | None) -> None:
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("profiler", ("torch", "streamlit", "dashboard")),
-        ("dashboard.analysis", ("torch", "streamlit")),
-        ("dashboard.analysis.analyse", ("torch", "streamlit", "pandas", "plotly")),
+        ("rankscope.profiler", ("torch", "streamlit", "rankscope.dashboard")),
+        ("rankscope.dashboard.analysis", ("torch", "streamlit")),
+        ("rankscope.dashboard.analysis.analyse", ("torch", "streamlit", "pandas", "plotly")),
     ],
 )
 def test_imports_stay_cheap(module: str, forbidden: tuple[str, ...]) -> None:
@@ -79,7 +79,7 @@ def test_imports_stay_cheap(module: str, forbidden: tuple[str, ...]) -> None:
 def test_second_load_reads_only_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import shared_path
 
-    from dashboard.ingest import cache, run
+    from rankscope.dashboard.ingest import cache, run
 
     path = shared_path("reference_runs", "h200_ddp4_straggler")  # 1.3 MB per rank: cached
     first = run.load_run(path)
@@ -101,7 +101,7 @@ def test_cache_misses_when_the_file_changes(tmp_path: Path) -> None:
 
     from conftest import shared_path
 
-    from dashboard.ingest import cache
+    from rankscope.dashboard.ingest import cache
 
     f = tmp_path / "rank0.pt.trace.json.gz"
     shutil.copy(shared_path("reference_runs", "h200_ddp2_balanced", "rank0.pt.trace.json.gz"), f)
@@ -123,7 +123,15 @@ def test_report_cli_caches_as_parquet_and_reuses_it(tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     env = {**os.environ, "RANKSCOPE_CACHE_DIR": str(cache_dir), "RANKSCOPE_CACHE_MIN_BYTES": "0"}
     sample = REPO / "sample_traces" / "ddp3_dataloader_straggler"
-    cmd = [sys.executable, "-m", "dashboard.cli", "report", str(sample), "--format", "json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rankscope.dashboard.cli",
+        "report",
+        str(sample),
+        "--format",
+        "json",
+    ]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     entries = sorted(cache_dir.iterdir())
     assert len(entries) == 3  # one per rank's trace
@@ -145,9 +153,10 @@ def test_report_start_up_stays_lean() -> None:
 
     sample = REPO / "sample_traces" / "ddp3_dataloader_straggler"
     code = (
-        "import sys, io, contextlib, dashboard.cli\n"
+        "import sys, io, contextlib, rankscope.dashboard.cli\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
-        f"    assert dashboard.cli.main(['report', {str(sample)!r}, '--format', 'json']) == 0\n"
+        f"    args = ['report', {str(sample)!r}, '--format', 'json']\n"
+        "    assert rankscope.dashboard.cli.main(args) == 0\n"
         "heavy = ('pandas', 'pyarrow', 'numpy.ma', 'streamlit', 'torch', 'plotly', 'rich')\n"
         "print(' '.join(m for m in heavy if m in sys.modules))\n"
     )

@@ -91,7 +91,7 @@ def test_page_renders(app: tuple[str, AppTest], page: str) -> None:
 
 
 def test_sidebar_choice_holds_across_pages(app: tuple[str, AppTest]) -> None:
-    from dashboard.app.data import SELECTION_KEY
+    from rankscope.dashboard.app.data import SELECTION_KEY
 
     _, at = app
     at.switch_page("views/overview.py").run()
@@ -108,7 +108,7 @@ def test_sidebar_choice_holds_across_pages(app: tuple[str, AppTest]) -> None:
 
 
 def test_step_range_narrows_the_analysis(app: tuple[str, AppTest]) -> None:
-    from dashboard.app.data import SELECTION_KEY
+    from rankscope.dashboard.app.data import SELECTION_KEY
 
     _, at = app
     at.switch_page("views/overview.py").run()
@@ -133,9 +133,9 @@ def test_bad_path_shows_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_step_timeline_adds_up_to_the_step() -> None:
-    from dashboard.analysis import comms, timeline
-    from dashboard.analysis.analyse import analyse
-    from dashboard.ingest.run import load_run
+    from rankscope.dashboard.analysis import comms, timeline
+    from rankscope.dashboard.analysis.analyse import analyse
+    from rankscope.dashboard.ingest.run import load_run
 
     a = analyse(load_run(_need(REF_RUN)))
     waits = comms.wait_intervals(a.collectives)
@@ -166,9 +166,9 @@ def test_step_timeline_adds_up_to_the_step() -> None:
 
 
 def test_arrival_order_names_rank_1() -> None:
-    from dashboard.analysis import timeline
-    from dashboard.analysis.analyse import analyse
-    from dashboard.ingest.run import load_run
+    from rankscope.dashboard.analysis import timeline
+    from rankscope.dashboard.analysis.analyse import analyse
+    from rankscope.dashboard.ingest.run import load_run
 
     a = analyse(load_run(_need(REF_RUN)))
     lag = timeline.arrival_lag(a.collectives)
@@ -183,8 +183,8 @@ def test_arrival_order_names_rank_1() -> None:
 
 
 def test_find_runs_newest_first_and_errors(tmp_path: Path) -> None:
-    from dashboard.app.runs import find_runs, is_live
-    from profiler.errors import RankscopeError
+    from rankscope.dashboard.app.runs import find_runs, is_live
+    from rankscope.profiler.errors import RankscopeError
 
     for i, name in enumerate(("old", "new")):
         d = tmp_path / name
@@ -207,10 +207,10 @@ def test_find_runs_newest_first_and_errors(tmp_path: Path) -> None:
 
 
 def test_straggler_sentence() -> None:
-    from dashboard.analysis.analyse import analyse
-    from dashboard.analysis.report import build_report
-    from dashboard.app.model import compare_metrics, straggler_sentence
-    from dashboard.ingest.run import load_run
+    from rankscope.dashboard.analysis.analyse import analyse
+    from rankscope.dashboard.analysis.report import build_report
+    from rankscope.dashboard.app.model import compare_metrics, straggler_sentence
+    from rankscope.dashboard.ingest.run import load_run
 
     report = build_report(analyse(load_run(_need(REF_RUN))))
     text = straggler_sentence(report)
@@ -222,7 +222,7 @@ def test_straggler_sentence() -> None:
 
 
 def test_dashboard_command_errors_and_flags(tmp_path: Path) -> None:
-    from dashboard.commands.dashboard import APP_MAIN, streamlit_command
+    from rankscope.dashboard.commands.dashboard import APP_MAIN, streamlit_command
 
     cmd = streamlit_command("127.0.0.1", 8765)
     assert str(APP_MAIN) in cmd and APP_MAIN.is_file()
@@ -237,7 +237,7 @@ def test_dashboard_command_errors_and_flags(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "dashboard.cli",
+            "rankscope.dashboard.cli",
             "dashboard",
             str(tmp_path / "missing"),
             "--no-browser",
@@ -254,14 +254,16 @@ def test_dashboard_command_errors_and_flags(tmp_path: Path) -> None:
 def test_demo_without_sample_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dashboard.commands.demo import live_job_command, sample_path
-    from profiler.errors import RankscopeError
+    from rankscope.dashboard.commands.demo import live_job_command, sample_path
+    from rankscope.profiler.errors import RankscopeError
 
     monkeypatch.setenv("RANKSCOPE_SAMPLE_DIR", str(tmp_path))
     with pytest.raises(RankscopeError, match="demo --live"):
         sample_path()
     cmd = live_job_command(tmp_path / "run", 10)
-    assert cmd[2:5] == ["dashboard.cli", "run", "--out"] and "torch.distributed.run" in cmd
+    assert (
+        cmd[2:5] == ["rankscope.dashboard.cli", "run", "--out"] and "torch.distributed.run" in cmd
+    )
     if SAMPLE_RUN.exists():
         monkeypatch.delenv("RANKSCOPE_SAMPLE_DIR")
         assert sample_path() == SAMPLE_RUN
@@ -273,7 +275,7 @@ def test_every_page_copes_with_a_telemetry_only_run(
     """A `rankscope monitor` run, or a collector run before its first window: no trace yet."""
     import shutil
 
-    from profiler import rundir
+    from rankscope.profiler import rundir
 
     nvml = _need(REF_RUN / "rank0.nvml.jsonl")
     run = tmp_path / "run"

@@ -24,11 +24,12 @@ from collector_jobs import (  # noqa: F401 - fixture
 )
 from torch import nn
 
-from profiler import Collector, rundir
-from profiler.commands.attach import answer_for, choose_first_step
-from profiler.control import AttachRequest, BadRequest, ControlChannel, parse_request
-from profiler.errors import EXIT_BAD_INPUT, EXIT_NOTHING
-from profiler.faults import Faults
+from rankscope import Collector
+from rankscope.profiler import rundir
+from rankscope.profiler.commands.attach import answer_for, choose_first_step
+from rankscope.profiler.control import AttachRequest, BadRequest, ControlChannel, parse_request
+from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_NOTHING
+from rankscope.profiler.faults import Faults
 
 ATTACH_JOB = Path(__file__).resolve().parent / "attach_job.py"
 
@@ -329,7 +330,7 @@ def _start_job(run: Path, stop_file: Path) -> subprocess.Popen[str]:
     cmd = [
         sys.executable,
         "-m",
-        "dashboard.cli",
+        "rankscope.dashboard.cli",
         "run",
         "--out",
         str(run),

@@ -22,7 +22,8 @@ from collector_jobs import (  # noqa: F401 - fixture
 )
 from torch import nn
 
-from profiler import Collector, rundir
+from rankscope import Collector
+from rankscope.profiler import rundir
 
 pytestmark = pytest.mark.usefixtures("no_leftover_threads")
 
@@ -198,7 +199,7 @@ def test_api_job_on_two_ranks(tmp_path: Path) -> None:
 
 def test_importing_profiler_is_cheap() -> None:
     code = (
-        "import sys, profiler, profiler.rundir, profiler.commands; "
+        "import sys, profiler, rankscope.profiler.rundir, rankscope.profiler.commands; "
         "heavy = ('torch', 'streamlit', 'dashboard', 'pynvml', 'numpy'); "
         "bad = [m for m in heavy if m in sys.modules]; "
         "print(bad)"

@@ -22,8 +22,8 @@ from collector_jobs import (
     straggler_run,
 )
 
-from profiler import autostart, rundir
-from profiler.commands.run import bootstrap_env
+from rankscope.profiler import autostart, rundir
+from rankscope.profiler.commands.run import bootstrap_env
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_slowed_rank_is_visible_in_its_trace(straggler) -> None:
 @pytest.mark.slow
 def test_report_names_the_slowed_rank(straggler) -> None:
     """Extends to the review side once `rankscope report` exists."""
-    pytest.importorskip("dashboard.commands.report")
+    pytest.importorskip("rankscope.dashboard.commands.report")
     run, _ = straggler
     proc = rankscope("report", str(run), "--format", "json")
     assert proc.returncode == 0, proc.stderr
@@ -149,7 +149,7 @@ def test_collector_in_code_defers_to_rankscope_run(tmp_path: Path) -> None:
     script = tmp_path / "job.py"
     script.write_text(
         "import sys, torch\n"
-        "from profiler import Collector\n"
+        "from rankscope import Collector\n"
         "model = torch.nn.Linear(8, 2)\n"
         "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
         f"with Collector({str(tmp_path / 'theirs')!r}, profile_steps='1-2') as col:\n"
@@ -215,7 +215,7 @@ def _bootstrapped(
 
 def test_bootstrap_never_imports_torch_in_a_process_without_torch(tmp_path: Path) -> None:
     proc = _bootstrapped(
-        tmp_path, "import sys, json; print('torch' in sys.modules, 'profiler' in sys.modules)"
+        tmp_path, "import sys, json; print('torch' in sys.modules, 'rankscope' in sys.modules)"
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False"]
@@ -224,7 +224,7 @@ def test_bootstrap_never_imports_torch_in_a_process_without_torch(tmp_path: Path
 
 def test_bootstrap_arms_on_torch_import_but_writes_nothing_without_training(tmp_path: Path) -> None:
     code = (
-        "import torch, sys; from profiler import autostart; "
+        "import torch, sys; from rankscope.profiler import autostart; "
         "print(autostart._armed is not None, autostart._armed.collector is None)"
     )
     proc = _bootstrapped(tmp_path, code)

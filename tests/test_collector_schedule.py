@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.errors import RankscopeError
-from profiler.schedule import ProfileSchedule, Window, parse_profile_steps
+from rankscope.profiler.errors import RankscopeError
+from rankscope.profiler.schedule import ProfileSchedule, Window, parse_profile_steps
 
 
 def spans(spec: object, limit: int = 10) -> list[tuple[int, int, int]]:

@@ -11,7 +11,7 @@ from collector_fake_nvml import (
     FakeNvml,
 )
 
-from profiler.telemetry import (
+from rankscope.profiler.telemetry import (
     HOST_FIELDS,
     NVML_FIELDS,
     HostSampler,

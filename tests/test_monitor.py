@@ -16,11 +16,11 @@ import pytest
 from collector_fake_nvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeNvml
 from collector_jobs import TESTS, job_env, rankscope
 
-from profiler import rundir
-from profiler.commands.monitor import MonitorCommand
-from profiler.errors import EXIT_ENVIRONMENT, RankscopeError
-from profiler.monitor import Monitor
-from profiler.telemetry import NVML_FIELDS, PROCESS_FIELDS
+from rankscope.profiler import rundir
+from rankscope.profiler.commands.monitor import MonitorCommand
+from rankscope.profiler.errors import EXIT_ENVIRONMENT, RankscopeError
+from rankscope.profiler.monitor import Monitor
+from rankscope.profiler.telemetry import NVML_FIELDS, PROCESS_FIELDS
 
 GIB = 2**30
 

@@ -6,7 +6,7 @@ import json
 import stat
 from pathlib import Path
 
-from profiler import rundir
+from rankscope.profiler import rundir
 
 
 def test_json_files_are_readable_by_other_users(tmp_path: Path) -> None:

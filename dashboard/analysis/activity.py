@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dashboard.analysis import intervals as iv
-from dashboard.ingest.run import RankData
-from dashboard.ingest.table import isin
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.ingest.run import RankData
+from rankscope.dashboard.ingest.table import isin
 
 # HTA's definition of a compute kernel, so our compute time is theirs.
 NON_COMPUTE_KERNEL_RE = re.compile(r"(^nccl.*Kernel)|(^rccl.*Kernel)|(.*Memcpy)|(^Memset)|(.*Sync)")

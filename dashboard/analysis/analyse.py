@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from dashboard.analysis import comms as comms_mod
-from dashboard.analysis import findings as findings_mod
-from dashboard.analysis import hta_compat, imbalance, utilisation
-from dashboard.analysis.activity import RankActivity, rank_activity, step_windows
-from dashboard.analysis.breakdown import BREAKDOWN_COLUMNS, step_breakdown
-from dashboard.ingest.run import Run
-from dashboard.ingest.table import Table
-from profiler.errors import RankscopeError
+from rankscope.dashboard.analysis import comms as comms_mod
+from rankscope.dashboard.analysis import findings as findings_mod
+from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation
+from rankscope.dashboard.analysis.activity import RankActivity, rank_activity, step_windows
+from rankscope.dashboard.analysis.breakdown import BREAKDOWN_COLUMNS, step_breakdown
+from rankscope.dashboard.ingest.run import Run
+from rankscope.dashboard.ingest.table import Table
+from rankscope.profiler.errors import RankscopeError
 
 
 @dataclass

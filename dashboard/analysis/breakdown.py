@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dashboard.analysis import intervals as iv
-from dashboard.analysis.activity import RankActivity
-from dashboard.ingest.table import Table
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis.activity import RankActivity
+from rankscope.dashboard.ingest.table import Table
 
 NS_PER_MS = 1e6
 

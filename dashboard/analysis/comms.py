@@ -23,8 +23,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from dashboard.analysis import intervals as iv
-from dashboard.ingest.table import Table, distinct, first_indices
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.ingest.table import Table, distinct, first_indices
 
 NS_PER_MS = 1e6
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dashboard.analysis.imbalance import median as imbalance_median
-from dashboard.analysis.imbalance import severity
+from rankscope.dashboard.analysis.imbalance import median as imbalance_median
+from rankscope.dashboard.analysis.imbalance import severity
 
 if TYPE_CHECKING:
-    from dashboard.analysis.analyse import Analysis
+    from rankscope.dashboard.analysis.analyse import Analysis
 
 _CAUSE_TEXT = {
     "data_loading": "data loading",

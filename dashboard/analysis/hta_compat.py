@@ -22,10 +22,10 @@ import re
 
 import numpy as np
 
-from dashboard.analysis import intervals as iv
-from dashboard.analysis.activity import NON_COMPUTE_KERNEL_RE
-from dashboard.ingest.run import RankData
-from dashboard.ingest.table import distinct, isin
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis.activity import NON_COMPUTE_KERNEL_RE
+from rankscope.dashboard.ingest.run import RankData
+from rankscope.dashboard.ingest.table import distinct, isin
 
 _NCCL_RE = re.compile(r"^nccl.*Kernel")
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from dashboard.analysis import intervals as iv
-from dashboard.analysis.comms import last_arrivals, wait_intervals
-from dashboard.ingest.table import Table
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis.comms import last_arrivals, wait_intervals
+from rankscope.dashboard.ingest.table import Table
 
 NS_PER_MS = 1e6
 STRAGGLER_MIN_FRACTION = 0.05

@@ -20,7 +20,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dashboard.analysis.analyse import Analysis
+    from rankscope.dashboard.analysis.analyse import Analysis
 
 SCHEMA = "rankscope.report/1"
 

@@ -33,9 +33,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from dashboard.analysis import intervals as iv
-from dashboard.analysis.activity import RankActivity
-from dashboard.ingest.table import Table, distinct
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis.activity import RankActivity
+from rankscope.dashboard.ingest.table import Table, distinct
 
 NS_PER_MS = 1e6
 CATEGORIES = ("compute", "comm_wait", "comm", "memcpy", "data", "host", "idle")

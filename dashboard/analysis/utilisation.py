@@ -25,16 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from dashboard.analysis import intervals as iv
-from dashboard.analysis.activity import RankActivity
-from dashboard.ingest.run import RankData
-from dashboard.ingest.table import distinct
-from profiler.telemetry import HOST_FIELDS, NVML_FIELDS, PROCESS_FIELDS
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis.activity import RankActivity
+from rankscope.dashboard.ingest.run import RankData
+from rankscope.dashboard.ingest.table import distinct
+from rankscope.profiler.telemetry import HOST_FIELDS, NVML_FIELDS, PROCESS_FIELDS
 
 NS_PER_MS = 1e6
 KERNEL_WAIT_MAX_NS = 50_000  # gaps between queued kernels shorter than this are launch overhead
 
-# The collector's and the monitor's field names: one definition, in profiler.telemetry.
+# The collector's and the monitor's field names: one definition, in rankscope.profiler.telemetry.
 TELEMETRY_FIELDS = tuple(
     f for f in (*NVML_FIELDS, *HOST_FIELDS, *PROCESS_FIELDS) if f != "throttle_reasons"
 )

@@ -11,7 +11,7 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.app.model import PART_COLOURS
+from rankscope.dashboard.app.model import PART_COLOURS
 
 TIMELINE_COLOURS = {
     "compute": PART_COLOURS["compute"],

@@ -2,8 +2,8 @@
 
 Views ask for ``analysis()`` / ``report()`` of the sidebar's ``Selection`` (run,
 ranks, steps) and draw what they get. Loading goes through
-``dashboard.ingest.load_run`` (itself backed by the Parquet cache) and
-``dashboard.analysis``; results are held in memory per server, keyed on the
+``rankscope.dashboard.ingest.load_run`` (itself backed by the Parquet cache) and
+``rankscope.dashboard.analysis``; results are held in memory per server, keyed on the
 run's file signature (names, sizes, mtimes), so a live run refreshes as the
 collector writes and a finished one is never read twice.
 
@@ -20,14 +20,14 @@ from typing import Any, NoReturn
 
 import streamlit as st
 
-from dashboard.analysis import comms as comms_mod
-from dashboard.analysis import timeline as timeline_mod
-from dashboard.analysis.analyse import Analysis, analyse
-from dashboard.analysis.report import build_report
-from dashboard.app import runs as runs_mod
-from dashboard.ingest.run import Run, load_run
-from dashboard.ingest.table import Table
-from profiler.errors import RankscopeError
+from rankscope.dashboard.analysis import comms as comms_mod
+from rankscope.dashboard.analysis import timeline as timeline_mod
+from rankscope.dashboard.analysis.analyse import Analysis, analyse
+from rankscope.dashboard.analysis.report import build_report
+from rankscope.dashboard.app import runs as runs_mod
+from rankscope.dashboard.ingest.run import Run, load_run
+from rankscope.dashboard.ingest.table import Table
+from rankscope.profiler.errors import RankscopeError
 
 ENV_PATH = "RANKSCOPE_DASHBOARD_PATH"
 ENV_LIVE = "RANKSCOPE_DASHBOARD_LIVE"

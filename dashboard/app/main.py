@@ -13,8 +13,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.app import data
-from dashboard.app import runs as runs_mod
+from rankscope.dashboard.app import data
+from rankscope.dashboard.app import runs as runs_mod
 
 VIEWS = Path(__file__).resolve().parent / "views"
 PAGES = (

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from dashboard.ingest.table import Table
+from rankscope.dashboard.ingest.table import Table
 
 if TYPE_CHECKING:
-    from dashboard.ingest.run import Run
+    from rankscope.dashboard.ingest.run import Run
 
-# The six parts of a step; they add up to step_ms (see dashboard.analysis.breakdown).
+# The six parts of a step; they add up to step_ms (see rankscope.dashboard.analysis.breakdown).
 STEP_PARTS = (
     ("compute_ms", "compute"),
     ("comm_exposed_ms", "exposed communication"),

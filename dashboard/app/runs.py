@@ -13,7 +13,7 @@ written: its ``run.json`` has no ``end_ns`` yet (``rankscope run`` records it
 when the job ends), or an attach is in progress, and a file changed in the last
 ``LIVE_QUIET_S`` seconds.
 
-Only the standard library and ``profiler.rundir``: no streamlit, no pandas.
+Only the standard library and ``rankscope.profiler.rundir``: no streamlit, no pandas.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from profiler import rundir
-from profiler.errors import RankscopeError
+from rankscope.profiler import rundir
+from rankscope.profiler.errors import RankscopeError
 
 LIVE_QUIET_S = 120.0
 

@@ -20,11 +20,11 @@ import time
 import webbrowser
 from pathlib import Path
 
-from profiler.errors import EXIT_ENVIRONMENT, RankscopeError
+from rankscope.profiler.errors import EXIT_ENVIRONMENT, RankscopeError
 
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
 APP_MAIN = APP_DIR / "main.py"
-ENV_PATH = "RANKSCOPE_DASHBOARD_PATH"  # read by dashboard.app.data
+ENV_PATH = "RANKSCOPE_DASHBOARD_PATH"  # read by rankscope.dashboard.app.data
 ENV_LIVE = "RANKSCOPE_DASHBOARD_LIVE"
 DEFAULT_PORT = 8501
 
@@ -88,7 +88,7 @@ def _open_when_ready(url: str, host: str, port: int, timeout_s: float = 60.0) ->
 
 def serve(path: str | Path, host: str, port: int, open_browser: bool, live: bool = False) -> int:
     """Start the dashboard on ``path`` and wait until it stops (Ctrl-C)."""
-    from dashboard.app.runs import find_runs
+    from rankscope.dashboard.app.runs import find_runs
 
     runs = find_runs(path)  # a clear RankscopeError (exit 2) before anything starts
     try:

@@ -16,9 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from dashboard.commands.dashboard import add_server_arguments, check_server_arguments, serve
-from profiler import rundir
-from profiler.errors import EXIT_ENVIRONMENT, RankscopeError
+from rankscope.dashboard.commands.dashboard import (
+    add_server_arguments,
+    check_server_arguments,
+    serve,
+)
+from rankscope.profiler import rundir
+from rankscope.profiler.errors import EXIT_ENVIRONMENT, RankscopeError
 
 ENV_SAMPLE_DIR = "RANKSCOPE_SAMPLE_DIR"
 SAMPLE_RUN = "ddp3_dataloader_straggler"
@@ -51,7 +55,7 @@ def live_job_command(run_dir: Path, steps: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "dashboard.cli",
+        "rankscope.dashboard.cli",
         "run",
         "--out",
         str(run_dir),

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from profiler.errors import RankscopeError
+from rankscope.profiler.errors import RankscopeError
 
 
 def parse_ranks(text: str | None) -> list[int] | None:
@@ -64,10 +64,10 @@ class ReportCommand:
     def run(self, args: argparse.Namespace) -> int:
         # No BLAS work happens here: don't let numpy's import start a thread pool for it.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        from dashboard.analysis.analyse import analyse
-        from dashboard.analysis.report import build_report
-        from dashboard.ingest.run import load_run, stderr_progress
-        from dashboard.render import render_json, render_markdown, render_text
+        from rankscope.dashboard.analysis.analyse import analyse
+        from rankscope.dashboard.analysis.report import build_report
+        from rankscope.dashboard.ingest.run import load_run, stderr_progress
+        from rankscope.dashboard.render import render_json, render_markdown, render_text
 
         ranks = parse_ranks(args.ranks)
         run = load_run(args.path, ranks=ranks, progress=stderr_progress())

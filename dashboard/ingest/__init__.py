@@ -1,8 +1,8 @@
 """Trace ingest: Kineto JSON -> columnar tables per rank, cached as Parquet.
 
-``load_run(path)`` is the entry point (see ``dashboard.ingest.run``).
+``load_run(path)`` is the entry point (see ``rankscope.dashboard.ingest.run``).
 """
 
-from dashboard.ingest.run import RankData, Run, load_run
+from rankscope.dashboard.ingest.run import RankData, Run, load_run
 
 __all__ = ["RankData", "Run", "load_run"]

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dashboard.ingest.kineto import RankTrace
-from dashboard.ingest.table import Table
+from rankscope.dashboard.ingest.kineto import RankTrace
+from rankscope.dashboard.ingest.table import Table
 
 if TYPE_CHECKING:
     import pyarrow as pa  # noqa: F401

@@ -37,8 +37,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from dashboard.ingest.table import Table
-from profiler.errors import RankscopeError
+from rankscope.dashboard.ingest.table import Table
+from rankscope.profiler.errors import RankscopeError
 
 GPU_KINDS = {"kernel": "kernel", "gpu_memcpy": "memcpy", "gpu_memset": "memset"}
 NCCL_KERNEL_RE = re.compile(r"^(nccl|rccl).*Kernel", re.IGNORECASE)

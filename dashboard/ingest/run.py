@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from dashboard.ingest import cache
-from dashboard.ingest.kineto import RankTrace, empty_trace, parse_trace
-from dashboard.ingest.table import Table
-from profiler import rundir
-from profiler.errors import RankscopeError
+from rankscope.dashboard.ingest import cache
+from rankscope.dashboard.ingest.kineto import RankTrace, empty_trace, parse_trace
+from rankscope.dashboard.ingest.table import Table
+from rankscope.profiler import rundir
+from rankscope.profiler.errors import RankscopeError
 
 # Below this much JSON in total, forking workers costs more than it saves.
 _PARALLEL_MIN_BYTES = 8_000_000

@@ -5,7 +5,7 @@ launches (torchrun, its workers, ``python -m ...``, plain ``python``). This one
 (1) runs the ``sitecustomize`` it shadows, if any, so the environment's own
 start-up code still happens, and (2) installs a one-shot import hook that waits
 for ``torch``: only once torch has finished importing does it load rankscope and
-call ``profiler.autostart.arm_from_env()``. A process that never imports torch
+call ``rankscope.profiler.autostart.arm_from_env()``. A process that never imports torch
 pays for a few stat calls and nothing else; torch is never imported from here.
 
 Standard library only, and nothing here may raise: a broken bootstrap must not
@@ -52,19 +52,19 @@ def _chain_shadowed_sitecustomize() -> None:
 
 def _load_autostart() -> ModuleType:
     package_path = os.environ.get("RANKSCOPE_PACKAGE_PATH")
-    if "profiler" not in sys.modules and package_path:
-        # Load rankscope's package from where `rankscope run` lives, not from
-        # whatever `profiler` the job's own sys.path might offer first.
-        spec = importlib.machinery.PathFinder.find_spec("profiler", [package_path])
+    if "rankscope" not in sys.modules and package_path:
+        # Load rankscope from where `rankscope run` lives, not from whatever
+        # `rankscope` the job's own sys.path might offer first.
+        spec = importlib.machinery.PathFinder.find_spec("rankscope", [package_path])
         if spec is not None and spec.loader is not None:
             module = importlib.util.module_from_spec(spec)
-            sys.modules["profiler"] = module
+            sys.modules["rankscope"] = module
             try:
                 spec.loader.exec_module(module)
             except BaseException:
-                del sys.modules["profiler"]
+                del sys.modules["rankscope"]
                 raise
-    from profiler import autostart
+    from rankscope.profiler import autostart
 
     return autostart
 

@@ -2,7 +2,7 @@
 
 Each module holds one command class with a docstring (its help text),
 ``name``, ``prepare_parser(parser)`` and ``run(args) -> int``. The console
-script lives on the review side (``dashboard.cli``) and registers these, so a
+script lives on the review side (``rankscope.dashboard.cli``) and registers these, so a
 training node that installs only ``profiler`` still has the code it needs.
 """
 
@@ -13,7 +13,7 @@ from typing import Protocol
 
 
 class Command(Protocol):
-    """What ``dashboard.cli`` needs of a subcommand."""
+    """What ``rankscope.dashboard.cli`` needs of a subcommand."""
 
     name: str
 
@@ -24,9 +24,9 @@ class Command(Protocol):
 
 # (subcommand, module, class): modules are imported only when their command runs.
 CAPTURE_COMMANDS = (
-    ("run", "profiler.commands.run", "RunCommand"),
-    ("attach", "profiler.commands.attach", "AttachCommand"),
-    ("monitor", "profiler.commands.monitor", "MonitorCommand"),
+    ("run", "rankscope.profiler.commands.run", "RunCommand"),
+    ("attach", "rankscope.profiler.commands.attach", "AttachCommand"),
+    ("monitor", "rankscope.profiler.commands.monitor", "MonitorCommand"),
 )
 
 

@@ -1,7 +1,7 @@
 """``rankscope attach``: capture a profiler window from a job that is already running.
 
 The command talks to the job only through the run directory's control channel
-(formats in ``profiler.rundir``): it reads the ranks' heartbeats, picks a first
+(formats in ``rankscope.profiler.rundir``): it reads the ranks' heartbeats, picks a first
 step far enough ahead of the furthest rank that every rank sees the request
 before its warm-up step (``choose_first_step``), writes one request file
 atomically, then waits for each rank's acknowledgement and prints which ranks
@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import profiler
-from profiler import rundir
-from profiler.control import AttachRequest, BadRequest, validate_request
-from profiler.errors import EXIT_ENVIRONMENT, EXIT_NOTHING, RankscopeError
+import rankscope
+from rankscope.profiler import rundir
+from rankscope.profiler.control import AttachRequest, BadRequest, validate_request
+from rankscope.profiler.errors import EXIT_ENVIRONMENT, EXIT_NOTHING, RankscopeError
 
 # A rank looks for requests every 0.5 s and beats every 1 s; a request names a
 # step at least LEAD_S of training ahead so that every rank has polled (twice, on
@@ -131,7 +131,7 @@ class AttachCommand:
     """Capture a torch.profiler window from a running job (all ranks, the same steps).
 
     The job must run with rankscope's collector (`rankscope run`, even with
-    --profile off, or profiler.Collector in the code). Every rank records the
+    --profile off, or rankscope.Collector in the code). Every rank records the
     same N steps, starting a little ahead of the furthest rank, and writes its
     trace into the run directory; `rankscope report RUN_DIR` then covers them.
     The run directory may be on a shared filesystem: ranks on other hosts answer
@@ -437,7 +437,7 @@ import sys
 try:
     if {package_path!r} not in sys.path:
         sys.path.append({package_path!r})
-    from profiler.collector import Collector
+    from rankscope.profiler.collector import Collector
     Collector(
         {run_dir!r},
         steps_from_optimizer=True,
@@ -455,7 +455,7 @@ def inject_collector(pid: int, run_dir: Path, wait_s: float = 30.0) -> None:
         raise RankscopeError(
             f"--pid needs Python 3.14 or newer (sys.remote_exec); this is Python "
             f"{sys.version.split()[0]}. Start the job under `rankscope run --profile off` "
-            "or with profiler.Collector instead",
+            "or with rankscope.Collector instead",
             EXIT_ENVIRONMENT,
         )
     try:
@@ -465,7 +465,7 @@ def inject_collector(pid: int, run_dir: Path, wait_s: float = 30.0) -> None:
     except PermissionError:
         raise RankscopeError(f"--pid {pid}: not your process", EXIT_ENVIRONMENT) from None
     run_dir.mkdir(parents=True, exist_ok=True)
-    package_path = str(Path(profiler.__file__).resolve().parent.parent)
+    package_path = str(Path(rankscope.__file__).resolve().parent.parent)
     # The target reads the script when it reaches a safe point, so it must outlive
     # this call; it is removed once the rank's heartbeat shows it ran.
     fd, script = tempfile.mkstemp(prefix="rankscope-attach-", suffix=".py")

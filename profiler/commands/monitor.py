@@ -1,7 +1,7 @@
 """``rankscope monitor``: GPU telemetry of a job without the collector, from outside it.
 
 Parses the options, opens NVML (``pynvml`` or an injected module), runs
-``profiler.monitor.Monitor`` until Ctrl-C, SIGTERM or ``--duration``, and always
+``rankscope.profiler.monitor.Monitor`` until Ctrl-C, SIGTERM or ``--duration``, and always
 closes it, so every sample taken is on disk when the command returns. Without a
 usable NVIDIA GPU it exits with EXIT_ENVIRONMENT and one line saying why.
 """
@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from profiler import rundir
-from profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
-from profiler.monitor import Monitor
+from rankscope.profiler import rundir
+from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
+from rankscope.profiler.monitor import Monitor
 
 
 def parse_pids(values: list[str]) -> set[int]:

@@ -19,13 +19,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import profiler
-from profiler import autostart, rundir
-from profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
-from profiler.schedule import parse_profile_steps
+import rankscope
+from rankscope.profiler import autostart, rundir
+from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
+from rankscope.profiler.schedule import parse_profile_steps
 
 DEFAULT_PROFILE = "5-7"
-BOOTSTRAP_DIR = Path(profiler.__file__).resolve().parent / "bootstrap"
+BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "bootstrap"
 
 
 def bootstrap_env(
@@ -33,7 +33,8 @@ def bootstrap_env(
 ) -> dict[str, str]:
     """The environment that makes every Python process of ``command`` load the collector."""
     env = dict(os.environ if base is None else base)
-    package_path = str(Path(profiler.__file__).resolve().parent.parent)
+    # The folder that holds the `rankscope` package (site-packages, or src/ in a checkout).
+    package_path = str(Path(rankscope.__file__).resolve().parent.parent)
     env[autostart.ENV_RUN_DIR] = str(run_dir)
     env[autostart.ENV_CONFIG] = json.dumps(config)
     env[autostart.ENV_COMMAND] = json.dumps(command)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from dashboard.analysis import timeline
-from dashboard.app import charts, data, model
+from rankscope.dashboard.analysis import timeline
+from rankscope.dashboard.app import charts, data, model
 
 
 def render() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from dashboard.app import charts, data, model
+from rankscope.dashboard.app import charts, data, model
 
 
 def _side(

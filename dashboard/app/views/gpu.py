@@ -7,8 +7,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.analysis.activity import trace_span
-from dashboard.app import charts, data, model
+from rankscope.dashboard.analysis.activity import trace_span
+from rankscope.dashboard.app import charts, data, model
 
 # (title, fields, scale to the unit shown, unit, what to look for)
 GROUPS = (
@@ -97,7 +97,7 @@ FIELD_LABELS = {
 
 def _bands(fig: go.Figure, a: object, t0: int) -> None:
     """Shade profiler windows (blue) and analysed steps (grey, alternating)."""
-    from dashboard.analysis.analyse import Analysis
+    from rankscope.dashboard.analysis.analyse import Analysis
 
     assert isinstance(a, Analysis)
     spans = [s for s in (trace_span(rd) for rd in a.run.ranks.values()) if s is not None]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from dashboard.analysis import timeline
-from dashboard.analysis.imbalance import IMBALANCE_METRICS
-from dashboard.app import charts, data, model
+from rankscope.dashboard.analysis import timeline
+from rankscope.dashboard.analysis.imbalance import IMBALANCE_METRICS
+from rankscope.dashboard.app import charts, data, model
 
 HEATMAPS = (
     (

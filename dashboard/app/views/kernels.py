@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.app import charts, data
+from rankscope.dashboard.app import charts, data
 
 
 def render() -> None:

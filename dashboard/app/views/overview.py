@@ -8,8 +8,8 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from dashboard.app import charts, data, model
-from dashboard.render import no_straggler_sentence, render_json, render_markdown
+from rankscope.dashboard.app import charts, data, model
+from rankscope.dashboard.render import no_straggler_sentence, render_json, render_markdown
 
 _SEVERITY = {
     "high": ":red-badge[high]",

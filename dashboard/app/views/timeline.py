@@ -5,8 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.analysis.timeline import CATEGORIES, CATEGORY_LABELS
-from dashboard.app import charts, data, model
+from rankscope.dashboard.analysis.timeline import CATEGORIES, CATEGORY_LABELS
+from rankscope.dashboard.app import charts, data, model
 
 
 def render() -> None:
