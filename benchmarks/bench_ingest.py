@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = REPO / "tests" / "data"  # the real traces kept in the repository
 DEFAULT_DIRS = [
     "reference_runs/h200_ddp4_straggler",
     "reference_runs/h200_ddp2_balanced",
@@ -88,7 +88,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "dirs", nargs="*", help="trace folders (default: every folder in ../shared)"
+        "dirs", nargs="*", help="trace folders (default: the real traces in tests/data)"
     )
     parser.add_argument(
         "--repeat", type=int, default=5, help="interleaved repetitions (median reported)"
@@ -104,7 +104,7 @@ def main() -> int:
     dirs = [Path(d) for d in args.dirs] or [SHARED / d for d in DEFAULT_DIRS]
     dirs = [d for d in dirs if d.exists()]
     if not dirs:
-        print("no trace folders found (is ../shared beside the checkout?)", file=sys.stderr)
+        print("no trace folders found in tests/data", file=sys.stderr)
         return 2
     hta = args.hta_python
     if hta and not Path(hta).exists():

@@ -1,8 +1,13 @@
-"""Shared fixtures: the ../shared data (skipped cleanly when absent) and an isolated cache."""
+"""Shared fixtures and helpers: the test data in ``tests/data``, an isolated cache, report tables.
+
+Layout: ``unit/<package>/`` mirrors the source tree (small hand-built inputs),
+``integration/`` starts real jobs, servers and browsers, ``jobs/`` holds the
+training scripts those tests launch and ``fakes/`` the stand-ins (a fake NVML).
+"""
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -10,14 +15,22 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("RANKSCOPE_SHARED_DIR", REPO.parent / "shared"))
+# Real traces the tests read: the H200 reference runs and HTA's public traces
+# (copied with their READMEs, ground truth and license notice).
+DATA = REPO / "tests" / "data"
 
 
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or skip the test when CI has no shared data beside the checkout."""
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"shared data not available: {p}")
+# Tests that start torch jobs (the collector's real integration tests) skip
+# cleanly where torch is absent: the review side never needs it.
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="torch is not installed"
+)
+
+
+def data_path(*parts: str) -> Path:
+    """A path under ``tests/data``; a missing one is a broken checkout, not a skip."""
+    p = DATA.joinpath(*parts)
+    assert p.exists(), f"test data missing from the repository: {p}"
     return p
 
 
@@ -83,11 +96,12 @@ def ground_truth_table(readme: Path, run: str) -> dict[int, dict[str, float]]:
 
 
 __all__ = [
+    "DATA",
     "REPO",
-    "SHARED",
+    "data_path",
     "ground_truth_table",
     "hta_reference",
+    "needs_torch",
     "rankscope_cmd",
     "re",
-    "shared_path",
 ]

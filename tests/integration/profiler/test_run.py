@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from collector_jobs import (
+from conftest import needs_torch
+from jobs.collector_jobs import (
     DDP_JOB,
     SLEEP_MS,
     SLOW_RANK,
@@ -35,6 +36,7 @@ def straggler(
 
 
 @pytest.mark.slow
+@needs_torch
 def test_every_rank_leaves_trace_telemetry_steps_and_manifest(straggler) -> None:
     run, proc = straggler
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -86,6 +88,7 @@ def test_every_rank_leaves_trace_telemetry_steps_and_manifest(straggler) -> None
 
 
 @pytest.mark.slow
+@needs_torch
 def test_slowed_rank_is_visible_in_its_trace(straggler) -> None:
     run, _ = straggler
     loading = {
@@ -97,6 +100,7 @@ def test_slowed_rank_is_visible_in_its_trace(straggler) -> None:
 
 
 @pytest.mark.slow
+@needs_torch
 def test_report_names_the_slowed_rank(straggler) -> None:
     """Extends to the review side once `rankscope report` exists."""
     pytest.importorskip("rankscope.dashboard.commands.report")
@@ -109,6 +113,7 @@ def test_report_names_the_slowed_rank(straggler) -> None:
 
 
 @pytest.mark.slow
+@needs_torch
 def test_torchrun_console_script_with_profile_off(tmp_path: Path) -> None:
     run, proc = straggler_run(tmp_path / "run", kind="torchrun", steps=6, profile="off")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -119,6 +124,7 @@ def test_torchrun_console_script_with_profile_off(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@needs_torch
 def test_plain_python_collects_as_rank0_and_passes_the_exit_code(tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = rankscope(
@@ -144,6 +150,7 @@ def test_plain_python_collects_as_rank0_and_passes_the_exit_code(tmp_path: Path)
 
 
 @pytest.mark.slow
+@needs_torch
 def test_collector_in_code_defers_to_rankscope_run(tmp_path: Path) -> None:
     """A script that uses the Collector API, launched by `rankscope run`: one set of files."""
     script = tmp_path / "job.py"
@@ -222,6 +229,7 @@ def test_bootstrap_never_imports_torch_in_a_process_without_torch(tmp_path: Path
     assert not (tmp_path / "run").exists()
 
 
+@needs_torch
 def test_bootstrap_arms_on_torch_import_but_writes_nothing_without_training(tmp_path: Path) -> None:
     code = (
         "import torch, sys; from rankscope.profiler import autostart; "

@@ -6,7 +6,10 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
+
 from rankscope.profiler import rundir
+from rankscope.profiler.rundir import rank_from_filename
 
 
 def test_json_files_are_readable_by_other_users(tmp_path: Path) -> None:
@@ -41,3 +44,19 @@ def test_collector_files_are_recognised(tmp_path: Path) -> None:
     for name in ("rank3.meta.json", "rank3.steps.jsonl", "rank3.telemetry.jsonl"):
         (tmp_path / name).write_text("{}")
         assert not rundir.is_trace_file(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    ("name", "rank"),
+    [
+        ("rank3.pt.trace.json.gz", 3),
+        ("rank-12.json.gz", 12),
+        ("sampled_rank-1.json.gz", 1),
+        ("worker7.1700000000.pt.trace.json", 7),
+        ("host_rank_2.json", 2),
+        ("trace.json", None),
+        ("franklin.json", None),
+    ],
+)
+def test_rank_from_file_name(name: str, rank: int | None) -> None:
+    assert rank_from_filename(name) == rank

@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 
-from collector_fake_nvml import FakeNvml
+from fakes.fake_nvml import FakeNvml
 
 from rankscope.profiler.commands.monitor import MonitorCommand
 from rankscope.profiler.errors import RankscopeError

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import rankscope_cmd
+from conftest import needs_torch, rankscope_cmd
 
-JOB = Path(__file__).parent / "jobs" / "tb_profiled_ddp.py"
+pytestmark = needs_torch
+
+JOB = Path(__file__).resolve().parents[2] / "jobs" / "tb_profiled_ddp.py"
 pytest.importorskip("torch")
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from collector_jobs import (  # noqa: F401 - fixture
+from jobs.collector_jobs import (  # noqa: F401 - fixture
+    JOBS,
     job_env,
     launcher,
     no_leftover_threads,
@@ -22,7 +22,6 @@ from collector_jobs import (  # noqa: F401 - fixture
     rankscope,
     read_trace,
 )
-from torch import nn
 
 from rankscope import Collector
 from rankscope.profiler import rundir
@@ -31,7 +30,9 @@ from rankscope.profiler.control import AttachRequest, BadRequest, ControlChannel
 from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_NOTHING
 from rankscope.profiler.faults import Faults
 
-ATTACH_JOB = Path(__file__).resolve().parent / "attach_job.py"
+torch = pytest.importorskip("torch", reason="torch is not installed")
+
+ATTACH_JOB = JOBS / "attach_job.py"
 
 
 def request_json(**over: Any) -> dict[str, Any]:
@@ -207,7 +208,9 @@ def training() -> Iterator[Callable[..., Any]]:
 
         def loop() -> None:
             torch.manual_seed(0)
-            model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4))
+            model = torch.nn.Sequential(
+                torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4)
+            )
             opt = torch.optim.SGD(model.parameters(), lr=0.01)
             while not stop.is_set():
                 with torch.profiler.record_function("data_loading"):

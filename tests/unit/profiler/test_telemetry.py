@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from collector_fake_nvml import (
+from fakes.fake_nvml import (
     NVML_ERROR_LIBRARY_NOT_FOUND,
     NVML_ERROR_NOT_SUPPORTED,
     FakeNvml,

@@ -17,12 +17,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import DATA, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(
-    os.environ.get("RANKSCOPE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")
-)
-REF_RUN = SHARED / "reference_runs" / "h200_ddp4_straggler"
+REF_RUN = DATA / "reference_runs" / "h200_ddp4_straggler"
 
 pytestmark = pytest.mark.browser
 

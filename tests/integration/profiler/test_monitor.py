@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_fake_nvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeNvml
-from collector_jobs import TESTS, job_env, rankscope
+from fakes.fake_nvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeNvml
+from jobs.collector_jobs import JOBS, job_env, rankscope
 
 from rankscope.profiler import rundir
 from rankscope.profiler.commands.monitor import MonitorCommand
@@ -147,7 +147,7 @@ def test_sigterm_stops_it_with_every_sample_on_disk(tmp_path: Path, ranks: dict[
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(TESTS / "attach_fake_monitor.py"),
+            str(JOBS / "attach_fake_monitor.py"),
             json.dumps(processes),
             "--out",
             str(run),

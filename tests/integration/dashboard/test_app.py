@@ -17,13 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA, REPO
 from streamlit.testing.v1 import AppTest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(
-    os.environ.get("RANKSCOPE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")
-)
-REF_RUN = SHARED / "reference_runs" / "h200_ddp4_straggler"
+REF_RUN = DATA / "reference_runs" / "h200_ddp4_straggler"
 SAMPLE_RUN = REPO / "sample_traces" / "ddp3_dataloader_straggler"
 MAIN = REPO / "dashboard" / "app" / "main.py"
 PAGES = ("imbalance", "communication", "gpu", "timeline", "kernels", "compare")

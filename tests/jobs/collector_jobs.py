@@ -24,18 +24,21 @@ from typing import Any
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
+JOBS = Path(__file__).resolve().parent
+TESTS = JOBS.parent
 REPO = TESTS.parent
-DDP_JOB = TESTS / "collector_ddp_job.py"
-API_JOB = TESTS / "collector_api_job.py"
+DDP_JOB = JOBS / "collector_ddp_job.py"
+API_JOB = JOBS / "collector_api_job.py"
 SLOW_RANK = 1
 SLEEP_MS = 40.0
 
 
 def job_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    # The repo must be importable by the jobs even without `pip install -e .`.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    # rankscope must be importable by the jobs even without `pip install -e .`
+    # (src/ holds only the `rankscope` namespace root).
+    src = str(REPO / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
     env["OMP_NUM_THREADS"] = "1"
     env.update(extra)
     return env

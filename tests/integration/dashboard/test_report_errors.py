@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import rankscope_cmd, shared_path
+from conftest import data_path, rankscope_cmd
 
 
 def run_report(*args: str) -> subprocess.CompletedProcess[str]:
@@ -50,7 +50,7 @@ def test_json_that_is_not_a_trace(tmp_path: Path) -> None:
 
 
 def test_bad_steps_and_ranks() -> None:
-    path = str(shared_path("reference_runs", "h200_ddp2_balanced"))
+    path = str(data_path("reference_runs", "h200_ddp2_balanced"))
     assert_one_line_error(run_report(path, "--steps", "x:y"), "--steps")
     assert_one_line_error(
         run_report(path, "--steps", "50:60"), "no step in that range", "2, 3, 4, 5, 6, 7"
@@ -59,7 +59,7 @@ def test_bad_steps_and_ranks() -> None:
 
 
 def test_two_files_claiming_one_rank_names_both(tmp_path: Path) -> None:
-    src = shared_path("reference_runs", "h200_ddp2_balanced", "rank0.pt.trace.json.gz")
+    src = data_path("reference_runs", "h200_ddp2_balanced", "rank0.pt.trace.json.gz")
     shutil.copy(src, tmp_path / "a.pt.trace.json.gz")
     shutil.copy(src, tmp_path / "b.pt.trace.json.gz")
     assert_one_line_error(
@@ -68,7 +68,7 @@ def test_two_files_claiming_one_rank_names_both(tmp_path: Path) -> None:
 
 
 def test_partial_run_is_analysed_with_skipped_files_listed(tmp_path: Path) -> None:
-    src = shared_path("reference_runs", "h200_ddp4_straggler")
+    src = data_path("reference_runs", "h200_ddp4_straggler")
     for r in (0, 1, 2):
         shutil.copy(src / f"rank{r}.pt.trace.json.gz", tmp_path / f"rank{r}.pt.trace.json.gz")
     # Rank 3's trace is truncated mid-write (a crashed job).
@@ -87,7 +87,7 @@ def test_partial_run_is_analysed_with_skipped_files_listed(tmp_path: Path) -> No
 
 
 def test_rank_from_file_name_when_trace_lacks_distributed_info(tmp_path: Path) -> None:
-    src = shared_path("reference_runs", "h200_ddp2_balanced")
+    src = data_path("reference_runs", "h200_ddp2_balanced")
     for r in (0, 1):
         doc = json.loads(gzip.decompress((src / f"rank{r}.pt.trace.json.gz").read_bytes()))
         del doc["distributedInfo"]
@@ -99,7 +99,7 @@ def test_rank_from_file_name_when_trace_lacks_distributed_info(tmp_path: Path) -
 
 
 def test_file_without_any_rank_in_a_folder_is_skipped(tmp_path: Path) -> None:
-    src = shared_path("reference_runs", "h200_ddp2_balanced")
+    src = data_path("reference_runs", "h200_ddp2_balanced")
     shutil.copy(src / "rank0.pt.trace.json.gz", tmp_path / "rank0.pt.trace.json.gz")
     doc = json.loads(gzip.decompress((src / "rank1.pt.trace.json.gz").read_bytes()))
     del doc["distributedInfo"]
@@ -114,7 +114,7 @@ def test_file_without_any_rank_in_a_folder_is_skipped(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
 def test_output_file(tmp_path: Path, fmt: str) -> None:
     out = tmp_path / "report.out"
-    path = str(shared_path("reference_runs", "h200_ddp2_balanced"))
+    path = str(data_path("reference_runs", "h200_ddp2_balanced"))
     proc = run_report(path, "--format", fmt, "-o", str(out))
     assert proc.returncode == 0 and proc.stdout == ""
     assert out.stat().st_size > 200
@@ -122,7 +122,7 @@ def test_output_file(tmp_path: Path, fmt: str) -> None:
 
 def test_traces_being_written_are_not_read(tmp_path: Path) -> None:
     """A live run: the exporter's hidden temporary JSON sits beside the finished traces."""
-    src = shared_path("reference_runs", "h200_ddp2_balanced")
+    src = data_path("reference_runs", "h200_ddp2_balanced")
     for r in (0, 1):
         shutil.copy(src / f"rank{r}.pt.trace.json.gz", tmp_path / f"rank{r}.pt.trace.json.gz")
     (tmp_path / ".rank0.step5-7.pt.trace.json.gz.4242.json").write_text('{"traceEvents": [')

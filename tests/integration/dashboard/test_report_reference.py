@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import ground_truth_table, hta_reference, rankscope_cmd, shared_path
+from conftest import data_path, ground_truth_table, hta_reference, rankscope_cmd
 
 
 def report_json(path: str, *extra: str) -> dict:
@@ -23,12 +23,12 @@ def report_json(path: str, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def straggler_report() -> dict:
-    return report_json(str(shared_path("reference_runs", "h200_ddp4_straggler")))
+    return report_json(str(data_path("reference_runs", "h200_ddp4_straggler")))
 
 
 @pytest.fixture(scope="module")
 def balanced_report() -> dict:
-    return report_json(str(shared_path("reference_runs", "h200_ddp2_balanced")))
+    return report_json(str(data_path("reference_runs", "h200_ddp2_balanced")))
 
 
 def test_schema_and_run_section(straggler_report: dict) -> None:
@@ -77,7 +77,7 @@ def test_rank1_arrives_last_at_most_all_reduces(straggler_report: dict) -> None:
 
 
 def test_per_rank_numbers_match_the_measured_ground_truth(straggler_report: dict) -> None:
-    truth = ground_truth_table(shared_path("reference_runs", "README.md"), "h200_ddp4_straggler")
+    truth = ground_truth_table(data_path("reference_runs", "README.md"), "h200_ddp4_straggler")
     by_rank = {r["rank"]: r for r in straggler_report["ranks"]}
     for rank, t in truth.items():
         # data_ms is the union of data_loading ranges; the README rounds to whole ms.
@@ -112,8 +112,8 @@ def test_balanced_run_has_no_straggler(balanced_report: dict) -> None:
 
 @pytest.mark.parametrize("run", ["h200_ddp4_straggler", "h200_ddp2_balanced"])
 def test_temporal_breakdown_agrees_with_hta_on_reference_runs(run: str) -> None:
-    hta = hta_reference(shared_path("reference_runs", "README.md"))
-    report = report_json(str(shared_path("reference_runs", run)))
+    hta = hta_reference(data_path("reference_runs", "README.md"))
+    report = report_json(str(data_path("reference_runs", run)))
     for r in report["ranks"]:
         expected = hta[(run, r["rank"])]
         for key in ("idle_pct", "compute_pct", "non_compute_pct"):
@@ -125,8 +125,8 @@ def test_temporal_breakdown_agrees_with_hta_on_reference_runs(run: str) -> None:
 
 @pytest.mark.parametrize("trace", ["trace_filter", "nccl_data"])
 def test_hta_metrics_agree_on_public_nccl_traces(trace: str) -> None:
-    hta = hta_reference(shared_path("public_traces", "README.md"))
-    report = report_json(str(shared_path("public_traces", "hta", trace)))
+    hta = hta_reference(data_path("public_traces", "README.md"))
+    report = report_json(str(data_path("public_traces", "hta", trace)))
     for r in report["ranks"]:
         expected = hta[(trace, r["rank"])]
         for key in ("idle_pct", "compute_pct", "non_compute_pct"):
@@ -138,7 +138,7 @@ def test_hta_metrics_agree_on_public_nccl_traces(trace: str) -> None:
 
 
 def test_nccl_collectives_carry_sizes_and_process_group() -> None:
-    report = report_json(str(shared_path("public_traces", "hta", "nccl_data")))
+    report = report_json(str(data_path("public_traces", "hta", "nccl_data")))
     names = {c["name"] for c in report["collectives"]}
     assert "all_reduce" in names
     ar = next(c for c in report["collectives"] if c["name"] == "all_reduce")
@@ -150,7 +150,7 @@ def test_nccl_collectives_carry_sizes_and_process_group() -> None:
 
 
 def test_cpu_only_trace_reports_host_collectives_and_no_gpu() -> None:
-    report = report_json(str(shared_path("public_traces", "hta", "cpu_only")))
+    report = report_json(str(data_path("public_traces", "hta", "cpu_only")))
     (r,) = report["ranks"]
     assert r["rank"] == 34
     assert r["gpu_busy_pct"] is None
@@ -160,7 +160,7 @@ def test_cpu_only_trace_reports_host_collectives_and_no_gpu() -> None:
 
 
 def test_single_file_without_rank_is_rank0_with_a_warning() -> None:
-    f = shared_path("public_traces", "hta", "amd", "mi250_minitoy_train_ROCm6_2_kineto.json.gz")
+    f = data_path("public_traces", "hta", "amd", "mi250_minitoy_train_ROCm6_2_kineto.json.gz")
     proc = subprocess.run(
         [*rankscope_cmd(), "report", str(f), "--format", "json"],
         capture_output=True,
@@ -177,7 +177,7 @@ def test_single_file_without_rank_is_rank0_with_a_warning() -> None:
 
 
 def test_steps_and_ranks_filters() -> None:
-    path = str(shared_path("reference_runs", "h200_ddp4_straggler"))
+    path = str(data_path("reference_runs", "h200_ddp4_straggler"))
     report = report_json(path, "--steps", "3:5", "--ranks", "0-1")
     assert report["run"]["steps"] == [3, 4, 5]
     assert report["run"]["ranks"] == [0, 1]
@@ -185,7 +185,7 @@ def test_steps_and_ranks_filters() -> None:
 
 
 def test_text_report_reads_findings_first() -> None:
-    path = str(shared_path("reference_runs", "h200_ddp4_straggler"))
+    path = str(data_path("reference_runs", "h200_ddp4_straggler"))
     proc = subprocess.run(
         [*rankscope_cmd(), "report", path], capture_output=True, text=True, timeout=120
     )
@@ -205,9 +205,9 @@ def test_text_report_reads_findings_first() -> None:
 
 def test_trace_filter_last_arrival_agrees_with_htas_straggler_candidate() -> None:
     """HTA's get_potential_stragglers(num_candidates=1) returns [1] on these traces."""
-    readme = shared_path("public_traces", "README.md").read_text()
+    readme = data_path("public_traces", "README.md").read_text()
     assert "returns `[1]`" in readme
-    report = report_json(str(shared_path("public_traces", "hta", "trace_filter")))
+    report = report_json(str(data_path("public_traces", "hta", "trace_filter")))
     last = report["imbalance"]["last_arrival"]
     assert last["rank"] == 1 and last["count"] > last["of"] / 2
     # ... but what it costs the other rank is small against a 600 ms step: no straggler.

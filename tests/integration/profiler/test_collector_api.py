@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from collector_fake_nvml import FakeNvml
-from collector_jobs import (  # noqa: F401 - fixture
+from fakes.fake_nvml import FakeNvml
+from jobs.collector_jobs import (  # noqa: F401 - fixture
     API_JOB,
     job_env,
     launcher,
@@ -20,10 +19,11 @@ from collector_jobs import (  # noqa: F401 - fixture
     range_total_ms,
     read_trace,
 )
-from torch import nn
 
 from rankscope import Collector
 from rankscope.profiler import rundir
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
 
 pytestmark = pytest.mark.usefixtures("no_leftover_threads")
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("no_leftover_threads")
 def train(col: Collector | None, steps: int, sleep_s: float = 0.0, call_step: bool = True) -> int:
     """A tiny single-process training loop; returns the steps it completed."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4))
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     done = 0
     for _ in range(steps):

@@ -1,0 +1,76 @@
+"""The Parquet cache: a second load reads only the cache, a changed file misses it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def test_second_load_reads_only_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import data_path
+
+    from rankscope.dashboard.ingest import cache, run
+
+    path = data_path("reference_runs", "h200_ddp4_straggler")  # 1.3 MB per rank: cached
+    first = run.load_run(path)
+    assert all(cache.load(Path(f)) is not None for rd in first.ranks.values() for f in rd.files)
+
+    def no_parsing(_: object) -> None:
+        raise AssertionError("parsed a trace although the cache is warm")
+
+    monkeypatch.setattr(run, "parse_trace", no_parsing)
+    second = run.load_run(path)
+    for r, rd in first.ranks.items():
+        assert np.array_equal(rd.gpu["ts"], second.ranks[r].gpu["ts"])
+        assert rd.cpu.vocab["name"] == second.ranks[r].cpu.vocab["name"]
+        assert np.array_equal(rd.cpu["name"], second.ranks[r].cpu["name"])
+
+
+def test_cache_misses_when_the_file_changes(tmp_path: Path) -> None:
+    import shutil
+
+    from conftest import data_path
+
+    from rankscope.dashboard.ingest import cache
+
+    f = tmp_path / "rank0.pt.trace.json.gz"
+    shutil.copy(data_path("reference_runs", "h200_ddp2_balanced", "rank0.pt.trace.json.gz"), f)
+    key = cache.cache_key(f)
+    f.write_bytes(f.read_bytes() + b"")
+    import os
+
+    os.utime(f, ns=(1, 1))
+    assert cache.cache_key(f) != key
+
+
+def test_report_cli_caches_as_parquet_and_reuses_it(tmp_path: Path) -> None:
+    """Through the command, as a user runs it; small files too when asked to."""
+    import json
+    import os
+
+    from conftest import REPO
+
+    cache_dir = tmp_path / "cache"
+    env = {**os.environ, "RANKSCOPE_CACHE_DIR": str(cache_dir), "RANKSCOPE_CACHE_MIN_BYTES": "0"}
+    sample = REPO / "sample_traces" / "ddp3_dataloader_straggler"
+    cmd = [
+        sys.executable,
+        "-m",
+        "rankscope.dashboard.cli",
+        "report",
+        str(sample),
+        "--format",
+        "json",
+    ]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    entries = sorted(cache_dir.iterdir())
+    assert len(entries) == 3  # one per rank's trace
+    assert all((e / "gpu.parquet").is_file() and (e / "cpu.parquet").is_file() for e in entries)
+    mtimes = {e: e.stat().st_mtime_ns for e in entries}
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    assert {e: e.stat().st_mtime_ns for e in sorted(cache_dir.iterdir())} == mtimes
