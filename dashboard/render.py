@@ -2,13 +2,18 @@
 
 Text and markdown read like an expert's summary: the verdict and findings
 first, then the per-rank table, collectives and GPU utilisation. Each renderer
-only formats; every number comes from the report dict.
+only formats; every number comes from the report dict and every sentence from
+``rankscope.dashboard.analysis.wording``. ``render_text``, ``render_markdown``
+and ``render_json`` take the dict and return the whole document as a string.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from rankscope.dashboard.analysis import wording
+from rankscope.dashboard.analysis.results import LastArrival
 
 _SEV_MARK = {"high": "!!!", "medium": "!! ", "low": "!  "}
 
@@ -144,50 +149,35 @@ def _human_bytes(n: int | None) -> str:
     return f"{size:.1f} GB"
 
 
-def _verdict(report: dict[str, Any]) -> str:
-    run = report["run"]
-    s = report["stragglers"]
-    steps = run["steps"]
-    if run.get("step_source") == "none":
-        return (
-            f"{len(run['ranks'])} rank(s) of {run['world_size']}: telemetry only, no profiler"
-            " trace yet."
-        )
-    if not steps:
-        step_txt = "the whole trace"
-    elif len(steps) == 1:
-        step_txt = f"step {steps[0]}"
-    else:
-        step_txt = f"steps {steps[0]}-{steps[-1]}"
-    head = (
-        f"{len(run['ranks'])} rank(s) of {run['world_size']}, {step_txt},"
-        f" {_fmt(run['step_ms'])} ms/step on average."
-    )
-    if s:
-        top = s[0]
-        cause = top["cause"].replace("_", " ")
-        return (
-            f"{head} Rank {top['rank']} is the straggler ({cause}, {top['severity']}):"
-            " the other ranks"
-            f" wait ~{top['caused_wait_ms_per_step']:.1f} ms/step for it."
-        )
-    no_straggler = no_straggler_sentence(report)
-    return f"{head} {no_straggler}" if no_straggler else head
+def _last_arrival(report: dict[str, Any]) -> LastArrival | None:
+    last = report["imbalance"].get("last_arrival")
+    return LastArrival(**last) if last else None
 
 
 def no_straggler_sentence(report: dict[str, Any]) -> str | None:
     """Why no rank is a straggler, when collectives could tell; None when they cannot."""
-    if report["stragglers"] or len(report["run"]["ranks"]) < 2 or not report["collectives"]:
+    if report["stragglers"]:
         return None
-    last = report["imbalance"].get("last_arrival")
-    if last and last["count"] > last["of"] / 2 and last["excess_ms_per_step"] > 0:
-        return (
-            f"No straggler: rank {last['rank']} arrives last most often"
-            f" ({last['count']} of {last['of']} collectives), but the others wait only"
-            f" {last['excess_ms_per_step']:.1f} ms/step more for it than for any other rank"
-            f" ({last['excess_pct_of_step']:.1f}% of the step, under the 5% threshold)."
+    return wording.no_straggler_sentence(
+        len(report["run"]["ranks"]), bool(report["collectives"]), _last_arrival(report)
+    )
+
+
+def _verdict(report: dict[str, Any]) -> str:
+    run = report["run"]
+    s = report["stragglers"]
+    if run.get("step_source") == "none":
+        return wording.telemetry_only(len(run["ranks"]), run["world_size"])
+    head = wording.run_scope(
+        len(run["ranks"]), run["world_size"], run["steps"], _fmt(run["step_ms"])
+    )
+    if s:
+        top = s[0]
+        return f"{head} " + wording.straggler_verdict(
+            top["rank"], top["cause"], top["severity"], top["caused_wait_ms_per_step"]
         )
-    return "No straggler: the ranks arrive at collectives together."
+    no_straggler = no_straggler_sentence(report)
+    return f"{head} {no_straggler}" if no_straggler else head
 
 
 def _table_text(header: list[str], rows: list[list[str]]) -> str:
@@ -220,7 +210,7 @@ def render_text(report: dict[str, Any]) -> str:
             out.append(f"     {f['detail']}")
         out.append("")
     else:
-        out += ["No findings worth a line: nothing would save 5% of the step.", ""]
+        out += [wording.NO_FINDINGS, ""]
     if run.get("step_source") != "none":
         out.append("Per rank (ms per step):")
         out.append(_table_text(*_rank_rows(report)))
@@ -243,7 +233,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             tail = f" *(~{saving:.1f} ms/step)*" if saving else ""
             out.append(f"- **[{f['severity']}] {f['title']}**{tail}  \n  {f['detail']}")
     else:
-        out.append("No findings worth a line: nothing would save 5% of the step.")
+        out.append(wording.NO_FINDINGS)
     out += ["", "## Per rank (ms per step)", "", _table_md(*_rank_rows(report))]
     if report["collectives"]:
         out += ["", "## Collectives", "", _table_md(*_coll_rows(report))]

@@ -2,14 +2,15 @@
 
 The result (``Analysis``) holds the tables the report and the dashboard read:
 ``breakdown`` (rank x step, see ``breakdown``), ``collectives`` (instance x
-rank, see ``comms``), per-rank means, HTA-compatible metrics, utilisation,
-stragglers and findings. Nothing here draws or prints.
+rank, see ``comms``), and the typed results of ``results``: per-rank means,
+HTA-compatible metrics, utilisation, stragglers, collective summaries and
+findings. This module only calls the others in order and never words a
+sentence; nothing here draws or prints.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,19 @@ from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import findings as findings_mod
 from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation
 from rankscope.dashboard.analysis.activity import RankActivity, rank_activity, step_windows
-from rankscope.dashboard.analysis.breakdown import BREAKDOWN_COLUMNS, step_breakdown
+from rankscope.dashboard.analysis.breakdown import rank_means, step_breakdown
+from rankscope.dashboard.analysis.results import (
+    CollectiveSummary,
+    Finding,
+    GpuUtilisation,
+    HtaMetrics,
+    IdleBreakdown,
+    Imbalance,
+    KernelSummary,
+    RankBreakdown,
+    Straggler,
+    TelemetrySummary,
+)
 from rankscope.dashboard.ingest.run import Run
 from rankscope.dashboard.ingest.table import Table
 from rankscope.profiler.errors import RankscopeError
@@ -32,19 +45,19 @@ class Analysis:
     activities: dict[int, RankActivity]
     breakdown: Table
     collectives: Table
-    per_rank: dict[int, dict[str, float]]
+    per_rank: dict[int, RankBreakdown]
     has_gpu: bool
     step_ms: float
-    hta: dict[int, dict[str, Any]]
-    utilisation: dict[int, dict[str, Any]]
-    telemetry: dict[int, dict[str, Any] | None]
-    idle: dict[int, dict[str, float] | None]
-    kernels: list[dict[str, Any]]
-    imbalance: dict[str, Any]
-    stragglers: list[dict[str, Any]]
+    hta: dict[int, HtaMetrics]
+    utilisation: dict[int, GpuUtilisation]
+    telemetry: dict[int, TelemetrySummary | None]
+    idle: dict[int, IdleBreakdown | None]
+    kernels: list[KernelSummary]
+    imbalance: Imbalance
+    stragglers: list[Straggler]
     caused_wait_ms: dict[int, float]
-    collective_summary: list[dict[str, Any]]
-    findings: list[dict[str, Any]]
+    collective_summary: list[CollectiveSummary]
+    findings: list[Finding]
     warnings: list[str] = field(default_factory=list)
 
 
@@ -137,27 +150,24 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     waits = comms_mod.wait_intervals(matched)
     breakdown = step_breakdown(activities, windows, steps, waits)
 
-    per_rank: dict[int, dict[str, float]] = {}
-    for rank in run.ranks:
-        if not steps:
-            per_rank[rank] = {c: float("nan") for c in BREAKDOWN_COLUMNS}
-            per_rank[rank]["step_ms"] = _mean_step_ms(run.ranks[rank].step_marks)
-            continue
-        m = breakdown["rank"] == rank
-        per_rank[rank] = {
-            c: float(np.mean(breakdown[c][m])) if m.any() else float("nan")
-            for c in BREAKDOWN_COLUMNS
+    if steps:
+        per_rank = rank_means(breakdown, list(run.ranks))
+    else:
+        # No trace window: only the collector's step timer measured anything.
+        per_rank = {
+            rank: RankBreakdown.from_columns(rank, {"step_ms": _mean_step_ms(rd.step_marks)})
+            for rank, rd in run.ranks.items()
         }
     n_steps = len(steps)
-    finite_steps = [v["step_ms"] for v in per_rank.values() if not np.isnan(v["step_ms"])]
+    finite_steps = [v.step_ms for v in per_rank.values() if not np.isnan(v.step_ms)]
     step_ms = float(np.mean(finite_steps)) if finite_steps else 0.0
 
     multi = hta_compat.run_has_multiple_profiler_steps(run.ranks)
     hta = {
-        r: {
-            "temporal_breakdown": hta_compat.temporal_breakdown(rd, multi),
-            "comm_overlap_pct": hta_compat.comm_overlap_pct(rd, multi),
-        }
+        r: HtaMetrics(
+            temporal_breakdown=hta_compat.temporal_breakdown(rd, multi),
+            comm_overlap_pct=hta_compat.comm_overlap_pct(rd, multi),
+        )
         for r, rd in run.ranks.items()
     }
     util = {
@@ -167,14 +177,20 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     tel = {r: utilisation.telemetry_summary(rd, windows[r], steps) for r, rd in run.ranks.items()}
     idle = {r: utilisation.idle_breakdown(rd, windows[r], steps) for r, rd in run.ranks.items()}
     kernels = utilisation.top_kernels(run.ranks, windows, steps)
-    imb = imbalance.imbalance(per_rank)
     stragglers, caused = imbalance.find_stragglers(matched, per_rank, n_steps, step_ms, has_gpu)
-    imb["last_arrival"] = imbalance.last_arrival_summary(matched, caused, step_ms)
+    imb = imbalance.imbalance(per_rank, imbalance.last_arrival_summary(matched, caused, step_ms))
     summary = comms_mod.collective_summary(matched, n_steps, len(run.ranks))
     if len(run.ranks) > 1 and steps and not len(matched):
         warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")
 
-    analysis = Analysis(
+    facts = findings_mod.RunFacts(
+        per_rank=per_rank,
+        stragglers=stragglers,
+        utilisation=util,
+        has_gpu=has_gpu,
+        step_ms=step_ms,
+    )
+    return Analysis(
         run=run,
         steps=steps,
         step_source=step_source,
@@ -194,8 +210,6 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         stragglers=stragglers,
         caused_wait_ms=caused,
         collective_summary=summary,
-        findings=[],
+        findings=findings_mod.findings(facts),
         warnings=warnings,
     )
-    analysis.findings = findings_mod.findings(analysis)
-    return analysis

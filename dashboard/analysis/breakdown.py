@@ -17,6 +17,9 @@
 
 compute + comm_exposed + memcpy + data_exposed + host + idle = step_ms: the
 stacked bar of a step always adds up.
+
+``rank_means(breakdown, ranks)`` -> per rank, a ``RankBreakdown`` of those
+columns averaged over its steps (NaN for a rank without steps).
 """
 
 from __future__ import annotations
@@ -25,24 +28,12 @@ import numpy as np
 
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis.activity import RankActivity
+from rankscope.dashboard.analysis.results import BREAKDOWN_COLUMNS, RankBreakdown
 from rankscope.dashboard.ingest.table import Table
 
 NS_PER_MS = 1e6
 
-BREAKDOWN_COLUMNS = (
-    "step_ms",
-    "compute_ms",
-    "comm_ms",
-    "comm_exposed_ms",
-    "comm_overlapped_ms",
-    "comm_wait_ms",
-    "memcpy_ms",
-    "data_ms",
-    "data_exposed_ms",
-    "host_ms",
-    "idle_ms",
-    "gpu_busy_ms",
-)
+__all__ = ["BREAKDOWN_COLUMNS", "rank_means", "step_breakdown"]
 
 
 def step_breakdown(
@@ -97,3 +88,18 @@ def step_breakdown(
     cols["rank"] = cols["rank"].astype(np.int64)
     cols["step"] = cols["step"].astype(np.int64)
     return Table(cols)
+
+
+def rank_means(breakdown: Table, ranks: list[int]) -> dict[int, RankBreakdown]:
+    """Each rank's breakdown averaged over its steps in ``breakdown``."""
+    out = {}
+    for rank in ranks:
+        m = breakdown["rank"] == rank
+        out[rank] = RankBreakdown.from_columns(
+            rank,
+            {
+                c: float(np.mean(breakdown[c][m])) if m.any() else float("nan")
+                for c in BREAKDOWN_COLUMNS
+            },
+        )
+    return out

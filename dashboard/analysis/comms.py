@@ -15,6 +15,11 @@ row per (instance, rank):
 - ``last_rank``: the rank that arrived last (the one with the shortest duration)
 
 Instances seen on a single rank have no one to wait for (wait 0, last_rank -1).
+
+``wait_intervals(matched)`` -> per rank, the merged time it waited;
+``last_arrivals(matched)`` -> per rank, how many instances it arrived last at;
+``collective_summary(matched, n_steps, n_ranks)`` -> ``CollectiveSummary`` per
+collective name and process group.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections import defaultdict
 import numpy as np
 
 from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis.results import CollectiveSummary
 from rankscope.dashboard.ingest.table import Table, distinct, first_indices
 
 NS_PER_MS = 1e6
@@ -170,8 +176,8 @@ def last_arrivals(matched: Table) -> dict[int, int]:
     return counts
 
 
-def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[dict[str, object]]:
-    """The report's ``collectives`` list: one entry per collective name and process group.
+def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[CollectiveSummary]:
+    """One ``CollectiveSummary`` per collective name and process group, most time first.
 
     ``transfer_ms``: the instances' transfer times summed, per step (concurrent
     instances add up). ``wait_ms``: per rank and step, waiting merged over
@@ -190,32 +196,25 @@ def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[dict[
         transfer_per_inst = matched["transfer_ms"][m][first]
         bytes_ = matched["bytes"][m]
         known = bytes_[bytes_ >= 0]
-        counts = {str(rk): n for rk, n in last_arrivals(matched.filter(m)).items()}
         transfer_ms = float(transfer_per_inst.sum()) / max(n_steps, 1)
-        mean_bytes = int(known.mean()) if len(known) else None
         # Effective bandwidth over the skew-free transfer time, where sizes are known.
         bw = (
             float(known.mean()) / (float(transfer_per_inst.mean()) / 1e3) / 1e9
             if len(known) and transfer_per_inst.mean() > 0
             else None
         )
+        wait_ns = sum(iv.length(w) for w in wait_intervals(matched, rows=m).values())
         out.append(
-            {
-                "name": name,
-                "pg": pg,
-                "count": len(uniq),
-                "bytes": mean_bytes,
-                "transfer_ms": round(transfer_ms, 3),
-                "wait_ms": round(
-                    sum(iv.length(w) for w in wait_intervals(matched, rows=m).values())
-                    / NS_PER_MS
-                    / max(n_steps, 1)
-                    / max(n_ranks, 1),
-                    3,
-                ),
-                "last_arrival_counts": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
-                "effective_gbps": None if bw is None else round(bw, 3),
-            }
+            CollectiveSummary(
+                name=name,
+                pg=pg,
+                count=len(uniq),
+                bytes=int(known.mean()) if len(known) else None,
+                transfer_ms=round(transfer_ms, 3),
+                wait_ms=round(wait_ns / NS_PER_MS / max(n_steps, 1) / max(n_ranks, 1), 3),
+                last_arrival_counts=dict(sorted(last_arrivals(matched.filter(m)).items())),
+                effective_gbps=None if bw is None else round(bw, 3),
+            )
         )
-    out.sort(key=lambda c: -(c["transfer_ms"] + c["wait_ms"]))  # type: ignore[operator]
+    out.sort(key=lambda c: -(c.transfer_ms + c.wait_ms))
     return out

@@ -1,169 +1,177 @@
 """Findings: plain-language statements, each with evidence and an estimated saving.
 
-``findings(analysis)`` returns dicts ``{severity, title, detail, ranks,
-est_saving_ms_per_step, kind}`` sorted by the step time they would save, worst
-first. Severity follows the saving as a share of the step: high from 20%,
-medium from 10%, low below. Savings are estimates of what the *step* would
-gain, not sums over ranks, so they can be compared with each other.
+``findings(facts)`` runs every rule in ``RULES`` over one ``RunFacts`` (the
+per-rank means, the stragglers, GPU utilisation, the mean step time) and
+returns ``Finding``s sorted by the step time they would save, worst first. A
+rule is a function ``RunFacts -> list[Finding]`` (zero or more); its wording
+lives in ``wording``. Severity follows the saving as a share of the step: high
+from 20%, medium from 10%, low below. Savings are estimates of what the *step*
+would gain, not sums over ranks, so they can be compared with each other.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from rankscope.dashboard.analysis.imbalance import median as imbalance_median
-from rankscope.dashboard.analysis.imbalance import severity
+from rankscope.dashboard.analysis import wording
+from rankscope.dashboard.analysis.imbalance import median, severity
+from rankscope.dashboard.analysis.results import (
+    Finding,
+    GpuUtilisation,
+    RankBreakdown,
+    Straggler,
+)
 
-if TYPE_CHECKING:
-    from rankscope.dashboard.analysis.analyse import Analysis
-
-_CAUSE_TEXT = {
-    "data_loading": "data loading",
-    "host": "host-side work",
-    "gpu_compute": "more GPU compute",
-    "communication": "communication",
-}
-_MIN_SHARE = 0.05  # findings that would save less than 5% of the step are not worth a line
-
-
-def _finding(
-    kind: str, title: str, detail: str, ranks: list[int], saving: float, step_ms: float
-) -> dict[str, Any]:
-    return {
-        "kind": kind,
-        "severity": severity(saving, step_ms),
-        "title": title,
-        "detail": detail,
-        "ranks": ranks,
-        "est_saving_ms_per_step": round(saving, 2),
-    }
+MIN_SHARE = 0.05  # findings that would save less than 5% of the step are not worth a line
+LOW_GPU_BUSY_PCT = 50.0
+COMPUTE_IMBALANCE_RATIO = 1.2
 
 
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if not np.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+@dataclass(frozen=True)
+class RunFacts:
+    """What the rules read: the analysis results, never the raw traces."""
+
+    per_rank: dict[int, RankBreakdown]
+    stragglers: list[Straggler]
+    utilisation: dict[int, GpuUtilisation]
+    has_gpu: bool
+    step_ms: float
+
+    @property
+    def ranks(self) -> list[int]:
+        return sorted(self.per_rank)
+
+    @property
+    def non_stragglers(self) -> list[int]:
+        """The ranks that are no straggler (every rank when all are)."""
+        slow = {s.rank for s in self.stragglers}
+        return [r for r in self.ranks if r not in slow] or self.ranks
+
+    def mean_over_ranks(self, column: str) -> float:
+        """Mean over ranks of one breakdown column, ranks without it left out."""
+        finite = [v for v in (self.per_rank[r].value(column) for r in self.ranks) if v == v]
+        return float(np.mean(finite)) if finite else float("nan")
 
 
-def findings(a: Analysis) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    step_ms = a.step_ms
-    if step_ms <= 0:
-        return out
-    ranks = sorted(a.per_rank)
-    mean = {c: _mean([a.per_rank[r][c] for r in ranks]) for c in next(iter(a.per_rank.values()))}
+Rule = Callable[[RunFacts], list[Finding]]
 
-    for s in a.stragglers:
-        n_others = len(ranks) - 1
-        out.append(
-            _finding(
-                "straggler",
-                f"Rank {s['rank']} holds the others back: {_CAUSE_TEXT[s['cause']]}",
-                f"Rank {s['rank']} arrives last at collectives; the other {n_others} rank(s) wait"
-                f" {s['caused_wait_ms_per_step']:.1f} ms/step for it. Evidence: {s['evidence']}.",
-                [s["rank"]],
-                s["caused_wait_ms_per_step"],
-                step_ms,
-            )
+
+def finding(
+    kind: str, text: tuple[str, str], ranks: list[int], saving: float, step_ms: float
+) -> Finding:
+    title, detail = text
+    return Finding(
+        kind=kind,
+        severity=severity(saving, step_ms),
+        title=title,
+        detail=detail,
+        ranks=ranks,
+        est_saving_ms_per_step=round(saving, 2),
+    )
+
+
+def straggler_rule(f: RunFacts) -> list[Finding]:
+    """Each straggler: what the others wait for it is what fixing it saves."""
+    n_others = len(f.ranks) - 1
+    return [
+        finding(
+            "straggler",
+            wording.straggler_finding(
+                s.rank, s.cause, n_others, s.caused_wait_ms_per_step, s.evidence
+            ),
+            [s.rank],
+            s.caused_wait_ms_per_step,
+            f.step_ms,
         )
-    straggler_ranks = {s["rank"] for s in a.stragglers}
+        for s in f.stragglers
+    ]
 
-    # Communication that nothing hides, beyond the waiting a straggler already explains.
-    exposed_transfer = mean["comm_exposed_ms"] - mean["comm_wait_ms"]
-    if exposed_transfer >= _MIN_SHARE * step_ms:
-        out.append(
-            _finding(
-                "exposed_communication",
-                "Communication is not overlapped with compute",
-                f"{mean['comm_exposed_ms']:.1f} ms/step of communication is exposed (of"
-                f" {mean['comm_ms']:.1f} ms); "
-                + (
-                    f"{max(exposed_transfer, 0):.1f} ms/step of it is transfer, not waiting."
-                    if len(ranks) > 1
-                    else "with one rank's trace, waiting for peers cannot be told from transfer."
-                )
-                + " Overlap it with compute (bucket sizes, DDP/FSDP prefetch) or shrink it"
-                " (compression, fewer collectives).",
-                ranks,
-                exposed_transfer,
-                step_ms,
-            )
+
+def exposed_communication_rule(f: RunFacts) -> list[Finding]:
+    """Communication that nothing hides, beyond the waiting a straggler already explains."""
+    exposed = f.mean_over_ranks("comm_exposed_ms")
+    transfer = exposed - f.mean_over_ranks("comm_wait_ms")
+    if not transfer >= MIN_SHARE * f.step_ms:
+        return []
+    text = wording.exposed_communication_finding(
+        exposed, f.mean_over_ranks("comm_ms"), transfer, len(f.ranks) > 1
+    )
+    return [finding("exposed_communication", text, f.ranks, transfer, f.step_ms)]
+
+
+def data_loading_rule(f: RunFacts) -> list[Finding]:
+    """Data loading every rank pays (a straggler's own share is its straggler finding)."""
+    others = f.non_stragglers
+    exposed = float(np.mean([f.per_rank[r].data_exposed_ms for r in others]))
+    if not exposed >= MIN_SHARE * f.step_ms:
+        return []
+    text = wording.data_loading_finding(exposed, f.mean_over_ranks("data_ms"))
+    return [finding("data_loading", text, others, exposed, f.step_ms)]
+
+
+def host_bound_rule(f: RunFacts) -> list[Finding]:
+    """Host-only time on the ranks that are no straggler, when there is a GPU to starve."""
+    others = f.non_stragglers
+    host = float(np.mean([f.per_rank[r].host_ms for r in others]))
+    if not (f.has_gpu and host >= MIN_SHARE * f.step_ms):
+        return []
+    return [finding("host_bound", wording.host_bound_finding(host), others, host, f.step_ms)]
+
+
+def compute_imbalance_rule(f: RunFacts) -> list[Finding]:
+    """Uneven compute: the slowest rank's extra compute is time everyone waits for."""
+    if len(f.ranks) < 2:
+        return []
+    comp = {r: f.per_rank[r].compute_ms for r in f.ranks}
+    med = median(list(comp.values()))
+    worst = max(comp, key=lambda r: comp[r])
+    extra = comp[worst] - med
+    if not (
+        med > 0 and extra >= MIN_SHARE * f.step_ms and comp[worst] >= COMPUTE_IMBALANCE_RATIO * med
+    ):
+        return []
+    text = wording.compute_imbalance_finding(worst, comp[worst], med)
+    return [finding("compute_imbalance", text, [worst], extra, f.step_ms)]
+
+
+def low_gpu_utilisation_rule(f: RunFacts) -> list[Finding]:
+    """GPUs idle most of the step. It saves nothing by itself: the other findings say where."""
+    if not f.has_gpu:
+        return []
+    busy = [u.gpu_busy_pct for r in f.ranks if (u := f.utilisation[r]).gpu_busy_pct is not None]
+    if not busy or float(np.mean(busy)) >= LOW_GPU_BUSY_PCT:
+        return []
+    mean_busy = float(np.mean(busy))
+    idle_ms = f.step_ms * (1 - mean_busy / 100.0)
+    title, detail = wording.low_gpu_utilisation_finding(mean_busy, idle_ms)
+    return [
+        Finding(
+            kind="low_gpu_utilisation",
+            severity="medium" if mean_busy >= 20 else "high",
+            title=title,
+            detail=detail,
+            ranks=f.ranks,
+            est_saving_ms_per_step=0.0,
         )
+    ]
 
-    # Data loading every rank pays (a straggler's own share is reported above).
-    others: list[int] = [r for r in ranks if r not in straggler_ranks] or ranks
-    data_exposed = float(np.mean([a.per_rank[r]["data_exposed_ms"] for r in others]))
-    if data_exposed >= _MIN_SHARE * step_ms:
-        out.append(
-            _finding(
-                "data_loading",
-                "Data loading stalls the step on every rank",
-                f"{data_exposed:.1f} ms/step of data loading with the GPU idle"
-                f" ({mean['data_ms']:.1f} ms/step in total). More DataLoader workers,"
-                " pin_memory, prefetching or moving decoding off the training loop would hide it.",
-                others,
-                data_exposed,
-                step_ms,
-            )
-        )
 
-    host = float(np.mean([a.per_rank[r]["host_ms"] for r in others]))
-    if a.has_gpu and host >= _MIN_SHARE * step_ms:
-        out.append(
-            _finding(
-                "host_bound",
-                "The GPU waits on the host",
-                f"{host:.1f} ms/step the host works while the GPU has nothing to do (Python"
-                " overhead, kernel launches, CPU-side ops). CUDA graphs, torch.compile or larger"
-                " batches cut it.",
-                others,
-                host,
-                step_ms,
-            )
-        )
+RULES: tuple[Rule, ...] = (
+    straggler_rule,
+    exposed_communication_rule,
+    data_loading_rule,
+    host_bound_rule,
+    compute_imbalance_rule,
+    low_gpu_utilisation_rule,
+)
 
-    # Uneven compute: the slowest rank's extra compute is time everyone waits for.
-    if len(ranks) > 1:
-        comp = {r: a.per_rank[r]["compute_ms"] for r in ranks}
-        median = imbalance_median(list(comp.values()))
-        worst = max(comp, key=lambda r: comp[r])
-        extra = comp[worst] - median
-        if median > 0 and extra >= _MIN_SHARE * step_ms and comp[worst] >= 1.2 * median:
-            out.append(
-                _finding(
-                    "compute_imbalance",
-                    f"Rank {worst} computes {comp[worst] / median:.1f}x the median",
-                    f"Rank {worst}: {comp[worst]:.1f} ms/step of compute vs {median:.1f} ms median."
-                    " Uneven batch sizes, sequence lengths or model partitioning;"
-                    " balance the work.",
-                    [worst],
-                    extra,
-                    step_ms,
-                )
-            )
 
-    if a.has_gpu:
-        busy = [
-            a.utilisation[r]["gpu_busy_pct"]
-            for r in ranks
-            if a.utilisation[r]["gpu_busy_pct"] is not None
-        ]
-        if busy and float(np.mean(busy)) < 50.0:
-            mean_busy = float(np.mean(busy))
-            idle_ms = step_ms * (1 - mean_busy / 100.0)
-            out.append(
-                _finding(
-                    "low_gpu_utilisation",
-                    f"GPUs are busy only {mean_busy:.0f}% of the step",
-                    f"On average {idle_ms:.1f} ms/step the GPU does nothing; the findings above say"
-                    " where that time goes.",
-                    ranks,
-                    0.0,
-                    step_ms,
-                )
-            )
-            out[-1]["severity"] = "medium" if mean_busy >= 20 else "high"
-
-    out.sort(key=lambda f: (-f["est_saving_ms_per_step"], f["title"]))
+def findings(facts: RunFacts, rules: tuple[Rule, ...] = RULES) -> list[Finding]:
+    if facts.step_ms <= 0:
+        return []
+    out = [f for rule in rules for f in rule(facts)]
+    out.sort(key=lambda f: (-f.est_saving_ms_per_step, f.title))
     return out

@@ -2,11 +2,11 @@
 
 So users can check rankscope against a tool they already trust:
 
-``temporal_breakdown(rank_data, n_profiler_steps)`` -> {idle_pct, compute_pct,
-non_compute_pct} of the *GPU span* (first GPU event start to last GPU event end),
-or None without GPU events. As in HTA: GPU events are those with a stream
-(kernels, memcpy, memset, stream syncs); timestamps are rounded to whole
-microseconds (start up, end down); when the run has two or more ProfilerStep
+``temporal_breakdown(rank_data, n_profiler_steps)`` -> ``TemporalBreakdown``
+(idle_pct, compute_pct, non_compute_pct) of the *GPU span* (first GPU event
+start to last GPU event end), or None without GPU events. As in HTA: GPU events
+are those with a stream (kernels, memcpy, memset, stream syncs); timestamps are
+rounded to whole microseconds (start up, end down); when the run has two or more ProfilerStep
 ranges, only GPU work launched (by correlation) before the start of the last
 ProfilerStep counts; compute kernels are those that are not NCCL kernels and
 have no Memcpy/Memset/Sync in their name. Values are rounded to 2 decimals.
@@ -24,6 +24,7 @@ import numpy as np
 
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis.activity import NON_COMPUTE_KERNEL_RE
+from rankscope.dashboard.analysis.results import TemporalBreakdown
 from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import distinct, isin
 
@@ -70,7 +71,7 @@ def _compute_mask(rd: RankData, codes: np.ndarray) -> np.ndarray:
     return compute[codes] if len(vocab) else np.zeros(0, dtype=bool)
 
 
-def temporal_breakdown(rd: RankData, filter_last_step: bool) -> dict[str, float] | None:
+def temporal_breakdown(rd: RankData, filter_last_step: bool) -> TemporalBreakdown | None:
     s, e, codes = _hta_gpu_events(rd, filter_last_step)
     if len(s) == 0:
         return None
@@ -83,11 +84,11 @@ def temporal_breakdown(rd: RankData, filter_last_step: bool) -> dict[str, float]
     compute = iv.length(iv.union(s[cm], e[cm]))
     idle = span - busy
     non_compute = span - compute - idle
-    return {
-        "idle_pct": round(100.0 * idle / span, 2),
-        "compute_pct": round(100.0 * compute / span, 2),
-        "non_compute_pct": round(100.0 * non_compute / span, 2),
-    }
+    return TemporalBreakdown(
+        idle_pct=round(100.0 * idle / span, 2),
+        compute_pct=round(100.0 * compute / span, 2),
+        non_compute_pct=round(100.0 * non_compute / span, 2),
+    )
 
 
 def comm_overlap_pct(rd: RankData, filter_last_step: bool) -> float | None:

@@ -1,6 +1,7 @@
 """The report dict (``rankscope.report/1``): the stable JSON contract.
 
-``build_report(analysis)`` returns plain JSON-ready data::
+``build_report(analysis)`` serialises the typed results of an ``Analysis``
+(see ``results``) into plain JSON-ready data, and computes nothing::
 
     {"schema": "rankscope.report/1",
      "run": {path, world_size, ranks, steps, skipped_files, step_source, warnings},
@@ -8,16 +9,29 @@
                 data_ms, host_ms, idle_ms, gpu_busy_pct,
                 temporal_breakdown: {idle_pct, compute_pct, non_compute_pct} | null,
                 comm_overlap_pct: float | null, ...extensions}],
-     "imbalance": {...}, "stragglers": [...], "collectives": [...], "findings": [...]}
+     "imbalance": {ranks, <metric>: {mean, max, min, max_over_mean, cv, max_rank},
+                   last_arrival: {rank, count, of, excess_ms_per_step,
+                                  excess_pct_of_step} | null},
+     "stragglers": [Straggler], "collectives": [CollectiveSummary],
+     "findings": [Finding], "top_kernels": [KernelSummary]}
 
 ``*_ms`` are per-step means over the analysed steps; ``null`` where the trace
-cannot tell. Fields beyond the issue's contract are extensions, never renames.
+cannot tell. A result type's fields are its JSON fields (``dataclasses.asdict``),
+so fields are added, never renamed; fields beyond the issue's contract are
+extensions.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
+
+from rankscope.dashboard.analysis.results import (
+    CollectiveSummary,
+    Imbalance,
+    TelemetrySummary,
+)
 
 if TYPE_CHECKING:
     from rankscope.dashboard.analysis.analyse import Analysis
@@ -31,43 +45,74 @@ def _ms(x: float | None) -> float | None:
     return round(float(x), 3)
 
 
+def telemetry_json(t: TelemetrySummary | None) -> dict[str, Any] | None:
+    """Samples, then one entry per field (``mean_in_steps`` only where steps had samples)."""
+    if t is None:
+        return None
+    out: dict[str, Any] = {"samples": t.samples, "samples_in_steps": t.samples_in_steps}
+    for name, stats in t.fields.items():
+        entry: dict[str, float] = {"mean": stats.mean, "max": stats.max}
+        if stats.mean_in_steps is not None:
+            entry["mean_in_steps"] = stats.mean_in_steps
+        out[name] = entry
+    if t.throttled_pct is not None:
+        out["throttled_pct"] = t.throttled_pct
+    return out
+
+
+def imbalance_json(imb: Imbalance) -> dict[str, Any]:
+    out: dict[str, Any] = {"ranks": imb.ranks}
+    out.update({metric: asdict(spread) for metric, spread in imb.metrics.items()})
+    out["last_arrival"] = None if imb.last_arrival is None else asdict(imb.last_arrival)
+    return out
+
+
+def collective_json(c: CollectiveSummary) -> dict[str, Any]:
+    out = asdict(c)
+    # JSON object keys are strings.
+    out["last_arrival_counts"] = {str(r): n for r, n in c.last_arrival_counts.items()}
+    return out
+
+
+def _rank_json(a: Analysis, r: int) -> dict[str, Any]:
+    run = a.run
+    pr = a.per_rank[r]
+    has_comm = len(run.ranks[r].comms) > 0
+    util = a.utilisation[r]
+    hta = a.hta[r]
+    idle = a.idle[r]
+    return {
+        "rank": r,
+        "step_ms": _ms(pr.step_ms),
+        "compute_ms": _ms(pr.compute_ms),
+        "comm_ms": _ms(pr.comm_ms) if has_comm else None,
+        "comm_exposed_ms": _ms(pr.comm_exposed_ms) if has_comm else None,
+        "comm_wait_ms": _ms(pr.comm_wait_ms) if has_comm and len(a.per_rank) > 1 else None,
+        "data_ms": _ms(pr.data_ms),
+        "host_ms": _ms(pr.host_ms),
+        "idle_ms": _ms(pr.idle_ms),
+        "gpu_busy_pct": util.gpu_busy_pct,
+        "temporal_breakdown": None
+        if hta.temporal_breakdown is None
+        else asdict(hta.temporal_breakdown),
+        "comm_overlap_pct": hta.comm_overlap_pct,
+        # extensions
+        "comm_overlapped_ms": _ms(pr.comm_overlapped_ms) if has_comm else None,
+        "memcpy_ms": _ms(pr.memcpy_ms),
+        "data_exposed_ms": _ms(pr.data_exposed_ms),
+        "caused_wait_ms": _ms(a.caused_wait_ms.get(r)),
+        "sm_efficiency_pct": util.sm_efficiency_pct,
+        "achieved_occupancy_pct": util.achieved_occupancy_pct,
+        "streams": [asdict(s) for s in util.streams],
+        "idle_breakdown": None if idle is None else asdict(idle),
+        "telemetry": telemetry_json(a.telemetry[r]),
+        "device": run.ranks[r].meta.get("device_name") or None,
+        "files": run.ranks[r].files,
+    }
+
+
 def build_report(a: Analysis) -> dict[str, Any]:
     run = a.run
-    ranks_out = []
-    for r in sorted(a.per_rank):
-        pr = a.per_rank[r]
-        has_comm = len(run.ranks[r].comms) > 0
-        util = a.utilisation[r]
-        ranks_out.append(
-            {
-                "rank": r,
-                "step_ms": _ms(pr["step_ms"]),
-                "compute_ms": _ms(pr["compute_ms"]),
-                "comm_ms": _ms(pr["comm_ms"]) if has_comm else None,
-                "comm_exposed_ms": _ms(pr["comm_exposed_ms"]) if has_comm else None,
-                "comm_wait_ms": _ms(pr["comm_wait_ms"])
-                if has_comm and len(a.per_rank) > 1
-                else None,
-                "data_ms": _ms(pr["data_ms"]),
-                "host_ms": _ms(pr["host_ms"]),
-                "idle_ms": _ms(pr["idle_ms"]),
-                "gpu_busy_pct": util["gpu_busy_pct"],
-                "temporal_breakdown": a.hta[r]["temporal_breakdown"],
-                "comm_overlap_pct": a.hta[r]["comm_overlap_pct"],
-                # extensions
-                "comm_overlapped_ms": _ms(pr["comm_overlapped_ms"]) if has_comm else None,
-                "memcpy_ms": _ms(pr["memcpy_ms"]),
-                "data_exposed_ms": _ms(pr["data_exposed_ms"]),
-                "caused_wait_ms": _ms(a.caused_wait_ms.get(r)),
-                "sm_efficiency_pct": util["sm_efficiency_pct"],
-                "achieved_occupancy_pct": util["achieved_occupancy_pct"],
-                "streams": util["streams"],
-                "idle_breakdown": a.idle[r],
-                "telemetry": a.telemetry[r],
-                "device": run.ranks[r].meta.get("device_name") or None,
-                "files": run.ranks[r].files,
-            }
-        )
     return {
         "schema": SCHEMA,
         "run": {
@@ -83,10 +128,10 @@ def build_report(a: Analysis) -> dict[str, Any]:
             "has_gpu": a.has_gpu,
             "warnings": a.warnings,
         },
-        "ranks": ranks_out,
-        "imbalance": a.imbalance,
-        "stragglers": a.stragglers,
-        "collectives": a.collective_summary,
-        "findings": a.findings,
-        "top_kernels": a.kernels,
+        "ranks": [_rank_json(a, r) for r in sorted(a.per_rank)],
+        "imbalance": imbalance_json(a.imbalance),
+        "stragglers": [asdict(s) for s in a.stragglers],
+        "collectives": [collective_json(c) for c in a.collective_summary],
+        "findings": [asdict(f) for f in a.findings],
+        "top_kernels": [asdict(k) for k in a.kernels],
     }

@@ -1,32 +1,39 @@
 """How busy each GPU was: from the trace, and from NVML/GPM telemetry.
 
-``gpu_utilisation(rank_data, activity, windows, steps)`` -> dict with
+``gpu_utilisation(rank_data, activity, windows, steps)`` -> ``GpuUtilisation``:
 ``gpu_busy_pct`` (union of all GPU activity over the analysed step time),
 ``sm_efficiency_pct`` (kernel-time-weighted mean of min(blocks per SM, 1): the
 share of SMs a kernel could keep busy, HTA's estimate), ``achieved_occupancy_pct``
 (kernel-time-weighted Kineto estimate), and ``streams``: per stream busy ms per
 step and kernel count. None values where the trace cannot tell.
 
-``telemetry_summary(rank_data, windows, steps)`` -> NVML/GPM (or host) means,
-maxima over the whole run and over the analysed steps, or None without samples.
+``telemetry_summary(rank_data, windows, steps)`` -> ``TelemetrySummary``: NVML/GPM
+(or host) means and maxima over the whole run and means over the analysed steps,
+or None without samples.
 
-``idle_breakdown(rank_data, windows, steps)`` -> GPU idle time per step split
+``idle_breakdown(rank_data, windows, steps)`` -> ``IdleBreakdown``: GPU idle time per step split
 as HTA does: ``host_wait_ms`` (the next kernel was launched only after the GPU
 ran dry), ``kernel_wait_ms`` (short gaps between queued kernels: launch
 overhead), ``other_ms`` (the rest: syncs, cross-stream dependencies).
 
-``top_kernels(ranks, windows, steps)`` -> kernels by total time with their
-spread across ranks.
+``top_kernels(ranks, windows, steps)`` -> ``KernelSummary``s by total time with
+their spread across ranks.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis.activity import RankActivity
+from rankscope.dashboard.analysis.results import (
+    FieldStats,
+    GpuUtilisation,
+    IdleBreakdown,
+    KernelSummary,
+    StreamBusy,
+    TelemetrySummary,
+)
 from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import distinct
 from rankscope.profiler.telemetry import HOST_FIELDS, NVML_FIELDS, PROCESS_FIELDS
@@ -57,15 +64,10 @@ def _wall_ns(windows: dict[int, tuple[int, int]], steps: list[int]) -> int:
 
 def gpu_utilisation(
     rd: RankData, act: RankActivity, windows: dict[int, tuple[int, int]], steps: list[int]
-) -> dict[str, Any]:
+) -> GpuUtilisation:
     wall = _wall_ns(windows, steps)
     if not act.has_gpu or wall <= 0:
-        return {
-            "gpu_busy_pct": None,
-            "sm_efficiency_pct": None,
-            "achieved_occupancy_pct": None,
-            "streams": [],
-        }
+        return GpuUtilisation()
     busy = sum(iv.clipped_length(act.gpu, *windows[s]) for s in steps if s in windows)
     gpu = rd.gpu
     kernels = (gpu.strings("kind") == "kernel") & _window_mask(gpu["ts"], windows, steps)
@@ -92,37 +94,37 @@ def gpu_utilisation(
         merged = iv.union(gpu["ts"][m], gpu["ts"][m] + gpu["dur"][m])
         busy_s = sum(iv.clipped_length(merged, *windows[s]) for s in steps if s in windows)
         streams.append(
-            {
-                "stream": int(stream),
-                "busy_ms_per_step": round(busy_s / NS_PER_MS / n_steps, 3),
-                "busy_pct": round(100.0 * busy_s / wall, 2),
-                "kernels": int(
+            StreamBusy(
+                stream=int(stream),
+                busy_ms_per_step=round(busy_s / NS_PER_MS / n_steps, 3),
+                busy_pct=round(100.0 * busy_s / wall, 2),
+                kernels=int(
                     (
                         m
                         & (gpu.strings("kind") == "kernel")
                         & _window_mask(gpu["ts"], windows, steps)
                     ).sum()
                 ),
-            }
+            )
         )
-    return {
-        "gpu_busy_pct": round(100.0 * busy / wall, 2),
-        "sm_efficiency_pct": None if sm_eff is None else round(sm_eff, 2),
-        "achieved_occupancy_pct": None if occupancy is None else round(occupancy, 2),
-        "streams": streams,
-    }
+    return GpuUtilisation(
+        gpu_busy_pct=round(100.0 * busy / wall, 2),
+        sm_efficiency_pct=None if sm_eff is None else round(sm_eff, 2),
+        achieved_occupancy_pct=None if occupancy is None else round(occupancy, 2),
+        streams=streams,
+    )
 
 
 def telemetry_summary(
     rd: RankData, windows: dict[int, tuple[int, int]], steps: list[int]
-) -> dict[str, Any] | None:
+) -> TelemetrySummary | None:
     tel = rd.telemetry
     if not len(tel) or "ts_ns" not in tel:
         return None
     in_steps = (
         _window_mask(tel["ts_ns"], windows, steps) if windows else np.zeros(len(tel), dtype=bool)
     )
-    out: dict[str, Any] = {"samples": len(tel), "samples_in_steps": int(in_steps.sum())}
+    fields: dict[str, FieldStats] = {}
     for field in TELEMETRY_FIELDS:
         if field not in tel:
             continue
@@ -130,23 +132,32 @@ def telemetry_summary(
         ok = ~np.isnan(col)
         if not ok.any():
             continue
-        entry = {"mean": round(float(col[ok].mean()), 2), "max": round(float(col[ok].max()), 2)}
-        if (ok & in_steps).any():
-            entry["mean_in_steps"] = round(float(col[ok & in_steps].mean()), 2)
-        out[field] = entry
+        fields[field] = FieldStats(
+            mean=round(float(col[ok].mean()), 2),
+            max=round(float(col[ok].max()), 2),
+            mean_in_steps=round(float(col[ok & in_steps].mean()), 2)
+            if (ok & in_steps).any()
+            else None,
+        )
+    throttled_pct = None
     if "throttle_reasons" in tel:
         # A bitmask: what matters is how often the clocks were held back at all.
         reasons = tel["throttle_reasons"]
         ok = ~np.isnan(reasons.astype(np.float64))
         if ok.any():
             throttled = reasons[ok].astype(np.int64) & ~1  # bit 0 is "GPU idle", not a throttle
-            out["throttled_pct"] = round(100.0 * float((throttled != 0).mean()), 1)
-    return out
+            throttled_pct = round(100.0 * float((throttled != 0).mean()), 1)
+    return TelemetrySummary(
+        samples=len(tel),
+        samples_in_steps=int(in_steps.sum()),
+        fields=fields,
+        throttled_pct=throttled_pct,
+    )
 
 
 def idle_breakdown(
     rd: RankData, windows: dict[int, tuple[int, int]], steps: list[int]
-) -> dict[str, float] | None:
+) -> IdleBreakdown | None:
     gpu, cpu = rd.gpu, rd.cpu
     kernels = gpu.strings("kind") == "kernel" if len(gpu) else np.zeros(0, dtype=bool)
     if not kernels.any():
@@ -190,11 +201,11 @@ def idle_breakdown(
         host_wait += int(gap[hw].sum())
         kernel_wait += int(gap[kw].sum())
         other += int(gap[ot].sum())
-    return {
-        "host_wait_ms": round(host_wait / NS_PER_MS / n_steps, 3),
-        "kernel_wait_ms": round(kernel_wait / NS_PER_MS / n_steps, 3),
-        "other_ms": round(other / NS_PER_MS / n_steps, 3),
-    }
+    return IdleBreakdown(
+        host_wait_ms=round(host_wait / NS_PER_MS / n_steps, 3),
+        kernel_wait_ms=round(kernel_wait / NS_PER_MS / n_steps, 3),
+        other_ms=round(other / NS_PER_MS / n_steps, 3),
+    )
 
 
 def top_kernels(
@@ -202,7 +213,7 @@ def top_kernels(
     windows: dict[int, dict[int, tuple[int, int]]],
     steps: list[int],
     limit: int = 15,
-) -> list[dict[str, Any]]:
+) -> list[KernelSummary]:
     """Kernels by mean time per step and rank, with their spread across ranks."""
     per_kernel: dict[str, dict[int, float]] = {}
     counts: dict[str, int] = {}
@@ -228,21 +239,21 @@ def top_kernels(
             counts[name] = counts.get(name, 0) + int(cnts[code])
             total_all += float(sums[code]) / NS_PER_MS / n_steps
     n_ranks = max(len(ranks), 1)
-    rows: list[dict[str, Any]] = []
+    rows: list[KernelSummary] = []
     for name, by_rank in per_kernel.items():
         vals = np.array([by_rank.get(r, 0.0) for r in ranks], dtype=np.float64)
         mean = float(vals.mean())
         rows.append(
-            {
-                "name": name,
-                "ms_per_step": round(mean, 4),
-                "share_pct": round(100.0 * float(vals.sum()) / total_all, 2) if total_all else 0.0,
-                "calls_per_step": round(counts[name] / n_steps / n_ranks, 2),
-                "min_rank_ms": round(float(vals.min()), 4),
-                "max_rank_ms": round(float(vals.max()), 4),
-                "max_rank": int(list(ranks)[int(vals.argmax())]),
-                "spread_cv": round(float(vals.std() / mean), 3) if mean > 0 else 0.0,
-            }
+            KernelSummary(
+                name=name,
+                ms_per_step=round(mean, 4),
+                share_pct=round(100.0 * float(vals.sum()) / total_all, 2) if total_all else 0.0,
+                calls_per_step=round(counts[name] / n_steps / n_ranks, 2),
+                min_rank_ms=round(float(vals.min()), 4),
+                max_rank_ms=round(float(vals.max()), 4),
+                max_rank=int(list(ranks)[int(vals.argmax())]),
+                spread_cv=round(float(vals.std() / mean), 3) if mean > 0 else 0.0,
+            )
         )
-    rows.sort(key=lambda r: -float(r["ms_per_step"]))
+    rows.sort(key=lambda r: -r.ms_per_step)
     return rows[:limit]

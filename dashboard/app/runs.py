@@ -1,8 +1,9 @@
 """Which runs a dashboard path holds, and whether a run is still being written.
 
-``find_runs(path)`` -> list of ``RunEntry`` (newest first): the path itself when it
-is a run (a collector run directory, a trace folder or a trace file), else each
-sub-folder that is one. A RankscopeError (exit 2) when there is none.
+``find_runs(path)`` -> list of ``RunEntry`` (newest first): the runs that
+``rankscope.profiler.rundir.find_runs`` finds (the one discovery the report uses
+too): the path itself when it is a run, else each run in the folders below it.
+A RankscopeError (exit 2) when there is none.
 
 ``run_signature(path)`` -> a tuple of (name, size, mtime_ns) of the run's files:
 it changes whenever the collector appends telemetry, writes a window or a step,
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rankscope.profiler import rundir
-from rankscope.profiler.errors import RankscopeError
 
 LIVE_QUIET_S = 120.0
 
@@ -35,19 +35,9 @@ class RunEntry:
     mtime: float
 
 
-def _is_run(path: Path) -> bool:
-    if path.is_file():
-        return path.name.endswith((".json", ".json.gz")) and rundir.is_trace_file(path)
-    if not path.is_dir():
-        return False
-    if rundir.is_run_dir(path):
-        return True
-    try:
-        if any(rundir.is_trace_file(p) for p in path.iterdir()):
-            return True
-        return any(rundir.is_trace_file(p) for p in path.glob("*/*"))
-    except OSError:
-        return False
+def find_runs(path: str | Path) -> list[RunEntry]:
+    """The runs at ``path`` for the run picker, as ``rundir.find_runs`` finds them."""
+    return [RunEntry(str(r.path.resolve()), r.label, r.mtime) for r in rundir.find_runs(path)]
 
 
 def _files(path: Path) -> list[Path]:
@@ -69,28 +59,6 @@ def _newest_mtime(path: Path) -> float:
         except OSError:
             continue
     return max(times, default=path.stat().st_mtime if path.exists() else 0.0)
-
-
-def find_runs(path: str | Path) -> list[RunEntry]:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise RankscopeError(f"{path}: no such file or directory")
-    if _is_run(p):
-        return [RunEntry(str(p.resolve()), p.name or str(p), _newest_mtime(p))]
-    if not p.is_dir():
-        raise RankscopeError(f"{path}: not a run directory, trace folder or trace file")
-    runs = []
-    for child in p.iterdir():
-        if child.name.startswith(".") or not _is_run(child):
-            continue
-        runs.append(RunEntry(str(child.resolve()), child.name, _newest_mtime(child)))
-    if not runs:
-        raise RankscopeError(
-            f"{path}: no run found (expected a run directory, a folder of *.pt.trace.json[.gz]"
-            " files, or a folder holding such runs)"
-        )
-    runs.sort(key=lambda r: (-r.mtime, r.label))
-    return runs
 
 
 def run_signature(path: str | Path) -> tuple[tuple[str, int, int], ...]:

@@ -66,24 +66,13 @@ class Run:
 ProgressFn = Callable[[int, int, str], None]
 
 
-def discover_trace_files(path: Path) -> tuple[str, list[Path]]:
-    """The kind of input and its trace files; a RankscopeError when there are none."""
-    if not path.exists():
-        raise RankscopeError(f"{path}: no such file or directory")
-    if path.is_file():
-        if not path.name.endswith((".json", ".json.gz")):
-            raise RankscopeError(f"{path}: not a trace file (expected .json or .json.gz)")
-        return "file", [path]
-    kind = "run_dir" if rundir.is_run_dir(path) else "folder"
-    files = sorted(p for p in path.iterdir() if rundir.is_trace_file(p))
-    if not files:
-        # tensorboard_trace_handler writes into the folder itself; some jobs nest one level.
-        files = sorted(p for p in path.glob("*/*") if rundir.is_trace_file(p))
-    if not files and kind != "run_dir":
-        raise RankscopeError(
-            f"{path}: no trace files found (expected *.pt.trace.json[.gz] or rank-N.json[.gz])"
-        )
-    return kind, files
+def discover_trace_files(path: Path) -> tuple[Path, str, list[Path]]:
+    """The run at ``path``, its kind and its trace files (``rundir.find_run``).
+
+    A RankscopeError when there is no run, or when ``path`` holds several runs.
+    """
+    found = rundir.find_run(path)
+    return found.path, found.kind, list(found.traces)
 
 
 def json_size(path: Path) -> int:
@@ -197,8 +186,7 @@ def load_run(
     ranks: Iterable[int] | None = None,
     progress: ProgressFn | None = None,
 ) -> Run:
-    path = Path(path)
-    kind, files = discover_trace_files(path)
+    path, kind, files = discover_trace_files(Path(path))
     traces, failed = ingest_files(files, progress)
     skipped = [{"file": f, "reason": reason} for f, reason in failed.items()]
     warnings = [f"skipped {s['file']}: {s['reason']}" for s in skipped]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -15,7 +17,7 @@ def render() -> None:
     if not a.kernels:
         st.info("No GPU kernels in the analysed steps (a CPU-only trace).")
         return
-    df = pd.DataFrame(a.kernels)
+    df = pd.DataFrame([asdict(k) for k in a.kernels])
     # Numbered: two long names may share their first characters.
     df["kernel"] = [f"{i}. {charts.short_name(n, 60)}" for i, n in enumerate(df["name"], 1)]
     top = df.iloc[::-1]

@@ -173,7 +173,7 @@ def test_arrival_order_names_rank_1() -> None:
     mean_lag = {r: float(lag["lag_ms"][lag["rank"] == r].mean()) for r in a.run.ranks}
     assert max(mean_lag, key=mean_lag.__getitem__) == 1
     last = timeline.last_arrivals_by_step(a.collectives)
-    assert int(last["last_arrivals"][last["rank"] == 1].sum()) == a.stragglers[0]["last_arrivals"]
+    assert int(last["last_arrivals"][last["rank"] == 1].sum()) == a.stragglers[0].last_arrivals
     per_rank = timeline.collective_time_by_rank(a.collectives, len(a.steps))
     assert np.allclose(per_rank["transfer_ms"], per_rank["transfer_ms"][0])  # shared, skew-free
     assert int(per_rank["rank"][np.argmin(per_rank["wait_ms"])]) == 1

@@ -1,0 +1,205 @@
+"""The typed results that cross from the analysis to the report and the dashboard.
+
+Each analysis module returns these dataclasses; ``report.build_report`` turns
+them into the ``rankscope.report/1`` dict and nothing else does. A field's name
+is its JSON name, so a field added here (with a default) is added to the
+report, never renamed. Times are ms per analysed step, ``None`` (or NaN in
+``RankBreakdown``) where the trace cannot tell. No logic lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+# The columns of the per-(rank, step) breakdown table, in report order (see ``breakdown``).
+BREAKDOWN_COLUMNS = (
+    "step_ms",
+    "compute_ms",
+    "comm_ms",
+    "comm_exposed_ms",
+    "comm_overlapped_ms",
+    "comm_wait_ms",
+    "memcpy_ms",
+    "data_ms",
+    "data_exposed_ms",
+    "host_ms",
+    "idle_ms",
+    "gpu_busy_ms",
+)
+
+# Why a straggler is late: the keys of ``wording.CAUSE_NAME``.
+CAUSES = ("data_loading", "host", "gpu_compute", "communication")
+
+
+@dataclass(frozen=True)
+class RankBreakdown:
+    """One rank's step breakdown, averaged over the analysed steps (NaN: not measured)."""
+
+    rank: int
+    step_ms: float
+    compute_ms: float
+    comm_ms: float
+    comm_exposed_ms: float
+    comm_overlapped_ms: float
+    comm_wait_ms: float
+    memcpy_ms: float
+    data_ms: float
+    data_exposed_ms: float
+    host_ms: float
+    idle_ms: float
+    gpu_busy_ms: float
+
+    @classmethod
+    def from_columns(cls, rank: int, values: dict[str, float]) -> RankBreakdown:
+        return cls(rank=rank, **{c: values.get(c, math.nan) for c in BREAKDOWN_COLUMNS})
+
+    def value(self, column: str) -> float:
+        """The mean of one ``BREAKDOWN_COLUMNS`` column, by name."""
+        if column not in BREAKDOWN_COLUMNS:
+            raise KeyError(column)
+        return float(getattr(self, column))
+
+
+@dataclass(frozen=True)
+class TemporalBreakdown:
+    """HTA's temporal breakdown of one rank's GPU span, in percent."""
+
+    idle_pct: float
+    compute_pct: float
+    non_compute_pct: float
+
+
+@dataclass(frozen=True)
+class HtaMetrics:
+    temporal_breakdown: TemporalBreakdown | None
+    comm_overlap_pct: float | None
+
+
+@dataclass(frozen=True)
+class StreamBusy:
+    stream: int
+    busy_ms_per_step: float
+    busy_pct: float
+    kernels: int
+
+
+@dataclass(frozen=True)
+class GpuUtilisation:
+    """How busy one rank's GPU was, from its trace (all None without GPU events)."""
+
+    gpu_busy_pct: float | None = None
+    sm_efficiency_pct: float | None = None
+    achieved_occupancy_pct: float | None = None
+    streams: list[StreamBusy] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IdleBreakdown:
+    """Why one rank's GPU was idle, ms per step (HTA's idle-time categories)."""
+
+    host_wait_ms: float
+    kernel_wait_ms: float
+    other_ms: float
+
+
+@dataclass(frozen=True)
+class FieldStats:
+    """One telemetry field: mean and max over the run, mean inside the analysed steps."""
+
+    mean: float
+    max: float
+    mean_in_steps: float | None = None
+
+
+@dataclass(frozen=True)
+class TelemetrySummary:
+    samples: int
+    samples_in_steps: int
+    fields: dict[str, FieldStats] = field(default_factory=dict)
+    throttled_pct: float | None = None  # share of samples with clocks held back
+
+
+@dataclass(frozen=True)
+class KernelSummary:
+    """One GPU kernel: mean time per step and rank, and its spread across ranks."""
+
+    name: str
+    ms_per_step: float
+    share_pct: float
+    calls_per_step: float
+    min_rank_ms: float
+    max_rank_ms: float
+    max_rank: int
+    spread_cv: float
+
+
+@dataclass(frozen=True)
+class CollectiveSummary:
+    """One collective name in one process group, over the analysed steps."""
+
+    name: str
+    pg: str
+    count: int
+    bytes: int | None
+    transfer_ms: float
+    wait_ms: float
+    last_arrival_counts: dict[int, int]
+    effective_gbps: float | None
+
+
+@dataclass(frozen=True)
+class MetricSpread:
+    """One breakdown metric across ranks."""
+
+    mean: float
+    max: float
+    min: float
+    max_over_mean: float | None
+    cv: float | None
+    max_rank: int
+
+
+@dataclass(frozen=True)
+class LastArrival:
+    """The rank that arrives last most often, straggler or not, and what it costs."""
+
+    rank: int
+    count: int
+    of: int
+    excess_ms_per_step: float
+    excess_pct_of_step: float | None
+
+
+@dataclass(frozen=True)
+class Imbalance:
+    ranks: int
+    metrics: dict[str, MetricSpread] = field(default_factory=dict)
+    last_arrival: LastArrival | None = None
+
+
+@dataclass(frozen=True)
+class Straggler:
+    """A rank the others wait for, and why (``cause``: one of ``CAUSES``)."""
+
+    rank: int
+    cause: str
+    severity: str
+    excess_ms_per_step: float
+    caused_wait_ms_per_step: float
+    # how much more of its cause this rank has than the others' median (None: communication)
+    cause_excess_ms_per_step: float | None
+    last_arrivals: int
+    evidence: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A plain-language statement with the step time it would save (see ``findings``)."""
+
+    kind: str
+    severity: str
+    title: str
+    detail: str
+    ranks: list[int]
+    est_saving_ms_per_step: float
