@@ -1,7 +1,9 @@
 """Cached access to runs, analyses and reports: the only module with st.cache_* decorators.
 
 Views ask for ``analysis()`` / ``report()`` of the sidebar's ``Selection`` (run,
-ranks, steps) and draw what they get. Loading goes through
+ranks, steps), and for every table they draw by name (``arrival_lag_matrix()``,
+``kernels_frame()``, ...: ``model`` shapes them, this module caches them per
+selection), and draw what they get; they compute nothing themselves. Loading goes through
 ``rankscope.dashboard.ingest.load_run`` (itself backed by the Parquet cache) and
 ``rankscope.dashboard.analysis``; results are held in memory per server, keyed on the
 run's file signature (names, sizes, mtimes), so a live run refreshes as the
@@ -15,15 +17,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import pandas as pd
 import streamlit as st
 
 from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import timeline as timeline_mod
 from rankscope.dashboard.analysis.analyse import Analysis, analyse
 from rankscope.dashboard.analysis.report import build_report
+from rankscope.dashboard.app import model
 from rankscope.dashboard.app import runs as runs_mod
 from rankscope.dashboard.ingest.run import Run, load_run
 from rankscope.dashboard.ingest.table import Table
@@ -149,3 +154,158 @@ def run_steps_and_ranks(path: str) -> tuple[list[int], list[int]]:
     except RankscopeError:
         return [], []
     return [s for s in a.steps if s >= 0], sorted(a.run.ranks)
+
+
+# --- the tables the views draw, shaped by ``model`` and cached per selection ---
+
+_FRAMES: dict[str, Callable[[Analysis, dict[str, Any], Any], pd.DataFrame]] = {
+    "ranks": lambda a, r, _: model.ranks_frame(r),
+    "breakdown_long": lambda a, r, _: model.breakdown_long(r),
+    "rank_step_matrix": lambda a, r, column: model.rank_step_matrix(a.breakdown, column),
+    "steps_by_rank": lambda a, r, _: model.steps_by_rank(a.breakdown),
+    "step_rows": lambda a, r, step: model.step_rows(a.breakdown, step),
+    "last_arrival_matrix": lambda a, r, _: model.last_arrival_matrix(
+        a.collectives, list(a.run.ranks)
+    ),
+    "imbalance": lambda a, r, _: model.imbalance_frame(a.imbalance),
+    "collectives": lambda a, r, _: model.collectives_frame(a.collective_summary),
+    "collective_time_by_rank": lambda a, r, _: model.collective_time_by_rank(
+        a.collectives, len(a.steps)
+    ),
+    "collective_time_long": lambda a, r, _: model.collective_time_long(
+        model.collective_time_by_rank(a.collectives, len(a.steps))
+    ),
+    "arrival_lag_matrix": lambda a, r, _: model.arrival_lag_matrix(a.collectives),
+    "kernels": lambda a, r, _: model.kernels_frame(a.kernels),
+    "utilisation": lambda a, r, _: model.utilisation_frame(r),
+    "utilisation_long": lambda a, r, _: model.utilisation_long(model.utilisation_frame(r)),
+    "idle_long": lambda a, r, _: model.idle_long(r),
+    "findings": lambda a, r, _: model.findings_frame(r),
+    "telemetry": lambda a, r, t0: model.telemetry_frame(a.run, t0),
+    "telemetry_long": lambda a, r, arg: model.telemetry_long(
+        model.telemetry_frame(a.run, arg[0]), arg[1], arg[2], model.TELEMETRY_LABELS
+    ),
+}
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _frame(
+    name: str, path: str, sig: Signature, ranks: Ranks, steps: str | None, arg: Any
+) -> pd.DataFrame:
+    a = _analyse(path, sig, ranks, steps)
+    return _FRAMES[name](a, _report(path, sig, ranks, steps), arg)
+
+
+def frame(name: str, arg: Any = None, sel: Selection | None = None) -> pd.DataFrame:
+    """The table ``name`` of ``_FRAMES`` for the selection (a copy: views may reshape it)."""
+    sel = sel or selection()
+    analysis(sel)  # the same errors, shown the same way
+    return _frame(name, sel.path, signature(sel.path), sel.ranks, sel.steps, arg)
+
+
+def ranks_frame(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("ranks", sel=sel)
+
+
+def breakdown_long(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("breakdown_long", sel=sel)
+
+
+def rank_step_matrix(column: str, sel: Selection | None = None) -> pd.DataFrame:
+    return frame("rank_step_matrix", column, sel)
+
+
+def steps_by_rank(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("steps_by_rank", sel=sel)
+
+
+def step_rows(step: int, sel: Selection | None = None) -> pd.DataFrame:
+    return frame("step_rows", step, sel)
+
+
+def slowest_step(sel: Selection | None = None) -> int:
+    a = analysis(sel)
+    return model.slowest_step(a.breakdown, a.steps)
+
+
+def last_arrival_matrix(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("last_arrival_matrix", sel=sel)
+
+
+def imbalance_frame(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("imbalance", sel=sel)
+
+
+def collectives_frame(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("collectives", sel=sel)
+
+
+def collective_time_by_rank(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("collective_time_by_rank", sel=sel)
+
+
+def collective_time_long(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("collective_time_long", sel=sel)
+
+
+def arrival_lag_matrix(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("arrival_lag_matrix", sel=sel)
+
+
+def kernels_frame(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("kernels", sel=sel)
+
+
+def utilisation_frame(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("utilisation", sel=sel)
+
+
+def utilisation_long(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("utilisation_long", sel=sel)
+
+
+def idle_long(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("idle_long", sel=sel)
+
+
+def findings_frame(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("findings", sel=sel)
+
+
+def telemetry_frame(t0_ns: int, sel: Selection | None = None) -> pd.DataFrame:
+    return frame("telemetry", t0_ns, sel)
+
+
+def telemetry_long(
+    t0_ns: int, fields: tuple[str, ...], scale: float, sel: Selection | None = None
+) -> pd.DataFrame:
+    """One chart's telemetry fields in long form (see ``model.telemetry_long``)."""
+    return frame("telemetry_long", (t0_ns, fields, scale), sel)
+
+
+def telemetry_start_ns(sel: Selection | None = None) -> int | None:
+    return model.telemetry_start_ns(load(sel))
+
+
+def time_bands(
+    t0_ns: int, max_steps: int, sel: Selection | None = None
+) -> tuple[tuple[float, float] | None, list[tuple[float, float]]]:
+    return model.time_bands(analysis(sel), t0_ns, max_steps)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _compare(
+    a: Selection, sig_a: Signature, b: Selection, sig_b: Signature
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    ra = _report(a.path, sig_a, a.ranks, a.steps)
+    rb = _report(b.path, sig_b, b.ranks, b.steps)
+    metrics = model.compare_metrics(ra, rb)
+    ranks = model.compare_rank_matrix(model.compare_ranks(ra, rb))
+    return metrics, model.compare_long(metrics), ranks
+
+
+def compare(a: Selection, b: Selection) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(per-metric means of A and B with deltas, the same in long form, rank x metric deltas)."""
+    report(a)
+    report(b)
+    return _compare(a, signature(a.path), b, signature(b.path))

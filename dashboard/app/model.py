@@ -1,29 +1,38 @@
 """Shape analysis results into the DataFrames the views draw; no metric is computed here.
 
-Every function takes the report dict (``rankscope.report/1``), an ``Analysis`` or
-one of its Tables, and returns a pandas DataFrame (or a sentence) in the shape a
-chart wants: long form for stacked bars, rank x step for heatmaps. Values are
-the engine's, only selected, renamed, pivoted or subtracted (deltas for
-Compare). No streamlit import, so these are tested without a server.
+Every function takes the report dict (``rankscope.report/1``), an ``Analysis``,
+one of its typed results or Tables, and returns a pandas DataFrame (or a
+sentence from ``wording``) in the shape a chart or table wants: long form for
+stacked bars, rank x step for heatmaps. Values are the engine's, only selected,
+renamed, pivoted, averaged over ranks for a headline or subtracted (deltas for
+Compare). No streamlit import, so these are tested without a server; ``data``
+caches them per selection.
 
 Columns: ``breakdown_long`` -> rank, component, ms; ``steps_frame`` -> the
 breakdown Table (rank, step, *_ms); ``rank_step_matrix`` -> index rank, columns
 step; ``telemetry_frame`` -> rank, t_s (seconds since ``t0_ns``), the numeric
 telemetry fields; ``utilisation_frame`` -> rank and one column per measure;
 ``compare_metrics`` -> metric, A, B, delta, delta_pct; ``compare_ranks`` ->
-rank, metric, A, B, delta.
+rank, metric, A, B, delta; ``collectives_frame`` -> one row per collective;
+``collective_time_long`` -> rank, part, ms; ``kernels_frame`` -> one row per
+kernel; ``imbalance_frame`` -> one row per metric; ``idle_long`` -> rank, why, ms.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from rankscope.dashboard.analysis import timeline, wording
+from rankscope.dashboard.analysis.activity import trace_span
+from rankscope.dashboard.analysis.results import CollectiveSummary, Imbalance, KernelSummary
 from rankscope.dashboard.ingest.table import Table
 
 if TYPE_CHECKING:
+    from rankscope.dashboard.analysis.analyse import Analysis
     from rankscope.dashboard.ingest.run import Run
 
 # The six parts of a step; they add up to step_ms (see rankscope.dashboard.analysis.breakdown).
@@ -43,14 +52,6 @@ PART_COLOURS = {
     "host only": "#1565c0",
     "idle": "#bdbdbd",
 }
-CAUSE_TEXT = {
-    "data_loading": "data loading",
-    "host": "host-side work",
-    "gpu_compute": "more GPU compute",
-    "communication": "communication (its collectives start late or run slowly)",
-}
-# The per-rank column that measures each straggler cause.
-CAUSE_COLUMN = {"data_loading": "data_ms", "host": "host_ms", "gpu_compute": "compute_ms"}
 COMPARE_METRICS = (
     ("step_ms", "step time"),
     ("compute_ms", "compute"),
@@ -80,18 +81,28 @@ def straggler_sentence(report: dict[str, Any]) -> str | None:
     if not stragglers:
         return None
     s = stragglers[0]
-    rank, cause = s["rank"], s["cause"]
-    step_ms = report["run"].get("step_ms") or 0.0
-    what = CAUSE_TEXT.get(cause, cause)
-    extra = s.get("cause_excess_ms_per_step")
-    if extra is not None:
-        what += f", ~{extra:.0f} ms/step more than the other ranks"
-    wait = s["caused_wait_ms_per_step"]
-    share = f" ({100 * wait / step_ms:.0f}% of the {step_ms:.0f} ms step)" if step_ms else ""
-    return (
-        f"Rank {rank} is the straggler: {what}; the other ranks wait ~{wait:.0f} ms/step"
-        f" for it{share}."
+    return wording.straggler_headline(
+        s["rank"],
+        s["cause"],
+        s.get("cause_excess_ms_per_step"),
+        s["caused_wait_ms_per_step"],
+        report["run"].get("step_ms") or 0.0,
     )
+
+
+def headline_numbers(report: dict[str, Any]) -> dict[str, str | None]:
+    """The Overview's four figures, as text: step time, straggler, waiting, GPU busy."""
+    run = report["run"]
+    stragglers = report["stragglers"]
+    waits = [r["comm_wait_ms"] for r in report["ranks"] if r["comm_wait_ms"] is not None]
+    busy = [r["gpu_busy_pct"] for r in report["ranks"] if r["gpu_busy_pct"] is not None]
+    return {
+        "step": f"{run['step_ms']:.1f} ms" if run["step_ms"] is not None else "–",
+        "straggler": f"rank {stragglers[0]['rank']}" if stragglers else "none",
+        "straggler_cause": wording.cause_name(stragglers[0]["cause"]) if stragglers else None,
+        "wait": f"{_mean(waits):.1f} ms/step" if waits else "–",
+        "busy": f"{_mean(busy):.0f}%" if busy else "no GPU",
+    }
 
 
 def breakdown_long(report: dict[str, Any]) -> pd.DataFrame:
@@ -117,9 +128,35 @@ def steps_frame(breakdown: Table) -> pd.DataFrame:
     return breakdown.to_pandas()
 
 
+def steps_by_rank(breakdown: Table) -> pd.DataFrame:
+    """The breakdown Table with ``rank`` as a label ("rank 0"), for one box per rank."""
+    df = breakdown.to_pandas()
+    df["rank"] = df["rank"].map(rank_label)
+    return df
+
+
+def step_rows(breakdown: Table, step: int) -> pd.DataFrame:
+    """One step's breakdown, one row per rank (ms)."""
+    df = breakdown.to_pandas()
+    return df[df["step"] == step].drop(columns=["step"])
+
+
+def slowest_step(breakdown: Table, steps: list[int]) -> int:
+    """The step whose slowest rank took longest (a straggler shows most there)."""
+    if not len(breakdown) or not steps:
+        return steps[0] if steps else -1
+    step_ms = breakdown["step_ms"]
+    step = int(breakdown["step"][int(np.argmax(step_ms))])
+    return step if step in steps else steps[0]
+
+
 def rank_step_matrix(breakdown: Table, column: str) -> pd.DataFrame:
     df = breakdown.to_pandas()
     return df.pivot_table(index="rank", columns="step", values=column, aggfunc="mean")
+
+
+def rank_label(rank: int) -> str:
+    return f"rank {rank}"
 
 
 def table_matrix(table: Table, index: str, columns: str, values: str) -> pd.DataFrame:
@@ -214,3 +251,196 @@ def findings_frame(report: dict[str, Any]) -> pd.DataFrame:
         ],
         columns=["severity", "finding", "saving ms/step", "ranks"],
     )
+
+
+def compare_rank_matrix(per_rank: pd.DataFrame) -> pd.DataFrame:
+    """``compare_ranks`` as rank x metric of deltas."""
+    return per_rank.pivot_table(index="rank", columns="metric", values="delta", sort=False)
+
+
+def compare_long(metrics: pd.DataFrame) -> pd.DataFrame:
+    return metrics.melt(
+        id_vars="metric", value_vars=["A", "B"], var_name="side", value_name="value"
+    )
+
+
+# --- Communication ---
+
+COLLECTIVE_PARTS = {"transfer_ms": "transfer", "wait_ms": "waiting for the last rank"}
+
+
+def collectives_frame(summaries: list[CollectiveSummary]) -> pd.DataFrame:
+    rows = [
+        {
+            "collective": c.name,
+            "process group": c.pg,
+            "count": c.count,
+            "message MB": None if c.bytes is None else c.bytes / 1e6,
+            "transfer ms/step": c.transfer_ms,
+            "wait ms/step/rank": c.wait_ms,
+            "effective GB/s": c.effective_gbps,
+            "last to arrive": ", ".join(
+                f"rank {k}: {v}"
+                for k, v in sorted(c.last_arrival_counts.items(), key=lambda kv: -kv[1])
+            ),
+        }
+        for c in summaries
+    ]
+    columns = [
+        "collective",
+        "process group",
+        "count",
+        "message MB",
+        "transfer ms/step",
+        "wait ms/step/rank",
+        "effective GB/s",
+        "last to arrive",
+    ]
+    df = pd.DataFrame(rows, columns=columns)
+    return df.astype({c: float for c in ("message MB", "effective GB/s")})
+
+
+def collective_time_by_rank(collectives: Table, n_steps: int) -> pd.DataFrame:
+    """rank (label), transfer_ms, wait_ms, last_arrivals."""
+    df = timeline.collective_time_by_rank(collectives, n_steps).to_pandas()
+    df["rank"] = df["rank"].map(rank_label)
+    return df
+
+
+def collective_time_long(per_rank: pd.DataFrame) -> pd.DataFrame:
+    """``collective_time_by_rank`` in long form: rank, part (transfer | waiting), ms."""
+    long = per_rank.melt(
+        id_vars="rank", value_vars=list(COLLECTIVE_PARTS), var_name="part", value_name="ms"
+    )
+    long["part"] = long["part"].map(COLLECTIVE_PARTS)
+    return long
+
+
+def arrival_lag_matrix(collectives: Table) -> pd.DataFrame:
+    """rank x collective instance: how late each rank arrived (ms)."""
+    return table_matrix(timeline.arrival_lag(collectives), "rank", "instance", "lag_ms")
+
+
+def last_arrival_matrix(collectives: Table, ranks: list[int]) -> pd.DataFrame:
+    """rank x step: collectives each rank arrived last at (every rank a row)."""
+    last = timeline.last_arrivals_by_step(collectives)
+    if not len(last):
+        return pd.DataFrame()
+    matrix = table_matrix(last, "rank", "step", "last_arrivals")
+    return matrix.reindex(index=sorted(ranks), fill_value=0)
+
+
+# --- Load imbalance, kernels, GPU ---
+
+
+def imbalance_frame(imbalance: Imbalance) -> pd.DataFrame:
+    rows = [
+        {
+            "metric": metric,
+            **{k: v for k, v in asdict(spread).items() if k != "max_rank"},
+            "max rank": spread.max_rank,
+        }
+        for metric, spread in imbalance.metrics.items()
+    ]
+    columns = ["metric", "mean", "max", "min", "max_over_mean", "cv", "max rank"]
+    df = pd.DataFrame(rows, columns=columns)
+    return df.astype({c: float for c in ("mean", "max", "min", "max_over_mean", "cv")})
+
+
+def kernels_frame(kernels: list[KernelSummary]) -> pd.DataFrame:
+    """One row per kernel; ``kernel`` is a short, numbered label (long names share prefixes)."""
+    columns = [f.name for f in KernelSummary.__dataclass_fields__.values()]
+    df = pd.DataFrame([asdict(k) for k in kernels], columns=columns)
+    df["kernel"] = [f"{i}. {short_name(n, 60)}" for i, n in enumerate(df["name"], 1)]
+    return df
+
+
+def short_name(name: str, limit: int = 70) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+IDLE_REASONS = {
+    "host_wait_ms": "waiting for the host to launch",
+    "kernel_wait_ms": "launch gaps",
+    "other_ms": "other (syncs, dependencies)",
+}
+
+
+def idle_long(report: dict[str, Any]) -> pd.DataFrame:
+    """rank (label), why (reason), ms: the GPU's idle time per step by reason."""
+    rows = [
+        {"rank": rank_label(r["rank"]), "why": IDLE_REASONS[k], "ms": v}
+        for r in report["ranks"]
+        if r.get("idle_breakdown")
+        for k, v in r["idle_breakdown"].items()
+    ]
+    return pd.DataFrame(rows, columns=["rank", "why", "ms"])
+
+
+def utilisation_long(util: pd.DataFrame) -> pd.DataFrame:
+    long = util.melt(id_vars="rank", var_name="measure", value_name="pct").dropna()
+    long["rank"] = long["rank"].map(rank_label)
+    return long
+
+
+def telemetry_start_ns(run: Run) -> int | None:
+    """The first telemetry sample of any rank: time zero of the telemetry charts."""
+    starts = [
+        int(rd.telemetry["ts_ns"].min())
+        for rd in run.ranks.values()
+        if len(rd.telemetry) and "ts_ns" in rd.telemetry
+    ]
+    return min(starts) if starts else None
+
+
+# Telemetry fields named as a chart legend names them (others keep their field name).
+TELEMETRY_LABELS = {
+    "gpu_util_pct": "NVML utilisation",
+    "mem_util_pct": "NVML memory-bus utilisation",
+    "gpm_sm_activity_pct": "GPM SM activity",
+    "gpm_sm_occupancy_pct": "GPM SM occupancy",
+    "gpm_tensor_activity_pct": "GPM tensor activity",
+    "gpm_dram_bw_pct": "GPM DRAM bandwidth",
+    "sm_clock_mhz": "SM clock",
+    "mem_clock_mhz": "memory clock",
+    "pcie_tx_kbs": "PCIe tx",
+    "pcie_rx_kbs": "PCIe rx",
+    "nvlink_tx_kbs": "NVLink tx",
+    "nvlink_rx_kbs": "NVLink rx",
+}
+
+
+def telemetry_long(
+    tel: pd.DataFrame, fields: tuple[str, ...], scale: float, labels: dict[str, str]
+) -> pd.DataFrame:
+    """rank (label), t_s, field (label), value (scaled) of the ``fields`` that were recorded."""
+    present = [f for f in fields if f in tel.columns and tel[f].notna().any()]
+    if not present:
+        return pd.DataFrame(columns=["rank", "t_s", "field", "value"])
+    long = (
+        tel[["rank", "t_s", *present]]
+        .melt(id_vars=["rank", "t_s"], var_name="field", value_name="value")
+        .dropna()
+    )
+    long["value"] = long["value"] * scale
+    long["field"] = long["field"].map(lambda f: labels.get(f, f))
+    long["rank"] = long["rank"].map(rank_label)
+    return long
+
+
+def time_bands(
+    a: Analysis, t0_ns: int, max_steps: int
+) -> tuple[tuple[float, float] | None, list[tuple[float, float]]]:
+    """(profiler window, every other analysed step) as seconds since ``t0_ns``."""
+    spans = [s for s in (trace_span(rd) for rd in a.run.ranks.values()) if s is not None]
+    window = None
+    if spans:
+        lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
+        window = ((lo - t0_ns) / 1e9, (hi - t0_ns) / 1e9)
+    bands = []
+    for i, step in enumerate([s for s in a.steps if s >= 0][:max_steps]):
+        starts = [w[step][0] for w in a.windows.values() if step in w]
+        ends = [w[step][1] for w in a.windows.values() if step in w]
+        if starts and i % 2 == 0:
+            bands.append(((min(starts) - t0_ns) / 1e9, (max(ends) - t0_ns) / 1e9))
+    return window, bands

@@ -7,7 +7,7 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from rankscope.dashboard.app import charts, data, model
+from rankscope.dashboard.app import charts, data
 
 
 def _side(
@@ -54,29 +54,19 @@ def render() -> None:
         "With one run, A and B default to its first and second half: did something change mid-run?"
         " With several, B is the next newest run."
     )
-    a, b = data.report(sel_a), data.report(sel_b)
-
-    metrics = model.compare_metrics(a, b)
+    metrics, long, matrix = data.compare(sel_a, sel_b)
     left, right = st.columns(2)
     with left:
-        st.dataframe(
+        charts.table(
             metrics,
-            hide_index=True,
-            column_config={
-                "A": st.column_config.NumberColumn(format="%.1f"),
-                "B": st.column_config.NumberColumn(format="%.1f"),
-                "delta": st.column_config.NumberColumn("B − A", format="%+.1f"),
-                "delta_pct": st.column_config.NumberColumn("change", format="%+.0f%%"),
-            },
+            {"delta": "%+.1f", "delta_pct": "%+.0f%%"},
+            column_config={"delta": "B − A", "delta_pct": "change"},
         )
         st.caption(
             "Means over ranks, ms per step (GPU busy in %)."
             " Negative deltas on time are improvements."
         )
     with right:
-        long = metrics.melt(
-            id_vars="metric", value_vars=["A", "B"], var_name="side", value_name="value"
-        )
         fig = px.bar(
             long,
             y="metric",
@@ -93,8 +83,6 @@ def render() -> None:
         )
 
     st.subheader("Per rank")
-    per_rank = model.compare_ranks(a, b)
-    matrix = per_rank.pivot_table(index="rank", columns="metric", values="delta", sort=False)
     fig = px.imshow(
         matrix,
         text_auto=".1f",
@@ -104,7 +92,9 @@ def render() -> None:
         labels={"x": "", "y": "rank", "color": "B − A"},
     )
     fig.update_yaxes(
-        tickmode="array", tickvals=list(matrix.index), ticktext=[f"rank {r}" for r in matrix.index]
+        tickmode="array",
+        tickvals=list(matrix.index),
+        ticktext=[charts.rank_label(r) for r in matrix.index],
     )
     charts.show(
         charts.tidy(fig, height=140 + 40 * len(matrix)),
@@ -112,10 +102,10 @@ def render() -> None:
         " A single red row is one rank that got worse.",
     )
     f1, f2 = st.columns(2)
-    for col, label, rep in ((f1, "A", a), (f2, "B", b)):
+    for col, label, sel in ((f1, "A", sel_a), (f2, "B", sel_b)):
         with col:
             st.markdown(f"**Findings in {label}**")
-            st.dataframe(model.findings_frame(rep), hide_index=True)
+            charts.table(data.findings_frame(sel), {"saving ms/step": "%.1f"})
 
 
 if __name__ == "__main__":

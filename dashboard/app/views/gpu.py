@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from rankscope.dashboard.analysis.activity import trace_span
-from rankscope.dashboard.app import charts, data, model
+from rankscope.dashboard.app import charts, data
 
 # (title, fields, scale to the unit shown, unit, what to look for)
 GROUPS = (
@@ -79,65 +77,32 @@ GROUPS = (
     ),
 )
 MAX_STEP_BANDS = 200
-FIELD_LABELS = {
-    "gpu_util_pct": "NVML utilisation",
-    "mem_util_pct": "NVML memory-bus utilisation",
-    "gpm_sm_activity_pct": "GPM SM activity",
-    "gpm_sm_occupancy_pct": "GPM SM occupancy",
-    "gpm_tensor_activity_pct": "GPM tensor activity",
-    "gpm_dram_bw_pct": "GPM DRAM bandwidth",
-    "sm_clock_mhz": "SM clock",
-    "mem_clock_mhz": "memory clock",
-    "pcie_tx_kbs": "PCIe tx",
-    "pcie_rx_kbs": "PCIe rx",
-    "nvlink_tx_kbs": "NVLink tx",
-    "nvlink_rx_kbs": "NVLink rx",
-}
 
 
-def _bands(fig: go.Figure, a: object, t0: int) -> None:
+def _bands(fig: go.Figure, t0: int) -> None:
     """Shade profiler windows (blue) and analysed steps (grey, alternating)."""
-    from rankscope.dashboard.analysis.analyse import Analysis
-
-    assert isinstance(a, Analysis)
-    spans = [s for s in (trace_span(rd) for rd in a.run.ranks.values()) if s is not None]
-    if spans:
-        lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
+    window, steps = data.time_bands(t0, MAX_STEP_BANDS)
+    if window:
         fig.add_vrect(
-            x0=(lo - t0) / 1e9,
-            x1=(hi - t0) / 1e9,
+            x0=window[0],
+            x1=window[1],
             fillcolor="#90caf9",
             opacity=0.25,
             line_width=0,
             layer="below",
         )
-    steps = [s for s in a.steps if s >= 0][:MAX_STEP_BANDS]
-    for i, step in enumerate(steps):
-        starts = [w[step][0] for w in a.windows.values() if step in w]
-        ends = [w[step][1] for w in a.windows.values() if step in w]
-        if starts and i % 2 == 0:
-            fig.add_vrect(
-                x0=(min(starts) - t0) / 1e9,
-                x1=(max(ends) - t0) / 1e9,
-                fillcolor="#9e9e9e",
-                opacity=0.15,
-                line_width=0,
-                layer="below",
-            )
+    for x0, x1 in steps:
+        fig.add_vrect(x0=x0, x1=x1, fillcolor="#9e9e9e", opacity=0.15, line_width=0, layer="below")
 
 
 def render() -> None:
     a = data.analysis()
-    report = data.report()
     st.title("GPU utilisation")
 
     st.subheader("How busy each GPU was, measured three ways")
-    util = model.utilisation_frame(report)
     if a.has_gpu:
-        long = util.melt(id_vars="rank", var_name="measure", value_name="pct").dropna()
-        long["rank"] = long["rank"].map(charts.rank_label)
         fig = px.bar(
-            long,
+            data.utilisation_long(),
             x="rank",
             y="pct",
             color="measure",
@@ -156,22 +121,10 @@ def render() -> None:
         st.info(
             "No GPU events in these traces: a CPU-only job. Telemetry below, if any, is host-side."
         )
-    st.dataframe(util, hide_index=True)
+    charts.table(data.utilisation_frame())
 
-    idle_rows = [
-        {"rank": f"rank {r['rank']}", **r["idle_breakdown"]}
-        for r in report["ranks"]
-        if r.get("idle_breakdown")
-    ]
-    if idle_rows:
-        idle = pd.DataFrame(idle_rows).melt(id_vars="rank", var_name="why", value_name="ms")
-        idle["why"] = idle["why"].map(
-            {
-                "host_wait_ms": "waiting for the host to launch",
-                "kernel_wait_ms": "launch gaps",
-                "other_ms": "other (syncs, dependencies)",
-            }
-        )
+    idle = data.idle_long()
+    if not idle.empty:
         fig = px.bar(
             idle,
             x="rank",
@@ -187,40 +140,26 @@ def render() -> None:
         )
 
     st.subheader("Telemetry over time")
-    starts = [
-        int(rd.telemetry["ts_ns"].min())
-        for rd in a.run.ranks.values()
-        if len(rd.telemetry) and "ts_ns" in rd.telemetry
-    ]
-    if not starts:
+    t0 = data.telemetry_start_ns()
+    if t0 is None:
         st.info("No telemetry recorded for this run (NVML sampling was off or unavailable).")
         return
-    t0 = min(starts)
-    tel = model.telemetry_frame(a.run, t0)
     shown = 0
     cols = st.columns(2)
     for title, fields, scale, unit, caption in GROUPS:
-        present = [f for f in fields if f in tel.columns and tel[f].notna().any()]
-        if not present:
+        long = data.telemetry_long(t0, fields, scale)
+        if long.empty:
             continue
-        long = (
-            tel[["rank", "t_s", *present]]
-            .melt(id_vars=["rank", "t_s"], var_name="field", value_name="value")
-            .dropna()
-        )
-        long["value"] = long["value"] * scale
-        long["field"] = long["field"].map(lambda f: FIELD_LABELS.get(f, f))
-        long["rank"] = long["rank"].map(charts.rank_label)
         fig = px.line(
             long,
             x="t_s",
             y="value",
             color="rank",
-            line_dash="field" if len(present) > 1 else None,
+            line_dash="field" if long["field"].nunique() > 1 else None,
             labels={"t_s": "seconds since the first sample", "value": unit},
             title=title,
         )
-        _bands(fig, a, t0)
+        _bands(fig, t0)
         with cols[shown % 2]:
             charts.show(charts.tidy(fig, height=300), caption, key=f"tel-{title}")
         shown += 1

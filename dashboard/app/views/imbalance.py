@@ -5,9 +5,7 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from rankscope.dashboard.analysis import timeline
-from rankscope.dashboard.analysis.imbalance import IMBALANCE_METRICS
-from rankscope.dashboard.app import charts, data, model
+from rankscope.dashboard.app import charts, data
 
 HEATMAPS = (
     (
@@ -39,16 +37,14 @@ DISTRIBUTION_METRICS = {
 
 def render() -> None:
     a = data.analysis()
-    report = data.report()
     st.title("Load imbalance")
     if len(a.run.ranks) < 2:
         st.info("One rank only: there is nothing to balance.")
-    breakdown = a.breakdown
 
     cols = st.columns(len(HEATMAPS))
     for col, (metric, title, caption) in zip(cols, HEATMAPS, strict=True):
         with col:
-            matrix = model.rank_step_matrix(breakdown, metric)
+            matrix = data.rank_step_matrix(metric)
             fig = px.imshow(
                 matrix,
                 text_auto=".0f",
@@ -57,18 +53,12 @@ def render() -> None:
                 labels={"x": "step", "y": "rank", "color": "ms"},
                 title=title,
             )
-            fig.update_yaxes(
-                tickmode="array",
-                tickvals=list(matrix.index),
-                ticktext=[f"rank {r}" for r in matrix.index],
-            )
-            fig.update_xaxes(type="category")
+            charts.integer_axes(fig, matrix)
             charts.show(charts.tidy(fig, height=300), caption, key=f"heat-{metric}")
 
     st.subheader("Per-rank distribution over steps")
     label = st.selectbox("Metric", list(DISTRIBUTION_METRICS), index=2, key="rs_imbalance_metric")
-    steps = model.steps_frame(breakdown)
-    steps["rank"] = steps["rank"].map(charts.rank_label)
+    steps = data.steps_by_rank()
     fig = px.box(
         steps,
         x="rank",
@@ -83,14 +73,12 @@ def render() -> None:
     )
 
     st.subheader("Who arrived last")
-    last = timeline.last_arrivals_by_step(a.collectives)
-    if not len(last):
+    matrix = data.last_arrival_matrix()
+    if matrix.empty:
         st.info(
             "No collective was matched across ranks in these steps, so arrival order is unknown."
         )
     else:
-        matrix = model.table_matrix(last, "rank", "step", "last_arrivals")
-        matrix = matrix.reindex(index=sorted(a.run.ranks), fill_value=0)
         fig = px.imshow(
             matrix,
             text_auto=True,
@@ -99,12 +87,7 @@ def render() -> None:
             labels={"x": "step", "y": "rank", "color": "collectives"},
             title="Collectives each rank arrived last at, per step",
         )
-        fig.update_yaxes(
-            tickmode="array",
-            tickvals=list(matrix.index),
-            ticktext=[f"rank {r}" for r in matrix.index],
-        )
-        fig.update_xaxes(type="category")
+        charts.integer_axes(fig, matrix)
         charts.show(
             charts.tidy(fig, height=280),
             "One row lit in every column means the same rank is last at every step: a persistent"
@@ -113,16 +96,10 @@ def render() -> None:
         )
 
     st.subheader("Imbalance per metric")
-    rows = [
-        {
-            "metric": m,
-            **{k: v for k, v in vals.items() if k != "max_rank"},
-            "max rank": vals["max_rank"],
-        }
-        for m in IMBALANCE_METRICS
-        if isinstance(vals := report["imbalance"].get(m), dict)
-    ]
-    st.dataframe(rows, hide_index=True)
+    charts.table(
+        data.imbalance_frame(),
+        {c: "%.3f" for c in ("mean", "max", "min", "max_over_mean", "cv")},
+    )
     st.caption("max/mean near 1 is balanced; cv is the spread across ranks relative to the mean.")
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
-import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.app import charts, data
 
 
@@ -15,11 +13,14 @@ def render() -> None:
     a = data.analysis()
     st.title("Kernels")
     if not a.kernels:
-        st.info("No GPU kernels in the analysed steps (a CPU-only trace).")
+        if not a.steps:
+            st.info(wording.NO_KERNELS_NO_TRACE)
+        elif not a.has_gpu:
+            st.info(wording.NO_KERNELS_CPU_ONLY)
+        else:
+            st.info(wording.NO_KERNELS_IN_STEPS)
         return
-    df = pd.DataFrame([asdict(k) for k in a.kernels])
-    # Numbered: two long names may share their first characters.
-    df["kernel"] = [f"{i}. {charts.short_name(n, 60)}" for i, n in enumerate(df["name"], 1)]
+    df = data.kernels_frame()
     top = df.iloc[::-1]
     fig = go.Figure(
         go.Bar(
@@ -43,7 +44,7 @@ def render() -> None:
         "Long whiskers mean ranks do different amounts of this kernel's work: uneven inputs,"
         " not a slow GPU.",
     )
-    st.dataframe(
+    charts.table(
         df[
             [
                 "name",
@@ -56,7 +57,13 @@ def render() -> None:
                 "spread_cv",
             ]
         ],
-        hide_index=True,
+        {
+            "ms_per_step": "%.3f",
+            "calls_per_step": "%.1f",
+            "min_rank_ms": "%.3f",
+            "max_rank_ms": "%.3f",
+            "spread_cv": "%.2f",
+        },
         column_config={
             "name": st.column_config.TextColumn("kernel", width="large"),
             "ms_per_step": "ms/step",

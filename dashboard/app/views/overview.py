@@ -8,6 +8,7 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
+from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.app import charts, data, model
 from rankscope.dashboard.render import no_straggler_sentence, render_json, render_markdown
 
@@ -81,26 +82,24 @@ def render() -> None:
     elif no_straggler := no_straggler_sentence(report):
         st.success(no_straggler, icon=":material/check:")
 
-    ranks = model.ranks_frame(report)
+    ranks = data.ranks_frame()
+    figures = model.headline_numbers(report)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Step time", f"{run['step_ms']:.1f} ms")
-    stragglers = report["stragglers"]
+    c1.metric("Step time", figures["step"])
     c2.metric(
         "Straggler",
-        f"rank {stragglers[0]['rank']}" if stragglers else "none",
-        model.CAUSE_TEXT.get(stragglers[0]["cause"], "").split(" (")[0] if stragglers else None,
+        figures["straggler"],
+        figures["straggler_cause"],
         delta_color="off",
         delta_arrow="off",
     )
     if len(ranks):
-        waits = ranks["comm_wait_ms"].dropna()
-        c3.metric("Waiting in collectives", f"{waits.mean():.1f} ms/step" if len(waits) else "–")
-        busy = ranks["gpu_busy_pct"].dropna()
-        c4.metric("GPU busy (trace)", f"{busy.mean():.0f}%" if len(busy) else "no GPU")
+        c3.metric("Waiting in collectives", figures["wait"])
+        c4.metric("GPU busy (trace)", figures["busy"])
 
     st.subheader("Findings, worst first")
     if not report["findings"]:
-        st.write("Nothing stands out: no finding would save at least 5% of the step.")
+        st.write(wording.NO_FINDINGS)
     for i, f in enumerate(report["findings"], 1):
         saving = f["est_saving_ms_per_step"]
         st.markdown(
@@ -125,7 +124,7 @@ def render() -> None:
             " what differs is how each rank fills its step (right).",
         )
     with right:
-        parts = model.breakdown_long(report)
+        parts = data.breakdown_long()
         fig = px.bar(
             parts,
             x="rank",

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from rankscope.dashboard.analysis.timeline import CATEGORIES, CATEGORY_LABELS
-from rankscope.dashboard.app import charts, data, model
+from rankscope.dashboard.app import charts, data
 
 
 def render() -> None:
@@ -19,10 +19,8 @@ def render() -> None:
             " `rankscope attach RUN --steps 3` while the job runs."
         )
         return
-    frame = model.steps_frame(a.breakdown)
     # Start on the slowest step: that is where a straggler shows most.
-    longest = frame.groupby("step")["step_ms"].max()
-    slowest = int(longest.index[int(longest.to_numpy().argmax())]) if len(longest) else steps[0]
+    slowest = data.slowest_step()
     step = st.selectbox(
         "Step",
         steps,
@@ -68,16 +66,8 @@ def render() -> None:
         f"{len(segments):,} shapes drawn; stretches shorter than about a pixel are merged."
         " Rows are each rank's own clock, aligned at its start of the step."
     )
-    rows = frame[frame["step"] == step].drop(columns=["step"])
-    st.dataframe(
-        rows,
-        hide_index=True,
-        column_config={
-            c: st.column_config.NumberColumn(format="%.1f")
-            for c in rows.columns
-            if c.endswith("_ms")
-        },
-    )
+    rows = data.step_rows(step)
+    charts.table(rows, {c: "%.1f" for c in rows.columns if c.endswith("_ms")})
     st.caption("This step's breakdown per rank (ms).")
 
 

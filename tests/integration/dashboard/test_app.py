@@ -292,3 +292,59 @@ def test_every_page_copes_with_a_telemetry_only_run(
         _clean(at)
     at.switch_page("views/gpu.py").run()
     assert len(at.get("plotly_chart")) >= 1  # the NVML timeline is there without a trace
+
+
+# --- the views' rough edges: whole-number axes, no "None" in tables, an empty page says why ---
+
+
+def _figures(at: AppTest) -> list[dict]:
+    import json
+
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+@pytest.mark.parametrize("page", ["communication", "imbalance"])
+def test_heatmaps_tick_whole_ranks_and_steps(app: tuple[str, AppTest], page: str) -> None:
+    """Rank and step (or collective) axes never show ticks between cells such as -0.5 or 0.5."""
+    _, at = app
+    at.switch_page(f"views/{page}.py").run()
+    _clean(at)
+    heatmaps = [f for f in _figures(at) if f["data"] and f["data"][0]["type"] == "heatmap"]
+    assert heatmaps, f"{page}: no heatmap"
+    for fig in heatmaps:
+        x, y = fig["layout"]["xaxis"], fig["layout"]["yaxis"]
+        assert x.get("type") == "category"  # one tick per step / collective, as labelled
+        assert y["tickmode"] == "array"
+        assert all(float(v).is_integer() for v in y["tickvals"])
+        assert y["ticktext"] == [f"rank {int(v)}" for v in y["tickvals"]]
+
+
+def test_tables_show_a_dash_where_a_value_is_missing(app: tuple[str, AppTest]) -> None:
+    from rankscope.dashboard.app.charts import MISSING
+
+    name, at = app
+    seen = 0
+    for page in ("overview", *PAGES):
+        at.switch_page(f"views/{page}.py").run()
+        _clean(at)
+        for table in at.dataframe:
+            assert table.proto.placeholder == MISSING, f"{page}: a table would print None"
+            seen += 1
+    assert seen >= 6
+    if name == "sample":
+        # gloo on CPU records no message sizes: that cell is missing, drawn as a dash.
+        at.switch_page("views/communication.py").run()
+        assert at.dataframe[0].value["message MB"].isna().all()
+
+
+def test_kernels_page_says_why_it_is_empty_on_a_cpu_only_run(app: tuple[str, AppTest]) -> None:
+    from rankscope.dashboard.analysis.wording import NO_KERNELS_CPU_ONLY
+
+    name, at = app
+    at.switch_page("views/kernels.py").run()
+    _clean(at)
+    if name == "sample":
+        assert [i.value for i in at.info] == [NO_KERNELS_CPU_ONLY]
+        assert "CPU-only" in NO_KERNELS_CPU_ONLY and NO_KERNELS_CPU_ONLY.count(". ") == 0
+    else:
+        assert not at.info and len(at.dataframe) == 1
