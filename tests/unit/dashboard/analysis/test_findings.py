@@ -1,0 +1,126 @@
+"""Each findings rule (``analysis.findings``) on small hand-made facts of a 100 ms step."""
+
+from __future__ import annotations
+
+from rankscope.dashboard.analysis import findings as fd
+from rankscope.dashboard.analysis.results import (
+    BREAKDOWN_COLUMNS,
+    GpuUtilisation,
+    RankBreakdown,
+    Straggler,
+)
+
+STEP_MS = 100.0
+
+
+def breakdown(rank: int, **values: float) -> RankBreakdown:
+    return RankBreakdown.from_columns(
+        rank, {c: 0.0 for c in BREAKDOWN_COLUMNS} | {"step_ms": STEP_MS} | values
+    )
+
+
+def straggler(rank: int, caused_wait_ms: float) -> Straggler:
+    return Straggler(
+        rank=rank,
+        cause="data_loading",
+        severity="high",
+        excess_ms_per_step=caused_wait_ms,
+        caused_wait_ms_per_step=caused_wait_ms,
+        cause_excess_ms_per_step=caused_wait_ms,
+        last_arrivals=6,
+        evidence="data loading 70.0 ms/step vs 40.0 ms",
+    )
+
+
+def facts(
+    per_rank: list[RankBreakdown],
+    stragglers: tuple[Straggler, ...] = (),
+    busy_pct: tuple[float | None, ...] | None = None,
+    has_gpu: bool = True,
+) -> fd.RunFacts:
+    busy = busy_pct or tuple(90.0 for _ in per_rank)
+    return fd.RunFacts(
+        per_rank={b.rank: b for b in per_rank},
+        stragglers=list(stragglers),
+        utilisation={
+            b.rank: GpuUtilisation(gpu_busy_pct=p) for b, p in zip(per_rank, busy, strict=True)
+        },
+        has_gpu=has_gpu,
+        step_ms=STEP_MS,
+    )
+
+
+def test_straggler_rule_saves_what_the_others_wait() -> None:
+    f = facts([breakdown(r) for r in range(3)], (straggler(2, 30.0),))
+    (found,) = fd.straggler_rule(f)
+    assert (found.kind, found.ranks, found.severity) == ("straggler", [2], "high")
+    assert found.est_saving_ms_per_step == 30.0
+    assert found.title == "Rank 2 holds the others back: data loading"
+    assert found.detail.startswith("Rank 2 arrives last at collectives; the other 2 rank(s) wait")
+
+
+def test_exposed_communication_rule_counts_transfer_not_waiting() -> None:
+    # 20 ms exposed of which 5 ms waiting: 15 ms of transfer nothing hides
+    ranks = [breakdown(r, comm_ms=30, comm_exposed_ms=20, comm_wait_ms=5) for r in range(2)]
+    (found,) = fd.exposed_communication_rule(facts(ranks))
+    assert (found.est_saving_ms_per_step, found.severity) == (15.0, "medium")
+    assert found.ranks == [0, 1]
+    assert "20.0 ms/step of communication is exposed (of 30.0 ms)" in found.detail
+    # mostly waiting: a straggler's finding, not this one (8 - 5 = 3 ms < 5% of the step)
+    waiting = [breakdown(r, comm_ms=30, comm_exposed_ms=8, comm_wait_ms=5) for r in range(2)]
+    assert fd.exposed_communication_rule(facts(waiting)) == []
+
+
+def test_data_loading_rule_leaves_the_straggler_out() -> None:
+    ranks = [breakdown(0, data_exposed_ms=6), breakdown(1, data_exposed_ms=8)]
+    ranks.append(breakdown(2, data_exposed_ms=70))
+    (found,) = fd.data_loading_rule(facts(ranks, (straggler(2, 30.0),)))
+    assert found.ranks == [0, 1]
+    assert (found.est_saving_ms_per_step, found.severity) == (7.0, "low")
+    assert fd.data_loading_rule(facts([breakdown(0, data_exposed_ms=4)])) == []
+
+
+def test_host_bound_rule_needs_a_gpu_to_starve() -> None:
+    ranks = [breakdown(0, host_ms=10), breakdown(1, host_ms=14)]
+    (found,) = fd.host_bound_rule(facts(ranks))
+    assert (found.est_saving_ms_per_step, found.severity, found.ranks) == (12.0, "medium", [0, 1])
+    assert found.title == "The GPU waits on the host"
+    assert fd.host_bound_rule(facts(ranks, has_gpu=False)) == []
+
+
+def test_compute_imbalance_rule_names_the_slowest_rank() -> None:
+    ranks = [breakdown(0, compute_ms=40), breakdown(1, compute_ms=40)]
+    ranks.append(breakdown(2, compute_ms=60))
+    (found,) = fd.compute_imbalance_rule(facts(ranks))
+    assert found.title == "Rank 2 computes 1.5x the median"
+    assert (found.ranks, found.est_saving_ms_per_step, found.severity) == ([2], 20.0, "high")
+    # 10% more compute is not worth a line (ratio under 1.2)
+    even = [breakdown(0, compute_ms=40), breakdown(1, compute_ms=44)]
+    assert fd.compute_imbalance_rule(facts(even)) == []
+
+
+def test_low_gpu_utilisation_rule_saves_nothing_itself() -> None:
+    ranks = [breakdown(0), breakdown(1), breakdown(2)]
+    (found,) = fd.low_gpu_utilisation_rule(facts(ranks, busy_pct=(30.0, 40.0, None)))
+    assert found.title == "GPUs are busy only 35% of the step"
+    assert (found.severity, found.est_saving_ms_per_step) == ("medium", 0.0)
+    assert "65.0 ms/step the GPU does nothing" in found.detail
+    (idle,) = fd.low_gpu_utilisation_rule(facts(ranks, busy_pct=(10.0, 10.0, 10.0)))
+    assert idle.severity == "high"
+    assert fd.low_gpu_utilisation_rule(facts(ranks, busy_pct=(60.0, 60.0, 60.0))) == []
+
+
+def test_findings_are_sorted_by_saving() -> None:
+    ranks = [
+        breakdown(0, compute_ms=40, host_ms=12),
+        breakdown(1, compute_ms=40, host_ms=12),
+        breakdown(2, compute_ms=60, host_ms=12),
+    ]
+    found = fd.findings(facts(ranks))
+    assert [(f.kind, f.est_saving_ms_per_step) for f in found] == [
+        ("compute_imbalance", 20.0),
+        ("host_bound", 12.0),
+    ]
+    assert fd.findings(facts(ranks), rules=(fd.host_bound_rule,))[0].kind == "host_bound"
+    no_steps = fd.RunFacts({}, [], {}, has_gpu=True, step_ms=0.0)
+    assert fd.findings(no_steps) == []
