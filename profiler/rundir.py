@@ -79,6 +79,13 @@ Finding runs (``find_runs``, ``find_run``) lives here too, so the report and the
 dashboard accept the same paths: a run directory, a trace folder, a trace file,
 or a folder holding runs.
 
+Bounds on numbers read from these files (a number read from disk never sizes an
+allocation unchecked): a rank is 0..MAX_WORLD_SIZE-1 and a world size
+1..MAX_WORLD_SIZE (2^20); a step is 0..MAX_STEP (2^53); a ``*_ns`` timestamp is a
+non-negative int64. Readers drop a record or field outside these bounds (and
+``read_run_manifest`` says so under ``problems``). Every reader opens files through
+``rankscope.profiler.safeio``: regular files only, never blocking, bounded reads.
+
 This module imports only the standard library: it runs inside training jobs.
 """
 
@@ -91,8 +98,9 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
+from rankscope.profiler import safeio
 from rankscope.profiler.errors import RankscopeError
 
 RUN_SCHEMA = "rankscope.run/1"
@@ -111,8 +119,16 @@ REQUEST_FILE = "attach.request.json"
 # Attach requests: what a rank accepts at all (see the docstring).
 REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_ATTACH_STEPS = 100
+# How far past a rank's current step a request may start: further ahead, a
+# forgotten request would hold the channel for the rest of the job.
+MAX_ATTACH_LEAD_STEPS = 100_000
 MAX_REQUEST_BYTES = 4096
-ACK_STATES = ("accepted", "started", "done", "refused", "failed")
+ACK_STATES = ("accepted", "started", "done", "refused", "failed", "cancelled")
+
+# Bounds on numbers read from run files (see the module docstring).
+MAX_WORLD_SIZE = 1 << 20
+MAX_STEP = 1 << 53
+INT64_MAX = (1 << 63) - 1
 
 TRACE_SUFFIXES = (".pt.trace.json.gz", ".pt.trace.json", ".json.gz", ".json")
 
@@ -214,28 +230,57 @@ def write_json_atomic(path: Path, obj: Any, *, fsync: bool = True) -> None:
         raise
 
 
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def valid_rank(value: Any) -> TypeGuard[int]:
+    return type(value) is int and 0 <= value < MAX_WORLD_SIZE
+
+
+def valid_world_size(value: Any) -> TypeGuard[int]:
+    return type(value) is int and 0 < value <= MAX_WORLD_SIZE
+
+
+def valid_ns(value: Any) -> TypeGuard[int]:
+    return type(value) is int and 0 <= value <= INT64_MAX
+
+
+def read_json(path: Path, *, nofollow: bool = False, dir_fd: int | None = None) -> Any:
+    """A small JSON file's value: regular files only (``safeio``), at most MAX_JSON_BYTES.
+
+    Raises ``OSError`` (including ``safeio.UnsafeFile``) or ``ValueError`` (bad JSON,
+    bad UTF-8, nesting too deep), nothing else.
+    """
+    data = safeio.read_bytes(path, safeio.MAX_JSON_BYTES, nofollow=nofollow, dir_fd=dir_fd)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
 
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield each complete JSON object line; a torn last line (a crash) is skipped."""
+    """Yield each complete JSON object line; a torn last line (a crash) is skipped.
+
+    So is any line that is not UTF-8 or not JSON, or longer than
+    ``safeio.MAX_LINE_BYTES``; an unreadable file (not a regular file, say) yields nothing.
+    """
     try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with below
-    except OSError:
-        return
-    with f:
-        for line in f:
-            line = line.strip()
-            if not line:
+        lines = safeio.read_lines(path)
+        for raw in lines:
+            raw = raw.strip()
+            if not raw:
                 continue
             try:
-                obj = json.loads(line)
-            except ValueError:
+                obj = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError):
                 continue
             if isinstance(obj, dict):
                 yield obj
+    except OSError:
+        return
+
+
+def _finite_number(value: Any) -> bool:
+    if type(value) is float:
+        return value == value and abs(value) != float("inf")
+    return type(value) is int and -INT64_MAX <= value <= INT64_MAX
 
 
 @dataclass(frozen=True)
@@ -266,26 +311,52 @@ def read_run_manifest(run_dir: Path) -> dict[str, Any]:
     """The run manifest with every rank's manifest merged in under ``ranks``.
 
     Missing or unreadable files give what could be read: a crashed job still
-    has a usable run directory.
+    has a usable run directory. What was left out (an unreadable manifest, a rank
+    or world size out of bounds) is listed, one line each, under ``problems``.
     """
     run_dir = Path(run_dir)
     manifest: dict[str, Any] = {}
+    problems: list[str] = []
     try:
         loaded = read_json(run_dir / RUN_MANIFEST)
         if isinstance(loaded, dict):
             manifest = loaded
-    except (OSError, ValueError):
+        else:
+            problems.append(f"{RUN_MANIFEST}: not a JSON object; ignored")
+    except FileNotFoundError:
         pass
+    except (OSError, ValueError) as e:
+        problems.append(f"{RUN_MANIFEST}: {_reason(e)}; ignored")
+    if "world_size" in manifest and not valid_world_size(manifest["world_size"]):
+        problems.append(
+            f"{RUN_MANIFEST}: world_size {str(manifest['world_size'])[:40]} is not an"
+            f" integer in 1..{MAX_WORLD_SIZE}; ignored"
+        )
+        del manifest["world_size"]
     ranks: dict[int, dict[str, Any]] = {}
     for p in sorted(run_dir.glob("rank*.meta.json")):
         try:
             meta = read_json(p)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
+            problems.append(f"{p.name}: {_reason(e)}; ignored")
             continue
-        if isinstance(meta, dict) and isinstance(meta.get("rank"), int):
-            ranks[meta["rank"]] = meta
+        if not isinstance(meta, dict) or not valid_rank(meta.get("rank")):
+            problems.append(f"{p.name}: no rank in 0..{MAX_WORLD_SIZE - 1}; ignored")
+            continue
+        if "world_size" in meta and not valid_world_size(meta["world_size"]):
+            del meta["world_size"]
+        ranks[meta["rank"]] = meta
     manifest["ranks"] = ranks
+    manifest["problems"] = problems
     return manifest
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, safeio.UnsafeFile):
+        return e.reason
+    if isinstance(e, OSError):
+        return f"cannot read it ({e.strerror or e})"
+    return f"not valid JSON ({type(e).__name__})"
 
 
 def capture_windows(run_dir: Path) -> list[CaptureWindow]:
@@ -303,16 +374,48 @@ def capture_windows(run_dir: Path) -> list[CaptureWindow]:
 
 
 def read_steps(run_dir: Path, rank: int) -> list[dict[str, Any]]:
-    """The step timer's records for a rank: dicts with step, start_ns, end_ns."""
+    """The step timer's records for a rank: dicts with step, start_ns, end_ns.
+
+    Records whose step is not in 0..MAX_STEP, whose times are not int64
+    nanoseconds, or which end before they start are dropped.
+    """
     rows = []
     for obj in iter_jsonl(steps_path(run_dir, rank)):
-        if {"step", "start_ns", "end_ns"} <= obj.keys():
+        step, start, end = obj.get("step"), obj.get("start_ns"), obj.get("end_ns")
+        if (
+            type(step) is int
+            and 0 <= step <= MAX_STEP
+            and valid_ns(start)
+            and valid_ns(end)
+            and end >= start
+        ):
             rows.append(obj)
     return rows
 
 
+def clean_sample(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """A telemetry record with a valid ``ts_ns`` and only finite numbers, or None."""
+    if not valid_ns(obj.get("ts_ns")):
+        return None
+    return {
+        k: v
+        for k, v in obj.items()
+        if not isinstance(v, int | float) or isinstance(v, bool) or _finite_number(v)
+    }
+
+
 def read_telemetry(run_dir: Path, rank: int) -> list[dict[str, Any]]:
-    return [o for o in iter_jsonl(telemetry_path(run_dir, rank)) if "ts_ns" in o]
+    return read_samples(telemetry_path(run_dir, rank))
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """Telemetry records of one JSONL file (``clean_sample`` applied; headers skipped)."""
+    out = []
+    for o in iter_jsonl(path):
+        row = clean_sample(o)
+        if row is not None:
+            out.append(row)
+    return out
 
 
 def ranks_with_files(run_dir: Path, pattern: str) -> Iterable[tuple[int, Path]]:
@@ -322,36 +425,113 @@ def ranks_with_files(run_dir: Path, pattern: str) -> Iterable[tuple[int, Path]]:
             yield r, p
 
 
+def control_dir_problem(run_dir: Path) -> str | None:
+    """Why ``control/`` must not be used (a symlink, not a directory), or None."""
+    import stat
+
+    try:
+        st = os.lstat(control_dir(run_dir))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"{CONTROL_DIR}/ cannot be read ({e.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{CONTROL_DIR}/ is a symlink; refusing to use it"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{CONTROL_DIR} is not a directory"
+    return None
+
+
+def _control_files(run_dir: Path, pattern: str) -> list[Path]:
+    # A symlinked control/ is never followed: it could point anywhere.
+    if control_dir_problem(run_dir) is not None:
+        return []
+    return sorted(control_dir(run_dir).glob(pattern))
+
+
 def _read_control_json(path: Path, schema: str) -> dict[str, Any] | None:
     try:
-        obj = read_json(path)
+        obj = read_json(path, nofollow=True)
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) and obj.get("schema") == schema else None
 
 
-def read_heartbeats(run_dir: Path) -> dict[int, dict[str, Any]]:
-    """rank -> its latest heartbeat (unreadable or foreign files are left out)."""
+def heartbeat_problem(hb: dict[str, Any]) -> str | None:
+    """Why a heartbeat cannot be trusted (a field of the wrong type or out of range), or None."""
+    if not valid_rank(hb.get("rank")):
+        return f"rank is not an integer in 0..{MAX_WORLD_SIZE - 1}"
+    if not valid_ns(hb.get("ts_ns")):
+        return "ts_ns is not an int64 of nanoseconds"
+    if "start_ns" in hb and hb["start_ns"] is not None and not valid_ns(hb["start_ns"]):
+        return "start_ns is not an int64 of nanoseconds"
+    if "world_size" in hb and not valid_world_size(hb["world_size"]):
+        return f"world_size is not an integer in 1..{MAX_WORLD_SIZE}"
+    step = hb.get("step", 0)
+    if type(step) is not int or not 0 <= step <= MAX_STEP:
+        return f"step is not an integer in 0..{MAX_STEP}"
+    rate = hb.get("steps_per_s")
+    if rate is not None and not (_finite_number(rate) and rate >= 0):
+        return "steps_per_s is not a finite number"
+    if "pid" in hb and type(hb["pid"]) is not int:
+        return "pid is not an integer"
+    for key in ("host", "state"):
+        if key in hb and (not isinstance(hb[key], str) or len(hb[key]) > 256):
+            return f"{key} is not a short string"
+    return None
+
+
+def read_heartbeats(run_dir: Path, bad: dict[str, str] | None = None) -> dict[int, dict[str, Any]]:
+    """rank -> its latest heartbeat (unreadable or foreign files are left out).
+
+    A heartbeat that fails ``heartbeat_problem`` is left out too; with ``bad``,
+    its file name is recorded there with the reason.
+    """
     out: dict[int, dict[str, Any]] = {}
-    for p in sorted(control_dir(run_dir).glob("rank*.heartbeat.json")):
+    for p in _control_files(run_dir, "rank*.heartbeat.json"):
         hb = _read_control_json(p, HEARTBEAT_SCHEMA)
-        if hb is not None and isinstance(hb.get("rank"), int):
-            out[hb["rank"]] = hb
+        if hb is None:
+            continue
+        problem = heartbeat_problem(hb)
+        if problem is not None:
+            if bad is not None:
+                bad[p.name] = problem
+            continue
+        out[hb["rank"]] = hb
     return out
 
 
+def _valid_answer(ans: Any) -> bool:
+    return (
+        isinstance(ans, dict)
+        and isinstance(ans.get("id"), str)
+        and ans.get("state") in ACK_STATES
+        and all(
+            ans.get(k) is None or (type(ans.get(k)) is int and 0 <= ans[k] <= MAX_STEP)
+            for k in ("first_step", "last_step")
+        )
+    )
+
+
 def read_acks(run_dir: Path) -> dict[int, dict[str, Any]]:
-    """rank -> its latest attach answer."""
+    """rank -> its latest attach answer (answers of the wrong shape are left out)."""
     out: dict[int, dict[str, Any]] = {}
-    for p in sorted(control_dir(run_dir).glob("rank*.ack.json")):
+    for p in _control_files(run_dir, "rank*.ack.json"):
         ack = _read_control_json(p, ACK_SCHEMA)
-        if ack is not None and isinstance(ack.get("rank"), int):
-            out[ack["rank"]] = ack
+        if ack is None or not valid_rank(ack.get("rank")) or not _valid_answer(ack):
+            continue
+        history = ack.get("history")
+        ack["history"] = (
+            [a for a in history[-64:] if _valid_answer(a)] if isinstance(history, list) else []
+        )
+        out[ack["rank"]] = ack
     return out
 
 
 def read_request(run_dir: Path) -> dict[str, Any] | None:
     """The current attach request as written, or None (the attach command's view)."""
+    if control_dir_problem(run_dir) is not None:
+        return None
     return _read_control_json(request_path(run_dir), REQUEST_SCHEMA)
 
 

@@ -5,7 +5,9 @@ an edited or replaced file, or a new parser, misses the cache. Entries live in
 ``$RANKSCOPE_CACHE_DIR`` when set, else the per-user cache directory
 (``~/.cache/rankscope`` on Linux). Traces smaller than ``MIN_CACHED_BYTES``
 are not cached (see there). A cache that cannot be written is skipped
-silently: caching speeds things up, it is never required.
+silently: caching speeds things up, it is never required. An entry that cannot
+be read back whole (see ``load``) is removed and rewritten, never trusted; its
+files are opened through ``rankscope.profiler.safeio`` (no FIFO, no symlink).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from typing import TYPE_CHECKING
 
 from rankscope.dashboard.ingest.kineto import RankTrace
 from rankscope.dashboard.ingest.table import Table
+from rankscope.profiler import safeio
 
 if TYPE_CHECKING:
     import pyarrow as pa  # noqa: F401
 
 # Bump whenever parse_trace's output changes, so old entries are never read.
-INGEST_VERSION = 5
+INGEST_VERSION = 6
 # Parsing a trace under ~1 MB (gzipped) takes about as long as importing pyarrow
 # and reading it back, so such files are parsed every time unless
 # $RANKSCOPE_CACHE_MIN_BYTES says otherwise (0 caches everything).
@@ -62,27 +65,75 @@ def worth_caching(path: Path) -> bool:
         return False
 
 
-def load(path: Path) -> RankTrace | None:
-    """The cached tables for ``path``, or None on a miss."""
+def _columns() -> dict[str, set[str]]:
+    """The columns each cached table must have: those ``parse_trace`` produces."""
+    global _COLUMNS
+    if _COLUMNS is None:
+        from rankscope.dashboard.ingest.kineto import empty_trace
+
+        empty = empty_trace()
+        _COLUMNS = {t: set(getattr(empty, t).cols) for t in _TABLES}
+    return _COLUMNS
+
+
+_COLUMNS: dict[str, set[str]] | None = None
+
+
+def _discard(entry: Path) -> None:
+    """Remove a corrupt entry (a file, a FIFO, a directory) so the next store replaces it."""
+    import shutil
+
     try:
-        entry = cache_root() / cache_key(path)
-        meta = json.loads((entry / "meta.json").read_text())
-    except (OSError, ValueError):
-        return None
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink()
+    except OSError:
+        pass
+
+
+def _read_entry(entry: Path, path: Path) -> RankTrace | None:
+    """An entry's tables, checked; None (and the entry removed) when it is not sound."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        # ParquetFile.read, not read_table: the latter imports pandas (~0.3 s).
-        tables = {
-            t: Table.from_arrow(
-                pq.ParquetFile(entry / f"{t}.parquet").read(use_pandas_metadata=False)
-            )
-            for t in _TABLES
-        }
-    except (OSError, pa.ArrowException):
+        meta = json.loads(safeio.read_bytes(entry / "meta.json", safeio.MAX_JSON_BYTES))
+        if not isinstance(meta, dict) or not isinstance(meta.get("pg_ranks", {}), dict):
+            raise ValueError("meta.json is not a trace's metadata")
+        tables: dict[str, Table] = {}
+        for t in _TABLES:
+            fd = safeio.open_regular(entry / f"{t}.parquet", nofollow=True)
+            with os.fdopen(fd, "rb") as f:
+                # ParquetFile.read, not read_table: the latter imports pandas (~0.3 s).
+                table = Table.from_arrow(pq.ParquetFile(f).read(use_pandas_metadata=False))
+            if set(table.cols) != _columns()[t]:
+                raise ValueError(f"{t}.parquet holds other columns")
+            tables[t] = table
+    except FileNotFoundError:
+        if entry.exists():
+            _discard(entry)  # half an entry
+        return None
+    except (OSError, ValueError, RecursionError, pa.ArrowException):
+        _discard(entry)
         return None
     return RankTrace(str(path), meta, **tables)
+
+
+def load(path: Path) -> RankTrace | None:
+    """The cached tables for ``path``, or None on a miss.
+
+    An entry that cannot be read back as the tables ``parse_trace`` makes (a
+    truncated Parquet file, a ``meta.json`` that is not an object, tables of the
+    wrong shape, a FIFO in their place) is removed, so the next ``store`` replaces it.
+    """
+    try:
+        entry = cache_root() / cache_key(path)
+        if not entry.exists() and not entry.is_symlink():
+            return None
+    except OSError:
+        return None
+    return _read_entry(entry, path)
 
 
 def store(trace: RankTrace) -> None:
@@ -96,8 +147,10 @@ def store(trace: RankTrace) -> None:
         root = cache_root()
         root.mkdir(parents=True, exist_ok=True)
         entry = root / cache_key(Path(trace.path))
-        if entry.exists():
-            return
+        if entry.exists() or entry.is_symlink():
+            if _read_entry(entry, Path(trace.path)) is not None:
+                return
+            _discard(entry)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         try:
             for t in _TABLES:
@@ -112,5 +165,5 @@ def store(trace: RankTrace) -> None:
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    except (OSError, pa.ArrowException):
+    except (OSError, ValueError, pa.ArrowException):
         return

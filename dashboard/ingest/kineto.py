@@ -28,7 +28,6 @@ The raw event dicts are dropped as soon as their columns are built.
 from __future__ import annotations
 
 import ast
-import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import msgspec
 import numpy as np
 
 from rankscope.dashboard.ingest.table import Table
+from rankscope.profiler import safeio
 from rankscope.profiler.errors import RankscopeError
 
 GPU_KINDS = {"kernel": "kernel", "gpu_memcpy": "memcpy", "gpu_memset": "memset"}
@@ -147,6 +147,16 @@ class _TraceDoc(msgspec.Struct):
 
 _DECODER = msgspec.json.Decoder(_TraceDoc)
 
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+# Bounds that keep every timestamp an int64 of nanoseconds: |ts| up to ~2096 in
+# microseconds since the epoch, a duration up to ~116 days, a base time up to ~2096.
+# Events outside them are dropped (and counted in meta["dropped_events"]).
+_MAX_TS_US = 4e15
+_MAX_DUR_US = 1e13
+_MAX_BASE_NS = 4 * 10**18
+_MAX_REPR_CHARS = 100_000  # distributedInfo as a Python repr: never literal_eval more
+
 
 @dataclass
 class RankTrace:
@@ -167,6 +177,18 @@ def _to_ns(ts_us: np.ndarray, base_ns: int) -> np.ndarray:
     return base_ns + whole.astype(np.int64) * 1000 + frac_ns
 
 
+def _sane_times(ts_us: np.ndarray, dur_us: np.ndarray) -> np.ndarray:
+    """Rows whose start and duration keep every nanosecond value inside int64."""
+    with np.errstate(invalid="ignore"):
+        return (
+            np.isfinite(ts_us)
+            & np.isfinite(dur_us)
+            & (np.abs(ts_us) <= _MAX_TS_US)
+            & (dur_us >= 0)
+            & (dur_us <= _MAX_DUR_US)
+        )
+
+
 def _dur_ns(dur_us: np.ndarray) -> np.ndarray:
     return np.maximum(np.rint(dur_us * 1000.0), 0).astype(np.int64)
 
@@ -175,13 +197,13 @@ def _parse_mapping(value: Any) -> dict[str, Any]:
     """distributedInfo is a dict in new traces and a Python repr string in some old ones."""
     if isinstance(value, dict):
         return value
-    if isinstance(value, str) and value.strip():
+    if isinstance(value, str) and value.strip() and len(value) <= _MAX_REPR_CHARS:
         try:
             parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            m = re.search(r"'rank':\s*(\d+)", value)
+            m = re.search(r"'rank':\s*(\d{1,18})\b", value)
             out: dict[str, Any] = {"rank": int(m.group(1))} if m else {}
-            m = re.search(r"'world_size':\s*(\d+)", value)
+            m = re.search(r"'world_size':\s*(\d{1,18})\b", value)
             if m:
                 out["world_size"] = int(m.group(1))
             return out
@@ -191,10 +213,12 @@ def _parse_mapping(value: Any) -> dict[str, Any]:
 
 
 def _int_or(value: Any, default: int = -1) -> int:
+    """``value`` as an int64, else ``default`` (a number beyond int64 is not a number here)."""
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        n = int(value)
+    except (TypeError, ValueError, OverflowError):
         return default
+    return n if _INT64_MIN <= n <= _INT64_MAX else default
 
 
 def _elem_bytes(dtype: Any) -> int:
@@ -209,7 +233,7 @@ def _comm_bytes(args: _Args) -> int:
     if nelems is not None:
         size = _elem_bytes(args.dtype)
         n = _int_or(nelems)
-        return n * size if n >= 0 and size > 0 else -1
+        return n * size if 0 <= n <= _INT64_MAX // 8 and size > 0 else -1
     if not args.input_dims or not args.input_type:
         return -1
     try:
@@ -227,20 +251,20 @@ def _comm_bytes(args: _Args) -> int:
         n = 1
         for d in shape:
             n *= _int_or(d, 0)
+            if abs(n) > _INT64_MAX:
+                return -1
         total += n * size
-    return total if total > 0 else -1
+    return total if 0 < total <= _INT64_MAX else -1
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path) -> bytes | bytearray:
+    """The trace's JSON bytes: a regular file only, at most ``safeio.max_trace_bytes()``."""
     try:
-        raw = Path(path).read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        return safeio.read_gzip(path)
+    except safeio.UnsafeFile as e:
+        raise RankscopeError(str(e)) from None
     except OSError as e:
         raise RankscopeError(f"cannot read {path}: {e.strerror or e}") from None
-    except (EOFError, gzip.BadGzipFile, ValueError) as e:
-        raise RankscopeError(f"{path} is not a readable gzip file ({e})") from None
-    return raw
 
 
 _ARG_FIELDS = {f.encode_name: f.name for f in msgspec.structs.fields(_Args)}
@@ -311,7 +335,9 @@ def empty_trace() -> RankTrace:
 
 def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
     dist = _parse_mapping(doc.distributedInfo)
-    base_ns = max(_int_or(doc.baseTimeNanoseconds, 0), 0)
+    base_ns = _int_or(doc.baseTimeNanoseconds, 0)
+    if not 0 <= base_ns <= _MAX_BASE_NS:
+        base_ns = 0
 
     # String -> int32 code in order of first appearance; dict.setdefault with the
     # current length is one C call per row (a Python encoder call costs 3x more).
@@ -391,13 +417,23 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
         elif name.startswith(("gloo:", "nccl:", "mpi:", "ucc:")):
             host_comm_rows.append((ts, dur, name, args))
 
+    dropped = 0
+
     def columns(rows: list[Any], n: int) -> list[np.ndarray]:
+        nonlocal dropped
         if not rows:
             return [np.zeros(0, dtype=np.float64) for _ in range(n)]
-        return list(np.asarray(rows, dtype=np.float64).T)
+        cols = list(np.asarray(rows, dtype=np.float64).T)
+        ok = _sane_times(cols[0], cols[1])
+        if not ok.all():
+            dropped += int(len(ok) - ok.sum())
+            cols = [c[ok] for c in cols]
+        return cols
 
     def i64(a: np.ndarray) -> np.ndarray:
-        return a.astype(np.int64)
+        # Integer args arrive as float64 here; anything beyond int64 (or NaN) is -1.
+        bad = ~np.isfinite(a) | (np.abs(a) >= 9.2e18)
+        return np.where(bad, -1.0, a).astype(np.int64)
 
     def i32(a: np.ndarray) -> np.ndarray:
         return a.astype(np.int32)
@@ -482,6 +518,17 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
             comm_pg.append("" if args.pg_name is None else str(args.pg_name))
             comm_seq.append(_int_or(args.seq))
             comm_bytes.append(_comm_bytes(args))
+    ok = _sane_times(np.asarray(comm_ts, dtype=np.float64), np.asarray(comm_dur, dtype=np.float64))
+    ok &= _sane_times(np.asarray(comm_launch, dtype=np.float64), np.zeros(len(ok)))
+    if not ok.all():
+        keep = np.flatnonzero(ok).tolist()
+        comm_ts, comm_launch, comm_dur = (
+            [c[i] for i in keep] for c in (comm_ts, comm_launch, comm_dur)
+        )
+        comm_name, comm_raw, comm_pg = (
+            [c[i] for i in keep] for c in (comm_name, comm_raw, comm_pg)
+        )
+        comm_seq, comm_bytes = ([c[i] for i in keep] for c in (comm_seq, comm_bytes))
     comms = Table.build(
         {
             "ts": _to_ns(np.asarray(comm_ts, dtype=np.float64), base_ns),
@@ -517,5 +564,6 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
         "has_gpu": bool(len(gpu)),
         "comm_source": source if comm_ts else None,
         "pg_ranks": pg_ranks,
+        "dropped_events": dropped,
     }
     return RankTrace(path, meta, gpu, cpu, gpu_ann, comms)

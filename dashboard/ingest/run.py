@@ -19,6 +19,7 @@ in a collector run directory, where one rank's files are its capture windows.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -165,13 +166,24 @@ def _numeric_table(rows: list[dict[str, Any]]) -> Table:
     for k in keys:
         values = [row.get(k) for row in rows]
         if k.endswith("_ns") or k == "step":
-            cols[k] = np.array([v if isinstance(v, int) else -1 for v in values], dtype=np.int64)
+            # rundir's readers already dropped rows whose times are not int64.
+            cols[k] = np.array([v if _is_int64(v) else -1 for v in values], dtype=np.int64)
         else:
-            cols[k] = np.array(
-                [float(v) if isinstance(v, int | float) else np.nan for v in values],
-                dtype=np.float64,
-            )
+            cols[k] = np.array([_float_or_nan(v) for v in values], dtype=np.float64)
     return Table(cols)
+
+
+def _is_int64(v: Any) -> bool:
+    return type(v) is int and -(1 << 63) <= v < (1 << 63)
+
+
+def _float_or_nan(v: Any) -> float:
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return np.nan
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond float range
+        return np.nan
 
 
 def _telemetry_file(folder: Path, rank: int) -> Path | None:
@@ -201,6 +213,16 @@ def load_run(
         r = t.meta.get("rank")
         if not isinstance(r, int) or r < 0:
             r = rundir.rank_from_filename(f.name)
+        if r is not None and not rundir.valid_rank(r):
+            reason = f"rank {r} is beyond the largest world size ({rundir.MAX_WORLD_SIZE})"
+            skipped.append({"file": str(f), "reason": reason})
+            warnings.append(f"skipped {f}: {reason}")
+            continue
+        if t.meta.get("dropped_events"):
+            warnings.append(
+                f"{f.name}: {t.meta['dropped_events']} event(s) with a timestamp or duration"
+                " out of range were left out"
+            )
         if r is None:
             if lone:
                 r = 0
@@ -224,10 +246,18 @@ def load_run(
 
     world_sizes = [t.meta.get("world_size") for ts in by_rank.values() for t in ts]
     world_sizes += [manifest.get("world_size")]
-    world_size = max([w for w in world_sizes if isinstance(w, int) and w > 0], default=0)
+    warnings += [f"{path}: {p}" for p in manifest.get("problems", [])]
+    too_big = [w for w in world_sizes if isinstance(w, int) and not rundir.valid_world_size(w)]
+    if any(w > 0 for w in too_big):
+        warnings.append(
+            f"a world size of {max(too_big)} was read and ignored (the most rankscope reads"
+            f" is {rundir.MAX_WORLD_SIZE})"
+        )
+    world_size = max([w for w in world_sizes if rundir.valid_world_size(w)], default=0)
     world_size = max(world_size, max(by_rank, default=-1) + 1)
     if world_size > len(by_rank):
-        missing = sorted(set(range(world_size)) - set(by_rank))
+        # The first 17 missing ranks, without a set as large as the world.
+        missing = list(itertools.islice((r for r in range(world_size) if r not in by_rank), 17))
         shown = ", ".join(map(str, missing[:16])) + (" ..." if len(missing) > 16 else "")
         warnings.append(
             f"world size is {world_size} but only {len(by_rank)} rank(s) have traces;"
@@ -243,7 +273,7 @@ def load_run(
         step_rows = rundir.read_steps(folder, r) if kind == "run_dir" else []
         tel_file = _telemetry_file(folder, r) if path.is_dir() else None
         # Header lines ({"schema": ...}) carry no timestamp and are not samples.
-        tel_rows = [o for o in rundir.iter_jsonl(tel_file) if "ts_ns" in o] if tel_file else []
+        tel_rows = rundir.read_samples(tel_file) if tel_file else []
         if ts:
             meta = dict(ts[0].meta)
             tables = {

@@ -1,0 +1,252 @@
+"""Reading files that someone else wrote: regular files only, never blocking, never unbounded.
+
+Every reader of run-directory files, traces and cache entries (on both sides) opens
+them here. ``open_regular`` opens with ``O_NONBLOCK`` (a FIFO or a device never
+blocks the open), checks ``S_ISREG`` on the open descriptor (a FIFO, a device, a
+directory, or a symlink to ``/dev/zero`` is refused, and a file swapped in after
+a check cannot slip through), and with ``nofollow`` refuses a symlink at the last
+component. ``read_bytes`` reads at most ``limit`` bytes and at most the size the
+file had when opened (a file still growing is read up to that point);
+``read_lines`` yields a file's lines with the same bounds; ``read_gzip`` streams a
+gzip file into one buffer and stops once the decompressed size passes ``limit``
+(a gzip bomb costs at most ``limit`` bytes of memory).
+
+Failures are ``UnsafeFile`` (an ``OSError``, so existing ``except OSError``
+paths treat it like an unreadable file) with a short reason as its message.
+
+Limits read from the environment (documented in the README):
+
+- ``RANKSCOPE_MAX_TRACE_BYTES`` (default ``DEFAULT_MAX_TRACE_BYTES``, 1 GiB): the most
+  bytes of JSON one trace file may hold, decompressed.
+- ``RANKSCOPE_MAX_JSONL_BYTES`` (default ``DEFAULT_MAX_JSONL_BYTES``, 1 GiB): the most
+  bytes of one steps or telemetry file that are read.
+
+This module imports only the standard library: it runs inside training jobs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+DEFAULT_MAX_TRACE_BYTES = 1 << 30
+DEFAULT_MAX_JSONL_BYTES = 1 << 30
+MAX_JSON_BYTES = 64 << 20  # one manifest, heartbeat, ack or cache meta file
+MAX_LINE_BYTES = 1 << 20  # one JSONL record; longer lines are skipped
+_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class UnsafeFile(OSError):
+    """A file that is not read: not a regular file, too large, or a bad gzip stream."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(errno.EINVAL, reason, str(path))
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.reason}"
+
+
+def env_limit(name: str, default: int) -> int:
+    """A positive byte count from the environment (``2G``, ``512M``, ``1000000``)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1].upper(), 1)
+    digits = text[:-1] if scale != 1 else text
+    try:
+        value = int(float(digits) * scale)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def max_trace_bytes() -> int:
+    return env_limit("RANKSCOPE_MAX_TRACE_BYTES", DEFAULT_MAX_TRACE_BYTES)
+
+
+def max_jsonl_bytes() -> int:
+    return env_limit("RANKSCOPE_MAX_JSONL_BYTES", DEFAULT_MAX_JSONL_BYTES)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def open_regular(path: str | Path, *, nofollow: bool = False, dir_fd: int | None = None) -> int:
+    """A read-only descriptor of a regular file; ``UnsafeFile`` for anything else.
+
+    The descriptor is left in non-blocking mode, which regular files ignore.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if nofollow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except OSError as e:
+        if nofollow and e.errno == errno.ELOOP:
+            raise UnsafeFile(path, "is a symlink") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnsafeFile(path, f"is {_kind(mode)}, not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_fd(fd: int, path: str | Path, limit: int) -> bytearray:
+    """Up to the file's size at open, read into one preallocated buffer (no second copy)."""
+    size = os.fstat(fd).st_size
+    if size > limit:
+        raise UnsafeFile(path, f"is {size} bytes, over the limit of {limit}")
+    buf = bytearray(size)
+    view = memoryview(buf)
+    pos = 0
+    while pos < size:
+        n = os.readv(fd, [view[pos : pos + _CHUNK]])
+        if n == 0:
+            break
+        pos += n
+    view.release()
+    del buf[pos:]
+    return buf
+
+
+def read_bytes(
+    path: str | Path,
+    limit: int = MAX_JSON_BYTES,
+    *,
+    nofollow: bool = False,
+    dir_fd: int | None = None,
+) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (as large as it was when opened)."""
+    fd = open_regular(path, nofollow=nofollow, dir_fd=dir_fd)
+    try:
+        return bytes(_read_fd(fd, path, limit))
+    finally:
+        os.close(fd)
+
+
+def read_lines(
+    path: str | Path, limit: int | None = None, max_line: int = MAX_LINE_BYTES
+) -> Iterator[bytes]:
+    """Each line (bytes, newline kept) of a regular file, up to its size when opened.
+
+    Reading stops after ``limit`` bytes (``max_jsonl_bytes()`` by default); a line
+    longer than ``max_line`` is skipped, never held whole.
+    """
+    limit = max_jsonl_bytes() if limit is None else limit
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb", buffering=_CHUNK) as f:
+        remaining = min(os.fstat(fd).st_size, limit)
+        skipping = False
+        while remaining > 0:
+            line = f.readline(min(max_line + 1, remaining))
+            if not line:
+                return
+            remaining -= len(line)
+            complete = line.endswith(b"\n")
+            if skipping or len(line) > max_line:
+                skipping = not complete
+                continue
+            yield line
+
+
+# Deflate expands at most ~1032:1: a gzip trailer claiming more is a lie.
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _gzip_size_hint(fd: int, limit: int) -> int:
+    """The size the gzip trailer claims (mod 4 GiB), bounded by what the file could hold."""
+    size = os.fstat(fd).st_size
+    if size < 18:
+        return 0
+    claimed = int.from_bytes(os.pread(fd, 4, size - 4), "little")
+    return min(claimed, limit, size * _MAX_DEFLATE_RATIO)
+
+
+class _Buffer:
+    """One buffer filled in place: allocated once at the expected size, grown only past it."""
+
+    def __init__(self, capacity: int) -> None:
+        self.data = bytearray(capacity)
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        end = self.size + len(chunk)
+        if end <= len(self.data):
+            self.data[self.size : end] = chunk
+        else:
+            del self.data[self.size :]
+            self.data += chunk
+        self.size = end
+
+    def done(self) -> bytearray:
+        del self.data[self.size :]
+        return self.data
+
+
+def read_gzip(path: str | Path, limit: int | None = None) -> bytes | bytearray:
+    """A file's decompressed bytes (plain files as they are), at most ``limit`` of them.
+
+    Decompression streams into one growing buffer (never a second copy), so peak
+    memory is about the output size, and stops with ``UnsafeFile`` as soon as it
+    passes ``limit`` (``max_trace_bytes()`` by default). Concatenated gzip members
+    are all read; trailing bytes that are not another member are ignored, as gzip does.
+    """
+    limit = max_trace_bytes() if limit is None else limit
+    fd = open_regular(path)
+    try:
+        if os.pread(fd, 2, 0) != _GZIP_MAGIC:
+            return _read_fd(fd, path, limit)
+        out = _Buffer(_gzip_size_hint(fd, limit))
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending = b""
+        while True:
+            if d.unconsumed_tail:
+                data = d.unconsumed_tail
+            elif pending:
+                data, pending = pending, b""
+            else:
+                data = os.read(fd, _CHUNK)
+                if not data:
+                    if not d.eof:
+                        raise UnsafeFile(path, "is a truncated gzip file")
+                    break
+            try:
+                out.add(d.decompress(data, _CHUNK))
+            except zlib.error as e:
+                raise UnsafeFile(path, f"is not a readable gzip file ({e})") from None
+            if out.size > limit:
+                raise UnsafeFile(
+                    path,
+                    f"decompresses to more than {limit} bytes"
+                    " (RANKSCOPE_MAX_TRACE_BYTES sets the limit)",
+                )
+            if d.eof:
+                rest = d.unused_data
+                if len(rest) < 2:
+                    rest += os.read(fd, _CHUNK)
+                if rest[:2] != _GZIP_MAGIC:
+                    break
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                pending = rest
+        return out.done()
+    finally:
+        os.close(fd)
