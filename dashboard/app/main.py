@@ -17,6 +17,9 @@ from rankscope.dashboard.app import data
 from rankscope.dashboard.app import runs as runs_mod
 
 VIEWS = Path(__file__).resolve().parent / "views"
+# A file, not an emoji or :material/...: those page icons are fetched from a CDN,
+# which an offline cluster cannot reach.
+ICON = Path(__file__).resolve().parent / "static" / "rankscope.png"
 PAGES = (
     ("overview.py", "Overview", ":material/dashboard:"),
     ("imbalance.py", "Load imbalance", ":material/balance:"),
@@ -99,7 +102,7 @@ def sidebar() -> data.Selection:
     return sel
 
 
-st.set_page_config(page_title="rankscope", page_icon=":material/speed:", layout="wide")
+st.set_page_config(page_title="rankscope", page_icon=str(ICON), layout="wide")
 sidebar()
 navigation = st.navigation(
     [st.Page(str(VIEWS / f), title=t, icon=i, default=(f == "overview.py")) for f, t, i in PAGES]

@@ -112,3 +112,22 @@ def test_sidebar_navigation_keeps_the_run(shots: ModuleType, server: str, browse
     assert "h200_ddp4_straggler" in page.inner_text('[data-testid="stSidebar"]')
     assert shots.error_boxes(page) == []
     page.close()
+
+
+def test_no_request_leaves_the_machine(shots: ModuleType, server: str, browser: Any) -> None:
+    """Every page works offline: nothing is fetched beyond the server (icons, fonts, stats)."""
+    from urllib.parse import urlsplit
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1200})
+    hosts: dict[str, str] = {}
+    page.on("request", lambda r: hosts.setdefault(urlsplit(r.url).hostname or r.url, r.url))
+    for name, path, marker in shots.PAGES:
+        page.goto(f"{server}/{path}", timeout=120_000)
+        shots.wait_painted(page, marker, timeout_ms=120_000)
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        page.wait_for_timeout(500)
+        assert shots.error_boxes(page) == [], name
+    page.close()
+    outside = {h: url for h, url in hosts.items() if h not in ("127.0.0.1", "localhost")}
+    assert outside == {}
+    assert "127.0.0.1" in hosts  # the listener saw the page's own requests
