@@ -1,9 +1,12 @@
 """``rankscope demo``: the dashboard on the bundled sample run, or on a live job (``--live``).
 
-The sample is found at ``$RANKSCOPE_SAMPLE_DIR`` or ``sample_traces/`` beside the
-package (a source checkout). ``--live`` records a small 2-rank CPU job
-(``dashboard/app/demo_job.py``) with ``rankscope run`` into a temporary run
-directory and opens the dashboard on it while it is still being written.
+The sample is found at ``$RANKSCOPE_SAMPLE_DIR``, ``sample_traces/`` beside the
+package (a source checkout) or inside it (a wheel). ``--report`` prints its
+report instead of serving it (``--format`` as for ``rankscope report``) and
+``--path`` prints where it is, so the sample needs no checkout. ``--live``
+records a small 2-rank CPU job (``dashboard/app/demo_job.py``) with ``rankscope
+run`` into a temporary run directory and opens the dashboard on it while it is
+still being written.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from rankscope.dashboard.commands.dashboard import (
     add_server_arguments,
     check_server_arguments,
     serve,
+    stop_on_signals,
 )
+from rankscope.dashboard.commands.report import FORMATS
 from rankscope.profiler import rundir
 from rankscope.profiler.errors import EXIT_ENVIRONMENT, RankscopeError
 
@@ -76,6 +81,15 @@ def live_job_command(run_dir: Path, steps: int) -> list[str]:
     ]
 
 
+def _stop_job(job: subprocess.Popen[bytes]) -> None:
+    if job.poll() is None:
+        job.terminate()
+        try:
+            job.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            job.kill()
+
+
 def _start_live(steps: int) -> tuple[subprocess.Popen[bytes], Path]:
     try:
         import torch  # noqa: F401
@@ -95,18 +109,22 @@ def _start_live(steps: int) -> tuple[subprocess.Popen[bytes], Path]:
         flush=True,
     )
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not rundir.is_run_dir(run_dir):
-        if job.poll() is not None:
-            raise RankscopeError(
-                f"the demo job exited with code {job.returncode} before it started;"
-                f" see {base / 'job.log'}"
-            )
-        if time.monotonic() > deadline:
-            job.terminate()
-            raise RankscopeError(
-                f"the demo job did not start within {START_TIMEOUT_S:.0f} s; see {base / 'job.log'}"
-            )
-        time.sleep(0.5)
+    try:
+        while not rundir.is_run_dir(run_dir):
+            if job.poll() is not None:
+                raise RankscopeError(
+                    f"the demo job exited with code {job.returncode} before it started;"
+                    f" see {base / 'job.log'}"
+                )
+            if time.monotonic() > deadline:
+                raise RankscopeError(
+                    f"the demo job did not start within {START_TIMEOUT_S:.0f} s;"
+                    f" see {base / 'job.log'}"
+                )
+            time.sleep(0.5)
+    except BaseException:  # an error, Ctrl-C, SIGTERM or SIGHUP: the job goes too
+        _stop_job(job)
+        raise
     return job, run_dir
 
 
@@ -114,10 +132,14 @@ class DemoCommand:
     """Open the dashboard on the bundled sample run: a 3-rank job with a data-loading straggler.
 
     With --live, record a small 2-rank CPU training job under the collector and
-    watch the dashboard fill in while it runs (needs PyTorch).
+    watch the dashboard fill in while it runs (needs PyTorch). With --report,
+    print the sample's report instead (what `rankscope report` prints); with
+    --path, print where the sample is, to use it with any other command.
 
     examples:
       rankscope demo
+      rankscope demo --report --format markdown
+      rankscope report "$(rankscope demo --path)" --format json
       rankscope demo --live --no-browser --port 8600
     """
 
@@ -130,20 +152,45 @@ class DemoCommand:
         parser.add_argument(
             "--steps", type=int, default=80, help="training steps of the live job (default 80)"
         )
+        parser.add_argument(
+            "--report",
+            action="store_true",
+            help="print the sample run's report instead of opening the dashboard",
+        )
+        parser.add_argument(
+            "--format",
+            choices=FORMATS,
+            default=None,
+            help="with --report: output format (default: text)",
+        )
+        parser.add_argument(
+            "--path", action="store_true", help="print the sample run's path and exit"
+        )
         add_server_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         check_server_arguments(args)
+        if args.live and (args.report or args.path):
+            raise RankscopeError("--live records a new run: it does not go with --report or --path")
+        if args.report and args.path:
+            raise RankscopeError("--report and --path: give one of them")
+        if args.format is not None and not args.report:
+            raise RankscopeError("--format goes with --report")
+        if args.path:
+            print(sample_path())
+            return 0
+        if args.report:
+            from rankscope.dashboard.commands.report import write_report
+
+            return write_report(sample_path(), args.format or "text", command="demo")
         if not args.live:
             return serve(sample_path(), args.host, args.port, open_browser=not args.no_browser)
-        job, run_dir = _start_live(args.steps)
-        try:
-            return serve(run_dir, args.host, args.port, open_browser=not args.no_browser, live=True)
-        finally:
-            if job.poll() is None:
-                job.terminate()
-                try:
-                    job.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    job.kill()
-            print(f"rankscope demo: the run stays in {run_dir}", file=sys.stderr)
+        with stop_on_signals():
+            job, run_dir = _start_live(args.steps)
+            try:
+                return serve(
+                    run_dir, args.host, args.port, open_browser=not args.no_browser, live=True
+                )
+            finally:
+                _stop_job(job)
+                print(f"rankscope demo: the run stays in {run_dir}", file=sys.stderr)

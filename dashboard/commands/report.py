@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from rankscope.profiler.errors import RankscopeError
+
+FORMATS = ("text", "markdown", "json")
 
 
 def parse_ranks(text: str | None) -> list[int] | None:
@@ -51,7 +54,7 @@ class ReportCommand:
         )
         parser.add_argument(
             "--format",
-            choices=("text", "markdown", "json"),
+            choices=FORMATS,
             default="text",
             help="output format (default: text)",
         )
@@ -62,32 +65,45 @@ class ReportCommand:
         )
 
     def run(self, args: argparse.Namespace) -> int:
-        # No BLAS work happens here: don't let numpy's import start a thread pool for it.
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        from rankscope.dashboard.analysis.analyse import analyse
-        from rankscope.dashboard.analysis.report import build_report
-        from rankscope.dashboard.ingest.run import load_run, stderr_progress
-        from rankscope.dashboard.render import render_json, render_markdown, render_text
-
         ranks = parse_ranks(args.ranks)
-        run = load_run(args.path, ranks=ranks, progress=stderr_progress())
-        for w in run.warnings:
-            print(f"rankscope report: warning: {w}", file=sys.stderr)
-        analysis = analyse(run, args.steps)
-        for w in analysis.warnings[len(run.warnings) :]:
-            print(f"rankscope report: warning: {w}", file=sys.stderr)
-        report = build_report(analysis)
-        render = {"text": render_text, "markdown": render_markdown, "json": render_json}[
-            args.format
-        ]
-        text = render(report)
-        if args.output:
-            try:
-                with open(args.output, "w", encoding="utf-8") as f:
-                    f.write(text)
-            except OSError as e:
-                raise RankscopeError(f"cannot write {args.output}: {e.strerror or e}") from None
-        else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        return 0
+        return write_report(args.path, args.format, ranks, args.steps, args.output)
+
+
+def write_report(
+    path: str | Path,
+    fmt: str,
+    ranks: list[int] | None = None,
+    steps: str | None = None,
+    output: str | None = None,
+    command: str = "report",
+) -> int:
+    """Analyse the run at ``path`` and write its report (stdout, or ``output``); exit code 0.
+
+    Warnings go to stderr as ``rankscope COMMAND: warning: ...``.
+    """
+    # No BLAS work happens here: don't let numpy's import start a thread pool for it.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from rankscope.dashboard.analysis.analyse import analyse
+    from rankscope.dashboard.analysis.report import build_report
+    from rankscope.dashboard.ingest.run import load_run, stderr_progress
+    from rankscope.dashboard.render import render_json, render_markdown, render_text
+
+    run = load_run(path, ranks=ranks, progress=stderr_progress())
+    for w in run.warnings:
+        print(f"rankscope {command}: warning: {w}", file=sys.stderr)
+    analysis = analyse(run, steps)
+    for w in analysis.warnings[len(run.warnings) :]:
+        print(f"rankscope {command}: warning: {w}", file=sys.stderr)
+    report = build_report(analysis)
+    render = {"text": render_text, "markdown": render_markdown, "json": render_json}[fmt]
+    text = render(report)
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            raise RankscopeError(f"cannot write {output}: {e.strerror or e}") from None
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return 0
