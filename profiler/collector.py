@@ -228,6 +228,7 @@ class Collector:
                     current_step=lambda: self._step,
                     capturing=lambda: self._prof is not None,
                     offer=self._offer_attach,
+                    withdraw=self._withdraw_attach,
                     poll_s=self.control_period_s,
                     beat_s=max(1.0, self.control_period_s),
                 )
@@ -478,6 +479,11 @@ class Collector:
                 f"start step {request.first_step} is too close: this rank is already at "
                 f"step {current} (a window starts at its warm-up step {begin})"
             )
+        if request.first_step - current > rundir.MAX_ATTACH_LEAD_STEPS:
+            return (
+                f"start step {request.first_step} is more than {rundir.MAX_ATTACH_LEAD_STEPS} "
+                f"steps ahead of this rank (at step {current})"
+            )
         if not self.plan.empty:
             window = self.plan.window_at(begin) or self.plan.next_window(begin)
             if window is not None and window.begin <= request.last_step:
@@ -487,6 +493,15 @@ class Collector:
                 )
         self._attach_pending = request
         return None
+
+    def _withdraw_attach(self, request: AttachRequest) -> bool:
+        """Drop ``request`` if its window has not opened (recorder thread; see control)."""
+        if self._attach_pending is not request:
+            return False
+        self._attach_pending = None
+        # The training thread sets active before it clears pending: a window that
+        # opened meanwhile shows here, and then the request was not withdrawn.
+        return self._attach_active is not request
 
     def _begin_attach(self, step: int, request: AttachRequest) -> None:
         """Open the requested window once its warm-up step begins (training thread)."""
@@ -517,6 +532,8 @@ class Collector:
                 self._attach_post(request, "failed", reason="another torch.profiler is active")
             else:
                 self._attach_post(request, "started")
+                if self._control is not None:
+                    self._control.window_opened(request)
         except Exception as e:
             self._prof = None
             self._window = None

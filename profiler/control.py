@@ -16,6 +16,14 @@ and the recorder writes them after the rank manifest on its next flush (so a
 "done" ack means the manifest already lists the window).
 Anything that goes wrong here disables attach for this rank only (fault part
 "attach"); training and the rest of the collector go on.
+
+Hardening: ``control/`` is opened once (``O_DIRECTORY | O_NOFOLLOW``) and every
+read and write goes through that descriptor, so replacing ``control/`` by a
+symlink never makes a rank read or write outside the run directory; a rank that
+sees ``control/`` replaced turns attach off. A request removed before its window
+opens is withdrawn (``rankscope attach --cancel`` removes it) and answered
+"cancelled". Ignored requests are logged at most ``_LOG_BURST`` times per
+``_LOG_WINDOW_S``, then counted.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ _REQUIRED = ("schema", "id", "command", "first_step", "steps", "created_ns")
 _OPTIONAL = ("requested_by",)
 _MAX_STEP = 2**53  # beyond what any job reaches; rejects absurd numbers early
 _HISTORY = 16
+_HANDLED = 256  # request ids remembered (bounded: someone may write new ids forever)
+_LOG_BURST = 10
+_LOG_WINDOW_S = 60.0
 # How long a rank keeps counting a request as its own after its collector started:
 # a request written a little before (clock skew across hosts) still counts.
 _CLOCK_SLACK_NS = 5_000_000_000
@@ -124,7 +135,7 @@ def parse_request(data: bytes) -> AttachRequest:
     return validate_request(obj)
 
 
-def read_request_file(path: Path) -> bytes:
+def read_request_file(path: Path | str, dir_fd: int | None = None) -> bytes:
     """The request file's bytes, refusing anything but a small regular file.
 
     ``O_NOFOLLOW`` refuses a symlink at the last component (someone pointing the
@@ -133,9 +144,9 @@ def read_request_file(path: Path) -> bytes:
     """
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, flags, dir_fd=dir_fd)
     except OSError as e:
-        if os.path.islink(path):
+        if dir_fd is None and os.path.islink(path):
             raise BadRequest("the request file is a symlink") from None
         raise BadRequest(f"cannot open it ({e.strerror})") from None
     try:
@@ -151,6 +162,30 @@ def read_request_file(path: Path) -> bytes:
 
 # offer(request) -> None when accepted, else the reason it is refused.
 Offer = Callable[[AttachRequest], "str | None"]
+# withdraw(request) -> True when the request was still waiting and is now dropped.
+Withdraw = Callable[[AttachRequest], bool]
+
+
+def write_json_at(dir_fd: int, name: str, obj: Any, *, fsync: bool = True) -> None:
+    """``rundir.write_json_atomic`` relative to an open directory (never through a symlink)."""
+    tmp = f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    data = json.dumps(obj, indent=1, default=str).encode()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
 
 
 class ControlChannel:
@@ -167,6 +202,7 @@ class ControlChannel:
         current_step: Callable[[], int],
         capturing: Callable[[], bool],
         offer: Offer,
+        withdraw: Withdraw | None = None,
         poll_s: float = 0.5,
         beat_s: float = 1.0,
     ) -> None:
@@ -178,11 +214,18 @@ class ControlChannel:
         self._current_step = current_step
         self._capturing = capturing
         self._offer = offer
+        self._withdraw = withdraw
         self.poll_s = poll_s
         self.beat_s = beat_s
         self._request_path = rundir.request_path(self.run_dir)
         self._seen: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) last read
-        self._handled: set[str] = set()
+        self._handled: dict[str, None] = {}  # insertion-ordered, trimmed to _HANDLED
+        self._waiting: AttachRequest | None = None  # accepted, its file still there
+        self._dir_fd: int | None = None
+        self._dir_id: tuple[int, int] | None = None  # (st_dev, st_ino) of control/
+        self._log_window_end = 0.0
+        self._logged = 0
+        self._unlogged = 0
         self._events: deque[dict[str, Any]] = deque(maxlen=1000)
         self._history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)
         # (ts_ns, step) of the last beats: the rate spans ~3 s, recent enough that a
@@ -218,13 +261,38 @@ class ControlChannel:
     def open(self) -> None:
         """Make ``control/`` and forget this rank's answers from an earlier run there."""
         cdir = rundir.control_dir(self.run_dir)
-        cdir.mkdir(exist_ok=True)
-        if cdir.is_symlink() or not cdir.is_dir():
-            raise RuntimeError(f"{cdir} is not a plain directory")
-        for p in (rundir.ack_path(self.run_dir, self.rank),):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        with contextlib.suppress(FileExistsError):
+            cdir.mkdir()
+        problem = rundir.control_dir_problem(self.run_dir)
+        if problem is not None:
+            raise RuntimeError(problem)
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+        self._dir_fd = os.open(cdir, flags)
+        st = os.fstat(self._dir_fd)
+        self._dir_id = (st.st_dev, st.st_ino)
+        ack = rundir.ack_path(self.run_dir, self.rank).name
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ack, dir_fd=self._dir_fd)
+        # Temporary files this rank left when it was killed mid-write (same pid
+        # prefix cannot be told apart, so every stale one of this rank's files goes).
+        for name in os.listdir(self._dir_fd):
+            if name.startswith(f".rank{self.rank}.") and name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=self._dir_fd)
         self.beat()
+
+    def _check_dir(self) -> int:
+        """The control/ descriptor, after checking control/ is still that directory."""
+        fd = self._dir_fd
+        if fd is None:
+            raise RuntimeError("the control channel is not open")
+        try:
+            st = os.lstat(rundir.control_dir(self.run_dir))
+        except OSError as e:
+            raise RuntimeError(f"control/ is gone ({e.strerror})") from None
+        if stat.S_ISLNK(st.st_mode) or (st.st_dev, st.st_ino) != self._dir_id:
+            raise RuntimeError("control/ was replaced (by a symlink or another directory)")
+        return fd
 
     def next_deadline(self) -> float:
         return min(self._next_poll, self._next_beat)
@@ -244,9 +312,12 @@ class ControlChannel:
 
     def poll(self) -> None:
         self.polls += 1
+        fd = self._check_dir()
         try:
-            st = os.lstat(self._request_path)
+            st = os.stat(rundir.REQUEST_FILE, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
+            self._seen = None
+            self._request_removed()
             return
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key == self._seen:
@@ -255,19 +326,22 @@ class ControlChannel:
         try:
             if stat.S_ISLNK(st.st_mode):
                 raise BadRequest("the request file is a symlink")
-            request = parse_request(read_request_file(self._request_path))
+            request = parse_request(read_request_file(rundir.REQUEST_FILE, dir_fd=fd))
         except BadRequest as e:
             self._ignore(f"mtime {st.st_mtime_ns}", str(e))
             return
         if request.id in self._handled:
             return
-        self._handled.add(request.id)
+        self._handled[request.id] = None
+        while len(self._handled) > _HANDLED:
+            del self._handled[next(iter(self._handled))]
         if request.created_ns < self.start_ns - _CLOCK_SLACK_NS:
             # Left over from an earlier job in this run directory: never act on it.
             self._ignore(request.id, "written before this rank's collector started")
             return
         reason = self._offer(request)
         if reason is None:
+            self._waiting = request
             self.post(request, "accepted")
         else:
             self._ignore(request.id, reason)
@@ -275,9 +349,36 @@ class ControlChannel:
         # The recorder flushes right away: the command is waiting for this answer.
         self.flush_wanted = True
 
+    def _request_removed(self) -> None:
+        """The accepted request's file is gone: withdraw it if its window has not opened."""
+        request, self._waiting = self._waiting, None
+        if request is None or self._withdraw is None:
+            return
+        if self._withdraw(request):
+            self.post(request, "cancelled", reason="the request was removed before its window")
+            self.flush_wanted = True
+
+    def window_opened(self, request: AttachRequest) -> None:
+        """The window of ``request`` began: removing its file no longer cancels it."""
+        if self._waiting is not None and self._waiting.id == request.id:
+            self._waiting = None
+
     def _ignore(self, what: str, reason: str) -> None:
-        # Part names differ per request, so each ignored request gets its own log line.
-        self.faults.report(f"attach request {what}", f"ignored: {reason}")
+        # Rate-limited: someone rewriting a bad request in a loop must not fill the log.
+        now = time.monotonic()
+        if now >= self._log_window_end:
+            if self._unlogged:
+                self.faults.log(
+                    "attach requests", f"{self._unlogged} more ignored request(s) not logged"
+                )
+            self._log_window_end = now + _LOG_WINDOW_S
+            self._logged = 0
+            self._unlogged = 0
+        if self._logged < _LOG_BURST:
+            self._logged += 1
+            self.faults.log(f"attach request {what[:80]}", f"ignored: {reason[:300]}")
+        else:
+            self._unlogged += 1
 
     def write_acks(self) -> None:
         if not self._events:
@@ -290,7 +391,7 @@ class ControlChannel:
         assert latest is not None
         ack = {"schema": rundir.ACK_SCHEMA, "rank": self.rank, **latest}
         ack["history"] = list(self._history)
-        rundir.write_json_atomic(rundir.ack_path(self.run_dir, self.rank), ack)
+        write_json_at(self._check_dir(), rundir.ack_path(self.run_dir, self.rank).name, ack)
 
     def beat(self, state: str | None = None) -> None:
         now_ns = time.time_ns()
@@ -311,9 +412,8 @@ class ControlChannel:
             "state": state or ("capturing" if self._capturing() else "running"),
         }
         # No fsync: rewritten every second, a lost one is superseded by the next.
-        rundir.write_json_atomic(
-            rundir.heartbeat_path(self.run_dir, self.rank), heartbeat, fsync=False
-        )
+        name = rundir.heartbeat_path(self.run_dir, self.rank).name
+        write_json_at(self._check_dir(), name, heartbeat, fsync=False)
 
     def close(self) -> None:
         """The collector stops: last answers, and a heartbeat that says so."""
@@ -324,3 +424,8 @@ class ControlChannel:
             self.beat("stopped")
         except Exception as e:
             self.faults.disable("attach", e)
+        finally:
+            if self._dir_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._dir_fd)
+                self._dir_fd = None

@@ -41,6 +41,14 @@ class Faults:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
         self.pending.append(f"{stamp} {line}\n")
 
+    def log(self, part: str, text: str) -> None:
+        """Like ``report`` but every time, not once per part: callers rate-limit it."""
+        line = f"rankscope [{self.label}] {part}: {' '.join(text.split())}"
+        with contextlib.suppress(Exception):
+            print(line, file=sys.stderr, flush=True)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+        self.pending.append(f"{stamp} {line}\n")
+
     def disable(self, part: str, error: BaseException | str) -> None:
         self._disabled.add(part)
         self.report(part, f"disabled after error: {error}" if isinstance(error, str) else error)

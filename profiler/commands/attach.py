@@ -8,8 +8,11 @@ atomically, then waits for each rank's acknowledgement and prints which ranks
 captured which steps and where the traces are. No clocks or collectives have to
 agree: all ranks record the same step numbers because the request names them.
 
-``--status`` prints the ranks, their step and last heartbeat. ``--pid`` loads the
+``--status`` prints the ranks, their step and last heartbeat (and names the
+heartbeat files it could not trust). ``--cancel`` removes the request, which
+withdraws it on every rank whose window has not opened yet. ``--pid`` loads the
 collector into a Python 3.14+ process that runs without it (``sys.remote_exec``).
+A symlinked ``control/`` is refused (exit 2): it could point outside the run.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ from typing import Any
 import rankscope
 from rankscope.profiler import rundir
 from rankscope.profiler.control import AttachRequest, BadRequest, validate_request
-from rankscope.profiler.errors import EXIT_ENVIRONMENT, EXIT_NOTHING, RankscopeError
+from rankscope.profiler.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_ENVIRONMENT,
+    EXIT_NOTHING,
+    RankscopeError,
+)
 
 # A rank looks for requests every 0.5 s and beats every 1 s; a request names a
 # step at least LEAD_S of training ahead so that every rank has polled (twice, on
@@ -40,7 +48,9 @@ MIN_LEAD_STEPS = 2
 WARMUP_STEPS = 1  # the collector's default warm-up before a window
 STALE_S = 10.0  # a heartbeat older than this: the rank is not running (or is stuck)
 EXPORT_SLACK_S = 60.0  # after the last step: stopping the profiler and writing the trace
-FINAL_STATES = ("done", "refused", "failed")
+FINAL_STATES = ("done", "refused", "failed", "cancelled")
+CANCEL_WAIT_S = 3.0  # how long --cancel waits for the ranks to confirm
+_SHOWN_MISSING = 32  # ranks listed by name when heartbeats are missing
 
 
 def heartbeat_age_s(hb: dict[str, Any], now_ns: int) -> float:
@@ -116,6 +126,13 @@ def _requested_by() -> str:
     return f"{user}@{socket.gethostname()} pid {os.getpid()}"
 
 
+def missing_ranks(world: int, present: set[int] | dict[int, Any]) -> str:
+    """The first ranks below ``world`` not in ``present``, as text (never a set of the world)."""
+    missing = [r for r in range(min(world, rundir.MAX_WORLD_SIZE)) if r not in present]
+    shown = ", ".join(map(str, missing[:_SHOWN_MISSING]))
+    return shown + (f" ... ({len(missing)} in all)" if len(missing) > _SHOWN_MISSING else "")
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -141,6 +158,7 @@ class AttachCommand:
       rankscope attach runs/exp1 --status
       rankscope attach runs/exp1 --steps 3
       rankscope attach runs/exp1 --steps 5 --start-step 12000 --timeout 600
+      rankscope attach runs/exp1 --cancel
       rankscope attach runs/exp1 --pid 4242 --steps 3     (Python 3.14+ jobs)
     """
 
@@ -171,6 +189,11 @@ class AttachCommand:
             "--status", action="store_true", help="show the job's ranks, steps and heartbeats"
         )
         parser.add_argument(
+            "--cancel",
+            action="store_true",
+            help="withdraw the current request (ranks whose window has not opened drop it)",
+        )
+        parser.add_argument(
             "--pid",
             type=int,
             metavar="PID",
@@ -183,8 +206,13 @@ class AttachCommand:
             inject_collector(args.pid, run_dir)
         if not run_dir.is_dir():
             raise RankscopeError(f"{args.run_dir}: no such run directory")
+        problem = rundir.control_dir_problem(run_dir)
+        if problem is not None:
+            raise RankscopeError(f"{args.run_dir}: {problem}", EXIT_BAD_INPUT)
         if args.status:
             return show_status(run_dir, args.run_dir)
+        if args.cancel:
+            return cancel(run_dir, args.run_dir)
         if args.steps is None:
             if args.pid is not None:
                 return 0
@@ -217,10 +245,15 @@ def _no_live_ranks_reason(run_dir: Path, shown: str, beats: dict[int, dict[str, 
 
 def show_status(run_dir: Path, shown: str) -> int:
     now_ns = time.time_ns()
-    beats = rundir.read_heartbeats(run_dir)
+    bad: dict[str, str] = {}
+    beats = rundir.read_heartbeats(run_dir, bad)
     acks = rundir.read_acks(run_dir)
     if not beats:
-        raise RankscopeError(_no_live_ranks_reason(run_dir, shown, beats), EXIT_NOTHING)
+        reason = _no_live_ranks_reason(run_dir, shown, beats)
+        if bad:
+            name, why = next(iter(bad.items()))
+            reason += f"; {len(bad)} heartbeat file(s) ignored ({name}: {why})"
+        raise RankscopeError(reason, EXIT_NOTHING)
     rows = [["rank", "host", "pid", "state", "step", "steps/s", "heartbeat", "last attach"]]
     live = 0
     for rank, hb in sorted(beats.items()):
@@ -244,7 +277,7 @@ def show_status(run_dir: Path, shown: str) -> int:
             ]
         )
     world = max((int(hb.get("world_size") or 0) for hb in beats.values()), default=0)
-    missing = sorted(set(range(world)) - set(beats))
+    missing = missing_ranks(world, beats)
     if live:
         head = f"{shown}: job running, {live} of {max(world, len(beats))} rank(s) live"
     else:
@@ -252,8 +285,61 @@ def show_status(run_dir: Path, shown: str) -> int:
     print(head)
     print(_table(rows))
     if missing:
-        print(f"no heartbeat from rank(s) {', '.join(map(str, missing))}")
+        print(f"no heartbeat from rank(s) {missing}")
+    for name, why in sorted(bad.items()):
+        print(f"ignored {rundir.CONTROL_DIR}/{name}: {why}")
     return 0 if live else EXIT_NOTHING
+
+
+# ---------------------------------------------------------------------- cancel
+
+
+def cancel(run_dir: Path, shown: str) -> int:
+    """Remove the request file; ranks whose window has not opened answer "cancelled"."""
+    previous = rundir.read_request(run_dir)
+    path = rundir.request_path(run_dir)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        raise RankscopeError(f"{shown}: no attach request to cancel", EXIT_NOTHING) from None
+    except OSError as e:
+        raise RankscopeError(f"cannot remove {path}: {e.strerror}", EXIT_ENVIRONMENT) from None
+    request_id = previous.get("id") if previous is not None else None
+    if not isinstance(request_id, str):
+        print(f"rankscope attach: removed an unreadable request from {shown}", file=sys.stderr)
+        return 0
+    now_ns = time.time_ns()
+    live = {r for r, hb in rundir.read_heartbeats(run_dir).items() if liveness(hb, now_ns)[0]}
+    acks = rundir.read_acks(run_dir)
+    before = [answer_for(acks.get(r), request_id) for r in live]
+    if before and all(a is not None and a.get("state") in FINAL_STATES for a in before):
+        raise RankscopeError(
+            f"{shown}: request {request_id} had already ended on every rank; nothing to cancel",
+            EXIT_NOTHING,
+        )
+    print(f"rankscope attach: removed request {request_id}", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    answers: dict[int, dict[str, Any]] = {}
+    while True:
+        acks = rundir.read_acks(run_dir)
+        answers = {r: a for r in live if (a := answer_for(acks.get(r), request_id)) is not None}
+        pending = [r for r, a in answers.items() if a.get("state") == "accepted"]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    rows = [["rank", "state", "steps", "reason"]]
+    for rank in sorted(answers):
+        a = answers[rank]
+        rows.append([str(rank), str(a.get("state")), _steps(a), str(a.get("reason", ""))[:120]])
+    if len(rows) > 1:
+        print(_table(rows))
+    started = sorted(r for r, a in answers.items() if a.get("state") in ("started", "done"))
+    if started:
+        print(
+            f"rank(s) {', '.join(map(str, started))} had already begun the window; "
+            f"it ends by itself within {rundir.MAX_ATTACH_STEPS} steps"
+        )
+    return 0
 
 
 # ---------------------------------------------------------------------- capture
@@ -307,6 +393,11 @@ def capture(
         first = choose_first_step(list(live.values()), now_ns)
     else:
         first = start_step
+        if first - furthest > rundir.MAX_ATTACH_LEAD_STEPS:
+            raise RankscopeError(
+                f"--start-step {first} is more than {rundir.MAX_ATTACH_LEAD_STEPS} steps ahead "
+                f"of the ranks (at step ~{math.floor(furthest)}); ranks refuse such requests"
+            )
         if first - WARMUP_STEPS <= furthest:
             raise RankscopeError(
                 f"--start-step {first} is too close: the ranks are at step ~{math.floor(furthest)} "
@@ -412,11 +503,11 @@ def _print_result(
         rows.append([str(rank), host, str(a["state"]), _steps(a), detail])
     print(_table(rows))
     world = max((int(hb.get("world_size") or 0) for hb in beats.values()), default=0)
-    unseen = sorted(set(range(world)) - set(live))
+    unseen = missing_ranks(world, live)
     if silent:
         print(f"no answer within {timeout:.0f} s from rank(s) {', '.join(map(str, silent))}")
     if unseen:
-        print(f"not asked (no live heartbeat): rank(s) {', '.join(map(str, unseen))}")
+        print(f"not asked (no live heartbeat): rank(s) {unseen}")
     if not captured:
         raise RankscopeError(
             f"no rank captured steps {request.first_step}-{request.last_step}", EXIT_NOTHING

@@ -3,6 +3,12 @@
 Sets the RANKSCOPE_* environment and prepends ``profiler/bootstrap`` (a
 ``sitecustomize``) to PYTHONPATH, runs the command, passes its exit code
 through, then records the exit code and end time in ``run.json``.
+
+SIGHUP, SIGINT, SIGTERM and SIGQUIT sent to ``rankscope run`` go to the command
+(as torchrun forwards them to its workers) and ``rankscope run`` waits for it,
+so a closed terminal or a scheduler's SIGTERM still leaves ``exit_code`` in
+``run.json``. Temporary files an earlier, killed job left (hidden partial
+exports, ``.*.tmp`` from atomic writes) are removed before the command starts.
 """
 
 from __future__ import annotations
@@ -47,6 +53,31 @@ def bootstrap_env(
     return env
 
 
+FORWARDED_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT")
+    if hasattr(signal, name)
+)
+# What an interrupted write leaves: write_json_atomic's ".NAME.XXXX.tmp", the
+# control channel's ".NAME.PID.N.tmp" and export's ".rankR.stepA-B.pt.trace.json.gz.PID.*".
+_TEMP_PATTERNS = (".*.tmp", ".rank*.pt.trace.json.gz.*")
+
+
+def clear_temp_files(run_dir: Path) -> list[Path]:
+    """Remove the hidden temporary files of interrupted writes; return what was removed."""
+    removed = []
+    for folder in (run_dir, rundir.control_dir(run_dir)):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        for pattern in _TEMP_PATTERNS:
+            for p in folder.glob(pattern):
+                if p.is_symlink() or p.is_file():
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                        removed.append(p)
+    return removed
+
+
 def _clear_previous_run(run_dir: Path) -> None:
     for pattern in (
         "rank*.meta.json",
@@ -62,6 +93,7 @@ def _clear_previous_run(run_dir: Path) -> None:
     ):
         for p in run_dir.glob(pattern):
             p.unlink()
+    clear_temp_files(run_dir)
 
 
 class RunCommand:
@@ -135,6 +167,10 @@ class RunCommand:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RankscopeError(f"cannot create {args.out}: {e.strerror}", EXIT_ENVIRONMENT) from e
+        problem = rundir.control_dir_problem(run_dir)
+        if problem is not None:
+            raise RankscopeError(f"{args.out}: {problem}")
+        clear_temp_files(run_dir)
 
         config = {
             "profile_steps": None if plan.empty else plan.spec,
@@ -145,41 +181,60 @@ class RunCommand:
         }
         env = bootstrap_env(run_dir, config, command)
         start_ns = time.time_ns()
+        forwarder = SignalForwarder()
+        previous = {s: signal.signal(s, forwarder) for s in FORWARDED_SIGNALS}
         try:
-            child = subprocess.Popen(command, env=env)
-        except FileNotFoundError as e:
-            raise RankscopeError(f"command not found: {command[0]}", EXIT_BAD_INPUT) from e
-        except PermissionError as e:
-            raise RankscopeError(f"cannot execute {command[0]}: permission denied") from e
-
-        code = _wait_forwarding_signals(child)
-        _finish_manifest(run_dir, command, start_ns, code)
+            try:
+                child = subprocess.Popen(command, env=env)
+            except FileNotFoundError as e:
+                raise RankscopeError(f"command not found: {command[0]}", EXIT_BAD_INPUT) from e
+            except PermissionError as e:
+                raise RankscopeError(f"cannot execute {command[0]}: permission denied") from e
+            forwarder.attach(child)
+            code = child.wait()
+            # Like a shell: a child killed by signal N exits 128 + N.
+            code = 128 - code if code < 0 else code
+            # Still forwarding: a second signal now must not cut this write short.
+            _finish_manifest(run_dir, command, start_ns, code)
+        finally:
+            for s, handler in previous.items():
+                if handler is not None:
+                    signal.signal(s, handler)
         _summarise(run_dir, args.out)
         return code
 
 
-def _wait_forwarding_signals(child: subprocess.Popen[bytes]) -> int:
-    """Wait for ``child``; SIGINT/SIGTERM sent to us go to it (it decides how to stop)."""
+class SignalForwarder:
+    """A signal handler that passes FORWARDED_SIGNALS to the child (it decides how to stop).
 
-    def forward(signum: int, _frame: Any) -> None:
+    Installed before the child starts: a signal that arrives before there is a
+    child is kept and sent to it as soon as it exists, so none is lost and
+    ``rankscope run`` never dies leaving the job orphaned.
+    """
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+        self.pending: list[int] = []
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.child is None:
+            self.pending.append(signum)
+            return
         with contextlib.suppress(OSError):
-            child.send_signal(signum)
+            self.child.send_signal(signum)  # a no-op once the child has been reaped
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code = child.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    # Like a shell: a child killed by signal N exits 128 + N.
-    return 128 - code if code < 0 else code
+    def attach(self, child: subprocess.Popen[bytes]) -> None:
+        self.child = child
+        for signum in self.pending:
+            self(signum, None)
+        self.pending.clear()
 
 
 def _finish_manifest(run_dir: Path, command: list[str], start_ns: int, code: int) -> None:
     """Record how the job ended in ``run.json`` (the job has exited: no rank writes it now)."""
     path = run_dir / rundir.RUN_MANIFEST
     try:
-        manifest = rundir.read_json(path) if path.is_file() else None
+        manifest = rundir.read_json(path, nofollow=True)
     except (OSError, ValueError):
         manifest = None
     if not isinstance(manifest, dict):
