@@ -1,0 +1,72 @@
+"""A corrupt cache entry is never trusted and never kept: it is removed and rewritten."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import data_path
+
+from rankscope.dashboard.ingest import cache
+from rankscope.dashboard.ingest.kineto import parse_trace
+
+
+def _swap_tables(entry: Path) -> None:
+    (entry / "gpu.parquet").rename(entry / "tmp.parquet")
+    (entry / "cpu.parquet").rename(entry / "gpu.parquet")
+    (entry / "tmp.parquet").rename(entry / "cpu.parquet")
+
+
+def _fifo(name: str) -> Callable[[Path], None]:
+    def make(entry: Path) -> None:
+        (entry / name).unlink()
+        os.mkfifo(entry / name)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda e: (e / "meta.json").write_text("[]"),
+        lambda e: (e / "meta.json").write_text('{"pg_ranks": 3}'),
+        lambda e: (e / "meta.json").write_bytes(b"\xff\xfe"),
+        _swap_tables,
+        lambda e: (e / "comms.parquet").write_bytes(b"PAR1 truncated"),
+        lambda e: (e / "gpu.parquet").unlink(),
+        _fifo("meta.json"),
+        _fifo("cpu.parquet"),
+        lambda e: (shutil.rmtree(e), e.write_text("not a directory")),
+    ],
+    ids=[
+        "meta-list",
+        "meta-shape",
+        "meta-bytes",
+        "swapped",
+        "truncated",
+        "missing",
+        "fifo-meta",
+        "fifo-table",
+        "entry-is-file",
+    ],
+)
+def test_corrupt_entry_is_a_miss_then_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corrupt: Callable[[Path], None]
+) -> None:
+    monkeypatch.setenv("RANKSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    trace = tmp_path / "rank0.pt.trace.json.gz"
+    shutil.copy(data_path("reference_runs", "h200_ddp2_balanced", "rank0.pt.trace.json.gz"), trace)
+    parsed = parse_trace(trace)
+    cache.store(parsed)
+    entry = cache.cache_root() / cache.cache_key(trace)
+    assert cache.load(trace) is not None
+    corrupt(entry)
+    assert cache.load(trace) is None  # never an exception, never a hang
+    cache.store(parsed)
+    again = cache.load(trace)
+    assert again is not None and again.meta == json.loads(json.dumps(parsed.meta))
+    assert set(again.cpu.cols) == set(parsed.cpu.cols)
