@@ -68,6 +68,10 @@ def streamlit_command(host: str, port: int, server_address: str | None = None) -
         "false",
         "--logger.hideWelcomeMessage",
         "true",
+        # Streamlit's info lines ("Uvicorn server started") are not for users;
+        # warnings and errors still show.
+        "--logger.level",
+        "warning",
         *extra,
     ]
 
