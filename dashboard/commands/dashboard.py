@@ -82,15 +82,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_port(host: str, port: int) -> int:
+    """The port the server can listen on (a free one for 0); a RankscopeError (exit 2) if none."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:
             raise RankscopeError(
-                f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port"
+                f"cannot listen on {_address(host, port)} ({e.strerror or e}); choose another"
+                f" {'--port' if isinstance(e, PermissionError) or e.errno == 98 else '--host'}"
             ) from None
+        return int(s.getsockname()[1])
 
 
 _WILDCARD = ("0.0.0.0", "::", "")
@@ -129,7 +137,7 @@ def _url(host: str, port: int) -> str:
     elif host in _WILDCARD:
         shown = reachable_address()
     else:
-        shown = f"[{host}]" if ":" in host else host
+        return f"http://{_address(host, port)}"
     return f"http://{shown}:{port}"
 
 
@@ -213,9 +221,7 @@ def serve(path: str | Path, host: str, port: int, open_browser: bool, live: bool
             "streamlit is not installed (pip install streamlit)",
             EXIT_ENVIRONMENT,
         ) from None
-    if port == 0:
-        port = free_port(host if host not in _WILDCARD else "0.0.0.0")
-    _check_port(host, port)
+    port = _check_port(host, port)
     env = dict(os.environ)
     env[ENV_PATH] = str(Path(path).resolve())
     if live:
@@ -223,7 +229,7 @@ def serve(path: str | Path, host: str, port: int, open_browser: bool, live: bool
     url = _url(host, port)
     if not is_loopback(host):
         print(
-            f"rankscope dashboard: warning: listening on {host or '0.0.0.0'}:{port} without"
+            f"rankscope dashboard: warning: listening on {_address(host, port)} without"
             " authentication: anyone who can reach it can read these traces (an SSH tunnel"
             " to the default --host 127.0.0.1 keeps them private)",
             file=sys.stderr,
@@ -263,8 +269,14 @@ class DashboardCommand:
     """Open the dashboard: load imbalance, communication stalls and GPU utilisation in a browser.
 
     PATH is a run directory, a folder of traces, a single trace file, or a folder
-    holding several runs (a run picker lists them, newest first). The server
-    listens on 127.0.0.1 unless --host says otherwise.
+    holding several runs, up to three levels down (a run picker lists them,
+    newest first). The server listens on 127.0.0.1 unless --host says otherwise;
+    the dashboard has no authentication, so any other address prints a warning.
+    Ctrl-C, SIGTERM and SIGHUP stop the server with the command.
+
+    Exit codes: 0 the server ran and was stopped; 2 bad input (no run at PATH, a
+    bad --port, the port taken); 3 an environment problem (streamlit missing or
+    failing to start).
 
     examples:
       rankscope dashboard runs/exp1

@@ -136,6 +136,9 @@ class DemoCommand:
     print the sample's report instead (what `rankscope report` prints); with
     --path, print where the sample is, to use it with any other command.
 
+    Exit codes: 0 success; 2 bad input (no bundled sample, flags that do not go
+    together); 3 an environment problem (no PyTorch for --live, streamlit missing).
+
     examples:
       rankscope demo
       rankscope demo --report --format markdown

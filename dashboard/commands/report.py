@@ -39,7 +39,8 @@ class ReportCommand:
 
     PATH is a rankscope run directory, a folder of traces written by
     torch.profiler.tensorboard_trace_handler, an HTA-style folder (rank-N.json.gz),
-    or a single trace file (.json or .json.gz).
+    or a single trace file (.json or .json.gz); a folder with one such run below
+    it reads that run, and one with several names them.
 
     Exit codes: 0 the report was written; 2 bad input (no such path, no usable
     trace, a bad --steps or --ranks). Files that cannot be read are skipped with

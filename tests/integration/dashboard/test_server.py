@@ -144,3 +144,23 @@ def test_bad_paths_are_one_line_errors_before_any_server(
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_bad_host_or_a_taken_port_is_a_one_line_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, needle in (
+            (("--host", "nosuch.invalid", "--port", "0"), "choose another --host"),
+            (("--port", str(port)), "choose another --port"),
+        ):
+            proc = subprocess.run(
+                [*rankscope_cmd(), "dashboard", str(SAMPLE), "--no-browser", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert proc.returncode == 2, proc.stderr
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and needle in lines[0], proc.stderr
