@@ -215,10 +215,11 @@ def serve(path: str | Path, host: str, port: int, open_browser: bool, live: bool
 
     runs = find_runs(path)  # a clear RankscopeError (exit 2) before anything starts
     try:
+        import plotly  # noqa: F401
         import streamlit  # noqa: F401
     except ImportError:
         raise RankscopeError(
-            "streamlit is not installed (pip install streamlit)",
+            "the dashboard needs streamlit and plotly: pip install 'rankscope[dashboard]'",
             EXIT_ENVIRONMENT,
         ) from None
     port = _check_port(host, port)

@@ -1,7 +1,8 @@
 """End to end: ``rankscope dashboard REF --no-browser --port N`` in headless Chromium.
 
 The Overview must name the straggler; every page must render without an
-exception or error box, and fetch nothing beyond the server (offline clusters). Screenshots go to a temporary folder, or to
+exception or error box, and fetch nothing beyond the server (offline
+clusters). Screenshots go to a temporary folder, or to
 ``$RANKSCOPE_SCREENSHOTS`` when set. Skipped without /usr/bin/chromium or the
 playwright package (Playwright's own browser download is not used).
 """

@@ -164,3 +164,14 @@ def test_a_bad_host_or_a_taken_port_is_a_one_line_error() -> None:
             assert proc.returncode == 2, proc.stderr
             lines = proc.stderr.strip().splitlines()
             assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_without_streamlit_it_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rankscope.dashboard import cli
+
+    monkeypatch.setitem(sys.modules, "streamlit", None)  # import streamlit -> ImportError
+    assert cli.main(["dashboard", str(SAMPLE), "--no-browser", "--port", "0"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'rankscope[dashboard]'" in err
