@@ -158,8 +158,12 @@ def no_straggler_sentence(report: dict[str, Any]) -> str | None:
     """Why no rank is a straggler, when collectives could tell; None when they cannot."""
     if report["stragglers"]:
         return None
+    rotating = report["imbalance"].get("rotating")
     return wording.no_straggler_sentence(
-        len(report["run"]["ranks"]), bool(report["collectives"]), _last_arrival(report)
+        len(report["run"]["ranks"]),
+        bool(report["collectives"]),
+        _last_arrival(report),
+        sorted(int(r) for r in rotating["counts"]) if rotating else None,
     )
 
 
@@ -174,7 +178,13 @@ def _verdict(report: dict[str, Any]) -> str:
     if s:
         top = s[0]
         return f"{head} " + wording.straggler_verdict(
-            top["rank"], top["cause"], top["severity"], top["caused_wait_ms_per_step"]
+            top["rank"],
+            top["cause"],
+            top["severity"],
+            top["caused_wait_ms_per_step"],
+            top.get("pattern", "persistent"),
+            [(st["step"], st["lag_ms"]) for st in top.get("steps", [])],
+            top.get("cause_detail"),
         )
     no_straggler = no_straggler_sentence(report)
     return f"{head} {no_straggler}" if no_straggler else head

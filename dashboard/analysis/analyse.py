@@ -28,6 +28,7 @@ from rankscope.dashboard.analysis.results import (
     Imbalance,
     KernelSummary,
     RankBreakdown,
+    StepRank,
     Straggler,
     TelemetrySummary,
 )
@@ -59,6 +60,7 @@ class Analysis:
     collective_summary: list[CollectiveSummary]
     findings: list[Finding]
     warnings: list[str] = field(default_factory=list)
+    per_step: list[StepRank] = field(default_factory=list)  # the diagnosis' per-step evidence
 
 
 def parse_step_range(text: str | None) -> tuple[int | None, int | None]:
@@ -177,8 +179,16 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     tel = {r: utilisation.telemetry_summary(rd, windows[r], steps) for r, rd in run.ranks.items()}
     idle = {r: utilisation.idle_breakdown(rd, windows[r], steps) for r, rd in run.ranks.items()}
     kernels = utilisation.top_kernels(run.ranks, windows, steps)
-    stragglers, caused = imbalance.find_stragglers(matched, per_rank, n_steps, step_ms, has_gpu)
-    imb = imbalance.imbalance(per_rank, imbalance.last_arrival_summary(matched, caused, step_ms))
+    stragglers, caused, diag = imbalance.find_stragglers(
+        matched, sorted(run.ranks), activities, windows, n_steps
+    )
+    imb = imbalance.imbalance(
+        per_rank,
+        imbalance.last_arrival_summary(matched, caused, step_ms),
+        joint_saving_ms_per_step=diag.joint_saving_ms_per_step if diag.n_steps else None,
+        rotating=diag.rotating,
+        noise_ms=diag.noise_ms if diag.n_steps else None,
+    )
     summary = comms_mod.collective_summary(matched, n_steps, len(run.ranks))
     if len(run.ranks) > 1 and steps and not len(matched):
         warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")
@@ -189,6 +199,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         utilisation=util,
         has_gpu=has_gpu,
         step_ms=step_ms,
+        rotating=diag.rotating,
     )
     return Analysis(
         run=run,
@@ -212,4 +223,5 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         collective_summary=summary,
         findings=findings_mod.findings(facts),
         warnings=warnings,
+        per_step=diag.per_step,
     )

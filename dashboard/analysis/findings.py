@@ -22,6 +22,7 @@ from rankscope.dashboard.analysis.results import (
     Finding,
     GpuUtilisation,
     RankBreakdown,
+    RotatingLateness,
     Straggler,
 )
 
@@ -39,6 +40,7 @@ class RunFacts:
     utilisation: dict[int, GpuUtilisation]
     has_gpu: bool
     step_ms: float
+    rotating: RotatingLateness | None = None
 
     @property
     def ranks(self) -> list[int]:
@@ -74,20 +76,41 @@ def finding(
 
 
 def straggler_rule(f: RunFacts) -> list[Finding]:
-    """Each straggler: what the others wait for it is what fixing it saves."""
+    """Each straggler: its saving is its share of the what-if, its severity the straggler's."""
     n_others = len(f.ranks) - 1
-    return [
-        finding(
-            "straggler",
-            wording.straggler_finding(
-                s.rank, s.cause, n_others, s.caused_wait_ms_per_step, s.evidence
-            ),
-            [s.rank],
+    out = []
+    for s in f.stragglers:
+        title, detail = wording.straggler_finding(
+            s.rank,
+            s.cause,
+            n_others,
             s.caused_wait_ms_per_step,
-            f.step_ms,
+            s.evidence,
+            s.pattern,
+            s.cause_detail,
+            s.hint,
         )
-        for s in f.stragglers
-    ]
+        out.append(
+            Finding(
+                kind="straggler",
+                severity=s.severity,  # the same number as the saving, so they never disagree
+                title=title,
+                detail=detail,
+                ranks=[s.rank],
+                est_saving_ms_per_step=round(s.est_saving_ms_per_step, 2),
+            )
+        )
+    return out
+
+
+def rotating_rule(f: RunFacts) -> list[Finding]:
+    """Lateness that moves between ranks: no straggler, yet a large share of waiting."""
+    rot = f.rotating
+    if rot is None:
+        return []
+    entries = [(st.step, r, st.lag_ms) for st, r in zip(rot.steps, rot.ranks_by_step, strict=True)]
+    text = wording.rotating_finding(rot.counts, entries, 100 * rot.wait_fraction)
+    return [finding("rotating", text, sorted(rot.counts), rot.est_saving_ms_per_step, f.step_ms)]
 
 
 def exposed_communication_rule(f: RunFacts) -> list[Finding]:
@@ -161,6 +184,7 @@ def low_gpu_utilisation_rule(f: RunFacts) -> list[Finding]:
 
 RULES: tuple[Rule, ...] = (
     straggler_rule,
+    rotating_rule,
     exposed_communication_rule,
     data_loading_rule,
     host_bound_rule,

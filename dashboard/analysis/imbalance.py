@@ -4,17 +4,12 @@
 ms/step) and gives an ``Imbalance``: per metric, max/mean, the coefficient of
 variation and the rank with the maximum (``MetricSpread``).
 
-``find_stragglers(matched, per_rank, n_steps, step_ms, has_gpu)`` returns
-``Straggler``s, worst first, and the wait each rank causes: the time the other
-ranks spend waiting in collective instances where it arrived last (merged per
-waiting rank, so overlapping collectives are not counted twice), averaged over
-the other ranks, per step. A rank is a straggler when that exceeds the median
-of the other ranks' caused wait by at least ``STRAGGLER_MIN_FRACTION`` (5%) of
-the step time; severity is high from 20% of the step time, medium from 10%,
-low below. Its cause is the component (data loading, host-only time, compute)
-by which it exceeds the other ranks' median the most, or ``communication`` when
-none explains at least a quarter of the excess (a slow link or an earlier
-collective).
+``find_stragglers(matched, ranks, activities, windows, n_steps)`` returns the
+``Straggler``s of ``diagnosis.diagnose`` (persistent or intermittent, with
+cause, confidence and what-if saving; the decision rule is documented there),
+worst first, the wait each rank causes (``caused_wait_ms``: the time the
+other ranks spend waiting in instances where it arrived last, merged per
+waiting rank, averaged over the other ranks, per step) and the ``Diagnosis``.
 
 ``last_arrival_summary(matched, caused, step_ms)`` -> ``LastArrival`` or None.
 """
@@ -25,18 +20,20 @@ import numpy as np
 
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis import wording
+from rankscope.dashboard.analysis.activity import RankActivity
 from rankscope.dashboard.analysis.comms import last_arrivals, wait_intervals
+from rankscope.dashboard.analysis.diagnosis import Components, Diagnosis, Verdict, diagnose
 from rankscope.dashboard.analysis.results import (
     Imbalance,
     LastArrival,
     MetricSpread,
     RankBreakdown,
+    RotatingLateness,
     Straggler,
 )
 from rankscope.dashboard.ingest.table import Table
 
 NS_PER_MS = 1e6
-STRAGGLER_MIN_FRACTION = 0.05
 HIGH_FRACTION = 0.20
 MEDIUM_FRACTION = 0.10
 
@@ -49,7 +46,6 @@ IMBALANCE_METRICS = (
     "comm_wait_ms",
     "idle_ms",
 )
-_CAUSE_COLUMNS = (("data_loading", "data_ms"), ("host", "host_ms"), ("gpu_compute", "compute_ms"))
 
 
 def median(values: list[float]) -> float:
@@ -91,14 +87,25 @@ def metric_spread(per_rank: dict[int, RankBreakdown], metric: str) -> MetricSpre
 
 
 def imbalance(
-    per_rank: dict[int, RankBreakdown], last_arrival: LastArrival | None = None
+    per_rank: dict[int, RankBreakdown],
+    last_arrival: LastArrival | None = None,
+    joint_saving_ms_per_step: float | None = None,
+    rotating: RotatingLateness | None = None,
+    noise_ms: float | None = None,
 ) -> Imbalance:
     metrics = {}
     for metric in IMBALANCE_METRICS:
         spread = metric_spread(per_rank, metric)
         if spread is not None:
             metrics[metric] = spread
-    return Imbalance(ranks=len(per_rank), metrics=metrics, last_arrival=last_arrival)
+    return Imbalance(
+        ranks=len(per_rank),
+        metrics=metrics,
+        last_arrival=last_arrival,
+        joint_saving_ms_per_step=joint_saving_ms_per_step,
+        rotating=rotating,
+        noise_ms=noise_ms,
+    )
 
 
 def caused_wait_ms(matched: Table, ranks: list[int], n_steps: int) -> dict[int, float]:
@@ -139,83 +146,66 @@ def last_arrival_summary(
     )
 
 
-# cause -> (this rank's excess over the others' median, its column, that median)
-CauseDeltas = dict[str, tuple[float, str, float]]
+def components_of(activities: dict[int, RankActivity]) -> dict[int, Components]:
+    """What each rank was doing, as the diagnosis reads it (disjoint interval sets).
+
+    Without a GPU, operator time is the rank's compute (``cpu_compute``);
+    beside a GPU, host operators are host-side work and kernels are GPU compute.
+    """
+    has_gpu = any(a.has_gpu for a in activities.values())
+    out = {}
+    for r, a in activities.items():
+        ops = a.host if has_gpu else iv.combine(a.host, a.compute)
+        gpu = a.compute if has_gpu else iv.empty()
+        out[r] = Components.build(a.data, a.comm, gpu, ops)
+    return out
 
 
-def cause_deltas(per_rank: dict[int, RankBreakdown], rank: int, has_gpu: bool) -> CauseDeltas:
-    """How much more of each candidate cause ``rank`` has than the other ranks' median."""
-    ranks = sorted(per_rank)
-    deltas: CauseDeltas = {}
-    for cause, col in _CAUSE_COLUMNS:
-        others_median = median([per_rank[o].value(col) for o in ranks if o != rank])
-        deltas[cause] = (per_rank[rank].value(col) - others_median, col, others_median)
-    if not has_gpu:
-        # Without a GPU, "compute" is host work.
-        deltas["host"] = max(deltas["host"], deltas.pop("gpu_compute"), key=lambda d: d[0])
-    return deltas
-
-
-def _evidence(
-    per_rank: dict[int, RankBreakdown],
-    rank: int,
-    cause: str,
-    deltas: CauseDeltas,
-    excess: float,
-    last_count: int,
-    n_inst: int,
-    caused: float,
-) -> str:
+def _evidence(v: Verdict, last_count: int, n_inst: int, caused: float) -> str:
     parts = []
-    if cause != "communication":
-        delta, col, others_median = deltas[cause]
-        parts.append(wording.evidence_excess(col, per_rank[rank].value(col), others_median, delta))
+    if v.pattern == "intermittent":
+        parts.append(wording.evidence_stalls([(st.step, st.lag_ms) for st in v.steps]))
     else:
-        parts.append(wording.EVIDENCE_COMMUNICATION)
-    for other_cause, (d, c, med) in deltas.items():
-        if other_cause != cause and d >= 0.1 * excess and d > 0.5:
-            parts.append(wording.evidence_also(c, per_rank[rank].value(c), med, d))
+        parts.append(wording.evidence_persistent(v.excess_ms_per_step, v.excess_ci_ms))
+    parts.append(wording.evidence_breakdown(v.cause_breakdown, v.cause_detail))
     parts.append(wording.evidence_last_arrivals(last_count, n_inst))
     parts.append(wording.evidence_caused_wait(caused))
-    return "; ".join(parts)
+    return "; ".join(p for p in parts if p)
 
 
 def find_stragglers(
     matched: Table,
-    per_rank: dict[int, RankBreakdown],
+    ranks: list[int],
+    activities: dict[int, RankActivity],
+    windows: dict[int, dict[int, tuple[int, int]]],
     n_steps: int,
-    step_ms: float,
-    has_gpu: bool,
-) -> tuple[list[Straggler], dict[int, float]]:
-    ranks = sorted(per_rank)
+) -> tuple[list[Straggler], dict[int, float], Diagnosis]:
+    """The stragglers (``diagnosis.diagnose``), worst first, and the wait each rank causes."""
     caused = caused_wait_ms(matched, ranks, n_steps)
-    if len(ranks) < 2 or step_ms <= 0 or not len(matched):
-        return [], caused
+    has_gpu = any(a.has_gpu for a in activities.values())
+    diag = diagnose(matched, ranks, components_of(activities), windows, has_gpu)
     last_counts = last_arrivals(matched)
     n_inst = sum(last_counts.values())
-
-    out: list[Straggler] = []
-    for r in ranks:
-        excess = caused[r] - median([caused[o] for o in ranks if o != r])
-        if excess < STRAGGLER_MIN_FRACTION * step_ms:
-            continue
-        deltas = cause_deltas(per_rank, r, has_gpu)
-        cause, (delta, _col, _median) = max(deltas.items(), key=lambda kv: kv[1][0])
-        if delta < 0.25 * excess:
-            cause = "communication"
-        out.append(
-            Straggler(
-                rank=r,
-                cause=cause,
-                severity=severity(excess, step_ms),
-                excess_ms_per_step=round(excess, 3),
-                caused_wait_ms_per_step=round(caused[r], 3),
-                cause_excess_ms_per_step=round(delta, 3) if cause != "communication" else None,
-                last_arrivals=last_counts.get(r, 0),
-                evidence=_evidence(
-                    per_rank, r, cause, deltas, excess, last_counts.get(r, 0), n_inst, caused[r]
-                ),
-            )
+    out = [
+        Straggler(
+            rank=v.rank,
+            cause=v.cause,
+            severity=v.severity,
+            excess_ms_per_step=v.excess_ms_per_step,
+            caused_wait_ms_per_step=round(caused.get(v.rank, 0.0), 3),
+            cause_excess_ms_per_step=v.cause_breakdown.get(v.cause),
+            last_arrivals=last_counts.get(v.rank, 0),
+            evidence=_evidence(v, last_counts.get(v.rank, 0), n_inst, caused.get(v.rank, 0.0)),
+            pattern=v.pattern,
+            cause_detail=v.cause_detail,
+            cause_breakdown=v.cause_breakdown,
+            confidence=v.confidence,
+            p_value=v.p_value,
+            excess_ci_ms=None if v.excess_ci_ms is None else list(v.excess_ci_ms),
+            steps=v.steps,
+            est_saving_ms_per_step=v.est_saving_ms_per_step,
+            hint=v.hint,
         )
-    out.sort(key=lambda s: -s.excess_ms_per_step)
-    return out, caused
+        for v in diag.stragglers
+    ]
+    return out, caused, diag

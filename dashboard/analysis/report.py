@@ -13,7 +13,8 @@
                    last_arrival: {rank, count, of, excess_ms_per_step,
                                   excess_pct_of_step} | null},
      "stragglers": [Straggler], "collectives": [CollectiveSummary],
-     "findings": [Finding], "top_kernels": [KernelSummary]}
+     "findings": [Finding], "top_kernels": [KernelSummary],
+     "per_step": [StepRank]}
 
 ``*_ms`` are per-step means over the analysed steps; ``null`` where the trace
 cannot tell. A result type's fields are its JSON fields (``dataclasses.asdict``),
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from rankscope.dashboard.analysis.results import (
     CollectiveSummary,
     Imbalance,
+    StepRank,
     TelemetrySummary,
 )
 
@@ -64,6 +66,29 @@ def imbalance_json(imb: Imbalance) -> dict[str, Any]:
     out: dict[str, Any] = {"ranks": imb.ranks}
     out.update({metric: asdict(spread) for metric, spread in imb.metrics.items()})
     out["last_arrival"] = None if imb.last_arrival is None else asdict(imb.last_arrival)
+    # extensions: the diagnosis' run-level results
+    out["joint_saving_ms_per_step"] = imb.joint_saving_ms_per_step
+    out["noise_ms"] = imb.noise_ms
+    rot = imb.rotating
+    out["rotating"] = (
+        None
+        if rot is None
+        else {
+            "counts": {str(r): n for r, n in rot.counts.items()},
+            "steps": [
+                {"step": st.step, "rank": r, "lag_ms": st.lag_ms}
+                for st, r in zip(rot.steps, rot.ranks_by_step, strict=True)
+            ],
+            "wait_fraction": rot.wait_fraction,
+            "est_saving_ms_per_step": rot.est_saving_ms_per_step,
+        }
+    )
+    return out
+
+
+def step_json(row: StepRank) -> dict[str, Any]:
+    out = asdict(row)
+    out["step_ms"] = _ms(row.step_ms)
     return out
 
 
@@ -134,4 +159,6 @@ def build_report(a: Analysis) -> dict[str, Any]:
         "collectives": [collective_json(c) for c in a.collective_summary],
         "findings": [asdict(f) for f in a.findings],
         "top_kernels": [asdict(k) for k in a.kernels],
+        # extension: per rank and step, the evidence behind the stragglers
+        "per_step": [step_json(row) for row in a.per_step],
     }

@@ -28,8 +28,10 @@ BREAKDOWN_COLUMNS = (
     "gpu_busy_ms",
 )
 
-# Why a straggler is late: the keys of ``wording.CAUSE_NAME``.
-CAUSES = ("data_loading", "host", "gpu_compute", "communication")
+# Why a straggler is late: the keys of ``wording.CAUSE_NAME`` (see ``diagnosis``).
+CAUSES = ("data_loading", "host", "gpu_compute", "cpu_compute", "communication", "unknown")
+# How a straggler is late over the analysed steps (see ``diagnosis``).
+PATTERNS = ("persistent", "intermittent")
 
 
 @dataclass(frozen=True)
@@ -172,10 +174,45 @@ class LastArrival:
 
 
 @dataclass(frozen=True)
+class StepStall:
+    """One step at which a straggler was late, and by how much (ms beyond the others)."""
+
+    step: int
+    lag_ms: float
+
+
+@dataclass(frozen=True)
+class RotatingLateness:
+    """Stalls that move between ranks: no single straggler, yet the ranks wait a lot."""
+
+    counts: dict[int, int]  # rank -> steps at which it stalled
+    steps: list[StepStall]
+    ranks_by_step: list[int]  # the rank that stalled, per entry of ``steps``
+    wait_fraction: float  # mean waiting share of the step
+    est_saving_ms_per_step: float  # if every rank's work were the median rank's
+
+
+@dataclass(frozen=True)
+class StepRank:
+    """One rank in one step: the per-step evidence behind the diagnosis."""
+
+    rank: int
+    step: int
+    step_ms: float
+    excess_ms: float  # its own work before the step's collectives beyond the others' median
+    caused_wait_ms: float  # the others' mean wait at collectives where it arrived last
+    lag_ms: float  # its arrival lag at the step's last collective, behind the first to arrive
+
+
+@dataclass(frozen=True)
 class Imbalance:
     ranks: int
     metrics: dict[str, MetricSpread] = field(default_factory=dict)
     last_arrival: LastArrival | None = None
+    # what fixing every straggler together would save (one what-if, never a sum)
+    joint_saving_ms_per_step: float | None = None
+    rotating: RotatingLateness | None = None
+    noise_ms: float | None = None  # robust spread of the per-step excesses between ranks
 
 
 @dataclass(frozen=True)
@@ -191,6 +228,16 @@ class Straggler:
     cause_excess_ms_per_step: float | None
     last_arrivals: int
     evidence: str
+    # The diagnosis behind it (see ``diagnosis``); defaults keep the contract additive.
+    pattern: str = "persistent"
+    cause_detail: str | None = None  # "untraced": host time with no traced op
+    cause_breakdown: dict[str, float] = field(default_factory=dict)  # cause -> ms/step
+    confidence: str = "low"
+    p_value: float | None = None
+    excess_ci_ms: list[float] | None = None  # 90% bootstrap interval of the mean excess
+    steps: list[StepStall] = field(default_factory=list)  # intermittent: where and how late
+    est_saving_ms_per_step: float = 0.0  # its share of the what-if saving
+    hint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,25 +16,38 @@ CAUSE_NAME = {
     "data_loading": "data loading",
     "host": "host-side work",
     "gpu_compute": "more GPU compute",
+    "cpu_compute": "more CPU operator work",
     "communication": "communication",
+    "unknown": "no single cause",
 }
 # What a cause name leaves unsaid, where the dashboard has room to say it.
-CAUSE_EXPLANATION = {"communication": "its collectives start late or run slowly"}
-# The breakdown column that measures a cause, named as the straggler evidence names it.
-COMPONENT_NAME = {"data_ms": "data loading", "host_ms": "host-only time", "compute_ms": "compute"}
+CAUSE_EXPLANATION = {
+    "communication": "its other collectives are what it was doing",
+    "unknown": "see the breakdown of its extra time",
+}
+UNTRACED_NAME = "host-side work outside any traced op"
 
 NO_FINDINGS = "No findings worth a line: nothing would save 5% of the step."
 TELEMETRY_ONLY_TEXT = "telemetry only, no profiler trace yet."
 
 
-def cause_name(cause: str) -> str:
+def cause_name(cause: str, detail: str | None = None) -> str:
+    if cause == "host" and detail == "untraced":
+        return UNTRACED_NAME
     return CAUSE_NAME.get(cause, cause.replace("_", " "))
 
 
-def cause_explained(cause: str) -> str:
+def cause_explained(cause: str, detail: str | None = None) -> str:
     """The cause name with its explanation in brackets, where it has one."""
     why = CAUSE_EXPLANATION.get(cause)
-    return f"{cause_name(cause)} ({why})" if why else cause_name(cause)
+    return f"{cause_name(cause, detail)} ({why})" if why else cause_name(cause, detail)
+
+
+def stalls_text(steps: list[tuple[int, float]]) -> str:
+    """ "stalled ~302 ms at step 11" (or "~300 ms at step 11, ~280 ms at step 15")."""
+    parts = [f"~{lag:.0f} ms at step {step}" for step, lag in steps[:5]]
+    more = f" and {len(steps) - 5} more step(s)" if len(steps) > 5 else ""
+    return "stalled " + ", ".join(parts) + more
 
 
 # --- the verdict: the report's first sentence and the dashboard's callout ---
@@ -55,11 +68,24 @@ def telemetry_only(n_ranks: int, world_size: int) -> str:
     return f"{n_ranks} rank(s) of {world_size}: {TELEMETRY_ONLY_TEXT}"
 
 
-def straggler_verdict(rank: int, cause: str, severity: str, caused_wait_ms: float) -> str:
+def straggler_verdict(
+    rank: int,
+    cause: str,
+    severity: str,
+    caused_wait_ms: float,
+    pattern: str = "persistent",
+    steps: list[tuple[int, float]] | None = None,
+    detail: str | None = None,
+) -> str:
     """The report's one-line verdict on the worst straggler."""
+    if pattern == "intermittent" and steps:
+        return (
+            f"Rank {rank} {stalls_text(steps)} ({cause_name(cause, detail)}, {severity}):"
+            " the other ranks waited for it there."
+        )
     return (
-        f"Rank {rank} is the straggler ({cause_name(cause)}, {severity}): the other ranks"
-        f" wait ~{caused_wait_ms:.1f} ms/step for it."
+        f"Rank {rank} is the straggler ({cause_name(cause, detail)}, {severity}): the other"
+        f" ranks wait ~{caused_wait_ms:.1f} ms/step for it."
     )
 
 
@@ -69,9 +95,14 @@ def straggler_headline(
     cause_excess_ms: float | None,
     caused_wait_ms: float,
     step_ms: float,
+    pattern: str = "persistent",
+    steps: list[tuple[int, float]] | None = None,
+    detail: str | None = None,
 ) -> str:
     """The dashboard's callout on the worst straggler: the verdict with its size."""
-    what = cause_explained(cause)
+    what = cause_explained(cause, detail)
+    if pattern == "intermittent" and steps:
+        return f"Rank {rank} {stalls_text(steps)}: {what}; the other ranks waited for it there."
     if cause_excess_ms is not None:
         what += f", ~{cause_excess_ms:.0f} ms/step more than the other ranks"
     share = (
@@ -84,7 +115,10 @@ def straggler_headline(
 
 
 def no_straggler_sentence(
-    n_ranks: int, has_collectives: bool, last: LastArrival | None
+    n_ranks: int,
+    has_collectives: bool,
+    last: LastArrival | None,
+    rotating_ranks: list[int] | None = None,
 ) -> str | None:
     """Why no rank is a straggler, when collectives could tell; None when they cannot.
 
@@ -92,12 +126,19 @@ def no_straggler_sentence(
     """
     if n_ranks < 2 or not has_collectives:
         return None
+    if rotating_ranks:
+        return (
+            "No single straggler: the lateness rotates between ranks "
+            + ", ".join(map(str, rotating_ranks))
+            + " (see the rotating finding)."
+        )
     if last and last.count > last.of / 2 and last.excess_ms_per_step > 0:
         return (
             f"No straggler: rank {last.rank} arrives last most often"
             f" ({last.count} of {last.of} collectives), but the others wait only"
             f" {last.excess_ms_per_step:.1f} ms/step more for it than for any other rank"
-            f" ({last.excess_pct_of_step:.1f}% of the step, under the 5% threshold)."
+            f" ({last.excess_pct_of_step:.1f}% of the step): not consistently or not by"
+            " enough to stand out from the spread between ranks."
         )
     return "No straggler: the ranks arrive at collectives together."
 
@@ -105,23 +146,25 @@ def no_straggler_sentence(
 # --- straggler evidence (the report's ``stragglers[].evidence``) ---
 
 
-def evidence_excess(column: str, value: float, others_median: float, delta: float) -> str:
+def evidence_persistent(excess_ms: float, ci_ms: list[float] | tuple[float, float] | None) -> str:
+    ci = f" (90% interval {ci_ms[0]:.1f}-{ci_ms[1]:.1f})" if ci_ms else ""
     return (
-        f"{COMPONENT_NAME[column]} {value:.1f} ms/step vs {others_median:.1f} ms"
-        f" median of the other ranks (+{delta:.1f} ms)"
+        f"its work before each step's collectives takes {excess_ms:.1f} ms/step more than the"
+        f" other ranks' median{ci}"
     )
 
 
-EVIDENCE_COMMUNICATION = (
-    "no compute, data-loading or host excess explains it: its collectives start late or run slowly"
-)
+def evidence_stalls(steps: list[tuple[int, float]]) -> str:
+    return stalls_text(steps) + " beyond the other ranks"
 
 
-def evidence_also(column: str, value: float, others_median: float, delta: float) -> str:
-    return (
-        f"also {COMPONENT_NAME[column]} {value:.1f} ms/step vs {others_median:.1f} ms"
-        f" (+{delta:.1f} ms)"
-    )
+def evidence_breakdown(breakdown: dict[str, float], detail: str | None) -> str:
+    """ "of which data loading 43.3 ms/step, host-side work 8.0 ms/step" (top three)."""
+    top = sorted(((ms, c) for c, ms in breakdown.items() if ms >= 0.05), reverse=True)[:3]
+    if not top:
+        return ""
+    names = [f"{cause_name(c, detail if c == 'host' else None)} {ms:.1f} ms/step" for ms, c in top]
+    return "of which " + ", ".join(names)
 
 
 def evidence_last_arrivals(count: int, of: int) -> str:
@@ -136,12 +179,42 @@ def evidence_caused_wait(caused_wait_ms: float) -> str:
 
 
 def straggler_finding(
-    rank: int, cause: str, n_others: int, caused_wait_ms: float, evidence: str
+    rank: int,
+    cause: str,
+    n_others: int,
+    caused_wait_ms: float,
+    evidence: str,
+    pattern: str = "persistent",
+    detail: str | None = None,
+    hint: str | None = None,
 ) -> tuple[str, str]:
+    name = cause_name(cause, detail)
+    tail = f" Evidence: {evidence}." + (f" Next: {hint}." if hint else "")
+    if pattern == "intermittent":
+        return (
+            f"Rank {rank} stalls the others at a few steps: {name}",
+            f"Rank {rank} is late by a large margin at a few steps and on time otherwise.{tail}",
+        )
     return (
-        f"Rank {rank} holds the others back: {cause_name(cause)}",
+        f"Rank {rank} holds the others back: {name}",
         f"Rank {rank} arrives last at collectives; the other {n_others} rank(s) wait"
-        f" {caused_wait_ms:.1f} ms/step for it. Evidence: {evidence}.",
+        f" {caused_wait_ms:.1f} ms/step for it.{tail}",
+    )
+
+
+def rotating_finding(
+    counts: dict[int, int], steps: list[tuple[int, int, float]], wait_pct: float
+) -> tuple[str, str]:
+    """Lateness with no single culprit; ``steps`` are (step, rank, lag_ms)."""
+    per_rank = ", ".join(f"rank {r} at {n} step(s)" for r, n in sorted(counts.items()))
+    shown = ", ".join(f"step {s}: rank {r} ~{lag:.0f} ms" for s, r, lag in steps[:6])
+    more = f", and {len(steps) - 6} more" if len(steps) > 6 else ""
+    return (
+        "Lateness rotates between ranks",
+        f"No single rank holds the others back, yet the ranks wait {wait_pct:.0f}% of the"
+        f" step: a different rank stalls at different steps ({per_rank}; {shown}{more})."
+        " Look for work every rank does now and then: periodic logging, checkpointing,"
+        " evaluation, garbage collection, or noisy neighbours on shared hosts.",
     )
 
 

@@ -71,9 +71,9 @@ def test_data_loading_straggler_in_a_tensorboard_trace_folder(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_compute_straggler_on_cpu_is_named_host(tmp_path: Path) -> None:
+def test_compute_straggler_on_cpu_is_cpu_compute(tmp_path: Path) -> None:
     run_job(tmp_path, 2, SLOW_RANK="1", SLOW_KIND="compute", STALL_MS="60")
     r = report(tmp_path)
     top = r["stragglers"][0]
-    # Without a GPU the extra matmuls are host work, not data loading.
-    assert (top["rank"], top["cause"]) == (1, "host")
+    # Without a GPU the extra matmuls are operator work on the CPU, not data loading.
+    assert (top["rank"], top["cause"], top["pattern"]) == (1, "cpu_compute", "persistent")

@@ -7,6 +7,8 @@ from rankscope.dashboard.analysis.results import (
     BREAKDOWN_COLUMNS,
     GpuUtilisation,
     RankBreakdown,
+    RotatingLateness,
+    StepStall,
     Straggler,
 )
 
@@ -19,16 +21,21 @@ def breakdown(rank: int, **values: float) -> RankBreakdown:
     )
 
 
-def straggler(rank: int, caused_wait_ms: float) -> Straggler:
+def straggler(
+    rank: int, saving_ms: float, severity: str = "high", pattern: str = "persistent"
+) -> Straggler:
     return Straggler(
         rank=rank,
         cause="data_loading",
-        severity="high",
-        excess_ms_per_step=caused_wait_ms,
-        caused_wait_ms_per_step=caused_wait_ms,
-        cause_excess_ms_per_step=caused_wait_ms,
+        severity=severity,
+        excess_ms_per_step=saving_ms,
+        caused_wait_ms_per_step=saving_ms + 5,
+        cause_excess_ms_per_step=saving_ms,
         last_arrivals=6,
         evidence="data loading 70.0 ms/step vs 40.0 ms",
+        pattern=pattern,
+        steps=[StepStall(7, 300.0)] if pattern == "intermittent" else [],
+        est_saving_ms_per_step=saving_ms,
     )
 
 
@@ -50,13 +57,48 @@ def facts(
     )
 
 
-def test_straggler_rule_saves_what_the_others_wait() -> None:
+def test_straggler_rule_takes_the_stragglers_saving_and_severity() -> None:
     f = facts([breakdown(r) for r in range(3)], (straggler(2, 30.0),))
     (found,) = fd.straggler_rule(f)
     assert (found.kind, found.ranks, found.severity) == ("straggler", [2], "high")
-    assert found.est_saving_ms_per_step == 30.0
+    assert found.est_saving_ms_per_step == 30.0  # its what-if share, not the 35 ms waited
     assert found.title == "Rank 2 holds the others back: data loading"
     assert found.detail.startswith("Rank 2 arrives last at collectives; the other 2 rank(s) wait")
+    # Severity is the straggler's own, even where the mean step would grade it otherwise.
+    (found,) = fd.straggler_rule(
+        facts([breakdown(r) for r in range(3)], (straggler(2, 30, "low"),))
+    )
+    assert found.severity == "low"
+
+
+def test_an_intermittent_straggler_is_worded_as_stalls() -> None:
+    f = facts([breakdown(r) for r in range(3)], (straggler(1, 20.0, pattern="intermittent"),))
+    (found,) = fd.straggler_rule(f)
+    assert found.title == "Rank 1 stalls the others at a few steps: data loading"
+
+
+def test_rotating_rule_names_every_rank_and_step() -> None:
+    rot = RotatingLateness(
+        counts={0: 1, 1: 1, 2: 1},
+        steps=[StepStall(4, 60.0), StepStall(5, 61.0), StepStall(6, 59.0)],
+        ranks_by_step=[2, 0, 1],
+        wait_fraction=0.4,
+        est_saving_ms_per_step=25.0,
+    )
+    f = fd.RunFacts(
+        per_rank={r: breakdown(r) for r in range(3)},
+        stragglers=[],
+        utilisation={r: GpuUtilisation() for r in range(3)},
+        has_gpu=False,
+        step_ms=STEP_MS,
+        rotating=rot,
+    )
+    (found,) = fd.rotating_rule(f)
+    assert (found.kind, found.ranks, found.severity) == ("rotating", [0, 1, 2], "high")
+    assert found.est_saving_ms_per_step == 25.0
+    assert "wait 40% of the step" in found.detail
+    assert "step 4: rank 2 ~60 ms, step 5: rank 0 ~61 ms, step 6: rank 1 ~59 ms" in found.detail
+    assert fd.rotating_rule(facts([breakdown(r) for r in range(3)])) == []
 
 
 def test_exposed_communication_rule_counts_transfer_not_waiting() -> None:

@@ -36,8 +36,16 @@ def test_imbalance_puts_metrics_beside_ranks_and_last_arrival() -> None:
     spread = MetricSpread(110.0, 130.0, 100.0, 1.182, 0.129, 2)
     imb = Imbalance(3, {"step_ms": spread}, LastArrival(2, 5, 6, 1.5, 1.36))
     out = report.imbalance_json(imb)
-    assert list(out) == ["ranks", "step_ms", "last_arrival"]
+    assert list(out) == [
+        "ranks",
+        "step_ms",
+        "last_arrival",
+        "joint_saving_ms_per_step",
+        "noise_ms",
+        "rotating",
+    ]
     assert out["step_ms"]["max_rank"] == 2 and out["last_arrival"]["of"] == 6
+    assert out["rotating"] is None
 
 
 def test_telemetry_names_a_mean_in_steps_only_where_steps_had_samples() -> None:

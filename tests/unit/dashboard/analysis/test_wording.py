@@ -10,8 +10,12 @@ def test_no_straggler_sentence() -> None:
     close = LastArrival(rank=1, count=5, of=6, excess_ms_per_step=2.0, excess_pct_of_step=1.3)
     assert wording.no_straggler_sentence(3, True, close) == (
         "No straggler: rank 1 arrives last most often (5 of 6 collectives), but the others"
-        " wait only 2.0 ms/step more for it than for any other rank (1.3% of the step, under"
-        " the 5% threshold)."
+        " wait only 2.0 ms/step more for it than for any other rank (1.3% of the step): not"
+        " consistently or not by enough to stand out from the spread between ranks."
+    )
+    assert wording.no_straggler_sentence(3, True, close, rotating_ranks=[0, 1, 2]) == (
+        "No single straggler: the lateness rotates between ranks 0, 1, 2 (see the rotating"
+        " finding)."
     )
     spread = LastArrival(rank=1, count=2, of=6, excess_ms_per_step=2.0, excess_pct_of_step=1.3)
     assert wording.no_straggler_sentence(3, True, spread) == (
@@ -29,8 +33,35 @@ def test_straggler_sentences_name_the_cause_the_same_way() -> None:
     )
     headline = wording.straggler_headline(1, "communication", None, 41.26, 150.0)
     assert headline == (
-        "Rank 1 is the straggler: communication (its collectives start late or run slowly);"
-        " the other ranks wait ~41 ms/step for it (28% of the 150 ms step)."
+        "Rank 1 is the straggler: communication (its other collectives are what it was"
+        " doing); the other ranks wait ~41 ms/step for it (28% of the 150 ms step)."
     )
     title, _ = wording.straggler_finding(1, "gpu_compute", 3, 41.26, "evidence")
     assert title == "Rank 1 holds the others back: more GPU compute"
+
+
+def test_a_stall_is_said_at_its_step_never_as_a_mean() -> None:
+    verdict = wording.straggler_verdict(
+        2, "host", "high", 17.0, "intermittent", [(19, 302.4)], "untraced"
+    )
+    assert verdict == (
+        "Rank 2 stalled ~302 ms at step 19 (host-side work outside any traced op, high):"
+        " the other ranks waited for it there."
+    )
+    headline = wording.straggler_headline(
+        2, "data_loading", 1.0, 17.0, 30.0, "intermittent", [(19, 302.4), (40, 280.0)]
+    )
+    assert headline.startswith("Rank 2 stalled ~302 ms at step 19, ~280 ms at step 40: data")
+
+
+def test_the_breakdown_names_the_top_components_with_numbers() -> None:
+    text = wording.evidence_breakdown(
+        {"data_loading": 43.31, "host": 7.96, "gpu_compute": 0.67, "cpu_compute": 0.01}, None
+    )
+    assert text == (
+        "of which data loading 43.3 ms/step, host-side work 8.0 ms/step,"
+        " more GPU compute 0.7 ms/step"
+    )
+    assert wording.evidence_breakdown({"host": 60.1}, "untraced") == (
+        "of which host-side work outside any traced op 60.1 ms/step"
+    )

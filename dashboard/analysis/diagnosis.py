@@ -1,0 +1,614 @@
+"""Who holds the others back, when, and why: the diagnosis, built per collective instance.
+
+Input: the matched collectives (``comms.match_collectives``: one row per
+(instance, rank) with ``start_ns``, ``dur_ms``, ``transfer_ms``, ``wait_ms``,
+``step``) and, per rank, what it was doing (``Components``: disjoint interval
+sets for data loading, other communication, GPU compute and traced host
+operators; the rest of its time is *untraced*). Output: ``Diagnosis``.
+
+The evidence is each rank's **gap** before each collective instance: the time
+from the end of its previous collective to the start of this one, on its own
+clock (so clock skew never enters). A collective ends when its last rank
+arrives plus the transfer, so the rank with the longest gap arrives last and
+everyone else waits for it. Per step, ``excess[r, s]`` is rank r's gap time in
+step s minus the median of the other ranks'.
+
+Decision rule (thresholds are the module constants):
+
+- **persistent** straggler: its excess is positive at two steps in three or
+  more, *and* the 90% bootstrap interval over steps of its mean excess lies
+  above ``max(5% of the median step, 2 ms)``. Noise makes each rank late now
+  and then, and a rank a little late every step is within the spread between
+  ranks; only a consistent, material excess passes both. ``p_value`` is the
+  bootstrap share of resampled means under that threshold; ``confidence`` is
+  high with 5+ steps and p <= 0.01, medium with p <= 0.05, else low.
+- **intermittent** straggler: not persistent, but late by a large margin at a
+  few steps (at most half): a *stall* is an excess of at least a whole step
+  without stalls, 8 robust standard deviations of all excesses and 2 ms. It
+  lists those steps and the lag at each.
+- **rotating** (a run-level finding, no straggler): stalls at 3+ steps spread
+  over 2+ ranks with no rank holding 75% of them, while waiting is >= 20% of
+  the step.
+
+Each straggler's cause is read from what *its* gaps held beyond the other ranks'
+at its late steps (``cause_breakdown``, ms per step by component):
+``data_loading``, ``gpu_compute``, ``cpu_compute`` (operators on a CPU-only
+run), ``host`` (host operators beside a GPU; ``cause_detail`` "untraced" when
+the excess is time with no traced op at all: Python outside torch ops, sleeps,
+I/O, GC), ``communication`` (only on positive evidence: its other collectives),
+else ``unknown``. The top component must hold half of the excess.
+
+Savings are a **what-if replay** of the collective dependencies: with the gaps
+of the ranks fixed cut to the median of the others', each instance ends at its
+last arrival plus the transfer, so the run shortens by ``sum_i max_r gap -
+sum_i max_r gap'``. Several stragglers are fixed together (``joint_saving``),
+never summed; each straggler's own ``est_saving_ms_per_step`` is its Shapley
+share of that joint saving (the average of what fixing it adds over every
+order of fixing), so the shares add up to the joint figure. Severity is that
+same saving as a share of the step: high from 20%, medium from 10%.
+
+No ``np.median``/``np.quantile`` here: they import numpy.ma (~25 ms of start-up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+from math import factorial
+
+import numpy as np
+
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis.results import RotatingLateness, StepRank, StepStall
+from rankscope.dashboard.ingest.table import Table, distinct, isin
+
+NS_PER_MS = 1e6
+MIN_FRACTION = 0.05  # a persistent straggler's excess: at least 5% of the step ...
+MIN_MS = 2.0  # ... and at least 2 ms
+MIN_LATE_SHARE = 2 / 3  # ... late (positive excess) at two steps in three or more
+SPIKE_FRACTION = 1.0  # a stall: at least as long as a step without stalls ...
+SPIKE_SIGMAS = 8.0  # ... and 8 robust standard deviations of all excesses ...
+SPIKE_MIN_MS = 2.0  # ... and 2 ms
+ROTATING_MIN_SPIKES = 3
+ROTATING_MAX_SHARE = 0.75
+ROTATING_MIN_WAIT_FRACTION = 0.20
+HIGH_FRACTION = 0.20
+MEDIUM_FRACTION = 0.10
+CAUSE_MIN_SHARE = 0.5
+BOOTSTRAP_SAMPLES = 2000
+MIN_STEPS_FOR_PERSISTENT = 3
+HIGH_CONFIDENCE_STEPS = 5
+SHAPLEY_MAX = 6  # exact shares up to 6 stragglers (64 replays)
+
+COMPONENTS = ("data_loading", "communication", "gpu_compute", "ops", "untraced")
+UNTRACED_HINT = (
+    "time with no traced op: Python outside torch ops, sleeps, I/O, logging or GC;"
+    " profile with with_stack=True or sample the rank with py-spy to see it"
+)
+
+
+@dataclass(frozen=True)
+class Components:
+    """One rank's activity as disjoint merged interval sets (ns, its own clock)."""
+
+    data_loading: iv.Intervals
+    communication: iv.Intervals
+    gpu_compute: iv.Intervals
+    ops: iv.Intervals  # traced host operators not in the sets above
+
+    @staticmethod
+    def build(
+        data: iv.Intervals, comm: iv.Intervals, gpu_compute: iv.Intervals, host_ops: iv.Intervals
+    ) -> Components:
+        """Make the sets disjoint, in priority order data > comm > GPU compute > host ops."""
+        comm_only = iv.subtract(comm, data)
+        taken = iv.combine(data, comm_only)
+        gpu_only = iv.subtract(gpu_compute, taken)
+        taken = iv.combine(taken, gpu_only)
+        return Components(data, comm_only, gpu_only, iv.subtract(host_ops, taken))
+
+
+@dataclass(frozen=True)
+class Gaps:
+    """Per rank and complete collective instance, the rank's own work before it.
+
+    ``gap_ms[k, i]``: rank ``ranks[k]``, instance ``instance[i]``; ``lo_ns``/``hi_ns``
+    bound that gap on the rank's own clock. Instances are those every rank saw
+    (and that have a previous collective on every rank), in launch order.
+    """
+
+    ranks: np.ndarray
+    instance: np.ndarray
+    step: np.ndarray
+    lo_ns: np.ndarray
+    hi_ns: np.ndarray
+    gap_ms: np.ndarray
+    wait_ms: np.ndarray
+
+
+@dataclass
+class Verdict:
+    """One straggler: the evidence behind it, its cause and what fixing it would save."""
+
+    rank: int
+    pattern: str  # persistent | intermittent
+    cause: str
+    cause_detail: str | None
+    cause_breakdown: dict[str, float]  # ms per step of excess, by cause
+    confidence: str  # high | medium | low
+    p_value: float | None
+    excess_ms_per_step: float
+    excess_ci_ms: tuple[float, float] | None
+    late_steps: int
+    steps: list[StepStall]
+    est_saving_ms_per_step: float = 0.0
+    severity: str = "low"
+    hint: str | None = None
+
+
+@dataclass
+class Diagnosis:
+    stragglers: list[Verdict]
+    rotating: RotatingLateness | None
+    joint_saving_ms_per_step: float
+    per_step: list[StepRank]
+    noise_ms: float  # robust standard deviation of the per-step excesses
+    n_steps: int
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- small numerics
+
+
+def _median_rows(a: np.ndarray) -> np.ndarray:
+    """Median over axis 0 of a 2-D array, NaN-free (no numpy.ma)."""
+    s = np.sort(a, axis=0)
+    n = s.shape[0]
+    mid = n // 2
+    return s[mid] if n % 2 else (s[mid - 1] + s[mid]) / 2.0
+
+
+def _median(v: np.ndarray) -> float:
+    return float(_median_rows(np.asarray(v, dtype=np.float64).reshape(-1, 1))[0]) if len(v) else 0.0
+
+
+def _median_of_others(x: np.ndarray) -> np.ndarray:
+    """For each row r of x (ranks x columns), the median of the other rows."""
+    n = x.shape[0]
+    if n == 1:
+        return np.zeros_like(x)
+    if n > 16:  # one more value hardly moves a median of many: skip the O(n^2) work
+        return np.broadcast_to(_median_rows(x), x.shape).copy()
+    out = np.empty_like(x)
+    for r in range(n):
+        out[r] = _median_rows(np.delete(x, r, axis=0))
+    return out
+
+
+def _bootstrap_mean_ci(x: np.ndarray, level: float = 0.90) -> tuple[float, float]:
+    """A percentile bootstrap interval of the mean; seeded, so reports are reproducible."""
+    rng = np.random.default_rng(0)
+    means = np.sort(rng.choice(x, size=(BOOTSTRAP_SAMPLES, len(x)), replace=True).mean(axis=1))
+    lo = means[int((1 - level) / 2 * (BOOTSTRAP_SAMPLES - 1))]
+    hi = means[int((1 + level) / 2 * (BOOTSTRAP_SAMPLES - 1))]
+    return float(lo), float(hi)
+
+
+def _covered(u: iv.Intervals, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Length of merged set ``u`` inside each [lo, hi] (vectorised, prefix sums)."""
+    s, e = u
+    if len(s) == 0:
+        return np.zeros(len(lo), dtype=np.int64)
+    cum = np.concatenate([[0], np.cumsum(e - s)])
+
+    def upto(t: np.ndarray) -> np.ndarray:
+        # covered length in (-inf, t]: whole intervals ending before t, plus a partial one
+        k = np.searchsorted(e, t, side="left")  # intervals [0, k) end at or before t
+        part = np.zeros(len(t), dtype=np.int64)
+        inside = k < len(s)
+        kk = k[inside]
+        part[inside] = np.clip(t[inside] - s[kk], 0, None)
+        return cum[k] + part
+
+    return np.clip(upto(hi) - upto(lo), 0, None)
+
+
+# ---------------------------------------------------------------- evidence
+
+
+def build_gaps(
+    matched: Table,
+    ranks: list[int],
+    windows: dict[int, dict[int, tuple[int, int]]] | None = None,
+) -> Gaps | None:
+    """The gap matrix of the instances every rank saw; None with fewer than 2 ranks.
+
+    A rank's first collective in the window has no previous one: its gap starts
+    at the start of its step window (from ``windows``: rank -> step -> (start, end)).
+    """
+    if len(ranks) < 2 or not len(matched):
+        return None
+    rank_col = matched["rank"]
+    inst_col = matched["instance"]
+    start = matched["start_ns"]
+    end = start + np.rint(matched["dur_ms"] * NS_PER_MS).astype(np.int64)
+    # Each row's previous collective on the same rank (any instance, complete or not).
+    order = np.lexsort((start, rank_col))
+    prev_end = np.full(len(matched), np.iinfo(np.int64).min, dtype=np.int64)
+    same = rank_col[order][1:] == rank_col[order][:-1]
+    prev_end[order[1:][same]] = end[order][:-1][same]
+    if windows:
+        first = np.flatnonzero(prev_end == np.iinfo(np.int64).min)
+        for j in first.tolist():
+            w = windows.get(int(rank_col[j]), {}).get(int(matched["step"][j]))
+            if w is not None and w[0] <= start[j]:
+                prev_end[j] = w[0]
+
+    ids = distinct(inst_col)
+    n = len(ranks)
+    pos_rank = {r: k for k, r in enumerate(ranks)}
+    col_of = {int(i): j for j, i in enumerate(ids.tolist())}
+    lo = np.full((n, len(ids)), np.iinfo(np.int64).min, dtype=np.int64)
+    hi = np.zeros((n, len(ids)), dtype=np.int64)
+    wait = np.zeros((n, len(ids)), dtype=np.float64)
+    seen = np.zeros((n, len(ids)), dtype=bool)
+    steps = np.zeros(len(ids), dtype=np.int64)
+    rows = np.array([pos_rank.get(int(r), -1) for r in rank_col.tolist()], dtype=np.int64)
+    cols = np.array([col_of[int(i)] for i in inst_col.tolist()], dtype=np.int64)
+    ok = rows >= 0
+    lo[rows[ok], cols[ok]] = prev_end[ok]
+    hi[rows[ok], cols[ok]] = start[ok]
+    wait[rows[ok], cols[ok]] = matched["wait_ms"][ok]
+    seen[rows[ok], cols[ok]] = True
+    steps[cols[ok]] = matched["step"][ok]
+    complete = seen.all(axis=0) & (lo > np.iinfo(np.int64).min).all(axis=0)
+    if not complete.any():
+        return None
+    lo, hi, wait = lo[:, complete], hi[:, complete], wait[:, complete]
+    gap = np.clip((hi - lo) / NS_PER_MS, 0.0, None)  # overlapping collectives: no own work
+    lo = np.minimum(lo, hi)
+    return Gaps(
+        ranks=np.asarray(ranks, dtype=np.int64),
+        instance=ids[complete],
+        step=steps[complete],
+        lo_ns=lo,
+        hi_ns=hi,
+        gap_ms=gap,
+        wait_ms=wait,
+    )
+
+
+def component_ms(gaps: Gaps, components: dict[int, Components]) -> dict[str, np.ndarray]:
+    """ms of each component inside each gap (ranks x instances); ``untraced`` is the rest."""
+    shape = gaps.gap_ms.shape
+    out = {c: np.zeros(shape) for c in COMPONENTS}
+    for k, r in enumerate(gaps.ranks.tolist()):
+        comp = components.get(int(r))
+        lo, hi = gaps.lo_ns[k], gaps.hi_ns[k]
+        traced = np.zeros(shape[1])
+        if comp is not None:
+            for name in ("data_loading", "communication", "gpu_compute", "ops"):
+                ms = _covered(getattr(comp, name), lo, hi) / NS_PER_MS
+                out[name][k] = ms
+                traced += ms
+        out["untraced"][k] = np.clip(gaps.gap_ms[k] - traced, 0.0, None)
+    return out
+
+
+def what_if(gaps: Gaps, fixed: list[int], n_steps: int) -> float:
+    """ms per step the run would save if ``fixed`` ranks' gaps were the others' median."""
+    if not fixed or n_steps <= 0:
+        return 0.0
+    g = gaps.gap_ms
+    mask = np.isin(gaps.ranks, np.asarray(fixed))
+    if mask.all():
+        return 0.0
+    others = _median_rows(g[~mask])
+    g2 = g.copy()
+    g2[mask] = np.minimum(g[mask], others)
+    return float((g.max(axis=0).sum() - g2.max(axis=0).sum()) / n_steps)
+
+
+def shapley_savings(gaps: Gaps, ranks: list[int], n_steps: int) -> tuple[dict[int, float], float]:
+    """Each rank's share of the joint what-if saving, and the joint saving itself.
+
+    A rank's share is the average of what fixing it adds over every order of
+    fixing them (its Shapley value): shares add up to the joint saving, the
+    worst straggler gets the largest, and a second straggler hidden behind
+    the first still gets its part. Beyond ``SHAPLEY_MAX`` ranks, each one's
+    increment in order of its own saving.
+    """
+    if not ranks:
+        return {}, 0.0
+    cache: dict[frozenset[int], float] = {}
+
+    def value(subset: frozenset[int]) -> float:
+        if subset not in cache:
+            cache[subset] = what_if(gaps, sorted(subset), n_steps)
+        return cache[subset]
+
+    joint = value(frozenset(ranks))
+    k = len(ranks)
+    shares = dict.fromkeys(ranks, 0.0)
+    if k > SHAPLEY_MAX:
+        before = 0.0
+        fixed: set[int] = set()
+        for r in sorted(ranks, key=lambda r: -value(frozenset([r]))):
+            fixed.add(r)
+            after = value(frozenset(fixed))
+            shares[r] = max(after - before, 0.0)
+            before = after
+        return shares, joint
+    for r in ranks:
+        rest = [o for o in ranks if o != r]
+        for size in range(len(rest) + 1):
+            weight = factorial(size) * factorial(k - size - 1) / factorial(k)
+            for subset in combinations(rest, size):
+                s = frozenset(subset)
+                shares[r] += weight * (value(s | {r}) - value(s))
+    return {r: max(v, 0.0) for r, v in shares.items()}, joint
+
+
+def uniform_what_if(gaps: Gaps, n_steps: int) -> float:
+    """ms per step saved if every rank's work before each collective were the median rank's."""
+    if n_steps <= 0:
+        return 0.0
+    g = gaps.gap_ms
+    return float((g.max(axis=0) - _median_rows(g)).sum() / n_steps)
+
+
+def severity(saving_ms: float, step_ms: float) -> str:
+    frac = saving_ms / step_ms if step_ms > 0 else 0.0
+    if frac >= HIGH_FRACTION:
+        return "high"
+    if frac >= MEDIUM_FRACTION:
+        return "medium"
+    return "low"
+
+
+# ---------------------------------------------------------------- the diagnosis
+
+
+def _per_step(gaps: Gaps, values: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Sum ``values`` (ranks x instances) per step: ranks x len(steps)."""
+    col = np.searchsorted(steps, gaps.step)
+    out = np.zeros((values.shape[0], len(steps)))
+    for k in range(values.shape[0]):
+        out[k] = np.bincount(col, weights=values[k], minlength=len(steps))
+    return out
+
+
+_REPORTED = {
+    "data_loading": "data_loading",
+    "communication": "communication",
+    "gpu_compute": "gpu_compute",
+    "untraced": "host",
+}
+
+
+def _cause(breakdown: dict[str, float], has_gpu: bool) -> tuple[str, str | None, dict[str, float]]:
+    """The cause whose component holds at least half of the positive excess.
+
+    ``breakdown`` is ms per step by component; the result's breakdown is by cause
+    name (host operators and untraced time both read ``host``).
+    """
+    pos = {c: max(ms, 0.0) for c, ms in breakdown.items()}
+    total = sum(pos.values())
+    by_cause: dict[str, float] = {}
+    for comp, ms in pos.items():
+        name = _REPORTED.get(comp) or ("host" if has_gpu else "cpu_compute")
+        if ms > 0:
+            by_cause[name] = round(by_cause.get(name, 0.0) + ms, 3)
+    if total <= 0:
+        return "unknown", None, by_cause
+    top = max(pos, key=lambda c: pos[c])
+    if pos[top] < CAUSE_MIN_SHARE * total:
+        return "unknown", None, by_cause
+    if top == "untraced":
+        return "host", "untraced", by_cause
+    return _REPORTED.get(top) or ("host" if has_gpu else "cpu_compute"), None, by_cause
+
+
+def _verdict(
+    rank: int,
+    pattern: str,
+    sel: np.ndarray,
+    k: int,
+    comp_excess: dict[str, np.ndarray],
+    n_steps: int,
+    has_gpu: bool,
+    **evidence: object,
+) -> Verdict:
+    breakdown = {c: float(comp_excess[c][k][sel].sum()) / n_steps for c in COMPONENTS}
+    cause, detail, by_cause = _cause(breakdown, has_gpu)
+    return Verdict(
+        rank=rank,
+        pattern=pattern,
+        cause=cause,
+        cause_detail=detail,
+        cause_breakdown=by_cause,
+        hint=UNTRACED_HINT if detail == "untraced" else None,
+        **evidence,  # type: ignore[arg-type]
+    )
+
+
+def diagnose(
+    matched: Table,
+    ranks: list[int],
+    components: dict[int, Components],
+    windows: dict[int, dict[int, tuple[int, int]]],
+    has_gpu: bool,
+) -> Diagnosis:
+    """The stragglers (persistent or intermittent), a rotating finding, savings, per-step rows."""
+    gaps = build_gaps(matched, ranks, windows)
+    if gaps is None:
+        return Diagnosis([], None, 0.0, [], 0.0, 0)
+    steps = distinct(gaps.step)
+    n_steps = len(steps)
+    step_ms = np.array([_step_length_ms(windows, int(s)) for s in steps])
+    finite = step_ms[np.isfinite(step_ms)]
+    median_step = _median(finite) if len(finite) else _median(gaps.gap_ms.max(axis=0))
+
+    gs = _per_step(gaps, gaps.gap_ms, steps)
+    excess = gs - _median_of_others(gs)
+    noise = 1.4826 * _median(np.abs(excess - _median(excess.ravel())).ravel())
+    comps = component_ms(gaps, components)
+    comp_excess = {c: _per_step(gaps, v - _median_of_others(v), steps) for c, v in comps.items()}
+
+    persistent_min = max(MIN_FRACTION * median_step, MIN_MS)
+    # A step without its stall: the step minus the largest excess in it.
+    base_step = (
+        _median(
+            np.clip(step_ms - np.clip(excess, 0, None).max(axis=0), 0, None)[np.isfinite(step_ms)]
+        )
+        if len(finite)
+        else median_step
+    )
+    spike_min = max(SPIKE_FRACTION * base_step, SPIKE_SIGMAS * noise, SPIKE_MIN_MS)
+    latest = gs.argmax(axis=0)
+
+    verdicts: list[Verdict] = []
+    spikes: dict[int, list[StepStall]] = {}
+    everything = np.ones(n_steps, dtype=bool)
+    for k, r in enumerate(ranks):
+        e = excess[k]
+        late = int((e > 0).sum())
+        if n_steps >= MIN_STEPS_FOR_PERSISTENT and late >= MIN_LATE_SHARE * n_steps:
+            lo_ci, hi_ci = _bootstrap_mean_ci(e, 0.90)
+            if lo_ci >= persistent_min:
+                # One-sided bootstrap p-value of "its mean excess is below the threshold".
+                p = _bootstrap_below(e, persistent_min)
+                confidence = (
+                    "high"
+                    if n_steps >= HIGH_CONFIDENCE_STEPS and p <= 0.01
+                    else "medium"
+                    if p <= 0.05
+                    else "low"
+                )
+                verdicts.append(
+                    _verdict(
+                        r,
+                        "persistent",
+                        everything,
+                        k,
+                        comp_excess,
+                        n_steps,
+                        has_gpu,
+                        confidence=confidence,
+                        p_value=round(p, 4),
+                        excess_ms_per_step=round(float(e.mean()), 3),
+                        excess_ci_ms=(round(lo_ci, 3), round(hi_ci, 3)),
+                        late_steps=int((latest == k).sum()),
+                        steps=[],
+                    )
+                )
+                continue
+        hit = np.flatnonzero(e >= spike_min)
+        if len(hit) and len(hit) <= max(1, n_steps // 2):
+            spikes[r] = [StepStall(int(steps[j]), round(float(e[j]), 3)) for j in hit]
+
+    all_spikes = sum(len(v) for v in spikes.values())
+    wait_fraction = (
+        float(gaps.wait_ms.sum(axis=1).mean()) / n_steps / median_step if median_step > 0 else 0.0
+    )
+    rotating: RotatingLateness | None = None
+    if (
+        not verdicts
+        and len(spikes) >= 2
+        and all_spikes >= ROTATING_MIN_SPIKES
+        and max(len(v) for v in spikes.values()) <= ROTATING_MAX_SHARE * all_spikes
+        and wait_fraction >= ROTATING_MIN_WAIT_FRACTION
+    ):
+        entries = sorted((st.step, r, st.lag_ms) for r, v in spikes.items() for st in v)
+        rotating = RotatingLateness(
+            counts={r: len(v) for r, v in sorted(spikes.items())},
+            steps=[StepStall(step, lag) for step, _, lag in entries],
+            ranks_by_step=[r for _, r, _ in entries],
+            wait_fraction=round(wait_fraction, 3),
+            est_saving_ms_per_step=round(uniform_what_if(gaps, n_steps), 3),
+        )
+    else:
+        for r, stalls in sorted(spikes.items()):
+            k = ranks.index(r)
+            sel = isin(steps, np.array([s.step for s in stalls], dtype=steps.dtype))
+            smallest = min(s.lag_ms for s in stalls)
+            verdicts.append(
+                _verdict(
+                    r,
+                    "intermittent",
+                    sel,
+                    k,
+                    comp_excess,
+                    n_steps,
+                    has_gpu,
+                    confidence="high" if smallest >= 2 * spike_min else "medium",
+                    p_value=None,
+                    excess_ms_per_step=round(float(excess[k][sel].sum()) / n_steps, 3),
+                    excess_ci_ms=None,
+                    late_steps=len(stalls),
+                    steps=stalls,
+                )
+            )
+
+    shares, joint = shapley_savings(gaps, [v.rank for v in verdicts], n_steps)
+    for v in verdicts:
+        v.est_saving_ms_per_step = round(shares[v.rank], 3)
+        v.severity = severity(v.est_saving_ms_per_step, median_step)
+    verdicts.sort(key=lambda v: (-v.est_saving_ms_per_step, v.rank))
+
+    return Diagnosis(
+        stragglers=verdicts,
+        rotating=rotating,
+        joint_saving_ms_per_step=round(joint, 3),
+        per_step=_step_rows(gaps, steps, step_ms, excess),
+        noise_ms=round(noise, 3),
+        n_steps=n_steps,
+    )
+
+
+def _step_length_ms(windows: dict[int, dict[int, tuple[int, int]]], step: int) -> float:
+    """The median over ranks of the step's window length (NaN when no rank has it)."""
+    lengths = [(w[step][1] - w[step][0]) / NS_PER_MS for w in windows.values() if step in w]
+    return _median(np.asarray(lengths)) if lengths else float("nan")
+
+
+def _bootstrap_below(x: np.ndarray, threshold: float) -> float:
+    """Share of bootstrap means below ``threshold`` (a one-sided p-value), at least 1/B."""
+    rng = np.random.default_rng(1)
+    means = rng.choice(x, size=(BOOTSTRAP_SAMPLES, len(x)), replace=True).mean(axis=1)
+    return max(float((means < threshold).mean()), 1.0 / BOOTSTRAP_SAMPLES)
+
+
+def _step_rows(
+    gaps: Gaps, steps: np.ndarray, step_ms: np.ndarray, excess: np.ndarray
+) -> list[StepRank]:
+    """Per rank and step: step time, excess, the wait it caused, its lag at the last collective."""
+    n = len(gaps.ranks)
+    wait = gaps.wait_ms
+    last = wait.argmin(axis=0)  # the last to arrive waited least
+    others_mean = (wait.sum(axis=0) - wait.min(axis=0)) / max(n - 1, 1)
+    caused = np.zeros(wait.shape)
+    caused[last, np.arange(wait.shape[1])] = others_mean
+    caused_ps = _per_step(gaps, caused, steps)
+    lag = wait.max(axis=0) - wait  # behind the first to arrive
+    col = np.searchsorted(steps, gaps.step)
+    last_inst = np.full(len(steps), -1)
+    for i, c in enumerate(col.tolist()):
+        last_inst[c] = i  # instances are in launch order: the last one wins
+    rows = []
+    for k, r in enumerate(gaps.ranks.tolist()):
+        for j, s in enumerate(steps.tolist()):
+            i = last_inst[j]
+            rows.append(
+                StepRank(
+                    rank=int(r),
+                    step=int(s),
+                    step_ms=round(float(step_ms[j]), 3)
+                    if np.isfinite(step_ms[j])
+                    else float("nan"),
+                    excess_ms=round(float(excess[k, j]), 3),
+                    caused_wait_ms=round(float(caused_ps[k, j]), 3),
+                    lag_ms=round(float(lag[k, i]), 3) if i >= 0 else 0.0,
+                )
+            )
+    return rows
