@@ -143,6 +143,43 @@ def no_straggler_sentence(
     return "No straggler: the ranks arrive at collectives together."
 
 
+# --- the dashboard's straggler panel: pattern, where to look, the joint what-if ---
+
+PATTERN_MEANING = {
+    "persistent": "late at most steps",
+    "intermittent": "late by a large margin at a few steps, on time otherwise",
+}
+PER_STEP_METRICS = {
+    "excess_ms": "extra work before the step's collectives (ms)",
+    "caused_wait_ms": "the others' wait it caused (ms)",
+    "lag_ms": "arrival lag at the step's last collective (ms)",
+}
+
+
+def pattern_legend(patterns: list[str]) -> str:
+    """ "persistent: late at most steps." for the patterns a table shows."""
+    return "; ".join(f"{p}: {PATTERN_MEANING.get(p, p)}" for p in dict.fromkeys(patterns)) + "."
+
+
+def straggler_next(hint: str) -> str:
+    """ "Where to look next: time with no traced op: ... ." """
+    return f"Where to look next: {hint}."
+
+
+def joint_saving_text(n_stragglers: int, saving_ms: float) -> str:
+    """The what-if of fixing every straggler at once; each one's saving is its share of it."""
+    return (
+        f"Fixing all {n_stragglers} stragglers together would save ~{saving_ms:.1f} ms/step:"
+        " one what-if replay of the collectives, so each straggler's saving is its share of"
+        " that figure, and the shares add up to it."
+    )
+
+
+def stall_label(rank: int, lag_ms: float) -> str:
+    """A chart's mark on one stall: "rank 2: ~302 ms"."""
+    return f"rank {rank}: ~{lag_ms:.0f} ms"
+
+
 # --- straggler evidence (the report's ``stragglers[].evidence``) ---
 
 

@@ -1,18 +1,21 @@
 """Drawing helpers shared by the views: one look for every chart and table, a caption under each.
 
 Only presentation lives here (colours, layout, the chart + caption pair, integer
-axes for ranks and steps, how a table shows a missing value); the numbers come
-from the analysis engine through ``data`` and ``model``.
+axes for ranks and steps, how a table shows a missing value, where a stall mark
+goes on a chart); the numbers come from the analysis engine through ``data`` and
+``model``.
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.app.model import PART_COLOURS, rank_label, short_name
 
 __all__ = ["rank_label", "short_name"]
@@ -27,6 +30,17 @@ TIMELINE_COLOURS = {
     "idle": "#e0e0e0",
 }
 HEAT = "YlOrRd"
+DIVERGING = "RdBu_r"  # later than the others' median: red; earlier: blue
+# The per-step chart: the stragglers' lines stand out, the other ranks stay quiet.
+STRAGGLER_COLOURS = ("#c62828", "#ef6c00", "#6a1b9a", "#ad1457", "#4e342e")
+OTHER_RANK_COLOUR = "#b0bec5"
+MARK_COLOUR = "#000000"
+# How a heatmap outlines what the diagnosis found: a straggler's whole row, or one stall.
+MARK_STYLE = {
+    "persistent": {"width": 2, "dash": "solid"},
+    "intermittent": {"width": 3, "dash": "solid"},
+    "rotating": {"width": 3, "dash": "dot"},
+}
 MISSING = "—"  # what a table shows where the trace cannot tell (never "None" or "nan")
 
 
@@ -85,3 +99,109 @@ def table(
         if label is None or isinstance(label, str):
             config[column] = st.column_config.NumberColumn(label, format=fmt)
     st.dataframe(df, hide_index=True, placeholder=MISSING, column_config=config, **kwargs)
+
+
+def _edges(values: list[float]) -> list[tuple[float, float]]:
+    """Each heatmap cell's extent along a numeric axis: halfway to its neighbours."""
+    if len(values) == 1:
+        return [(values[0] - 0.5, values[0] + 0.5)]
+    mids = [(a + b) / 2 for a, b in pairwise(values)]
+    lo = [2 * values[0] - mids[0], *mids]
+    hi = [*mids, 2 * values[-1] - mids[-1]]
+    return list(zip(lo, hi, strict=True))
+
+
+def mark_cells(fig: go.Figure, matrix: pd.DataFrame, marks: pd.DataFrame) -> go.Figure:
+    """Outline on a rank x step heatmap what the diagnosis found (``model.stall_marks``).
+
+    A persistent straggler's whole row; each stall (intermittent or rotating) as its
+    cell. Steps are the category axis of ``integer_axes`` (shapes address a category
+    by its position), ranks a numeric axis. Marks outside the matrix are skipped.
+    """
+    if matrix.empty or marks.empty:
+        return fig
+    ranks = [float(r) for r in matrix.index]
+    rows = dict(zip(matrix.index, _edges(ranks), strict=True))
+    columns = {step: i for i, step in enumerate(matrix.columns)}
+    for rank, step, kind in zip(marks["rank"], marks["step"], marks["kind"], strict=True):
+        if rank not in rows:
+            continue
+        if pd.isna(step):
+            x0, x1 = -0.5, len(columns) - 0.5
+        elif step in columns:
+            x0, x1 = columns[step] - 0.5, columns[step] + 0.5
+        else:
+            continue
+        y0, y1 = rows[rank]
+        fig.add_shape(
+            type="rect",
+            x0=x0,
+            x1=x1,
+            y0=y0,
+            y1=y1,
+            xref="x",
+            yref="y",
+            line={"color": MARK_COLOUR, **MARK_STYLE.get(kind, MARK_STYLE["intermittent"])},
+            name=f"{kind}: rank {rank}" + ("" if pd.isna(step) else f", step {step}"),
+        )
+    return fig
+
+
+def per_step_lines(
+    frame: pd.DataFrame,
+    column: str,
+    marks: pd.DataFrame,
+    highlighted: list[int],
+) -> go.Figure:
+    """One line per rank over the steps (``model.per_step_frame``), stragglers highlighted.
+
+    Exactly one trace per rank, named "rank N": a stall (``marks`` with a step) is a
+    larger diamond on its rank's own line, labelled with its lag, so the chart shows
+    where the verdict says the rank stalled. Without stragglers every rank keeps a
+    colour of its own.
+    """
+    fig = go.Figure()
+    stalls = marks.dropna(subset=["step"]) if not marks.empty else marks
+    for rank in sorted(int(r) for r in frame["rank"].unique()):
+        rows = frame[frame["rank"] == rank]
+        at = set(stalls["step"][stalls["rank"] == rank].astype(int)) if len(stalls) else set()
+        stalled = [int(s) in at for s in rows["step"]]
+        line: dict[str, Any] = {"width": 1.5}
+        if rank in highlighted:
+            colour = STRAGGLER_COLOURS[highlighted.index(rank) % len(STRAGGLER_COLOURS)]
+            line = {"width": 4, "color": colour}
+        elif highlighted:
+            line["color"] = OTHER_RANK_COLOUR
+        fig.add_trace(
+            go.Scatter(
+                x=rows["step"],
+                y=rows[column],
+                mode="lines+markers",
+                name=rank_label(rank),
+                line=line,
+                marker={
+                    "size": [14 if s else 6 for s in stalled],
+                    "symbol": ["diamond" if s else "circle" for s in stalled],
+                },
+                customdata=rows[["step_ms", "caused_wait_ms", "lag_ms"]].to_numpy(),
+                hovertemplate=(
+                    f"{rank_label(rank)}, step %{{x}}: %{{y:.1f}} ms<br>"
+                    "step %{customdata[0]:.1f} ms · others waited %{customdata[1]:.1f} ms"
+                    " · arrival lag %{customdata[2]:.1f} ms<extra></extra>"
+                ),
+            )
+        )
+    for rank, step, lag, value in zip(
+        stalls["rank"], stalls["step"], stalls["lag_ms"], stalls["value"], strict=True
+    ):
+        if not pd.isna(value):
+            fig.add_annotation(
+                x=int(step), y=value, text=wording.stall_label(int(rank), lag), showarrow=True
+            )
+    fig.add_hline(y=0, line_dash="dot", line_color="#9e9e9e")
+    steps = sorted(frame["step"].unique())
+    if len(steps) <= 30:
+        fig.update_xaxes(tickmode="array", tickvals=steps)
+    fig.update_xaxes(title="step", tickformat="d")
+    fig.update_yaxes(title="ms")
+    return fig

@@ -181,6 +181,10 @@ _FRAMES: dict[str, Callable[[Analysis, dict[str, Any], Any], pd.DataFrame]] = {
     "utilisation_long": lambda a, r, _: model.utilisation_long(model.utilisation_frame(r)),
     "idle_long": lambda a, r, _: model.idle_long(r),
     "findings": lambda a, r, _: model.findings_frame(r),
+    "stragglers": lambda a, r, _: model.stragglers_frame(r),
+    "per_step": lambda a, r, _: model.per_step_frame(r),
+    "per_step_matrix": lambda a, r, column: model.per_step_matrix(r, column),
+    "stall_marks": lambda a, r, column: model.stall_marks(r, column),
     "telemetry": lambda a, r, t0: model.telemetry_frame(a.run, t0),
     "telemetry_long": lambda a, r, arg: model.telemetry_long(
         model.telemetry_frame(a.run, arg[0]), arg[1], arg[2], model.TELEMETRY_LABELS
@@ -270,6 +274,24 @@ def idle_long(sel: Selection | None = None) -> pd.DataFrame:
 
 def findings_frame(sel: Selection | None = None) -> pd.DataFrame:
     return frame("findings", sel=sel)
+
+
+def stragglers_frame(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("stragglers", sel=sel)
+
+
+def per_step_frame(sel: Selection | None = None) -> pd.DataFrame:
+    """The diagnosis' per-(rank, step) evidence (see ``model.per_step_frame``)."""
+    return frame("per_step", sel=sel)
+
+
+def per_step_matrix(column: str, sel: Selection | None = None) -> pd.DataFrame:
+    return frame("per_step_matrix", column, sel)
+
+
+def stall_marks(column: str = "excess_ms", sel: Selection | None = None) -> pd.DataFrame:
+    """Where the diagnosis says a rank held the others back (see ``model.stall_marks``)."""
+    return frame("stall_marks", column, sel)
 
 
 def telemetry_frame(t0_ns: int, sel: Selection | None = None) -> pd.DataFrame:

@@ -15,7 +15,11 @@ telemetry fields; ``utilisation_frame`` -> rank and one column per measure;
 ``compare_metrics`` -> metric, A, B, delta, delta_pct; ``compare_ranks`` ->
 rank, metric, A, B, delta; ``collectives_frame`` -> one row per collective;
 ``collective_time_long`` -> rank, part, ms; ``kernels_frame`` -> one row per
-kernel; ``imbalance_frame`` -> one row per metric; ``idle_long`` -> rank, why, ms.
+kernel; ``imbalance_frame`` -> one row per metric; ``idle_long`` -> rank, why, ms;
+``stragglers_frame`` -> one row per straggler; ``per_step_frame`` -> rank, step,
+step_ms, excess_ms, caused_wait_ms, lag_ms (the diagnosis' per-step evidence);
+``per_step_matrix`` -> index rank, columns step; ``stall_marks`` -> rank, step,
+lag_ms, kind, value (what the diagnosis found, where charts mark it).
 """
 
 from __future__ import annotations
@@ -75,8 +79,16 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def _stalls(straggler: dict[str, Any]) -> list[tuple[int, float]]:
+    """An intermittent straggler's (step, lag_ms) stalls, as ``wording`` takes them."""
+    return [(int(s["step"]), float(s["lag_ms"])) for s in straggler.get("steps") or []]
+
+
 def straggler_sentence(report: dict[str, Any]) -> str | None:
-    """ "Rank 1 is the straggler: data loading, ~43 ms/step more than ..." or None."""
+    """ "Rank 1 is the straggler: data loading, ~43 ms/step more than ..." or None.
+
+    An intermittent straggler reads "Rank 2 stalled ~302 ms at step 11: ...", never a mean.
+    """
     stragglers = report.get("stragglers") or []
     if not stragglers:
         return None
@@ -87,7 +99,73 @@ def straggler_sentence(report: dict[str, Any]) -> str | None:
         s.get("cause_excess_ms_per_step"),
         s["caused_wait_ms_per_step"],
         report["run"].get("step_ms") or 0.0,
+        s.get("pattern", "persistent"),
+        _stalls(s),
+        s.get("cause_detail"),
     )
+
+
+def straggler_next(report: dict[str, Any]) -> str | None:
+    """Where to look next about the worst straggler (untraced host time), or None."""
+    stragglers = report.get("stragglers") or []
+    hint = stragglers[0].get("hint") if stragglers else None
+    return wording.straggler_next(hint) if hint else None
+
+
+def joint_saving_sentence(report: dict[str, Any]) -> str | None:
+    """With two stragglers or more: what fixing them all together saves (one what-if)."""
+    joint = report["imbalance"].get("joint_saving_ms_per_step")
+    n = len(report.get("stragglers") or [])
+    return wording.joint_saving_text(n, joint) if n > 1 and joint is not None else None
+
+
+def rotating_sentence(report: dict[str, Any]) -> str | None:
+    """With no straggler but stalls that move between ranks: the sentence that says so."""
+    rotating = report["imbalance"].get("rotating")
+    if report.get("stragglers") or not rotating:
+        return None
+    return wording.no_straggler_sentence(
+        len(report["run"]["ranks"]), True, None, sorted(int(r) for r in rotating["counts"])
+    )
+
+
+STRAGGLER_COLUMNS = [
+    "rank",
+    "pattern",
+    "cause",
+    "confidence",
+    "severity",
+    "saving ms/step",
+    "excess ms/step",
+    "others wait ms/step",
+    "stalls",
+]
+
+
+def stragglers_frame(report: dict[str, Any]) -> pd.DataFrame:
+    """One row per straggler, worst first: how it is late, why, how sure, what fixing it saves.
+
+    ``excess ms/step`` (a mean) stays empty for an intermittent straggler, whose
+    ``stalls`` say where and how late instead; ``saving ms/step`` is its share of the
+    joint what-if.
+    """
+    rows = []
+    for s in report.get("stragglers") or []:
+        intermittent = s.get("pattern") == "intermittent"
+        rows.append(
+            {
+                "rank": s["rank"],
+                "pattern": s.get("pattern", "persistent"),
+                "cause": wording.cause_name(s["cause"], s.get("cause_detail")),
+                "confidence": s.get("confidence"),
+                "severity": s["severity"],
+                "saving ms/step": _num(s.get("est_saving_ms_per_step")),
+                "excess ms/step": np.nan if intermittent else _num(s["excess_ms_per_step"]),
+                "others wait ms/step": _num(s["caused_wait_ms_per_step"]),
+                "stalls": wording.stalls_text(_stalls(s)) if intermittent else None,
+            }
+        )
+    return pd.DataFrame(rows, columns=STRAGGLER_COLUMNS)
 
 
 def headline_numbers(report: dict[str, Any]) -> dict[str, str | None]:
@@ -98,11 +176,19 @@ def headline_numbers(report: dict[str, Any]) -> dict[str, str | None]:
     busy = [r["gpu_busy_pct"] for r in report["ranks"] if r["gpu_busy_pct"] is not None]
     return {
         "step": f"{run['step_ms']:.1f} ms" if run["step_ms"] is not None else "–",
-        "straggler": f"rank {stragglers[0]['rank']}" if stragglers else "none",
-        "straggler_cause": wording.cause_name(stragglers[0]["cause"]) if stragglers else None,
+        "straggler": _ranks_text([s["rank"] for s in stragglers]) if stragglers else "none",
+        "straggler_cause": (
+            wording.cause_name(stragglers[0]["cause"], stragglers[0].get("cause_detail"))
+            if stragglers
+            else None
+        ),
         "wait": f"{_mean(waits):.1f} ms/step" if waits else "–",
         "busy": f"{_mean(busy):.0f}%" if busy else "no GPU",
     }
+
+
+def _ranks_text(ranks: list[int]) -> str:
+    return f"rank {ranks[0]}" if len(ranks) == 1 else "ranks " + ", ".join(map(str, ranks))
 
 
 def breakdown_long(report: dict[str, Any]) -> pd.DataFrame:
@@ -444,3 +530,68 @@ def time_bands(
         if starts and i % 2 == 0:
             bands.append(((min(starts) - t0_ns) / 1e9, (max(ends) - t0_ns) / 1e9))
     return window, bands
+
+
+# --- the diagnosis' per-step evidence: the Overview's per-step chart, the heatmaps' marks ---
+
+PER_STEP_COLUMNS = ["rank", "step", "step_ms", "excess_ms", "caused_wait_ms", "lag_ms"]
+MARK_COLUMNS = ["rank", "step", "lag_ms", "kind", "value"]
+
+
+def per_step_frame(report: dict[str, Any]) -> pd.DataFrame:
+    """The report's ``per_step``, one row per (rank, step) sorted by rank then step."""
+    df = pd.DataFrame(report.get("per_step") or [], columns=PER_STEP_COLUMNS)
+    df = df.astype({"rank": "int64", "step": "int64"} | {c: float for c in PER_STEP_COLUMNS[2:]})
+    return df.sort_values(["rank", "step"], ignore_index=True)
+
+
+def per_step_matrix(report: dict[str, Any], column: str) -> pd.DataFrame:
+    """rank x step of one ``per_step`` column (``excess_ms``, ...); empty without per_step."""
+    df = per_step_frame(report)
+    if df.empty:
+        return pd.DataFrame()
+    return df.pivot_table(index="rank", columns="step", values=column, aggfunc="mean")
+
+
+def straggler_ranks(report: dict[str, Any]) -> list[int]:
+    """The stragglers' ranks, worst first: the lines the per-step chart highlights."""
+    return [int(s["rank"]) for s in report.get("stragglers") or []]
+
+
+def stall_marks(report: dict[str, Any], column: str = "excess_ms") -> pd.DataFrame:
+    """Where the diagnosis says a rank held the others back, one row per mark.
+
+    ``kind``: ``persistent`` (a straggler late at most steps: its whole row, ``step``
+    missing), ``intermittent`` (one stall of an intermittent straggler) or ``rotating``
+    (one stall of the rotating finding, with the rank that stalled). ``lag_ms``: how late
+    it was there (missing for a whole row); ``value``: ``column`` of ``per_step`` at that
+    rank and step, where the per-step chart draws the mark.
+    """
+    rows: list[dict[str, Any]] = []
+    for s in report.get("stragglers") or []:
+        if s.get("pattern") == "intermittent" and s.get("steps"):
+            rows += [
+                {
+                    "rank": s["rank"],
+                    "step": x["step"],
+                    "lag_ms": x["lag_ms"],
+                    "kind": "intermittent",
+                }
+                for x in s["steps"]
+            ]
+        else:
+            rows.append({"rank": s["rank"], "step": None, "lag_ms": None, "kind": "persistent"})
+    rotating = report.get("imbalance", {}).get("rotating") or {}
+    rows += [
+        {"rank": x["rank"], "step": x["step"], "lag_ms": x["lag_ms"], "kind": "rotating"}
+        for x in rotating.get("steps") or []
+    ]
+    marks = pd.DataFrame(rows, columns=MARK_COLUMNS[:4]).astype(
+        {"rank": "int64", "step": "Int64", "lag_ms": "float64"}
+    )
+    evidence = per_step_frame(report).set_index(["rank", "step"])[column]
+    marks["value"] = [
+        np.nan if pd.isna(step) else float(evidence.get((rank, int(step)), np.nan))
+        for rank, step in zip(marks["rank"], marks["step"], strict=True)
+    ]
+    return marks

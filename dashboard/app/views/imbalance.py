@@ -1,7 +1,13 @@
-"""Load imbalance: rank x step heatmaps, per-rank distributions, who arrived last at each step."""
+"""Load imbalance: rank x step heatmaps, per-rank distributions, who arrived last at each step.
+
+Every rank x step heatmap outlines what the diagnosis found: a persistent
+straggler's whole row, each stall of an intermittent straggler or of rotating
+lateness as its cell (``data.stall_marks``).
+"""
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -35,11 +41,45 @@ DISTRIBUTION_METRICS = {
 }
 
 
+MARKS_CAPTION = (
+    " Outlined: what the diagnosis found (a persistent straggler's row, a stall's cell;"
+    " dotted when the stalls rotate between ranks)."
+)
+
+
+def _excess_heatmap(marks: pd.DataFrame) -> None:
+    """The diagnosis' own evidence, rank x step: extra work beyond the others' median."""
+    matrix = data.per_step_matrix("excess_ms")
+    if matrix.empty or len(matrix) < 2:
+        return
+    fig = px.imshow(
+        matrix,
+        text_auto=".0f",
+        color_continuous_scale=charts.DIVERGING,
+        color_continuous_midpoint=0,
+        aspect="auto",
+        labels={"x": "step", "y": "rank", "color": "ms"},
+        title="Extra work before each step's collectives, beyond the other ranks' median (ms)",
+    )
+    charts.integer_axes(fig, matrix)
+    charts.mark_cells(fig, matrix, marks)
+    charts.show(
+        charts.tidy(fig, height=260),
+        "Red: a rank that reached the step's collectives later than the others' median, so"
+        " they waited; blue: earlier. A red row is a persistent straggler; one deep red cell"
+        " is a stall at that step." + MARKS_CAPTION,
+        key="heat-excess",
+    )
+
+
 def render() -> None:
     a = data.analysis()
     st.title("Load imbalance")
     if len(a.run.ranks) < 2:
         st.info("One rank only: there is nothing to balance.")
+
+    marks = data.stall_marks()
+    _excess_heatmap(marks)
 
     cols = st.columns(len(HEATMAPS))
     for col, (metric, title, caption) in zip(cols, HEATMAPS, strict=True):
@@ -54,6 +94,7 @@ def render() -> None:
                 title=title,
             )
             charts.integer_axes(fig, matrix)
+            charts.mark_cells(fig, matrix, marks)
             charts.show(charts.tidy(fig, height=300), caption, key=f"heat-{metric}")
 
     st.subheader("Per-rank distribution over steps")
@@ -88,10 +129,11 @@ def render() -> None:
             title="Collectives each rank arrived last at, per step",
         )
         charts.integer_axes(fig, matrix)
+        charts.mark_cells(fig, matrix, marks)
         charts.show(
             charts.tidy(fig, height=280),
             "One row lit in every column means the same rank is last at every step: a persistent"
-            " straggler, not noise.",
+            " straggler, not noise." + MARKS_CAPTION,
             key="heat-last",
         )
 

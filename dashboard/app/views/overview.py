@@ -63,6 +63,51 @@ def _downloads(report: dict, files: dict[int, list[str]]) -> None:
                 i += 1
 
 
+def _stragglers(report: dict) -> None:
+    """Each straggler: how it is late, why, how sure the diagnosis is, what fixing it saves."""
+    table = data.stragglers_frame()
+    if table.empty:
+        return
+    st.subheader("Stragglers")
+    charts.table(
+        table,
+        {c: "%.1f" for c in ("saving ms/step", "excess ms/step", "others wait ms/step")},
+        {"stalls": "stalls (intermittent)"},
+    )
+    joint = model.joint_saving_sentence(report)
+    st.caption(wording.pattern_legend(list(table["pattern"])) + (f" {joint}" if joint else ""))
+
+
+def _per_step_chart() -> None:
+    """The diagnosis' evidence step by step: a stall is a spike at its step, not a mean."""
+    per_step = data.per_step_frame()
+    if per_step.empty or per_step["rank"].nunique() < 2:
+        return
+    st.subheader("Step by step")
+    column = st.radio(
+        "Per-step measure",
+        list(wording.PER_STEP_METRICS),
+        format_func=wording.PER_STEP_METRICS.__getitem__,
+        horizontal=True,
+        key="rs_overview_per_step",
+        label_visibility="collapsed",
+    )
+    fig = charts.per_step_lines(
+        per_step,
+        column,
+        data.stall_marks(column),
+        model.straggler_ranks(data.report()),
+    )
+    fig.update_layout(title=f"Each rank, step by step: {wording.PER_STEP_METRICS[column]}")
+    charts.show(
+        charts.tidy(fig, height=340),
+        "One line per rank, from the same analysis as the verdict above. A persistent"
+        " straggler (thick line) stays above zero at most steps; a stall is a spike at its"
+        " step (diamond, labelled with how late it was); noise stays near zero.",
+        key="per-step",
+    )
+
+
 def render() -> None:
     report = data.report()
     a = data.analysis()
@@ -79,6 +124,10 @@ def render() -> None:
     sentence = model.straggler_sentence(report)
     if sentence:
         st.warning(f"**{sentence}**", icon=":material/directions_run:")
+        if hint := model.straggler_next(report):
+            st.caption(hint)
+    elif rotating := model.rotating_sentence(report):
+        st.warning(f"**{rotating}**", icon=":material/autorenew:")
     elif no_straggler := no_straggler_sentence(report):
         st.success(no_straggler, icon=":material/check:")
 
@@ -96,6 +145,9 @@ def render() -> None:
     if len(ranks):
         c3.metric("Waiting in collectives", figures["wait"])
         c4.metric("GPU busy (trace)", figures["busy"])
+
+    _stragglers(report)
+    _per_step_chart()
 
     st.subheader("Findings, worst first")
     if not report["findings"]:
