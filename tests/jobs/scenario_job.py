@@ -1,0 +1,149 @@
+"""A small DDP job on CPU (gloo) with one known, induced slowdown: the diagnosis scenarios.
+
+It never imports rankscope; run it under ``rankscope run`` (or any launcher)::
+
+    python -m torch.distributed.run --standalone --nproc-per-node 4 scenario_job.py \\
+        --scenario data_getitem --rank 2 --ms 60
+
+Every step: the next batch from a DataLoader, forward, backward (DDP all-reduce),
+optimizer step. ``--scenario`` picks what is slowed (``--rank``/``--ms``/``--at-step``
+size it):
+
+- ``balanced``: nothing induced.
+- ``comm_heavy``: nothing induced, but a model whose gradients are ~16 MB, so
+  the all-reduce is a large share of the step.
+- ``data_getitem``: rank R's ``Dataset.__getitem__`` sleeps (ms / batch) per sample.
+- ``slow_workers``: every rank loads with 2 DataLoader workers; rank R's workers
+  sleep (ms) per batch, one batch at a time each.
+- ``uneven_batch``: rank R trains on 3x the others' batch (its batch repeated 3x:
+  3x the operator work, the same data loading).
+- ``python_work``: rank R does ms of pure-Python work outside any torch op
+  between the optimizer step and the next batch (half busy loop, half sleep).
+- ``single_stall``: rank R stalls ms (pure Python) once, in step ``--at-step`` as
+  ``rankscope run`` numbers steps (a step ends at each optimizer step: loop
+  iteration S + 1 is collector step S).
+- ``rotating``: at step s, rank s % world stalls ms (pure Python).
+- ``two_slow``: rank R sleeps ms in ``__getitem__``, rank R2 half of that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+FEATURES = 128
+SAMPLES_PER_EPOCH = 100_000
+
+
+class Synthetic(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Random samples; ``sleep_s`` per ``__getitem__`` stands for slow decoding or I/O."""
+
+    def __init__(self, sleep_s: float = 0.0) -> None:
+        self.sleep_s = sleep_s
+
+    def __len__(self) -> int:
+        return SAMPLES_PER_EPOCH
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        g = torch.Generator().manual_seed(i)
+        return torch.randn(FEATURES, generator=g), torch.randn(16, generator=g)
+
+
+class SlowBatches:
+    """A collate function whose batches cost ``sleep_s`` each (runs inside a worker)."""
+
+    def __init__(self, sleep_s: float) -> None:
+        self.sleep_s = sleep_s
+
+    def __call__(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        xs, ys = zip(*items, strict=True)
+        return torch.stack(xs), torch.stack(ys)
+
+
+def python_work(seconds: float) -> None:
+    """Work a profiler sees no op for: a busy Python loop, then a sleep (logging, I/O, GC)."""
+    end = time.perf_counter() + seconds / 2
+    acc = 0
+    while time.perf_counter() < end:
+        acc += sum(range(200))
+    time.sleep(seconds / 2)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--scenario", default="balanced")
+    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("--rank2", type=int, default=2)
+    p.add_argument("--ms", type=float, default=60.0)
+    p.add_argument("--at-step", type=int, default=10)
+    p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--batch", type=int, default=32)
+    args = p.parse_args()
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    sc, me, stall_s = args.scenario, rank == args.rank, args.ms / 1000
+
+    batch = args.batch
+    repeat = 3 if sc == "uneven_batch" and me else 1
+    sleep_item = 0.0
+    if sc in ("data_getitem", "two_slow") and me:
+        sleep_item = stall_s / batch
+    if sc == "two_slow" and rank == args.rank2:
+        sleep_item = stall_s / 2 / batch
+    workers = 2 if sc == "slow_workers" else 0
+    collate = SlowBatches(stall_s if sc == "slow_workers" and me else 0.0)
+    loader = DataLoader(
+        Synthetic(sleep_item),
+        batch_size=batch,
+        num_workers=workers,
+        collate_fn=collate,
+        prefetch_factor=1 if workers else None,
+        persistent_workers=bool(workers),
+    )
+
+    hidden = 2048 if sc == "comm_heavy" else 256
+    # uneven_batch: per-sample feature work (no parameters, so no extra communication)
+    # makes operator time scale with the batch.
+    mix = torch.randn(FEATURES, FEATURES) / FEATURES**0.5
+    feature_depth = 120 if sc == "uneven_batch" else 0
+    model = nn.parallel.DistributedDataParallel(
+        nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 16))
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    batches = iter(loader)
+    for step in range(args.steps):
+        if sc == "python_work" and me:
+            python_work(stall_s)
+        if sc == "single_stall" and me and step == args.at_step + 1:
+            python_work(stall_s)
+        if sc == "rotating" and step % world == rank:
+            python_work(stall_s)
+        x, y = next(batches)
+        if repeat > 1:
+            x, y = x.repeat(repeat, 1), y.repeat(repeat, 1)
+        for _ in range(feature_depth):
+            x = torch.tanh(x @ mix)
+        loss = (model(x) - y).square().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
