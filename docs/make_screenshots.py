@@ -8,7 +8,7 @@ and saves a screenshot once the page has painted.
 
 RUN defaults to ../shared/reference_runs/h200_ddp4_straggler. The helpers here
 (``start_server``, ``launch_browser``, ``wait_painted``) are reused by
-``tests/test_browser.py`` and ``benchmarks/bench_dashboard.py``.
+``tests/integration/dashboard/test_browser.py`` and ``benchmarks/bench_dashboard.py``.
 """
 
 from __future__ import annotations

@@ -94,3 +94,20 @@ def test_installed_wheel_reports_on_its_bundled_sample(wheel: Path, tmp_path: Pa
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [s["rank"] for s in json.loads(proc.stdout)["stragglers"]] == [1]
+
+    # Without a checkout, the bundled sample is reached from the command line.
+    def demo(*args: str) -> subprocess.CompletedProcess[str]:
+        code = (
+            f"import sys; sys.path.insert(0, {str(target)!r})\n"
+            "from rankscope.dashboard.cli import main\n"
+            f"sys.exit(main(['demo', *{list(args)!r}]))\n"
+        )
+        return subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+
+    where = demo("--path")
+    assert where.returncode == 0 and Path(where.stdout.strip()) == sample, where.stderr
+    rep = demo("--report", "--format", "json")
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    assert json.loads(rep.stdout)["stragglers"][0]["rank"] == 1
