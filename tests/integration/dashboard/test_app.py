@@ -14,10 +14,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import DATA, REPO
+from conftest import DATA, REPO, needs_torch
 from streamlit.testing.v1 import AppTest
 
 REF_RUN = DATA / "reference_runs" / "h200_ddp4_straggler"
@@ -348,3 +349,166 @@ def test_kernels_page_says_why_it_is_empty_on_a_cpu_only_run(app: tuple[str, App
         assert "CPU-only" in NO_KERNELS_CPU_ONLY and NO_KERNELS_CPU_ONLY.count(". ") == 0
     else:
         assert not at.info and len(at.dataframe) == 1
+
+
+# --- the diagnosis on the Overview and the heatmaps: pattern, per-step evidence, stall marks ---
+
+# Ground truth of each run (its README): every rank, the analysed steps, the persistent
+# stragglers worst first.
+GROUND_TRUTH = {
+    "reference": ([0, 1, 2, 3], [2, 3, 4, 5, 6, 7], [1, 3]),
+    "sample": ([0, 1, 2], [4, 5, 6], [1]),
+}
+
+
+def _decoded(spec: Any) -> Any:
+    """A chart spec with plotly's typed arrays (``{"dtype", "bdata"[, "shape"]}``) as lists."""
+    import base64
+
+    if isinstance(spec, dict):
+        if "bdata" in spec and "dtype" in spec:
+            values = np.frombuffer(base64.b64decode(spec["bdata"]), dtype=spec["dtype"])
+            if "shape" in spec:
+                values = values.reshape([int(n) for n in str(spec["shape"]).split(",")])
+            return values.tolist()
+        return {k: _decoded(v) for k, v in spec.items()}
+    if isinstance(spec, list):
+        return [_decoded(v) for v in spec]
+    return spec
+
+
+def _plotly(at: AppTest) -> list[Any]:
+    """The page's charts as plotly figures, their arrays readable as numbers."""
+    import json
+
+    import plotly.graph_objects as go
+
+    return [go.Figure(_decoded(json.loads(c.proto.spec))) for c in at.get("plotly_chart")]
+
+
+def _per_step_chart(at: AppTest) -> Any:
+    """The Overview's per-step chart: the one whose every trace is a rank's line."""
+    (fig,) = [
+        f
+        for f in _plotly(at)
+        if f.data and all(t.type == "scatter" and t.name.startswith("rank ") for t in f.data)
+    ]
+    return fig
+
+
+def _marked(fig: Any) -> list[str]:
+    return [s.name for s in fig.layout.shapes if s.name]
+
+
+def test_overview_shows_each_stragglers_pattern_and_its_per_step_line(
+    app: tuple[str, AppTest],
+) -> None:
+    from rankscope.dashboard.app.charts import STRAGGLER_COLOURS
+
+    name, at = app
+    ranks, steps, stragglers = GROUND_TRUTH[name]
+    at.switch_page("views/overview.py").run()
+    _clean(at)
+    (table,) = [t.value for t in at.dataframe if "pattern" in t.value.columns]
+    assert list(table["rank"]) == stragglers
+    assert set(table["pattern"]) == {"persistent"}
+    assert set(table["confidence"]) <= {"high", "medium", "low"}
+    assert (table["saving ms/step"] > 0).all() and table["stalls"].isna().all()
+    assert any(c.value.startswith("persistent: late at most steps") for c in at.caption)
+
+    fig = _per_step_chart(at)
+    assert [t.name for t in fig.data] == [f"rank {r}" for r in ranks]  # one line per rank
+    assert all(list(t.x) == steps for t in fig.data)  # one point per analysed step
+    thick = [int(t.name.split()[1]) for t in fig.data if t.line.width == 4]
+    assert thick == sorted(stragglers)  # the stragglers stand out
+    # The verdict names rank 1; its line is above the others' median at every step.
+    assert "Rank 1 is the straggler" in " ".join(w.value for w in at.warning)
+    (rank1,) = [t for t in fig.data if t.name == "rank 1"]
+    assert rank1.line.color == STRAGGLER_COLOURS[0] and min(rank1.y) > 0
+    assert not fig.layout.annotations  # persistent: no single stall to label
+
+
+def test_imbalance_outlines_the_stragglers_and_draws_the_per_step_excess(
+    app: tuple[str, AppTest],
+) -> None:
+    name, at = app
+    ranks, steps, stragglers = GROUND_TRUTH[name]
+    at.switch_page("views/imbalance.py").run()
+    _clean(at)
+    heatmaps = [f for f in _plotly(at) if f.data and f.data[0].type == "heatmap"]
+    (excess,) = [f for f in heatmaps if f.layout.coloraxis.cmid == 0]
+    rows = [f"persistent: rank {r}" for r in stragglers]
+    assert all(_marked(f) == rows for f in heatmaps)  # every rank x step heatmap marks them
+    cells = excess.data[0]
+    assert list(cells.y) == ranks and [int(x) for x in cells.x] == steps
+    # A straggler's row is later than the others' median at every step; rank 1's the most.
+    assert all(min(cells.z[ranks.index(r)]) > 0 for r in stragglers)
+    means = [sum(row) / len(row) for row in cells.z]
+    assert ranks[means.index(max(means))] == 1
+
+
+@pytest.mark.slow
+@needs_torch
+def test_an_intermittent_stall_is_a_spike_at_its_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real 3-rank gloo job whose rank 2 stalls 300 ms once, at step 9 (untraced Python).
+
+    The callout says where it stalled (never a mean) and where to look next; the
+    table says intermittent; the per-step chart has one line per rank, rank 2's with
+    a labelled spike at step 9; the heatmaps outline that one cell.
+    """
+    from jobs.collector_jobs import JOBS, launcher, rankscope
+
+    run = tmp_path / "run"
+    proc = rankscope(
+        "run",
+        "--out",
+        str(run),
+        "--profile",
+        "4-13",
+        "--",
+        *launcher("module", 3),
+        str(JOBS / "scenario_job.py"),
+        "--steps",
+        "16",
+        "--scenario",
+        "single_stall",
+        "--rank",
+        "2",
+        "--ms",
+        "300",
+        "--at-step",
+        "9",
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.setenv("RANKSCOPE_DASHBOARD_PATH", str(run))
+    at = AppTest.from_file(str(MAIN), default_timeout=120)
+    at.run()
+    at.switch_page("views/overview.py").run()
+    _clean(at)
+    (callout,) = [w.value for w in at.warning]
+    assert callout.startswith("**Rank 2 stalled ~") and "at step 9:" in callout
+    assert "outside any traced op" in callout and "ms/step" not in callout
+    assert any(c.value.startswith("Where to look next:") for c in at.caption)
+    (table,) = [t.value for t in at.dataframe if "pattern" in t.value.columns]
+    row = table.iloc[0]
+    assert (row["rank"], row["pattern"]) == (2, "intermittent")
+    assert row["stalls"].endswith("at step 9") and np.isnan(row["excess ms/step"])
+
+    fig = _per_step_chart(at)
+    assert [t.name for t in fig.data] == ["rank 0", "rank 1", "rank 2"]
+    rank2 = fig.data[2]
+    assert rank2.line.width == 4
+    spike = list(rank2.x).index(9)
+    assert rank2.y[spike] == max(max(t.y) for t in fig.data) > 200  # the spike is the stall
+    assert [s for s, m in zip(rank2.x, rank2.marker.symbol, strict=True) if m == "diamond"] == [9]
+    (note,) = fig.layout.annotations
+    assert note.x == 9 and note.text.startswith("rank 2: ~")
+    assert note.text.split("~")[1] in callout  # the same lag in the verdict and on the chart
+
+    at.switch_page("views/imbalance.py").run()
+    _clean(at)
+    heatmaps = [f for f in _plotly(at) if f.data and f.data[0].type == "heatmap"]
+    assert heatmaps and all(_marked(f) == ["intermittent: rank 2, step 9"] for f in heatmaps)
