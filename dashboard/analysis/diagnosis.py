@@ -17,14 +17,14 @@ Decision rule (thresholds are the module constants):
 
 - **persistent** straggler: its excess is positive at two steps in three or
   more, *and* the 90% bootstrap interval over steps of its mean excess lies
-  above ``max(5% of the median step, 2 ms)``. Noise makes each rank late now
+  above ``max(5% of the median step, 5 ms)``. Noise makes each rank late now
   and then, and a rank a little late every step is within the spread between
   ranks; only a consistent, material excess passes both. ``p_value`` is the
   bootstrap share of resampled means under that threshold; ``confidence`` is
   high with 5+ steps and p <= 0.01, medium with p <= 0.05, else low.
 - **intermittent** straggler: not persistent, but late by a large margin at a
   few steps (at most half): a *stall* is an excess of at least a whole step
-  without stalls, 8 robust standard deviations of all excesses and 2 ms. It
+  without stalls, 8 robust standard deviations of all excesses and 50 ms. It
   lists those steps and the lag at each.
 - **rotating** (a run-level finding, no straggler): stalls at 3+ steps spread
   over 2+ ranks with no rank holding 75% of them, while waiting is >= 20% of
@@ -64,11 +64,11 @@ from rankscope.dashboard.ingest.table import Table, distinct, isin
 
 NS_PER_MS = 1e6
 MIN_FRACTION = 0.05  # a persistent straggler's excess: at least 5% of the step ...
-MIN_MS = 2.0  # ... and at least 2 ms
+MIN_MS = 5.0  # ... and at least 5 ms (systematic scheduling noise on a busy host stays under it)
 MIN_LATE_SHARE = 2 / 3  # ... late (positive excess) at two steps in three or more
 SPIKE_FRACTION = 1.0  # a stall: at least as long as a step without stalls ...
 SPIKE_SIGMAS = 8.0  # ... and 8 robust standard deviations of all excesses ...
-SPIKE_MIN_MS = 2.0  # ... and 2 ms
+SPIKE_MIN_MS = 50.0  # ... and 50 ms (scheduler hiccups on a busy host stay under it)
 ROTATING_MIN_SPIKES = 3
 ROTATING_MAX_SHARE = 0.75
 ROTATING_MIN_WAIT_FRACTION = 0.20
@@ -155,6 +155,7 @@ class Diagnosis:
     noise_ms: float  # robust standard deviation of the per-step excesses
     n_steps: int
     notes: list[str] = field(default_factory=list)
+    excess_ms: np.ndarray | None = None  # ranks x steps: own work beyond the others' median
 
 
 # ---------------------------------------------------------------- small numerics
@@ -300,7 +301,7 @@ def what_if(gaps: Gaps, fixed: list[int], n_steps: int) -> float:
     if not fixed or n_steps <= 0:
         return 0.0
     g = gaps.gap_ms
-    mask = np.isin(gaps.ranks, np.asarray(fixed))
+    mask = isin(gaps.ranks, np.asarray(fixed, dtype=gaps.ranks.dtype))
     if mask.all():
         return 0.0
     others = _median_rows(g[~mask])
@@ -383,6 +384,9 @@ _REPORTED = {
     "communication": "communication",
     "gpu_compute": "gpu_compute",
     "untraced": "host",
+    # evidence without a trace (the light layer): throttled GPU, or nothing to tell
+    "hardware": "hardware",
+    "other": "unknown",
 }
 
 
@@ -419,7 +423,7 @@ def _verdict(
     has_gpu: bool,
     **evidence: object,
 ) -> Verdict:
-    breakdown = {c: float(comp_excess[c][k][sel].sum()) / n_steps for c in COMPONENTS}
+    breakdown = {c: float(v[k][sel].sum()) / n_steps for c, v in comp_excess.items()}
     cause, detail, by_cause = _cause(breakdown, has_gpu)
     return Verdict(
         rank=rank,
@@ -439,20 +443,41 @@ def diagnose(
     windows: dict[int, dict[int, tuple[int, int]]],
     has_gpu: bool,
 ) -> Diagnosis:
-    """The stragglers (persistent or intermittent), a rotating finding, savings, per-step rows."""
+    """The diagnosis of a trace window: gaps from the matched collectives, components
+    from each rank's traced activity."""
     gaps = build_gaps(matched, ranks, windows)
     if gaps is None:
         return Diagnosis([], None, 0.0, [], 0.0, 0)
     steps = distinct(gaps.step)
-    n_steps = len(steps)
     step_ms = np.array([_step_length_ms(windows, int(s)) for s in steps])
+    return decide(gaps, component_ms(gaps, components), step_ms, has_gpu)
+
+
+def decide(
+    gaps: Gaps,
+    comps: dict[str, np.ndarray],
+    step_ms: np.ndarray,
+    has_gpu: bool,
+    step_rows: bool = True,
+) -> Diagnosis:
+    """The decision rule over any evidence: persistent and intermittent stragglers,
+    rotating lateness, savings and per-step rows.
+
+    ``comps`` maps component names (``COMPONENTS``, or ``other`` and ``hardware``
+    for evidence without a trace) to ranks x instances ms inside each gap;
+    ``step_ms`` is the length of each distinct step of ``gaps.step`` (NaN: unknown).
+    ``step_rows=False`` leaves out the per (rank, step) rows (long runs keep
+    ``excess_ms`` instead).
+    """
+    ranks = [int(r) for r in gaps.ranks.tolist()]
+    steps = distinct(gaps.step)
+    n_steps = len(steps)
     finite = step_ms[np.isfinite(step_ms)]
     median_step = _median(finite) if len(finite) else _median(gaps.gap_ms.max(axis=0))
 
     gs = _per_step(gaps, gaps.gap_ms, steps)
     excess = gs - _median_of_others(gs)
     noise = 1.4826 * _median(np.abs(excess - _median(excess.ravel())).ravel())
-    comps = component_ms(gaps, components)
     comp_excess = {c: _per_step(gaps, v - _median_of_others(v), steps) for c, v in comps.items()}
 
     persistent_min = max(MIN_FRACTION * median_step, MIN_MS)
@@ -560,9 +585,10 @@ def diagnose(
         stragglers=verdicts,
         rotating=rotating,
         joint_saving_ms_per_step=round(joint, 3),
-        per_step=_step_rows(gaps, steps, step_ms, excess),
+        per_step=_step_rows(gaps, steps, step_ms, excess) if step_rows else [],
         noise_ms=round(noise, 3),
         n_steps=n_steps,
+        excess_ms=excess,
     )
 
 

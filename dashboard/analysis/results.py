@@ -29,7 +29,15 @@ BREAKDOWN_COLUMNS = (
 )
 
 # Why a straggler is late: the keys of ``wording.CAUSE_NAME`` (see ``diagnosis``).
-CAUSES = ("data_loading", "host", "gpu_compute", "cpu_compute", "communication", "unknown")
+CAUSES = (
+    "data_loading",
+    "host",
+    "gpu_compute",
+    "cpu_compute",
+    "communication",
+    "hardware",
+    "unknown",
+)
 # How a straggler is late over the analysed steps (see ``diagnosis``).
 PATTERNS = ("persistent", "intermittent")
 

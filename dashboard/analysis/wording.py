@@ -18,6 +18,7 @@ CAUSE_NAME = {
     "gpu_compute": "more GPU compute",
     "cpu_compute": "more CPU operator work",
     "communication": "communication",
+    "hardware": "a throttled GPU",
     "unknown": "no single cause",
 }
 # What a cause name leaves unsaid, where the dashboard has room to say it.

@@ -112,7 +112,7 @@ def test_single_long_stall_is_intermittent_at_its_step(tmp_path: Path) -> None:
 
 
 def test_rotating_stalls_name_no_single_rank(tmp_path: Path) -> None:
-    r = scenario(tmp_path, 3, "rotating", "--ms", "60")
+    r = scenario(tmp_path, 3, "rotating", "--ms", "150")
     assert r["stragglers"] == [], summary(r)
     (rot,) = [f for f in r["findings"] if f["kind"] == "rotating"]
     assert sorted(rot["ranks"]) == [0, 1, 2]

@@ -101,9 +101,9 @@ def test_balanced_ranks_with_jitter_raise_nothing() -> None:
 
 
 def test_a_rank_slightly_late_every_step_is_within_the_spread() -> None:
-    """1 ms later every step of ~12 ms: under the 2 ms floor, not a straggler."""
+    """3 ms later every step of ~12 ms: under the 5 ms floor, not a straggler."""
     gaps = jitter(2, 12, 10.0, 0.3)
-    gaps[1] += 1.0
+    gaps[1] += 3.0
     table, windows = run_of(gaps.tolist())
     assert diagnose(table, [0, 1], no_components(2), windows, has_gpu=False).stragglers == []
 
@@ -124,7 +124,7 @@ def test_one_long_stall_is_intermittent_at_its_step_not_a_mean() -> None:
 def test_lateness_moving_between_ranks_is_rotating_with_no_straggler() -> None:
     gaps = jitter(3, 12, 5.0, 0.5)
     for s in range(12):
-        gaps[s % 3, s] += 60.0
+        gaps[s % 3, s] += 150.0
     table, windows = run_of(gaps.tolist())
     d = diagnose(table, [0, 1, 2], no_components(3), windows, has_gpu=False)
     assert d.stragglers == []
@@ -132,7 +132,7 @@ def test_lateness_moving_between_ranks_is_rotating_with_no_straggler() -> None:
     assert d.rotating.counts == {0: 4, 1: 4, 2: 4}
     assert [st.step for st in d.rotating.steps] == list(range(12))
     assert d.rotating.ranks_by_step == [s % 3 for s in range(12)]
-    assert all(59 < st.lag_ms < 61 for st in d.rotating.steps)
+    assert all(149 < st.lag_ms < 151 for st in d.rotating.steps)
 
 
 def test_two_stragglers_share_one_joint_saving() -> None:

@@ -1,0 +1,205 @@
+"""The whole run from the light layer: every step of every rank, no trace needed.
+
+Input, per rank (``LightRank``): the collector's step timer (``step``,
+``start_ns``, ``end_ns`` and ``data_ns``, the time spent in the DataLoader's
+``__next__`` in that step), the flight recorder's collective log (``pg``,
+``seq``, ``enqueue_ns``: when the rank issued each collective) and NVML
+samples (``ts_ns``, ``throttle_reasons``).
+Output: a ``WholeRun``: the same ``diagnosis.Diagnosis`` the trace windows
+get, over every step the ranks share, plus one row per step.
+
+The evidence per (rank, step) is the rank's own work before its last
+collective of the step: ``last enqueue - step start``, both on its own clock,
+so clock skew never enters (in synchronous training every rank starts a step
+when the previous step's collectives released it). ``diagnosis.decide`` then
+applies the one decision rule (persistent / intermittent / rotating, what-if
+savings). Causes from the light layer: ``data_loading`` (``data_ns``),
+``hardware`` (the rank's GPU reported a throttle reason during the step, bit 0
+"idle" aside), else ``unknown``: capture a trace window to see more.
+
+Collectives are matched across ranks by (process group, sequence number) to
+check that the ranks' logs agree (``matched_collectives`` /
+``unmatched_collectives``: a ring buffer that overflowed, a rank that died).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rankscope.dashboard.analysis.diagnosis import Diagnosis, Gaps, decide
+from rankscope.dashboard.ingest.table import distinct, isin
+
+NS_PER_MS = 1e6
+LIGHT_HINT = (
+    "from the light layer alone; capture a trace window of those steps"
+    " (`rankscope attach RUN --steps N`, or run with --auto-capture) to see what it was doing"
+)
+
+
+@dataclass(frozen=True)
+class LightRank:
+    """One rank's light-layer records as arrays (ns on its own clock)."""
+
+    rank: int
+    step: np.ndarray
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    data_ns: np.ndarray  # -1: not recorded
+    coll_key: np.ndarray  # (process group code << 40) | sequence number
+    enqueue_ns: np.ndarray
+    tel_ts_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    throttle: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """One step of the whole run: how long it took and who held it back."""
+
+    step: int
+    step_ms: float
+    late_rank: int  # the rank with the most own work before its last collective
+    excess_ms: float  # how much more than the median of the others
+    data_ms: float  # the late rank's DataLoader wait in that step (NaN: not recorded)
+
+
+@dataclass
+class WholeRun:
+    diagnosis: Diagnosis
+    first_step: int
+    last_step: int
+    n_steps: int
+    steps: list[StepSummary]
+    matched_collectives: int  # instances every rank logged
+    unmatched_collectives: int  # instances some rank did not log (ring overflow, a lost rank)
+    hint: str = LIGHT_HINT
+
+
+def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
+    """Index into r's steps of the step containing each timestamp, -1 outside every step."""
+    order = np.argsort(r.start_ns, kind="stable")
+    starts = r.start_ns[order]
+    k = np.searchsorted(starts, ts, side="right") - 1
+    ok = k >= 0
+    idx = np.full(len(ts), -1, dtype=np.int64)
+    idx[ok] = order[k[ok]]
+    inside = ok.copy()
+    inside[ok] = ts[ok] < r.end_ns[idx[ok]]
+    idx[~inside] = -1
+    return idx
+
+
+def light_gaps(
+    ranks: list[LightRank],
+) -> tuple[Gaps, dict[str, np.ndarray], np.ndarray, tuple[int, int]] | None:
+    """Gaps (one per rank and shared step), components, step lengths and match counts."""
+    if len(ranks) < 2:
+        return None
+    common = None
+    for r in ranks:
+        s = distinct(r.step)
+        common = s if common is None else common[isin(common, s)]
+    if common is None or not len(common):
+        return None
+    n, m = len(ranks), len(common)
+    lo = np.zeros((n, m), dtype=np.int64)
+    hi = np.zeros((n, m), dtype=np.int64)
+    data = np.zeros((n, m))
+    throttled = np.zeros((n, m), dtype=bool)
+    has = np.ones(m, dtype=bool)
+    lengths = np.zeros((n, m))
+    for k, r in enumerate(ranks):
+        pos = np.searchsorted(r.step, common) if np.all(np.diff(r.step) >= 0) else None
+        if pos is None:
+            order = np.argsort(r.step, kind="stable")
+            pos = order[np.searchsorted(r.step[order], common)]
+        start, end = r.start_ns[pos], r.end_ns[pos]
+        lengths[k] = (end - start) / NS_PER_MS
+        # The last collective each rank issued in each step.
+        idx = _step_index(r, r.enqueue_ns)
+        last = np.full(len(r.step), np.iinfo(np.int64).min, dtype=np.int64)
+        ok = idx >= 0
+        np.maximum.at(last, idx[ok], r.enqueue_ns[ok])
+        last_c = last[pos]
+        has &= last_c > np.iinfo(np.int64).min
+        lo[k], hi[k] = start, np.maximum(last_c, start)
+        d = r.data_ns[pos].astype(np.float64)
+        data[k] = np.where(d >= 0, d / NS_PER_MS, 0.0)
+        if len(r.tel_ts_ns):
+            t_idx = _step_index(r, r.tel_ts_ns)
+            bad = (r.throttle & ~1) != 0
+            hit = np.zeros(len(r.step), dtype=bool)
+            hit[t_idx[(t_idx >= 0) & bad]] = True
+            throttled[k] = hit[pos]
+    if not has.any():
+        return None
+    lo, hi, data, throttled, lengths = (
+        lo[:, has],
+        hi[:, has],
+        data[:, has],
+        throttled[:, has],
+        lengths[:, has],
+    )
+    steps = common[has]
+    gap = (hi - lo) / NS_PER_MS
+    wait = gap.max(axis=0) - gap  # the others wait for the latest (no end times needed)
+    data = np.minimum(data, gap)
+    hardware = np.where(throttled, gap - data, 0.0)
+    comps = {"data_loading": data, "hardware": hardware, "other": gap - data - hardware}
+    gaps = Gaps(
+        ranks=np.array([r.rank for r in ranks], dtype=np.int64),
+        instance=np.arange(len(steps), dtype=np.int64),
+        step=steps.astype(np.int64),
+        lo_ns=lo,
+        hi_ns=hi,
+        gap_ms=gap,
+        wait_ms=wait,
+    )
+    step_ms = np.array([float(np.sort(col)[len(col) // 2]) for col in lengths.T])
+    return gaps, comps, step_ms, _match_counts(ranks)
+
+
+def _match_counts(ranks: list[LightRank]) -> tuple[int, int]:
+    """Instances (process group, seq) every rank logged, and those only some did."""
+    keys = [distinct(r.coll_key) for r in ranks]
+    everyone = keys[0]
+    for k in keys[1:]:
+        everyone = everyone[isin(everyone, k)]
+    anyone = distinct(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+    return len(everyone), len(anyone) - len(everyone)
+
+
+def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
+    """The diagnosis over every step the ranks share; None without two ranks' logs."""
+    built = light_gaps(sorted(ranks, key=lambda r: r.rank))
+    if built is None:
+        return None
+    gaps, comps, step_ms, (matched, unmatched) = built
+    diag = decide(gaps, comps, step_ms, has_gpu, step_rows=False)
+    for v in diag.stragglers:
+        if v.cause in ("unknown", "hardware") and v.hint is None:
+            v.hint = LIGHT_HINT
+    excess = diag.excess_ms
+    assert excess is not None
+    late = excess.argmax(axis=0)
+    data = comps["data_loading"]
+    summary = [
+        StepSummary(
+            step=int(s),
+            step_ms=round(float(step_ms[j]), 3),
+            late_rank=int(gaps.ranks[late[j]]),
+            excess_ms=round(float(excess[late[j], j]), 3),
+            data_ms=round(float(data[late[j], j]), 3),
+        )
+        for j, s in enumerate(gaps.step.tolist())
+    ]
+    return WholeRun(
+        diagnosis=diag,
+        first_step=int(gaps.step[0]),
+        last_step=int(gaps.step[-1]),
+        n_steps=len(gaps.step),
+        steps=summary,
+        matched_collectives=matched,
+        unmatched_collectives=unmatched,
+    )
