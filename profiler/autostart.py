@@ -41,6 +41,9 @@ _CONFIG_KEYS = (
     "nvml_period_ms",
     "flush_period_s",
     "control_period_s",
+    "data_timing",
+    "collectives",
+    "auto_capture",
 )
 
 _LAUNCHER_MODULES = ("torch.distributed.run", "torch.distributed.launch")

@@ -1,7 +1,8 @@
 """The per-rank collector: step timer, telemetry, torch.profiler windows, manifests.
 
 Contract (what a rank leaves in its run directory, see ``rankscope.profiler.rundir``):
-``rank{R}.steps.jsonl`` (one ``{step, start_ns, end_ns}`` per finished step),
+``rank{R}.steps.jsonl`` (one ``{step, start_ns, end_ns, data_ns}`` per finished step),
+``rank{R}.collectives.jsonl`` (every collective, from the flight recorder),
 ``rank{R}.telemetry.jsonl`` (samples every ``nvml_period_ms``),
 ``rank{R}.step{A}-{B}.pt.trace.json.gz`` per profiler window (its
 ``ProfilerStep#N`` ranges are collector step N), ``rank{R}.meta.json``
@@ -12,6 +13,13 @@ directory's control channel (``rankscope.profiler.control``) and hands a validat
 to the training thread through one attribute, ``_attach_pending``; the training
 thread reads it at each step boundary and opens the window at the request's
 warm-up step, exactly like a configured window. Faults there disable attach only.
+With auto-capture, rank 0's recorder thread writes such requests itself when
+the step times show a slowdown start (``rankscope.profiler.autocapture``).
+
+The light layer besides step times: ``rankscope.profiler.datawait`` times the
+DataLoader's ``__next__`` on the training thread (two clock reads per batch),
+read at each step boundary; ``rankscope.profiler.collectives`` reads PyTorch's
+flight recorder on the recorder thread.
 
 What runs where: the training thread only takes a timestamp, appends to a deque
 and drives torch.profiler at window edges. Sampling, file writes and trace
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import dataclasses
 import hashlib
 import os
 import socket
@@ -34,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rankscope.profiler import __version__, hooks, rundir
+from rankscope.profiler import __version__, datawait, hooks, rundir
 from rankscope.profiler.control import AttachRequest, ControlChannel
 from rankscope.profiler.faults import Faults
 from rankscope.profiler.recorder import Recorder
@@ -90,6 +99,17 @@ class Collector:
     ``control_period_s`` is how often the background thread looks for an attach
     request (``rankscope attach``); 0 turns attach and heartbeats off.
 
+    The light layer: ``data_timing`` records each step's DataLoader wait as
+    ``data_ns``; ``collectives`` logs every collective from PyTorch's flight
+    recorder into ``rank{R}.collectives.jsonl``. The flight recorder keeps its
+    ring only if ``TORCH_FR_BUFFER_SIZE`` (e.g. 2000) is in the environment before
+    the process group starts: set it in the job's environment (``rankscope run``
+    sets it for you); without it this part is off, with one line in the log.
+    ``auto_capture=True`` (or a dict of ``autocapture.Policy`` fields) lets rank 0
+    ask every rank for a profiler window when steps turn slow (3 steps in a row
+    50% and 5 ms over the median of the 50 before; at most 3 windows an hour, 5
+    minutes apart); it needs the control channel (``control_period_s`` > 0).
+
     Rank and world size come from torch.distributed when it is initialised,
     else from torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else 0/1. The clock
     offset against rank 0 is measured once through the c10d store when
@@ -114,6 +134,9 @@ class Collector:
         command: list[str] | None = None,
         clock_timeout_s: float = 15.0,
         control_period_s: float = 0.5,
+        data_timing: bool = True,
+        collectives: bool = True,
+        auto_capture: Any = False,
     ) -> None:
         self.run_dir = Path(run_dir).absolute()
         self.plan: ProfilePlan = parse_profile_steps(profile_steps, warmup=warmup_steps)
@@ -129,6 +152,10 @@ class Collector:
         self._clock_timeout_s = clock_timeout_s
         self.control_period_s = float(control_period_s)
         self._warmup_steps = max(0, int(warmup_steps))
+        self.data_timing = bool(data_timing)
+        self.collectives = bool(collectives)
+        self.auto_capture = auto_capture
+        self._data_timed = False
 
         self.rank = 0
         self.world_size = 1
@@ -233,6 +260,34 @@ class Collector:
                     beat_s=max(1.0, self.control_period_s),
                 )
 
+        fr_log = None
+        if self.collectives:
+            with self.faults.guard("collectives"):
+                from rankscope.profiler.collectives import open_log
+
+                fr_log = open_log(torch, self.faults, os.environ)
+        auto = None
+        if self.auto_capture:
+            with self.faults.guard("auto-capture"):
+                from rankscope.profiler.autocapture import AutoCapture, Policy
+
+                policy = Policy.from_json(self.auto_capture)
+                if self._control is None:
+                    self.faults.report("auto-capture", "off: it needs the attach channel")
+                elif self.rank == 0:
+                    auto = AutoCapture(
+                        self.run_dir,
+                        self.rank,
+                        self.faults,
+                        self._control,
+                        policy,
+                        warmup_steps=self._warmup_steps,
+                    )
+        if self.data_timing:
+            with self.faults.guard("data timing"):
+                datawait.install(torch)
+                self._data_timed = True
+
         self._recorder = Recorder(
             self.run_dir,
             self.rank,
@@ -243,6 +298,8 @@ class Collector:
             self._snapshot_meta,
             run_manifest,
             self._control,
+            fr_log,
+            auto,
         )
         self._recorder.start()
 
@@ -404,13 +461,14 @@ class Collector:
         try:
             now = time.time_ns()
             self._last_boundary_source = source
+            data_ns = datawait.take() if self._data_timed else -1
             if self._step_start_ns is None:
                 self._step_start_ns = now
                 self._begin_step(0)
                 return
             finished = self._step
             if self._recorder is not None:
-                self._recorder.steps.append((finished, self._step_start_ns, now))
+                self._recorder.steps.append((finished, self._step_start_ns, now, data_ns))
             self._step = finished + 1
             self._step_start_ns = now
             self._begin_step(finished + 1)
@@ -644,6 +702,8 @@ class Collector:
             window = export_window(prof, self.run_dir, self.rank, first, last)
             if request is not None:
                 window["request"] = request.id
+                if request.trigger is not None:
+                    window["trigger"] = request.trigger
             with self._meta_lock:
                 self._meta.setdefault("windows", []).append(window)
                 self._meta_dirty = True
@@ -695,6 +755,8 @@ class Collector:
         try:
             self._close_window()
             self._wait_for_exports(_EXPORT_WAIT_S)
+            if self._recorder is not None:
+                self._recorder.poll_collectives = True  # every collective has completed now
             self.flush()
         except Exception as e:
             self.faults.report("flush at destroy_process_group", e)
@@ -781,6 +843,9 @@ class Collector:
                 "with_stack": self.with_stack,
                 "nvml_period_ms": self.nvml_period_ms,
                 "steps_source": self._steps_source,
+                "data_timing": self.data_timing,
+                "collectives": self.collectives,
+                "auto_capture": _jsonable(self.auto_capture),
                 **self._run_config,
             },
             "rankscope_version": __version__,
@@ -802,10 +867,22 @@ class Collector:
                         self._meta_dirty = True
                 if self._meta.get("device_name") is None:
                     self._meta["device_name"] = recorder.sampler_info.get("device_name", "cpu")
+            fr_log = recorder.collectives if recorder is not None else None
+            if fr_log is not None:
+                info = fr_log.describe()
+                if self._meta.get("collectives") != info:
+                    self._meta["collectives"] = info
+                    self._meta_dirty = True
             if not self._meta_dirty:
                 return None
             self._meta_dirty = False
             return copy.deepcopy(self._meta)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def _forget_in_child() -> None:

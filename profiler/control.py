@@ -44,7 +44,8 @@ from rankscope.profiler import rundir
 from rankscope.profiler.faults import Faults
 
 _REQUIRED = ("schema", "id", "command", "first_step", "steps", "created_ns")
-_OPTIONAL = ("requested_by",)
+_OPTIONAL = ("requested_by", "trigger")
+_MAX_TRIGGER_BYTES = 1024
 _MAX_STEP = 2**53  # beyond what any job reaches; rejects absurd numbers early
 _HISTORY = 16
 _HANDLED = 256  # request ids remembered (bounded: someone may write new ids forever)
@@ -66,6 +67,8 @@ class AttachRequest:
     steps: int
     created_ns: int
     requested_by: str = ""
+    # Why auto-capture asked (``rankscope.profiler.autocapture``); None from attach.
+    trigger: dict[str, Any] | None = None
 
     @property
     def last_step(self) -> int:
@@ -82,6 +85,8 @@ class AttachRequest:
         }
         if self.requested_by:
             out["requested_by"] = self.requested_by
+        if self.trigger is not None:
+            out["trigger"] = self.trigger
         return out
 
 
@@ -115,12 +120,22 @@ def validate_request(obj: Any) -> AttachRequest:
     requested_by = obj.get("requested_by", "")
     if not isinstance(requested_by, str) or len(requested_by) > 200:
         raise BadRequest("requested_by must be a short string")
+    trigger = obj.get("trigger")
+    if trigger is not None and (
+        not isinstance(trigger, dict)
+        or not isinstance(trigger.get("kind"), str)
+        or len(json.dumps(trigger)) > _MAX_TRIGGER_BYTES
+    ):
+        raise BadRequest(
+            f"trigger must be an object with a kind, at most {_MAX_TRIGGER_BYTES} bytes"
+        )
     return AttachRequest(
         id=request_id,
         first_step=_int_field(obj, "first_step", 0, _MAX_STEP),
         steps=_int_field(obj, "steps", 1, rundir.MAX_ATTACH_STEPS),
         created_ns=_int_field(obj, "created_ns", 0, 2**63 - 1),
         requested_by=requested_by,
+        trigger=trigger,
     )
 
 
@@ -293,6 +308,10 @@ class ControlChannel:
         if stat.S_ISLNK(st.st_mode) or (st.st_dev, st.st_ino) != self._dir_id:
             raise RuntimeError("control/ was replaced (by a symlink or another directory)")
         return fd
+
+    def dir_fd(self) -> int:
+        """The checked ``control/`` descriptor, for auto-capture's request (recorder thread)."""
+        return self._check_dir()
 
     def next_deadline(self) -> float:
         return min(self._next_poll, self._next_beat)

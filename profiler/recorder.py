@@ -10,7 +10,12 @@ each JSONL file begins with a header line ``{"schema": ..., "rank": ...}`` that
 ``rundir.read_steps``/``read_telemetry`` skip. Buffers are bounded deques: if
 the disk stalls, the oldest unwritten records are dropped, never memory grown.
 With a ``control`` channel (``rankscope.profiler.control``) this thread also polls for
-attach requests and writes the rank's heartbeat and acknowledgements.
+attach requests and writes the rank's heartbeat and acknowledgements. With a
+``collectives`` log (``rankscope.profiler.collectives``) it reads the flight
+recorder when that log's schedule says so (and once more, for everything left,
+when it stops) and appends ``rank{R}.collectives.jsonl`` at each flush; with
+``auto`` (``rankscope.profiler.autocapture``) it feeds every finished step to the
+slowdown trigger as soon as it wakes, not only at flushes.
 """
 
 from __future__ import annotations
@@ -22,14 +27,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rankscope.profiler import rundir
 from rankscope.profiler.control import ControlChannel
 from rankscope.profiler.faults import Faults
 from rankscope.profiler.telemetry import Sampler
 
-StepRecord = tuple[int, int, int]  # (step, start_ns, end_ns)
+if TYPE_CHECKING:
+    from rankscope.profiler.autocapture import AutoCapture
+    from rankscope.profiler.collectives import FlightRecorderLog
+
+StepRecord = tuple[int, int, int, int]  # (step, start_ns, end_ns, data_ns or -1 if untimed)
 
 _BUFFER_LIMIT = 100_000
 
@@ -46,6 +55,8 @@ class Recorder(threading.Thread):
         snapshot_meta: Callable[[], dict[str, Any] | None],
         run_manifest: dict[str, Any] | None,
         control: ControlChannel | None = None,
+        collectives: FlightRecorderLog | None = None,
+        auto: AutoCapture | None = None,
     ) -> None:
         super().__init__(name=f"rankscope-recorder-{rank}", daemon=True)
         self.run_dir = Path(run_dir)
@@ -59,6 +70,11 @@ class Recorder(threading.Thread):
         self._snapshot_meta = snapshot_meta
         self._run_manifest = run_manifest
         self.control = control
+        self.collectives = collectives
+        self.auto = auto
+        self._finished_steps: deque[StepRecord] = deque(maxlen=_BUFFER_LIMIT)
+        self._collective_rows: deque[dict[str, Any]] = deque(maxlen=_BUFFER_LIMIT)
+        self.poll_collectives = False  # set by other threads: read the flight recorder now
         self._stop_event = threading.Event()
         self._flush_requested = threading.Event()
         self._flushed = threading.Condition()
@@ -124,6 +140,11 @@ class Recorder(threading.Thread):
                 next_sample += self._period_s * max(
                     1, int((now - next_sample) / self._period_s) + 1
                 )
+            self._take_steps()
+            fr = self.collectives
+            if fr is not None and (self.poll_collectives or now >= fr.next_deadline()):
+                self.poll_collectives = False
+                self._collective_rows.extend(fr.poll(now))
             if control is not None and control.flush_wanted:
                 control.flush_wanted = False
                 self._flush_requested.set()
@@ -134,7 +155,11 @@ class Recorder(threading.Thread):
             wake = min(next_flush, next_sample if self.sampler is not None else next_flush)
             if control is not None and not control.disabled:
                 wake = min(wake, control.next_deadline())
+            if self.collectives is not None and not self.collectives.disabled:
+                wake = min(wake, self.collectives.next_deadline())
             self._flush_requested.wait(max(0.0, wake - time.monotonic()))
+        if self.collectives is not None:
+            self._collective_rows.extend(self.collectives.poll(final=True))
         self._flush()
         if control is not None:
             control.close()
@@ -149,6 +174,7 @@ class Recorder(threading.Thread):
         # Nowhere to write: keep buffers from piling up until stopped.
         while not self._stop_event.wait(self._flush_s):
             self.steps.clear()
+            self._finished_steps.clear()
             self._mark_flushed()
         self._mark_flushed()
 
@@ -161,6 +187,10 @@ class Recorder(threading.Thread):
         if self._open_sampler is not None:
             self._files["telemetry"] = open(  # noqa: SIM115 - kept open, closed in run()
                 rundir.telemetry_path(self.run_dir, self.rank), "w", encoding="utf-8"
+            )
+        if self.collectives is not None:
+            self._files["collectives"] = open(  # noqa: SIM115 - kept open, closed in run()
+                rundir.collectives_path(self.run_dir, self.rank), "w", encoding="utf-8"
             )
         if self._run_manifest is not None:
             rundir.write_json_atomic(self.run_dir / rundir.RUN_MANIFEST, self._run_manifest)
@@ -197,11 +227,29 @@ class Recorder(threading.Thread):
         except Exception as e:
             self.faults.disable(f"write {kind}", e)
 
-    def _flush(self) -> None:
+    def _take_steps(self) -> None:
+        """Move finished steps off the training thread's deque (and show them to auto)."""
         steps = [self.steps.popleft() for _ in range(len(self.steps))]
+        if steps:
+            self._finished_steps.extend(steps)
+            if self.auto is not None:
+                self.auto.feed(steps)
+
+    def _flush(self) -> None:
+        self._take_steps()
+        steps = [self._finished_steps.popleft() for _ in range(len(self._finished_steps))]
         self._write_lines(
             "steps",
-            [f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}}}\n' for s, a, b in steps],
+            [
+                f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}, "data_ns": {d}}}\n'
+                if d >= 0
+                else f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}}}\n'
+                for s, a, b, d in steps
+            ],
+        )
+        rows = [self._collective_rows.popleft() for _ in range(len(self._collective_rows))]
+        self._write_lines(
+            "collectives", [json.dumps(r, separators=(",", ":")) + "\n" for r in rows]
         )
         samples = [self._samples.popleft() for _ in range(len(self._samples))]
         self._write_lines(

@@ -6,7 +6,8 @@ A run directory holds what the collector wrote for every rank of one job::
       run.json                          run manifest (written by rank 0; RUN_SCHEMA)
       rank{R}.meta.json                 per-rank manifest (host, pid, devices, versions,
                                         clock offset, capture windows; RANK_SCHEMA)
-      rank{R}.steps.jsonl               one line per training step {step, start_ns, end_ns}
+      rank{R}.steps.jsonl               one line per training step {step, start_ns, end_ns, data_ns}
+      rank{R}.collectives.jsonl         one line per collective, from PyTorch's flight recorder
       rank{R}.telemetry.jsonl           NVML/GPM (or host) samples, one JSON object a line
       rank{R}.step{A}-{B}.pt.trace.json.gz
                                         a torch.profiler window of steps A..B (Kineto JSON)
@@ -27,14 +28,37 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   ``{"schema": STEPS_SCHEMA|TELEMETRY_SCHEMA, "rank": R[, "source", "period_ms"]}``;
   ``read_steps``/``read_telemetry`` skip it (it has no step / ts_ns). Telemetry rows
   carry ``source`` ("nvml" | "host") and the fields in ``rankscope.profiler.telemetry``.
+  A step row has ``data_ns`` (int): the time the training thread spent in the
+  DataLoader iterator's ``__next__`` during that step (absent where that timer is off).
+- ``rank{R}.collectives.jsonl`` (no header line): one JSON object per collective
+  this rank issued, as PyTorch's flight recorder saw it, appended every few
+  seconds (``rankscope.profiler.collectives``)::
+
+      {"seq": 12, "pg": "0", "pg_desc": "default_pg", "name": "all_reduce", "p2p": false,
+       "bytes": 4000, "enqueue_ns": 1735732800000000000, "start_ns": null, "end_ns": null,
+       "duration_ms": null, "state": "scheduled"}
+
+  ``(pg, seq)`` identifies one instance across ranks (``seq`` counts collectives
+  of the group, or point-to-point ops when ``p2p``). ``name`` is canonical
+  (``all_reduce``, ``broadcast``, ``all_gather``, ``reduce_scatter``,
+  ``all_to_all``, ``barrier``, ``send``, ``recv``, ... : the backend prefix such as
+  ``gloo:`` is removed). ``bytes`` is input elements x dtype size (-1 unknown).
+  ``enqueue_ns`` is when the rank issued it (CLOCK_REALTIME); ``start_ns`` /
+  ``end_ns`` when the backend saw it start / complete (NCCL's watchdog; null
+  with gloo), ``duration_ms`` the GPU time (NCCL with ``TORCH_NCCL_ENABLE_TIMING=1``;
+  else null); ``state`` is the recorder's ("scheduled", "started", "completed").
+  Lines are in issue order per process group; ``read_collectives`` reads them.
 - ``rank{R}.meta.json``: schema, rank, local_rank, world_size, host, pid,
   device_name ("cpu" without a GPU), torch/cuda/nccl/python versions, start_ns,
   end_ns, steps_recorded, steps_source ("manual" | "optimizer"), profile (the
-  plan), telemetry_source, clock_offset_ns and clock_offset_method, windows.
+  plan), telemetry_source, clock_offset_ns and clock_offset_method, windows,
+  collectives (the flight-recorder log's sources, buffer_size, written and
+  dropped counts; absent when it is off).
   ``clock_offset_ns`` is this rank's clock minus rank 0's at the same instant:
   ``t_on_rank0_clock = t - clock_offset_ns``. Each window is
   ``{first_step, last_step, file, profiler_steps}``: the trace's ``ProfilerStep#N``
-  ranges are collector step N.
+  ranges are collector step N. A window taken on request also has ``request`` (its
+  id) and, when auto-capture asked for it, ``trigger`` (the request's, below).
 - ``run.json``: schema, world_size, start_ns, command, config; under
   ``rankscope run`` also ``exit_code`` and ``end_ns``, added by the launcher after
   every rank has exited.
@@ -53,11 +77,18 @@ atomically, and ranks never read a path out of a request (traces always go to
 
   Every rank captures steps first_step..first_step+steps-1 (a warm-up step
   before them). ``id`` matches ``REQUEST_ID``; ``steps`` is 1..MAX_ATTACH_STEPS;
-  ``requested_by`` is optional and informational; any other field makes the
-  request invalid. A rank ignores (and logs to ``rank{R}.log``) a request that
-  is malformed, a symlink, larger than MAX_REQUEST_BYTES, older than its
-  collector, or whose first step it has already begun; one request at a time
-  runs per rank, and a new one while a window is pending or running is refused.
+  ``requested_by`` is optional and informational; ``trigger`` is optional (what
+  auto-capture writes, at most 1 KiB)::
+
+      "trigger": {"kind": "slow_steps", "step": 340, "median_ms": 10.2,
+                  "threshold_ms": 15.3, "recent_ms": [41.0, 40.8, 41.3]}
+
+  (the slow steps ended at ``step``; ``recent_ms`` are their times, ``median_ms``
+  the median of the steps before). Any other field makes the request invalid.
+  A rank ignores (and logs to ``rank{R}.log``) a request that is malformed, a
+  symlink, larger than MAX_REQUEST_BYTES, older than its collector, or whose
+  first step it has already begun; one request at a time runs per rank, and a
+  new one while a window is pending or running is refused.
 - ``rank{R}.ack.json`` (written by rank R; ACK_SCHEMA)::
 
       {"schema": "rankscope.attach-ack/1", "rank": 0, "id": "...", "state": "done",
@@ -141,6 +172,10 @@ def rank_meta_path(run_dir: Path, rank: int) -> Path:
 
 def steps_path(run_dir: Path, rank: int) -> Path:
     return Path(run_dir) / f"rank{rank}.steps.jsonl"
+
+
+def collectives_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.collectives.jsonl"
 
 
 def telemetry_path(run_dir: Path, rank: int) -> Path:
@@ -377,7 +412,8 @@ def read_steps(run_dir: Path, rank: int) -> list[dict[str, Any]]:
     """The step timer's records for a rank: dicts with step, start_ns, end_ns.
 
     Records whose step is not in 0..MAX_STEP, whose times are not int64
-    nanoseconds, or which end before they start are dropped.
+    nanoseconds, or which end before they start are dropped; a ``data_ns`` that is
+    not an int64 of nanoseconds is removed from its record.
     """
     rows = []
     for obj in iter_jsonl(steps_path(run_dir, rank)):
@@ -388,6 +424,41 @@ def read_steps(run_dir: Path, rank: int) -> list[dict[str, Any]]:
             and valid_ns(start)
             and valid_ns(end)
             and end >= start
+        ):
+            if "data_ns" in obj and not valid_ns(obj["data_ns"]):
+                del obj["data_ns"]
+            rows.append(obj)
+    return rows
+
+
+def _ns_or_null(value: Any) -> bool:
+    return value is None or valid_ns(value)
+
+
+def read_collectives(run_dir: Path, rank: int) -> list[dict[str, Any]]:
+    """The flight-recorder records of a rank (format in the module docstring).
+
+    Records missing a field, with ``seq`` outside 0..MAX_STEP, times that are not
+    int64 nanoseconds (or null where allowed), or a non-finite ``duration_ms`` are
+    dropped; the rest are returned as written, in file order.
+    """
+    rows = []
+    for obj in iter_jsonl(collectives_path(run_dir, rank)):
+        seq, nbytes, duration = obj.get("seq"), obj.get("bytes"), obj.get("duration_ms")
+        if (
+            type(seq) is int
+            and 0 <= seq <= MAX_STEP
+            and isinstance(obj.get("pg"), str)
+            and isinstance(obj.get("pg_desc"), str)
+            and isinstance(obj.get("name"), str)
+            and type(obj.get("p2p")) is bool
+            and type(nbytes) is int
+            and -1 <= nbytes <= INT64_MAX
+            and valid_ns(obj.get("enqueue_ns"))
+            and _ns_or_null(obj.get("start_ns"))
+            and _ns_or_null(obj.get("end_ns"))
+            and (duration is None or (type(duration) in (int, float) and _finite_number(duration)))
+            and isinstance(obj.get("state"), str)
         ):
             rows.append(obj)
     return rows

@@ -4,6 +4,13 @@ Sets the RANKSCOPE_* environment and prepends ``profiler/bootstrap`` (a
 ``sitecustomize``) to PYTHONPATH, runs the command, passes its exit code
 through, then records the exit code and end time in ``run.json``.
 
+The light layer needs PyTorch's flight recorder to keep a ring of collectives:
+unless the environment already sets ``TORCH_FR_BUFFER_SIZE`` or
+``TORCH_NCCL_TRACE_BUFFER_SIZE``, ``TORCH_FR_BUFFER_SIZE`` is set to
+``collectives.DEFAULT_BUFFER`` (``--no-collectives`` leaves it alone).
+``--nccl-timing`` sets ``TORCH_NCCL_ENABLE_TIMING=1`` (NCCL's GPU duration per
+collective, at the cost of two CUDA events per collective; off by default).
+
 SIGHUP, SIGINT, SIGTERM and SIGQUIT sent to ``rankscope run`` go to the command
 (as torchrun forwards them to its workers) and ``rankscope run`` waits for it,
 so a closed terminal or a scheduler's SIGTERM still leaves ``exit_code`` in
@@ -27,6 +34,7 @@ from typing import Any
 
 import rankscope
 from rankscope.profiler import autostart, rundir
+from rankscope.profiler.collectives import DEFAULT_BUFFER
 from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
 from rankscope.profiler.schedule import parse_profile_steps
 
@@ -35,10 +43,21 @@ BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "bootstrap"
 
 
 def bootstrap_env(
-    run_dir: Path, config: dict[str, Any], command: list[str], base: dict[str, str] | None = None
+    run_dir: Path,
+    config: dict[str, Any],
+    command: list[str],
+    base: dict[str, str] | None = None,
+    *,
+    nccl_timing: bool = False,
 ) -> dict[str, str]:
     """The environment that makes every Python process of ``command`` load the collector."""
     env = dict(os.environ if base is None else base)
+    if config.get("collectives", True) and not (
+        env.get("TORCH_FR_BUFFER_SIZE") or env.get("TORCH_NCCL_TRACE_BUFFER_SIZE")
+    ):
+        env["TORCH_FR_BUFFER_SIZE"] = str(DEFAULT_BUFFER)
+    if nccl_timing:
+        env["TORCH_NCCL_ENABLE_TIMING"] = "1"
     # The folder that holds the `rankscope` package (site-packages, or src/ in a checkout).
     package_path = str(Path(rankscope.__file__).resolve().parent.parent)
     env[autostart.ENV_RUN_DIR] = str(run_dir)
@@ -82,6 +101,7 @@ def _clear_previous_run(run_dir: Path) -> None:
     for pattern in (
         "rank*.meta.json",
         "rank*.steps.jsonl",
+        "rank*.collectives.jsonl",
         "rank*.telemetry.jsonl",
         "rank*.pt.trace.json.gz",
         "rank*.log",
@@ -111,6 +131,13 @@ class RunCommand:
       rankscope run --out runs/exp1 -- torchrun --nproc-per-node 4 train.py
       rankscope run --out runs/exp2 --profile 20-22 -- python train.py --epochs 1
       rankscope run --out runs/exp3 --profile off -- torchrun ... train.py
+      rankscope run --out runs/exp4 --profile off --auto-capture -- torchrun ... train.py
+
+    The light layer (always on) also records each step's DataLoader wait and
+    every collective's arrival (PyTorch's flight recorder). --auto-capture lets
+    the job take a profiler window by itself when its steps turn slow (3 steps
+    in a row 50% and 5 ms over the median of the 50 before; at most 3 windows an
+    hour, 5 minutes apart).
     """
 
     name = "run"
@@ -138,6 +165,26 @@ class RunCommand:
             "--profile-memory", action="store_true", help="torch.profiler profile_memory"
         )
         parser.add_argument("--with-stack", action="store_true", help="torch.profiler with_stack")
+        parser.add_argument(
+            "--auto-capture",
+            action="store_true",
+            help="take a profiler window by itself when steps turn slow (rate-limited)",
+        )
+        parser.add_argument(
+            "--no-collectives",
+            action="store_true",
+            help="do not log collectives from PyTorch's flight recorder",
+        )
+        parser.add_argument(
+            "--no-data-timing",
+            action="store_true",
+            help="do not time the DataLoader's __next__ per step",
+        )
+        parser.add_argument(
+            "--nccl-timing",
+            action="store_true",
+            help="set TORCH_NCCL_ENABLE_TIMING=1: NCCL GPU time per collective (costs CUDA events)",
+        )
         parser.add_argument(
             "--overwrite",
             action="store_true",
@@ -178,8 +225,11 @@ class RunCommand:
             "profile_memory": args.profile_memory,
             "with_stack": args.with_stack,
             "nvml_period_ms": args.nvml_period_ms,
+            "collectives": not args.no_collectives,
+            "data_timing": not args.no_data_timing,
+            "auto_capture": bool(args.auto_capture),
         }
-        env = bootstrap_env(run_dir, config, command)
+        env = bootstrap_env(run_dir, config, command, nccl_timing=args.nccl_timing)
         start_ns = time.time_ns()
         forwarder = SignalForwarder()
         previous = {s: signal.signal(s, forwarder) for s in FORWARDED_SIGNALS}
