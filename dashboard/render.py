@@ -167,27 +167,52 @@ def no_straggler_sentence(report: dict[str, Any]) -> str | None:
     )
 
 
+def _top_verdict(s: dict[str, Any]) -> str:
+    return wording.straggler_verdict(
+        s["rank"],
+        s["cause"],
+        s["severity"],
+        s["caused_wait_ms_per_step"],
+        s.get("pattern", "persistent"),
+        [(st["step"], st["lag_ms"]) for st in s.get("steps", [])],
+        s.get("cause_detail"),
+    )
+
+
 def _verdict(report: dict[str, Any]) -> str:
     run = report["run"]
     s = report["stragglers"]
+    whole = report.get("whole_run")
     if run.get("step_source") == "none":
-        return wording.telemetry_only(len(run["ranks"]), run["world_size"])
-    head = wording.run_scope(
-        len(run["ranks"]), run["world_size"], run["steps"], _fmt(run["step_ms"])
-    )
-    if s:
-        top = s[0]
-        return f"{head} " + wording.straggler_verdict(
-            top["rank"],
-            top["cause"],
-            top["severity"],
-            top["caused_wait_ms_per_step"],
-            top.get("pattern", "persistent"),
-            [(st["step"], st["lag_ms"]) for st in top.get("steps", [])],
-            top.get("cause_detail"),
+        head = wording.telemetry_only(len(run["ranks"]), run["world_size"])
+        if whole is None:
+            return head
+        head = wording.whole_run_scope(
+            len(run["ranks"]), run["world_size"], whole["first_step"], whole["last_step"]
         )
+    else:
+        head = wording.run_scope(
+            len(run["ranks"]), run["world_size"], run["steps"], _fmt(run["step_ms"])
+        )
+    if s:
+        return f"{head} " + _top_verdict(s[0])
     no_straggler = no_straggler_sentence(report)
     return f"{head} {no_straggler}" if no_straggler else head
+
+
+def _whole_run_lines(report: dict[str, Any]) -> list[str]:
+    """The light layer's whole-run picture, when a trace window also exists."""
+    whole = report.get("whole_run")
+    if whole is None or report["run"].get("step_source") == "none":
+        return []
+    out = [wording.whole_run_heading(whole["first_step"], whole["last_step"], whole["n_steps"])]
+    for s in whole["stragglers"]:
+        out.append(f"  - {_top_verdict(s)}")
+    if whole.get("rotating"):
+        out.append("  - " + wording.ROTATING_WHOLE_RUN)
+    if not whole["stragglers"] and not whole.get("rotating"):
+        out.append("  - " + wording.NO_STRAGGLER_WHOLE_RUN)
+    return out
 
 
 def _table_text(header: list[str], rows: list[list[str]]) -> str:
@@ -209,6 +234,8 @@ def _table_md(header: list[str], rows: list[list[str]]) -> str:
 def render_text(report: dict[str, Any]) -> str:
     run = report["run"]
     out = [f"rankscope report: {run['path']}", "", _verdict(report), ""]
+    if whole := _whole_run_lines(report):
+        out += [*whole, ""]
     if report["findings"]:
         out.append("Findings (worst first, estimated saving per step):")
         for i, f in enumerate(report["findings"], 1):
@@ -236,6 +263,8 @@ def render_text(report: dict[str, Any]) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     run = report["run"]
     out = [f"# rankscope report: `{run['path']}`", "", f"**{_verdict(report)}**", ""]
+    if whole := _whole_run_lines(report):
+        out += [whole[0], "", *whole[1:], ""]
     out.append("## Findings")
     if report["findings"]:
         for f in report["findings"]:

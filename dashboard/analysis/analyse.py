@@ -16,7 +16,7 @@ import numpy as np
 
 from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import findings as findings_mod
-from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation
+from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun
 from rankscope.dashboard.analysis.activity import RankActivity, rank_activity, step_windows
 from rankscope.dashboard.analysis.breakdown import rank_means, step_breakdown
 from rankscope.dashboard.analysis.results import (
@@ -61,6 +61,9 @@ class Analysis:
     findings: list[Finding]
     warnings: list[str] = field(default_factory=list)
     per_step: list[StepRank] = field(default_factory=list)  # the diagnosis' per-step evidence
+    # every step of every rank, from the light layer (None without a collective log)
+    whole_run: wholerun.WholeRun | None = None
+    whole_run_stragglers: list[Straggler] = field(default_factory=list)
 
 
 def parse_step_range(text: str | None) -> tuple[int | None, int | None]:
@@ -133,11 +136,12 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         if not telemetry_only:
             raise RankscopeError(f"{run.path}: no events to analyse in any trace")
         # A monitor run, or a collector run before its first profiler window:
-        # report what was recorded (step times, telemetry) and leave the rest null.
-        warnings.append(
-            "no profiler trace in this run: only step times and telemetry are reported"
-            " (capture a window with `rankscope attach RUN --steps N`)"
-        )
+        # report what was recorded (step times, telemetry, the collective log).
+        if not any(len(rd.light_comms) for rd in run.ranks.values()):
+            warnings.append(
+                "no profiler trace in this run: only step times and telemetry are reported"
+                " (capture a window with `rankscope attach RUN --steps N`)"
+            )
     step_source = "profiler" if sources == {"profiler"} else "/".join(sorted(sources))
     if steps == [-1]:
         warnings.append(
@@ -182,11 +186,22 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     stragglers, caused, diag = imbalance.find_stragglers(
         matched, sorted(run.ranks), activities, windows, n_steps
     )
+    whole = wholerun.whole_run(wholerun.light_ranks(run.ranks), has_gpu)
+    whole_stragglers = imbalance.whole_run_stragglers(whole) if whole else []
+    rotating = diag.rotating
+    if not steps and whole is not None:
+        # No trace window: the light layer's whole-run verdict is the verdict.
+        stragglers, rotating = whole_stragglers, whole.diagnosis.rotating
+        warnings.append(
+            f"stragglers from the light layer over steps {whole.first_step}-{whole.last_step}"
+            " (step timer, DataLoader wait, flight recorder); capture a trace window to see"
+            " what the late rank was doing"
+        )
     imb = imbalance.imbalance(
         per_rank,
         imbalance.last_arrival_summary(matched, caused, step_ms),
         joint_saving_ms_per_step=diag.joint_saving_ms_per_step if diag.n_steps else None,
-        rotating=diag.rotating,
+        rotating=rotating,
         noise_ms=diag.noise_ms if diag.n_steps else None,
     )
     summary = comms_mod.collective_summary(matched, n_steps, len(run.ranks))
@@ -198,8 +213,8 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         stragglers=stragglers,
         utilisation=util,
         has_gpu=has_gpu,
-        step_ms=step_ms,
-        rotating=diag.rotating,
+        step_ms=step_ms if step_ms > 0 or whole is None else _whole_step_ms(whole),
+        rotating=rotating,
     )
     return Analysis(
         run=run,
@@ -224,4 +239,11 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         findings=findings_mod.findings(facts),
         warnings=warnings,
         per_step=diag.per_step,
+        whole_run=whole,
+        whole_run_stragglers=whole_stragglers,
     )
+
+
+def _whole_step_ms(whole: wholerun.WholeRun) -> float:
+    """The mean step time over the light layer's steps (for findings without a trace)."""
+    return float(np.mean([s.step_ms for s in whole.steps])) if whole.steps else 0.0

@@ -31,6 +31,7 @@ from rankscope.dashboard.analysis.results import (
     RotatingLateness,
     Straggler,
 )
+from rankscope.dashboard.analysis.wholerun import WholeRun
 from rankscope.dashboard.ingest.table import Table
 
 NS_PER_MS = 1e6
@@ -161,16 +162,41 @@ def components_of(activities: dict[int, RankActivity]) -> dict[int, Components]:
     return out
 
 
-def _evidence(v: Verdict, last_count: int, n_inst: int, caused: float) -> str:
+def _evidence(v: Verdict, last_count: int, of: int, caused: float, unit: str) -> str:
     parts = []
     if v.pattern == "intermittent":
         parts.append(wording.evidence_stalls([(st.step, st.lag_ms) for st in v.steps]))
     else:
         parts.append(wording.evidence_persistent(v.excess_ms_per_step, v.excess_ci_ms))
     parts.append(wording.evidence_breakdown(v.cause_breakdown, v.cause_detail))
-    parts.append(wording.evidence_last_arrivals(last_count, n_inst))
+    parts.append(wording.evidence_last_arrivals(last_count, of, unit))
     parts.append(wording.evidence_caused_wait(caused))
     return "; ".join(p for p in parts if p)
+
+
+def to_straggler(
+    v: Verdict, caused_ms: float, last_count: int, of: int, unit: str = "collectives"
+) -> Straggler:
+    """A diagnosis verdict as the report's ``Straggler``, with its evidence in words."""
+    return Straggler(
+        rank=v.rank,
+        cause=v.cause,
+        severity=v.severity,
+        excess_ms_per_step=v.excess_ms_per_step,
+        caused_wait_ms_per_step=round(caused_ms, 3),
+        cause_excess_ms_per_step=v.cause_breakdown.get(v.cause),
+        last_arrivals=last_count,
+        evidence=_evidence(v, last_count, of, caused_ms, unit),
+        pattern=v.pattern,
+        cause_detail=v.cause_detail,
+        cause_breakdown=v.cause_breakdown,
+        confidence=v.confidence,
+        p_value=v.p_value,
+        excess_ci_ms=None if v.excess_ci_ms is None else list(v.excess_ci_ms),
+        steps=v.steps,
+        est_saving_ms_per_step=v.est_saving_ms_per_step,
+        hint=v.hint,
+    )
 
 
 def find_stragglers(
@@ -187,25 +213,15 @@ def find_stragglers(
     last_counts = last_arrivals(matched)
     n_inst = sum(last_counts.values())
     out = [
-        Straggler(
-            rank=v.rank,
-            cause=v.cause,
-            severity=v.severity,
-            excess_ms_per_step=v.excess_ms_per_step,
-            caused_wait_ms_per_step=round(caused.get(v.rank, 0.0), 3),
-            cause_excess_ms_per_step=v.cause_breakdown.get(v.cause),
-            last_arrivals=last_counts.get(v.rank, 0),
-            evidence=_evidence(v, last_counts.get(v.rank, 0), n_inst, caused.get(v.rank, 0.0)),
-            pattern=v.pattern,
-            cause_detail=v.cause_detail,
-            cause_breakdown=v.cause_breakdown,
-            confidence=v.confidence,
-            p_value=v.p_value,
-            excess_ci_ms=None if v.excess_ci_ms is None else list(v.excess_ci_ms),
-            steps=v.steps,
-            est_saving_ms_per_step=v.est_saving_ms_per_step,
-            hint=v.hint,
-        )
+        to_straggler(v, caused.get(v.rank, 0.0), last_counts.get(v.rank, 0), n_inst)
         for v in diag.stragglers
     ]
     return out, caused, diag
+
+
+def whole_run_stragglers(whole: WholeRun) -> list[Straggler]:
+    """The light layer's stragglers: what the others waited is the straggler's excess."""
+    return [
+        to_straggler(v, v.excess_ms_per_step, v.late_steps, whole.n_steps, "steps")
+        for v in whole.diagnosis.stragglers
+    ]

@@ -14,7 +14,9 @@
                                   excess_pct_of_step} | null},
      "stragglers": [Straggler], "collectives": [CollectiveSummary],
      "findings": [Finding], "top_kernels": [KernelSummary],
-     "per_step": [StepRank]}
+     "per_step": [StepRank],
+     "whole_run": {first_step, last_step, n_steps, stragglers, rotating,
+                   joint_saving_ms_per_step, matched_collectives, steps: [StepSummary]} | null}
 
 ``*_ms`` are per-step means over the analysed steps; ``null`` where the trace
 cannot tell. A result type's fields are its JSON fields (``dataclasses.asdict``),
@@ -161,4 +163,25 @@ def build_report(a: Analysis) -> dict[str, Any]:
         "top_kernels": [asdict(k) for k in a.kernels],
         # extension: per rank and step, the evidence behind the stragglers
         "per_step": [step_json(row) for row in a.per_step],
+        # extension: every step of every rank, from the light layer
+        "whole_run": whole_run_json(a),
+    }
+
+
+def whole_run_json(a: Analysis) -> dict[str, Any] | None:
+    w = a.whole_run
+    if w is None:
+        return None
+    d = w.diagnosis
+    return {
+        "first_step": w.first_step,
+        "last_step": w.last_step,
+        "n_steps": w.n_steps,
+        "stragglers": [asdict(s) for s in a.whole_run_stragglers],
+        "rotating": None if d.rotating is None else asdict(d.rotating),
+        "joint_saving_ms_per_step": d.joint_saving_ms_per_step,
+        "noise_ms": d.noise_ms,
+        "matched_collectives": w.matched_collectives,
+        "unmatched_collectives": w.unmatched_collectives,
+        "steps": [asdict(s) for s in w.steps],
     }

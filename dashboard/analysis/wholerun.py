@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rankscope.dashboard.analysis.diagnosis import Diagnosis, Gaps, decide
+from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import distinct, isin
 
 NS_PER_MS = 1e6
@@ -168,6 +169,36 @@ def _match_counts(ranks: list[LightRank]) -> tuple[int, int]:
         everyone = everyone[isin(everyone, k)]
     anyone = distinct(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
     return len(everyone), len(anyone) - len(everyone)
+
+
+def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
+    """The ranks with both a step timer and a collective log, as ``LightRank``s."""
+    pgs = sorted({p for rd in ranks.values() for p in rd.light_comms.vocab.get("pg", [])})
+    pg_code = {p: i for i, p in enumerate(pgs)}
+    out = []
+    for r, rd in sorted(ranks.items()):
+        marks, comms = rd.step_marks, rd.light_comms
+        if not len(marks) or not len(comms) or "start_ns" not in marks or "end_ns" not in marks:
+            continue
+        codes = np.array([pg_code[p] for p in comms.vocab["pg"]], dtype=np.int64)
+        tel = rd.telemetry
+        has_throttle = len(tel) and "throttle_reasons" in tel and "ts_ns" in tel
+        throttle = tel["throttle_reasons"] if has_throttle else np.zeros(0)
+        out.append(
+            LightRank(
+                rank=r,
+                step=marks["step"],
+                start_ns=marks["start_ns"],
+                end_ns=marks["end_ns"],
+                data_ns=marks["data_ns"] if "data_ns" in marks else np.full(len(marks), -1),
+                coll_key=(codes[comms["pg"]] << 40) | comms["seq"],
+                enqueue_ns=comms["enqueue_ns"],
+                tel_ts_ns=tel["ts_ns"] if has_throttle else np.zeros(0, np.int64),
+                # NaN (a sample without the field) reads as "no throttle reason"
+                throttle=np.nan_to_num(throttle, nan=0.0).astype(np.int64),
+            )
+        )
+    return out
 
 
 def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:

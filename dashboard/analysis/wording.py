@@ -19,7 +19,7 @@ CAUSE_NAME = {
     "cpu_compute": "more CPU operator work",
     "communication": "communication",
     "hardware": "a throttled GPU",
-    "unknown": "no single cause",
+    "unknown": "unknown cause",
 }
 # What a cause name leaves unsaid, where the dashboard has room to say it.
 CAUSE_EXPLANATION = {
@@ -63,6 +63,22 @@ def run_scope(n_ranks: int, world_size: int, steps: list[int], step_ms_text: str
     else:
         step_txt = f"steps {steps[0]}-{steps[-1]}"
     return f"{n_ranks} rank(s) of {world_size}, {step_txt}, {step_ms_text} ms/step on average."
+
+
+def whole_run_scope(n_ranks: int, world_size: int, first: int, last: int) -> str:
+    """The run line of a run without a trace window, read from the light layer."""
+    return (
+        f"{n_ranks} rank(s) of {world_size}, steps {first}-{last} from the light layer"
+        " (no trace window)."
+    )
+
+
+def whole_run_heading(first: int, last: int, n_steps: int) -> str:
+    return f"Whole run, from the light layer (steps {first}-{last}, {n_steps} steps):"
+
+
+ROTATING_WHOLE_RUN = "Lateness rotates between ranks over the run (no single straggler)."
+NO_STRAGGLER_WHOLE_RUN = "No straggler over the whole run."
 
 
 def telemetry_only(n_ranks: int, world_size: int) -> str:
@@ -196,16 +212,26 @@ def evidence_stalls(steps: list[tuple[int, float]]) -> str:
     return stalls_text(steps) + " beyond the other ranks"
 
 
+# Components of a straggler's extra time named differently from its causes.
+_BREAKDOWN_NAME = {"unknown": "time no record explains"}
+
+
 def evidence_breakdown(breakdown: dict[str, float], detail: str | None) -> str:
     """ "of which data loading 43.3 ms/step, host-side work 8.0 ms/step" (top three)."""
     top = sorted(((ms, c) for c, ms in breakdown.items() if ms >= 0.05), reverse=True)[:3]
     if not top:
         return ""
-    names = [f"{cause_name(c, detail if c == 'host' else None)} {ms:.1f} ms/step" for ms, c in top]
+    names = [
+        f"{_BREAKDOWN_NAME.get(c) or cause_name(c, detail if c == 'host' else None)}"
+        f" {ms:.1f} ms/step"
+        for ms, c in top
+    ]
     return "of which " + ", ".join(names)
 
 
-def evidence_last_arrivals(count: int, of: int) -> str:
+def evidence_last_arrivals(count: int, of: int, unit: str = "collectives") -> str:
+    if unit == "steps":
+        return f"the latest rank at {count} of {of} steps"
     return f"arrives last at {count} of {of} collectives"
 
 

@@ -49,8 +49,11 @@ class RankData:
     cpu: Table
     gpu_ann: Table
     comms: Table
-    step_marks: Table  # collector step timer: step, start_ns, end_ns (may be empty)
+    step_marks: Table  # collector step timer: step, start_ns, end_ns[, data_ns] (may be empty)
     telemetry: Table  # NVML/host samples: ts_ns and numeric fields (may be empty)
+    # the flight recorder's log (rank{R}.collectives.jsonl): pg, name (strings),
+    # seq, enqueue_ns; empty where the collector did not record it
+    light_comms: Table = field(default_factory=lambda: _light_comms_table([]))
 
 
 @dataclass
@@ -153,6 +156,19 @@ def ingest_files(
         for f in todo:
             record(str(f), _parse_and_cache(str(f)))
     return done, failed
+
+
+def _light_comms_table(rows: list[dict[str, Any]]) -> Table:
+    """Flight-recorder records (already validated by ``rundir.read_collectives``) as a Table."""
+    return Table.build(
+        {
+            "pg": [str(r["pg"]) for r in rows],
+            "name": [str(r["name"]) for r in rows],
+            "seq": np.array([r["seq"] for r in rows], dtype=np.int64),
+            "enqueue_ns": np.array([r["enqueue_ns"] for r in rows], dtype=np.int64),
+        },
+        strings=("pg", "name"),
+    )
 
 
 def _numeric_table(rows: list[dict[str, Any]]) -> Table:
@@ -294,6 +310,9 @@ def load_run(
             meta=meta,
             step_marks=_numeric_table(step_rows),
             telemetry=_numeric_table(tel_rows),
+            light_comms=_light_comms_table(
+                rundir.read_collectives(folder, r) if kind == "run_dir" else []
+            ),
             **tables,
         )
     if wanted is not None:

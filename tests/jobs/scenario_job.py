@@ -19,7 +19,8 @@ size it):
   3x the operator work, the same data loading).
 - ``python_work``: rank R does ms of pure-Python work outside any torch op
   between the optimizer step and the next batch (half busy loop, half sleep).
-- ``single_stall``: rank R stalls ms (pure Python) once, in step ``--at-step`` as
+- ``single_stall``: rank R stalls ms (pure Python) in step ``--at-step`` (or in each
+  of a comma-separated list of steps) as
   ``rankscope run`` numbers steps (a step ends at each optimizer step: loop
   iteration S + 1 is collector step S).
 - ``rotating``: at step s, rank s % world stalls ms (pure Python).
@@ -85,7 +86,7 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=1)
     p.add_argument("--rank2", type=int, default=2)
     p.add_argument("--ms", type=float, default=60.0)
-    p.add_argument("--at-step", type=int, default=10)
+    p.add_argument("--at-step", default="10")
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--batch", type=int, default=32)
     args = p.parse_args()
@@ -95,6 +96,7 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     sc, me, stall_s = args.scenario, rank == args.rank, args.ms / 1000
+    stall_steps = {int(s) + 1 for s in args.at_step.split(",")}  # loop iteration of each
 
     batch = args.batch
     repeat = 3 if sc == "uneven_batch" and me else 1
@@ -118,7 +120,7 @@ def main() -> None:
     # uneven_batch: per-sample feature work (no parameters, so no extra communication)
     # makes operator time scale with the batch.
     mix = torch.randn(FEATURES, FEATURES) / FEATURES**0.5
-    feature_depth = 120 if sc == "uneven_batch" else 0
+    feature_depth = 240 if sc == "uneven_batch" else 0
     model = nn.parallel.DistributedDataParallel(
         nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 16))
     )
@@ -128,7 +130,7 @@ def main() -> None:
     for step in range(args.steps):
         if sc == "python_work" and me:
             python_work(stall_s)
-        if sc == "single_stall" and me and step == args.at_step + 1:
+        if sc == "single_stall" and me and step in stall_steps:
             python_work(stall_s)
         if sc == "rotating" and step % world == rank:
             python_work(stall_s)

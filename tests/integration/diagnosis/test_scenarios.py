@@ -9,53 +9,14 @@ robustness: balanced runs are repeated and must raise nothing.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import needs_torch
-from jobs.collector_jobs import JOBS, job_env, launcher, rankscope
+from jobs.scenarios import scenario
 
 pytestmark = [pytest.mark.slow, needs_torch]
-
-SCENARIO_JOB = JOBS / "scenario_job.py"
-WINDOW = "4-21"
-
-
-def scenario(tmp_path: Path, nproc: int, name: str, *args: str) -> dict[str, Any]:
-    run = tmp_path / "run"
-    proc = rankscope(
-        "run",
-        "--out",
-        str(run),
-        "--profile",
-        WINDOW,
-        "--nvml-period-ms",
-        "200",
-        "--",
-        *launcher("module", nproc),
-        str(SCENARIO_JOB),
-        "--steps",
-        "24",
-        "--scenario",
-        name,
-        *args,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = subprocess.run(
-        [sys.executable, "-m", "rankscope", "report", str(run), "--format", "json"],
-        capture_output=True,
-        text=True,
-        env=job_env(),
-        timeout=120,
-    )
-    assert report.returncode == 0, report.stderr[-3000:]
-    out: dict[str, Any] = json.loads(report.stdout)
-    return out
 
 
 def summary(r: dict[str, Any]) -> list[tuple[int, str, str, str]]:
