@@ -1,11 +1,13 @@
 """Capture that triggers itself: a profiler window when the light layer sees a slowdown start.
 
 ``SlowSteps.observe(step, step_ms, now_s)`` is pure logic (tests drive it with a
-fake clock). A slowdown starts when CONSECUTIVE steps in a row each take more
-than ``median x (1 + margin)`` *and* ``median + min_excess_ms``, where ``median``
-is the median of the HISTORY steps before them (judged only once MIN_HISTORY
-steps are known, so start-up is never compared with itself). Defaults: 3 steps,
-50% and 5 ms above the median of the 50 steps before. It then returns a
+fake clock). A slowdown starts when ``consecutive`` steps in a row each take
+more than ``median x (1 + margin)`` and ``median + min_excess_ms``, and more
+than the 90th percentile + ``min_excess_ms`` (a noisy job needs a larger jump),
+where ``median`` and the percentile are those of the ``history`` steps before
+them (judged only once ``min_history`` steps are known, so start-up is never
+compared with itself). Defaults: 3 steps, 50% and 5 ms above the median of the
+50 steps before (and 5 ms above their 90th percentile). It then returns a
 ``Trigger`` (why it fired) if the rate limit allows: at most ``per_hour``
 windows in any hour (3) and ``min_gap_s`` (300 s) apart; a slowdown seen while
 the limit holds is counted in ``suppressed``. Once fired, the same slowdown
@@ -18,8 +20,8 @@ one request). It feeds step records to ``SlowSteps`` and, on a trigger, writes a
 request through the same control channel that ``rankscope attach`` uses
 (``control/attach.request.json``, with a ``trigger`` field, format in
 ``rankscope.profiler.rundir``), so every rank captures the same steps, chosen
-like attach chooses them (a couple of seconds of training ahead of the
-furthest rank's heartbeat). A request still pending or running on some rank
+like attach chooses them (two seconds of training, at the slow steps' rate,
+ahead of the furthest rank). A request still pending or running on some rank
 is never replaced: the trigger then waits for the next slowdown. Each rank
 copies the request's ``trigger`` into its manifest's ``windows`` entry.
 Periodic stalls are not predicted: the window starts at the first step the
@@ -28,6 +30,7 @@ channel can reach, which for a slowdown that persists is a slow step.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections import deque
@@ -48,7 +51,7 @@ class Policy:
     min_excess_ms: float = 5.0
     consecutive: int = 3
     history: int = 50
-    min_history: int = 10
+    min_history: int = 20
     per_hour: int = 3
     min_gap_s: float = 300.0
     steps: int = 3  # steps in a window
@@ -104,7 +107,9 @@ class SlowSteps:
 
     def threshold_ms(self, median: float) -> float:
         p = self.policy
-        return max(median * (1.0 + p.margin), median + p.min_excess_ms)
+        ordered = sorted(self._history)
+        p90 = ordered[int(0.9 * (len(ordered) - 1))]
+        return max(median * (1.0 + p.margin), median + p.min_excess_ms, p90 + p.min_excess_ms)
 
     def observe(self, step: int, step_ms: float, now_s: float) -> Trigger | None:
         """One finished step; a Trigger when it completes a slowdown that may capture."""
@@ -173,6 +178,7 @@ class AutoCapture:
         policy: Policy,
         *,
         warmup_steps: int = 1,
+        current_step: Any = None,
         clock: Any = time.monotonic,
     ) -> None:
         self.run_dir = run_dir
@@ -181,7 +187,9 @@ class AutoCapture:
         self.control = control
         self.detector = SlowSteps(policy)
         self.warmup_steps = warmup_steps
+        self._current_step = current_step
         self._clock = clock
+        self._said_suppressed = -1e18
         self.requests: list[AttachRequest] = []
 
     @property
@@ -200,7 +208,9 @@ class AutoCapture:
                 trigger = self.detector.observe(step, (end - start) / 1e6, now)
                 if trigger is not None:
                     self.fire(trigger)
-                elif self.detector.suppressed > before:
+                elif self.detector.suppressed > before and now - self._said_suppressed >= 60:
+                    # At most one line a minute: a job that keeps stalling must not fill the log.
+                    self._said_suppressed = now
                     self.faults.log(
                         "auto-capture",
                         f"slowdown at step {step} not captured: at most "
@@ -212,7 +222,7 @@ class AutoCapture:
             self.faults.disable("auto-capture", e)
 
     def fire(self, trigger: Trigger) -> AttachRequest | None:
-        from rankscope.profiler.commands.attach import choose_first_step, liveness
+        from rankscope.profiler.commands.attach import LEAD_S, MIN_LEAD_STEPS, liveness
 
         now_ns = time.time_ns()
         busy = self._busy(now_ns)
@@ -220,11 +230,19 @@ class AutoCapture:
             self.faults.log("auto-capture", f"slowdown at step {trigger.step} not captured: {busy}")
             self.detector.fired_at.pop()  # it did not capture: no rate spent
             return None
+        # Like attach: LEAD_S of training past the furthest rank, but counted at the
+        # slow steps' rate (the heartbeats' rate still holds the fast steps before,
+        # and a lead of fast steps would land the window long after the slowdown).
         heartbeats = rundir.read_heartbeats(self.run_dir).values()
-        beats = [hb for hb in heartbeats if liveness(hb, now_ns)[0]]
-        own: dict[str, Any] = {"step": trigger.step, "ts_ns": now_ns, "steps_per_s": None}
-        first = choose_first_step(beats or [own], now_ns, warmup=self.warmup_steps)
-        first = max(first, trigger.step + 1 + self.warmup_steps + 1)
+        furthest = max(
+            (int(hb.get("step", 0)) for hb in heartbeats if liveness(hb, now_ns)[0]), default=0
+        )
+        current = trigger.step + 1
+        if self._current_step is not None:
+            current = max(current, int(self._current_step()))
+        rate = 1000.0 / max(min(trigger.recent_ms), 1e-3)
+        lead = max(MIN_LEAD_STEPS, math.ceil(rate * LEAD_S))
+        first = max(furthest, current) + lead + self.warmup_steps
         request = AttachRequest(
             new_request_id(self.rank),
             first,

@@ -282,6 +282,7 @@ class Collector:
                         self._control,
                         policy,
                         warmup_steps=self._warmup_steps,
+                        current_step=lambda: self._step,
                     )
         if self.data_timing:
             with self.faults.guard("data timing"):
