@@ -10,6 +10,7 @@ and ``render_json`` take the dict and return the whole document as a string.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from rankscope.dashboard.analysis import wording
@@ -154,10 +155,23 @@ def _last_arrival(report: dict[str, Any]) -> LastArrival | None:
     return LastArrival(**last) if last else None
 
 
+def incomplete_sentence(report: dict[str, Any]) -> str | None:
+    """That some ranks left no trace, naming them; None when every rank has one."""
+    missing = report["run"].get("missing_trace") or []
+    if not missing:
+        return None
+    traced = [r for r in report["run"]["ranks"] if r not in missing]
+    return wording.incomplete_verdict(missing, traced)
+
+
 def no_straggler_sentence(report: dict[str, Any]) -> str | None:
     """Why no rank is a straggler, when collectives could tell; None when they cannot."""
     if report["stragglers"]:
         return None
+    if missing := report["run"].get("missing_trace"):
+        return wording.no_straggler_among_traced(
+            [r for r in report["run"]["ranks"] if r not in missing]
+        )
     rotating = report["imbalance"].get("rotating")
     return wording.no_straggler_sentence(
         len(report["run"]["ranks"]),
@@ -194,6 +208,8 @@ def _verdict(report: dict[str, Any]) -> str:
         head = wording.run_scope(
             len(run["ranks"]), run["world_size"], run["steps"], _fmt(run["step_ms"])
         )
+    if incomplete := incomplete_sentence(report):
+        head = f"{incomplete} {head}"
     if s:
         return f"{head} " + _top_verdict(s[0])
     no_straggler = no_straggler_sentence(report)
@@ -297,14 +313,28 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def render_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=1, allow_nan=False, default=_json_default) + "\n"
+    """The report as JSON: NaN and infinities become ``null`` (JSON has neither)."""
+    return json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n"
 
 
-def _json_default(o: Any) -> Any:
+def json_safe(o: Any) -> Any:
+    """``o`` with every non-finite float as None and numpy scalars as Python numbers."""
+    if isinstance(o, dict):
+        return {k if isinstance(k, str) else str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    if isinstance(o, bool) or o is None or isinstance(o, (int, str)):
+        return o
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
     import numpy as np
 
+    if isinstance(o, np.bool_):
+        return bool(o)
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):
-        return None if np.isnan(o) else float(o)
+        return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.ndarray):
+        return json_safe(o.tolist())
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -64,6 +64,9 @@ class Analysis:
     # every step of every rank, from the light layer (None without a collective log)
     whole_run: wholerun.WholeRun | None = None
     whole_run_stragglers: list[Straggler] = field(default_factory=list)
+    # ranks with step timings (or telemetry) but no trace while other ranks have one:
+    # a crash during export or an attach that reached only some ranks
+    missing_trace: list[int] = field(default_factory=list)
 
 
 def parse_step_range(text: str | None) -> tuple[int | None, int | None]:
@@ -106,12 +109,20 @@ def _choose_steps(
     return steps
 
 
-def _mean_step_ms(marks: Table) -> float:
-    """Mean step time from the collector's step timer (NaN without one)."""
+def _mean_step_ms(marks: Table, steps: list[int] | None = None) -> float:
+    """Mean step time from the collector's step timer (NaN without one).
+
+    With ``steps``, only those steps count, where the timer has any of them.
+    """
     if not len(marks) or "start_ns" not in marks or "end_ns" not in marks:
         return float("nan")
     dur = (marks["end_ns"] - marks["start_ns"]).astype(np.float64)
-    dur = dur[dur > 0]
+    keep = dur > 0
+    if steps and "step" in marks:
+        in_steps = np.isin(marks["step"], np.asarray(steps, dtype=np.int64))
+        if (keep & in_steps).any():
+            keep &= in_steps
+    dur = dur[keep]
     return float(dur.mean()) / 1e6 if len(dur) else float("nan")
 
 
@@ -156,8 +167,15 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     waits = comms_mod.wait_intervals(matched)
     breakdown = step_breakdown(activities, windows, steps, waits)
 
+    # A rank without a trace beside traced ranks: its step timer is all it says.
+    missing = sorted(r for r, w in windows.items() if not w) if steps else []
+    traced = [r for r in sorted(run.ranks) if r not in missing]
     if steps:
         per_rank = rank_means(breakdown, list(run.ranks))
+        for r in missing:
+            per_rank[r] = RankBreakdown.from_columns(
+                r, {"step_ms": _mean_step_ms(run.ranks[r].step_marks, steps)}
+            )
     else:
         # No trace window: only the collector's step timer measured anything.
         per_rank = {
@@ -184,9 +202,10 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     idle = {r: utilisation.idle_breakdown(rd, windows[r], steps) for r, rd in run.ranks.items()}
     kernels = utilisation.top_kernels(run.ranks, windows, steps)
     stragglers, caused, diag = imbalance.find_stragglers(
-        matched, sorted(run.ranks), activities, windows, n_steps
+        matched, traced, activities, windows, n_steps
     )
-    whole = wholerun.whole_run(wholerun.light_ranks(run.ranks), has_gpu)
+    lights = wholerun.light_ranks(run.ranks)
+    whole = wholerun.whole_run(lights, has_gpu)
     whole_stragglers = imbalance.whole_run_stragglers(whole) if whole else []
     rotating = diag.rotating
     if not steps and whole is not None:
@@ -197,8 +216,9 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
             " (step timer, DataLoader wait, flight recorder); capture a trace window to see"
             " what the late rank was doing"
         )
+    traced_means = {r: per_rank[r] for r in traced}
     imb = imbalance.imbalance(
-        per_rank,
+        traced_means,
         imbalance.last_arrival_summary(matched, caused, step_ms),
         joint_saving_ms_per_step=diag.joint_saving_ms_per_step if diag.n_steps else None,
         rotating=rotating,
@@ -208,13 +228,20 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     if len(run.ranks) > 1 and steps and not len(matched):
         warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")
 
+    if missing:
+        warnings.append(
+            f"rank(s) {', '.join(map(str, missing))}: step timings but no trace file;"
+            " stragglers are measured among the traced ranks only"
+        )
     facts = findings_mod.RunFacts(
-        per_rank=per_rank,
+        per_rank=traced_means,
         stragglers=stragglers,
         utilisation=util,
         has_gpu=has_gpu,
         step_ms=step_ms if step_ms > 0 or whole is None else _whole_step_ms(whole),
         rotating=rotating,
+        missing_trace={r: per_rank[r].step_ms for r in missing},
+        whole_run_ranks=[] if whole is None else [lr.rank for lr in lights],
     )
     return Analysis(
         run=run,
@@ -241,6 +268,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         per_step=diag.per_step,
         whole_run=whole,
         whole_run_stragglers=whole_stragglers,
+        missing_trace=missing,
     )
 
 

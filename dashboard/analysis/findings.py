@@ -12,7 +12,7 @@ would gain, not sums over ranks, so they can be compared with each other.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,6 +41,10 @@ class RunFacts:
     has_gpu: bool
     step_ms: float
     rotating: RotatingLateness | None = None
+    # ranks with no trace beside traced ones (``per_rank`` holds only the traced):
+    # rank -> its mean step time from the step timer (NaN without one)
+    missing_trace: dict[int, float] = field(default_factory=dict)
+    whole_run_ranks: list[int] = field(default_factory=list)  # ranks the light layer covers
 
     @property
     def ranks(self) -> list[int]:
@@ -103,6 +107,34 @@ def straggler_rule(f: RunFacts) -> list[Finding]:
     return out
 
 
+def missing_trace_rule(f: RunFacts) -> list[Finding]:
+    """Ranks that left step timings but no trace: the picture is incomplete.
+
+    Saves nothing by itself; it comes first because every other number was measured
+    without those ranks (their waiting may hide inside the traced ranks' transfer time).
+    """
+    if not f.missing_trace:
+        return []
+    traced_step = [v for r in f.ranks if (v := f.per_rank[r].step_ms) == v]
+    title, detail = wording.missing_trace_finding(
+        f.missing_trace,
+        f.ranks,
+        float(np.mean(traced_step)) if traced_step else None,
+        f.mean_over_ranks("comm_wait_ms") if len(f.ranks) > 1 else float("nan"),
+        [r for r in f.missing_trace if r in f.whole_run_ranks],
+    )
+    return [
+        Finding(
+            kind="missing_trace",
+            severity="high",
+            title=title,
+            detail=detail,
+            ranks=sorted(f.missing_trace),
+            est_saving_ms_per_step=0.0,
+        )
+    ]
+
+
 def rotating_rule(f: RunFacts) -> list[Finding]:
     """Lateness that moves between ranks: no straggler, yet a large share of waiting."""
     rot = f.rotating
@@ -120,7 +152,7 @@ def exposed_communication_rule(f: RunFacts) -> list[Finding]:
     if not transfer >= MIN_SHARE * f.step_ms:
         return []
     text = wording.exposed_communication_finding(
-        exposed, f.mean_over_ranks("comm_ms"), transfer, len(f.ranks) > 1
+        exposed, f.mean_over_ranks("comm_ms"), transfer, len(f.ranks) > 1, sorted(f.missing_trace)
     )
     return [finding("exposed_communication", text, f.ranks, transfer, f.step_ms)]
 
@@ -183,6 +215,7 @@ def low_gpu_utilisation_rule(f: RunFacts) -> list[Finding]:
 
 
 RULES: tuple[Rule, ...] = (
+    missing_trace_rule,
     straggler_rule,
     rotating_rule,
     exposed_communication_rule,
@@ -197,5 +230,6 @@ def findings(facts: RunFacts, rules: tuple[Rule, ...] = RULES) -> list[Finding]:
     if facts.step_ms <= 0:
         return []
     out = [f for rule in rules for f in rule(facts)]
-    out.sort(key=lambda f: (-f.est_saving_ms_per_step, f.title))
+    # an incomplete picture first: it qualifies every finding below it
+    out.sort(key=lambda f: (f.kind != "missing_trace", -f.est_saving_ms_per_step, f.title))
     return out

@@ -4,7 +4,8 @@
 (see ``results``) into plain JSON-ready data, and computes nothing::
 
     {"schema": "rankscope.report/1",
-     "run": {path, world_size, ranks, steps, skipped_files, step_source, warnings},
+     "run": {path, world_size, ranks, steps, skipped_files, step_source, warnings,
+             missing_trace: [rank]},
      "ranks": [{rank, step_ms, compute_ms, comm_ms, comm_exposed_ms, comm_wait_ms,
                 data_ms, host_ms, idle_ms, gpu_busy_pct,
                 temporal_breakdown: {idle_pct, compute_pct, non_compute_pct} | null,
@@ -154,6 +155,8 @@ def build_report(a: Analysis) -> dict[str, Any]:
             "step_ms": _ms(a.step_ms),
             "has_gpu": a.has_gpu,
             "warnings": a.warnings,
+            # ranks with step timings but no trace beside traced ranks
+            "missing_trace": a.missing_trace,
         },
         "ranks": [_rank_json(a, r) for r in sorted(a.per_rank)],
         "imbalance": imbalance_json(a.imbalance),

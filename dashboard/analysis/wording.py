@@ -160,6 +160,63 @@ def no_straggler_sentence(
     return "No straggler: the ranks arrive at collectives together."
 
 
+# --- an incomplete run: ranks with step timings but no trace ---
+
+
+def ranks_text(ranks: list[int]) -> str:
+    """ "rank 1", "ranks 0 and 2", "ranks 0, 2 and 5"."""
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    return "ranks " + ", ".join(map(str, ranks[:-1])) + f" and {ranks[-1]}"
+
+
+def incomplete_verdict(missing: list[int], traced: list[int]) -> str:
+    """The first sentence of a run where some ranks left no trace."""
+    has = "has" if len(missing) == 1 else "have"
+    return (
+        f"Incomplete picture: {ranks_text(missing)} {has} step timings but no trace (a crash"
+        " during the trace export, or an attach that reached only some ranks), so stragglers"
+        f" are measured among {ranks_text(traced)} only and an untraced rank may be the one"
+        " the others wait for."
+    )
+
+
+def no_straggler_among_traced(traced: list[int]) -> str:
+    return f"No straggler among the traced ranks ({ranks_text(traced)})."
+
+
+def missing_trace_finding(
+    missing_step_ms: dict[int, float],
+    traced: list[int],
+    traced_step_ms: float | None,
+    traced_wait_ms: float,
+    in_whole_run: list[int],
+) -> tuple[str, str]:
+    """The finding that names the ranks without a trace and what their step timer says."""
+    missing = sorted(missing_step_ms)
+    timers = "; ".join(
+        f"rank {r} {v:.1f} ms/step" if v == v else f"rank {r} no step timer"
+        for r, v in sorted(missing_step_ms.items())
+    )
+    vs = f" (the traced ranks: {traced_step_ms:.1f} ms/step)" if traced_step_ms else ""
+    wait = (
+        f" The traced ranks wait {traced_wait_ms:.1f} ms/step in collectives, and time spent"
+        f" waiting for {ranks_text(missing)} counts as transfer among them."
+        if traced_wait_ms == traced_wait_ms
+        else ""
+    )
+    whole = (
+        f" The light layer's whole-run picture covers {ranks_text(in_whole_run)}."
+        if in_whole_run
+        else ""
+    )
+    return (
+        f"No trace from {ranks_text(missing)}: the picture is incomplete",
+        f"Step timer: {timers}{vs}; what happened inside those steps is unknown.{wait}{whole}"
+        " Capture a window on every rank again (`rankscope attach RUN --steps 3`).",
+    )
+
+
 # --- the dashboard's straggler panel: pattern, where to look, the joint what-if ---
 
 PATTERN_MEANING = {
@@ -283,16 +340,25 @@ def rotating_finding(
 
 
 def exposed_communication_finding(
-    exposed_ms: float, comm_ms: float, transfer_ms: float, multi_rank: bool
+    exposed_ms: float,
+    comm_ms: float,
+    transfer_ms: float,
+    multi_rank: bool,
+    untraced: list[int] | None = None,
 ) -> tuple[str, str]:
+    if untraced:
+        split = (
+            f"without a trace from {ranks_text(untraced)}, waiting for"
+            f" {'it' if len(untraced) == 1 else 'them'} cannot be told from transfer."
+        )
+    elif multi_rank:
+        split = f"{max(transfer_ms, 0):.1f} ms/step of it is transfer, not waiting."
+    else:
+        split = "with one rank's trace, waiting for peers cannot be told from transfer."
     return (
         "Communication is not overlapped with compute",
         f"{exposed_ms:.1f} ms/step of communication is exposed (of {comm_ms:.1f} ms); "
-        + (
-            f"{max(transfer_ms, 0):.1f} ms/step of it is transfer, not waiting."
-            if multi_rank
-            else "with one rank's trace, waiting for peers cannot be told from transfer."
-        )
+        + split
         + " Overlap it with compute (bucket sizes, DDP/FSDP prefetch) or shrink it"
         " (compression, fewer collectives).",
     )
@@ -344,3 +410,73 @@ NO_KERNELS_NO_TRACE = (
     " `rankscope attach RUN --steps 3` while the job runs."
 )
 NO_KERNELS_IN_STEPS = "No GPU kernel ran in the analysed steps; choose a wider step range."
+
+
+# --- the dashboard's Whole run page (the light layer: every step of every rank) ---
+
+NO_LIGHT_LOG = (
+    "This run has no light-layer log (step times and collectives from at least two"
+    " ranks), so there is no whole-run picture; runs recorded with `rankscope run` have one."
+)
+WHOLE_RUN_PICK = "Look at a slow step"
+WHOLE_RUN_PICK_HELP = (
+    "choosing one sets the other pages' step range to the trace window that covers it"
+)
+
+
+def _span(first: int, last: int) -> str:
+    return f"step {first}" if first == last else f"steps {first}–{last}"
+
+
+def trace_window_label(first: int, last: int, trigger: dict[str, object] | None) -> str:
+    """How a chart labels a trace window; an auto-captured one says what triggered it."""
+    if not trigger:
+        return f"trace {_span(first, last)}"
+    recent = trigger.get("recent_ms")
+    slow = ""
+    if isinstance(recent, list) and recent:
+        slow = f" {max(float(v) for v in recent):.0f} ms"
+    median = trigger.get("median_ms")
+    over = f" (median {float(median):.0f} ms)" if isinstance(median, int | float) else ""
+    return f"auto-capture {_span(first, last)}: steps slowed to{slow}{over}"
+
+
+def whole_run_summary(first: int, last: int, n_steps: int, n_ranks: int) -> str:
+    return (
+        f"Every step of every rank from the light layer: {n_steps} steps"
+        f" ({first}–{last}) of {n_ranks} ranks; no trace needed."
+    )
+
+
+def heatmap_caption(width: int, shown: int, n_ranks: int) -> str:
+    """What the whole-run heatmap shows, and what it left out to stay readable."""
+    parts = [
+        "How much longer each rank worked before its last collective than the others'"
+        " median, per step: red is a rank the others waited for."
+    ]
+    if width > 1:
+        parts.append(f"Each column is {width} steps, showing the latest of them.")
+    if shown < n_ranks:
+        parts.append(f"{shown} of {n_ranks} ranks: the stragglers and the latest ranks.")
+    return " ".join(parts)
+
+
+def slow_step_label(step: int, rank: int, excess_ms: float, window: tuple[int, int] | None) -> str:
+    where = f"in trace {_span(*window)}" if window else "no trace window"
+    return f"step {step}: rank {rank} ~{excess_ms:.0f} ms late ({where})"
+
+
+def window_chosen(step: int, window: tuple[int, int]) -> str:
+    return (
+        f"The other pages now show {_span(*window)}, the trace window over step {step}:"
+        " open the Overview or the Timeline to see what each rank was doing."
+    )
+
+
+def no_window_covers(step: int) -> str:
+    return (
+        f"No trace window covers step {step}. While the job runs,"
+        " `rankscope attach RUN --steps 3` captures the next steps (a stall that recurs"
+        " lands in one); in a new run, `rankscope run --profile A-B` or `--auto-capture`"
+        " captures it."
+    )

@@ -10,7 +10,12 @@ import streamlit as st
 
 from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.app import charts, data, model
-from rankscope.dashboard.render import no_straggler_sentence, render_json, render_markdown
+from rankscope.dashboard.render import (
+    incomplete_sentence,
+    no_straggler_sentence,
+    render_json,
+    render_markdown,
+)
 
 _SEVERITY = {
     "high": ":red-badge[high]",
@@ -121,6 +126,9 @@ def render() -> None:
         f" · **{run['step_ms']:.1f} ms/step** on average"
     )
 
+    if incomplete := incomplete_sentence(report):
+        # first: every figure below was measured without the untraced ranks
+        st.warning(incomplete, icon=":material/report:")
     sentence = model.straggler_sentence(report)
     if sentence:
         st.warning(f"**{sentence}**", icon=":material/directions_run:")
