@@ -9,6 +9,11 @@ A RankscopeError (exit 2) when there is none.
 it changes whenever the collector appends telemetry, writes a window or a step,
 so caches keyed on it refresh a live run and never re-read a finished one.
 
+``run_file_bytes(path, run_root)`` -> the bytes of one of the run's files for a
+download: opened once, every component below the run root without following a
+symlink, checked with ``fstat`` to be a regular file, and those very bytes served
+(a file swapped for a symlink after the page rendered is refused, never followed).
+
 ``is_live(path)`` -> True while a collector run directory is still being
 written: its ``run.json`` has no ``end_ns`` yet (``rankscope run`` records it
 when the job ends), or an attach is in progress, and a file changed in the last
@@ -19,11 +24,12 @@ Only the standard library and ``rankscope.profiler.rundir``: no streamlit, no pa
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rankscope.profiler import rundir
+from rankscope.profiler import rundir, safeio
 
 LIVE_QUIET_S = 120.0
 
@@ -90,3 +96,33 @@ def is_live(path: str | Path, now: float | None = None) -> bool:
         else False
     )
     return not finished or attaching
+
+
+def run_file_bytes(path: str | Path, run_root: str | Path) -> bytes:
+    """The bytes of ``path``, a regular file under ``run_root`` reached without a symlink.
+
+    ``safeio.UnsafeFile`` (an OSError) for a path outside the root, a symlink in any
+    component below the root, or anything but a regular file; the size limit is
+    ``RANKSCOPE_MAX_TRACE_BYTES``.
+    """
+    root = Path(run_root)
+    if not root.is_dir():  # a run given as one trace file: its folder is the root
+        root = root.parent
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    parts = Path(rel).parts
+    if not parts or rel.startswith(os.pardir) or os.path.isabs(rel):
+        raise safeio.UnsafeFile(path, "is not inside the run folder")
+    dir_flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(root, dir_flags)
+    try:
+        for part in parts[:-1]:
+            try:
+                sub = os.open(part, dir_flags | nofollow, dir_fd=fd)
+            except OSError as e:
+                raise safeio.UnsafeFile(path, f"has {part!r} that is not a plain folder") from e
+            os.close(fd)
+            fd = sub
+        return safeio.read_bytes(parts[-1], safeio.max_trace_bytes(), nofollow=True, dir_fd=fd)
+    finally:
+        os.close(fd)

@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from rankscope.dashboard.analysis import wording
-from rankscope.dashboard.app import charts, data, model
+from rankscope.dashboard.app import charts, data, model, runs
 from rankscope.dashboard.render import (
     incomplete_sentence,
     no_straggler_sentence,
@@ -24,9 +24,10 @@ _SEVERITY = {
 }
 
 
-def _reader(path: Path) -> Callable[[], bytes]:
-    """Read the file only when the user clicks: traces can be large."""
-    return path.read_bytes
+def _reader(path: Path, run_root: str) -> Callable[[], bytes]:
+    """Read the file only when the user clicks (traces can be large), and then only the
+    regular file under the run folder that was opened: never a symlink swapped in since."""
+    return lambda: runs.run_file_bytes(path, run_root)
 
 
 def _downloads(report: dict, files: dict[int, list[str]]) -> None:
@@ -59,7 +60,7 @@ def _downloads(report: dict, files: dict[int, list[str]]) -> None:
                 path = Path(p)
                 cols[i % 4].download_button(
                     f"rank {rank}: {path.name}",
-                    data=_reader(path),
+                    data=_reader(path, report["run"]["path"]),
                     file_name=path.name,
                     mime="application/gzip" if path.suffix == ".gz" else "application/json",
                     on_click="ignore",
