@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from rankscope.dashboard.analysis import wording
+from rankscope.dashboard.app import text
 from rankscope.dashboard.app.model import PART_COLOURS, rank_label, short_name
 
 __all__ = ["rank_label", "short_name"]
@@ -58,11 +59,13 @@ def show(fig: go.Figure, caption: str, key: str | None = None) -> None:
     """The chart, then one line saying what to look for.
 
     A plotly title moves above the chart as text: inside, it collides with the legend.
+    Names from a trace or a path in the figure's data are escaped: plotly renders HTML.
     """
     title = fig.layout.title.text
     if title:
         st.markdown(f"**{title}**")
         fig.update_layout(title=None)
+    text.plain_figure(fig)
     st.plotly_chart(fig, width="stretch", key=key, config={"displaylogo": False})
     st.caption(caption)
 
@@ -205,3 +208,34 @@ def per_step_lines(
     fig.update_xaxes(title="step", tickformat="d")
     fig.update_yaxes(title="ms")
     return fig
+
+
+WINDOW_COLOUR = "rgba(21, 101, 192, 0.12)"  # a trace window: a light band over its steps
+AUTO_WINDOW_COLOUR = "rgba(239, 108, 0, 0.18)"  # one auto-capture took: it says why
+
+
+def mark_windows(fig: go.Figure, windows: pd.DataFrame, labelled: bool = True) -> go.Figure:
+    """Shade each trace window (``model.trace_windows``) over its steps on a step x axis.
+
+    Every band is a shape named by the window's label; ``labelled`` also writes the
+    label above it (once per page is enough: the other charts share the steps).
+    """
+    for first, last, auto, label in zip(
+        windows["first_step"], windows["last_step"], windows["auto"], windows["label"], strict=True
+    ):
+        fig.add_vrect(
+            x0=int(first) - 0.5,
+            x1=int(last) + 0.5,
+            fillcolor=AUTO_WINDOW_COLOUR if auto else WINDOW_COLOUR,
+            line_width=1,
+            line_color=AUTO_WINDOW_COLOUR if auto else WINDOW_COLOUR,
+            layer="above",
+            name=label,
+            **({"annotation_text": label, "annotation_position": "top left"} if labelled else {}),
+        )
+    return fig
+
+
+def column_centres(first_steps: list[int], width: int) -> list[float]:
+    """Where a max-pooled column of ``width`` steps sits on a step axis: its middle."""
+    return [s + (width - 1) / 2 for s in first_steps]

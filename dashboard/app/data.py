@@ -28,6 +28,7 @@ from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import timeline as timeline_mod
 from rankscope.dashboard.analysis.analyse import Analysis, analyse
 from rankscope.dashboard.analysis.report import build_report
+from rankscope.dashboard.analysis.wholerun import WholeRun
 from rankscope.dashboard.app import model
 from rankscope.dashboard.app import runs as runs_mod
 from rankscope.dashboard.ingest.run import Run, load_run
@@ -37,6 +38,7 @@ from rankscope.profiler.errors import RankscopeError
 ENV_PATH = "RANKSCOPE_DASHBOARD_PATH"
 ENV_LIVE = "RANKSCOPE_DASHBOARD_LIVE"
 SELECTION_KEY = "rs_selection"
+STEP_JUMP_KEY = "rs_steps_jump"  # (path, first, last, count): set_step_range's request
 
 Signature = tuple[tuple[str, int, int], ...]
 Ranks = tuple[int, ...] | None
@@ -147,6 +149,39 @@ def step_timeline(step: int, sel: Selection | None = None) -> Table:
     return _timeline(sel.path, signature(sel.path), sel.ranks, sel.steps, step)
 
 
+def _step_jump(path: str) -> tuple[int, int, int] | None:
+    """(first, last, how many jumps so far) another page set for ``path``'s step range."""
+    jump = st.session_state.get(STEP_JUMP_KEY)
+    return jump[1:] if isinstance(jump, tuple) and jump[0] == path else None
+
+
+def step_range_key(path: str, steps: list[int]) -> str:
+    """The sidebar step slider's widget key.
+
+    It carries the choices on offer (when a live run adds steps, the slider starts
+    again instead of holding a stale range) and the count of jumps another page asked
+    for (``set_step_range``): a new key is a new slider, drawn at the range asked for,
+    without writing into a live widget's state.
+    """
+    jump = _step_jump(path)
+    return f"rs_steps|{path}|{steps[0]}-{steps[-1]}|{len(steps)}|{jump[2] if jump else 0}"
+
+
+def step_range_default(path: str, steps: list[int]) -> tuple[int, int]:
+    """Where the sidebar's step slider starts: the range a page jumped to, else every step."""
+    jump = _step_jump(path)
+    if jump and jump[0] in steps and jump[1] in steps and jump[0] <= jump[1]:
+        return jump[0], jump[1]
+    return steps[0], steps[-1]
+
+
+def set_step_range(path: str, first: int, last: int) -> None:
+    """Move the sidebar's step range to ``first``..``last`` from the next rerun on
+    (call it from a widget callback, which runs before the sidebar is drawn again)."""
+    jump = _step_jump(path)
+    st.session_state[STEP_JUMP_KEY] = (path, first, last, (jump[2] if jump else 0) + 1)
+
+
 def run_steps_and_ranks(path: str) -> tuple[list[int], list[int]]:
     """Every analysable step and every rank of a run, for the sidebar's choices."""
     try:
@@ -189,6 +224,11 @@ _FRAMES: dict[str, Callable[[Analysis, dict[str, Any], Any], pd.DataFrame]] = {
     "telemetry_long": lambda a, r, arg: model.telemetry_long(
         model.telemetry_frame(a.run, arg[0]), arg[1], arg[2], model.TELEMETRY_LABELS
     ),
+    "whole_run_heatmap": lambda a, r, arg: model.whole_run_heatmap(a, *arg),
+    "whole_run_steps": lambda a, r, columns: model.whole_run_steps(a, columns),
+    "whole_run_telemetry": lambda a, r, arg: model.whole_run_telemetry(a, *arg),
+    "trace_windows": lambda a, r, _: model.trace_windows(a),
+    "slow_steps": lambda a, r, _: model.slow_steps(a),
 }
 
 
@@ -331,3 +371,42 @@ def compare(a: Selection, b: Selection) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     report(a)
     report(b)
     return _compare(a, signature(a.path), b, signature(b.path))
+
+
+# --- the Whole run page (the light layer) ---
+
+
+def whole_run(sel: Selection | None = None) -> WholeRun | None:
+    """The light layer's whole run (None: no step timer and collective log of two ranks)."""
+    return analysis(sel).whole_run
+
+
+def whole_run_heatmap(
+    max_columns: int = model.MAX_HEAT_COLUMNS,
+    max_ranks: int = model.MAX_HEAT_RANKS,
+    sel: Selection | None = None,
+) -> pd.DataFrame:
+    return frame("whole_run_heatmap", (max_columns, max_ranks), sel)
+
+
+def whole_run_steps(
+    max_columns: int = model.MAX_HEAT_COLUMNS, sel: Selection | None = None
+) -> pd.DataFrame:
+    return frame("whole_run_steps", max_columns, sel)
+
+
+def whole_run_telemetry(
+    fields: tuple[str, ...],
+    ranks: tuple[int, ...],
+    max_points: int = model.MAX_TELEMETRY_POINTS,
+    sel: Selection | None = None,
+) -> pd.DataFrame:
+    return frame("whole_run_telemetry", (fields, list(ranks), max_points), sel)
+
+
+def trace_windows(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("trace_windows", sel=sel)
+
+
+def slow_steps(sel: Selection | None = None) -> pd.DataFrame:
+    return frame("slow_steps", sel=sel)

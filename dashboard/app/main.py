@@ -22,6 +22,7 @@ VIEWS = Path(__file__).resolve().parent / "views"
 ICON = Path(__file__).resolve().parent / "static" / "rankscope.png"
 PAGES = (
     ("overview.py", "Overview", ":material/dashboard:"),
+    ("wholerun.py", "Whole run", ":material/monitoring:"),
     ("imbalance.py", "Load imbalance", ":material/balance:"),
     ("communication.py", "Communication", ":material/swap_horiz:"),
     ("gpu.py", "GPU utilisation", ":material/memory:"),
@@ -73,8 +74,8 @@ def sidebar() -> data.Selection:
             lo, hi = st.select_slider(
                 "Steps",
                 options=steps,
-                value=(steps[0], steps[-1]),
-                key=f"rs_steps|{path}|{steps[0]}-{steps[-1]}|{len(steps)}",
+                value=data.step_range_default(path, steps),
+                key=data.step_range_key(path, steps),
             )
             if (lo, hi) != (steps[0], steps[-1]):
                 step_range = f"{lo}:{hi}"
