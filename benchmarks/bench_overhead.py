@@ -7,9 +7,15 @@ after repetition:
 - ``baseline``: no collector;
 - ``light, attach off``: a Collector with no profiler window (step timer +
   telemetry thread) and no control channel (``control_period_s=0``);
-- ``light``: the same with the control channel on, as jobs run it: the recorder
+- ``light, no FR/data``: the control channel on (as jobs run it: the recorder
   thread looks for an attach request every 0.5 s and writes a heartbeat every
-  second, the training thread checks one attribute per step;
+  second, the training thread checks one attribute per step), but neither the
+  collective log nor the DataLoader timer;
+- ``light``: everything the light layer does by default: the same plus each
+  step's DataLoader wait (two clock reads per batch) and the collective log
+  (the flight recorder, ring of 2000, read on the recorder thread every >= 2 s;
+  a read holds the GIL for the whole ring). Light blocks run ``--steps`` (250)
+  steps, so each holds at least one read;
 - ``torch.profiler``: torch.profiler alone, the usual way (schedule with warmup 1,
   active 3, ``tensorboard_trace_handler(use_gzip=True)`` exporting on the training thread);
 - ``collector window``: a Collector with the same window (warmup 1, steps 3);
@@ -22,7 +28,8 @@ start the trace is saved. Rank 0 prints median and mean step time per
 configuration and the two ratios that matter, light / baseline and collector
 window / torch.profiler, paired by repetition (the figure to quote on a shared
 or noisy machine). Before the table, the cost of one poll of the request file
-(``ControlChannel.poll()`` when nothing changed: one ``lstat``) is timed directly.
+(``ControlChannel.poll()`` when nothing changed: one ``lstat``) and of one
+flight-recorder read of a full ring (per entry) are timed directly.
 
     python benchmarks/bench_overhead.py            # ~1-2 minutes on 2 cores
     python benchmarks/bench_overhead.py --quick    # ~20 seconds
@@ -45,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CONFIGS = (
     "baseline",
     "light, attach off",
+    "light, no FR/data",
     "light",
     "torch.profiler",
     "collector window",
@@ -78,11 +86,19 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
         nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 256))
     )
     opt = torch.optim.SGD(model.parameters(), lr=0.001)
-    data = torch.randn(args.batch, 256)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    dataset = TensorDataset(torch.randn(args.batch * 64, 256))
+
+    def batches() -> Any:
+        while True:
+            yield from DataLoader(dataset, batch_size=args.batch)
+
+    data = batches()
 
     def train_step() -> None:
         with torch.profiler.record_function("data_loading"):
-            x = data + 0.0
+            (x,) = next(data)
         loss = model(x).square().mean()
         opt.zero_grad()
         loss.backward()
@@ -113,11 +129,16 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
             if config == "baseline":
                 n = SETTLE_STEPS + args.steps
                 times = timed(n, lambda: None, range(SETTLE_STEPS, n))
-            elif config in ("light", "light, attach off"):
-                control = 0.5 if config == "light" else 0.0
-                name = "light" if config == "light" else "noattach"
+            elif config.startswith("light"):
+                control = 0.0 if config == "light, attach off" else 0.5
+                full = config == "light"
+                name = {"light": "light", "light, attach off": "noattach"}.get(config, "nofr")
                 with Collector(
-                    tmp / f"{name}{rep}", nvml_period_ms=100, control_period_s=control
+                    tmp / f"{name}{rep}",
+                    nvml_period_ms=100,
+                    control_period_s=control,
+                    collectives=full,
+                    data_timing=full,
                 ) as col:
                     n = SETTLE_STEPS + args.steps
                     times = timed(n, col.step, range(SETTLE_STEPS, n))
@@ -174,7 +195,8 @@ def _print_table(results: dict[str, list[list[float]]], args: argparse.Namespace
     print()
     for a, b, goal in (
         ("light", "baseline", "goal < +1%"),
-        ("light", "light, attach off", "the attach poll; goal ~0"),
+        ("light, no FR/data", "light, attach off", "the attach poll; goal ~0"),
+        ("light", "light, no FR/data", "collective log + data timing; goal < +1%"),
         ("collector window", "torch.profiler", "goal <= +1%"),
         ("attach window", "torch.profiler", "goal <= +1%"),
     ):
@@ -255,11 +277,41 @@ def step_cost_us(n: int = 20_000) -> float:
             col.stop()
 
 
+def fr_read_cost(ring: int, reps: int = 9) -> tuple[float, float]:
+    """(us per entry, ms per read) of one flight-recorder read of a full ring, median of reps.
+
+    In a child process (a 1-rank gloo group that issues ``ring`` all_reduces), so
+    this process starts no process group before the benchmark's own.
+    """
+    import subprocess
+
+    code = f"""
+import os, statistics, time, torch, torch.distributed as dist
+from rankscope.profiler.collectives import find_dumps
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+t = torch.ones(10)
+for _ in range({ring}):
+    dist.all_reduce(t)
+dump = dict(find_dumps(torch._C._distributed_c10d))["fr"]
+times = []
+for _ in range({reps}):
+    t0 = time.perf_counter(); n = len(dump()["entries"]); times.append(time.perf_counter() - t0)
+print(n, statistics.median(times))
+dist.destroy_process_group()
+"""
+    env = dict(os.environ, TORCH_FR_BUFFER_SIZE=str(ring))
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    n, seconds = int(out[-2]), float(out[-1])
+    return seconds / n * 1e6, seconds * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (~20 s)")
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per light block")
+    parser.add_argument("--steps", type=int, default=250, help="timed steps per light block")
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
     if args.reps is None:
@@ -267,6 +319,10 @@ def main() -> None:
     if args.quick:
         args.steps = min(args.steps, 20)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # What `rankscope run` sets: the flight recorder keeps a ring only with it.
+    from rankscope.profiler.collectives import DEFAULT_BUFFER
+
+    os.environ.setdefault("TORCH_FR_BUFFER_SIZE", str(DEFAULT_BUFFER))
     import torch.multiprocessing as mp
 
     us = poll_cost_us()
@@ -278,6 +334,12 @@ def main() -> None:
     print(
         f"light layer: {step_us:.2f} us per Collector.step() on the training thread"
         f" (= {step_us / 1e3 / 10 * 100:.3f}% of a 10 ms step; steps below are ~8 ms)"
+    )
+    per_entry_us, read_ms = fr_read_cost(int(os.environ["TORCH_FR_BUFFER_SIZE"]))
+    print(
+        f"flight recorder: {per_entry_us:.2f} us per entry to dump and decode; a read of a full "
+        f"ring ({os.environ['TORCH_FR_BUFFER_SIZE']}) holds the GIL {read_ms:.1f} ms, every >= 2 s "
+        f"(= {read_ms / 2000 * 100:.2f}% at most)"
     )
     with tempfile.TemporaryDirectory(prefix="rankscope-bench-") as out:
         mp.spawn(_worker, args=(2, _free_port(), args, out), nprocs=2, join=True)

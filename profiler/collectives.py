@@ -163,6 +163,7 @@ class NewEntries:
         self.done_below = 0
         self.done: set[int] = set()
         self.dropped = 0
+        self._started = False
 
     def select(self, entries: list[dict[str, Any]], final: bool = False) -> list[dict[str, Any]]:
         """The entries to write now, oldest first; in-flight ones wait unless ``final``."""
@@ -174,11 +175,15 @@ class NewEntries:
             return []
         oldest = rows[0]["record_id"]
         if oldest > self.done_below:
-            # The ring wrapped past entries never seen: they are lost.
+            # The ring wrapped past entries never seen: they are lost. (Not at the first
+            # read: a collector started mid-job, or a second one in the same process,
+            # begins with what the ring still holds.)
             lost = oldest - self.done_below - sum(1 for i in self.done if i < oldest)
-            self.dropped += max(0, lost)
+            if self._started:
+                self.dropped += max(0, lost)
             self.done = {i for i in self.done if i >= oldest}
             self.done_below = oldest
+        self._started = True
         out = []
         for e in rows:
             rid = e["record_id"]

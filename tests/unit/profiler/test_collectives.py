@@ -120,6 +120,17 @@ def test_a_wrapped_ring_counts_what_it_lost() -> None:
     assert seen.dropped == 2
 
 
+def test_a_log_started_mid_job_begins_with_what_the_ring_holds() -> None:
+    seen = NewEntries()
+    assert [e["record_id"] for e in seen.select([entry(i) for i in range(50, 54)])] == [
+        50,
+        51,
+        52,
+        53,
+    ]
+    assert seen.dropped == 0
+
+
 def test_an_entry_in_flight_waits_until_it_completes() -> None:
     seen = NewEntries()
     running = entry(1, state="started", retired=False)
