@@ -29,7 +29,7 @@ from rankscope.dashboard.analysis import timeline as timeline_mod
 from rankscope.dashboard.analysis.analyse import Analysis, analyse
 from rankscope.dashboard.analysis.report import build_report
 from rankscope.dashboard.analysis.wholerun import WholeRun
-from rankscope.dashboard.app import model
+from rankscope.dashboard.app import model, text
 from rankscope.dashboard.app import runs as runs_mod
 from rankscope.dashboard.ingest.run import Run, load_run
 from rankscope.dashboard.ingest.table import Table
@@ -112,7 +112,7 @@ def selection() -> Selection:
     try:
         return Selection(runs_in(path)[0].path)
     except RankscopeError as e:
-        stop_with(str(e))
+        stop_with(text.md(e))
 
 
 def load(sel: Selection | None = None) -> Run:
@@ -120,7 +120,7 @@ def load(sel: Selection | None = None) -> Run:
     try:
         return _load(sel.path, signature(sel.path), sel.ranks)
     except RankscopeError as e:
-        stop_with(str(e))
+        stop_with(text.md(e))
 
 
 def analysis(sel: Selection | None = None) -> Analysis:
@@ -130,11 +130,11 @@ def analysis(sel: Selection | None = None) -> Analysis:
     except RankscopeError as e:
         if runs_mod.is_live(sel.path) or live_default():
             stop_with(
-                f"Waiting for the first profiler window of this live run ({e}). The page"
+                f"Waiting for the first profiler window of this live run ({text.md(e)}). The page"
                 " refreshes on its own.",
                 "info",
             )
-        stop_with(str(e))
+        stop_with(text.md(e))
 
 
 def report(sel: Selection | None = None) -> dict[str, Any]:

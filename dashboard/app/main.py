@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from rankscope.dashboard.app import data
+from rankscope.dashboard.app import data, text
 from rankscope.dashboard.app import runs as runs_mod
 
 VIEWS = Path(__file__).resolve().parent / "views"
@@ -52,7 +52,7 @@ def sidebar() -> data.Selection:
     try:
         entries = data.runs_in(root)
     except Exception as e:  # a RankscopeError, or a folder that vanished
-        data.stop_with(str(e))
+        data.stop_with(text.md(e))
     with st.sidebar:
         st.markdown("### rankscope")
         if len(entries) > 1:
@@ -65,7 +65,7 @@ def sidebar() -> data.Selection:
             )
         else:
             path = entries[0].path
-            st.caption(f"Run: `{entries[0].label}`")
+            st.caption(f"Run: {text.md(entries[0].label)}")  # a folder name is not markdown
         steps, ranks = data.run_steps_and_ranks(path)
         # Keys carry the choices on offer: when a live run adds steps or ranks, the
         # widgets start again on the full range instead of holding a stale one.

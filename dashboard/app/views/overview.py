@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from rankscope.dashboard.analysis import wording
-from rankscope.dashboard.app import charts, data, model, runs
+from rankscope.dashboard.app import charts, data, model, runs, text
 from rankscope.dashboard.render import (
     incomplete_sentence,
     no_straggler_sentence,
@@ -59,7 +59,7 @@ def _downloads(report: dict, files: dict[int, list[str]]) -> None:
             for p in paths:
                 path = Path(p)
                 cols[i % 4].download_button(
-                    f"rank {rank}: {path.name}",
+                    f"rank {rank}: {text.md(path.name)}",
                     data=_reader(path, report["run"]["path"]),
                     file_name=path.name,
                     mime="application/gzip" if path.suffix == ".gz" else "application/json",
@@ -119,7 +119,7 @@ def render() -> None:
     a = data.analysis()
     run = report["run"]
     steps = run["steps"]
-    st.title(f"Overview · {Path(run['path']).name}")
+    st.title(f"Overview · {text.md(Path(run['path']).name)}")
     span = f"steps {steps[0]}–{steps[-1]}" if steps else "the whole trace as one window"
     st.markdown(
         f"{len(report['ranks'])} rank(s) of {run['world_size']} · {span}"
@@ -205,7 +205,7 @@ def render() -> None:
     if a.warnings:
         with st.expander(f"{len(a.warnings)} warning(s) from ingest and analysis"):
             for w in a.warnings:
-                st.write(f"- {w}")
+                st.markdown(f"- {text.md(w)}")  # warnings name files
     _downloads(report, {r: rd.files for r, rd in a.run.ranks.items()})
 
 
