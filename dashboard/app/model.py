@@ -845,14 +845,21 @@ def step_range_within(window: tuple[int, int], steps: list[int]) -> tuple[int, i
 
 
 def slow_steps(a: Analysis, count: int = 10) -> pd.DataFrame:
-    """The steps to pick on the whole-run page: every stall of a whole-run straggler,
-    or (none found) the ``count`` steps whose late rank was latest; each with the
-    trace window that covers it, if any."""
+    """The steps to pick on the whole-run page: every stall the whole-run diagnosis
+    found (an intermittent straggler's, or rotating lateness'), or (none) the ``count``
+    steps whose late rank was latest; each with the trace window that covers it, if any."""
     whole = a.whole_run
     if whole is None:
         return pd.DataFrame(columns=SLOW_STEP_COLUMNS)
     by_step = {s.step: s for s in whole.steps}
     picks = [(x.step, s.rank, x.lag_ms) for s in a.whole_run_stragglers for x in s.steps or []]
+    rotating = whole.diagnosis.rotating
+    if rotating is not None:
+        picks += [
+            (x.step, rank, x.lag_ms)
+            for x, rank in zip(rotating.steps, rotating.ranks_by_step, strict=True)
+            if x.step not in {p[0] for p in picks}
+        ]
     if not picks:
         latest = sorted(whole.steps, key=lambda s: (-s.excess_ms, s.step))[:count]
         picks = [(s.step, s.late_rank, s.excess_ms) for s in latest]
