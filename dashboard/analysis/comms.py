@@ -24,8 +24,6 @@ collective name and process group.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 
 from rankscope.dashboard.analysis import intervals as iv
@@ -44,12 +42,19 @@ def _step_of(ts: np.ndarray, windows: dict[int, tuple[int, int]], steps: list[in
     return out
 
 
-def match_collectives(
+def _concat_ranks(
     comms: dict[int, Table],
     windows: dict[int, dict[int, tuple[int, int]]],
     steps: list[int],
-) -> Table:
-    per_rank: dict[int, dict[str, np.ndarray]] = {}
+) -> dict[str, np.ndarray] | None:
+    """Every rank's collectives inside the analysed steps, as one set of columns.
+
+    ``pos`` is the rank's position in ``comms`` (the order ranks are visited in),
+    ``order`` a row's position in its rank's launch-time order; ``name``/``pg``
+    are codes into the merged vocabularies ``names``/``pgs``.
+    """
+    parts: list[dict[str, np.ndarray]] = []
+    vocab: dict[str, dict[str, int]] = {"name": {}, "pg": {}}
     for rank, t in comms.items():
         if not len(t):
             continue
@@ -58,56 +63,67 @@ def match_collectives(
         keep = step != np.iinfo(np.int64).min
         if not keep.any():
             continue
-        per_rank[rank] = {
-            "ts": t["ts"][keep],
+        ts = t["ts"][keep]
+        order = np.empty(len(ts), dtype=np.int64)
+        order[np.argsort(ts, kind="stable")] = np.arange(len(ts))
+        part = {
+            "rank": np.full(len(ts), rank, dtype=np.int64),
+            "pos": np.full(len(ts), len(parts), dtype=np.int64),
+            "order": order,
+            "ts": ts,
             "dur": t["dur"][keep],
             "step": step[keep],
             "seq": t["seq"][keep],
             "bytes": t["bytes"][keep],
-            "name": t.strings("name")[keep],
-            "pg": t.strings("pg")[keep],
         }
-    use_seq = bool(per_rank) and all((r["seq"] >= 0).all() for r in per_rank.values())
+        for col in ("name", "pg"):
+            remap = np.array(
+                [vocab[col].setdefault(str(v), len(vocab[col])) for v in t.vocab[col]],
+                dtype=np.int64,
+            )
+            part[col] = remap[t[col][keep]]
+        parts.append(part)
+    if not parts:
+        return None
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out["names"] = np.asarray(list(vocab["name"]), dtype=object)
+    out["pgs"] = np.asarray(list(vocab["pg"]), dtype=object)
+    return out
 
-    # key -> rank -> row index
-    instances: dict[tuple[object, ...], dict[int, int]] = defaultdict(dict)
-    for rank, r in per_rank.items():
-        order = np.argsort(r["ts"], kind="stable")
-        counters: dict[tuple[object, ...], int] = defaultdict(int)
-        for i in order:
-            if use_seq:
-                key: tuple[object, ...] = (r["pg"][i], int(r["seq"][i]))
-            else:
-                base = (r["pg"][i], r["name"][i], int(r["step"][i]))
-                key = (*base, counters[base])
-                counters[base] += 1
-            instances[key].setdefault(rank, int(i))
 
-    out: dict[str, list[object]] = defaultdict(list)
+def _group_ids(keys: list[np.ndarray]) -> np.ndarray:
+    """A dense id per distinct combination of ``keys`` (equal rows, equal ids)."""
+    order = np.lexsort(keys[::-1])
+    new = np.zeros(len(order), dtype=bool)
+    if len(order):
+        new[0] = True
+        for k in keys:
+            ks = k[order]
+            new[1:] |= ks[1:] != ks[:-1]
+    ids = np.empty(len(order), dtype=np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids
 
-    # Instances in time order of their first appearance, so ids read naturally.
-    def first_ts(item: tuple[tuple[object, ...], dict[int, int]]) -> int:
-        _, ranks = item
-        return min(int(per_rank[rk]["ts"][i]) for rk, i in ranks.items())
 
-    for inst_id, (_key, ranks) in enumerate(sorted(instances.items(), key=first_ts)):
-        durs = {rk: int(per_rank[rk]["dur"][i]) for rk, i in ranks.items()}
-        transfer = min(durs.values())
-        last = min(durs, key=lambda rk: (durs[rk], rk)) if len(durs) > 1 else -1
-        for rk, i in ranks.items():
-            r = per_rank[rk]
-            out["instance"].append(inst_id)
-            out["rank"].append(rk)
-            out["step"].append(int(r["step"][i]))
-            out["name"].append(str(r["name"][i]))
-            out["pg"].append(str(r["pg"][i]))
-            out["bytes"].append(int(r["bytes"][i]))
-            out["start_ns"].append(int(r["ts"][i]))
-            out["dur_ms"].append(durs[rk] / NS_PER_MS)
-            out["transfer_ms"].append(transfer / NS_PER_MS)
-            out["wait_ms"].append((durs[rk] - transfer) / NS_PER_MS if last >= 0 else 0.0)
-            out["last_rank"].append(last)
-    if not out:
+def _first_appearance_codes(codes: np.ndarray, vocab: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Codes renumbered in order of first appearance, and the vocabulary to match
+    (what ``Table.build`` makes of the decoded strings)."""
+    uniq, first = first_indices(codes)
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+    remap = np.zeros(int(uniq.max()) + 1 if len(uniq) else 0, dtype=np.int32)
+    remap[uniq] = rank
+    ordered = uniq[np.argsort(first, kind="stable")]
+    return remap[codes], [str(v) for v in vocab[ordered]]
+
+
+def match_collectives(
+    comms: dict[int, Table],
+    windows: dict[int, dict[int, tuple[int, int]]],
+    steps: list[int],
+) -> Table:
+    c = _concat_ranks(comms, windows, steps)
+    if c is None:
         return Table.build(
             {
                 "instance": np.zeros(0, np.int64),
@@ -124,20 +140,106 @@ def match_collectives(
             },
             strings=("name", "pg"),
         )
-    data = {
-        "instance": np.asarray(out["instance"], dtype=np.int64),
-        "rank": np.asarray(out["rank"], dtype=np.int64),
-        "step": np.asarray(out["step"], dtype=np.int64),
-        "name": out["name"],
-        "pg": out["pg"],
-        "bytes": np.asarray(out["bytes"], dtype=np.int64),
-        "start_ns": np.asarray(out["start_ns"], dtype=np.int64),
-        "dur_ms": np.asarray(out["dur_ms"], dtype=np.float64),
-        "transfer_ms": np.asarray(out["transfer_ms"], dtype=np.float64),
-        "wait_ms": np.asarray(out["wait_ms"], dtype=np.float64),
-        "last_rank": np.asarray(out["last_rank"], dtype=np.int64),
+    if (c["seq"] >= 0).all():
+        key = _group_ids([c["pg"], c["seq"]])
+    else:
+        # (pg, name, step) and the occurrence of that name within the step, in launch order.
+        base = _group_ids([c["pos"], c["pg"], c["name"], c["step"]])
+        by_base = np.lexsort((c["order"], base))
+        sb = base[by_base]
+        first_of_base = np.searchsorted(sb, sb, side="left")
+        counter = np.empty(len(base), dtype=np.int64)
+        counter[by_base] = np.arange(len(base)) - first_of_base
+        key = _group_ids([c["pg"], c["name"], c["step"], counter])
+
+    # A rank holds each instance once: its first occurrence in launch order.
+    by_key_rank = np.lexsort((c["order"], c["pos"], key))
+    kr = key[by_key_rank] * (int(c["pos"].max()) + 1) + c["pos"][by_key_rank]
+    first = np.ones(len(kr), dtype=bool)
+    first[1:] = kr[1:] != kr[:-1]
+    rows = by_key_rank[first]  # sorted by (key, pos)
+    key = key[rows]
+
+    # Instances in time order of their first appearance, so ids read naturally; ties
+    # in the order the instances were first met (rank by rank, in launch order).
+    n_keys = int(key.max()) + 1
+    met = c["pos"][rows] * len(c["pos"]) + c["order"][rows]
+    first_ts = np.full(n_keys, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_ts, key, c["ts"][rows])
+    first_met = np.full(n_keys, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_met, key, met)
+    inst_of_key = np.empty(n_keys, dtype=np.int64)
+    inst_of_key[np.lexsort((first_met, first_ts))] = np.arange(n_keys)
+    inst = inst_of_key[key]
+
+    out_order = np.lexsort((c["pos"][rows], inst))
+    rows, inst = rows[out_order], inst[out_order]
+    dur = c["dur"][rows].astype(np.int64)
+    rank = c["rank"][rows]
+    # Per instance: the transfer (shortest duration) and the last arrival (ties: lowest rank).
+    starts = np.flatnonzero(np.concatenate([[True], inst[1:] != inst[:-1]]))
+    count = np.diff(np.append(starts, len(inst)))
+    transfer = np.minimum.reduceat(dur, starts)
+    by_dur = np.lexsort((rank, dur, inst))
+    last_of = rank[by_dur][np.searchsorted(inst[by_dur], inst[starts], side="left")]
+    last_of = np.where(count > 1, last_of, -1)
+    per_row = np.repeat(np.arange(len(starts)), count)
+    wait = np.where(
+        count[per_row] > 1, (dur - transfer[per_row]).astype(np.float64) / NS_PER_MS, 0.0
+    )
+    name_codes, names = _first_appearance_codes(c["name"][rows], c["names"])
+    pg_codes, pgs = _first_appearance_codes(c["pg"][rows], c["pgs"])
+    cols = {
+        "instance": inst.astype(np.int64),
+        "rank": rank.astype(np.int64),
+        "step": c["step"][rows].astype(np.int64),
+        "name": name_codes,
+        "pg": pg_codes,
+        "bytes": c["bytes"][rows].astype(np.int64),
+        "start_ns": c["ts"][rows].astype(np.int64),
+        "dur_ms": dur.astype(np.float64) / NS_PER_MS,
+        "transfer_ms": transfer[per_row].astype(np.float64) / NS_PER_MS,
+        "wait_ms": wait,
+        "last_rank": last_of[per_row].astype(np.int64),
     }
-    return Table.build(data, strings=("name", "pg"))
+    return Table(cols, {"name": names, "pg": pgs})
+
+
+def union_lengths(
+    groups: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct group (sorted), the length of the union of its intervals.
+
+    One pass for all groups: each group is moved to its own stretch of the time
+    axis, so one running maximum merges every group at once (``iv.union`` per
+    group gives the same integers).
+    """
+    if len(groups) == 0:
+        return groups, np.zeros(0, dtype=np.int64)
+    order = np.lexsort((starts, groups))
+    g, s, e = groups[order], starts[order].astype(np.int64), ends[order].astype(np.int64)
+    new_group = np.concatenate([[True], g[1:] != g[:-1]])
+    gid = np.cumsum(new_group) - 1
+    group_first = np.flatnonzero(new_group)
+    base = s[group_first][gid]  # each group from 0 (its earliest start)
+    s, e = s - base, e - base
+    width = max(int(e.max()), int(s.max())) + 1
+    if width * len(group_first) >= np.iinfo(np.int64).max // 2:
+        lengths = [
+            iv.length(iv.union(s[a:b], e[a:b]))
+            for a, b in zip(group_first, [*group_first[1:], len(g)], strict=True)
+        ]
+        return g[group_first], np.asarray(lengths, dtype=np.int64)
+    s = s + gid * width
+    e = e + gid * width
+    run_end = np.maximum.accumulate(e)
+    new_run = np.concatenate([[True], s[1:] > run_end[:-1]])
+    run_first = np.flatnonzero(new_run)
+    run_last = np.append(run_first[1:] - 1, len(s) - 1)
+    run_length = run_end[run_last] - s[run_first]
+    # A group always starts a new run, so each group's runs are contiguous.
+    first_run_of_group = np.searchsorted(run_first, group_first)
+    return g[group_first], np.add.reduceat(run_length, first_run_of_group)
 
 
 def wait_intervals(
@@ -159,11 +261,30 @@ def wait_intervals(
         mask &= rows
     ranks = matched["rank"]
     start = matched["start_ns"]
-    end = start + np.rint(matched["wait_ms"] * NS_PER_MS).astype(np.int64)
-    for rank in distinct(ranks):
-        m = mask & (ranks == rank)
-        out[int(rank)] = iv.union(start[m], end[m])
+    end = start + _wait_ns(matched)
+    # Rows grouped by rank with one sort (a mask per rank is quadratic in ranks).
+    order = np.argsort(ranks, kind="stable")
+    sorted_ranks = ranks[order]
+    uniq = distinct(ranks)
+    lo = np.searchsorted(sorted_ranks, uniq, side="left")
+    hi = np.searchsorted(sorted_ranks, uniq, side="right")
+    for rank, a, b in zip(uniq.tolist(), lo.tolist(), hi.tolist(), strict=True):
+        idx = order[a:b]
+        idx = idx[mask[idx]]
+        out[int(rank)] = iv.union(start[idx], end[idx])
     return out
+
+
+def _wait_ns(matched: Table) -> np.ndarray:
+    return np.rint(matched["wait_ms"] * NS_PER_MS).astype(np.int64)
+
+
+def waited_ns_by(matched: Table, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct ``group`` value (one per row, sorted out), the merged waiting time
+    of its rows with a wait: ``wait_intervals`` lengths for many selections at once."""
+    m = matched["wait_ms"] > 0
+    start = matched["start_ns"][m]
+    return union_lengths(group[m], start, start + _wait_ns(matched)[m])
 
 
 def last_arrivals(matched: Table) -> dict[int, int]:
@@ -188,6 +309,12 @@ def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[Colle
         return []
     names = matched.strings("name")
     pgs = matched.strings("pg")
+    # Waiting per (collective, rank), merged, for every collective in one pass.
+    combo = _group_ids([matched["name"].astype(np.int64), matched["pg"].astype(np.int64)])
+    rank_id = _group_ids([matched["rank"]])
+    groups, waited = waited_ns_by(matched, combo * (int(rank_id.max()) + 1) + rank_id)
+    waited_by_combo = np.zeros(int(combo.max()) + 1, dtype=np.int64)
+    np.add.at(waited_by_combo, groups // (int(rank_id.max()) + 1), waited)
     out = []
     for name, pg in sorted({(str(n), str(p)) for n, p in zip(names, pgs, strict=True)}):
         m = (names == name) & (pgs == pg)
@@ -203,7 +330,7 @@ def collective_summary(matched: Table, n_steps: int, n_ranks: int) -> list[Colle
             if len(known) and transfer_per_inst.mean() > 0
             else None
         )
-        wait_ns = sum(iv.length(w) for w in wait_intervals(matched, rows=m).values())
+        wait_ns = int(waited_by_combo[combo[m][0]])
         out.append(
             CollectiveSummary(
                 name=name,

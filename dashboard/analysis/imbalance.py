@@ -21,7 +21,7 @@ import numpy as np
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.analysis.activity import RankActivity
-from rankscope.dashboard.analysis.comms import last_arrivals, wait_intervals
+from rankscope.dashboard.analysis.comms import last_arrivals, waited_ns_by
 from rankscope.dashboard.analysis.diagnosis import Components, Diagnosis, Verdict, diagnose
 from rankscope.dashboard.analysis.results import (
     Imbalance,
@@ -32,7 +32,7 @@ from rankscope.dashboard.analysis.results import (
     Straggler,
 )
 from rankscope.dashboard.analysis.wholerun import WholeRun
-from rankscope.dashboard.ingest.table import Table
+from rankscope.dashboard.ingest.table import Table, isin
 
 NS_PER_MS = 1e6
 HIGH_FRACTION = 0.20
@@ -111,16 +111,19 @@ def imbalance(
 
 def caused_wait_ms(matched: Table, ranks: list[int], n_steps: int) -> dict[int, float]:
     """Per rank, the mean wait per other rank per step it caused by arriving last."""
-    out = {}
-    for r in ranks:
-        waits = wait_intervals(matched, by_last_rank=r)
-        others = [o for o in ranks if o != r]
-        if not others:
-            out[r] = 0.0
-            continue
-        total = sum(iv.length(waits.get(o, iv.empty())) for o in others)
-        out[r] = total / NS_PER_MS / len(others) / max(n_steps, 1)
-    return out
+    if len(ranks) < 2:
+        return dict.fromkeys(ranks, 0.0)
+    total = dict.fromkeys(ranks, 0)
+    if len(matched):
+        # One merged wait per (waiting rank, rank waited for), all pairs in one pass.
+        waiter, last = matched["rank"], matched["last_rank"]
+        listed = np.asarray(sorted(ranks), dtype=np.int64)
+        pair = isin(waiter, listed) & isin(last, listed) & (waiter != last)
+        n = int(max(waiter.max(), last.max(), listed.max())) + 1
+        groups, waited = waited_ns_by(matched.filter(pair), (last * n + waiter)[pair])
+        for r, ns in zip((groups // n).tolist(), waited.tolist(), strict=True):
+            total[r] += ns
+    return {r: total[r] / NS_PER_MS / (len(ranks) - 1) / max(n_steps, 1) for r in ranks}
 
 
 def last_arrival_summary(
