@@ -26,9 +26,10 @@ Decision rule (thresholds are the module constants):
   few steps (at most half): a *stall* is an excess of at least a whole step
   without stalls, 8 robust standard deviations of all excesses and 50 ms. It
   lists those steps and the lag at each.
-- **rotating** (a run-level finding, no straggler): stalls at 3+ steps spread
-  over 2+ ranks with no rank holding 75% of them, while waiting is >= 20% of
-  the step.
+- **rotating** (a run-level finding, no straggler): stalls at 3+ steps, at
+  least two on each of 2+ ranks, no rank holding 75% of them, while waiting is
+  >= 20% of the step. (A straggler's stalls beside one stray hiccup elsewhere
+  stay intermittent stragglers.)
 
 Each straggler's cause is read from what *its* gaps held beyond the other ranks'
 at its late steps (``cause_breakdown``, ms per step by component):
@@ -70,6 +71,7 @@ SPIKE_FRACTION = 1.0  # a stall: at least as long as a step without stalls ...
 SPIKE_SIGMAS = 8.0  # ... and 8 robust standard deviations of all excesses ...
 SPIKE_MIN_MS = 50.0  # ... and 50 ms (scheduler hiccups on a busy host stay under it)
 ROTATING_MIN_SPIKES = 3
+ROTATING_MIN_REPEATS = 2  # stalls per rank, on 2+ ranks: one stray hiccup is not a pattern
 ROTATING_MAX_SHARE = 0.75
 ROTATING_MIN_WAIT_FRACTION = 0.20
 HIGH_FRACTION = 0.20
@@ -539,7 +541,7 @@ def decide(
     rotating: RotatingLateness | None = None
     if (
         not verdicts
-        and len(spikes) >= 2
+        and sum(len(v) >= ROTATING_MIN_REPEATS for v in spikes.values()) >= 2
         and all_spikes >= ROTATING_MIN_SPIKES
         and max(len(v) for v in spikes.values()) <= ROTATING_MAX_SHARE * all_spikes
         and wait_fraction >= ROTATING_MIN_WAIT_FRACTION

@@ -162,3 +162,16 @@ def test_per_step_rows_name_the_wait_each_rank_caused() -> None:
     assert rows[(0, 0)].caused_wait_ms == 0.0
     assert rows[(1, 0)].lag_ms == pytest.approx(20.0) and rows[(0, 0)].lag_ms == 0.0
     assert rows[(1, 0)].step_ms == pytest.approx(32.0)
+
+
+def test_a_stray_hiccup_beside_a_stragglers_stalls_is_not_rotating() -> None:
+    """Rank 2 stalls twice; rank 0 once (a scheduler hiccup): rank 2 stays a straggler."""
+    gaps = jitter(3, 20, 10.0, 0.5)
+    gaps[2, 5] += 300.0
+    gaps[2, 15] += 300.0
+    gaps[0, 9] += 80.0
+    table, windows = run_of(gaps.tolist())
+    d = diagnose(table, [0, 1, 2], no_components(3), windows, has_gpu=False)
+    assert d.rotating is None
+    top = d.stragglers[0]  # the worst first: the 600 ms of stalls, not the hiccup
+    assert (top.rank, top.pattern, [s.step for s in top.steps]) == (2, "intermittent", [5, 15])
