@@ -70,7 +70,9 @@ def gpu_utilisation(
         return GpuUtilisation()
     busy = sum(iv.clipped_length(act.gpu, *windows[s]) for s in steps if s in windows)
     gpu = rd.gpu
-    kernels = (gpu.strings("kind") == "kernel") & _window_mask(gpu["ts"], windows, steps)
+    # Codes, not decoded strings, and one window mask: this runs once per rank.
+    is_kernel = gpu["kind"] == gpu.code_of("kind", "kernel")
+    kernels = is_kernel & _window_mask(gpu["ts"], windows, steps)
     dur = gpu["dur"][kernels].astype(np.float64)
     bps = gpu["blocks_per_sm"][kernels]
     occ = gpu["occupancy_pct"][kernels]
@@ -88,23 +90,23 @@ def gpu_utilisation(
     )
     n_steps = max(sum(1 for s in steps if s in windows), 1)
     streams = []
-    work = gpu.strings("kind") != "sync"
-    for stream in distinct(gpu["stream"][work]):
-        m = work & (gpu["stream"] == stream)
-        merged = iv.union(gpu["ts"][m], gpu["ts"][m] + gpu["dur"][m])
+    work = gpu["kind"] != gpu.code_of("kind", "sync")
+    ts, end, stream_col = gpu["ts"], gpu["ts"] + gpu["dur"], gpu["stream"]
+    order = np.argsort(stream_col, kind="stable")
+    by_stream = stream_col[order]
+    for stream in distinct(stream_col[work]):
+        rows = order[
+            np.searchsorted(by_stream, stream, "left") : np.searchsorted(by_stream, stream, "right")
+        ]
+        rows = rows[work[rows]]
+        merged = iv.union(ts[rows], end[rows])
         busy_s = sum(iv.clipped_length(merged, *windows[s]) for s in steps if s in windows)
         streams.append(
             StreamBusy(
                 stream=int(stream),
                 busy_ms_per_step=round(busy_s / NS_PER_MS / n_steps, 3),
                 busy_pct=round(100.0 * busy_s / wall, 2),
-                kernels=int(
-                    (
-                        m
-                        & (gpu.strings("kind") == "kernel")
-                        & _window_mask(gpu["ts"], windows, steps)
-                    ).sum()
-                ),
+                kernels=int(kernels[rows].sum()),
             )
         )
     return GpuUtilisation(
