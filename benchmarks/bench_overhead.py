@@ -320,7 +320,7 @@ def main() -> None:
         args.steps = min(args.steps, 20)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # What `rankscope run` sets: the flight recorder keeps a ring only with it.
-    from rankscope.profiler.collectives import DEFAULT_BUFFER
+    from rankscope.profiler.collectives import BUDGET, DEFAULT_BUFFER
 
     os.environ.setdefault("TORCH_FR_BUFFER_SIZE", str(DEFAULT_BUFFER))
     import torch.multiprocessing as mp
@@ -338,8 +338,9 @@ def main() -> None:
     per_entry_us, read_ms = fr_read_cost(int(os.environ["TORCH_FR_BUFFER_SIZE"]))
     print(
         f"flight recorder: {per_entry_us:.2f} us per entry to dump and decode; a read of a full "
-        f"ring ({os.environ['TORCH_FR_BUFFER_SIZE']}) holds the GIL {read_ms:.1f} ms, every >= 2 s "
-        f"(= {read_ms / 2000 * 100:.2f}% at most)"
+        f"ring ({os.environ['TORCH_FR_BUFFER_SIZE']}) holds the GIL {read_ms:.1f} ms; reads come "
+        f"every >= max(2 s, 100 x that) = {max(2.0, read_ms / 1000 / BUDGET):.1f} s, so <= "
+        f"{read_ms / 1000 / max(2.0, read_ms / 1000 / BUDGET) * 100:.2f}% of wall time"
     )
     with tempfile.TemporaryDirectory(prefix="rankscope-bench-") as out:
         mp.spawn(_worker, args=(2, _free_port(), args, out), nprocs=2, join=True)
