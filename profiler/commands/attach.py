@@ -47,6 +47,9 @@ LEAD_S = 2.0
 MIN_LEAD_STEPS = 2
 WARMUP_STEPS = 1  # the collector's default warm-up before a window
 STALE_S = 10.0  # a heartbeat older than this: the rank is not running (or is stuck)
+START_WAIT_S = 20.0  # a job that just started: how long to wait for every rank's step rate
+# ... and how far ahead to start then: its first rates average in the slow start-up steps
+START_LEAD_S = 6.0
 EXPORT_SLACK_S = 60.0  # after the last step: stopping the profiler and writing the trace
 FINAL_STATES = ("done", "refused", "failed", "cancelled")
 CANCEL_WAIT_S = 3.0  # how long --cancel waits for the ranks to confirm
@@ -379,18 +382,12 @@ def _refuse_if_busy(run_dir: Path, live: dict[int, dict[str, Any]], now_ns: int)
 def capture(
     run_dir: Path, shown: str, steps: int, start_step: int | None, timeout: float | None
 ) -> int:
-    now_ns = time.time_ns()
-    beats = rundir.read_heartbeats(run_dir)
-    live = {r: hb for r, hb in beats.items() if liveness(hb, now_ns)[0]}
-    if not live:
-        raise RankscopeError(_no_live_ranks_reason(run_dir, shown, beats), EXIT_NOTHING)
+    live, beats, now_ns, started = _wait_for_every_rank(run_dir, shown)
     _refuse_if_busy(run_dir, live, now_ns)
-    if not any(_rate(hb) for hb in live.values()):
-        live, now_ns = _wait_for_a_rate(run_dir, live)
 
     furthest = max(estimated_step(hb, now_ns) for hb in live.values())
     if start_step is None:
-        first = choose_first_step(list(live.values()), now_ns)
+        first = choose_first_step(list(live.values()), now_ns, START_LEAD_S if started else LEAD_S)
     else:
         first = start_step
         if first - furthest > rundir.MAX_ATTACH_LEAD_STEPS:
@@ -426,25 +423,71 @@ def capture(
     return _print_result(run_dir, shown, request, beats, live, answers, timeout)
 
 
-def _wait_for_a_rate(
-    run_dir: Path, live: dict[int, dict[str, Any]], wait_s: float = 3.0
-) -> tuple[dict[int, dict[str, Any]], int]:
-    """Heartbeats that carry a step rate: a job that just started has none yet.
+def _starting(beats: dict[int, dict[str, Any]], live: dict[int, dict[str, Any]]) -> bool:
+    """A job still starting: a rank has no heartbeat yet, or a live one no step rate.
 
-    Without a rate the lead cannot be counted in steps, and a job racing through
-    short steps would be past a start step chosen from a heartbeat a second old.
+    A rank whose heartbeat went stale or stopped is not starting: it is gone, and
+    the others are asked without it (the result names it).
     """
-    print("rankscope attach: waiting for the job's step rate", file=sys.stderr, flush=True)
+    world = max((int(hb["world_size"]) for hb in beats.values() if "world_size" in hb), default=0)
+    return not live or len(beats) < world or not all(_rate(hb) for hb in live.values())
+
+
+def _job_running(run_dir: Path) -> bool:
+    """``rankscope run`` wrote run.json and no end yet: heartbeats may still come."""
+    try:
+        return "end_ns" not in rundir.read_json(run_dir / rundir.RUN_MANIFEST)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _wait_for_every_rank(
+    run_dir: Path, shown: str, wait_s: float = START_WAIT_S
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]], int, bool]:
+    """The live ranks' heartbeats once every rank of a starting job beats with a step rate.
+
+    Right after a job starts some ranks have no heartbeat and the others no rate: a
+    first step chosen then comes from the ranks that happen to be up, and ranks that
+    start later or race through short steps miss it, so only some ranks capture. Wait
+    (at most ``wait_s``) until that settles; otherwise refuse with one line and ask
+    no rank at all, so either every rank captures the same steps or none is asked.
+    The last value says whether the job was still starting (the rates are then young).
+    """
     deadline = time.monotonic() + wait_s
+    told = False
     while True:
-        time.sleep(0.25)
         now_ns = time.time_ns()
         beats = rundir.read_heartbeats(run_dir)
-        fresh = {r: hb for r, hb in beats.items() if r in live and liveness(hb, now_ns)[0]}
-        if fresh and (any(_rate(hb) for hb in fresh.values()) or time.monotonic() >= deadline):
-            return fresh, now_ns
-        if not fresh:
-            raise RankscopeError(_no_live_ranks_reason(run_dir, str(run_dir), beats), EXIT_NOTHING)
+        live = {r: hb for r, hb in beats.items() if liveness(hb, now_ns)[0]}
+        if (beats and not live) or (not beats and not _job_running(run_dir)):
+            raise RankscopeError(_no_live_ranks_reason(run_dir, shown, beats), EXIT_NOTHING)
+        if not _starting(beats, live):
+            return live, beats, now_ns, told
+        if time.monotonic() >= deadline:
+            break
+        if not told:
+            print(
+                "rankscope attach: waiting for every rank's heartbeat and step rate",
+                file=sys.stderr,
+                flush=True,
+            )
+            told = True
+        time.sleep(0.25)
+    if not beats:
+        raise RankscopeError(_no_live_ranks_reason(run_dir, shown, beats), EXIT_NOTHING)
+    world = max((int(hb["world_size"]) for hb in beats.values() if "world_size" in hb), default=0)
+    absent = missing_ranks(world, beats) if len(beats) < world else ""
+    no_rate = sorted(r for r, hb in live.items() if not _rate(hb))
+    why = (
+        f"no heartbeat yet from rank(s) {absent}"
+        if absent
+        else f"no step rate yet from rank(s) {', '.join(map(str, no_rate))}"
+    )
+    raise RankscopeError(
+        f"{shown}: the job is still starting ({why} after {wait_s:.0f} s); no rank was asked,"
+        " try again once `rankscope attach RUN --status` shows every rank stepping",
+        EXIT_NOTHING,
+    )
 
 
 def _wait_for_answers(
