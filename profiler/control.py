@@ -345,6 +345,10 @@ class ControlChannel:
         try:
             if stat.S_ISLNK(st.st_mode):
                 raise BadRequest("the request file is a symlink")
+            if st.st_uid != os.geteuid():
+                # control/ may be group-writable on a shared filesystem: only the job's
+                # own user decides when its ranks profile (and where the time goes)
+                raise BadRequest(f"the request file is owned by uid {st.st_uid}, not this job's")
             request = parse_request(read_request_file(rundir.REQUEST_FILE, dir_fd=fd))
         except BadRequest as e:
             self._ignore(f"mtime {st.st_mtime_ns}", str(e))

@@ -284,3 +284,16 @@ def test_ignored_requests_are_logged_at_a_bounded_rate(live_run: tuple[Path, Any
     log = (run / "rank0.log").read_text().splitlines()
     ignored = [line for line in log if "ignored" in line]
     assert 1 <= len(ignored) <= 10, log
+
+
+@needs_torch
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_request_owned_by_another_user_is_ignored(live_run: tuple[Path, Any]) -> None:
+    run, col = live_run
+    req = AttachRequest("foreign", col.current_step + 100, 1, time.time_ns())
+    staged = run / "foreign.json"  # given away before it lands: the channel never sees it ours
+    staged.write_text(json.dumps(req.to_json()))
+    os.chown(staged, 54321, -1)
+    os.replace(staged, rundir.request_path(run))
+    wait_for(lambda: "owned by uid 54321" in rundir.log_path(run, 0).read_text(), timeout=10)
+    assert ack_state(run, "foreign") is None  # never accepted: ignored with its reason
