@@ -136,6 +136,26 @@ def _both_ranks(_tmp: Path, report: dict) -> None:
     assert report["run"]["ranks"] == [0, 1]
 
 
+def _lose_trace(rank: int) -> Callable[[Path], Path]:
+    """A crash mid-export or a partial attach: the rank's steps, no trace."""
+
+    def build(tmp: Path) -> Path:
+        run = _run(tmp)
+        (run / trace_name(rank)).unlink()
+        return run
+
+    return build
+
+
+def _missing_trace(rank: int) -> Callable[[Path, dict], None]:
+    def check(_tmp: Path, report: dict) -> None:
+        assert report["run"]["missing_trace"] == [rank]
+        assert report["findings"][0]["kind"] == "missing_trace"
+        assert report["findings"][0]["ranks"] == [rank]
+
+    return check
+
+
 BOMB = gzip.compress(b" " * (64 << 20), compresslevel=9)  # 64 MiB of spaces, ~64 KB
 
 CASES = [
@@ -243,6 +263,8 @@ CASES = [
     Case("not JSON", _lone_trace(b"\x00\xff" * 300, "rank0.json"), 2, "not valid JSON"),
     Case("deeply nested JSON", _lone_trace(b"[" * 200_000, "rank0.json"), 2),
     Case("non-UTF-8 trace", _lone_trace(b'{"traceEvents": [{"name": "\xff"}]}', "rank0.json"), 2),
+    Case("rank 1's trace missing", _lose_trace(1), 0, "no trace file", check=_missing_trace(1)),
+    Case("rank 0's trace missing", _lose_trace(0), 0, "no trace file", check=_missing_trace(0)),
 ]
 
 
