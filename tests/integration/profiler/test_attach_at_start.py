@@ -50,7 +50,8 @@ def test_attach_immediately_after_start(tmp_path: Path, attempt: int) -> None:
         if attach.returncode == 0:
             acks = rundir.read_acks(run)
             assert sorted(acks) == [0, 1], attach.stdout + attach.stderr
-            assert {a["state"] for a in acks.values()} == {"done"}, (acks, attach.stdout, attach.stderr)
+            states = {a["state"] for a in acks.values()}
+            assert states == {"done"}, (acks, attach.stdout, attach.stderr)
             firsts = {a["first_step"] for a in acks.values()}
             assert len(firsts) == 1, acks
             first = firsts.pop()
