@@ -11,6 +11,7 @@ apart) and is only logged.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,17 @@ def test_the_second_slowdown_is_held_back_by_the_rate_limit(auto_run: Path) -> N
         not rundir.log_path(auto_run, 1).exists()
         or "requested" not in rundir.log_path(auto_run, 1).read_text()
     )
+
+
+@needs_torch
+def test_the_report_names_the_slow_rank_and_its_cause_from_the_window(auto_run: Path) -> None:
+    """Rank 1's extra 30 ms is a sleep outside any torch op: untraced host time, in the window."""
+    proc = rankscope("report", str(auto_run), "--format", "json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    windows = rundir.read_run_manifest(auto_run)["ranks"][0]["windows"]
+    assert report["run"]["steps"] == list(
+        range(windows[0]["first_step"], windows[0]["last_step"] + 1)
+    )
+    top = report["stragglers"][0]
+    assert (top["rank"], top["cause"], top["cause_detail"]) == (1, "host", "untraced")
