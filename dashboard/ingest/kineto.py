@@ -28,15 +28,18 @@ The raw event dicts are dropped as soon as their columns are built.
 from __future__ import annotations
 
 import ast
+import operator
 import re
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 
-from rankscope.dashboard.ingest.table import Table
+from rankscope.dashboard.ingest.table import Table, isin
 from rankscope.profiler import safeio
 from rankscope.profiler.errors import RankscopeError
 
@@ -101,11 +104,13 @@ def canonical_collective(name: str) -> str:
     return _CANONICAL_COLL.get(key, base.lower())
 
 
-class _Args(msgspec.Struct):
+class _Args(msgspec.Struct, frozen=True, gc=False):
     """The event args rankscope reads; msgspec skips every other key without building it.
 
     Integer fields are typed so the decoder hands over ints (-1: absent); a trace
     with odd value types fails this strict schema and takes the forgiving path.
+    ``gc=False``: decoded JSON holds no cycles, and millions of GC-tracked events
+    made the collector cost twice the decoding itself.
     """
 
     stream: int = -1
@@ -127,14 +132,17 @@ class _Args(msgspec.Struct):
     input_type: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw, name="Input type")
 
 
-class _Event(msgspec.Struct):
+_NO_ARGS = _Args()
+
+
+class _Event(msgspec.Struct, gc=False):
     ph: str | None = None
     cat: str | None = None
     name: str = ""
     ts: float | None = None
     dur: float | None = None
     tid: int | str | None = None
-    args: _Args | None = None
+    args: _Args | None = _NO_ARGS
 
 
 class _TraceDoc(msgspec.Struct):
@@ -146,6 +154,7 @@ class _TraceDoc(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_TraceDoc)
+_BATCH_DECODER = msgspec.json.Decoder(list[_Event])
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -297,14 +306,13 @@ def _event_from_dict(e: dict[str, Any]) -> _Event:
         name=str(e.get("name", "")),
         ts=_float_or_none(e.get("ts")),
         dur=_float_or_none(e.get("dur")),
-        tid=tid if isinstance(tid, int | str) else None,
+        tid=tid if isinstance(tid, int | str) and not isinstance(tid, bool) else None,
         args=args,
     )
 
 
-def load_trace_doc(path: Path) -> _TraceDoc:
-    """Decode a (gzipped) Kineto JSON file; a clear RankscopeError if it is not one."""
-    raw = _read_bytes(path)
+def _read_doc(raw: bytes | bytearray, path: Path) -> _TraceDoc:
+    """Decode a whole Kineto JSON document; a clear RankscopeError if it is not one."""
     try:
         return _DECODER.decode(raw)
     except msgspec.ValidationError:
@@ -324,8 +332,62 @@ def load_trace_doc(path: Path) -> _TraceDoc:
     return _TraceDoc(traceEvents=events, **keep)
 
 
+def load_trace_doc(path: Path) -> _TraceDoc:
+    """Decode a (gzipped) Kineto JSON file whole; a clear RankscopeError if it is not one."""
+    return _read_doc(_read_bytes(path), path)
+
+
+def _decode_batch(raw: bytes) -> list[_Event] | None:
+    """One ``[event, ...]`` slice as events; None when the slice is not valid JSON."""
+    try:
+        return _BATCH_DECODER.decode(raw)
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError:
+        return None
+    try:
+        items = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return [_event_from_dict(e) for e in items if isinstance(e, dict)]
+
+
+def _stream_trace(path: Path) -> RankTrace:
+    """Decode and columnise batch by batch while decompressing (see ``stream``)."""
+    from rankscope.dashboard.ingest import stream
+
+    builder = _ColumnBuilder()
+
+    def accept(raw: bytes) -> bool:
+        events = _decode_batch(raw)
+        if events is None:
+            return False
+        builder.add(events)
+        return True
+
+    try:
+        splitter = stream.EventSplitter(stream.read_chunks(path))
+        splitter.split(accept)
+        rest = _DECODER.decode(splitter.rest())
+    except msgspec.DecodeError:  # the whole-document path says what is wrong with it
+        raise stream.NotStreamable("the keys around traceEvents do not decode") from None
+    except safeio.UnsafeFile as e:
+        raise RankscopeError(str(e)) from None
+    except OSError as e:
+        raise RankscopeError(f"cannot read {path}: {e.strerror or e}") from None
+    if rest.traceEvents:  # a second traceEvents key after the first: read it whole
+        raise stream.NotStreamable("two traceEvents arrays")
+    return builder.finish(rest, str(path))
+
+
 def parse_trace(path: Path) -> RankTrace:
-    return tables_from_doc(load_trace_doc(path), str(path))
+    """The tables of one trace file, decoded in batches (whole, for unusual documents)."""
+    from rankscope.dashboard.ingest.stream import NotStreamable
+
+    try:
+        return _stream_trace(path)
+    except NotStreamable:
+        return tables_from_doc(load_trace_doc(path), str(path))
 
 
 def empty_trace() -> RankTrace:
@@ -334,146 +396,308 @@ def empty_trace() -> RankTrace:
 
 
 def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
+    builder = _ColumnBuilder()
+    builder.add(doc.traceEvents)
+    return builder.finish(doc, path)
+
+
+# Event classes by category: GPU kinds 0-3 (as in the gpu table's kind vocabulary),
+# then the categories routed elsewhere; anything else is a host range.
+_KIND_KERNEL, _KIND_SYNC = 0, 3
+_CLS_TRACE, _CLS_ANN, _CLS_CPU = 4, 5, 6
+_CAT_CLASS = {
+    "kernel": 0,
+    "gpu_memcpy": 1,
+    "gpu_memset": 2,
+    "cuda_sync": _KIND_SYNC,
+    "Trace": _CLS_TRACE,
+    "gpu_user_annotation": _CLS_ANN,
+}
+_HOST_COMM_PREFIXES = ("gloo:", "nccl:", "mpi:", "ucc:")
+_I64_BAD = 9.2e18  # integer args at or beyond this (or not ints) read as -1
+_NAN = float("nan")
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    """Floats (None -> NaN, which JSON cannot hold, so NaN means absent)."""
+    try:
+        return np.fromiter(values, dtype=np.float64, count=len(values))
+    except TypeError:
+        return np.array([_NAN if v is None else v for v in values], dtype=np.float64)
+
+
+def _ints(values: list[Any]) -> np.ndarray:
+    """int64 values; anything not an int64 below ``_I64_BAD`` in size is -1."""
+    try:
+        a = np.fromiter(values, dtype=np.int64, count=len(values))
+    except (TypeError, OverflowError):
+        a = np.array(
+            [v if type(v) is int and _INT64_MIN <= v <= _INT64_MAX else -1 for v in values],
+            dtype=np.int64,
+        )
+    bad = (a >= _I64_BAD) | (a <= -_I64_BAD)
+    return np.where(bad, -1, a) if bad.any() else a
+
+
+def _opt_floats(values: list[Any]) -> np.ndarray:
+    return np.array(
+        [float(v) if isinstance(v, int | float) else _NAN for v in values], dtype=np.float64
+    )
+
+
+class _Vocab:
+    """Strings -> int32 codes in order of first appearance, across batches."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def codes(self, values: list[str]) -> np.ndarray:
+        index = self.index
+        for v in dict.fromkeys(values):  # the distinct values: a C loop, then a short one
+            if v not in index:
+                index[v] = len(index)
+        return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
+
+    def values(self) -> list[str]:
+        return list(self.index)
+
+
+def _attr(name: str, items: list[Any]) -> list[Any]:
+    return list(map(attrgetter(name), items))
+
+
+class _ColumnBuilder:
+    """Events in, batch by batch, as numpy columns: no Python loop over every event.
+
+    Each column is pulled out of a batch with ``map(attrgetter)`` and
+    ``np.fromiter`` (C loops); only the few events that need more (collectives,
+    ``record_param_comms``) are looked at one by one.
+    """
+
+    def __init__(self) -> None:
+        self.g_names, self.c_names, self.c_cats, self.a_names = (_Vocab() for _ in range(4))
+        self.g: dict[str, list[np.ndarray]] = {}
+        self.c: dict[str, list[np.ndarray]] = {}
+        self.a: dict[str, list[np.ndarray]] = {}
+        # Collectives: from NCCL kernels (args carry the collective in new Kineto, else
+        # the enclosing record_param_comms op does, linked by External id) or host ranges.
+        self.nccl_rows: list[tuple[float, float, str, _Args, int]] = []
+        self.param_comms: dict[int, _Args] = {}
+        self.host_comm_rows: list[tuple[float, float, str, _Args]] = []
+
+    @staticmethod
+    def _put(table: dict[str, list[np.ndarray]], **cols: np.ndarray) -> None:
+        for k, v in cols.items():
+            table.setdefault(k, []).append(v)
+
+    def add(self, events: list[_Event]) -> None:
+        if not events:
+            return
+        x = np.fromiter(
+            map(operator.eq, _attr("ph", events), repeat("X")), dtype=bool, count=len(events)
+        )
+        ts = _floats(_attr("ts", events))
+        dur = _floats(_attr("dur", events))
+        keep = x & ~np.isnan(ts) & ~np.isnan(dur)
+        if not keep.all():
+            events = list(compress(events, keep.tolist()))
+            ts, dur = ts[keep], dur[keep]
+        if not events:
+            return
+        args = _attr("args", events)
+        if None in args:
+            args = [_NO_ARGS if a is None else a for a in args]
+        cls = np.fromiter(
+            map(_CAT_CLASS.get, _attr("cat", events), repeat(_CLS_CPU)),
+            dtype=np.int8,
+            count=len(events),
+        )
+        stream = _ints(_attr("stream", args))
+        # A cuda_sync range without a stream is a host range like any other.
+        cls[(cls == _KIND_SYNC) & (stream < 0)] = _CLS_CPU
+        names = _attr("name", events)
+        self._add_gpu(events, args, names, ts, dur, stream, cls <= _KIND_SYNC, cls)
+        self._add_ann(events, names, ts, dur, stream, cls == _CLS_ANN)
+        self._add_cpu(events, args, names, ts, dur, cls == _CLS_CPU)
+
+    def _add_gpu(
+        self,
+        events: list[_Event],
+        args: list[_Args],
+        names: list[str],
+        ts: np.ndarray,
+        dur: np.ndarray,
+        stream: np.ndarray,
+        mask: np.ndarray,
+        cls: np.ndarray,
+    ) -> None:
+        if not mask.any():
+            return
+        sel = mask.tolist()
+        g_args = list(compress(args, sel))
+        g_names = list(compress(names, sel))
+        ext = _ints(_attr("external_id", g_args))
+        kind = cls[mask].astype(np.int32)
+        codes = self.g_names.codes(g_names)
+        self._put(
+            self.g,
+            ts=ts[mask],
+            dur=dur[mask],
+            name=codes,
+            kind=kind,
+            stream=stream[mask],
+            device=_ints(_attr("device", g_args)),
+            correlation=_ints(_attr("correlation", g_args)),
+            external_id=ext,
+            bytes=_ints(_attr("bytes", g_args)),
+            blocks_per_sm=_opt_floats(_attr("blocks_per_sm", g_args)),
+            occupancy_pct=_opt_floats(_attr("occupancy", g_args)),
+        )
+        vocab = self.g_names.values()
+        is_nccl = np.array([bool(NCCL_KERNEL_RE.match(n)) for n in vocab], dtype=bool)
+        hits = np.flatnonzero(is_nccl[codes] & (kind == _KIND_KERNEL))
+        if len(hits):
+            g_ts, g_dur = ts[mask], dur[mask]
+            for i in hits.tolist():
+                a = g_args[i]
+                self.nccl_rows.append(
+                    (float(g_ts[i]), float(g_dur[i]), g_names[i], a, a.external_id)
+                )
+
+    def _add_ann(
+        self,
+        events: list[_Event],
+        names: list[str],
+        ts: np.ndarray,
+        dur: np.ndarray,
+        stream: np.ndarray,
+        mask: np.ndarray,
+    ) -> None:
+        if not mask.any():
+            return
+        sel = mask.tolist()
+        tid = _ints(
+            [t if type(t) is int else -1 for t in _attr("tid", list(compress(events, sel)))]
+        )
+        s = stream[mask]
+        self._put(
+            self.a,
+            ts=ts[mask],
+            dur=dur[mask],
+            name=self.a_names.codes(list(compress(names, sel))),
+            stream=np.where(s >= 0, s, tid),
+        )
+
+    def _add_cpu(
+        self,
+        events: list[_Event],
+        args: list[_Args],
+        names: list[str],
+        ts: np.ndarray,
+        dur: np.ndarray,
+        mask: np.ndarray,
+    ) -> None:
+        if not mask.any():
+            return
+        sel = mask.tolist()
+        c_events = list(compress(events, sel))
+        c_args = list(compress(args, sel))
+        c_names = list(compress(names, sel))
+        cats = [c or "" for c in _attr("cat", c_events)]
+        tid = _ints(_attr("tid", c_events))
+        ext = _ints(_attr("external_id", c_args))
+        correlation = _attr("correlation", c_args)
+        codes = self.c_names.codes(c_names)
+        self._put(
+            self.c,
+            ts=ts[mask],
+            dur=dur[mask],
+            name=codes,
+            cat=self.c_cats.codes(cats),
+            tid=tid,
+            correlation=_ints(correlation),
+            external_id=ext,
+        )
+        vocab = self.c_names.values()
+        is_param = np.array([n == "record_param_comms" for n in vocab], dtype=bool)
+        is_host = np.array([n.startswith(_HOST_COMM_PREFIXES) for n in vocab], dtype=bool)
+        c_ts, c_dur = ts[mask], dur[mask]
+        for i in np.flatnonzero(is_param[codes] | is_host[codes]).tolist():
+            name = c_names[i]
+            if name == "record_param_comms":
+                self.param_comms[int(ext[i])] = c_args[i]
+            else:
+                self.host_comm_rows.append((float(c_ts[i]), float(c_dur[i]), name, c_args[i]))
+
+    def finish(self, doc: _TraceDoc, path: str) -> RankTrace:
+        return _finish(self, doc, path)
+
+
+def _joined(parts: dict[str, list[np.ndarray]], names: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {
+        k: np.concatenate(parts[k]) if k in parts else np.zeros(0, dtype=dt)
+        for k, dt in names.items()
+    }
+
+
+_GPU_COLS = {
+    "ts": np.float64,
+    "dur": np.float64,
+    "name": np.int32,
+    "kind": np.int32,
+    "stream": np.int64,
+    "device": np.int64,
+    "correlation": np.int64,
+    "external_id": np.int64,
+    "bytes": np.int64,
+    "blocks_per_sm": np.float64,
+    "occupancy_pct": np.float64,
+}
+_CPU_COLS = {
+    "ts": np.float64,
+    "dur": np.float64,
+    "name": np.int32,
+    "cat": np.int32,
+    "tid": np.int64,
+    "correlation": np.int64,
+    "external_id": np.int64,
+}
+_ANN_COLS = {"ts": np.float64, "dur": np.float64, "name": np.int32, "stream": np.int64}
+
+
+def _finish(b: _ColumnBuilder, doc: _TraceDoc, path: str) -> RankTrace:
     dist = _parse_mapping(doc.distributedInfo)
     base_ns = _int_or(doc.baseTimeNanoseconds, 0)
     if not 0 <= base_ns <= _MAX_BASE_NS:
         base_ns = 0
-
-    # String -> int32 code in order of first appearance; dict.setdefault with the
-    # current length is one C call per row (a Python encoder call costs 3x more).
-    g_names: dict[str, int] = {}
-    c_names: dict[str, int] = {}
-    c_cats: dict[str, int] = {}
-    a_names: dict[str, int] = {}
     g_kinds = {"kernel": 0, "memcpy": 1, "memset": 2, "sync": 3}
-    g_rows: list[tuple[float, float, int, int, int, int, int, int, int, float, float]] = []
-    c_rows: list[tuple[float, float, int, int, int, int, int]] = []
-    a_rows: list[tuple[float, float, int, int]] = []
-    # Collectives: from NCCL kernels (args carry the collective in new Kineto, else
-    # the enclosing record_param_comms op does, linked by External id) or host ranges.
-    nccl_rows: list[tuple[float, float, str, _Args, int]] = []
-    param_comms: dict[int, _Args] = {}
-    host_comm_rows: list[tuple[float, float, str, _Args]] = []
-
-    nan = float("nan")
-    no_args = _Args()
-    for e in doc.traceEvents:
-        if e.ph != "X":
-            continue
-        ts = e.ts
-        dur = e.dur
-        if ts is None or dur is None:
-            continue
-        cat = e.cat
-        name = e.name
-        args = e.args or no_args
-        kind = GPU_KINDS.get(cat) if cat is not None else None
-        if kind is None and cat == "cuda_sync" and args.stream >= 0:
-            kind = "sync"
-        if kind is not None:
-            ext = args.external_id
-            bps = args.blocks_per_sm
-            occ = args.occupancy
-            g_rows.append(
-                (
-                    ts,
-                    dur,
-                    g_names.setdefault(name, len(g_names)),
-                    g_kinds[kind],
-                    args.stream,
-                    args.device,
-                    args.correlation,
-                    ext,
-                    args.bytes,
-                    float(bps) if isinstance(bps, int | float) else nan,
-                    float(occ) if isinstance(occ, int | float) else nan,
-                )
-            )
-            if kind == "kernel" and NCCL_KERNEL_RE.match(name):
-                nccl_rows.append((ts, dur, name, args, ext))
-            continue
-        if cat == "Trace":
-            continue
-        if cat == "gpu_user_annotation":
-            tid = e.tid
-            stream = args.stream if args.stream >= 0 else (tid if type(tid) is int else -1)
-            a_rows.append((ts, dur, a_names.setdefault(name, len(a_names)), stream))
-            continue
-        ext = args.external_id
-        tid = e.tid
-        c_rows.append(
-            (
-                ts,
-                dur,
-                c_names.setdefault(name, len(c_names)),
-                c_cats.setdefault(cat or "", len(c_cats)),
-                tid if type(tid) is int else -1,
-                args.correlation,
-                ext,
-            )
-        )
-        if name == "record_param_comms":
-            param_comms[ext] = args
-        elif name.startswith(("gloo:", "nccl:", "mpi:", "ucc:")):
-            host_comm_rows.append((ts, dur, name, args))
-
     dropped = 0
+    # cpu_ts/cpu_corr before dropping rows: a kernel's launch time is read from them.
+    cpu_raw = _joined(b.c, _CPU_COLS)
+    cpu_ts, cpu_corr = cpu_raw["ts"], cpu_raw["correlation"]
 
-    def columns(rows: list[Any], n: int) -> list[np.ndarray]:
+    def timed(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rows whose times fit int64 ns, ts/dur in ns; the others counted in ``dropped``."""
         nonlocal dropped
-        if not rows:
-            return [np.zeros(0, dtype=np.float64) for _ in range(n)]
-        cols = list(np.asarray(rows, dtype=np.float64).T)
-        ok = _sane_times(cols[0], cols[1])
+        ok = _sane_times(cols["ts"], cols["dur"])
         if not ok.all():
             dropped += int(len(ok) - ok.sum())
-            cols = [c[ok] for c in cols]
+            cols = {k: v[ok] for k, v in cols.items()}
+        cols["ts"] = _to_ns(cols["ts"], base_ns)
+        cols["dur"] = _dur_ns(cols["dur"])
         return cols
 
-    def i64(a: np.ndarray) -> np.ndarray:
-        # Integer args arrive as float64 here; anything beyond int64 (or NaN) is -1.
-        bad = ~np.isfinite(a) | (np.abs(a) >= 9.2e18)
-        return np.where(bad, -1.0, a).astype(np.int64)
-
-    def i32(a: np.ndarray) -> np.ndarray:
-        return a.astype(np.int32)
-
-    g = columns(g_rows, 11)
     gpu = Table(
-        {
-            "ts": _to_ns(g[0], base_ns),
-            "dur": _dur_ns(g[1]),
-            "name": i32(g[2]),
-            "kind": i32(g[3]),
-            "stream": i64(g[4]),
-            "device": i64(g[5]),
-            "correlation": i64(g[6]),
-            "external_id": i64(g[7]),
-            "bytes": i64(g[8]),
-            "blocks_per_sm": g[9],
-            "occupancy_pct": g[10],
-        },
-        {"name": list(g_names), "kind": list(g_kinds)},
+        timed(_joined(b.g, _GPU_COLS)),
+        {"name": b.g_names.values(), "kind": list(g_kinds)},
     )
+    b.g.clear()
     gpu.cols["is_comm"] = gpu.vocab_mask("name", NCCL_KERNEL_RE.match)
-    c = columns(c_rows, 7)
-    cpu = Table(
-        {
-            "ts": _to_ns(c[0], base_ns),
-            "dur": _dur_ns(c[1]),
-            "name": i32(c[2]),
-            "cat": i32(c[3]),
-            "tid": i64(c[4]),
-            "correlation": i64(c[5]),
-            "external_id": i64(c[6]),
-        },
-        {"name": list(c_names), "cat": list(c_cats)},
-    )
-    a = columns(a_rows, 4)
-    gpu_ann = Table(
-        {"ts": _to_ns(a[0], base_ns), "dur": _dur_ns(a[1]), "name": i32(a[2]), "stream": i64(a[3])},
-        {"name": list(a_names)},
-    )
+    cpu = Table(timed(cpu_raw), {"name": b.c_names.values(), "cat": b.c_cats.values()})
+    b.c.clear()
+    gpu_ann = Table(timed(_joined(b.a, _ANN_COLS)), {"name": b.a_names.values()})
+    nccl_rows, param_comms, host_comm_rows = b.nccl_rows, b.param_comms, b.host_comm_rows
+    no_args = _NO_ARGS
 
     # One source of truth for communication per trace: GPU kernels when there are
     # any (NCCL), else host ranges (gloo, or an NCCL job traced without CUDA).
@@ -490,8 +714,13 @@ def tables_from_doc(doc: _TraceDoc, path: str) -> RankTrace:
         source = "gpu"
         # When the host launched each kernel: that, not when the GPU ran it, says
         # which step a collective belongs to (a lagging GPU runs it a step later).
-        wanted = {args.correlation for *_, args, _ in nccl_rows if args.correlation >= 0}
-        launched_at = {row[5]: row[0] for row in c_rows if row[5] in wanted}
+        wanted = np.array(
+            [args.correlation for *_, args, _ in nccl_rows if args.correlation >= 0],
+            dtype=np.int64,
+        )
+        hit = isin(cpu_corr, wanted)
+        # dict(zip(...)): the last host range with a correlation wins, as before.
+        launched_at = dict(zip(cpu_corr[hit].tolist(), cpu_ts[hit].tolist(), strict=True))
         for ts, dur, name, args, ext in nccl_rows:
             info = args if args.coll_name is not None else param_comms.get(ext, no_args)
             coll = info.coll_name
