@@ -21,6 +21,7 @@ REVIEW_COMMANDS = (
     ("report", "rankscope.dashboard.commands.report", "ReportCommand"),
     ("dashboard", "rankscope.dashboard.commands.dashboard", "DashboardCommand"),
     ("demo", "rankscope.dashboard.commands.demo", "DemoCommand"),
+    ("ingest", "rankscope.dashboard.commands.ingest", "IngestCommand"),
 )
 ALL_COMMANDS = REVIEW_COMMANDS + CAPTURE_COMMANDS
 

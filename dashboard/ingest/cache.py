@@ -1,5 +1,8 @@
 """Parquet cache of parsed traces, keyed on file identity and ingest version.
 
+An entry is a folder: ``{gpu,cpu,gpu_ann,comms}.parquet``, ``meta.json`` and
+``summary.json`` (``summarise``: a few numbers per file, for cross-rank views).
+
 A trace's key is the hash of (absolute path, size, mtime_ns, INGEST_VERSION), so
 an edited or replaced file, or a new parser, misses the cache. Entries live in
 ``$RANKSCOPE_CACHE_DIR`` when set, else the per-user cache directory
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rankscope.dashboard.ingest.kineto import RankTrace
 from rankscope.dashboard.ingest.table import Table
@@ -136,6 +139,48 @@ def load(path: Path) -> RankTrace | None:
     return _read_entry(entry, path)
 
 
+def summarise(trace: RankTrace) -> dict[str, Any]:
+    """A few numbers per trace file, small enough to read for thousands of ranks.
+
+    rank, world_size (None when the trace does not say), gpu_events, cpu_events,
+    comms, start_ns / end_ns (the trace's first start and last end on its own
+    clock, None when empty), kernel_ns (sum of GPU kernel durations),
+    comm_kernel_ns (of those, NCCL/RCCL kernels), comm_ns (sum of collective
+    durations), dropped_events.
+    """
+    starts = [t.cols["ts"] for t in (trace.gpu, trace.cpu) if len(t)]
+    ends = [t.cols["ts"] + t.cols["dur"] for t in (trace.gpu, trace.cpu) if len(t)]
+    kernels = trace.gpu.cols["kind"] == 0 if len(trace.gpu) else None
+    kernel_dur = trace.gpu.cols["dur"][kernels] if kernels is not None else None
+    comm_kernel = trace.gpu.cols["is_comm"][kernels] if kernels is not None else None
+    return {
+        "rank": trace.meta.get("rank"),
+        "world_size": trace.meta.get("world_size"),
+        "gpu_events": len(trace.gpu),
+        "cpu_events": len(trace.cpu),
+        "comms": len(trace.comms),
+        "start_ns": min(int(s.min()) for s in starts) if starts else None,
+        "end_ns": max(int(e.max()) for e in ends) if ends else None,
+        "kernel_ns": int(kernel_dur.sum()) if kernel_dur is not None else 0,
+        "comm_kernel_ns": int(kernel_dur[comm_kernel].sum()) if kernel_dur is not None else 0,
+        "comm_ns": int(trace.comms.cols["dur"].sum()) if len(trace.comms) else 0,
+        "dropped_events": int(trace.meta.get("dropped_events", 0)),
+    }
+
+
+def load_summary(path: Path) -> dict[str, Any] | None:
+    """The ``summarise`` numbers stored with ``path``'s cache entry; None when absent or bad.
+
+    Reads one small JSON file: neither pyarrow nor the tables are loaded.
+    """
+    try:
+        entry = cache_root() / cache_key(path)
+        data = json.loads(safeio.read_bytes(entry / "summary.json", safeio.MAX_JSON_BYTES))
+    except (OSError, ValueError, safeio.UnsafeFile):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def store(trace: RankTrace) -> None:
     import shutil
     import tempfile
@@ -161,6 +206,7 @@ def store(trace: RankTrace) -> None:
                     compression="zstd",
                 )
             (tmp / "meta.json").write_text(json.dumps(trace.meta))
+            (tmp / "summary.json").write_text(json.dumps(summarise(trace)))
             os.replace(tmp, entry)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -108,6 +108,34 @@ def _parse_and_cache(path: str) -> RankTrace | str:
     return trace
 
 
+def ingest_one(path: str) -> dict[str, Any]:
+    """Worker body of ``rankscope ingest``: the file's cache entry written, its summary back.
+
+    Returns ``{"path", "summary", "cached": "hit" | "written" | "not written", "seconds"}``,
+    or ``{"path", "error"}``. Every trace is stored, however small, so each rank has a
+    summary; the cache must be on a filesystem the review side reads.
+    """
+    start = time.monotonic()
+    p = Path(path)
+    try:
+        trace = cache.load(p)
+        state = "hit"
+        if trace is None:
+            trace = parse_trace(p)
+            cache.store(trace)
+            state = "written" if cache.load_summary(p) is not None else "not written"
+    except RankscopeError as e:
+        return {"path": path, "error": str(e)}
+    except Exception as e:  # a trace we do not understand must not sink the others
+        return {"path": path, "error": f"{path}: could not be parsed ({type(e).__name__}: {e})"}
+    return {
+        "path": path,
+        "summary": cache.summarise(trace),
+        "cached": state,
+        "seconds": round(time.monotonic() - start, 3),
+    }
+
+
 def ingest_files(
     files: Iterable[Path], progress: ProgressFn | None = None
 ) -> tuple[dict[str, RankTrace], dict[str, str]]:

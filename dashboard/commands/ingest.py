@@ -1,0 +1,100 @@
+"""``rankscope ingest``: parse a run's traces into the columnar cache, without a report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rankscope.profiler.errors import RankscopeError
+
+
+class IngestCommand:
+    """Parse a run's traces into the columnar cache (and a per-rank summary), without reporting.
+
+    Run it where the trace files are, for example on each node for its own ranks
+    (--ranks), with the cache ($RANKSCOPE_CACHE_DIR) on a shared filesystem; a
+    later `rankscope report` or `dashboard` of the same PATH then reads the cache.
+    --executor local (default) parses in a process pool, one worker per core;
+    --executor dask maps the files over a Dask cluster: the scheduler in
+    $RANKSCOPE_DASK_SCHEDULER, else a local one (pip install 'rankscope[dask]').
+
+    Progress goes to stderr, one line per file; with --json, the summaries
+    (one JSON object per file) go to stdout.
+
+    Exit codes: 0 at least one trace ingested (the others named on stderr);
+    2 bad input (no such path, no trace, no usable trace, a bad --ranks);
+    3 --executor dask without Dask installed.
+    """
+
+    name = "ingest"
+
+    def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "path", metavar="PATH", help="run directory, trace folder or trace file"
+        )
+        parser.add_argument(
+            "--ranks", help="only the files of these ranks (by file name), e.g. 0,2,5-7"
+        )
+        parser.add_argument(
+            "--executor",
+            choices=("local", "dask"),
+            default="local",
+            help="where files are parsed: local process pool (default) or a Dask cluster",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="print each file's summary as a JSON line"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        from rankscope.dashboard.commands.report import parse_ranks
+        from rankscope.dashboard.ingest import cache, engine
+        from rankscope.dashboard.ingest.run import discover_trace_files, ingest_one
+        from rankscope.profiler import rundir
+
+        ranks = parse_ranks(args.ranks)
+        run_path, _, files = discover_trace_files(Path(args.path))
+        if ranks is not None:
+            wanted = set(ranks)
+            files = [f for f in files if rundir.rank_from_filename(f.name) in wanted]
+            if not files:
+                raise RankscopeError(
+                    f"{run_path}: no trace file of rank(s) {args.ranks} (ranks are read"
+                    " from file names such as rank3.pt.trace.json.gz)"
+                )
+        if not files:
+            raise RankscopeError(f"{run_path}: no trace files")
+        total, ok, failed = len(files), 0, 0
+        where = cache.cache_root()
+        print(
+            f"rankscope ingest: {total} trace file(s) from {run_path} into {where}"
+            f" ({args.executor})",
+            file=sys.stderr,
+            flush=True,
+        )
+        for done, (path, result) in enumerate(
+            engine.map_files(ingest_one, [str(f) for f in files], args.executor), start=1
+        ):
+            name = Path(path).name
+            if "error" in result:
+                failed += 1
+                print(
+                    f"rankscope ingest: [{done}/{total}] skipped {result['error']}", file=sys.stderr
+                )
+                continue
+            ok += 1
+            s = result["summary"]
+            print(
+                f"rankscope ingest: [{done}/{total}] {name}: rank {s['rank']},"
+                f" {s['gpu_events'] + s['cpu_events']} events, cache {result['cached']}"
+                f" ({result['seconds']:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            if args.json:
+                sys.stdout.write(json.dumps(result) + "\n")
+        if not ok:
+            raise RankscopeError(f"{run_path}: no usable trace ({failed} file(s) failed)")
+        print(f"rankscope ingest: {ok} ingested, {failed} skipped", file=sys.stderr, flush=True)
+        return 0

@@ -1,0 +1,106 @@
+"""Batch decoding: the same tables as decoding the whole document, on real and odd traces."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rankscope.dashboard.ingest import kineto, stream
+
+
+def _same(a: kineto.RankTrace, b: kineto.RankTrace) -> None:
+    assert a.meta == b.meta
+    for name in ("gpu", "cpu", "gpu_ann", "comms"):
+        ta, tb = getattr(a, name), getattr(b, name)
+        assert ta.vocab == tb.vocab, name
+        assert ta.cols.keys() == tb.cols.keys(), name
+        for c in ta.cols:
+            assert ta.cols[c].dtype == tb.cols[c].dtype, (name, c)
+            assert np.array_equal(ta.cols[c], tb.cols[c], equal_nan=True), (name, c)
+
+
+def _whole(path: Path) -> kineto.RankTrace:
+    return kineto.tables_from_doc(kineto.load_trace_doc(path), str(path))
+
+
+def test_real_trace_in_small_batches_equals_the_whole_document(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conftest import data_path
+
+    path = data_path("reference_runs", "h200_ddp4_straggler") / "rank1.pt.trace.json.gz"
+    # 64 KB batches and chunks: hundreds of cuts, each decoded and checked.
+    monkeypatch.setattr(stream, "BATCH_BYTES", 1 << 16)
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 1 << 14)
+    streamed = kineto._stream_trace(path)
+    assert len(streamed.cpu) > 10_000
+    _same(streamed, _whole(path))
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "rank0.pt.trace.json.gz"
+    p.write_bytes(gzip.compress(text.encode()))
+    return p
+
+
+EV = '{"ph": "X", "cat": "cpu_op", "name": "%s", "ts": %s, "dur": 2, "tid": 1, "args": {}}'
+
+
+def test_brace_comma_inside_a_name_is_not_a_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "BATCH_BYTES", 40)
+    events = ",\n".join(EV % (n, i) for i, n in enumerate(["a},{b", "c}, ]d", "e"] * 5))
+    doc = f'{{"traceName": "x", "traceEvents": [{events}], "baseTimeNanoseconds": 1000}}'
+    p = _write(tmp_path, doc)
+    streamed = kineto._stream_trace(p)
+    assert list(streamed.cpu.strings("name")[:3]) == ["a},{b", "c}, ]d", "e"]
+    assert streamed.meta["base_time_ns"] == 1000
+    _same(streamed, _whole(p))
+
+
+def test_odd_types_in_one_batch_take_the_forgiving_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "BATCH_BYTES", 100)
+    events = [json.loads(EV % ("op", i)) for i in range(20)]
+    events[7]["args"] = {"stream": "seven", "External id": 1e30}
+    events[9]["tid"] = True
+    events[11]["ts"] = None
+    p = _write(tmp_path, json.dumps({"traceEvents": events}))
+    streamed = kineto._stream_trace(p)
+    assert len(streamed.cpu) == 19
+    _same(streamed, _whole(p))
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '{"distributedInfo": {"traceEvents": [1]}, "x": 1}',  # not a top-level key
+        '{"traceEvents": [{"ph": "X"}, {"ph": ',  # truncated
+        '[{"ph": "X", "ts": 1, "dur": 1}]',  # a bare array
+        '{"traceEvents": [], "traceEvents": [%s]}' % (EV % ("late", 1)),  # two arrays
+    ],
+)
+def test_unusual_documents_are_read_whole(tmp_path: Path, doc: str) -> None:
+    p = _write(tmp_path, doc)
+    with pytest.raises(stream.NotStreamable):
+        kineto._stream_trace(p)
+    try:
+        expected = _whole(p)
+    except kineto.RankscopeError as e:
+        with pytest.raises(kineto.RankscopeError, match=str(e).split("(")[0]):
+            kineto.parse_trace(p)
+    else:
+        _same(kineto.parse_trace(p), expected)
+
+
+def test_empty_events_array(tmp_path: Path) -> None:
+    p = _write(tmp_path, '{"traceEvents": [ ], "distributedInfo": {"rank": 3}}')
+    t = kineto._stream_trace(p)
+    assert t.meta["rank"] == 3 and len(t.cpu) == 0
+    _same(t, _whole(p))
