@@ -261,7 +261,8 @@ class Collector:
                 )
 
         fr_log = None
-        if self.collectives:
+        # A single process has no collectives to log (and no reason for a log line).
+        if self.collectives and self.world_size > 1:
             with self.faults.guard("collectives"):
                 from rankscope.profiler.collectives import open_log
 
