@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rankscope.dashboard.analysis import wording
-from rankscope.dashboard.analysis.imbalance import median, severity
+from rankscope.dashboard.analysis.diagnosis import severity
+from rankscope.dashboard.analysis.imbalance import median
 from rankscope.dashboard.analysis.results import (
     Finding,
     GpuUtilisation,

@@ -22,7 +22,12 @@ from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.analysis.activity import RankActivity
 from rankscope.dashboard.analysis.comms import last_arrivals, waited_ns_by
-from rankscope.dashboard.analysis.diagnosis import Components, Diagnosis, Verdict, diagnose
+from rankscope.dashboard.analysis.diagnosis import (
+    Components,
+    Diagnosis,
+    Verdict,
+    diagnose,
+)
 from rankscope.dashboard.analysis.results import (
     Imbalance,
     LastArrival,
@@ -35,8 +40,6 @@ from rankscope.dashboard.analysis.wholerun import WholeRun
 from rankscope.dashboard.ingest.table import Table, isin
 
 NS_PER_MS = 1e6
-HIGH_FRACTION = 0.20
-MEDIUM_FRACTION = 0.10
 
 IMBALANCE_METRICS = (
     "step_ms",
@@ -57,15 +60,6 @@ def median(values: list[float]) -> float:
         return float("nan")
     mid = n // 2
     return float(s[mid]) if n % 2 else (float(s[mid - 1]) + float(s[mid])) / 2.0
-
-
-def severity(ms: float, step_ms: float) -> str:
-    frac = ms / step_ms if step_ms > 0 else 0.0
-    if frac >= HIGH_FRACTION:
-        return "high"
-    if frac >= MEDIUM_FRACTION:
-        return "medium"
-    return "low"
 
 
 def metric_spread(per_rank: dict[int, RankBreakdown], metric: str) -> MetricSpread | None:

@@ -18,6 +18,7 @@ from fakes.collectives import run_of
 from rankscope.dashboard.analysis import comms, imbalance
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis.activity import RankActivity
+from rankscope.dashboard.analysis.diagnosis import severity
 from rankscope.dashboard.analysis.results import BREAKDOWN_COLUMNS, RankBreakdown
 from rankscope.dashboard.ingest.table import Table
 
@@ -55,7 +56,7 @@ def test_median_and_severity() -> None:
     assert imbalance.median([3.0, 1.0, 2.0]) == 2.0
     assert imbalance.median([4.0, 1.0]) == 2.5
     assert math.isnan(imbalance.median([]))
-    assert [imbalance.severity(ms, 100.0) for ms in (25, 20, 15, 10, 9)] == [
+    assert [severity(ms, 100.0) for ms in (25, 20, 15, 10, 9)] == [
         "high",
         "high",
         "medium",
