@@ -202,13 +202,55 @@ class _Buffer:
         return self.data
 
 
+def _gzip_chunks(fd: int, path: str | Path, limit: int, chunk: int) -> Iterator[bytes]:
+    """Decompressed chunks of the gzip file open at ``fd``, stopping past ``limit`` bytes.
+
+    Concatenated gzip members are all read; trailing bytes that are not another
+    member are ignored, as gzip does.
+    """
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = b""
+    total = 0
+    while True:
+        if d.unconsumed_tail:
+            data = d.unconsumed_tail
+        elif pending:
+            data, pending = pending, b""
+        else:
+            data = os.read(fd, chunk)
+            if not data:
+                if not d.eof:
+                    raise UnsafeFile(path, "is a truncated gzip file")
+                return
+        try:
+            out = d.decompress(data, chunk)
+        except zlib.error as e:
+            raise UnsafeFile(path, f"is not a readable gzip file ({e})") from None
+        total += len(out)
+        if total > limit:
+            raise UnsafeFile(
+                path,
+                f"decompresses to more than {limit} bytes"
+                " (RANKSCOPE_MAX_TRACE_BYTES sets the limit)",
+            )
+        if out:
+            yield out
+        if d.eof:
+            rest = d.unused_data
+            if len(rest) < 2:
+                rest += os.read(fd, chunk)
+            if rest[:2] != _GZIP_MAGIC:
+                return
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            pending = rest
+
+
 def read_gzip(path: str | Path, limit: int | None = None) -> bytes | bytearray:
     """A file's decompressed bytes (plain files as they are), at most ``limit`` of them.
 
     Decompression streams into one growing buffer (never a second copy), so peak
     memory is about the output size, and stops with ``UnsafeFile`` as soon as it
-    passes ``limit`` (``max_trace_bytes()`` by default). Concatenated gzip members
-    are all read; trailing bytes that are not another member are ignored, as gzip does.
+    passes ``limit`` (``max_trace_bytes()`` by default).
     """
     limit = max_trace_bytes() if limit is None else limit
     fd = open_regular(path)
@@ -216,37 +258,27 @@ def read_gzip(path: str | Path, limit: int | None = None) -> bytes | bytearray:
         if os.pread(fd, 2, 0) != _GZIP_MAGIC:
             return _read_fd(fd, path, limit)
         out = _Buffer(_gzip_size_hint(fd, limit))
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        pending = b""
-        while True:
-            if d.unconsumed_tail:
-                data = d.unconsumed_tail
-            elif pending:
-                data, pending = pending, b""
-            else:
-                data = os.read(fd, _CHUNK)
-                if not data:
-                    if not d.eof:
-                        raise UnsafeFile(path, "is a truncated gzip file")
-                    break
-            try:
-                out.add(d.decompress(data, _CHUNK))
-            except zlib.error as e:
-                raise UnsafeFile(path, f"is not a readable gzip file ({e})") from None
-            if out.size > limit:
-                raise UnsafeFile(
-                    path,
-                    f"decompresses to more than {limit} bytes"
-                    " (RANKSCOPE_MAX_TRACE_BYTES sets the limit)",
-                )
-            if d.eof:
-                rest = d.unused_data
-                if len(rest) < 2:
-                    rest += os.read(fd, _CHUNK)
-                if rest[:2] != _GZIP_MAGIC:
-                    break
-                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                pending = rest
+        for piece in _gzip_chunks(fd, path, limit, _CHUNK):
+            out.add(piece)
         return out.done()
+    finally:
+        os.close(fd)
+
+
+def iter_chunks(path: str | Path, limit: int | None = None, chunk: int = _CHUNK) -> Iterator[bytes]:
+    """The decompressed bytes of ``path`` (plain files as they are) in chunks, bounded
+    like ``read_gzip``: for decoders that work on a stream and never hold the whole file."""
+    limit = max_trace_bytes() if limit is None else limit
+    fd = open_regular(path)
+    try:
+        if os.pread(fd, 2, 0) != _GZIP_MAGIC:
+            size = os.fstat(fd).st_size
+            if size > limit:
+                raise UnsafeFile(path, f"is {size} bytes, over the limit of {limit}")
+            while size > 0 and (data := os.read(fd, min(chunk, size))):
+                size -= len(data)
+                yield data
+            return
+        yield from _gzip_chunks(fd, path, limit, chunk)
     finally:
         os.close(fd)

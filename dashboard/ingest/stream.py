@@ -16,9 +16,7 @@ decode as a JSON array, and the rest of the document as an object.
 
 from __future__ import annotations
 
-import os
 import re
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,7 +30,6 @@ MAX_HEAD_BYTES = 64 << 20  # metadata before traceEvents (deviceProperties, dist
 MAX_EVENT_BYTES = 64 << 20
 _EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
 _WS = b" \t\r\n"
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class NotStreamable(Exception):
@@ -41,59 +38,7 @@ class NotStreamable(Exception):
 
 def read_chunks(path: str | Path, limit: int | None = None) -> Iterator[bytes]:
     """Decompressed chunks of ``path`` (plain files as they are), at most ``limit`` bytes."""
-    limit = safeio.max_trace_bytes() if limit is None else limit
-    fd = safeio.open_regular(path)
-    try:
-        total = 0
-
-        def counted(chunk: bytes) -> bytes:
-            nonlocal total
-            total += len(chunk)
-            if total > limit:
-                raise safeio.UnsafeFile(
-                    path,
-                    f"decompresses to more than {limit} bytes"
-                    " (RANKSCOPE_MAX_TRACE_BYTES sets the limit)",
-                )
-            return chunk
-
-        if os.pread(fd, 2, 0) != _GZIP_MAGIC:
-            size = os.fstat(fd).st_size
-            if size > limit:
-                raise safeio.UnsafeFile(path, f"is {size} bytes, over the limit of {limit}")
-            while size > 0 and (data := os.read(fd, min(CHUNK_BYTES, size))):
-                size -= len(data)
-                yield data
-            return
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        pending = b""
-        while True:
-            if d.unconsumed_tail:
-                data = d.unconsumed_tail
-            elif pending:
-                data, pending = pending, b""
-            else:
-                data = os.read(fd, CHUNK_BYTES)
-                if not data:
-                    if not d.eof:
-                        raise safeio.UnsafeFile(path, "is a truncated gzip file")
-                    return
-            try:
-                out = d.decompress(data, CHUNK_BYTES)
-            except zlib.error as e:
-                raise safeio.UnsafeFile(path, f"is not a readable gzip file ({e})") from None
-            if out:
-                yield counted(out)
-            if d.eof:
-                rest = d.unused_data
-                if len(rest) < 2:
-                    rest += os.read(fd, CHUNK_BYTES)
-                if rest[:2] != _GZIP_MAGIC:
-                    return
-                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                pending = rest
-    finally:
-        os.close(fd)
+    return safeio.iter_chunks(path, limit, CHUNK_BYTES)
 
 
 def _skip_ws(buf: bytearray, i: int) -> int:
