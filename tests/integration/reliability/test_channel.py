@@ -295,5 +295,6 @@ def test_a_request_owned_by_another_user_is_ignored(live_run: tuple[Path, Any]) 
     staged.write_text(json.dumps(req.to_json()))
     os.chown(staged, 54321, -1)
     os.replace(staged, rundir.request_path(run))
-    wait_for(lambda: "owned by uid 54321" in rundir.log_path(run, 0).read_text(), timeout=10)
+    log = rundir.log_path(run, 0)
+    wait_for(lambda: log.exists() and "owned by uid 54321" in log.read_text(), timeout=10)
     assert ack_state(run, "foreign") is None  # never accepted: ignored with its reason
