@@ -6,7 +6,7 @@ and saves a screenshot once the page has painted.
 
     .venv/bin/python docs/make_screenshots.py [RUN] [--out docs/screenshots]
 
-RUN defaults to ../shared/reference_runs/h200_ddp4_straggler. The helpers here
+RUN defaults to tests/data/reference_runs/h200_ddp4_straggler. The helpers here
 (``start_server``, ``launch_browser``, ``wait_painted``) are reused by
 ``tests/integration/dashboard/test_browser.py`` and ``benchmarks/bench_dashboard.py``.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_RUN = REPO.parent / "shared" / "reference_runs" / "h200_ddp4_straggler"
+DEFAULT_RUN = REPO / "tests" / "data" / "reference_runs" / "h200_ddp4_straggler"
 CHROMIUM = os.environ.get("RANKSCOPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
