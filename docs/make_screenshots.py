@@ -4,7 +4,12 @@ Starts the real server (``rankscope dashboard RUN --no-browser --port N``), open
 each page in headless Chromium (Playwright driving Debian's ``/usr/bin/chromium``)
 and saves a screenshot once the page has painted.
 
-    .venv/bin/python docs/make_screenshots.py [RUN] [--out docs/screenshots]
+    .venv/bin/python docs/make_screenshots.py [RUN] [--out docs/screenshots] [--pages P.png ...]
+
+The Whole run page needs a run with the light layer's collective log (the
+reference runs have none): the README's picture comes from a 3-rank
+``tests/jobs/scenario_job.py`` run under ``rankscope run --profile 58-62,118-122``
+where rank 2 stalls 300 ms at steps 60 and 120.
 
 RUN defaults to tests/data/reference_runs/h200_ddp4_straggler. The helpers here
 (``start_server``, ``launch_browser``, ``wait_painted``) are reused by
@@ -47,6 +52,8 @@ PAGES = (
     ("kernels.png", "kernels", "spread (cv)"),
     ("compare.png", "compare", "Per rank"),
 )
+# Pages that need a run with the light layer's collective log (``--pages`` picks them).
+LIGHT_PAGES = (("wholerun.png", "wholerun", "Look at a slow step"),)
 
 
 def free_port() -> int:
@@ -122,7 +129,13 @@ def error_boxes(page: Any) -> list[str]:
     return found
 
 
-def shoot(run: Path, out: Path, width: int = 1500, height: int = 1900) -> list[Path]:
+def shoot(
+    run: Path,
+    out: Path,
+    width: int = 1500,
+    height: int = 1900,
+    only: set[str] | None = None,
+) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +145,9 @@ def shoot(run: Path, out: Path, width: int = 1500, height: int = 1900) -> list[P
         browser = launch_browser(p)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
-            for name, path, marker in PAGES:
+            for name, path, marker in PAGES + LIGHT_PAGES:
+                if (name not in only) if only is not None else (name, path, marker) not in PAGES:
+                    continue
                 page.goto(f"http://127.0.0.1:{port}/{path}", timeout=120_000)
                 wait_painted(page, marker, timeout_ms=120_000)
                 page.wait_for_timeout(1500)  # plotly draws after the script ends
@@ -150,8 +165,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", nargs="?", default=str(DEFAULT_RUN))
     parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
+    parser.add_argument(
+        "--pages",
+        nargs="*",
+        help="only these screenshots (e.g. wholerun.png: it needs a run with a light-layer log)",
+    )
     args = parser.parse_args()
-    for path in shoot(Path(args.run), Path(args.out)):
+    only = set(args.pages) if args.pages else None
+    for path in shoot(Path(args.run), Path(args.out), only=only):
         print(path)
     return 0
 
