@@ -53,7 +53,7 @@ No ``np.median``/``np.quantile`` here: they import numpy.ma (~25 ms of start-up)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from math import factorial
 
@@ -114,13 +114,12 @@ class Components:
 class Gaps:
     """Per rank and complete collective instance, the rank's own work before it.
 
-    ``gap_ms[k, i]``: rank ``ranks[k]``, instance ``instance[i]``; ``lo_ns``/``hi_ns``
-    bound that gap on the rank's own clock. Instances are those every rank saw
-    (and that have a previous collective on every rank), in launch order.
+    ``gap_ms[k, i]``: rank ``ranks[k]``, the i-th instance (of step ``step[i]``);
+    ``lo_ns``/``hi_ns`` bound that gap on the rank's own clock. Instances are those
+    every rank saw (and that have a previous collective on every rank), in launch order.
     """
 
     ranks: np.ndarray
-    instance: np.ndarray
     step: np.ndarray
     lo_ns: np.ndarray
     hi_ns: np.ndarray
@@ -156,7 +155,6 @@ class Diagnosis:
     per_step: list[StepRank]
     noise_ms: float  # robust standard deviation of the per-step excesses
     n_steps: int
-    notes: list[str] = field(default_factory=list)
     excess_ms: np.ndarray | None = None  # ranks x steps: own work beyond the others' median
 
 
@@ -188,13 +186,22 @@ def _median_of_others(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _bootstrap_mean_ci(x: np.ndarray, level: float = 0.90) -> tuple[float, float]:
-    """A percentile bootstrap interval of the mean; seeded, so reports are reproducible."""
+def _bootstrap_means(x: np.ndarray) -> np.ndarray:
+    """Sorted means of ``BOOTSTRAP_SAMPLES`` resamples of ``x``; seeded, so reports repeat."""
     rng = np.random.default_rng(0)
-    means = np.sort(rng.choice(x, size=(BOOTSTRAP_SAMPLES, len(x)), replace=True).mean(axis=1))
-    lo = means[int((1 - level) / 2 * (BOOTSTRAP_SAMPLES - 1))]
-    hi = means[int((1 + level) / 2 * (BOOTSTRAP_SAMPLES - 1))]
+    return np.sort(rng.choice(x, size=(BOOTSTRAP_SAMPLES, len(x)), replace=True).mean(axis=1))
+
+
+def _interval(means: np.ndarray, level: float = 0.90) -> tuple[float, float]:
+    """The percentile interval of sorted bootstrap means."""
+    lo = means[int((1 - level) / 2 * (len(means) - 1))]
+    hi = means[int((1 + level) / 2 * (len(means) - 1))]
     return float(lo), float(hi)
+
+
+def _share_below(means: np.ndarray, threshold: float) -> float:
+    """Share of bootstrap means below ``threshold`` (a one-sided p-value), at least 1/B."""
+    return max(float((means < threshold).mean()), 1.0 / len(means))
 
 
 def _covered(u: iv.Intervals, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -272,7 +279,6 @@ def build_gaps(
     lo = np.minimum(lo, hi)
     return Gaps(
         ranks=np.asarray(ranks, dtype=np.int64),
-        instance=ids[complete],
         step=steps[complete],
         lo_ns=lo,
         hi_ns=hi,
@@ -501,10 +507,11 @@ def decide(
         e = excess[k]
         late = int((e > 0).sum())
         if n_steps >= MIN_STEPS_FOR_PERSISTENT and late >= MIN_LATE_SHARE * n_steps:
-            lo_ci, hi_ci = _bootstrap_mean_ci(e, 0.90)
+            means = _bootstrap_means(e)
+            lo_ci, hi_ci = _interval(means, 0.90)
             if lo_ci >= persistent_min:
                 # One-sided bootstrap p-value of "its mean excess is below the threshold".
-                p = _bootstrap_below(e, persistent_min)
+                p = _share_below(means, persistent_min)
                 confidence = (
                     "high"
                     if n_steps >= HIGH_CONFIDENCE_STEPS and p <= 0.01
@@ -598,13 +605,6 @@ def _step_length_ms(windows: dict[int, dict[int, tuple[int, int]]], step: int) -
     """The median over ranks of the step's window length (NaN when no rank has it)."""
     lengths = [(w[step][1] - w[step][0]) / NS_PER_MS for w in windows.values() if step in w]
     return _median(np.asarray(lengths)) if lengths else float("nan")
-
-
-def _bootstrap_below(x: np.ndarray, threshold: float) -> float:
-    """Share of bootstrap means below ``threshold`` (a one-sided p-value), at least 1/B."""
-    rng = np.random.default_rng(1)
-    means = rng.choice(x, size=(BOOTSTRAP_SAMPLES, len(x)), replace=True).mean(axis=1)
-    return max(float((means < threshold).mean()), 1.0 / BOOTSTRAP_SAMPLES)
 
 
 def _step_rows(

@@ -150,7 +150,6 @@ def light_gaps(
     comps = {"data_loading": data, "hardware": hardware, "other": gap - data - hardware}
     gaps = Gaps(
         ranks=np.array([r.rank for r in ranks], dtype=np.int64),
-        instance=np.arange(len(steps), dtype=np.int64),
         step=steps.astype(np.int64),
         lo_ns=lo,
         hi_ns=hi,
