@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from rankscope.dashboard.analysis.results import (
     CollectiveSummary,
     Imbalance,
+    RotatingLateness,
     StepRank,
     TelemetrySummary,
 )
@@ -72,21 +73,23 @@ def imbalance_json(imb: Imbalance) -> dict[str, Any]:
     # extensions: the diagnosis' run-level results
     out["joint_saving_ms_per_step"] = imb.joint_saving_ms_per_step
     out["noise_ms"] = imb.noise_ms
-    rot = imb.rotating
-    out["rotating"] = (
-        None
-        if rot is None
-        else {
-            "counts": {str(r): n for r, n in rot.counts.items()},
-            "steps": [
-                {"step": st.step, "rank": r, "lag_ms": st.lag_ms}
-                for st, r in zip(rot.steps, rot.ranks_by_step, strict=True)
-            ],
-            "wait_fraction": rot.wait_fraction,
-            "est_saving_ms_per_step": rot.est_saving_ms_per_step,
-        }
-    )
+    out["rotating"] = rotating_json(imb.rotating)
     return out
+
+
+def rotating_json(rot: RotatingLateness | None) -> dict[str, Any] | None:
+    """Rotating lateness: string rank keys, each stall with its step, rank and lag."""
+    if rot is None:
+        return None
+    return {
+        "counts": {str(r): n for r, n in rot.counts.items()},
+        "steps": [
+            {"step": st.step, "rank": r, "lag_ms": st.lag_ms}
+            for st, r in zip(rot.steps, rot.ranks_by_step, strict=True)
+        ],
+        "wait_fraction": rot.wait_fraction,
+        "est_saving_ms_per_step": rot.est_saving_ms_per_step,
+    }
 
 
 def step_json(row: StepRank) -> dict[str, Any]:
@@ -181,7 +184,7 @@ def whole_run_json(a: Analysis) -> dict[str, Any] | None:
         "last_step": w.last_step,
         "n_steps": w.n_steps,
         "stragglers": [asdict(s) for s in a.whole_run_stragglers],
-        "rotating": None if d.rotating is None else asdict(d.rotating),
+        "rotating": rotating_json(d.rotating),
         "joint_saving_ms_per_step": d.joint_saving_ms_per_step,
         "noise_ms": d.noise_ms,
         "matched_collectives": w.matched_collectives,
