@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# Real-browser fixtures (``shots``, ``browser``) for the tests that drive Chromium.
+pytest_plugins = ["jobs.browser"]
+
 REPO = Path(__file__).resolve().parents[1]
 # Real traces the tests read: the H200 reference runs and HTA's public traces
 # (copied with their READMEs, ground truth and license notice).

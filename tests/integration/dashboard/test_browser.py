@@ -9,41 +9,24 @@ playwright package (Playwright's own browser download is not used).
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import DATA, REPO
+from conftest import DATA
 
 REF_RUN = DATA / "reference_runs" / "h200_ddp4_straggler"
 
 pytestmark = pytest.mark.browser
 
 
-def _helpers() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "make_screenshots", REPO / "docs" / "make_screenshots.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def shots() -> ModuleType:
-    mod = _helpers()
-    if not Path(mod.CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"no Chromium at {mod.CHROMIUM}")
-    pytest.importorskip("playwright.sync_api")
+@pytest.fixture(scope="module", autouse=True)
+def _reference_run() -> None:
     if not REF_RUN.exists():
         pytest.skip(f"not available: {REF_RUN}")
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +38,6 @@ def server(shots: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Itera
     # start_server's finaliser kills the server's whole process group, pass or fail.
     with shots.start_server(REF_RUN, port, timeout_s=120):
         yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
-def browser(shots: ModuleType) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = shots.launch_browser(p)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ Skipped without Chromium or the playwright package, like ``test_browser.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
@@ -17,26 +16,12 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import REPO, data_path
+from conftest import data_path
 
 pytestmark = pytest.mark.browser
 
 STRAGGLER = "Rank 1 is the straggler"
 BALANCED = "No straggler"
-
-
-@pytest.fixture(scope="module")
-def shots() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "make_screenshots", REPO / "docs" / "make_screenshots.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    if not Path(mod.CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"no Chromium at {mod.CHROMIUM}")
-    pytest.importorskip("playwright.sync_api")
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -62,18 +47,6 @@ def server(
     port = shots.free_port()
     with shots.start_server(runs_folder, port, timeout_s=120):
         yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
-def browser(shots: ModuleType) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = shots.launch_browser(p)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _pick(page: Any, label_start: str) -> list[str]:
