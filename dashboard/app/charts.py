@@ -12,11 +12,12 @@ from itertools import pairwise
 from typing import Any
 
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
 from rankscope.dashboard.analysis import wording
-from rankscope.dashboard.app import text
+from rankscope.dashboard.app import model, text
 from rankscope.dashboard.app.model import PART_COLOURS, rank_label, short_name
 
 __all__ = ["rank_label", "short_name"]
@@ -35,6 +36,9 @@ DIVERGING = "RdBu_r"  # later than the others' median: red; earlier: blue
 # The per-step chart: the stragglers' lines stand out, the other ranks stay quiet.
 STRAGGLER_COLOURS = ("#c62828", "#ef6c00", "#6a1b9a", "#ad1457", "#4e342e")
 OTHER_RANK_COLOUR = "#b0bec5"
+OUTLIER_RANK_COLOUR = "#37474f"  # many ranks: an outlying rank drawn as a line of its own
+BAND_COLOUR = "rgba(96, 125, 139, 0.25)"  # many ranks: the p10-p90 band over all of them
+BAND_LINE_COLOUR = "#607d8b"
 MARK_COLOUR = "#000000"
 # How a heatmap outlines what the diagnosis found: a straggler's whole row, or one stall.
 MARK_STYLE = {
@@ -150,50 +154,146 @@ def mark_cells(fig: go.Figure, matrix: pd.DataFrame, marks: pd.DataFrame) -> go.
     return fig
 
 
+def _rank_trace(
+    rows: pd.DataFrame, rank: int, column: str, at: set[int], line: dict[str, Any]
+) -> go.Scatter:
+    """One rank's per-step line, its stalls (steps in ``at``) as larger diamonds."""
+    stalled = [int(s) in at for s in rows["step"]]
+    return go.Scatter(
+        x=rows["step"],
+        y=rows[column],
+        mode="lines+markers",
+        name=rank_label(rank),
+        line=line,
+        marker={
+            "size": [14 if s else 6 for s in stalled],
+            "symbol": ["diamond" if s else "circle" for s in stalled],
+        },
+        customdata=rows[["step_ms", "caused_wait_ms", "lag_ms"]].to_numpy(),
+        hovertemplate=(
+            f"{rank_label(rank)}, step %{{x}}: %{{y:.1f}} ms<br>"
+            "step %{customdata[0]:.1f} ms · others waited %{customdata[1]:.1f} ms"
+            " · arrival lag %{customdata[2]:.1f} ms<extra></extra>"
+        ),
+    )
+
+
+def _rgba(colour: str, alpha: float) -> str:
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+def add_band(
+    fig: go.Figure,
+    band: pd.DataFrame,
+    x: str,
+    n: int,
+    name: str = "",
+    colour: str | None = None,
+) -> None:
+    """A p10-p90 band and the median line over ``n`` ranks (``model.band``), two legend entries."""
+    prefix = f"{name}: " if name else ""
+    line_colour = colour or BAND_LINE_COLOUR
+    fill = _rgba(colour, 0.2) if colour else BAND_COLOUR
+    fig.add_trace(
+        go.Scatter(
+            x=band[x],
+            y=band["p90"],
+            mode="lines",
+            line={"width": 0, "color": line_colour},
+            showlegend=False,
+            hoverinfo="skip",
+            legendgroup=f"band{name}",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=band[x],
+            y=band["p10"],
+            mode="lines",
+            line={"width": 0, "color": line_colour},
+            fill="tonexty",
+            fillcolor=fill,
+            name=f"{prefix}p10–p90 of {n} ranks",
+            hoverinfo="skip",
+            legendgroup=f"band{name}",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=band[x],
+            y=band["median"],
+            mode="lines",
+            line={"width": 2, "color": line_colour},
+            name=f"{prefix}median of {n} ranks",
+            hovertemplate=f"{prefix}median, %{{x}}: %{{y:.1f}}<extra></extra>",
+        )
+    )
+
+
 def per_step_lines(
     frame: pd.DataFrame,
     column: str,
     marks: pd.DataFrame,
     highlighted: list[int],
+    max_lines: int = model.MAX_LINE_RANKS,
 ) -> go.Figure:
     """One line per rank over the steps (``model.per_step_frame``), stragglers highlighted.
 
-    Exactly one trace per rank, named "rank N": a stall (``marks`` with a step) is a
-    larger diamond on its rank's own line, labelled with its lag, so the chart shows
-    where the verdict says the rank stalled. Without stragglers every rank keeps a
-    colour of its own.
+    Up to ``max_lines`` ranks, exactly one trace per rank, named "rank N": a stall
+    (``marks`` with a step) is a larger diamond on its rank's own line, labelled with
+    its lag, so the chart shows where the verdict says the rank stalled. Without
+    stragglers every rank keeps a colour of its own.
+
+    With more ranks: the median and the p10-p90 band over all of them, then the
+    stragglers (thick, as above) and the ``MAX_EXTRA_LINES`` ranks furthest from the
+    median as lines of their own; a stall of a rank without a line is a diamond of
+    one "stalls" trace. The legend stays short at any number of ranks.
     """
     fig = go.Figure()
     stalls = marks.dropna(subset=["step"]) if not marks.empty else marks
-    for rank in sorted(int(r) for r in frame["rank"].unique()):
-        rows = frame[frame["rank"] == rank]
-        at = set(stalls["step"][stalls["rank"] == rank].astype(int)) if len(stalls) else set()
-        stalled = [int(s) in at for s in rows["step"]]
-        line: dict[str, Any] = {"width": 1.5}
-        if rank in highlighted:
-            colour = STRAGGLER_COLOURS[highlighted.index(rank) % len(STRAGGLER_COLOURS)]
-            line = {"width": 4, "color": colour}
-        elif highlighted:
-            line["color"] = OTHER_RANK_COLOUR
-        fig.add_trace(
-            go.Scatter(
-                x=rows["step"],
-                y=rows[column],
-                mode="lines+markers",
-                name=rank_label(rank),
-                line=line,
-                marker={
-                    "size": [14 if s else 6 for s in stalled],
-                    "symbol": ["diamond" if s else "circle" for s in stalled],
-                },
-                customdata=rows[["step_ms", "caused_wait_ms", "lag_ms"]].to_numpy(),
-                hovertemplate=(
-                    f"{rank_label(rank)}, step %{{x}}: %{{y:.1f}} ms<br>"
-                    "step %{customdata[0]:.1f} ms · others waited %{customdata[1]:.1f} ms"
-                    " · arrival lag %{customdata[2]:.1f} ms<extra></extra>"
-                ),
+    ranks = sorted(int(r) for r in frame["rank"].unique())
+
+    def stalled_at(rank: int) -> set[int]:
+        return set(stalls["step"][stalls["rank"] == rank].astype(int)) if len(stalls) else set()
+
+    if len(ranks) <= max_lines:
+        for rank in ranks:
+            line: dict[str, Any] = {"width": 1.5}
+            if rank in highlighted:
+                colour = STRAGGLER_COLOURS[highlighted.index(rank) % len(STRAGGLER_COLOURS)]
+                line = {"width": 4, "color": colour}
+            elif highlighted:
+                line["color"] = OTHER_RANK_COLOUR
+            rows = frame[frame["rank"] == rank]
+            fig.add_trace(_rank_trace(rows, rank, column, stalled_at(rank), line))
+    else:
+        add_band(fig, model.band(frame, "step", column), "step", len(ranks))
+        stragglers = [r for r in highlighted if r in set(ranks)][: len(STRAGGLER_COLOURS)]
+        matrix = frame.pivot_table(index="rank", columns="step", values=column)
+        extra = [r for r in model.outlier_order(matrix) if r not in stragglers]
+        extra = extra[: model.MAX_EXTRA_LINES]
+        for i, rank in enumerate(stragglers + extra):
+            line = (
+                {"width": 4, "color": STRAGGLER_COLOURS[i]}
+                if rank in stragglers
+                else {"width": 1.5, "color": OUTLIER_RANK_COLOUR, "dash": "dot"}
             )
-        )
+            rows = frame[frame["rank"] == rank]
+            fig.add_trace(_rank_trace(rows, rank, column, stalled_at(rank), line))
+        lone = stalls[~stalls["rank"].isin(stragglers + extra)] if len(stalls) else stalls
+        if len(lone):
+            fig.add_trace(
+                go.Scatter(
+                    x=lone["step"].astype(int),
+                    y=lone["value"],
+                    mode="markers",
+                    name="stalls of other ranks",
+                    marker={"size": 14, "symbol": "diamond", "color": MARK_COLOUR},
+                    text=[rank_label(int(r)) for r in lone["rank"]],
+                    hovertemplate="%{text}, step %{x}: %{y:.1f} ms<extra></extra>",
+                )
+            )
     for rank, step, lag, value in zip(
         stalls["rank"], stalls["step"], stalls["lag_ms"], stalls["value"], strict=True
     ):
@@ -239,3 +339,158 @@ def mark_windows(fig: go.Figure, windows: pd.DataFrame, labelled: bool = True) -
 def column_centres(first_steps: list[int], width: int) -> list[float]:
     """Where a max-pooled column of ``width`` steps sits on a step axis: its middle."""
     return [s + (width - 1) / 2 for s in first_steps]
+
+
+# --- many ranks: heatmaps cut to their outlying rows, tables cut with a way to see all ---
+
+FIELD_COLOURS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f")
+
+
+def many_ranks_note(shown: int, total: int) -> str:
+    """What a chart or table left out to stay readable ("" when it shows every rank)."""
+    if shown >= total:
+        return ""
+    return (
+        f" Showing {shown} of {total} ranks: the stragglers first, then the ranks furthest"
+        " from the median; pick ranks in the sidebar to see others."
+    )
+
+
+def bars_note(bars: pd.DataFrame, total: int) -> str:
+    """The note under a per-rank bar chart cut by ``model.limit_rank_bars`` ("" when uncut)."""
+    shown = model.drawn_ranks(bars)
+    if shown >= total:
+        return ""
+    return many_ranks_note(shown, total) + " The last bar stands for all the others."
+
+
+def heat_height(rows: int, height: int) -> int:
+    """A rank heatmap's height: ``height`` up to 16 rows, then about 12 px a row."""
+    return height if rows <= 16 else min(1000, max(height, 100 + 12 * rows))
+
+
+def rank_heatmap(
+    matrix: pd.DataFrame,
+    marks: pd.DataFrame | None,
+    first: list[int],
+    limit: int = model.MAX_TABLE_RANKS,
+    text_auto: bool | str = False,
+    x_title: str | None = None,
+    **imshow: Any,
+) -> tuple[go.Figure, int]:
+    """A rank x step (or instance) heatmap, marks outlined; (figure, rows drawn).
+
+    Up to ``limit`` rows: every rank by number, as ``px.imshow`` + ``integer_axes``
+    + ``mark_cells`` draw it. Beyond: ``limit`` rows in ``model.outlier_order``
+    (stragglers on top), named on the axis, without numbers in the cells (the hover
+    has them). Cell text is also dropped above 32 rows: it no longer fits.
+    """
+    marks = marks if marks is not None else pd.DataFrame(columns=model.MARK_COLUMNS)
+    if len(matrix) <= limit:
+        fig = px.imshow(matrix, text_auto=text_auto if len(matrix) <= 32 else False, **imshow)
+        integer_axes(fig, matrix, x_title)
+        return mark_cells(fig, matrix, marks), len(matrix)
+    shown = model.limit_matrix(matrix, first, limit)
+    ranks = [int(r) for r in shown.index]
+    at = {r: i for i, r in enumerate(ranks)}
+    rows = shown.reset_index(drop=True)  # row i is drawn i-th from the top
+    fig = px.imshow(rows, text_auto=False, **imshow)
+    fig.update_yaxes(
+        tickmode="array",
+        tickvals=list(range(len(ranks))),
+        ticktext=[rank_label(r) for r in ranks],
+    )
+    fig.update_xaxes(type="category", **({"title": x_title} if x_title else {}))
+    fig.update_traces(
+        customdata=[[rank_label(r)] * rows.shape[1] for r in ranks],
+        hovertemplate="%{customdata}, %{x}: %{z:.1f}<extra></extra>",
+    )
+    inside = marks[marks["rank"].isin(at)]
+    return mark_cells(fig, rows, inside.assign(rank=inside["rank"].map(at))), len(ranks)
+
+
+def rank_table(
+    df: pd.DataFrame,
+    columns: list[str],
+    first: list[int],
+    key: str,
+    formats: dict[str, str] | None = None,
+    column_config: dict[str, Any] | None = None,
+    limit: int = model.MAX_TABLE_RANKS,
+) -> None:
+    """A table of one row per rank (``table``). With more than ``limit`` rows: the
+    stragglers and outliers (by ``columns``) first, ``limit`` rows unless the reader
+    asks for all of them."""
+    if len(df) <= limit:
+        table(df, formats, column_config)
+        return
+    everything = st.toggle(f"All {len(df)} ranks", value=False, key=key)
+    shown = model.limit_rank_rows(df, columns, first, len(df) if everything else limit)
+    table(shown, formats, column_config)
+    if not everything:
+        st.caption(many_ranks_note(len(shown), len(df)).strip())
+
+
+def rank_lines(
+    long: pd.DataFrame,
+    x: str,
+    highlighted: list[int],
+    max_lines: int = model.MAX_LINE_RANKS,
+    bins: int = model.BAND_BINS,
+    **line: Any,
+) -> tuple[go.Figure, int]:
+    """A line per rank (``long``: rank label, ``x``, field label, value); (figure, ranks).
+
+    Up to ``max_lines`` ranks: ``px.line`` coloured by rank (dashed by field when
+    there are several). Beyond: per field the median and p10-p90 band over every
+    rank (``bins`` bins of ``x``), then the ``highlighted`` ranks (stragglers) and the
+    ``MAX_EXTRA_LINES`` ranks whose mean is furthest from the others as lines.
+    """
+    labels = list(dict.fromkeys(long["rank"]))
+    fields = list(dict.fromkeys(long["field"]))
+    if len(labels) <= max_lines:
+        dash = "field" if len(fields) > 1 else None
+        return px.line(long, x=x, y="value", color="rank", line_dash=dash, **line), len(labels)
+    fig = go.Figure()
+    several = len(fields) > 1
+    for i, field in enumerate(fields):
+        part = long[long["field"] == field]
+        colour = FIELD_COLOURS[i % len(FIELD_COLOURS)] if several else None
+        add_band(
+            fig,
+            model.band(part, x, "value", bins),
+            x,
+            len(labels),
+            field if several else "",
+            colour,
+        )
+    means = long.assign(rank=long["rank"].map(model.rank_of)).pivot_table(
+        index="rank", columns="field", values="value", aggfunc="mean"
+    )
+    lead = [r for r in highlighted if r in set(means.index)][: len(STRAGGLER_COLOURS)]
+    n_extra = 1 if several else model.MAX_EXTRA_LINES  # a line per rank and field
+    extra = [r for r in model.outlier_order(means) if r not in lead][:n_extra]
+    for k, rank in enumerate(lead + extra):
+        rows = long[long["rank"] == rank_label(rank)]
+        for j, field in enumerate(fields):
+            part = rows[rows["field"] == field]
+            fig.add_trace(
+                go.Scatter(
+                    x=part[x],
+                    y=part["value"],
+                    mode="lines",
+                    name=rank_label(rank) + (f" · {field}" if several else ""),
+                    legendgroup=rank_label(rank),
+                    line={
+                        "width": 2.5 if rank in lead else 1.2,
+                        "color": STRAGGLER_COLOURS[k] if rank in lead else OUTLIER_RANK_COLOUR,
+                        "dash": ("solid", "dot", "dash", "dashdot")[j % 4],
+                    },
+                )
+            )
+    if title := line.get("title"):
+        fig.update_layout(title=title)
+    axis = line.get("labels") or {}
+    fig.update_xaxes(title=axis.get(x, x))
+    fig.update_yaxes(title=axis.get("value", "value"))
+    return fig, len(labels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from rankscope.dashboard.app import charts, data
+from rankscope.dashboard.app import charts, data, model
 
 
 def render() -> None:
@@ -37,10 +37,12 @@ def render() -> None:
     )
 
     per_rank = data.collective_time_by_rank()
+    first = model.straggler_ranks(data.report())
     left, right = st.columns(2)
     with left:
+        bars, total = model.limit_rank_bars(data.collective_time_long(), "ms", "part", first)
         fig = px.bar(
-            data.collective_time_long(),
+            bars,
             x="rank",
             y="ms",
             color="part",
@@ -48,38 +50,48 @@ def render() -> None:
             labels={"ms": "ms per step", "rank": ""},
             title="Time in collectives per rank",
         )
+        fig.update_xaxes(type="category")
         charts.show(
             charts.tidy(fig, height=340),
             "Transfer is the same for everyone; the rank with the least waiting is the one the"
-            " others wait for.",
+            " others wait for." + charts.bars_note(bars, total),
         )
     with right:
+        last, total = model.limit_rank_bars(
+            per_rank[["rank", "last_arrivals"]], "last_arrivals", None, first, how="total"
+        )
         fig = px.bar(
-            per_rank,
+            last,
             x="rank",
             y="last_arrivals",
             labels={"last_arrivals": "collectives", "rank": ""},
             title="How often each rank arrived last",
         )
         fig.update_traces(marker_color="#ef6c00")
+        fig.update_xaxes(type="category")
         charts.show(
             charts.tidy(fig, height=340),
-            "A rank that is last at most collectives holds the others back every step.",
+            "A rank that is last at most collectives holds the others back every step."
+            + charts.bars_note(last, total),
         )
 
     st.subheader("Arrival lag per collective")
     matrix = data.arrival_lag_matrix()
-    fig = px.imshow(
+    fig, shown = charts.rank_heatmap(
         matrix,
+        None,
+        first,
         color_continuous_scale=charts.HEAT,
         aspect="auto",
         labels={"x": "collective (in time order)", "y": "rank", "color": "ms late"},
     )
-    charts.integer_axes(fig, matrix)
     charts.show(
-        charts.tidy(fig, height=120 + 28 * len(matrix)),
+        charts.tidy(
+            fig, height=120 + 28 * shown if shown <= 16 else charts.heat_height(shown, 320)
+        ),
         "How much later than the first rank each rank entered each collective (from waits, so"
-        " free of clock skew). A hot row is a late rank; a hot column is one slow step.",
+        " free of clock skew). A hot row is a late rank; a hot column is one slow step."
+        + charts.many_ranks_note(shown, len(matrix)),
         key="heat-arrival-lag",
     )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from rankscope.dashboard.app import charts, data
+from rankscope.dashboard.app import charts, data, model
 
 
 def _side(
@@ -83,9 +83,13 @@ def render() -> None:
         )
 
     st.subheader("Per rank")
+    total = len(matrix)
+    # Hundreds of ranks: the ranks that changed most (the stragglers of B first).
+    matrix = model.limit_matrix(matrix, model.straggler_ranks(data.report(sel_b)))
+    cut = len(matrix) < total
     fig = px.imshow(
-        matrix,
-        text_auto=".1f",
+        matrix.reset_index(drop=True) if cut else matrix,
+        text_auto=".1f" if len(matrix) <= 32 else False,
         color_continuous_scale="RdBu_r",
         color_continuous_midpoint=0,
         aspect="auto",
@@ -93,13 +97,14 @@ def render() -> None:
     )
     fig.update_yaxes(
         tickmode="array",
-        tickvals=list(matrix.index),
+        tickvals=list(range(len(matrix))) if cut else list(matrix.index),
         ticktext=[charts.rank_label(r) for r in matrix.index],
     )
+    n = len(matrix)
     charts.show(
-        charts.tidy(fig, height=140 + 40 * len(matrix)),
+        charts.tidy(fig, height=140 + 40 * n if n <= 16 else charts.heat_height(n, 400)),
         "Red: B spends more time there than A; blue: less."
-        " A single red row is one rank that got worse.",
+        " A single red row is one rank that got worse." + charts.many_ranks_note(n, total),
     )
     f1, f2 = st.columns(2)
     for col, label, sel in ((f1, "A", sel_a), (f2, "B", sel_b)):

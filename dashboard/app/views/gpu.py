@@ -6,7 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from rankscope.dashboard.app import charts, data
+from rankscope.dashboard.app import charts, data, model
 
 # (title, fields, scale to the unit shown, unit, what to look for)
 GROUPS = (
@@ -99,10 +99,12 @@ def render() -> None:
     a = data.analysis()
     st.title("GPU utilisation")
 
+    first = model.straggler_ranks(data.report())
     st.subheader("How busy each GPU was, measured three ways")
     if a.has_gpu:
+        bars, total = model.limit_rank_bars(data.utilisation_long(), "pct", "measure", first)
         fig = px.bar(
-            data.utilisation_long(),
+            bars,
             x="rank",
             y="pct",
             color="measure",
@@ -110,33 +112,38 @@ def render() -> None:
             labels={"pct": "%", "rank": ""},
         )
         fig.update_yaxes(range=[0, 100])
+        fig.update_xaxes(type="category")
         charts.show(
             charts.tidy(fig, height=360),
             "Trace busy % is the share of the analysed steps with any GPU work; SM efficiency"
             " estimates how many SMs those kernels could fill; NVML utilisation only says a kernel"
             " was running"
-            " during its sample, so it reads high for tiny kernels. Trust the lowest of them.",
+            " during its sample, so it reads high for tiny kernels. Trust the lowest of them."
+            + charts.bars_note(bars, total),
         )
     else:
         st.info(
             "No GPU events in these traces: a CPU-only job. Telemetry below, if any, is host-side."
         )
-    charts.table(data.utilisation_frame())
+    util = data.utilisation_frame()
+    charts.rank_table(util, [c for c in util.columns if c != "rank"], first, "rs_gpu_all_ranks")
 
     idle = data.idle_long()
     if not idle.empty:
+        bars, total = model.limit_rank_bars(idle, "ms", "why", first)
         fig = px.bar(
-            idle,
+            bars,
             x="rank",
             y="ms",
             color="why",
             labels={"ms": "GPU idle ms per step", "rank": ""},
             title="Why the GPU was idle",
         )
+        fig.update_xaxes(type="category")
         charts.show(
             charts.tidy(fig, height=320),
             "Mostly 'waiting for the host' means the CPU side (Python, data, launches) cannot"
-            " feed the GPU.",
+            " feed the GPU." + charts.bars_note(bars, total),
         )
 
     st.subheader("Telemetry over time")
@@ -146,16 +153,15 @@ def render() -> None:
         return
     shown = 0
     cols = st.columns(2)
+    n_ranks = 0
     for title, fields, scale, unit, caption in GROUPS:
         long = data.telemetry_long(t0, fields, scale)
         if long.empty:
             continue
-        fig = px.line(
+        fig, n_ranks = charts.rank_lines(
             long,
-            x="t_s",
-            y="value",
-            color="rank",
-            line_dash="field" if long["field"].nunique() > 1 else None,
+            "t_s",
+            first,
             labels={"t_s": "seconds since the first sample", "value": unit},
             title=title,
         )
@@ -163,8 +169,15 @@ def render() -> None:
         with cols[shown % 2]:
             charts.show(charts.tidy(fig, height=300), caption, key=f"tel-{title}")
         shown += 1
+    many = (
+        " Many ranks: each chart draws the median rank and the middle 80% of ranks (band),"
+        " the stragglers and the ranks furthest from the median."
+        if n_ranks > model.MAX_LINE_RANKS
+        else ""
+    )
     st.caption(
         "Blue band: the profiler window (where the trace has events). Grey bands: analysed steps."
+        + many
     )
 
 

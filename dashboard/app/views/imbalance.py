@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from rankscope.dashboard.app import charts, data
+from rankscope.dashboard.app import charts, data, model
 
 HEATMAPS = (
     (
@@ -47,13 +47,15 @@ MARKS_CAPTION = (
 )
 
 
-def _excess_heatmap(marks: pd.DataFrame) -> None:
+def _excess_heatmap(marks: pd.DataFrame, first: list[int]) -> None:
     """The diagnosis' own evidence, rank x step: extra work beyond the others' median."""
     matrix = data.per_step_matrix("excess_ms")
     if matrix.empty or len(matrix) < 2:
         return
-    fig = px.imshow(
+    fig, shown = charts.rank_heatmap(
         matrix,
+        marks,
+        first,
         text_auto=".0f",
         color_continuous_scale=charts.DIVERGING,
         color_continuous_midpoint=0,
@@ -61,13 +63,11 @@ def _excess_heatmap(marks: pd.DataFrame) -> None:
         labels={"x": "step", "y": "rank", "color": "ms"},
         title="Extra work before each step's collectives, beyond the other ranks' median (ms)",
     )
-    charts.integer_axes(fig, matrix)
-    charts.mark_cells(fig, matrix, marks)
     charts.show(
-        charts.tidy(fig, height=260),
+        charts.tidy(fig, height=charts.heat_height(shown, 260)),
         "Red: a rank that reached the step's collectives later than the others' median, so"
         " they waited; blue: earlier. A red row is a persistent straggler; one deep red cell"
-        " is a stall at that step." + MARKS_CAPTION,
+        " is a stall at that step." + MARKS_CAPTION + charts.many_ranks_note(shown, len(matrix)),
         key="heat-excess",
     )
 
@@ -79,38 +79,47 @@ def render() -> None:
         st.info("One rank only: there is nothing to balance.")
 
     marks = data.stall_marks()
-    _excess_heatmap(marks)
+    first = model.straggler_ranks(data.report())
+    _excess_heatmap(marks, first)
 
     cols = st.columns(len(HEATMAPS))
     for col, (metric, title, caption) in zip(cols, HEATMAPS, strict=True):
         with col:
             matrix = data.rank_step_matrix(metric)
-            fig = px.imshow(
+            fig, shown = charts.rank_heatmap(
                 matrix,
+                marks,
+                first,
                 text_auto=".0f",
                 color_continuous_scale=charts.HEAT,
                 aspect="auto",
                 labels={"x": "step", "y": "rank", "color": "ms"},
                 title=title,
             )
-            charts.integer_axes(fig, matrix)
-            charts.mark_cells(fig, matrix, marks)
-            charts.show(charts.tidy(fig, height=300), caption, key=f"heat-{metric}")
+            charts.show(
+                charts.tidy(fig, height=charts.heat_height(shown, 300)),
+                caption + charts.many_ranks_note(shown, len(matrix)),
+                key=f"heat-{metric}",
+            )
 
     st.subheader("Per-rank distribution over steps")
     label = st.selectbox("Metric", list(DISTRIBUTION_METRICS), index=2, key="rs_imbalance_metric")
-    steps = data.steps_by_rank()
+    metric = DISTRIBUTION_METRICS[label]
+    steps, total = model.limit_rank_boxes(data.steps_by_rank(), metric, first)
+    cut = model.drawn_ranks(steps) < total
     fig = px.box(
         steps,
         x="rank",
-        y=DISTRIBUTION_METRICS[label],
-        points="all",
-        labels={DISTRIBUTION_METRICS[label]: "ms"},
+        y=metric,
+        points="outliers" if cut else "all",
+        labels={metric: "ms"},
     )
     charts.show(
         charts.tidy(fig, height=320),
-        "Each dot is one step. A box higher than the others is a rank that is consistently slower;"
-        " a tall box is a rank that is slow only sometimes (stalls, GC, a noisy neighbour).",
+        ("Each box is one rank's steps." if cut else "Each dot is one step.")
+        + " A box higher than the others is a rank that is consistently slower;"
+        " a tall box is a rank that is slow only sometimes (stalls, GC, a noisy neighbour)."
+        + charts.bars_note(steps, total),
     )
 
     st.subheader("Who arrived last")
@@ -120,20 +129,20 @@ def render() -> None:
             "No collective was matched across ranks in these steps, so arrival order is unknown."
         )
     else:
-        fig = px.imshow(
+        fig, shown = charts.rank_heatmap(
             matrix,
+            marks,
+            first,
             text_auto=True,
             color_continuous_scale="Blues",
             aspect="auto",
             labels={"x": "step", "y": "rank", "color": "collectives"},
             title="Collectives each rank arrived last at, per step",
         )
-        charts.integer_axes(fig, matrix)
-        charts.mark_cells(fig, matrix, marks)
         charts.show(
-            charts.tidy(fig, height=280),
+            charts.tidy(fig, height=charts.heat_height(shown, 280)),
             "One row lit in every column means the same rank is last at every step: a persistent"
-            " straggler, not noise." + MARKS_CAPTION,
+            " straggler, not noise." + MARKS_CAPTION + charts.many_ranks_note(shown, len(matrix)),
             key="heat-last",
         )
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import plotly.express as px
 import streamlit as st
@@ -30,6 +31,19 @@ def _reader(path: Path, run_root: str) -> Callable[[], bytes]:
     return lambda: runs.run_file_bytes(path, run_root)
 
 
+def _trace_buttons(report: dict, rank: int, paths: list[str], cols: Sequence[Any]) -> None:
+    for i, p in enumerate(paths):
+        path = Path(p)
+        cols[i % len(cols)].download_button(
+            f"rank {rank}: {text.md(path.name)}",
+            data=_reader(path, report["run"]["path"]),
+            file_name=path.name,
+            mime="application/gzip" if path.suffix == ".gz" else "application/json",
+            on_click="ignore",
+            key=f"trace-{rank}-{path.name}",
+        )
+
+
 def _downloads(report: dict, files: dict[int, list[str]]) -> None:
     with st.expander("Downloads: the report and each rank's raw trace"):
         name = Path(report["run"]["path"]).name or "run"
@@ -54,19 +68,24 @@ def _downloads(report: dict, files: dict[int, list[str]]) -> None:
             " (or chrome://tracing, TensorBoard, HTA)."
         )
         cols = st.columns(4)
-        i = 0
-        for rank, paths in sorted(files.items()):
-            for p in paths:
-                path = Path(p)
-                cols[i % 4].download_button(
-                    f"rank {rank}: {text.md(path.name)}",
-                    data=_reader(path, report["run"]["path"]),
-                    file_name=path.name,
-                    mime="application/gzip" if path.suffix == ".gz" else "application/json",
-                    on_click="ignore",
-                    key=f"trace-{rank}-{path.name}",
-                )
-                i += 1
+        if len(files) <= model.MAX_LINE_RANKS:
+            i = 0
+            for rank, paths in sorted(files.items()):
+                for p in paths:
+                    _trace_buttons(report, rank, [p], [cols[i % 4]])
+                    i += 1
+            return
+        # Hundreds of ranks: one button per file is a page of buttons; pick the rank.
+        stragglers = model.straggler_ranks(report)
+        choices = [r for r in stragglers if r in files]
+        choices += [r for r in sorted(files) if r not in choices]
+        rank = st.selectbox(
+            "Rank (stragglers first)",
+            choices,
+            format_func=charts.rank_label,
+            key="rs_overview_download_rank",
+        )
+        _trace_buttons(report, rank, files[rank], cols)
 
 
 def _stragglers(report: dict) -> None:
@@ -105,9 +124,16 @@ def _per_step_chart() -> None:
         model.straggler_ranks(data.report()),
     )
     fig.update_layout(title=f"Each rank, step by step: {wording.PER_STEP_METRICS[column]}")
+    many = per_step["rank"].nunique() > model.MAX_LINE_RANKS
     charts.show(
         charts.tidy(fig, height=340),
-        "One line per rank, from the same analysis as the verdict above. A persistent"
+        (
+            "The median rank (line) and the middle 80% of ranks (band), with the stragglers"
+            " (thick) and the ranks furthest from the median (dotted) drawn on their own."
+            if many
+            else "One line per rank,"
+        )
+        + " from the same analysis as the verdict above. A persistent"
         " straggler (thick line) stays above zero at most steps; a stall is a spike at its"
         " step (diamond, labelled with how late it was); noise stays near zero.",
         key="per-step",
@@ -169,23 +195,32 @@ def render() -> None:
         )
         st.caption(f["detail"])
 
+    stragglers = model.straggler_ranks(report)
     left, right = st.columns(2)
     with left:
+        bars, total = model.limit_rank_bars(
+            ranks.assign(rank=ranks["rank"].map(charts.rank_label))[["rank", "step_ms"]],
+            "step_ms",
+            None,
+            stragglers,
+        )
         fig = px.bar(
-            ranks.assign(rank=ranks["rank"].map(charts.rank_label)),
+            bars,
             x="rank",
             y="step_ms",
             labels={"step_ms": "ms per step", "rank": ""},
             title="Step time per rank",
         )
         fig.update_traces(marker_color="#455a64")
+        fig.update_xaxes(type="category")
         charts.show(
             charts.tidy(fig, height=360),
             "Synchronous training makes every rank's step equally long: equal bars are normal;"
-            " what differs is how each rank fills its step (right).",
+            " what differs is how each rank fills its step (right)."
+            + charts.bars_note(bars, total),
         )
     with right:
-        parts = data.breakdown_long()
+        parts, total = model.limit_rank_bars(data.breakdown_long(), "ms", "component", stragglers)
         fig = px.bar(
             parts,
             x="rank",
@@ -195,11 +230,12 @@ def render() -> None:
             labels={"ms": "ms per step", "rank": ""},
             title="Where each rank's step goes",
         )
+        fig.update_xaxes(type="category")
         charts.show(
             charts.tidy(fig, height=360),
             "The six parts add up to the step. A rank with much red (exposed communication) is"
             " waiting for someone; the rank with the least red and the most orange/blue is the one"
-            " they wait for.",
+            " they wait for." + charts.bars_note(parts, total),
         )
 
     if a.warnings:

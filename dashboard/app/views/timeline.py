@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from rankscope.dashboard.analysis.timeline import CATEGORIES, CATEGORY_LABELS
-from rankscope.dashboard.app import charts, data
+from rankscope.dashboard.app import charts, data, model
 
 
 def render() -> None:
@@ -32,7 +32,17 @@ def render() -> None:
     if segments.empty:
         st.info("No rank has this step.")
         return
-    ranks = sorted(segments["rank"].unique())
+    rows = data.step_rows(step)
+    first = model.straggler_ranks(data.report())
+    measures = [c for c in rows.columns if c.endswith("_ms")]
+    total = segments["rank"].nunique()
+    # Hundreds of ranks: a bar each is a page of bars; the stragglers and outliers of this step.
+    ranks = model.shown_ranks(rows.set_index("rank")[measures], first, model.MAX_BAR_RANKS)
+    ranks = [r for r in ranks if r in set(segments["rank"])]
+    if len(ranks) < total:
+        segments = segments[segments["rank"].isin(ranks)]
+    else:
+        ranks = sorted(segments["rank"].unique())
     fig = go.Figure()
     for cat in CATEGORIES:
         part = segments[segments["category"] == cat]
@@ -58,16 +68,16 @@ def render() -> None:
     )
     fig.update_xaxes(title="ms since the rank's own start of the step")
     charts.show(
-        charts.tidy(fig, height=140 + 60 * len(ranks)),
+        charts.tidy(fig, height=140 + (60 if len(ranks) <= 16 else 28) * len(ranks)),
         "Pink is a rank waiting inside a collective for the last one to arrive; the rank without"
-        " pink, busy with orange (data loading) or blue (host) just before, is the late arrival.",
+        " pink, busy with orange (data loading) or blue (host) just before, is the late arrival."
+        + charts.many_ranks_note(len(ranks), total),
     )
     st.caption(
         f"{len(segments):,} shapes drawn; stretches shorter than about a pixel are merged."
         " Rows are each rank's own clock, aligned at its start of the step."
     )
-    rows = data.step_rows(step)
-    charts.table(rows, {c: "%.1f" for c in rows.columns if c.endswith("_ms")})
+    charts.rank_table(rows, measures, first, "rs_timeline_all_ranks", {c: "%.1f" for c in measures})
     st.caption("This step's breakdown per rank (ms).")
 
 

@@ -9,7 +9,6 @@ capture one.
 from __future__ import annotations
 
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -124,7 +123,9 @@ def _lines(
     return fig
 
 
-def _telemetry(ranks: tuple[int, ...], windows: pd.DataFrame) -> None:
+def _telemetry(ranks: tuple[int, ...], windows: pd.DataFrame, stragglers: list[int]) -> None:
+    """One chart per recorded field: a line per rank up to ``MAX_LINE_RANKS`` ranks,
+    beyond that the heatmap's ranks as a median and band, the stragglers as lines."""
     drawn = 0
     for title, fields, unit, caption in TELEMETRY_CHARTS:
         if title == "Host CPU" and drawn:
@@ -132,10 +133,14 @@ def _telemetry(ranks: tuple[int, ...], windows: pd.DataFrame) -> None:
         long = data.whole_run_telemetry(fields, ranks)
         if long.empty:
             continue
-        fig = px.line(long, x="step", y="value", color="rank", title=title)
+        fig, n = charts.rank_lines(
+            long, "step", stragglers, bins=model.MAX_TELEMETRY_POINTS // 2, title=title
+        )
         fig.update_xaxes(title="step", tickformat="d")
         fig.update_yaxes(title=unit)
         charts.mark_windows(fig, windows, labelled=False)
+        if n > model.MAX_LINE_RANKS:
+            caption += f" Band: the middle 80% of the heatmap's {n} ranks; line: their median."
         charts.show(charts.tidy(fig, height=260), caption, key=f"wholerun_{fields[0]}")
         drawn += 1
 
@@ -177,7 +182,8 @@ def render() -> None:
             " rank's input pipeline holding everyone back.",
             key="wholerun_data_ms",
         )
-    _telemetry(tuple(int(r) for r in heat.index), windows)
+    stragglers = [s.rank for s in data.analysis(sel).whole_run_stragglers]
+    _telemetry(tuple(int(r) for r in heat.index), windows, stragglers)
     if not windows.empty:
         st.markdown("**Trace windows**")
         charts.table(
