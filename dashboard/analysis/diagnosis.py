@@ -53,9 +53,11 @@ No ``np.median``/``np.quantile`` here: they import numpy.ma (~25 ms of start-up)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
 from math import factorial
+from typing import Protocol
 
 import numpy as np
 
@@ -108,6 +110,21 @@ class Components:
         gpu_only = iv.subtract(gpu_compute, taken)
         taken = iv.combine(taken, gpu_only)
         return Components(data, comm_only, gpu_only, iv.subtract(host_ops, taken))
+
+    def covered(self, name: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """ns of component ``name`` inside each [lo, hi]."""
+        u: iv.Intervals = getattr(self, name)
+        return np.clip(coverage_upto(u, hi) - coverage_upto(u, lo), 0, None)
+
+
+COMPONENT_NAMES = ("data_loading", "communication", "gpu_compute", "ops")
+
+
+class Coverage(Protocol):
+    """What the diagnosis reads of a rank's activity: ns of a component inside intervals
+    (``Components``, or a rank digest's precomputed lookup)."""
+
+    def covered(self, name: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -204,23 +221,19 @@ def _share_below(means: np.ndarray, threshold: float) -> float:
     return max(float((means < threshold).mean()), 1.0 / len(means))
 
 
-def _covered(u: iv.Intervals, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Length of merged set ``u`` inside each [lo, hi] (vectorised, prefix sums)."""
+def coverage_upto(u: iv.Intervals, t: np.ndarray) -> np.ndarray:
+    """Length of merged set ``u`` in (-inf, t] for each t (vectorised, prefix sums)."""
     s, e = u
+    t = np.asarray(t, dtype=np.int64)
     if len(s) == 0:
-        return np.zeros(len(lo), dtype=np.int64)
+        return np.zeros(len(t), dtype=np.int64)
     cum = np.concatenate([[0], np.cumsum(e - s)])
-
-    def upto(t: np.ndarray) -> np.ndarray:
-        # covered length in (-inf, t]: whole intervals ending before t, plus a partial one
-        k = np.searchsorted(e, t, side="left")  # intervals [0, k) end at or before t
-        part = np.zeros(len(t), dtype=np.int64)
-        inside = k < len(s)
-        kk = k[inside]
-        part[inside] = np.clip(t[inside] - s[kk], 0, None)
-        return cum[k] + part
-
-    return np.clip(upto(hi) - upto(lo), 0, None)
+    k = np.searchsorted(e, t, side="left")  # intervals [0, k) end at or before t
+    part = np.zeros(len(t), dtype=np.int64)
+    inside = k < len(s)
+    kk = k[inside]
+    part[inside] = np.clip(t[inside] - s[kk], 0, None)
+    return cum[k] + part
 
 
 # ---------------------------------------------------------------- evidence
@@ -287,7 +300,7 @@ def build_gaps(
     )
 
 
-def component_ms(gaps: Gaps, components: dict[int, Components]) -> dict[str, np.ndarray]:
+def component_ms(gaps: Gaps, components: Mapping[int, Coverage]) -> dict[str, np.ndarray]:
     """ms of each component inside each gap (ranks x instances); ``untraced`` is the rest."""
     shape = gaps.gap_ms.shape
     out = {c: np.zeros(shape) for c in COMPONENTS}
@@ -296,8 +309,8 @@ def component_ms(gaps: Gaps, components: dict[int, Components]) -> dict[str, np.
         lo, hi = gaps.lo_ns[k], gaps.hi_ns[k]
         traced = np.zeros(shape[1])
         if comp is not None:
-            for name in ("data_loading", "communication", "gpu_compute", "ops"):
-                ms = _covered(getattr(comp, name), lo, hi) / NS_PER_MS
+            for name in COMPONENT_NAMES:
+                ms = comp.covered(name, lo, hi) / NS_PER_MS
                 out[name][k] = ms
                 traced += ms
         out["untraced"][k] = np.clip(gaps.gap_ms[k] - traced, 0.0, None)
@@ -447,7 +460,7 @@ def _verdict(
 def diagnose(
     matched: Table,
     ranks: list[int],
-    components: dict[int, Components],
+    components: Mapping[int, Coverage],
     windows: dict[int, dict[int, tuple[int, int]]],
     has_gpu: bool,
 ) -> Diagnosis:

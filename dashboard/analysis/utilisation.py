@@ -1,5 +1,11 @@
 """How busy each GPU was: from the trace, and from NVML/GPM telemetry.
 
+Each measure comes in two halves, so the cross-rank analysis never needs a
+rank's raw events: ``*_sums(rank_data, ...)`` reduces one rank's tables to sums
+per step window (kept in the rank's digest, ``digest.py``), and ``*_of(sums,
+steps)`` finishes them for the analysed steps. The one-call forms below are
+both halves at once.
+
 ``gpu_utilisation(rank_data, activity, windows, steps)`` -> ``GpuUtilisation``:
 ``gpu_busy_pct`` (union of all GPU activity over the analysed step time),
 ``sm_efficiency_pct`` (kernel-time-weighted mean of min(blocks per SM, 1): the
@@ -18,9 +24,14 @@ overhead), ``other_ms`` (the rest: syncs, cross-stream dependencies).
 
 ``top_kernels(ranks, windows, steps)`` -> ``KernelSummary``s by total time with
 their spread across ranks.
+
+An event belongs to the step whose window holds its start (the last such
+window, should two overlap).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,7 +46,7 @@ from rankscope.dashboard.analysis.results import (
     TelemetrySummary,
 )
 from rankscope.dashboard.ingest.run import RankData
-from rankscope.dashboard.ingest.table import distinct
+from rankscope.dashboard.ingest.table import distinct, isin
 from rankscope.profiler.telemetry import HOST_FIELDS, NVML_FIELDS, PROCESS_FIELDS
 
 NS_PER_MS = 1e6
@@ -47,68 +58,123 @@ TELEMETRY_FIELDS = tuple(
 )
 
 
-def _window_mask(
-    ts: np.ndarray, windows: dict[int, tuple[int, int]], steps: list[int]
-) -> np.ndarray:
-    mask = np.zeros(len(ts), dtype=bool)
-    for s in steps:
-        if s in windows:
-            lo, hi = windows[s]
-            mask |= (ts >= lo) & (ts < hi)
-    return mask
+def window_steps(windows: dict[int, tuple[int, int]]) -> np.ndarray:
+    """The steps of ``windows`` in their order: the column order of every ``*Sums``."""
+    return np.fromiter(windows, dtype=np.int64, count=len(windows))
 
 
-def _wall_ns(windows: dict[int, tuple[int, int]], steps: list[int]) -> int:
-    return sum(windows[s][1] - windows[s][0] for s in steps if s in windows)
+def step_position(ts: np.ndarray, windows: dict[int, tuple[int, int]]) -> np.ndarray:
+    """Per time, the position (in ``windows``' order) of the step window holding it; -1: none."""
+    out = np.full(len(ts), -1, dtype=np.int64)
+    for k, (lo, hi) in enumerate(windows.values()):
+        out[(ts >= lo) & (ts < hi)] = k
+    return out
 
 
-def gpu_utilisation(
-    rd: RankData, act: RankActivity, windows: dict[int, tuple[int, int]], steps: list[int]
-) -> GpuUtilisation:
-    wall = _wall_ns(windows, steps)
-    if not act.has_gpu or wall <= 0:
-        return GpuUtilisation()
-    busy = sum(iv.clipped_length(act.gpu, *windows[s]) for s in steps if s in windows)
+def _chosen(step_numbers: np.ndarray, steps: list[int]) -> np.ndarray:
+    return isin(step_numbers, np.asarray(steps, dtype=np.int64))
+
+
+# ---------------------------------------------------------------- GPU utilisation
+
+
+@dataclass
+class UtilSums:
+    """One rank's GPU time per step window (columns in ``steps`` order)."""
+
+    has_gpu: bool
+    steps: np.ndarray
+    wall_ns: np.ndarray
+    busy_ns: np.ndarray
+    bps_dur: np.ndarray  # kernel time with a blocks-per-SM figure
+    bps_weighted: np.ndarray  # sum of min(blocks per SM, 1) * kernel time
+    occ_dur: np.ndarray
+    occ_weighted: np.ndarray
+    stream_ids: np.ndarray  # streams with any GPU work (not syncs)
+    stream_busy_ns: np.ndarray  # streams x steps
+    stream_kernels: np.ndarray  # streams x steps
+
+
+def utilisation_sums(
+    rd: RankData, act: RankActivity, windows: dict[int, tuple[int, int]]
+) -> UtilSums:
+    steps = window_steps(windows)
+    n = len(steps)
+    wall = np.array([hi - lo for lo, hi in windows.values()], dtype=np.int64)
+    zeros_f = np.zeros(n)
+    if not act.has_gpu:
+        e = np.zeros(0, dtype=np.int64)
+        return UtilSums(
+            False, steps, wall, np.zeros(n, np.int64), zeros_f, zeros_f, zeros_f, zeros_f,
+            e, np.zeros((0, n), np.int64), np.zeros((0, n), np.int64),
+        )  # fmt: skip
+    busy = np.array(
+        [iv.clipped_length(act.gpu, lo, hi) for lo, hi in windows.values()], dtype=np.int64
+    )
     gpu = rd.gpu
-    # Codes, not decoded strings, and one window mask: this runs once per rank.
+    # Codes, not decoded strings: this runs once per rank.
     is_kernel = gpu["kind"] == gpu.code_of("kind", "kernel")
-    kernels = is_kernel & _window_mask(gpu["ts"], windows, steps)
+    pos = step_position(gpu["ts"], windows)
+    kernels = is_kernel & (pos >= 0)
+    kpos = pos[kernels]
     dur = gpu["dur"][kernels].astype(np.float64)
     bps = gpu["blocks_per_sm"][kernels]
     occ = gpu["occupancy_pct"][kernels]
-    have_bps = ~np.isnan(bps)
-    sm_eff = (
-        float(100.0 * (np.minimum(bps[have_bps], 1.0) * dur[have_bps]).sum() / dur[have_bps].sum())
-        if have_bps.any() and dur[have_bps].sum() > 0
-        else None
-    )
-    have_occ = ~np.isnan(occ)
-    occupancy = (
-        float((occ[have_occ] * dur[have_occ]).sum() / dur[have_occ].sum())
-        if have_occ.any() and dur[have_occ].sum() > 0
-        else None
-    )
-    n_steps = max(sum(1 for s in steps if s in windows), 1)
-    streams = []
+    have_bps, have_occ = ~np.isnan(bps), ~np.isnan(occ)
+
+    def per_step(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.bincount(kpos[mask], weights=values[mask], minlength=n)[:n]
+
     work = gpu["kind"] != gpu.code_of("kind", "sync")
     ts, end, stream_col = gpu["ts"], gpu["ts"] + gpu["dur"], gpu["stream"]
+    stream_ids = distinct(stream_col[work])
+    sbusy = np.zeros((len(stream_ids), n), dtype=np.int64)
+    skern = np.zeros((len(stream_ids), n), dtype=np.int64)
     order = np.argsort(stream_col, kind="stable")
     by_stream = stream_col[order]
-    for stream in distinct(stream_col[work]):
+    for j, stream in enumerate(stream_ids):
         rows = order[
             np.searchsorted(by_stream, stream, "left") : np.searchsorted(by_stream, stream, "right")
         ]
         rows = rows[work[rows]]
         merged = iv.union(ts[rows], end[rows])
-        busy_s = sum(iv.clipped_length(merged, *windows[s]) for s in steps if s in windows)
-        streams.append(
-            StreamBusy(
-                stream=int(stream),
-                busy_ms_per_step=round(busy_s / NS_PER_MS / n_steps, 3),
-                busy_pct=round(100.0 * busy_s / wall, 2),
-                kernels=int(kernels[rows].sum()),
-            )
+        sbusy[j] = [iv.clipped_length(merged, lo, hi) for lo, hi in windows.values()]
+        krows = rows[kernels[rows]]
+        skern[j] = np.bincount(pos[krows], minlength=n)[:n]
+    return UtilSums(
+        has_gpu=True,
+        steps=steps,
+        wall_ns=wall,
+        busy_ns=busy,
+        bps_dur=per_step(dur, have_bps),
+        bps_weighted=per_step(np.minimum(bps, 1.0) * dur, have_bps),
+        occ_dur=per_step(dur, have_occ),
+        occ_weighted=per_step(occ * dur, have_occ),
+        stream_ids=stream_ids,
+        stream_busy_ns=sbusy,
+        stream_kernels=skern,
+    )
+
+
+def utilisation_of(s: UtilSums, steps: list[int]) -> GpuUtilisation:
+    sel = _chosen(s.steps, steps)
+    wall = int(s.wall_ns[sel].sum())
+    if not s.has_gpu or wall <= 0:
+        return GpuUtilisation()
+    busy = int(s.busy_ns[sel].sum())
+    bps_dur, occ_dur = float(s.bps_dur[sel].sum()), float(s.occ_dur[sel].sum())
+    sm_eff = 100.0 * float(s.bps_weighted[sel].sum()) / bps_dur if bps_dur > 0 else None
+    occupancy = float(s.occ_weighted[sel].sum()) / occ_dur if occ_dur > 0 else None
+    n_steps = max(int(sel.sum()), 1)
+    streams = [
+        StreamBusy(
+            stream=int(stream),
+            busy_ms_per_step=round(int(s.stream_busy_ns[j, sel].sum()) / NS_PER_MS / n_steps, 3),
+            busy_pct=round(100.0 * int(s.stream_busy_ns[j, sel].sum()) / wall, 2),
+            kernels=int(s.stream_kernels[j, sel].sum()),
         )
+        for j, stream in enumerate(s.stream_ids.tolist())
+    ]
     return GpuUtilisation(
         gpu_busy_pct=round(100.0 * busy / wall, 2),
         sm_efficiency_pct=None if sm_eff is None else round(sm_eff, 2),
@@ -117,30 +183,53 @@ def gpu_utilisation(
     )
 
 
-def telemetry_summary(
-    rd: RankData, windows: dict[int, tuple[int, int]], steps: list[int]
-) -> TelemetrySummary | None:
+def gpu_utilisation(
+    rd: RankData, act: RankActivity, windows: dict[int, tuple[int, int]], steps: list[int]
+) -> GpuUtilisation:
+    return utilisation_of(utilisation_sums(rd, act, windows), steps)
+
+
+# ---------------------------------------------------------------- telemetry
+
+
+@dataclass
+class TelemetrySums:
+    """One rank's samples: whole-run figures, and sums per step window."""
+
+    samples: int
+    steps: np.ndarray
+    in_step: np.ndarray  # samples per step window
+    fields: list[str]  # fields with at least one value
+    mean: np.ndarray  # per field, over the run
+    max: np.ndarray
+    step_sum: np.ndarray  # fields x steps
+    step_count: np.ndarray  # fields x steps
+    throttled_pct: float | None
+
+
+def telemetry_sums(rd: RankData, windows: dict[int, tuple[int, int]]) -> TelemetrySums | None:
     tel = rd.telemetry
     if not len(tel) or "ts_ns" not in tel:
         return None
-    in_steps = (
-        _window_mask(tel["ts_ns"], windows, steps) if windows else np.zeros(len(tel), dtype=bool)
-    )
-    fields: dict[str, FieldStats] = {}
-    for field in TELEMETRY_FIELDS:
-        if field not in tel:
+    steps = window_steps(windows)
+    n = len(steps)
+    pos = step_position(tel["ts_ns"], windows)
+    inside = pos >= 0
+    names: list[str] = []
+    means, maxes, sums, counts = [], [], [], []
+    for name in TELEMETRY_FIELDS:
+        if name not in tel:
             continue
-        col = tel[field].astype(np.float64)
+        col = tel[name].astype(np.float64)
         ok = ~np.isnan(col)
         if not ok.any():
             continue
-        fields[field] = FieldStats(
-            mean=round(float(col[ok].mean()), 2),
-            max=round(float(col[ok].max()), 2),
-            mean_in_steps=round(float(col[ok & in_steps].mean()), 2)
-            if (ok & in_steps).any()
-            else None,
-        )
+        names.append(name)
+        means.append(float(col[ok].mean()))
+        maxes.append(float(col[ok].max()))
+        m = ok & inside
+        sums.append(np.bincount(pos[m], weights=col[m], minlength=n)[:n])
+        counts.append(np.bincount(pos[m], minlength=n)[:n])
     throttled_pct = None
     if "throttle_reasons" in tel:
         # A bitmask: what matters is how often the clocks were held back at all.
@@ -149,29 +238,73 @@ def telemetry_summary(
         if ok.any():
             throttled = reasons[ok].astype(np.int64) & ~1  # bit 0 is "GPU idle", not a throttle
             throttled_pct = round(100.0 * float((throttled != 0).mean()), 1)
-    return TelemetrySummary(
+    return TelemetrySums(
         samples=len(tel),
-        samples_in_steps=int(in_steps.sum()),
-        fields=fields,
+        steps=steps,
+        in_step=np.bincount(pos[inside], minlength=n)[:n].astype(np.int64),
+        fields=names,
+        mean=np.asarray(means, dtype=np.float64),
+        max=np.asarray(maxes, dtype=np.float64),
+        step_sum=np.asarray(sums, dtype=np.float64).reshape(len(names), n),
+        step_count=np.asarray(counts, dtype=np.int64).reshape(len(names), n),
         throttled_pct=throttled_pct,
     )
 
 
-def idle_breakdown(
+def telemetry_of(s: TelemetrySums | None, steps: list[int]) -> TelemetrySummary | None:
+    if s is None:
+        return None
+    sel = _chosen(s.steps, steps)
+    fields: dict[str, FieldStats] = {}
+    for k, name in enumerate(s.fields):
+        count = int(s.step_count[k, sel].sum())
+        fields[name] = FieldStats(
+            mean=round(float(s.mean[k]), 2),
+            max=round(float(s.max[k]), 2),
+            mean_in_steps=round(float(s.step_sum[k, sel].sum()) / count, 2) if count else None,
+        )
+    return TelemetrySummary(
+        samples=s.samples,
+        samples_in_steps=int(s.in_step[sel].sum()),
+        fields=fields,
+        throttled_pct=s.throttled_pct,
+    )
+
+
+def telemetry_summary(
     rd: RankData, windows: dict[int, tuple[int, int]], steps: list[int]
-) -> IdleBreakdown | None:
+) -> TelemetrySummary | None:
+    return telemetry_of(telemetry_sums(rd, windows), steps)
+
+
+# ---------------------------------------------------------------- GPU idle time
+
+
+@dataclass
+class IdleSums:
+    """One rank's GPU idle time per step window, by HTA's categories (ns)."""
+
+    steps: np.ndarray
+    host_wait_ns: np.ndarray
+    kernel_wait_ns: np.ndarray
+    other_ns: np.ndarray
+
+
+def idle_sums(rd: RankData, windows: dict[int, tuple[int, int]]) -> IdleSums | None:
+    """None without kernels. A gap belongs to the step of the kernel that ends it."""
     gpu, cpu = rd.gpu, rd.cpu
-    kernels = gpu.strings("kind") == "kernel" if len(gpu) else np.zeros(0, dtype=bool)
+    kernels = gpu["kind"] == gpu.code_of("kind", "kernel") if len(gpu) else np.zeros(0, dtype=bool)
     if not kernels.any():
         return None
-    n_steps = max(sum(1 for s in steps if s in windows), 1)
+    steps = window_steps(windows)
+    n = len(steps)
     # Launch time of each kernel: the host API call with the same correlation id.
     launch_corr = cpu["correlation"]
     has = launch_corr >= 0
     order = np.argsort(launch_corr[has])
     corr_sorted = launch_corr[has][order]
     launch_ts_sorted = cpu["ts"][has][order]
-    host_wait = kernel_wait = other = 0
+    sums = np.zeros((3, n), dtype=np.int64)
     for stream in distinct(gpu["stream"][kernels]):
         m = kernels & (gpu["stream"] == stream)
         ts = gpu["ts"][m]
@@ -184,62 +317,107 @@ def idle_breakdown(
         prev_end = np.maximum.accumulate(end)[:-1]
         nxt = ts[1:]
         gap = nxt - prev_end
-        pos = gap > 0
-        # Only gaps inside the analysed steps count.
-        pos &= _window_mask(nxt, windows, steps)
+        # Only gaps inside the step windows count.
+        pos = step_position(nxt, windows)
+        counted = (gap > 0) & (pos >= 0)
         idx = np.searchsorted(corr_sorted, corr[1:])
         idx = np.clip(idx, 0, max(len(corr_sorted) - 1, 0))
-        found = (
-            (len(corr_sorted) > 0) & (corr_sorted[idx] == corr[1:])
-            if len(corr_sorted)
-            else np.zeros(len(nxt), bool)
-        )
+        found = (corr_sorted[idx] == corr[1:]) if len(corr_sorted) else np.zeros(len(nxt), bool)
         launch = np.where(
             found, launch_ts_sorted[idx] if len(corr_sorted) else 0, np.iinfo(np.int64).min
         )
-        hw = pos & (launch >= prev_end)
-        kw = pos & ~hw & (gap <= KERNEL_WAIT_MAX_NS)
-        ot = pos & ~hw & ~kw
-        host_wait += int(gap[hw].sum())
-        kernel_wait += int(gap[kw].sum())
-        other += int(gap[ot].sum())
+        hw = counted & (launch >= prev_end)
+        kw = counted & ~hw & (gap <= KERNEL_WAIT_MAX_NS)
+        ot = counted & ~hw & ~kw
+        for k, mask in enumerate((hw, kw, ot)):
+            sums[k] += np.bincount(pos[mask], weights=gap[mask], minlength=n)[:n].astype(np.int64)
+    return IdleSums(steps, sums[0], sums[1], sums[2])
+
+
+def idle_of(s: IdleSums | None, steps: list[int]) -> IdleBreakdown | None:
+    if s is None:
+        return None
+    sel = _chosen(s.steps, steps)
+    n_steps = max(int(sel.sum()), 1)
+
+    def ms(v: np.ndarray) -> float:
+        return round(int(v[sel].sum()) / NS_PER_MS / n_steps, 3)
+
     return IdleBreakdown(
-        host_wait_ms=round(host_wait / NS_PER_MS / n_steps, 3),
-        kernel_wait_ms=round(kernel_wait / NS_PER_MS / n_steps, 3),
-        other_ms=round(other / NS_PER_MS / n_steps, 3),
+        host_wait_ms=ms(s.host_wait_ns),
+        kernel_wait_ms=ms(s.kernel_wait_ns),
+        other_ms=ms(s.other_ns),
     )
 
 
-def top_kernels(
-    ranks: dict[int, RankData],
-    windows: dict[int, dict[int, tuple[int, int]]],
-    steps: list[int],
-    limit: int = 15,
+def idle_breakdown(
+    rd: RankData, windows: dict[int, tuple[int, int]], steps: list[int]
+) -> IdleBreakdown | None:
+    return idle_of(idle_sums(rd, windows), steps)
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@dataclass
+class KernelSums:
+    """One rank's kernels by name and step window: total ns and calls."""
+
+    names: list[str]
+    name: np.ndarray  # index into names
+    step: np.ndarray  # step number
+    dur_ns: np.ndarray
+    calls: np.ndarray
+
+
+def kernel_sums(rd: RankData, windows: dict[int, tuple[int, int]]) -> KernelSums:
+    gpu = rd.gpu
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(gpu):
+        return KernelSums([], empty, empty, empty, empty)
+    pos = step_position(gpu["ts"], windows)
+    m = (gpu["kind"] == gpu.code_of("kind", "kernel")) & (pos >= 0)
+    if not m.any():
+        return KernelSums([], empty, empty, empty, empty)
+    n_names = len(gpu.vocab["name"])
+    key = pos[m] * n_names + gpu["name"][m]
+    uniq = distinct(key)
+    at = np.searchsorted(uniq, key)
+    dur = np.bincount(at, weights=gpu["dur"][m].astype(np.float64), minlength=len(uniq))
+    calls = np.bincount(at, minlength=len(uniq))
+    codes = uniq % n_names
+    used = distinct(codes)
+    steps = window_steps(windows)
+    return KernelSums(
+        names=[gpu.vocab["name"][c] for c in used.tolist()],
+        name=np.searchsorted(used, codes).astype(np.int64),
+        step=steps[uniq // n_names],
+        dur_ns=np.rint(dur).astype(np.int64),
+        calls=calls.astype(np.int64),
+    )
+
+
+def top_kernels_of(
+    sums: dict[int, KernelSums], steps: list[int], limit: int = 15
 ) -> list[KernelSummary]:
     """Kernels by mean time per step and rank, with their spread across ranks."""
+    n_steps = max(len(steps), 1)
+    ranks = list(sums)
     per_kernel: dict[str, dict[int, float]] = {}
     counts: dict[str, int] = {}
     total_all = 0.0
-    n_steps = max(len(steps), 1)
-    for rank, rd in ranks.items():
-        gpu = rd.gpu
-        if not len(gpu):
+    for rank, s in sums.items():
+        sel = _chosen(s.step, steps)
+        if not sel.any():
             continue
-        m = (gpu.strings("kind") == "kernel") & _window_mask(
-            gpu["ts"], windows.get(rank, {}), steps
-        )
-        if not m.any():
-            continue
-        codes = gpu["name"][m]
-        sums = np.bincount(
-            codes, weights=gpu["dur"][m].astype(np.float64), minlength=len(gpu.vocab["name"])
-        )
-        cnts = np.bincount(codes, minlength=len(gpu.vocab["name"]))
-        for code in np.flatnonzero(cnts):
-            name = gpu.vocab["name"][code]
-            per_kernel.setdefault(name, {})[rank] = float(sums[code]) / NS_PER_MS / n_steps
-            counts[name] = counts.get(name, 0) + int(cnts[code])
-            total_all += float(sums[code]) / NS_PER_MS / n_steps
+        dur = np.bincount(s.name[sel], weights=s.dur_ns[sel].astype(np.float64))
+        calls = np.bincount(s.name[sel], weights=s.calls[sel], minlength=len(dur))
+        for code in np.flatnonzero(calls).tolist():
+            name = s.names[code]
+            ms = float(dur[code]) / NS_PER_MS / n_steps
+            per_kernel.setdefault(name, {})[rank] = ms
+            counts[name] = counts.get(name, 0) + int(calls[code])
+            total_all += ms
     n_ranks = max(len(ranks), 1)
     rows: list[KernelSummary] = []
     for name, by_rank in per_kernel.items():
@@ -253,9 +431,21 @@ def top_kernels(
                 calls_per_step=round(counts[name] / n_steps / n_ranks, 2),
                 min_rank_ms=round(float(vals.min()), 4),
                 max_rank_ms=round(float(vals.max()), 4),
-                max_rank=int(list(ranks)[int(vals.argmax())]),
+                max_rank=int(ranks[int(vals.argmax())]),
                 spread_cv=round(float(vals.std() / mean), 3) if mean > 0 else 0.0,
             )
         )
     rows.sort(key=lambda r: -r.ms_per_step)
     return rows[:limit]
+
+
+def top_kernels(
+    ranks: dict[int, RankData],
+    windows: dict[int, dict[int, tuple[int, int]]],
+    steps: list[int],
+    limit: int = 15,
+) -> list[KernelSummary]:
+    """``top_kernels_of`` straight from the ranks' tables."""
+    return top_kernels_of(
+        {r: kernel_sums(rd, windows.get(r, {})) for r, rd in ranks.items()}, steps, limit
+    )
