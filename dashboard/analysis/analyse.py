@@ -10,16 +10,21 @@ sentence; nothing here draws or prints.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import findings as findings_mod
-from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun
-from rankscope.dashboard.analysis.activity import RankActivity, rank_activity, step_windows
-from rankscope.dashboard.analysis.breakdown import rank_means, step_breakdown
+from rankscope.dashboard.analysis import imbalance, utilisation, wholerun
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis.activity import RankActivity, rank_activity
+from rankscope.dashboard.analysis.breakdown import NS_PER_MS, rank_means
+from rankscope.dashboard.analysis.diagnosis import coverage_upto
+from rankscope.dashboard.analysis.digest import RankDigest, coverage_of, digest_of
 from rankscope.dashboard.analysis.results import (
+    BREAKDOWN_COLUMNS,
     CollectiveSummary,
     Finding,
     GpuUtilisation,
@@ -43,7 +48,7 @@ class Analysis:
     steps: list[int]
     step_source: str
     windows: dict[int, dict[int, tuple[int, int]]]
-    activities: dict[int, RankActivity]
+    activities: Mapping[int, RankActivity]  # read when used (the step timeline)
     breakdown: Table
     collectives: Table
     per_rank: dict[int, RankBreakdown]
@@ -67,6 +72,26 @@ class Analysis:
     # ranks with step timings (or telemetry) but no trace while other ranks have one:
     # a crash during export or an attach that reached only some ranks
     missing_trace: list[int] = field(default_factory=list)
+    n_comms: dict[int, int] = field(default_factory=dict)  # collectives in each rank's trace
+
+
+class LazyActivities(Mapping[int, RankActivity]):
+    """Each rank's ``RankActivity``, made from its tables on first use."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._done: dict[int, RankActivity] = {}
+
+    def __getitem__(self, rank: int) -> RankActivity:
+        if rank not in self._done:
+            self._done[rank] = rank_activity(self._run.ranks[rank])
+        return self._done[rank]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._run.ranks)
+
+    def __len__(self) -> int:
+        return len(self._run.ranks)
 
 
 def parse_step_range(text: str | None) -> tuple[int | None, int | None]:
@@ -129,12 +154,9 @@ def _mean_step_ms(marks: Table, steps: list[int] | None = None) -> float:
 def analyse(run: Run, step_range: str | None = None) -> Analysis:
     lo, hi = parse_step_range(step_range)
     warnings = list(run.warnings)
-    windows: dict[int, dict[int, tuple[int, int]]] = {}
-    sources = set()
-    for rank, rd in run.ranks.items():
-        w, src = step_windows(rd)
-        windows[rank] = w
-        sources.add(src)
+    digests = {rank: digest_of(rd) for rank, rd in run.ranks.items()}
+    windows = {rank: d.windows for rank, d in digests.items()}
+    sources = {d.source for d in digests.values()}
     steps = _choose_steps(windows, lo, hi, warnings)
     if not steps:
         if step_range:
@@ -159,13 +181,10 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
             "no ProfilerStep ranges or step marks: the whole trace is analysed as one window"
         )
 
-    activities = {rank: rank_activity(rd) for rank, rd in run.ranks.items()}
-    has_gpu = any(a.has_gpu for a in activities.values())
-    matched = comms_mod.match_collectives(
-        {r: rd.comms for r, rd in run.ranks.items()}, windows, steps
-    )
+    has_gpu = any(d.has_gpu for d in digests.values())
+    matched = comms_mod.match_collectives({r: d.comms for r, d in digests.items()}, windows, steps)
     waits = comms_mod.wait_intervals(matched)
-    breakdown = step_breakdown(activities, windows, steps, waits)
+    breakdown = _step_breakdown(digests, steps, waits)
 
     # A rank without a trace beside traced ranks: its step timer is all it says.
     missing = sorted(r for r, w in windows.items() if not w) if steps else []
@@ -186,23 +205,16 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     finite_steps = [v.step_ms for v in per_rank.values() if not np.isnan(v.step_ms)]
     step_ms = float(np.mean(finite_steps)) if finite_steps else 0.0
 
-    multi = hta_compat.run_has_multiple_profiler_steps(run.ranks)
-    hta = {
-        r: HtaMetrics(
-            temporal_breakdown=hta_compat.temporal_breakdown(rd, multi),
-            comm_overlap_pct=hta_compat.comm_overlap_pct(rd, multi),
-        )
-        for r, rd in run.ranks.items()
-    }
-    util = {
-        r: utilisation.gpu_utilisation(rd, activities[r], windows[r], steps)
-        for r, rd in run.ranks.items()
-    }
-    tel = {r: utilisation.telemetry_summary(rd, windows[r], steps) for r, rd in run.ranks.items()}
-    idle = {r: utilisation.idle_breakdown(rd, windows[r], steps) for r, rd in run.ranks.items()}
-    kernels = utilisation.top_kernels(run.ranks, windows, steps)
+    # HTA filters by the last ProfilerStep when its run-wide symbol table has >= 2 of them.
+    multi = len({n for d in digests.values() for n in d.profiler_step_names}) >= 2
+    hta = {r: d.hta[multi] for r, d in digests.items()}
+    util = {r: utilisation.utilisation_of(d.util, steps) for r, d in digests.items()}
+    tel = {r: utilisation.telemetry_of(d.telemetry, steps) for r, d in digests.items()}
+    idle = {r: utilisation.idle_of(d.idle, steps) for r, d in digests.items()}
+    kernels = utilisation.top_kernels_of({r: d.kernels for r, d in digests.items()}, steps)
+    coverage = {r: coverage_of(run.ranks[r], digests[r], has_gpu) for r in traced}
     stragglers, caused, diag = imbalance.find_stragglers(
-        matched, traced, activities, windows, n_steps
+        matched, traced, coverage, windows, n_steps, has_gpu
     )
     lights = wholerun.light_ranks(run.ranks)
     whole = wholerun.whole_run(lights, has_gpu)
@@ -248,7 +260,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         steps=steps,
         step_source=step_source,
         windows=windows,
-        activities=activities,
+        activities=LazyActivities(run),
         breakdown=breakdown,
         collectives=matched,
         per_rank=per_rank,
@@ -269,7 +281,38 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         whole_run=whole,
         whole_run_stragglers=whole_stragglers,
         missing_trace=missing,
+        n_comms={r: len(d.comms) for r, d in digests.items()},
     )
+
+
+def _step_breakdown(
+    digests: dict[int, RankDigest], steps: list[int], waits: dict[int, iv.Intervals]
+) -> Table:
+    """``breakdown.step_breakdown`` over the analysed steps, from the ranks' digests:
+    one row per (rank, step), ``comm_wait_ms`` from the matched collectives."""
+    parts: list[dict[str, np.ndarray]] = []
+    for rank, d in sorted(digests.items()):
+        pos = {s: i for i, s in enumerate(d.windows)}
+        rows = np.array([pos[s] for s in steps if s in pos], dtype=np.int64)
+        if not len(rows):
+            continue
+        part = {c: d.breakdown[c][rows] for c in ("rank", "step", *BREAKDOWN_COLUMNS)}
+        w = waits.get(rank)
+        if w is not None and len(w[0]):
+            bounds = np.array(list(d.windows.values()), dtype=np.int64)[rows]
+            ns = coverage_upto(w, bounds[:, 1]) - coverage_upto(w, bounds[:, 0])
+            part["comm_wait_ms"] = np.clip(ns, 0, None) / NS_PER_MS
+        else:
+            part["comm_wait_ms"] = np.zeros(len(rows))
+        parts.append(part)
+    names = ("rank", "step", *BREAKDOWN_COLUMNS)
+    if not parts:
+        cols = {c: np.zeros(0) for c in names}
+    else:
+        cols = {c: np.concatenate([p[c] for p in parts]).astype(np.float64) for c in names}
+    cols["rank"] = cols["rank"].astype(np.int64)
+    cols["step"] = cols["step"].astype(np.int64)
+    return Table(cols)
 
 
 def _whole_step_ms(whole: wholerun.WholeRun) -> float:

@@ -4,7 +4,7 @@
 ms/step) and gives an ``Imbalance``: per metric, max/mean, the coefficient of
 variation and the rank with the maximum (``MetricSpread``).
 
-``find_stragglers(matched, ranks, activities, windows, n_steps)`` returns the
+``find_stragglers(matched, ranks, coverage, windows, n_steps, has_gpu)`` returns the
 ``Straggler``s of ``diagnosis.diagnose`` (persistent or intermittent, with
 cause, confidence and what-if saving; the decision rule is documented there),
 worst first, the wait each rank causes (``caused_wait_ms``: the time the
@@ -16,14 +16,14 @@ waiting rank, averaged over the other ranks, per step) and the ``Diagnosis``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis import wording
-from rankscope.dashboard.analysis.activity import RankActivity
 from rankscope.dashboard.analysis.comms import last_arrivals, waited_ns_by
 from rankscope.dashboard.analysis.diagnosis import (
-    Components,
+    Coverage,
     Diagnosis,
     Verdict,
     diagnose,
@@ -144,21 +144,6 @@ def last_arrival_summary(
     )
 
 
-def components_of(activities: dict[int, RankActivity]) -> dict[int, Components]:
-    """What each rank was doing, as the diagnosis reads it (disjoint interval sets).
-
-    Without a GPU, operator time is the rank's compute (``cpu_compute``);
-    beside a GPU, host operators are host-side work and kernels are GPU compute.
-    """
-    has_gpu = any(a.has_gpu for a in activities.values())
-    out = {}
-    for r, a in activities.items():
-        ops = a.host if has_gpu else iv.combine(a.host, a.compute)
-        gpu = a.compute if has_gpu else iv.empty()
-        out[r] = Components.build(a.data, a.comm, gpu, ops)
-    return out
-
-
 def _evidence(v: Verdict, last_count: int, of: int, caused: float, unit: str) -> str:
     parts = []
     if v.pattern == "intermittent":
@@ -199,14 +184,18 @@ def to_straggler(
 def find_stragglers(
     matched: Table,
     ranks: list[int],
-    activities: dict[int, RankActivity],
+    coverage: Mapping[int, Coverage],
     windows: dict[int, dict[int, tuple[int, int]]],
     n_steps: int,
+    has_gpu: bool,
 ) -> tuple[list[Straggler], dict[int, float], Diagnosis]:
-    """The stragglers (``diagnosis.diagnose``), worst first, and the wait each rank causes."""
+    """The stragglers (``diagnosis.diagnose``), worst first, and the wait each rank causes.
+
+    ``coverage``: per rank, what it was doing (``digest.coverage_of``, or
+    ``diagnosis.Components``); ``has_gpu``: whether any rank has GPU events.
+    """
     caused = caused_wait_ms(matched, ranks, n_steps)
-    has_gpu = any(a.has_gpu for a in activities.values())
-    diag = diagnose(matched, ranks, components_of(activities), windows, has_gpu)
+    diag = diagnose(matched, ranks, coverage, windows, has_gpu)
     last_counts = last_arrivals(matched)
     n_inst = sum(last_counts.values())
     out = [

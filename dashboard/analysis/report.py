@@ -108,7 +108,7 @@ def collective_json(c: CollectiveSummary) -> dict[str, Any]:
 def _rank_json(a: Analysis, r: int) -> dict[str, Any]:
     run = a.run
     pr = a.per_rank[r]
-    has_comm = len(run.ranks[r].comms) > 0
+    has_comm = a.n_comms.get(r, 0) > 0
     util = a.utilisation[r]
     hta = a.hta[r]
     idle = a.idle[r]

@@ -29,7 +29,7 @@ alone (the first arrival waits longest), so it is free of clock skew.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def _layers(act: RankActivity, waits: iv.Intervals, lo: int, hi: int) -> dict[st
 
 
 def step_timeline(
-    activities: dict[int, RankActivity],
+    activities: Mapping[int, RankActivity],
     windows: dict[int, dict[int, tuple[int, int]]],
     waits: dict[int, iv.Intervals],
     step: int,

@@ -139,6 +139,21 @@ def load(path: Path) -> RankTrace | None:
     return _read_entry(entry, path)
 
 
+def load_meta(path: Path) -> dict[str, Any] | None:
+    """The metadata of ``path``'s cache entry (one small file), None on a miss.
+
+    The tables are read later, by ``load``, which checks them.
+    """
+    try:
+        entry = cache_root() / cache_key(path)
+        meta = json.loads(safeio.read_bytes(entry / "meta.json", safeio.MAX_JSON_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("pg_ranks", {}), dict):
+        return None
+    return meta
+
+
 def summarise(trace: RankTrace) -> dict[str, Any]:
     """A few numbers per trace file, small enough to read for thousands of ranks.
 
@@ -146,7 +161,8 @@ def summarise(trace: RankTrace) -> dict[str, Any]:
     comms, start_ns / end_ns (the trace's first start and last end on its own
     clock, None when empty), kernel_ns (sum of GPU kernel durations),
     comm_kernel_ns (of those, NCCL/RCCL kernels), comm_ns (sum of collective
-    durations), dropped_events.
+    durations), dropped_events, cpu_start_ns (the first host event's start, 0
+    without any: orders a rank's capture windows).
     """
     starts = [t.cols["ts"] for t in (trace.gpu, trace.cpu) if len(t)]
     ends = [t.cols["ts"] + t.cols["dur"] for t in (trace.gpu, trace.cpu) if len(t)]
@@ -165,6 +181,7 @@ def summarise(trace: RankTrace) -> dict[str, Any]:
         "comm_kernel_ns": int(kernel_dur[comm_kernel].sum()) if kernel_dur is not None else 0,
         "comm_ns": int(trace.comms.cols["dur"].sum()) if len(trace.comms) else 0,
         "dropped_events": int(trace.meta.get("dropped_events", 0)),
+        "cpu_start_ns": int(trace.cpu.cols["ts"].min()) if len(trace.cpu) else 0,
     }
 
 
@@ -213,3 +230,41 @@ def store(trace: RankTrace) -> None:
             raise
     except (OSError, ValueError, pa.ArrowException):
         return
+
+
+# ---------------------------------------------------------------- blobs
+# Small derived files (a rank's digest) kept under ``cache_root()/KIND/KEY``.
+
+
+def _blob_path(kind: str, key: str) -> Path:
+    return cache_root() / kind / key
+
+
+def load_blob(kind: str, key: str, limit: int = 256 << 20) -> bytes | None:
+    """The bytes stored under ``kind``/``key``; None when absent or unreadable."""
+    try:
+        return safeio.read_bytes(_blob_path(kind, key), limit)
+    except (OSError, ValueError, safeio.UnsafeFile):
+        return None
+
+
+def store_blob(kind: str, key: str, data: bytes) -> None:
+    """Store ``data`` atomically; a cache that cannot be written is skipped."""
+    import tempfile
+
+    try:
+        folder = cache_root() / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, folder / key)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError:
+        return
+
+
+def discard_blob(kind: str, key: str) -> None:
+    _discard(_blob_path(kind, key))

@@ -40,20 +40,106 @@ from rankscope.profiler.errors import RankscopeError
 _PARALLEL_MIN_BYTES = 8_000_000
 
 
-@dataclass
+_TRACE_TABLES = ("gpu", "cpu", "gpu_ann", "comms")
+
+
 class RankData:
-    rank: int
-    files: list[str]
-    meta: dict[str, Any]
-    gpu: Table
-    cpu: Table
-    gpu_ann: Table
-    comms: Table
-    step_marks: Table  # collector step timer: step, start_ns, end_ns[, data_ns] (may be empty)
-    telemetry: Table  # NVML/host samples: ts_ns and numeric fields (may be empty)
-    # the flight recorder's log (rank{R}.collectives.jsonl): pg, name (strings),
-    # seq, enqueue_ns; empty where the collector did not record it
-    light_comms: Table = field(default_factory=lambda: _light_comms_table([]))
+    """One rank: its trace tables (every capture window concatenated), the
+    collector's step timer and telemetry, and the flight recorder's log.
+
+    - ``gpu``, ``cpu``, ``gpu_ann``, ``comms``: trace tables (``kineto``)
+    - ``step_marks``: collector step timer: step, start_ns, end_ns[, data_ns] (may be empty)
+    - ``telemetry``: NVML/host samples: ts_ns and numeric fields (may be empty)
+    - ``light_comms``: the flight recorder's log (``rank{R}.collectives.jsonl``): pg,
+      name (strings), seq, enqueue_ns; empty where the collector did not record it
+
+    Each is read when first used: a report over many ranks reads each rank's
+    digest (``analysis.digest``), not its events. ``sources`` are the non-trace
+    files the rank's data comes from (they key the digest); ``digest`` holds the
+    digest once made.
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        files: list[str],
+        meta: dict[str, Any],
+        gpu: Table | None = None,
+        cpu: Table | None = None,
+        gpu_ann: Table | None = None,
+        comms: Table | None = None,
+        step_marks: Table | None = None,
+        telemetry: Table | None = None,
+        light_comms: Table | None = None,
+        *,
+        load_tables: Callable[[], dict[str, Table]] | None = None,
+        load_steps: Callable[[], Table] | None = None,
+        load_telemetry: Callable[[], Table] | None = None,
+        load_light: Callable[[], Table] | None = None,
+        sources: Iterable[str] = (),
+    ) -> None:
+        self.rank = rank
+        self.files = files
+        self.meta = meta
+        given = {"gpu": gpu, "cpu": cpu, "gpu_ann": gpu_ann, "comms": comms}
+        self._tables: dict[str, Table] | None = (
+            None
+            if load_tables is not None
+            else {k: v if v is not None else getattr(empty_trace(), k) for k, v in given.items()}
+        )
+        self._load_tables = load_tables
+        self._step_marks = step_marks
+        self._load_steps = load_steps
+        self._telemetry = telemetry
+        self._load_telemetry = load_telemetry
+        self._light = light_comms
+        self._load_light = load_light
+        self.sources = list(sources)
+        self.digest: Any = None
+
+    def _table(self, name: str) -> Table:
+        if self._tables is None:
+            assert self._load_tables is not None
+            self._tables = self._load_tables()
+        return self._tables[name]
+
+    @property
+    def tables_loaded(self) -> bool:
+        return self._tables is not None
+
+    @property
+    def gpu(self) -> Table:
+        return self._table("gpu")
+
+    @property
+    def cpu(self) -> Table:
+        return self._table("cpu")
+
+    @property
+    def gpu_ann(self) -> Table:
+        return self._table("gpu_ann")
+
+    @property
+    def comms(self) -> Table:
+        return self._table("comms")
+
+    @property
+    def step_marks(self) -> Table:
+        if self._step_marks is None:
+            self._step_marks = self._load_steps() if self._load_steps else _numeric_table([])
+        return self._step_marks
+
+    @property
+    def telemetry(self) -> Table:
+        if self._telemetry is None:
+            self._telemetry = self._load_telemetry() if self._load_telemetry else _numeric_table([])
+        return self._telemetry
+
+    @property
+    def light_comms(self) -> Table:
+        if self._light is None:
+            self._light = self._load_light() if self._load_light else _light_comms_table([])
+        return self._light
 
 
 @dataclass
@@ -136,19 +222,54 @@ def ingest_one(path: str) -> dict[str, Any]:
     }
 
 
+class TraceRef:
+    """One ingested trace file: its metadata now, its tables when first asked for.
+
+    A cache hit reads only the entry's ``meta.json``; ``trace()`` reads the tables
+    (and parses the file again should the entry have gone bad meanwhile).
+    """
+
+    def __init__(self, path: str, meta: dict[str, Any], trace: RankTrace | None = None) -> None:
+        self.path = path
+        self.meta = meta
+        self._trace = trace
+
+    def trace(self) -> RankTrace:
+        if self._trace is None:
+            p = Path(self.path)
+            t = cache.load(p)
+            if t is None:
+                t = parse_trace(p)
+                if cache.worth_caching(p):
+                    cache.store(t)
+            t.path = self.path
+            self._trace = t
+        return self._trace
+
+    def cpu_start_ns(self) -> int:
+        """The first host event's start (0 without any): orders a rank's windows."""
+        if self._trace is None:
+            summary = cache.load_summary(Path(self.path)) or {}
+            start = summary.get("cpu_start_ns")
+            if type(start) is int:
+                return start
+        cpu = self.trace().cpu
+        return int(cpu["ts"].min()) if len(cpu) else 0
+
+
 def ingest_files(
     files: Iterable[Path], progress: ProgressFn | None = None
-) -> tuple[dict[str, RankTrace], dict[str, str]]:
-    """Parsed tables per file (from the cache where possible) and the reason per failed file."""
+) -> tuple[dict[str, TraceRef], dict[str, str]]:
+    """Each file ingested (from the cache where possible: metadata only, tables on
+    first use) and the reason per failed file."""
     files = list(files)
-    done: dict[str, RankTrace] = {}
+    done: dict[str, TraceRef] = {}
     failed: dict[str, str] = {}
     todo: list[Path] = []
     for f in files:
-        hit = cache.load(f) if cache.worth_caching(f) else None
-        if hit is not None:
-            hit.path = str(f)
-            done[str(f)] = hit
+        meta = cache.load_meta(f) if cache.worth_caching(f) else None
+        if meta is not None:
+            done[str(f)] = TraceRef(str(f), meta)
         else:
             todo.append(f)
     total = len(files)
@@ -163,7 +284,8 @@ def ingest_files(
         if isinstance(result, str):
             failed[path] = result
         else:
-            done[path] = result
+            result.path = path
+            done[path] = TraceRef(path, result.meta, result)
         if progress:
             progress(n, total, Path(path).name)
 
@@ -237,6 +359,31 @@ def _telemetry_file(folder: Path, rank: int) -> Path | None:
     return None
 
 
+def _tables_loader(refs: list[TraceRef]) -> Callable[[], dict[str, Table]]:
+    def load() -> dict[str, Table]:
+        if not refs:
+            empty = empty_trace()
+            return {name: getattr(empty, name) for name in _TRACE_TABLES}
+        traces = [ref.trace() for ref in refs]
+        if len(traces) == 1:
+            return {name: getattr(traces[0], name) for name in _TRACE_TABLES}
+        return {name: Table.concat([getattr(t, name) for t in traces]) for name in _TRACE_TABLES}
+
+    return load
+
+
+def _steps_loader(run_dir: Path | None, rank: int) -> Callable[[], Table]:
+    return lambda: _numeric_table(rundir.read_steps(run_dir, rank) if run_dir else [])
+
+
+def _telemetry_loader(tel_file: Path | None) -> Callable[[], Table]:
+    return lambda: _numeric_table(rundir.read_samples(tel_file) if tel_file else [])
+
+
+def _light_loader(run_dir: Path | None, rank: int) -> Callable[[], Table]:
+    return lambda: _light_comms_table(rundir.read_collectives(run_dir, rank) if run_dir else [])
+
+
 def load_run(
     path: str | Path,
     ranks: Iterable[int] | None = None,
@@ -248,7 +395,7 @@ def load_run(
     warnings = [f"skipped {s['file']}: {s['reason']}" for s in skipped]
 
     # Rank of each good file.
-    by_rank: dict[int, list[RankTrace]] = {}
+    by_rank: dict[int, list[TraceRef]] = {}
     lone = len(files) == 1
     for f in files:
         t = traces.get(str(f))
@@ -313,35 +460,31 @@ def load_run(
     for r in sorted(by_rank):
         if wanted is not None and r not in wanted:
             continue
-        ts = sorted(by_rank[r], key=lambda t: int(t.cpu["ts"].min()) if len(t.cpu) else 0)
-        step_rows = rundir.read_steps(folder, r) if kind == "run_dir" else []
-        tel_file = _telemetry_file(folder, r) if path.is_dir() else None
-        # Header lines ({"schema": ...}) carry no timestamp and are not samples.
-        tel_rows = rundir.read_samples(tel_file) if tel_file else []
-        if ts:
-            meta = dict(ts[0].meta)
-            tables = {
-                name: Table.concat([getattr(t, name) for t in ts])
-                for name in ("gpu", "cpu", "gpu_ann", "comms")
-            }
-        else:
-            meta = {"rank": r, "has_gpu": False}
-            empty = empty_trace()
-            tables = {name: getattr(empty, name) for name in ("gpu", "cpu", "gpu_ann", "comms")}
+        refs = by_rank[r]
+        if len(refs) > 1:
+            refs = sorted(refs, key=lambda t: t.cpu_start_ns())
+        meta = dict(refs[0].meta) if refs else {"rank": r, "has_gpu": False}
         meta["rank"] = r
         rank_manifest = manifest.get("ranks", {}).get(r, {})
         if rank_manifest:
             meta["manifest"] = rank_manifest
+        run_dir = path if kind == "run_dir" else None
+        tel_file = _telemetry_file(folder, r) if path.is_dir() else None
+        sources = []
+        if run_dir is not None:
+            sources.append(str(rundir.steps_path(run_dir, r)))
+        if path.is_dir():
+            sources.append(str(tel_file or rundir.telemetry_path(folder, r)))
         out[r] = RankData(
             rank=r,
-            files=[t.path for t in ts],
+            files=[t.path for t in refs],
             meta=meta,
-            step_marks=_numeric_table(step_rows),
-            telemetry=_numeric_table(tel_rows),
-            light_comms=_light_comms_table(
-                rundir.read_collectives(folder, r) if kind == "run_dir" else []
-            ),
-            **tables,
+            load_tables=_tables_loader(refs),
+            load_steps=_steps_loader(run_dir, r),
+            # Header lines ({"schema": ...}) carry no timestamp and are not samples.
+            load_telemetry=_telemetry_loader(tel_file),
+            load_light=_light_loader(run_dir, r),
+            sources=sources,
         )
     if wanted is not None:
         unknown = sorted(wanted - set(by_rank))

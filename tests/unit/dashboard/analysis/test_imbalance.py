@@ -18,7 +18,8 @@ from fakes.collectives import run_of
 from rankscope.dashboard.analysis import comms, imbalance
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis.activity import RankActivity
-from rankscope.dashboard.analysis.diagnosis import severity
+from rankscope.dashboard.analysis.diagnosis import Components, severity
+from rankscope.dashboard.analysis.digest import components
 from rankscope.dashboard.analysis.results import BREAKDOWN_COLUMNS, RankBreakdown
 from rankscope.dashboard.ingest.table import Table
 
@@ -69,6 +70,11 @@ def test_caused_wait_is_the_others_wait_per_other_rank_and_step() -> None:
     assert imbalance.caused_wait_ms(matched(), [0, 1, 2], n_steps=1) == {0: 0.0, 1: 0.0, 2: 15.0}
 
 
+def coverage(acts: dict[int, RankActivity]) -> dict[int, Components]:
+    """What the diagnosis reads of each rank, in a run without a GPU."""
+    return {r: components(a, run_has_gpu=False) for r, a in acts.items()}
+
+
 def activity(rank: int, data: iv.Intervals | None = None) -> RankActivity:
     e = iv.empty()
     return RankActivity(rank, False, e, e, e, e, e if data is None else data, e)
@@ -79,7 +85,9 @@ def test_find_stragglers_names_the_rank_its_cause_and_its_evidence() -> None:
     table, windows = run_of([[10.0] * 6, [10.0] * 6, [25.0] * 6])
     starts = table["start_ns"][table["rank"] == 2]
     acts = {0: activity(0), 1: activity(1), 2: activity(2, iv.union(starts - 15 * MS_NS, starts))}
-    stragglers, caused, diag = imbalance.find_stragglers(table, [0, 1, 2], acts, windows, 6)
+    stragglers, caused, diag = imbalance.find_stragglers(
+        table, [0, 1, 2], coverage(acts), windows, 6, False
+    )
     (s,) = stragglers
     assert (s.rank, s.pattern, s.cause, s.cause_detail) == (2, "persistent", "data_loading", None)
     # Each step lasts 25 + 2 = 27 ms; fixing rank 2 brings it to 12: 15 ms, 56% of the step.
@@ -100,7 +108,7 @@ def test_a_stall_is_named_with_its_step() -> None:
     gaps[1][4] = 210.0
     table, windows = run_of(gaps)
     acts = {r: activity(r) for r in range(3)}
-    (s,), _, _ = imbalance.find_stragglers(table, [0, 1, 2], acts, windows, 6)
+    (s,), _, _ = imbalance.find_stragglers(table, [0, 1, 2], coverage(acts), windows, 6, False)
     assert (s.rank, s.pattern, s.cause, s.cause_detail) == (1, "intermittent", "host", "untraced")
     assert [(st.step, st.lag_ms) for st in s.steps] == [(4, 200.0)]
     assert s.evidence.startswith("stalled ~200 ms at step 4 beyond the other ranks")

@@ -1,0 +1,352 @@
+"""A rank's digest: everything the cross-rank analysis reads of one rank, a few KB.
+
+``digest_of(rank_data)`` reduces one rank's raw tables (tens of thousands of
+events) to what ``analyse`` needs, per step window, so that a report over 1,024
+ranks reads 1,024 small files instead of every event:
+
+- ``windows`` and where they came from (``activity.step_windows``);
+- ``breakdown``: the per-step wall-time breakdown (``breakdown.step_breakdown``,
+  all columns but ``comm_wait_ms``, which needs the other ranks);
+- ``comms``: the rank's collectives (the input of ``comms.match_collectives``);
+- ``coverage``: how much of each activity component (``diagnosis.Components``)
+  lies before each collective's start and end and each window's start: the
+  diagnosis' gaps always begin and end at those times, so its per-gap
+  breakdown is two lookups (``CoverageLookup``);
+- the per-step sums behind GPU utilisation, idle time, top kernels and
+  telemetry (``utilisation.*Sums``), and HTA's metrics both ways (with and
+  without the last-ProfilerStep filter, chosen run-wide).
+
+Digests are cached beside the trace tables (``cache.store_blob``), keyed on the
+identity (path, size, mtime) of every file they were made from and on
+``DIGEST_VERSION``; a digest that cannot be read back whole is made again, never
+trusted. The encoding is msgpack with raw little-endian arrays (no pickle: a
+shared cache directory must not be a way to run code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from rankscope.dashboard.analysis import hta_compat, utilisation
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis.activity import RankActivity, rank_activity, step_windows
+from rankscope.dashboard.analysis.breakdown import step_breakdown
+from rankscope.dashboard.analysis.diagnosis import (
+    COMPONENT_NAMES,
+    Components,
+    Coverage,
+    coverage_upto,
+)
+from rankscope.dashboard.analysis.results import HtaMetrics, TemporalBreakdown
+from rankscope.dashboard.ingest import cache
+from rankscope.dashboard.ingest.run import RankData
+from rankscope.dashboard.ingest.table import Table, distinct
+
+# Bump whenever what a digest holds, or how any of it is computed, changes.
+DIGEST_VERSION = 1
+
+
+@dataclass
+class RankDigest:
+    rank: int
+    has_gpu: bool
+    windows: dict[int, tuple[int, int]]
+    source: str  # profiler | collector | whole_trace | none
+    breakdown: Table  # step + BREAKDOWN_COLUMNS (comm_wait_ms 0), one row per window
+    comms: Table
+    cov_points: np.ndarray  # sorted times (ns) where coverage is known
+    cov_gpu_run: dict[str, np.ndarray]  # component -> covered ns up to each point
+    cov_cpu_run: dict[str, np.ndarray] | None  # the same in a run with no GPU (None: has GPU)
+    hta: dict[bool, HtaMetrics]  # by HTA's last-step filter on/off
+    profiler_step_names: list[str]
+    util: utilisation.UtilSums
+    idle: utilisation.IdleSums | None
+    kernels: utilisation.KernelSums
+    telemetry: utilisation.TelemetrySums | None
+
+    def coverage(self, run_has_gpu: bool) -> CoverageLookup:
+        cov = self.cov_gpu_run if run_has_gpu or self.cov_cpu_run is None else self.cov_cpu_run
+        return CoverageLookup(self.cov_points, cov)
+
+
+class CoverageLookup:
+    """``diagnosis.Coverage`` from precomputed points; a KeyError for a time not among them."""
+
+    def __init__(self, points: np.ndarray, upto: dict[str, np.ndarray]) -> None:
+        self.points = points
+        self.upto = upto
+
+    def _at(self, name: str, t: np.ndarray) -> np.ndarray:
+        idx = np.searchsorted(self.points, t)
+        ok = idx < len(self.points)
+        if not ok.all() or not (self.points[idx] == t).all():
+            raise KeyError(name)
+        return self.upto[name][idx]
+
+    def covered(self, name: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return np.clip(self._at(name, hi) - self._at(name, lo), 0, None)
+
+
+class _CoverageWithFallback:
+    """The digest's lookup; for a time it does not hold, the rank's activity (read then)."""
+
+    def __init__(self, rd: RankData, lookup: CoverageLookup, run_has_gpu: bool) -> None:
+        self.rd, self.lookup, self.run_has_gpu = rd, lookup, run_has_gpu
+        self._full: Components | None = None
+
+    def covered(self, name: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        try:
+            return self.lookup.covered(name, lo, hi)
+        except KeyError:
+            if self._full is None:
+                self._full = components(rank_activity(self.rd), self.run_has_gpu)
+            return self._full.covered(name, lo, hi)
+
+
+def coverage_of(rd: RankData, d: RankDigest, run_has_gpu: bool) -> Coverage:
+    """What the diagnosis reads of rank ``rd`` (``diagnosis.Coverage``), from its digest."""
+    return _CoverageWithFallback(rd, d.coverage(run_has_gpu), run_has_gpu)
+
+
+def components(act: RankActivity, run_has_gpu: bool) -> Components:
+    """What the diagnosis reads of a rank (``imbalance.components_of`` for one rank).
+
+    Without a GPU in the run, operator time is the rank's compute (``cpu_compute``);
+    beside a GPU, host operators are host-side work and kernels are GPU compute.
+    """
+    ops = act.host if run_has_gpu else iv.combine(act.host, act.compute)
+    gpu = act.compute if run_has_gpu else iv.empty()
+    return Components.build(act.data, act.comm, gpu, ops)
+
+
+def _coverage(comp: Components, points: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: coverage_upto(getattr(comp, name), points) for name in COMPONENT_NAMES}
+
+
+def compute(rd: RankData, act: RankActivity | None = None) -> RankDigest:
+    """The digest of one rank, from its tables."""
+    act = rank_activity(rd) if act is None else act
+    windows, source = step_windows(rd)
+    steps = list(windows)
+    breakdown = step_breakdown({rd.rank: act}, {rd.rank: windows}, steps, {})
+    comms = rd.comms
+    # The diagnosis' gap bounds: collective starts and ends (as it computes them from
+    # dur_ms) and window starts.
+    ends = comms["ts"] + np.rint((comms["dur"] / 1e6) * 1e6).astype(np.int64)
+    points = distinct(
+        np.concatenate(
+            [comms["ts"], ends, np.array([w[0] for w in windows.values()], dtype=np.int64)]
+        ).astype(np.int64)
+    )
+    cov_gpu = _coverage(components(act, True), points)
+    cov_cpu = None if act.has_gpu else _coverage(components(act, False), points)
+    step_names = sorted(
+        {n for n in rd.cpu.vocab.get("name", []) if "ProfilerStep" in n}
+        | {n for n in rd.gpu_ann.vocab.get("name", []) if "ProfilerStep" in n}
+    )
+    hta = {
+        multi: HtaMetrics(
+            temporal_breakdown=hta_compat.temporal_breakdown(rd, multi),
+            comm_overlap_pct=hta_compat.comm_overlap_pct(rd, multi),
+        )
+        for multi in (True, False)
+    }
+    return RankDigest(
+        rank=rd.rank,
+        has_gpu=act.has_gpu,
+        windows=windows,
+        source=source,
+        breakdown=breakdown,
+        comms=comms,
+        cov_points=points,
+        cov_gpu_run=cov_gpu,
+        cov_cpu_run=cov_cpu,
+        hta=hta,
+        profiler_step_names=step_names,
+        util=utilisation.utilisation_sums(rd, act, windows),
+        idle=utilisation.idle_sums(rd, windows),
+        kernels=utilisation.kernel_sums(rd, windows),
+        telemetry=utilisation.telemetry_sums(rd, windows),
+    )
+
+
+# ---------------------------------------------------------------- cache
+
+
+def _identity(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{path}|absent"
+    return f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def digest_key(rd: RankData) -> str:
+    """The cache key of ``rd``'s digest: every input file's identity and the versions."""
+    parts = [f"digest {DIGEST_VERSION} ingest {cache.INGEST_VERSION} rank {rd.rank}"]
+    parts += [_identity(p) for p in (*rd.files, *rd.sources)]
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+
+
+def digest_of(rd: RankData) -> RankDigest:
+    """``rd``'s digest: from memory, else from the cache, else computed (and cached
+    when its traces are large enough to be cached themselves)."""
+    if isinstance(rd.digest, RankDigest):
+        return rd.digest
+    worth = any(cache.worth_caching(Path(f)) for f in rd.files)
+    key = digest_key(rd) if worth else None
+    d = None
+    if key is not None:
+        blob = cache.load_blob("digests", key)
+        if blob is not None:
+            try:
+                d = decode(blob)
+            except (ValueError, TypeError, KeyError, msgspec.DecodeError):
+                cache.discard_blob("digests", key)
+                d = None
+            if d is not None and d.rank != rd.rank:
+                d = None
+    if d is None:
+        d = compute(rd)
+        if key is not None:
+            cache.store_blob("digests", key, encode(d))
+    rd.digest = d
+    return d
+
+
+# ---------------------------------------------------------------- encoding
+
+_DTYPES = {"<i8", "<f8", "<i4", "|b1", "|u1"}
+
+
+def _arr(a: np.ndarray) -> dict[str, Any]:
+    a = np.ascontiguousarray(a)
+    if a.dtype.str not in _DTYPES:
+        a = a.astype(np.int64 if a.dtype.kind in "iub" else np.float64)
+    return {"nd": [a.dtype.str, list(a.shape), a.tobytes()]}
+
+
+def _unarr(v: Any) -> np.ndarray:
+    dtype, shape, data = v["nd"]
+    if dtype not in _DTYPES or not isinstance(data, bytes):
+        raise ValueError("digest: bad array")
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape)) if shape else 1
+    if any(not isinstance(x, int) or x < 0 for x in shape) or n * dt.itemsize != len(data):
+        raise ValueError("digest: bad array size")
+    return np.frombuffer(data, dtype=dt).reshape(shape).copy()
+
+
+def _table(t: Table) -> dict[str, Any]:
+    return {"cols": {k: _arr(v) for k, v in t.cols.items()}, "vocab": t.vocab}
+
+
+def _untable(v: Any) -> Table:
+    cols = {k: _unarr(a) for k, a in v["cols"].items()}
+    vocab = {k: [str(x) for x in vs] for k, vs in v["vocab"].items()}
+    for k in vocab:
+        cols[k] = cols[k].astype(np.int32)
+        if len(cols[k]) and (cols[k].min() < 0 or cols[k].max() >= len(vocab[k])):
+            raise ValueError("digest: string codes out of range")
+    lengths = {len(c) for c in cols.values()}
+    if len(lengths) > 1:
+        raise ValueError("digest: ragged table")
+    return Table(cols, vocab)
+
+
+def _sums(obj: Any) -> dict[str, Any] | None:
+    if obj is None:
+        return None
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = _arr(v) if isinstance(v, np.ndarray) else v
+    return out
+
+
+def _unsums(cls: Any, v: Any) -> Any:
+    if v is None:
+        return None
+    kw = {k: _unarr(x) if isinstance(x, dict) and "nd" in x else x for k, x in v.items()}
+    return cls(**kw)
+
+
+def _hta(h: HtaMetrics) -> list[Any]:
+    tb = h.temporal_breakdown
+    return [None if tb is None else [tb.idle_pct, tb.compute_pct, tb.non_compute_pct],
+            h.comm_overlap_pct]  # fmt: skip
+
+
+def _unhta(v: Any) -> HtaMetrics:
+    tb, overlap = v
+    return HtaMetrics(
+        temporal_breakdown=None if tb is None else TemporalBreakdown(*map(float, tb)),
+        comm_overlap_pct=None if overlap is None else float(overlap),
+    )
+
+
+def encode(d: RankDigest) -> bytes:
+    return msgspec.msgpack.encode(
+        {
+            "version": DIGEST_VERSION,
+            "rank": d.rank,
+            "has_gpu": d.has_gpu,
+            "windows": [[s, lo, hi] for s, (lo, hi) in d.windows.items()],
+            "source": d.source,
+            "breakdown": _table(d.breakdown),
+            "comms": _table(d.comms),
+            "cov_points": _arr(d.cov_points),
+            "cov_gpu_run": {k: _arr(v) for k, v in d.cov_gpu_run.items()},
+            "cov_cpu_run": None
+            if d.cov_cpu_run is None
+            else {k: _arr(v) for k, v in d.cov_cpu_run.items()},
+            "hta": [_hta(d.hta[True]), _hta(d.hta[False])],
+            "profiler_step_names": d.profiler_step_names,
+            "util": _sums(d.util),
+            "idle": _sums(d.idle),
+            "kernels": _sums(d.kernels),
+            "telemetry": _sums(d.telemetry),
+        }
+    )
+
+
+def decode(blob: bytes) -> RankDigest:
+    """A digest from ``encode``'s bytes; ValueError/TypeError/KeyError when it is not one."""
+    v = msgspec.msgpack.decode(blob)
+    if not isinstance(v, dict) or v.get("version") != DIGEST_VERSION:
+        raise ValueError("digest: other version")
+    points = _unarr(v["cov_points"])
+
+    def cov(c: Any) -> dict[str, np.ndarray]:
+        out = {name: _unarr(c[name]) for name in COMPONENT_NAMES}
+        if any(len(a) != len(points) for a in out.values()):
+            raise ValueError("digest: coverage length")
+        return out
+
+    d = RankDigest(
+        rank=int(v["rank"]),
+        has_gpu=bool(v["has_gpu"]),
+        windows={int(s): (int(lo), int(hi)) for s, lo, hi in v["windows"]},
+        source=str(v["source"]),
+        breakdown=_untable(v["breakdown"]),
+        comms=_untable(v["comms"]),
+        cov_points=points,
+        cov_gpu_run=cov(v["cov_gpu_run"]),
+        cov_cpu_run=None if v["cov_cpu_run"] is None else cov(v["cov_cpu_run"]),
+        hta={True: _unhta(v["hta"][0]), False: _unhta(v["hta"][1])},
+        profiler_step_names=[str(n) for n in v["profiler_step_names"]],
+        util=_unsums(utilisation.UtilSums, v["util"]),
+        idle=_unsums(utilisation.IdleSums, v["idle"]),
+        kernels=_unsums(utilisation.KernelSums, v["kernels"]),
+        telemetry=_unsums(utilisation.TelemetrySums, v["telemetry"]),
+    )
+    if len(d.breakdown) != len(d.windows) or len(d.util.steps) != len(d.windows):
+        raise ValueError("digest: step tables do not match the windows")
+    return d
