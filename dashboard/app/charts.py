@@ -190,8 +190,10 @@ def add_band(
     n: int,
     name: str = "",
     colour: str | None = None,
+    band_legend: bool = True,
 ) -> None:
-    """A p10-p90 band and the median line over ``n`` ranks (``model.band``), two legend entries."""
+    """A p10-p90 band and the median line over ``n`` ranks (``model.band``): two legend
+    entries, or the median's alone (``band_legend`` false: the caption says what the band is)."""
     prefix = f"{name}: " if name else ""
     line_colour = colour or BAND_LINE_COLOUR
     fill = _rgba(colour, 0.2) if colour else BAND_COLOUR
@@ -217,6 +219,7 @@ def add_band(
             name=f"{prefix}p10–p90 of {n} ranks",
             hoverinfo="skip",
             legendgroup=f"band{name}",
+            showlegend=band_legend,
         )
     )
     fig.add_trace(
@@ -226,6 +229,7 @@ def add_band(
             mode="lines",
             line={"width": 2, "color": line_colour},
             name=f"{prefix}median of {n} ranks",
+            legendgroup=f"band{name}",
             hovertemplate=f"{prefix}median, %{{x}}: %{{y:.1f}}<extra></extra>",
         )
     )
@@ -463,6 +467,7 @@ def rank_lines(
             len(labels),
             field if several else "",
             colour,
+            band_legend=not several,
         )
     means = long.assign(rank=long["rank"].map(model.rank_of)).pivot_table(
         index="rank", columns="field", values="value", aggfunc="mean"
@@ -474,17 +479,28 @@ def rank_lines(
         rows = long[long["rank"] == rank_label(rank)]
         for j, field in enumerate(fields):
             part = rows[rows["field"] == field]
+            # Several fields: a rank's lines take their field's colour, one legend entry
+            # per rank; thick and solid for a straggler, thin and dotted for an outlier.
+            colour = (
+                FIELD_COLOURS[j % len(FIELD_COLOURS)]
+                if several
+                else STRAGGLER_COLOURS[k]
+                if rank in lead
+                else OUTLIER_RANK_COLOUR
+            )
             fig.add_trace(
                 go.Scatter(
                     x=part[x],
                     y=part["value"],
                     mode="lines",
-                    name=rank_label(rank) + (f" · {field}" if several else ""),
+                    name=rank_label(rank),
                     legendgroup=rank_label(rank),
+                    showlegend=j == 0,
+                    hovertemplate=f"{rank_label(rank)}, {field}: %{{y:.1f}}<extra></extra>",
                     line={
-                        "width": 2.5 if rank in lead else 1.2,
-                        "color": STRAGGLER_COLOURS[k] if rank in lead else OUTLIER_RANK_COLOUR,
-                        "dash": ("solid", "dot", "dash", "dashdot")[j % 4],
+                        "width": 3 if rank in lead else 1.2,
+                        "color": colour,
+                        "dash": "solid" if rank in lead else "dot",
                     },
                 )
             )

@@ -170,8 +170,9 @@ def render() -> None:
             charts.show(charts.tidy(fig, height=300), caption, key=f"tel-{title}")
         shown += 1
     many = (
-        " Many ranks: each chart draws the median rank and the middle 80% of ranks (band),"
-        " the stragglers and the ranks furthest from the median."
+        f" {n_ranks} ranks: each chart draws the median rank (a line per measure) and the"
+        " middle 80% of ranks (the band around it), the stragglers (thick) and the ranks"
+        " furthest from the median (dotted)."
         if n_ranks > model.MAX_LINE_RANKS
         else ""
     )

@@ -129,7 +129,7 @@ def _per_step_chart() -> None:
         charts.tidy(fig, height=340),
         (
             "The median rank (line) and the middle 80% of ranks (band), with the stragglers"
-            " (thick) and the ranks furthest from the median (dotted) drawn on their own."
+            " (thick) and the ranks furthest from the median (dotted) drawn on their own,"
             if many
             else "One line per rank,"
         )
