@@ -195,6 +195,11 @@ def digest_key(rd: RankData) -> str:
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
 
+def is_cached(rd: RankData) -> bool:
+    """Whether ``rd``'s digest is in the cache (it is cached with traces worth caching)."""
+    return cache.load_blob("digests", digest_key(rd)) is not None
+
+
 def digest_of(rd: RankData) -> RankDigest:
     """``rd``'s digest: from memory, else from the cache, else computed (and cached
     when its traces are large enough to be cached themselves)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ from rankscope.profiler.errors import RankscopeError
 
 
 class IngestCommand:
-    """Parse a run's traces into the columnar cache (and a per-rank summary), without reporting.
+    """Parse a run's traces into the columnar cache (with a summary per file and a digest per
+    rank: what the report reads), without reporting.
 
     Run it where the trace files are, for example on each node for its own ranks
     (--ranks), with the cache ($RANKSCOPE_CACHE_DIR) on a shared filesystem; a
@@ -50,11 +52,20 @@ class IngestCommand:
     def run(self, args: argparse.Namespace) -> int:
         from rankscope.dashboard.commands.report import parse_ranks
         from rankscope.dashboard.ingest import cache, engine
-        from rankscope.dashboard.ingest.run import discover_trace_files, ingest_one
+        from rankscope.dashboard.ingest.run import (
+            RunPlace,
+            discover_trace_files,
+            expected_ranks,
+            ingest_one,
+        )
         from rankscope.profiler import rundir
 
         ranks = parse_ranks(args.ranks)
-        run_path, _, files = discover_trace_files(Path(args.path))
+        run_path, kind, files = discover_trace_files(Path(args.path))
+        # Ranks named by exactly one file get their digest in the same pass.
+        job = functools.partial(
+            ingest_one, place=RunPlace(kind, str(run_path)), expect=expected_ranks(files)
+        )
         if ranks is not None:
             wanted = set(ranks)
             files = [f for f in files if rundir.rank_from_filename(f.name) in wanted]
@@ -74,7 +85,7 @@ class IngestCommand:
             flush=True,
         )
         for done, (path, result) in enumerate(
-            engine.map_files(ingest_one, [str(f) for f in files], args.executor), start=1
+            engine.map_files(job, [str(f) for f in files], args.executor), start=1
         ):
             name = Path(path).name
             if "error" in result:
@@ -88,6 +99,7 @@ class IngestCommand:
             print(
                 f"rankscope ingest: [{done}/{total}] {name}: rank {s['rank']},"
                 f" {s['gpu_events'] + s['cpu_events']} events, cache {result['cached']}"
+                f"{', digest cached' if result.get('digest') else ''}"
                 f" ({result['seconds']:.1f} s)",
                 file=sys.stderr,
                 flush=True,

@@ -19,6 +19,7 @@ in a collector run directory, where one rank's files are its capture windows.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -181,25 +182,86 @@ def json_size(path: Path) -> int:
         return 0
 
 
-def _parse_and_cache(path: str) -> RankTrace | str:
-    """Worker body: parse one file and store it in the cache; an error becomes a string."""
+@dataclass(frozen=True)
+class RunPlace:
+    """Where a run is (``path``: its folder, or a lone trace file) and its kind: what
+    a rank's step timer, telemetry and collective log are read from."""
+
+    kind: str
+    path: str
+
+
+def expected_ranks(files: list[Path]) -> dict[str, int]:
+    """Files whose name gives a rank no other file's name gives: file -> that rank.
+
+    A worker that parsed such a file can make that rank's digest on the spot
+    (a rank with several files, its capture windows, is digested once all are in).
+    """
+    by_rank: dict[int, list[str]] = {}
+    for f in files:
+        r = rundir.rank_from_filename(f.name)
+        if r is not None and rundir.valid_rank(r):
+            by_rank.setdefault(r, []).append(str(f))
+    return {fs[0]: r for r, fs in by_rank.items() if len(fs) == 1}
+
+
+def _rank_of(meta: dict[str, Any], path: Path) -> int | None:
+    r = meta.get("rank")
+    return r if isinstance(r, int) and r >= 0 else rundir.rank_from_filename(path.name)
+
+
+def _digest_now(ref: TraceRef, place: RunPlace, rank: int) -> bool:
+    """Make and cache ``rank``'s digest from its one trace (in an ingest worker);
+    whether it is in the cache now."""
+    from rankscope.dashboard.analysis.digest import digest_of, is_cached
+
+    rd = _rank_data(rank, [ref], place, {})
+    digest_of(rd)
+    return is_cached(rd)
+
+
+def _parse_and_cache(
+    path: str, place: RunPlace | None = None, expect_rank: int | None = None
+) -> TraceRef | str:
+    """Worker body: parse one file and store it in the cache; an error becomes a string.
+
+    A stored trace comes back as its metadata only (the parent reads the tables from
+    the cache if a view asks), so a thousand ranks' events never cross into one
+    process. With ``place`` and the rank the file's name promised, the worker also
+    stores that rank's digest.
+    """
+    p = Path(path)
     try:
-        trace = parse_trace(Path(path))
+        trace = parse_trace(p)
     except RankscopeError as e:
         return str(e)
     except Exception as e:  # a trace we do not understand must not sink the others
         return f"{path}: could not be parsed ({type(e).__name__}: {e})"
-    if cache.worth_caching(Path(path)):
-        cache.store(trace)
-    return trace
+    trace.path = path
+    ref = TraceRef(path, trace.meta, trace)
+    if not cache.worth_caching(p):
+        return ref
+    cache.store(trace)
+    if cache.load_meta(p) is None:  # the cache could not be written: keep the tables
+        return ref
+    if place is not None and expect_rank is not None and _rank_of(trace.meta, p) == expect_rank:
+        # The parent makes it again should this fail: a digest never sinks an ingest.
+        with contextlib.suppress(Exception):
+            _digest_now(ref, place, expect_rank)
+    return TraceRef(path, trace.meta)
 
 
-def ingest_one(path: str) -> dict[str, Any]:
+def ingest_one(
+    path: str, place: RunPlace | None = None, expect: dict[str, int] | None = None
+) -> dict[str, Any]:
     """Worker body of ``rankscope ingest``: the file's cache entry written, its summary back.
 
-    Returns ``{"path", "summary", "cached": "hit" | "written" | "not written", "seconds"}``,
-    or ``{"path", "error"}``. Every trace is stored, however small, so each rank has a
-    summary; the cache must be on a filesystem the review side reads.
+    Returns ``{"path", "summary", "cached": "hit" | "written" | "not written",
+    "digest": bool, "seconds"}``, or ``{"path", "error"}``. Every trace is stored,
+    however small, so each rank has a summary; the cache must be on a filesystem the
+    review side reads. With the run's ``place`` and the ranks its file names promise
+    (``expected_ranks``), the rank's digest is made too (``digest``: whether it is
+    cached now), so the report reads nothing else.
     """
     start = time.monotonic()
     p = Path(path)
@@ -214,10 +276,18 @@ def ingest_one(path: str) -> dict[str, Any]:
         return {"path": path, "error": str(e)}
     except Exception as e:  # a trace we do not understand must not sink the others
         return {"path": path, "error": f"{path}: could not be parsed ({type(e).__name__}: {e})"}
+    trace.path = path
+    rank = (expect or {}).get(path)
+    digested = False
+    if place is not None and rank is not None and _rank_of(trace.meta, p) == rank:
+        # A digest that cannot be made is made again by the report: never an ingest error.
+        with contextlib.suppress(Exception):
+            digested = _digest_now(TraceRef(path, trace.meta, trace), place, rank)
     return {
         "path": path,
         "summary": cache.summarise(trace),
         "cached": state,
+        "digest": digested,
         "seconds": round(time.monotonic() - start, 3),
     }
 
@@ -258,11 +328,13 @@ class TraceRef:
 
 
 def ingest_files(
-    files: Iterable[Path], progress: ProgressFn | None = None
+    files: Iterable[Path], progress: ProgressFn | None = None, place: RunPlace | None = None
 ) -> tuple[dict[str, TraceRef], dict[str, str]]:
     """Each file ingested (from the cache where possible: metadata only, tables on
-    first use) and the reason per failed file."""
+    first use) and the reason per failed file. With ``place`` (the run), workers
+    also store the digest of each rank that has one file."""
     files = list(files)
+    expect = expected_ranks(files) if place is not None else {}
     done: dict[str, TraceRef] = {}
     failed: dict[str, str] = {}
     todo: list[Path] = []
@@ -278,14 +350,13 @@ def ingest_files(
         # Show the bar before the first (possibly long) parse, not after it.
         progress(n, total, f"{len(todo)} trace(s)" if todo else "cached")
 
-    def record(path: str, result: RankTrace | str) -> None:
+    def record(path: str, result: TraceRef | str) -> None:
         nonlocal n
         n += 1
         if isinstance(result, str):
             failed[path] = result
         else:
-            result.path = path
-            done[path] = TraceRef(path, result.meta, result)
+            done[path] = result
         if progress:
             progress(n, total, Path(path).name)
 
@@ -297,13 +368,16 @@ def ingest_files(
 
         # fork: workers inherit the imported modules, so each starts in milliseconds.
         ctx = mp.get_context("fork") if sys.platform != "win32" else None
+        paths = [str(f) for f in todo]
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for f, result in zip(
-                todo, pool.map(_parse_and_cache, [str(f) for f in todo]), strict=True
-            ):
-                record(str(f), result)
+            results = pool.map(
+                _parse_and_cache, paths, [place] * len(paths), [expect.get(p) for p in paths]
+            )
+            for name, result in zip(paths, results, strict=True):
+                record(name, result)
     else:
         for f in todo:
+            # In this process the tables stay in memory: the digest is made from them later.
             record(str(f), _parse_and_cache(str(f)))
     return done, failed
 
@@ -359,6 +433,36 @@ def _telemetry_file(folder: Path, rank: int) -> Path | None:
     return None
 
 
+def _rank_data(r: int, refs: list[TraceRef], place: RunPlace, manifest: dict[str, Any]) -> RankData:
+    """Rank ``r`` of the run at ``place``: its traces ``refs`` (in time order) and the
+    run's other files for that rank, each read when first used."""
+    path = Path(place.path)
+    folder = path if path.is_dir() else path.parent
+    meta = dict(refs[0].meta) if refs else {"rank": r, "has_gpu": False}
+    meta["rank"] = r
+    rank_manifest = manifest.get("ranks", {}).get(r, {})
+    if rank_manifest:
+        meta["manifest"] = rank_manifest
+    run_dir = path if place.kind == "run_dir" else None
+    tel_file = _telemetry_file(folder, r) if path.is_dir() else None
+    sources = []
+    if run_dir is not None:
+        sources.append(str(rundir.steps_path(run_dir, r)))
+    if path.is_dir():
+        sources.append(str(tel_file or rundir.telemetry_path(folder, r)))
+    return RankData(
+        rank=r,
+        files=[t.path for t in refs],
+        meta=meta,
+        load_tables=_tables_loader(refs),
+        load_steps=_steps_loader(run_dir, r),
+        # Header lines ({"schema": ...}) carry no timestamp and are not samples.
+        load_telemetry=_telemetry_loader(tel_file),
+        load_light=_light_loader(run_dir, r),
+        sources=sources,
+    )
+
+
 def _tables_loader(refs: list[TraceRef]) -> Callable[[], dict[str, Table]]:
     def load() -> dict[str, Table]:
         if not refs:
@@ -390,7 +494,8 @@ def load_run(
     progress: ProgressFn | None = None,
 ) -> Run:
     path, kind, files = discover_trace_files(Path(path))
-    traces, failed = ingest_files(files, progress)
+    place = RunPlace(kind, str(path))
+    traces, failed = ingest_files(files, progress, place)
     skipped = [{"file": f, "reason": reason} for f, reason in failed.items()]
     warnings = [f"skipped {s['file']}: {s['reason']}" for s in skipped]
 
@@ -429,7 +534,6 @@ def load_run(
             raise RankscopeError(f"two trace files claim rank {r}: {ts[0].path} and {ts[1].path}")
 
     manifest = rundir.read_run_manifest(path) if kind == "run_dir" else {}
-    folder = path if path.is_dir() else path.parent
     # Collector-only ranks (telemetry/steps but no trace yet) still count in a run dir.
     if kind == "run_dir":
         for r in manifest.get("ranks", {}):
@@ -463,29 +567,7 @@ def load_run(
         refs = by_rank[r]
         if len(refs) > 1:
             refs = sorted(refs, key=lambda t: t.cpu_start_ns())
-        meta = dict(refs[0].meta) if refs else {"rank": r, "has_gpu": False}
-        meta["rank"] = r
-        rank_manifest = manifest.get("ranks", {}).get(r, {})
-        if rank_manifest:
-            meta["manifest"] = rank_manifest
-        run_dir = path if kind == "run_dir" else None
-        tel_file = _telemetry_file(folder, r) if path.is_dir() else None
-        sources = []
-        if run_dir is not None:
-            sources.append(str(rundir.steps_path(run_dir, r)))
-        if path.is_dir():
-            sources.append(str(tel_file or rundir.telemetry_path(folder, r)))
-        out[r] = RankData(
-            rank=r,
-            files=[t.path for t in refs],
-            meta=meta,
-            load_tables=_tables_loader(refs),
-            load_steps=_steps_loader(run_dir, r),
-            # Header lines ({"schema": ...}) carry no timestamp and are not samples.
-            load_telemetry=_telemetry_loader(tel_file),
-            load_light=_light_loader(run_dir, r),
-            sources=sources,
-        )
+        out[r] = _rank_data(r, refs, place, manifest)
     if wanted is not None:
         unknown = sorted(wanted - set(by_rank))
         if unknown:
