@@ -28,18 +28,20 @@ The raw event dicts are dropped as soon as their columns are built.
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
-from rankscope.dashboard.ingest.table import Table, isin
+from rankscope.dashboard.ingest.table import Table, first_indices, isin
 from rankscope.profiler import safeio
 from rankscope.profiler.errors import RankscopeError
 
@@ -104,11 +106,16 @@ def canonical_collective(name: str) -> str:
     return _CANONICAL_COLL.get(key, base.lower())
 
 
+_NAN = float("nan")
+_NO_RAW = msgspec.Raw()  # immutable: one shared default, not one empty Raw per event
+
+
 class _Args(msgspec.Struct, frozen=True, gc=False):
     """The event args rankscope reads; msgspec skips every other key without building it.
 
-    Integer fields are typed so the decoder hands over ints (-1: absent); a trace
-    with odd value types fails this strict schema and takes the forgiving path.
+    Integer fields are typed so the decoder hands over ints (-1: absent), the two
+    kernel figures floats (NaN: absent); a trace with odd value types fails this
+    strict schema and takes the forgiving path, which gives the same values.
     ``gc=False``: decoded JSON holds no cycles, and millions of GC-tracked events
     made the collector cost twice the decoding itself.
     """
@@ -118,8 +125,8 @@ class _Args(msgspec.Struct, frozen=True, gc=False):
     device: int = 0
     external_id: int = msgspec.field(default=-1, name="External id")
     bytes: int = -1
-    blocks_per_sm: Any = msgspec.field(default=None, name="blocks per SM")
-    occupancy: Any = msgspec.field(default=None, name="est. achieved occupancy %")
+    blocks_per_sm: float = msgspec.field(default=_NAN, name="blocks per SM")
+    occupancy: float = msgspec.field(default=_NAN, name="est. achieved occupancy %")
     coll_name: Any = msgspec.field(default=None, name="Collective name")
     in_nelems: Any = msgspec.field(default=None, name="In msg nelems")
     out_nelems: Any = msgspec.field(default=None, name="Out msg nelems")
@@ -127,26 +134,52 @@ class _Args(msgspec.Struct, frozen=True, gc=False):
     pg_name: Any = msgspec.field(default=None, name="Process Group Name")
     seq: Any = msgspec.field(default=None, name="Seq")
     # Shapes appear on every op when record_shapes is on: keep them as raw bytes and
-    # decode only for the few collectives that need a message size.
-    input_dims: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw, name="Input Dims")
-    input_type: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw, name="Input type")
+    # decode only for the few collectives that need a message size. A Raw is a view
+    # into the decoded batch: ``_kept`` copies it out before an event outlives its batch.
+    input_dims: msgspec.Raw = msgspec.field(default=_NO_RAW, name="Input Dims")
+    input_type: msgspec.Raw = msgspec.field(default=_NO_RAW, name="Input type")
 
 
 _NO_ARGS = _Args()
 
 
-class _Event(msgspec.Struct, gc=False):
-    ph: str | None = None
-    cat: str | None = None
+def _kept(args: _Args) -> _Args:
+    """``args`` fit to keep past its batch: its Raw fields copied out of the batch's bytes."""
+    if args.input_dims or args.input_type:
+        return msgspec.structs.replace(
+            args, input_dims=args.input_dims.copy(), input_type=args.input_type.copy()
+        )
+    return args
+
+
+class _Event(msgspec.Struct, gc=False, tag_field="ph", tag="X"):
+    """A complete event (``"ph": "X"``), the only phase rankscope reads."""
+
+    cat: str = ""
     name: str = ""
     ts: float | None = None
     dur: float | None = None
     tid: int | str | None = None
-    args: _Args | None = _NO_ARGS
+    args: _Args = _NO_ARGS
+
+
+# Every other Chrome-trace phase decodes to an empty struct: msgspec checks its JSON
+# and skips its contents without building a thing (flow and instant events are a
+# third of a Kineto trace). A phase not listed here, or an event without one, fails
+# the schema and takes the forgiving path.
+_OTHER_PHASES = "BEIiCbnestfPONDMVvRcTpSF()"
+_SKIPPED = tuple(
+    msgspec.defstruct(f"_Phase{ord(ph)}", [], tag_field="ph", tag=ph, gc=False)
+    for ph in _OTHER_PHASES
+)
+if TYPE_CHECKING:
+    _AnyEvent = _Event
+else:
+    _AnyEvent = functools.reduce(operator.or_, (_Event, *_SKIPPED))
 
 
 class _TraceDoc(msgspec.Struct):
-    traceEvents: list[_Event] = msgspec.field(default_factory=list)
+    traceEvents: list[_AnyEvent] = msgspec.field(default_factory=list)
     distributedInfo: Any = None
     baseTimeNanoseconds: Any = None
     deviceProperties: Any = None
@@ -154,7 +187,7 @@ class _TraceDoc(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_TraceDoc)
-_BATCH_DECODER = msgspec.json.Decoder(list[_Event])
+_BATCH_DECODER = msgspec.json.Decoder(list[_AnyEvent])
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -280,13 +313,28 @@ _ARG_FIELDS = {f.encode_name: f.name for f in msgspec.structs.fields(_Args)}
 _INT_ARGS = {"stream": -1, "correlation": -1, "device": 0, "external_id": -1, "bytes": -1}
 
 
+_FLOAT_ARGS = ("blocks_per_sm", "occupancy")
+
+
 def _float_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _float_or_nan(value: Any) -> float:
+    """A number (bools count, as 0 and 1) as a float, anything else NaN."""
+    try:
+        return float(value) if isinstance(value, int | float) else _NAN
+    except OverflowError:
+        return _NAN
+
+
+def _is_complete(e: Any) -> bool:
+    return isinstance(e, dict) and e.get("ph") == "X"
+
+
 def _event_from_dict(e: dict[str, Any]) -> _Event:
     """The forgiving twin of the typed decoder, for traces with odd value types."""
-    args = None
+    args = _NO_ARGS
     raw_args = e.get("args")
     if isinstance(raw_args, dict):
         kwargs: dict[str, Any] = {}
@@ -297,12 +345,13 @@ def _event_from_dict(e: dict[str, Any]) -> _Event:
                     value = msgspec.Raw(msgspec.json.encode(value))
                 elif attr in _INT_ARGS:
                     value = _int_or(value, _INT_ARGS[attr])
+                elif attr in _FLOAT_ARGS:
+                    value = _float_or_nan(value)
                 kwargs[attr] = value
         args = _Args(**kwargs)
-    ph, cat, tid = e.get("ph"), e.get("cat"), e.get("tid")
+    cat, tid = e.get("cat"), e.get("tid")
     return _Event(
-        ph=ph if isinstance(ph, str) else None,
-        cat=cat if isinstance(cat, str) else None,
+        cat=cat if isinstance(cat, str) else "",
         name=str(e.get("name", "")),
         ts=_float_or_none(e.get("ts")),
         dur=_float_or_none(e.get("dur")),
@@ -324,7 +373,7 @@ def _read_doc(raw: bytes | bytearray, path: Path) -> _TraceDoc:
         doc = {"traceEvents": doc}
     if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
         raise RankscopeError(f"{path} is not a torch.profiler trace (no traceEvents list)")
-    events = [_event_from_dict(e) for e in doc["traceEvents"] if isinstance(e, dict)]
+    events: list[_AnyEvent] = [_event_from_dict(e) for e in doc["traceEvents"] if _is_complete(e)]
     keep = {
         k: doc.get(k)
         for k in ("distributedInfo", "baseTimeNanoseconds", "deviceProperties", "traceName")
@@ -337,8 +386,11 @@ def load_trace_doc(path: Path) -> _TraceDoc:
     return _read_doc(_read_bytes(path), path)
 
 
-def _decode_batch(raw: bytes) -> list[_Event] | None:
-    """One ``[event, ...]`` slice as events; None when the slice is not valid JSON."""
+def _decode_batch(raw: bytes | memoryview) -> list[_AnyEvent] | None:
+    """One ``[event, ...]`` slice as events; None when the slice is not valid JSON.
+
+    Only complete events come out whole; the others are empty placeholders.
+    """
     try:
         return _BATCH_DECODER.decode(raw)
     except msgspec.ValidationError:
@@ -349,7 +401,7 @@ def _decode_batch(raw: bytes) -> list[_Event] | None:
         items = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return None
-    return [_event_from_dict(e) for e in items if isinstance(e, dict)]
+    return [_event_from_dict(e) for e in items if _is_complete(e)]
 
 
 def _stream_trace(path: Path) -> RankTrace:
@@ -358,7 +410,7 @@ def _stream_trace(path: Path) -> RankTrace:
 
     builder = _ColumnBuilder()
 
-    def accept(raw: bytes) -> bool:
+    def accept(raw: memoryview) -> bool:
         events = _decode_batch(raw)
         if events is None:
             return False
@@ -414,8 +466,16 @@ _CAT_CLASS = {
     "gpu_user_annotation": _CLS_ANN,
 }
 _HOST_COMM_PREFIXES = ("gloo:", "nccl:", "mpi:", "ucc:")
+# What a name says about its rows, one bit each.
+_IS_NCCL, _IS_PARAM, _IS_HOST = 1, 2, 4
 _I64_BAD = 9.2e18  # integer args at or beyond this (or not ints) read as -1
-_NAN = float("nan")
+
+# One pass over a batch's events per getter: tuples flattened straight into numpy.
+_TIMES = ("ts", "dur")
+_ARG_INTS = ("args.stream", "args.correlation", "args.device", "args.external_id", "args.bytes")
+_STREAM, _CORRELATION, _DEVICE, _EXTERNAL_ID, _BYTES = range(len(_ARG_INTS))
+_KERNEL_FLOATS = ("args.blocks_per_sm", "args.occupancy")
+_NAME, _CAT, _TID, _ARGS = (attrgetter(f) for f in ("name", "cat", "tid", "args"))
 
 
 def _floats(values: list[Any]) -> np.ndarray:
@@ -424,6 +484,11 @@ def _floats(values: list[Any]) -> np.ndarray:
         return np.fromiter(values, dtype=np.float64, count=len(values))
     except TypeError:
         return np.array([_NAN if v is None else v for v in values], dtype=np.float64)
+
+
+def _no_bad_ints(a: np.ndarray) -> np.ndarray:
+    bad = (a >= _I64_BAD) | (a <= -_I64_BAD)
+    return np.where(bad, -1, a) if bad.any() else a
 
 
 def _ints(values: list[Any]) -> np.ndarray:
@@ -435,14 +500,25 @@ def _ints(values: list[Any]) -> np.ndarray:
             [v if type(v) is int and _INT64_MIN <= v <= _INT64_MAX else -1 for v in values],
             dtype=np.int64,
         )
-    bad = (a >= _I64_BAD) | (a <= -_I64_BAD)
-    return np.where(bad, -1, a) if bad.any() else a
+    return _no_bad_ints(a)
 
 
-def _opt_floats(values: list[Any]) -> np.ndarray:
-    return np.array(
-        [float(v) if isinstance(v, int | float) else _NAN for v in values], dtype=np.float64
-    )
+def _fields(items: list[Any], names: tuple[str, ...], dtype: type) -> np.ndarray:
+    """``len(items) x len(names)`` values, read in one pass; per field when that fails.
+
+    Each element goes through the same numpy conversion as in ``_floats``/``_ints``
+    (which the per-field fallback is), so both ways give the same array.
+    """
+    n, width = len(items), len(names)
+    try:
+        flat: np.ndarray = np.fromiter(
+            chain.from_iterable(map(attrgetter(*names), items)), dtype=dtype, count=n * width
+        )
+    except (TypeError, OverflowError, ValueError):
+        convert = _floats if dtype is np.float64 else _ints
+        return np.stack([convert(list(map(attrgetter(f), items))) for f in names], axis=1)
+    a = flat.reshape(n, width)
+    return a if dtype is np.float64 else _no_bad_ints(a)
 
 
 class _Vocab:
@@ -450,32 +526,84 @@ class _Vocab:
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
+        self.strings: list[str] = []
 
     def codes(self, values: list[str]) -> np.ndarray:
-        index = self.index
+        index, strings = self.index, self.strings
         for v in dict.fromkeys(values):  # the distinct values: a C loop, then a short one
             if v not in index:
-                index[v] = len(index)
+                index[v] = len(strings)
+                strings.append(v)
         return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
 
     def values(self) -> list[str]:
-        return list(self.index)
+        return list(self.strings)
 
 
-def _attr(name: str, items: list[Any]) -> list[Any]:
-    return list(map(attrgetter(name), items))
+class _SubVocab:
+    """One table's vocabulary over codes of a shared ``_Vocab``: its own codes, in order
+    of first appearance in this table, worked out with numpy from the shared codes."""
+
+    def __init__(self, pool: _Vocab) -> None:
+        self.pool = pool
+        self.lut = np.zeros(0, dtype=np.int32)  # shared code -> this table's code, or -1
+        self.strings: list[str] = []
+
+    def codes(self, shared: np.ndarray) -> np.ndarray:
+        grow = len(self.pool.strings) - len(self.lut)
+        if grow > 0:
+            self.lut = np.concatenate([self.lut, np.full(grow, -1, dtype=np.int32)])
+        lut = self.lut
+        new = shared[lut[shared] < 0]
+        if len(new):
+            uniq, first = first_indices(new)
+            uniq = uniq[np.argsort(first, kind="stable")]
+            lut[uniq] = np.arange(len(self.strings), len(self.strings) + len(uniq), dtype=np.int32)
+            pool = self.pool.strings
+            self.strings.extend(pool[i] for i in uniq.tolist())
+        return lut[shared]
+
+    def values(self) -> list[str]:
+        return list(self.strings)
+
+
+def _grown(a: np.ndarray, pool: list[str], of: Callable[[str], int]) -> np.ndarray:
+    """``a`` (one value per string of ``pool`` seen so far) extended to all of ``pool``."""
+    if len(a) == len(pool):
+        return a
+    more = np.fromiter(map(of, pool[len(a) :]), dtype=a.dtype, count=len(pool) - len(a))
+    return np.concatenate([a, more])
+
+
+def _name_flags(name: str) -> int:
+    return (
+        (_IS_NCCL if NCCL_KERNEL_RE.match(name) else 0)
+        | (_IS_PARAM if name == "record_param_comms" else 0)
+        | (_IS_HOST if name.startswith(_HOST_COMM_PREFIXES) else 0)
+    )
+
+
+def _complete(events: Iterable[Any]) -> list[_Event]:
+    """The complete events of a decoded batch (the others are empty placeholders)."""
+    events = list(events)
+    return list(compress(events, map(operator.is_, map(type, events), repeat(_Event))))
 
 
 class _ColumnBuilder:
     """Events in, batch by batch, as numpy columns: no Python loop over every event.
 
-    Each column is pulled out of a batch with ``map(attrgetter)`` and
-    ``np.fromiter`` (C loops); only the few events that need more (collectives,
-    ``record_param_comms``) are looked at one by one.
+    A batch's fields are read in a few passes (``map(attrgetter)`` flattened into
+    ``np.fromiter``, C loops); names and categories are coded once for all tables
+    and split per table with numpy. Only the few events that need more
+    (collectives, ``record_param_comms``) are looked at one by one.
     """
 
     def __init__(self) -> None:
-        self.g_names, self.c_names, self.c_cats, self.a_names = (_Vocab() for _ in range(4))
+        self.names, self.cats = _Vocab(), _Vocab()
+        self.name_flags = np.zeros(0, dtype=np.int8)  # _IS_* bits per shared name code
+        self.cat_class = np.zeros(0, dtype=np.int8)  # event class per shared category code
+        self.g_names, self.c_names, self.a_names = (_SubVocab(self.names) for _ in range(3))
+        self.c_cats = _SubVocab(self.cats)
         self.g: dict[str, list[np.ndarray]] = {}
         self.c: dict[str, list[np.ndarray]] = {}
         self.a: dict[str, list[np.ndarray]] = {}
@@ -490,144 +618,134 @@ class _ColumnBuilder:
         for k, v in cols.items():
             table.setdefault(k, []).append(v)
 
-    def add(self, events: list[_Event]) -> None:
+    def add(self, batch: Iterable[Any]) -> None:
+        events = _complete(batch)
         if not events:
             return
-        x = np.fromiter(
-            map(operator.eq, _attr("ph", events), repeat("X")), dtype=bool, count=len(events)
-        )
-        ts = _floats(_attr("ts", events))
-        dur = _floats(_attr("dur", events))
-        keep = x & ~np.isnan(ts) & ~np.isnan(dur)
+        times = _fields(events, _TIMES, np.float64)
+        keep = ~np.isnan(times).any(axis=1)
         if not keep.all():
             events = list(compress(events, keep.tolist()))
-            ts, dur = ts[keep], dur[keep]
+            times = times[keep]
         if not events:
             return
-        args = _attr("args", events)
-        if None in args:
-            args = [_NO_ARGS if a is None else a for a in args]
-        cls = np.fromiter(
-            map(_CAT_CLASS.get, _attr("cat", events), repeat(_CLS_CPU)),
-            dtype=np.int8,
-            count=len(events),
+        ts, dur = times[:, 0], times[:, 1]
+        names = self.names.codes(list(map(_NAME, events)))
+        cats = self.cats.codes(list(map(_CAT, events)))
+        self.name_flags = _grown(self.name_flags, self.names.strings, _name_flags)
+        self.cat_class = _grown(
+            self.cat_class, self.cats.strings, lambda c: _CAT_CLASS.get(c, _CLS_CPU)
         )
-        stream = _ints(_attr("stream", args))
+        cls = self.cat_class[cats]
+        ints = _fields(events, _ARG_INTS, np.int64)
+        stream = ints[:, _STREAM]
         # A cuda_sync range without a stream is a host range like any other.
         cls[(cls == _KIND_SYNC) & (stream < 0)] = _CLS_CPU
-        names = _attr("name", events)
-        self._add_gpu(events, args, names, ts, dur, stream, cls <= _KIND_SYNC, cls)
-        self._add_ann(events, names, ts, dur, stream, cls == _CLS_ANN)
-        self._add_cpu(events, args, names, ts, dur, cls == _CLS_CPU)
+        g_mask, c_mask, a_mask = cls <= _KIND_SYNC, cls == _CLS_CPU, cls == _CLS_ANN
+        c_tid, a_tid = self._tids(events, c_mask, a_mask)
+        if g_mask.any():
+            self._add_gpu(events, names, ts, dur, ints, cls, g_mask)
+        if a_mask.any():
+            s = stream[a_mask]
+            self._put(
+                self.a,
+                ts=ts[a_mask],
+                dur=dur[a_mask],
+                name=self.a_names.codes(names[a_mask]),
+                stream=np.where(s >= 0, s, a_tid),
+            )
+        if c_mask.any():
+            self._add_cpu(events, names, cats, ts, dur, ints, c_tid, c_mask)
+
+    @staticmethod
+    def _tids(
+        events: list[_Event], c_mask: np.ndarray, a_mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Thread ids of the host and the annotation rows (-1 where not an int64)."""
+        if not (c_mask.any() or a_mask.any()):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        tids = list(map(_TID, events))
+        if set(map(type, tids)) == {int}:
+            every = _ints(tids)
+            return every[c_mask], every[a_mask]
+        # A string or absent tid somewhere: per table, as strict as each always was.
+        return _ints(list(compress(tids, c_mask.tolist()))), _ints(
+            [t if type(t) is int else -1 for t in compress(tids, a_mask.tolist())]
+        )
 
     def _add_gpu(
         self,
         events: list[_Event],
-        args: list[_Args],
-        names: list[str],
+        names: np.ndarray,
         ts: np.ndarray,
         dur: np.ndarray,
-        stream: np.ndarray,
-        mask: np.ndarray,
+        ints: np.ndarray,
         cls: np.ndarray,
+        mask: np.ndarray,
     ) -> None:
-        if not mask.any():
-            return
-        sel = mask.tolist()
-        g_args = list(compress(args, sel))
-        g_names = list(compress(names, sel))
-        ext = _ints(_attr("external_id", g_args))
-        kind = cls[mask].astype(np.int32)
-        codes = self.g_names.codes(g_names)
+        rows = np.flatnonzero(mask)
+        g_events = [events[i] for i in rows.tolist()]
+        kernel = _fields(g_events, _KERNEL_FLOATS, np.float64)
+        g_ints = ints[rows]
+        kind = cls[rows].astype(np.int32)
+        g_names = names[rows]
+        g_ts, g_dur = ts[rows], dur[rows]
         self._put(
             self.g,
-            ts=ts[mask],
-            dur=dur[mask],
-            name=codes,
+            ts=g_ts,
+            dur=g_dur,
+            name=self.g_names.codes(g_names),
             kind=kind,
-            stream=stream[mask],
-            device=_ints(_attr("device", g_args)),
-            correlation=_ints(_attr("correlation", g_args)),
-            external_id=ext,
-            bytes=_ints(_attr("bytes", g_args)),
-            blocks_per_sm=_opt_floats(_attr("blocks_per_sm", g_args)),
-            occupancy_pct=_opt_floats(_attr("occupancy", g_args)),
+            stream=g_ints[:, _STREAM],
+            device=g_ints[:, _DEVICE],
+            correlation=g_ints[:, _CORRELATION],
+            external_id=g_ints[:, _EXTERNAL_ID],
+            bytes=g_ints[:, _BYTES],
+            blocks_per_sm=kernel[:, 0],
+            occupancy_pct=kernel[:, 1],
         )
-        vocab = self.g_names.values()
-        is_nccl = np.array([bool(NCCL_KERNEL_RE.match(n)) for n in vocab], dtype=bool)
-        hits = np.flatnonzero(is_nccl[codes] & (kind == _KIND_KERNEL))
-        if len(hits):
-            g_ts, g_dur = ts[mask], dur[mask]
-            for i in hits.tolist():
-                a = g_args[i]
-                self.nccl_rows.append(
-                    (float(g_ts[i]), float(g_dur[i]), g_names[i], a, a.external_id)
-                )
-
-    def _add_ann(
-        self,
-        events: list[_Event],
-        names: list[str],
-        ts: np.ndarray,
-        dur: np.ndarray,
-        stream: np.ndarray,
-        mask: np.ndarray,
-    ) -> None:
-        if not mask.any():
-            return
-        sel = mask.tolist()
-        tid = _ints(
-            [t if type(t) is int else -1 for t in _attr("tid", list(compress(events, sel)))]
-        )
-        s = stream[mask]
-        self._put(
-            self.a,
-            ts=ts[mask],
-            dur=dur[mask],
-            name=self.a_names.codes(list(compress(names, sel))),
-            stream=np.where(s >= 0, s, tid),
-        )
+        nccl = (self.name_flags[g_names] & _IS_NCCL).astype(bool) & (kind == _KIND_KERNEL)
+        for i in np.flatnonzero(nccl).tolist():
+            e = g_events[i]
+            a = e.args
+            self.nccl_rows.append(
+                (float(g_ts[i]), float(g_dur[i]), e.name, _kept(a), a.external_id)
+            )
 
     def _add_cpu(
         self,
         events: list[_Event],
-        args: list[_Args],
-        names: list[str],
+        names: np.ndarray,
+        cats: np.ndarray,
         ts: np.ndarray,
         dur: np.ndarray,
+        ints: np.ndarray,
+        tid: np.ndarray,
         mask: np.ndarray,
     ) -> None:
-        if not mask.any():
-            return
-        sel = mask.tolist()
-        c_events = list(compress(events, sel))
-        c_args = list(compress(args, sel))
-        c_names = list(compress(names, sel))
-        cats = [c or "" for c in _attr("cat", c_events)]
-        tid = _ints(_attr("tid", c_events))
-        ext = _ints(_attr("external_id", c_args))
-        correlation = _attr("correlation", c_args)
-        codes = self.c_names.codes(c_names)
+        c_names = names[mask]
+        ext = ints[mask, _EXTERNAL_ID]
         self._put(
             self.c,
             ts=ts[mask],
             dur=dur[mask],
-            name=codes,
-            cat=self.c_cats.codes(cats),
+            name=self.c_names.codes(c_names),
+            cat=self.c_cats.codes(cats[mask]),
             tid=tid,
-            correlation=_ints(correlation),
+            correlation=ints[mask, _CORRELATION],
             external_id=ext,
         )
-        vocab = self.c_names.values()
-        is_param = np.array([n == "record_param_comms" for n in vocab], dtype=bool)
-        is_host = np.array([n.startswith(_HOST_COMM_PREFIXES) for n in vocab], dtype=bool)
-        c_ts, c_dur = ts[mask], dur[mask]
-        for i in np.flatnonzero(is_param[codes] | is_host[codes]).tolist():
-            name = c_names[i]
-            if name == "record_param_comms":
-                self.param_comms[int(ext[i])] = c_args[i]
+        flags = self.name_flags[c_names]
+        hits = np.flatnonzero(flags & (_IS_PARAM | _IS_HOST))
+        if not len(hits):
+            return
+        rows = np.flatnonzero(mask)[hits]
+        for j, i in zip(hits.tolist(), rows.tolist(), strict=True):
+            e = events[i]
+            if flags[j] & _IS_PARAM:
+                self.param_comms[int(ext[j])] = _kept(e.args)
             else:
-                self.host_comm_rows.append((float(c_ts[i]), float(c_dur[i]), name, c_args[i]))
+                self.host_comm_rows.append((float(ts[i]), float(dur[i]), e.name, _kept(e.args)))
 
     def finish(self, doc: _TraceDoc, path: str) -> RankTrace:
         return _finish(self, doc, path)

@@ -41,9 +41,8 @@ def read_chunks(path: str | Path, limit: int | None = None) -> Iterator[bytes]:
     return safeio.iter_chunks(path, limit, CHUNK_BYTES)
 
 
-def _skip_ws(buf: bytearray, i: int) -> int:
-    n = len(buf)
-    while i < n and buf[i] in _WS:
+def _skip_ws(buf: bytearray, i: int, end: int) -> int:
+    while i < end and buf[i] in _WS:
         i += 1
     return i
 
@@ -54,13 +53,22 @@ class EventSplitter:
     ``accept(slice)`` (given to ``split``) decodes one slice and returns False
     when it is not valid JSON, so the splitter tries an earlier cut: a cut is only
     a candidate (``}`` then ``,`` or ``]``), the decoder has the last word.
+
+    The slices are views of one buffer that is reused, never copies: the byte
+    before a batch (the ``[`` or ``,`` that precedes it) becomes ``[`` and the
+    byte after its last ``}`` becomes ``]`` while it is decoded. Fresh memory for
+    every batch cost more in page faults than the decoding saved by streaming.
+    A slice is valid during ``accept`` only; should anything keep a view into it
+    (a ``msgspec.Raw``), the splitter leaves that buffer alone and takes a new one.
     """
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._buf = bytearray()
+        self._pos = 0  # first byte not yet handed over; buf[pos - 1] is free for a "["
+        self._end = 0  # bytes in use; the rest of buf is spare room
         self._head = b""
-        self._tail = bytearray()
+        self._tail = b""
         self._eof = False
 
     def _more(self) -> bool:
@@ -68,12 +76,35 @@ class EventSplitter:
         if chunk is None:
             self._eof = True
             return False
-        self._buf += chunk
+        self._make_room(len(chunk))
+        self._buf[self._end : self._end + len(chunk)] = chunk
+        self._end += len(chunk)
         return True
+
+    def _make_room(self, n: int) -> None:
+        """Room for ``n`` more bytes: the handed-over bytes reused, else a larger buffer."""
+        buf = self._buf
+        try:  # something still viewing the buffer pins it (no resize): never write there
+            buf.append(0)
+            del buf[-1]
+        except BufferError:
+            buf = self._buf = bytearray(buf)
+        if self._end + n <= len(buf):
+            return
+        keep = max(self._pos - 1, 0)  # from the byte before the first unread one
+        live = self._end - keep
+        if keep and live + n <= len(buf):
+            buf[:live] = buf[keep : self._end]
+        else:
+            grown = bytearray(max(2 * len(buf), live + n, BATCH_BYTES + CHUNK_BYTES))
+            grown[:live] = memoryview(buf)[keep : self._end]
+            self._buf = grown
+        self._pos -= keep
+        self._end = live
 
     def _find_start(self) -> None:
         while True:
-            m = _EVENTS_KEY.search(self._buf)
+            m = _EVENTS_KEY.search(self._buf, 0, self._end)
             if m:
                 self._head = bytes(self._buf[: m.start()])
                 # The key must be one of the top-level object's: then, and only then,
@@ -82,52 +113,63 @@ class EventSplitter:
                     msgspec.json.decode(self._head + b'"traceEvents": 0}')
                 except msgspec.DecodeError:
                     raise NotStreamable("traceEvents is not a top-level key") from None
-                del self._buf[: m.end()]
+                self._pos = m.end()  # buf[pos - 1] is the array's "["
                 return
-            if len(self._buf) > MAX_HEAD_BYTES or not self._more():
+            if self._end > MAX_HEAD_BYTES or not self._more():
                 raise NotStreamable("no traceEvents array near the start")
 
-    def split(self, accept: Callable[[bytes], bool]) -> None:
+    def _try(self, accept: Callable[[memoryview], bool], cut: int) -> bool:
+        """Offer the events from ``pos`` to the ``}`` at ``cut`` as one JSON array."""
+        buf = self._buf
+        buf[self._pos - 1] = 0x5B  # "[": it was that, a "," or whitespace
+        after = buf[cut + 1]
+        buf[cut + 1] = 0x5D  # "]": a "," or "]" or whitespace, put back below
+        try:
+            return accept(memoryview(buf)[self._pos - 1 : cut + 2])
+        finally:
+            buf[cut + 1] = after
+
+    def split(self, accept: Callable[[memoryview], bool]) -> None:
         """Call ``accept`` on each batch of whole events, in order, until the array ends."""
         self._find_start()
-        buf = self._buf
         while True:
-            while len(buf) < BATCH_BYTES and self._more():
+            while self._end - self._pos < BATCH_BYTES and self._more():
                 pass
-            start = _skip_ws(buf, 0)
-            if start < len(buf) and buf[start] == ord("]"):
-                self._tail = buf[start + 1 :]
+            buf, end = self._buf, self._end
+            start = _skip_ws(buf, self._pos, end)
+            if start < end and buf[start] == ord("]"):
+                self._tail = bytes(buf[start + 1 : end])
                 return
-            end = len(buf)
+            limit = end
             nxt = -1
-            while (cut := buf.rfind(b"}", start, end)) >= 0:
-                nxt = _skip_ws(buf, cut + 1)
-                ends_event = nxt < len(buf) and buf[nxt] in b",]"
-                if ends_event and accept(b"[" + buf[start : cut + 1] + b"]"):
+            while (cut := buf.rfind(b"}", start, limit)) >= 0:
+                nxt = _skip_ws(buf, cut + 1, end)
+                ends_event = nxt < end and buf[nxt] in b",]"
+                if ends_event and self._try(accept, cut):
                     break
-                end = cut
+                limit = cut
                 nxt = -1
             if nxt >= 0:
                 if buf[nxt] == ord("]"):
-                    self._tail = buf[nxt + 1 :]
+                    self._tail = bytes(buf[nxt + 1 : end])
                     return
-                del buf[: nxt + 1]
+                self._pos = nxt + 1  # the "," at nxt is the next batch's "["
                 continue
             # No whole event in the buffer: read more, unless one event is too large.
-            if len(buf) > MAX_EVENT_BYTES:
+            size = end - self._pos
+            if size > MAX_EVENT_BYTES:
                 raise NotStreamable("an event could not be delimited")
-            size = len(buf)
-            while len(buf) < size + BATCH_BYTES and self._more():
+            while self._end - self._pos < size + BATCH_BYTES and self._more():
                 pass
-            if len(buf) == size:
+            if self._end - self._pos == size:
                 raise NotStreamable("the events array does not end")
 
     def rest(self) -> bytes:
         """The document without its events: head + ``[]`` + tail (all remaining input)."""
-        self._buf = bytearray()
-        while self._more():
-            self._tail += self._buf
-            self._buf.clear()
-            if len(self._tail) > MAX_HEAD_BYTES:
+        tail = bytearray(self._tail)
+        while (chunk := next(self._chunks, None)) is not None:
+            tail += chunk
+            if len(tail) > MAX_HEAD_BYTES:
                 raise NotStreamable("too much after the events array")
-        return self._head + b'"traceEvents": []' + bytes(self._tail)
+        self._eof = True
+        return self._head + b'"traceEvents": []' + bytes(tail)
