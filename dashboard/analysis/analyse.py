@@ -22,7 +22,12 @@ from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis.activity import RankActivity, rank_activity
 from rankscope.dashboard.analysis.breakdown import NS_PER_MS, rank_means
 from rankscope.dashboard.analysis.diagnosis import coverage_upto
-from rankscope.dashboard.analysis.digest import RankDigest, coverage_of, digest_of
+from rankscope.dashboard.analysis.digest import (
+    RankDigest,
+    coverage_of,
+    digest_of,
+    telemetry_sums_of,
+)
 from rankscope.dashboard.analysis.results import (
     BREAKDOWN_COLUMNS,
     CollectiveSummary,
@@ -209,7 +214,10 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     multi = len({n for d in digests.values() for n in d.profiler_step_names}) >= 2
     hta = {r: d.hta[multi] for r, d in digests.items()}
     util = {r: utilisation.utilisation_of(d.util, steps) for r, d in digests.items()}
-    tel = {r: utilisation.telemetry_of(d.telemetry, steps) for r, d in digests.items()}
+    tel = {
+        r: utilisation.telemetry_of(telemetry_sums_of(run.ranks[r], d.windows), steps)
+        for r, d in digests.items()
+    }
     idle = {r: utilisation.idle_of(d.idle, steps) for r, d in digests.items()}
     kernels = utilisation.top_kernels_of({r: d.kernels for r, d in digests.items()}, steps)
     coverage = {r: coverage_of(run.ranks[r], digests[r], has_gpu) for r in traced}

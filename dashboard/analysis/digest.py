@@ -12,14 +12,19 @@ ranks reads 1,024 small files instead of every event:
   lies before each collective's start and end and each window's start: the
   diagnosis' gaps always begin and end at those times, so its per-gap
   breakdown is two lookups (``CoverageLookup``);
-- the per-step sums behind GPU utilisation, idle time, top kernels and
-  telemetry (``utilisation.*Sums``), and HTA's metrics both ways (with and
-  without the last-ProfilerStep filter, chosen run-wide).
+- the per-step sums behind GPU utilisation, idle time and top kernels
+  (``utilisation.*Sums``), and HTA's metrics both ways (with and without the
+  last-ProfilerStep filter, chosen run-wide).
 
 Digests are cached beside the trace tables (``cache.store_blob``), keyed on the
-identity (path, size, mtime) of every file they were made from and on
-``DIGEST_VERSION``; a digest that cannot be read back whole is made again, never
-trusted. The encoding is msgpack with raw little-endian arrays (no pickle: a
+identity (path, size, mtime) of the rank's trace files and on
+``DIGEST_VERSION``, so a digest made while the job still runs (by ``rankscope
+ingest`` on the node) stays good while the step timer and telemetry files
+grow. The one exception, windows taken from the step timer (a trace without
+ProfilerStep ranges), records the step file's identity and is made again when
+it changes. Telemetry sums (``telemetry_sums_of``) are cached apart, keyed on
+the telemetry file and the windows. A digest that cannot be read back whole is
+made again, never trusted. The encoding is msgpack with raw little-endian arrays (no pickle: a
 shared cache directory must not be a way to run code).
 """
 
@@ -50,7 +55,7 @@ from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import Table, distinct
 
 # Bump whenever what a digest holds, or how any of it is computed, changes.
-DIGEST_VERSION = 1
+DIGEST_VERSION = 2
 
 
 @dataclass
@@ -69,7 +74,8 @@ class RankDigest:
     util: utilisation.UtilSums
     idle: utilisation.IdleSums | None
     kernels: utilisation.KernelSums
-    telemetry: utilisation.TelemetrySums | None
+    # identity of the step timer file when the windows come from it (None: from the trace)
+    steps_identity: str | None = None
 
     def coverage(self, run_has_gpu: bool) -> CoverageLookup:
         cov = self.cov_gpu_run if run_has_gpu or self.cov_cpu_run is None else self.cov_cpu_run
@@ -173,7 +179,9 @@ def compute(rd: RankData, act: RankActivity | None = None) -> RankDigest:
         util=utilisation.utilisation_sums(rd, act, windows),
         idle=utilisation.idle_sums(rd, windows),
         kernels=utilisation.kernel_sums(rd, windows),
-        telemetry=utilisation.telemetry_sums(rd, windows),
+        steps_identity=_identity(rd.steps_file)
+        if source == "collector" and rd.steps_file
+        else None,
     )
 
 
@@ -189,10 +197,47 @@ def _identity(path: str) -> str:
 
 
 def digest_key(rd: RankData) -> str:
-    """The cache key of ``rd``'s digest: every input file's identity and the versions."""
+    """The cache key of ``rd``'s digest: its trace files' identities and the versions."""
     parts = [f"digest {DIGEST_VERSION} ingest {cache.INGEST_VERSION} rank {rd.rank}"]
-    parts += [_identity(p) for p in (*rd.files, *rd.sources)]
+    parts += [_identity(p) for p in rd.files]
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+
+
+def _still_good(d: RankDigest, rd: RankData) -> bool:
+    if d.rank != rd.rank:
+        return False
+    return d.steps_identity is None or d.steps_identity == _identity(rd.steps_file or "")
+
+
+def _worth_caching(rd: RankData) -> bool:
+    return any(cache.worth_caching(Path(f)) for f in rd.files)
+
+
+def telemetry_sums_of(
+    rd: RankData, windows: dict[int, tuple[int, int]]
+) -> utilisation.TelemetrySums | None:
+    """``utilisation.telemetry_sums`` of ``rd`` over ``windows``, cached like digests
+    (keyed on the telemetry file's identity and the windows)."""
+    if rd.telemetry_file is None or not _worth_caching(rd):
+        return utilisation.telemetry_sums(rd, windows)
+    ident = _identity(rd.telemetry_file)
+    if ident.endswith("|absent"):
+        return None
+    spans = ",".join(f"{s}:{lo}:{hi}" for s, (lo, hi) in windows.items())
+    key = hashlib.sha1(f"telemetry {DIGEST_VERSION}\n{ident}\n{spans}".encode()).hexdigest()
+    blob = cache.load_blob("telemetry", key)
+    if blob is not None:
+        try:
+            v = msgspec.msgpack.decode(blob)
+            sums = _unsums(utilisation.TelemetrySums, v["sums"]) if v["sums"] else None
+            if sums is None or len(sums.steps) == len(windows):
+                return sums
+        except (ValueError, TypeError, KeyError, msgspec.DecodeError):
+            pass
+        cache.discard_blob("telemetry", key)
+    sums = utilisation.telemetry_sums(rd, windows)
+    cache.store_blob("telemetry", key, msgspec.msgpack.encode({"sums": _sums(sums)}))
+    return sums
 
 
 def is_cached(rd: RankData) -> bool:
@@ -205,8 +250,7 @@ def digest_of(rd: RankData) -> RankDigest:
     when its traces are large enough to be cached themselves)."""
     if isinstance(rd.digest, RankDigest):
         return rd.digest
-    worth = any(cache.worth_caching(Path(f)) for f in rd.files)
-    key = digest_key(rd) if worth else None
+    key = digest_key(rd) if _worth_caching(rd) else None
     d = None
     if key is not None:
         blob = cache.load_blob("digests", key)
@@ -216,7 +260,7 @@ def digest_of(rd: RankData) -> RankDigest:
             except (ValueError, TypeError, KeyError, msgspec.DecodeError):
                 cache.discard_blob("digests", key)
                 d = None
-            if d is not None and d.rank != rd.rank:
+            if d is not None and not _still_good(d, rd):
                 d = None
     if d is None:
         d = compute(rd)
@@ -317,7 +361,7 @@ def encode(d: RankDigest) -> bytes:
             "util": _sums(d.util),
             "idle": _sums(d.idle),
             "kernels": _sums(d.kernels),
-            "telemetry": _sums(d.telemetry),
+            "steps_identity": d.steps_identity,
         }
     )
 
@@ -350,7 +394,7 @@ def decode(blob: bytes) -> RankDigest:
         util=_unsums(utilisation.UtilSums, v["util"]),
         idle=_unsums(utilisation.IdleSums, v["idle"]),
         kernels=_unsums(utilisation.KernelSums, v["kernels"]),
-        telemetry=_unsums(utilisation.TelemetrySums, v["telemetry"]),
+        steps_identity=None if v["steps_identity"] is None else str(v["steps_identity"]),
     )
     if len(d.breakdown) != len(d.windows) or len(d.util.steps) != len(d.windows):
         raise ValueError("digest: step tables do not match the windows")

@@ -55,9 +55,9 @@ class RankData:
       name (strings), seq, enqueue_ns; empty where the collector did not record it
 
     Each is read when first used: a report over many ranks reads each rank's
-    digest (``analysis.digest``), not its events. ``sources`` are the non-trace
-    files the rank's data comes from (they key the digest); ``digest`` holds the
-    digest once made.
+    digest (``analysis.digest``), not its events. ``steps_file`` and
+    ``telemetry_file`` are where the step timer and the samples come from (None:
+    none for this kind of run); ``digest`` holds the digest once made.
     """
 
     def __init__(
@@ -77,7 +77,8 @@ class RankData:
         load_steps: Callable[[], Table] | None = None,
         load_telemetry: Callable[[], Table] | None = None,
         load_light: Callable[[], Table] | None = None,
-        sources: Iterable[str] = (),
+        steps_file: str | None = None,
+        telemetry_file: str | None = None,
     ) -> None:
         self.rank = rank
         self.files = files
@@ -95,7 +96,8 @@ class RankData:
         self._load_telemetry = load_telemetry
         self._light = light_comms
         self._load_light = load_light
-        self.sources = list(sources)
+        self.steps_file = steps_file
+        self.telemetry_file = telemetry_file
         self.digest: Any = None
 
     def _table(self, name: str) -> Table:
@@ -445,11 +447,6 @@ def _rank_data(r: int, refs: list[TraceRef], place: RunPlace, manifest: dict[str
         meta["manifest"] = rank_manifest
     run_dir = path if place.kind == "run_dir" else None
     tel_file = _telemetry_file(folder, r) if path.is_dir() else None
-    sources = []
-    if run_dir is not None:
-        sources.append(str(rundir.steps_path(run_dir, r)))
-    if path.is_dir():
-        sources.append(str(tel_file or rundir.telemetry_path(folder, r)))
     return RankData(
         rank=r,
         files=[t.path for t in refs],
@@ -459,7 +456,8 @@ def _rank_data(r: int, refs: list[TraceRef], place: RunPlace, manifest: dict[str
         # Header lines ({"schema": ...}) carry no timestamp and are not samples.
         load_telemetry=_telemetry_loader(tel_file),
         load_light=_light_loader(run_dir, r),
-        sources=sources,
+        steps_file=str(rundir.steps_path(run_dir, r)) if run_dir is not None else None,
+        telemetry_file=str(tel_file or rundir.telemetry_path(folder, r)) if path.is_dir() else None,
     )
 
 

@@ -67,14 +67,15 @@ def test_report_cli_caches_as_parquet_and_reuses_it(tmp_path: Path) -> None:
         "json",
     ]
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    entries = sorted(e for e in cache_dir.iterdir() if e.name != "digests")
+    derived = ("digests", "telemetry")  # per rank: its digest and its telemetry sums
+    entries = sorted(e for e in cache_dir.iterdir() if e.name not in derived)
     assert len(entries) == 3  # one per rank's trace
     assert all((e / "gpu.parquet").is_file() and (e / "cpu.parquet").is_file() for e in entries)
-    digests = sorted((cache_dir / "digests").iterdir())
-    assert len(digests) == 3  # and one digest per rank
+    digests = sorted(f for d in derived for f in (cache_dir / d).iterdir())
+    assert len(digests) == 6  # and per rank one digest, one set of telemetry sums
     mtimes = {e: e.stat().st_mtime_ns for e in [*entries, *digests]}
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     assert json.loads(second.stdout) == json.loads(first.stdout)
     # Nothing was written again: the second report read what the first stored.
     assert {e: e.stat().st_mtime_ns for e in mtimes} == mtimes
-    assert sorted(cache_dir.iterdir()) == sorted([*entries, cache_dir / "digests"])
+    assert sorted(cache_dir.iterdir()) == sorted([*entries, *(cache_dir / d for d in derived)])
