@@ -104,3 +104,67 @@ def test_empty_events_array(tmp_path: Path) -> None:
     t = kineto._stream_trace(p)
     assert t.meta["rank"] == 3 and len(t.cpu) == 0
     _same(t, _whole(p))
+
+
+def test_flow_and_instant_events_are_skipped_and_unknown_phases_read_forgivingly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "BATCH_BYTES", 300)
+    events = [json.loads(EV % ("op", i)) for i in range(12)]
+    # Odd values where nothing reads them: no reason to leave the typed decoder.
+    events.insert(2, {"ph": "i", "ts": "soon", "args": {"stream": "x"}, "name": 3})
+    events.insert(4, {"ph": "s", "id": 1, "cat": "fwdbwd", "ts": 1})
+    events.insert(6, {"name": "process_name", "ph": "M", "args": {"name": "python"}})
+    # A phase the schema does not list, an event without one, a ph given twice:
+    # the forgiving path reads those batches, to the same tables.
+    events.insert(8, {"ph": "Z", "ts": 1, "dur": 1})
+    events.insert(10, {"cat": "cpu_op", "name": "no ph", "ts": 1, "dur": 1})
+    events.insert(12, {"ph": "i", "ph ": 1, "name": "x", "ts": 2, "dur": 1})
+    text = json.dumps({"traceEvents": events})
+    text = text.replace('"ph ": 1', '"ph": "X"')  # duplicate key: the last one wins
+    p = _write(tmp_path, text)
+    streamed = kineto._stream_trace(p)
+    assert list(streamed.cpu.strings("name")) == ["op"] * 7 + ["x"] + ["op"] * 5
+    _same(streamed, _whole(p))
+
+
+def test_a_view_kept_past_accept_is_never_overwritten(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream, "BATCH_BYTES", 200)
+    events = [{"ph": "X", "name": f"op{i}", "args": {"Input Dims": [[i, i]]}} for i in range(60)]
+    doc = json.dumps({"traceEvents": events}).encode()
+    kept: list[tuple[memoryview, bytes]] = []
+
+    def accept(raw: memoryview) -> bool:
+        # A view of the events themselves (what a msgspec.Raw holds) pins the buffer;
+        # only the brackets around them are the splitter's to write.
+        kept.append((raw[1:-1], bytes(raw[1:-1])))
+        return True
+
+    splitter = stream.EventSplitter(iter([doc[i : i + 64] for i in range(0, len(doc), 64)]))
+    splitter.split(accept)
+    assert len(kept) > 5
+    assert all(bytes(view) == copy for view, copy in kept)
+    names = [e["name"] for view, _ in kept for e in json.loads(b"[%s]" % bytes(view))]
+    assert names == [e["name"] for e in events]
+
+
+def test_kept_collective_args_do_not_pin_their_batch() -> None:
+    """Args kept for collectives copy their Raw shapes: the batch's buffer is free after."""
+    ev = {
+        "ph": "X",
+        "cat": "cpu_op",
+        "name": "gloo:all_reduce",
+        "ts": 1,
+        "dur": 2,
+        "args": {"Input Dims": [[4, 4]], "Input type": ["float"]},
+    }
+    buf = bytearray(json.dumps([ev, dict(ev, name="record_param_comms")]).encode())
+    builder = kineto._ColumnBuilder()
+    events = kineto._decode_batch(memoryview(buf))
+    assert events is not None
+    builder.add(events)
+    del events
+    buf.append(0)  # BufferError if anything still viewed buf
+    (row,) = builder.host_comm_rows
+    assert kineto._comm_bytes(row[3]) == 64
+    assert kineto._comm_bytes(builder.param_comms[-1]) == 64
