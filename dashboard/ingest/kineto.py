@@ -472,8 +472,10 @@ _I64_BAD = 9.2e18  # integer args at or beyond this (or not ints) read as -1
 
 # One pass over a batch's events per getter: tuples flattened straight into numpy.
 _TIMES = ("ts", "dur")
-_ARG_INTS = ("args.stream", "args.correlation", "args.device", "args.external_id", "args.bytes")
-_STREAM, _CORRELATION, _DEVICE, _EXTERNAL_ID, _BYTES = range(len(_ARG_INTS))
+# Every row needs the first two; only device-side rows (GPU activity, annotations,
+# cuda_sync) the other three, which are read for those rows alone.
+_ARG_INTS = ("args.correlation", "args.external_id", "args.stream", "args.device", "args.bytes")
+_CORRELATION, _EXTERNAL_ID, _STREAM, _DEVICE, _BYTES = range(len(_ARG_INTS))
 _KERNEL_FLOATS = ("args.blocks_per_sm", "args.occupancy")
 _NAME, _CAT, _TID, _ARGS = (attrgetter(f) for f in ("name", "cat", "tid", "args"))
 
@@ -495,7 +497,7 @@ def _ints(values: list[Any]) -> np.ndarray:
     """int64 values; anything not an int64 below ``_I64_BAD`` in size is -1."""
     try:
         a = np.fromiter(values, dtype=np.int64, count=len(values))
-    except (TypeError, OverflowError):
+    except (TypeError, OverflowError, ValueError):  # a str that is not a number: "abc"
         a = np.array(
             [v if type(v) is int and _INT64_MIN <= v <= _INT64_MAX else -1 for v in values],
             dtype=np.int64,
@@ -637,7 +639,12 @@ class _ColumnBuilder:
             self.cat_class, self.cats.strings, lambda c: _CAT_CLASS.get(c, _CLS_CPU)
         )
         cls = self.cat_class[cats]
-        ints = _fields(events, _ARG_INTS, np.int64)
+        ints = np.full((len(events), len(_ARG_INTS)), -1, dtype=np.int64)
+        ints[:, :_STREAM] = _fields(events, _ARG_INTS[:_STREAM], np.int64)
+        device_side = np.flatnonzero((cls <= _KIND_SYNC) | (cls == _CLS_ANN))
+        if len(device_side):
+            on_device = [events[i] for i in device_side.tolist()]
+            ints[device_side, _STREAM:] = _fields(on_device, _ARG_INTS[_STREAM:], np.int64)
         stream = ints[:, _STREAM]
         # A cuda_sync range without a stream is a host range like any other.
         cls[(cls == _KIND_SYNC) & (stream < 0)] = _CLS_CPU

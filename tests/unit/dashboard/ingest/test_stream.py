@@ -168,3 +168,13 @@ def test_kept_collective_args_do_not_pin_their_batch() -> None:
     (row,) = builder.host_comm_rows
     assert kineto._comm_bytes(row[3]) == 64
     assert kineto._comm_bytes(builder.param_comms[-1]) == 64
+
+
+def test_a_host_range_with_a_text_thread_id_reads_as_tid_minus_one(tmp_path: Path) -> None:
+    """It used to stop the whole trace with numpy's ValueError (not a RankscopeError)."""
+    events = [json.loads(EV % ("op", i)) for i in range(3)]
+    events[1]["tid"] = "main thread"
+    p = _write(tmp_path, json.dumps({"traceEvents": events}))
+    t = kineto.parse_trace(p)
+    assert t.cpu.cols["tid"].tolist() == [1, -1, 1]
+    _same(t, _whole(p))
