@@ -100,9 +100,17 @@ def main() -> int:
                 shots.wait_painted(page, straggler, timeout_ms=60_000)
 
                 def rank_filter(page: Any = page) -> None:
-                    # Remove the last rank from the sidebar's filter; the Overview repaints.
-                    page.get_by_role("button", name=f"Remove {ranks[-1]}").click()
-                    shots.wait_painted(page, f"{len(ranks) - 1} rank(s) of", timeout_ms=60_000)
+                    # Remove the last rank from the sidebar's filter (many ranks: the
+                    # picker starts empty, so pick one rank); the Overview repaints.
+                    if len(ranks) > 16:
+                        box = page.get_by_role("combobox").last
+                        box.click()
+                        box.fill(str(ranks[-1]))
+                        page.keyboard.press("Enter")
+                        shots.wait_painted(page, f"1 rank(s) of {len(ranks)}", timeout_ms=60_000)
+                    else:
+                        page.get_by_role("button", name=f"Remove {ranks[-1]}").click()
+                        shots.wait_painted(page, f"{len(ranks) - 1} rank(s) of", timeout_ms=60_000)
                     page.wait_for_selector(".js-plotly-plot", timeout=60_000)
 
                 results["rank filter"].append(_timed(rank_filter))

@@ -20,6 +20,7 @@ VIEWS = Path(__file__).resolve().parent / "views"
 # A file, not an emoji or :material/...: those page icons are fetched from a CDN,
 # which an offline cluster cannot reach.
 ICON = Path(__file__).resolve().parent / "static" / "rankscope.png"
+MANY_RANKS_PICKER = 16  # above this many ranks the sidebar's picker starts empty (all)
 PAGES = (
     ("overview.py", "Overview", ":material/dashboard:"),
     ("wholerun.py", "Whole run", ":material/monitoring:"),
@@ -81,11 +82,17 @@ def sidebar() -> data.Selection:
                 step_range = f"{lo}:{hi}"
         chosen_ranks: tuple[int, ...] | None = None
         if len(ranks) > 1:
+            # Past a few ranks the picker starts empty (all ranks): 512 chips would be
+            # most of the page, and its slowest part to draw.
+            many = len(ranks) > MANY_RANKS_PICKER
             picked = st.multiselect(
                 "Ranks",
                 ranks,
-                default=ranks,
+                default=[] if many else ranks,
                 key=f"rs_ranks|{path}|{len(ranks)}",
+                placeholder=f"all {len(ranks)} ranks (type a rank to pick it)"
+                if many
+                else "all ranks",
                 help="empty = all ranks",
             )
             if picked and sorted(picked) != ranks:

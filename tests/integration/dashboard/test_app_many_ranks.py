@@ -44,6 +44,9 @@ def _start(run: Path, cache: Path) -> Iterator[AppTest]:
     os.environ["RANKSCOPE_CACHE_DIR"] = str(cache)
     at = AppTest.from_file(str(MAIN), default_timeout=300)
     at.run()
+    # The app reads its run from the environment on every rerun: a test that drives
+    # this app after another fixture started sets these again.
+    at.rs_env = {"RANKSCOPE_DASHBOARD_PATH": str(run), "RANKSCOPE_CACHE_DIR": str(cache)}  # type: ignore[attr-defined]
     yield at
     for k, v in saved.items():
         if v is None:
@@ -172,3 +175,29 @@ def test_four_ranks_draw_every_rank_as_before(few: AppTest) -> None:
     gpu = _of(_page(few, "gpu"), "scatter")
     assert gpu and all(len({t["name"].split(",")[0] for t in f["data"]}) == 4 for f in gpu)
     assert not few.toggle
+
+
+def test_the_rank_picker_starts_empty_at_many_ranks_and_narrows_the_overview(
+    many: AppTest, few: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """96 chips would be most of the page: the picker starts empty (all ranks) and
+    picking one rank narrows the Overview to it; 4 ranks start with every chip."""
+    from rankscope.dashboard.app.data import SELECTION_KEY
+
+    for k, v in many.rs_env.items():  # type: ignore[attr-defined]
+        monkeypatch.setenv(k, v)
+    many.switch_page("views/overview.py").run()
+    picker = many.multiselect[0]
+    assert picker.label == "Ranks" and picker.value == []
+    assert many.session_state[SELECTION_KEY].ranks is None  # all ranks analysed
+    picker.set_value([STRAGGLER]).run()
+    assert many.session_state[SELECTION_KEY].ranks == (STRAGGLER,)
+    shown = [m.value for m in many.markdown]
+    assert any(f"1 rank(s) of {N_RANKS}" in t for t in shown), shown
+    many.multiselect[0].set_value([]).run()  # the tree of this render, not the first one
+    assert many.session_state[SELECTION_KEY].ranks is None
+
+    for k, v in few.rs_env.items():  # type: ignore[attr-defined]
+        monkeypatch.setenv(k, v)
+    few.switch_page("views/overview.py").run()
+    assert few.multiselect[0].value == [0, 1, 2, 3]
