@@ -31,6 +31,7 @@ shared cache directory must not be a way to run code).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -193,7 +194,7 @@ def _identity(path: str) -> str:
         st = os.stat(path)
     except OSError:
         return f"{path}|absent"
-    return f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def digest_key(rd: RankData) -> str:
@@ -282,13 +283,18 @@ def _arr(a: np.ndarray) -> dict[str, Any]:
     return {"nd": [a.dtype.str, list(a.shape), a.tobytes()]}
 
 
+_DTYPE_OF = {name: np.dtype(name) for name in _DTYPES}
+
+
 def _unarr(v: Any) -> np.ndarray:
     dtype, shape, data = v["nd"]
-    if dtype not in _DTYPES or not isinstance(data, bytes):
+    dt = _DTYPE_OF.get(dtype)
+    if dt is None or not isinstance(data, bytes) or not isinstance(shape, list):
         raise ValueError("digest: bad array")
-    dt = np.dtype(dtype)
-    n = int(np.prod(shape)) if shape else 1
-    if any(not isinstance(x, int) or x < 0 for x in shape) or n * dt.itemsize != len(data):
+    for x in shape:
+        if type(x) is not int or x < 0:
+            raise ValueError("digest: bad array shape")
+    if math.prod(shape) * dt.itemsize != len(data):
         raise ValueError("digest: bad array size")
     return np.frombuffer(data, dtype=dt).reshape(shape).copy()
 

@@ -166,14 +166,16 @@ def utilisation_of(s: UtilSums, steps: list[int]) -> GpuUtilisation:
     sm_eff = 100.0 * float(s.bps_weighted[sel].sum()) / bps_dur if bps_dur > 0 else None
     occupancy = float(s.occ_weighted[sel].sum()) / occ_dur if occ_dur > 0 else None
     n_steps = max(int(sel.sum()), 1)
+    busy_ns = s.stream_busy_ns[:, sel].sum(axis=1).tolist()
+    kernels = s.stream_kernels[:, sel].sum(axis=1).tolist()
     streams = [
         StreamBusy(
-            stream=int(stream),
-            busy_ms_per_step=round(int(s.stream_busy_ns[j, sel].sum()) / NS_PER_MS / n_steps, 3),
-            busy_pct=round(100.0 * int(s.stream_busy_ns[j, sel].sum()) / wall, 2),
-            kernels=int(s.stream_kernels[j, sel].sum()),
+            stream=stream,
+            busy_ms_per_step=round(b / NS_PER_MS / n_steps, 3),
+            busy_pct=round(100.0 * b / wall, 2),
+            kernels=k,
         )
-        for j, stream in enumerate(s.stream_ids.tolist())
+        for stream, b, k in zip(s.stream_ids.tolist(), busy_ns, kernels, strict=True)
     ]
     return GpuUtilisation(
         gpu_busy_pct=round(100.0 * busy / wall, 2),
@@ -256,12 +258,15 @@ def telemetry_of(s: TelemetrySums | None, steps: list[int]) -> TelemetrySummary 
         return None
     sel = _chosen(s.steps, steps)
     fields: dict[str, FieldStats] = {}
-    for k, name in enumerate(s.fields):
-        count = int(s.step_count[k, sel].sum())
+    counts = s.step_count[:, sel].sum(axis=1).tolist()
+    sums = s.step_sum[:, sel].sum(axis=1).tolist()
+    for name, mean, top, count, total in zip(
+        s.fields, s.mean.tolist(), s.max.tolist(), counts, sums, strict=True
+    ):
         fields[name] = FieldStats(
-            mean=round(float(s.mean[k]), 2),
-            max=round(float(s.max[k]), 2),
-            mean_in_steps=round(float(s.step_sum[k, sel].sum()) / count, 2) if count else None,
+            mean=round(mean, 2),
+            max=round(top, 2),
+            mean_in_steps=round(total / count, 2) if count else None,
         )
     return TelemetrySummary(
         samples=s.samples,
