@@ -30,6 +30,8 @@ ENV_CONFIG = "RANKSCOPE_CONFIG"
 ENV_COMMAND = "RANKSCOPE_COMMAND"
 ENV_BOOTSTRAP = "RANKSCOPE_BOOTSTRAP_DIR"
 ENV_PACKAGE_PATH = "RANKSCOPE_PACKAGE_PATH"
+# What a process the collector starts itself (rankscope ingest) must not inherit.
+ENV_ALL = (ENV_RUN_DIR, ENV_CONFIG, ENV_COMMAND, ENV_BOOTSTRAP, ENV_PACKAGE_PATH)
 
 # Collector keyword arguments that RANKSCOPE_CONFIG may carry.
 _CONFIG_KEYS = (
@@ -44,6 +46,7 @@ _CONFIG_KEYS = (
     "data_timing",
     "collectives",
     "auto_capture",
+    "ingest",
 )
 
 _LAUNCHER_MODULES = ("torch.distributed.run", "torch.distributed.launch")

@@ -109,6 +109,11 @@ class Collector:
     ask every rank for a profiler window when steps turn slow (3 steps in a row
     50% and 5 ms over the median of the 50 before; at most 3 windows an hour, 5
     minutes apart); it needs the control channel (``control_period_s`` > 0).
+    ``ingest=True`` runs ``rankscope ingest RUN --ranks R`` after each window, in a
+    process of its own at the lowest CPU priority (``nice 19``), so the review
+    cache (``$RANKSCOPE_CACHE_DIR``: put it on a filesystem the review side
+    reads) holds the rank's tables and digest before anyone asks for a report;
+    one at a time per rank, never waited for.
 
     Rank and world size come from torch.distributed when it is initialised,
     else from torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else 0/1. The clock
@@ -137,6 +142,7 @@ class Collector:
         data_timing: bool = True,
         collectives: bool = True,
         auto_capture: Any = False,
+        ingest: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir).absolute()
         self.plan: ProfilePlan = parse_profile_steps(profile_steps, warmup=warmup_steps)
@@ -155,6 +161,8 @@ class Collector:
         self.data_timing = bool(data_timing)
         self.collectives = bool(collectives)
         self.auto_capture = auto_capture
+        self.ingest = bool(ingest)
+        self._ingest_proc: Any = None
         self._data_timed = False
 
         self.rank = 0
@@ -689,6 +697,48 @@ class Collector:
         self._exports.append(t)
         t.start()
 
+    def _spawn_ingest(self) -> None:
+        """``rankscope ingest`` of this rank's traces, niced, in its own session (so a
+        signal to the job's process group does not reach it); skipped while the
+        previous one still runs (the next one ingests every window)."""
+        import shutil
+        import subprocess
+
+        if self._ingest_proc is not None and self._ingest_proc.poll() is None:
+            return
+        from rankscope.profiler import autostart
+
+        env = {k: v for k, v in os.environ.items() if k not in autostart.ENV_ALL}
+        # The same rankscope as this collector's, without the bootstrap (no autostart).
+        import rankscope
+
+        package = str(Path(rankscope.__file__).resolve().parent.parent)
+        bootstrap = os.environ.get(autostart.ENV_BOOTSTRAP)
+        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != bootstrap]
+        env["PYTHONPATH"] = os.pathsep.join([package, *parts])
+        cmd = [sys.executable, "-m", "rankscope", "ingest", str(self.run_dir)]
+        cmd += ["--ranks", str(self.rank)]
+        nice = shutil.which("nice")
+        if nice:
+            cmd = [nice, "-n", "19", *cmd]
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._ingest_proc = proc
+
+        def reap() -> None:
+            _, err = proc.communicate()
+            if proc.returncode:
+                tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+                self.faults.report("ingest", f"exit {proc.returncode}: {tail[0]}")
+
+        threading.Thread(target=reap, name="rankscope-ingest", daemon=True).start()
+
     def _export(
         self, prof: Any, first: int, last: int, request: AttachRequest | None = None
     ) -> None:
@@ -722,6 +772,11 @@ class Collector:
                 )
             if self._recorder is not None:
                 self._recorder.request_flush()
+            if self.ingest:
+                try:
+                    self._spawn_ingest()
+                except Exception as e:  # the window is written; only the head start is lost
+                    self.faults.report("ingest", e)
         except Exception as e:
             self.faults.report(f"export steps {first}-{last}", e)
             if request is not None:
@@ -848,6 +903,7 @@ class Collector:
                 "data_timing": self.data_timing,
                 "collectives": self.collectives,
                 "auto_capture": _jsonable(self.auto_capture),
+                "ingest": self.ingest,
                 **self._run_config,
             },
             "rankscope_version": __version__,

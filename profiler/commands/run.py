@@ -171,6 +171,12 @@ class RunCommand:
             help="take a profiler window by itself when steps turn slow (rate-limited)",
         )
         parser.add_argument(
+            "--ingest",
+            action="store_true",
+            help="after each profiler window, parse the rank's trace into the review cache"
+            " ($RANKSCOPE_CACHE_DIR) in a low-priority process",
+        )
+        parser.add_argument(
             "--no-collectives",
             action="store_true",
             help="do not log collectives from PyTorch's flight recorder",
@@ -228,6 +234,7 @@ class RunCommand:
             "collectives": not args.no_collectives,
             "data_timing": not args.no_data_timing,
             "auto_capture": bool(args.auto_capture),
+            "ingest": bool(args.ingest),
         }
         env = bootstrap_env(run_dir, config, command, nccl_timing=args.nccl_timing)
         start_ns = time.time_ns()
