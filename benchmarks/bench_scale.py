@@ -132,10 +132,17 @@ def main() -> int:
                 rss.append(float(r["rss_mb"]))
                 named = named_stragglers(r["out"])
         hta_s: float | str | None = None
+        hta_rss: int | None = None
         if hta:
             try:
                 r = measure([hta, "-c", HTA_CODE, str(run)], timeout=args.hta_timeout)
-                hta_s = round(float(r["wall_s"]), 2)
+                if r["rc"] == 0:
+                    hta_s = round(float(r["wall_s"]), 2)
+                    hta_rss = round(float(r["rss_mb"]))
+                else:  # a failed load is no time: say how it ended
+                    last = (r["stderr"].strip().splitlines() or [""])[-1][:80]
+                    hta_s = f"failed after {float(r['wall_s']):.0f} s (rc {r['rc']}: {last})"
+                    hta = None
             except subprocess.TimeoutExpired:
                 hta_s = f">{args.hta_timeout:.0f}"
                 hta = None  # larger runs take longer still
@@ -149,6 +156,7 @@ def main() -> int:
             "warm_cpu_s": round(statistics.median(warm_cpu), 2),
             "peak_rss_mb": round(max(rss)),
             "hta_s": hta_s,
+            "hta_peak_rss_mb": hta_rss,
         }
         results.append(row)
         print(
