@@ -44,6 +44,9 @@ def main() -> None:
         dist.all_reduce(stop, op=dist.ReduceOp.MAX)
         if stop.item():
             break
+    # Tear down together: a rank that destroys its gloo group while the other
+    # still sends can abort at exit (\"terminate called without an active exception\").
+    dist.barrier()
     dist.destroy_process_group()
     print(f"rank {rank} trained {steps} steps", flush=True)
 

@@ -46,6 +46,9 @@ def main() -> None:
             opt.step()
             col.step()
     if distributed:
+        # Tear down together: a rank that destroys its gloo group while the other
+        # still sends can abort at exit (\"terminate called without an active exception\").
+        dist.barrier()
         dist.destroy_process_group()
     print(f"rank {rank} done", flush=True)
 

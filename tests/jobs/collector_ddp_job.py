@@ -49,6 +49,9 @@ def main() -> int:
         with torch.profiler.record_function("optimizer_step"):
             opt.step()
     if distributed:
+        # Tear down together: a rank that destroys its gloo group while the other
+        # still sends can abort at exit (\"terminate called without an active exception\").
+        dist.barrier()
         dist.destroy_process_group()
     print(f"rank {rank} trained {args.steps} steps", flush=True)
     return args.exit_code

@@ -81,6 +81,9 @@ def main() -> int:
         total = sum(float(q.double().sum()) for q in model.parameters())
         with open(args.result, "w") as f:
             json.dump({"param_sum": total, "losses": losses}, f)
+    # Tear down together: a rank that destroys its gloo group while the other
+    # still sends can abort at exit (\"terminate called without an active exception\").
+    dist.barrier()
     dist.destroy_process_group()
     print(f"rank {rank} trained {args.steps} steps (pid {os.getpid()})", flush=True)
     return 0

@@ -64,6 +64,9 @@ def main() -> None:
             opt.step()
             opt.zero_grad()
             prof.step()
+    # Tear down together: a rank that destroys its gloo group while the other
+    # still sends can abort at exit (\"terminate called without an active exception\").
+    dist.barrier()
     dist.destroy_process_group()
 
 
