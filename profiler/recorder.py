@@ -79,6 +79,8 @@ class Recorder(threading.Thread):
         self._flush_requested = threading.Event()
         self._flushed = threading.Condition()
         self._flush_count = 0
+        self._requests = 0  # flush requests made (request_flush)
+        self._served = 0  # requests made before the start of the last finished flush
         self._files: dict[str, IO[str]] = {}
         self.sampler: Sampler | None = None
         self.sampler_info: dict[str, Any] = {}
@@ -88,12 +90,15 @@ class Recorder(threading.Thread):
 
     def request_flush(self, wait_s: float = 0.0) -> None:
         """Ask for a flush now; with ``wait_s`` wait (bounded) until it happened."""
+        # A flush already under way may have taken its data before this call: wait for
+        # one that starts after it (a flush serves the requests made before it began).
         with self._flushed:
-            target = self._flush_count + 1
+            self._requests += 1
+            target = self._requests
         self._flush_requested.set()
         if wait_s > 0 and self.is_alive():
             with self._flushed:
-                self._flushed.wait_for(lambda: self._flush_count >= target, timeout=wait_s)
+                self._flushed.wait_for(lambda: self._served >= target, timeout=wait_s)
 
     def stop(self, wait_s: float = 10.0) -> None:
         self._stop_event.set()
@@ -236,6 +241,8 @@ class Recorder(threading.Thread):
                 self.auto.feed(steps)
 
     def _flush(self) -> None:
+        with self._flushed:
+            serving = self._requests
         self._take_steps()
         steps = [self._finished_steps.popleft() for _ in range(len(self._finished_steps))]
         self._write_lines(
@@ -269,9 +276,10 @@ class Recorder(threading.Thread):
                 self.control.write_acks()
             except Exception as e:
                 self.faults.disable("attach", e)
-        self._mark_flushed()
+        self._mark_flushed(serving)
 
-    def _mark_flushed(self) -> None:
+    def _mark_flushed(self, serving: int | None = None) -> None:
         with self._flushed:
             self._flush_count += 1
+            self._served = max(self._served, self._requests if serving is None else serving)
             self._flushed.notify_all()
