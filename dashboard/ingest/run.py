@@ -19,7 +19,6 @@ in a collector run directory, where one rank's files are its capture windows.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import sys
@@ -208,18 +207,26 @@ def expected_ranks(files: list[Path]) -> dict[str, int]:
 
 
 def _rank_of(meta: dict[str, Any], path: Path) -> int | None:
+    """A trace's rank: its ``distributedInfo``, else its file name (None: neither says)."""
     r = meta.get("rank")
     return r if isinstance(r, int) and r >= 0 else rundir.rank_from_filename(path.name)
 
 
-def _digest_now(ref: TraceRef, place: RunPlace, rank: int) -> bool:
-    """Make and cache ``rank``'s digest from its one trace (in an ingest worker);
-    whether it is in the cache now."""
+def _digest_now(ref: TraceRef, place: RunPlace | None, expect_rank: int | None) -> bool:
+    """In an ingest worker: make and cache the digest of the rank whose one trace is
+    ``ref``, when the trace is the rank its file name promised (``expected_ranks``).
+    Whether the digest is in the cache now; a digest that cannot be made is made
+    again by the report, never an ingest error."""
+    if place is None or expect_rank is None or _rank_of(ref.meta, Path(ref.path)) != expect_rank:
+        return False
     from rankscope.dashboard.analysis.digest import digest_of, is_cached
 
-    rd = _rank_data(rank, [ref], place, {})
-    digest_of(rd)
-    return is_cached(rd)
+    try:
+        rd = _rank_data(expect_rank, [ref], place, {})
+        digest_of(rd)
+        return is_cached(rd)
+    except Exception:
+        return False
 
 
 def _parse_and_cache(
@@ -246,10 +253,7 @@ def _parse_and_cache(
     cache.store(trace)
     if cache.load_meta(p) is None:  # the cache could not be written: keep the tables
         return ref
-    if place is not None and expect_rank is not None and _rank_of(trace.meta, p) == expect_rank:
-        # The parent makes it again should this fail: a digest never sinks an ingest.
-        with contextlib.suppress(Exception):
-            _digest_now(ref, place, expect_rank)
+    _digest_now(ref, place, expect_rank)
     return TraceRef(path, trace.meta)
 
 
@@ -279,12 +283,7 @@ def ingest_one(
     except Exception as e:  # a trace we do not understand must not sink the others
         return {"path": path, "error": f"{path}: could not be parsed ({type(e).__name__}: {e})"}
     trace.path = path
-    rank = (expect or {}).get(path)
-    digested = False
-    if place is not None and rank is not None and _rank_of(trace.meta, p) == rank:
-        # A digest that cannot be made is made again by the report: never an ingest error.
-        with contextlib.suppress(Exception):
-            digested = _digest_now(TraceRef(path, trace.meta, trace), place, rank)
+    digested = _digest_now(TraceRef(path, trace.meta, trace), place, (expect or {}).get(path))
     return {
         "path": path,
         "summary": cache.summarise(trace),
@@ -504,9 +503,7 @@ def load_run(
         t = traces.get(str(f))
         if t is None:
             continue
-        r = t.meta.get("rank")
-        if not isinstance(r, int) or r < 0:
-            r = rundir.rank_from_filename(f.name)
+        r = _rank_of(t.meta, f)
         if r is not None and not rundir.valid_rank(r):
             reason = f"rank {r} is beyond the largest world size ({rundir.MAX_WORLD_SIZE})"
             skipped.append({"file": str(f), "reason": reason})
