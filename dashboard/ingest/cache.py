@@ -45,12 +45,18 @@ def cache_root() -> Path:
     return Path(user_cache_dir("rankscope", appauthor=False))
 
 
+def file_identity(path: str | Path) -> str:
+    """``path|size|mtime_ns`` of a file (resolved): what a cache key says of it.
+    OSError when it cannot be stat'ed."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return f"{p}|{st.st_size}|{st.st_mtime_ns}"
+
+
 def cache_key(path: Path) -> str:
     import hashlib  # only files worth caching need a key; small traces skip the import
 
-    p = Path(path).resolve()
-    st = p.stat()
-    ident = f"{p}|{st.st_size}|{st.st_mtime_ns}|{INGEST_VERSION}"
+    ident = f"{file_identity(path)}|{INGEST_VERSION}"
     return hashlib.sha1(ident.encode()).hexdigest()
 
 
