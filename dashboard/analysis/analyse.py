@@ -17,7 +17,7 @@ import numpy as np
 
 from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import findings as findings_mod
-from rankscope.dashboard.analysis import imbalance, utilisation, wholerun
+from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis.activity import RankActivity, rank_activity
 from rankscope.dashboard.analysis.breakdown import NS_PER_MS, rank_means
@@ -210,8 +210,9 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     finite_steps = [v.step_ms for v in per_rank.values() if not np.isnan(v.step_ms)]
     step_ms = float(np.mean(finite_steps)) if finite_steps else 0.0
 
-    # HTA filters by the last ProfilerStep when its run-wide symbol table has >= 2 of them.
-    multi = len({n for d in digests.values() for n in d.profiler_step_names}) >= 2
+    multi = hta_compat.has_multiple_profiler_steps(
+        {n for d in digests.values() for n in d.profiler_step_names}
+    )
     hta = {r: d.hta[multi] for r, d in digests.items()}
     util = {r: utilisation.utilisation_of(d.util, steps) for r, d in digests.items()}
     tel = {

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -54,6 +54,8 @@ from rankscope.dashboard.analysis.results import HtaMetrics, TemporalBreakdown
 from rankscope.dashboard.ingest import cache
 from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import Table, distinct
+
+T = TypeVar("T")
 
 # Bump whenever what a digest holds, or how any of it is computed, changes.
 DIGEST_VERSION = 2
@@ -123,7 +125,7 @@ def coverage_of(rd: RankData, d: RankDigest, run_has_gpu: bool) -> Coverage:
 
 
 def components(act: RankActivity, run_has_gpu: bool) -> Components:
-    """What the diagnosis reads of a rank (``imbalance.components_of`` for one rank).
+    """What the diagnosis reads of a rank: its activity as ``Components``.
 
     Without a GPU in the run, operator time is the rank's compute (``cpu_compute``);
     beside a GPU, host operators are host-side work and kernels are GPU compute.
@@ -154,10 +156,7 @@ def compute(rd: RankData, act: RankActivity | None = None) -> RankDigest:
     )
     cov_gpu = _coverage(components(act, True), points)
     cov_cpu = None if act.has_gpu else _coverage(components(act, False), points)
-    step_names = sorted(
-        {n for n in rd.cpu.vocab.get("name", []) if "ProfilerStep" in n}
-        | {n for n in rd.gpu_ann.vocab.get("name", []) if "ProfilerStep" in n}
-    )
+    step_names = sorted(hta_compat.profiler_step_names(rd))
     hta = {
         multi: HtaMetrics(
             temporal_breakdown=hta_compat.temporal_breakdown(rd, multi),
@@ -191,10 +190,9 @@ def compute(rd: RankData, act: RankActivity | None = None) -> RankDigest:
 
 def _identity(path: str) -> str:
     try:
-        st = os.stat(path)
+        return cache.file_identity(path)
     except OSError:
         return f"{path}|absent"
-    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def digest_key(rd: RankData) -> str:
@@ -214,6 +212,29 @@ def _worth_caching(rd: RankData) -> bool:
     return any(cache.worth_caching(Path(f)) for f in rd.files)
 
 
+def _cached(
+    kind: str,
+    key: str,
+    decode_blob: Callable[[bytes], T],
+    good: Callable[[T], bool],
+    make: Callable[[], T],
+    encode_value: Callable[[T], bytes],
+) -> T:
+    """The value stored under ``kind``/``key`` when it decodes whole and is still
+    ``good``; else ``make()``, stored in its place (a bad entry is never trusted)."""
+    blob = cache.load_blob(kind, key)
+    if blob is not None:
+        try:
+            value = decode_blob(blob)
+            if good(value):
+                return value
+        except (ValueError, TypeError, KeyError, msgspec.DecodeError):
+            cache.discard_blob(kind, key)
+    value = make()
+    cache.store_blob(kind, key, encode_value(value))
+    return value
+
+
 def telemetry_sums_of(
     rd: RankData, windows: dict[int, tuple[int, int]]
 ) -> utilisation.TelemetrySums | None:
@@ -226,19 +247,19 @@ def telemetry_sums_of(
         return None
     spans = ",".join(f"{s}:{lo}:{hi}" for s, (lo, hi) in windows.items())
     key = hashlib.sha1(f"telemetry {DIGEST_VERSION}\n{ident}\n{spans}".encode()).hexdigest()
-    blob = cache.load_blob("telemetry", key)
-    if blob is not None:
-        try:
-            v = msgspec.msgpack.decode(blob)
-            sums = _unsums(utilisation.TelemetrySums, v["sums"]) if v["sums"] else None
-            if sums is None or len(sums.steps) == len(windows):
-                return sums
-        except (ValueError, TypeError, KeyError, msgspec.DecodeError):
-            pass
-        cache.discard_blob("telemetry", key)
-    sums = utilisation.telemetry_sums(rd, windows)
-    cache.store_blob("telemetry", key, msgspec.msgpack.encode({"sums": _sums(sums)}))
-    return sums
+
+    def decode_sums(blob: bytes) -> utilisation.TelemetrySums | None:
+        v = msgspec.msgpack.decode(blob)
+        return _unsums(utilisation.TelemetrySums, v["sums"]) if v["sums"] else None
+
+    return _cached(
+        "telemetry",
+        key,
+        decode_sums,
+        lambda sums: sums is None or len(sums.steps) == len(windows),
+        lambda: utilisation.telemetry_sums(rd, windows),
+        lambda sums: msgspec.msgpack.encode({"sums": _sums(sums)}),
+    )
 
 
 def is_cached(rd: RankData) -> bool:
@@ -249,26 +270,19 @@ def is_cached(rd: RankData) -> bool:
 def digest_of(rd: RankData) -> RankDigest:
     """``rd``'s digest: from memory, else from the cache, else computed (and cached
     when its traces are large enough to be cached themselves)."""
-    if isinstance(rd.digest, RankDigest):
-        return rd.digest
-    key = digest_key(rd) if _worth_caching(rd) else None
-    d = None
-    if key is not None:
-        blob = cache.load_blob("digests", key)
-        if blob is not None:
-            try:
-                d = decode(blob)
-            except (ValueError, TypeError, KeyError, msgspec.DecodeError):
-                cache.discard_blob("digests", key)
-                d = None
-            if d is not None and not _still_good(d, rd):
-                d = None
-    if d is None:
-        d = compute(rd)
-        if key is not None:
-            cache.store_blob("digests", key, encode(d))
-    rd.digest = d
-    return d
+    if not isinstance(rd.digest, RankDigest):
+        if _worth_caching(rd):
+            rd.digest = _cached(
+                "digests",
+                digest_key(rd),
+                decode,
+                lambda d: _still_good(d, rd),
+                lambda: compute(rd),
+                encode,
+            )
+        else:
+            rd.digest = compute(rd)
+    return rd.digest
 
 
 # ---------------------------------------------------------------- encoding

@@ -110,10 +110,13 @@ def comm_overlap_pct(rd: RankData, filter_last_step: bool) -> float | None:
     return round(100.0 * iv.overlap_length(comm, comp) / total, 2)
 
 
-def run_has_multiple_profiler_steps(ranks: dict[int, RankData]) -> bool:
-    """HTA filters by the last ProfilerStep when its run-wide symbol table has >= 2 of them."""
-    names: set[str] = set()
-    for rd in ranks.values():
-        names.update(n for n in rd.cpu.vocab.get("name", []) if "ProfilerStep" in n)
-        names.update(n for n in rd.gpu_ann.vocab.get("name", []) if "ProfilerStep" in n)
+def profiler_step_names(rd: RankData) -> set[str]:
+    """The ``ProfilerStep`` names in one rank's symbol tables (host and GPU annotations)."""
+    names = {n for n in rd.cpu.vocab.get("name", []) if _is_step(n)}
+    return names | {n for n in rd.gpu_ann.vocab.get("name", []) if _is_step(n)}
+
+
+def has_multiple_profiler_steps(names: set[str]) -> bool:
+    """HTA filters by the last ProfilerStep when its run-wide symbol table (``names``,
+    every rank's ``profiler_step_names``) has >= 2 of them."""
     return len(names) >= 2

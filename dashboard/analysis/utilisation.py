@@ -3,26 +3,25 @@
 Each measure comes in two halves, so the cross-rank analysis never needs a
 rank's raw events: ``*_sums(rank_data, ...)`` reduces one rank's tables to sums
 per step window (kept in the rank's digest, ``digest.py``), and ``*_of(sums,
-steps)`` finishes them for the analysed steps. The one-call forms below are
-both halves at once.
+steps)`` finishes them for the analysed steps.
 
-``gpu_utilisation(rank_data, activity, windows, steps)`` -> ``GpuUtilisation``:
+``utilisation_sums(rank_data, activity, windows)`` / ``utilisation_of`` -> ``GpuUtilisation``:
 ``gpu_busy_pct`` (union of all GPU activity over the analysed step time),
 ``sm_efficiency_pct`` (kernel-time-weighted mean of min(blocks per SM, 1): the
 share of SMs a kernel could keep busy, HTA's estimate), ``achieved_occupancy_pct``
 (kernel-time-weighted Kineto estimate), and ``streams``: per stream busy ms per
 step and kernel count. None values where the trace cannot tell.
 
-``telemetry_summary(rank_data, windows, steps)`` -> ``TelemetrySummary``: NVML/GPM
+``telemetry_sums(rank_data, windows)`` / ``telemetry_of`` -> ``TelemetrySummary``: NVML/GPM
 (or host) means and maxima over the whole run and means over the analysed steps,
 or None without samples.
 
-``idle_breakdown(rank_data, windows, steps)`` -> ``IdleBreakdown``: GPU idle time per step split
+``idle_sums(rank_data, windows)`` / ``idle_of`` -> ``IdleBreakdown``: GPU idle time per step split
 as HTA does: ``host_wait_ms`` (the next kernel was launched only after the GPU
 ran dry), ``kernel_wait_ms`` (short gaps between queued kernels: launch
 overhead), ``other_ms`` (the rest: syncs, cross-stream dependencies).
 
-``top_kernels(ranks, windows, steps)`` -> ``KernelSummary``s by total time with
+``kernel_sums(rank_data, windows)`` / ``top_kernels_of`` -> ``KernelSummary``s by total time with
 their spread across ranks.
 
 An event belongs to the step whose window holds its start (the last such
@@ -185,12 +184,6 @@ def utilisation_of(s: UtilSums, steps: list[int]) -> GpuUtilisation:
     )
 
 
-def gpu_utilisation(
-    rd: RankData, act: RankActivity, windows: dict[int, tuple[int, int]], steps: list[int]
-) -> GpuUtilisation:
-    return utilisation_of(utilisation_sums(rd, act, windows), steps)
-
-
 # ---------------------------------------------------------------- telemetry
 
 
@@ -276,12 +269,6 @@ def telemetry_of(s: TelemetrySums | None, steps: list[int]) -> TelemetrySummary 
     )
 
 
-def telemetry_summary(
-    rd: RankData, windows: dict[int, tuple[int, int]], steps: list[int]
-) -> TelemetrySummary | None:
-    return telemetry_of(telemetry_sums(rd, windows), steps)
-
-
 # ---------------------------------------------------------------- GPU idle time
 
 
@@ -353,12 +340,6 @@ def idle_of(s: IdleSums | None, steps: list[int]) -> IdleBreakdown | None:
         kernel_wait_ms=ms(s.kernel_wait_ns),
         other_ms=ms(s.other_ns),
     )
-
-
-def idle_breakdown(
-    rd: RankData, windows: dict[int, tuple[int, int]], steps: list[int]
-) -> IdleBreakdown | None:
-    return idle_of(idle_sums(rd, windows), steps)
 
 
 # ---------------------------------------------------------------- kernels
@@ -442,15 +423,3 @@ def top_kernels_of(
         )
     rows.sort(key=lambda r: -r.ms_per_step)
     return rows[:limit]
-
-
-def top_kernels(
-    ranks: dict[int, RankData],
-    windows: dict[int, dict[int, tuple[int, int]]],
-    steps: list[int],
-    limit: int = 15,
-) -> list[KernelSummary]:
-    """``top_kernels_of`` straight from the ranks' tables."""
-    return top_kernels_of(
-        {r: kernel_sums(rd, windows.get(r, {})) for r, rd in ranks.items()}, steps, limit
-    )
