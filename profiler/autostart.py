@@ -30,6 +30,16 @@ ENV_CONFIG = "RANKSCOPE_CONFIG"
 ENV_COMMAND = "RANKSCOPE_COMMAND"
 ENV_BOOTSTRAP = "RANKSCOPE_BOOTSTRAP_DIR"
 ENV_PACKAGE_PATH = "RANKSCOPE_PACKAGE_PATH"
+
+
+def package_path() -> str:
+    """The folder that holds this ``rankscope`` package (site-packages, or src/ in a
+    checkout): where a process this one starts must import rankscope from."""
+    import rankscope
+
+    return os.path.dirname(os.path.dirname(os.path.realpath(rankscope.__file__)))
+
+
 # What a process the collector starts itself (rankscope ingest) must not inherit.
 ENV_ALL = (ENV_RUN_DIR, ENV_CONFIG, ENV_COMMAND, ENV_BOOTSTRAP, ENV_PACKAGE_PATH)
 

@@ -710,12 +710,9 @@ class Collector:
 
         env = {k: v for k, v in os.environ.items() if k not in autostart.ENV_ALL}
         # The same rankscope as this collector's, without the bootstrap (no autostart).
-        import rankscope
-
-        package = str(Path(rankscope.__file__).resolve().parent.parent)
         bootstrap = os.environ.get(autostart.ENV_BOOTSTRAP)
         parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != bootstrap]
-        env["PYTHONPATH"] = os.pathsep.join([package, *parts])
+        env["PYTHONPATH"] = os.pathsep.join([autostart.package_path(), *parts])
         cmd = [sys.executable, "-m", "rankscope", "ingest", str(self.run_dir)]
         cmd += ["--ranks", str(self.rank)]
         nice = shutil.which("nice")

@@ -32,7 +32,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import rankscope
 from rankscope.profiler import autostart, rundir
 from rankscope.profiler.collectives import DEFAULT_BUFFER
 from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
@@ -58,13 +57,11 @@ def bootstrap_env(
         env["TORCH_FR_BUFFER_SIZE"] = str(DEFAULT_BUFFER)
     if nccl_timing:
         env["TORCH_NCCL_ENABLE_TIMING"] = "1"
-    # The folder that holds the `rankscope` package (site-packages, or src/ in a checkout).
-    package_path = str(Path(rankscope.__file__).resolve().parent.parent)
     env[autostart.ENV_RUN_DIR] = str(run_dir)
     env[autostart.ENV_CONFIG] = json.dumps(config)
     env[autostart.ENV_COMMAND] = json.dumps(command)
     env[autostart.ENV_BOOTSTRAP] = str(BOOTSTRAP_DIR)
-    env[autostart.ENV_PACKAGE_PATH] = package_path
+    env[autostart.ENV_PACKAGE_PATH] = autostart.package_path()
     env["RANKSCOPE_RUN_ID"] = uuid.uuid4().hex
     old = env.get("PYTHONPATH", "")
     parts = [p for p in old.split(os.pathsep) if p and p != str(BOOTSTRAP_DIR)]
