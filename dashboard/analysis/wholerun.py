@@ -20,6 +20,20 @@ savings). Causes from the light layer: ``data_loading`` (``data_ns``),
 Collectives are matched across ranks by (process group, sequence number) to
 check that the ranks' logs agree (``matched_collectives`` /
 ``unmatched_collectives``: a ring buffer that overflowed, a rank that died).
+
+NCCL with ``TORCH_NCCL_ENABLE_TIMING=1``: the enqueue time says when the CPU
+issued a collective, but a GPU job's CPU runs ahead of its GPU, so a rank whose
+GPU is late looks on time. Each rank's ``duration_ms`` (NCCL's GPU time from the
+start to the end event of that instance) is its wait plus the transfer, and the
+instance ends for every rank together, so per instance (logged with a GPU time
+by every rank) ``transfer = min over ranks``, ``wait[r] = duration[r] - transfer``
+and the rank that waited least arrived last: no clock enters. In a step where
+every rank has such instances, ``wait_ms`` is each rank's GPU wait summed over
+them and its evidence is ``min over ranks of the enqueue gap + (most wait - its
+wait)``: how much later than the earliest rank its GPU arrived, on the scale of
+the step's own work. Other steps, and gloo runs, keep the enqueue evidence
+(``WholeRun.gpu_steps`` counts the GPU ones). NCCL's ``start_ns``/``end_ns`` are
+when its watchdog *noticed* the events (every ~100 ms), too coarse for this.
 """
 
 from __future__ import annotations
@@ -52,6 +66,17 @@ class LightRank:
     enqueue_ns: np.ndarray
     tel_ts_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     throttle: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    duration_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # by coll_key; NaN
+
+
+@dataclass(frozen=True)
+class GpuSplit:
+    """NCCL's GPU times over the instances every rank timed: transfer vs wait (ms, totals)."""
+
+    instances: int
+    transfer_ms: float  # sum over instances of the shortest duration (skew-free)
+    wait_ms: dict[int, float]  # per rank: sum of its duration minus the transfer
+    last_arrivals: dict[int, int]  # per rank: instances at which it waited least
 
 
 @dataclass(frozen=True)
@@ -75,6 +100,8 @@ class WholeRun:
     matched_collectives: int  # instances every rank logged
     unmatched_collectives: int  # instances some rank did not log (ring overflow, a lost rank)
     hint: str = LIGHT_HINT
+    gpu_steps: int = 0  # steps whose evidence is NCCL's GPU time (the rest: enqueue times)
+    gpu_split: GpuSplit | None = None  # None: no instance with a GPU time on every rank
 
 
 def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
@@ -89,6 +116,64 @@ def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
     inside[ok] = ts[ok] < r.end_ns[idx[ok]]
     idx[~inside] = -1
     return idx
+
+
+def _gpu_instances(ranks: list[LightRank]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Instances with a GPU time on every rank: keys, durations and steps (rank x instance).
+
+    A step is -1 where the rank issued the instance outside every step.
+    """
+    keys = None
+    for r in ranks:
+        if len(r.duration_ms) != len(r.coll_key):
+            return None
+        k = distinct(r.coll_key[np.isfinite(r.duration_ms)])
+        keys = k if keys is None else keys[isin(keys, k)]
+    if keys is None or not len(keys):
+        return None
+    dur = np.zeros((len(ranks), len(keys)))
+    step = np.full((len(ranks), len(keys)), -1, dtype=np.int64)
+    for i, r in enumerate(ranks):
+        ok = np.isfinite(r.duration_ms) & isin(r.coll_key, keys)
+        pos = np.searchsorted(keys, r.coll_key[ok])
+        dur[i, pos] = r.duration_ms[ok]
+        idx = _step_index(r, r.enqueue_ns[ok])
+        step[i, pos] = np.where(idx >= 0, r.step[np.maximum(idx, 0)], -1)
+    return keys, dur, step
+
+
+def _gpu_waits(ranks: list[LightRank], steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per rank and step, GPU wait (ms) summed over its timed instances; steps all ranks timed."""
+    n, m = len(ranks), len(steps)
+    wait, count = np.zeros((n, m)), np.zeros((n, m), dtype=np.int64)
+    found = _gpu_instances(ranks)
+    if found is None or not m:
+        return wait, np.zeros(m, dtype=bool)
+    _, dur, step = found
+    w = dur - dur.min(axis=0)
+    col = np.clip(np.searchsorted(steps, step), 0, m - 1)
+    ok = steps[col] == step
+    for i in range(n):
+        np.add.at(wait[i], col[i][ok[i]], w[i][ok[i]])
+        np.add.at(count[i], col[i][ok[i]], 1)
+    has = np.asarray((count > 0).all(axis=0), dtype=bool)
+    return wait, has
+
+
+def gpu_split(ranks: list[LightRank]) -> GpuSplit | None:
+    """Transfer and wait over every instance all ranks timed on the GPU (NCCL), or None."""
+    found = _gpu_instances(ranks) if len(ranks) >= 2 else None
+    if found is None:
+        return None
+    _, dur, _ = found
+    transfer = dur.min(axis=0)
+    last = np.bincount(dur.argmin(axis=0), minlength=len(ranks))
+    return GpuSplit(
+        instances=dur.shape[1],
+        transfer_ms=round(float(transfer.sum()), 3),
+        wait_ms={r.rank: round(float((dur[k] - transfer).sum()), 3) for k, r in enumerate(ranks)},
+        last_arrivals={r.rank: int(last[k]) for k, r in enumerate(ranks)},
+    )
 
 
 def light_gaps(
@@ -145,6 +230,12 @@ def light_gaps(
     steps = common[has]
     gap = (hi - lo) / NS_PER_MS
     wait = gap.max(axis=0) - gap  # the others wait for the latest (no end times needed)
+    gpu_wait, gpu = _gpu_waits(ranks, steps)
+    if gpu.any():
+        # NCCL's GPU times (module docstring): the rank that waited least arrived last.
+        late = gpu_wait[:, gpu].max(axis=0) - gpu_wait[:, gpu]
+        gap[:, gpu] = gap[:, gpu].min(axis=0) + late
+        wait[:, gpu] = gpu_wait[:, gpu]
     data = np.minimum(data, gap)
     hardware = np.where(throttled, gap - data, 0.0)
     comps = {"data_loading": data, "hardware": hardware, "other": gap - data - hardware}
@@ -195,6 +286,7 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
                 tel_ts_ns=tel["ts_ns"] if has_throttle else np.zeros(0, np.int64),
                 # NaN (a sample without the field) reads as "no throttle reason"
                 throttle=np.nan_to_num(throttle, nan=0.0).astype(np.int64),
+                duration_ms=comms["duration_ms"] if "duration_ms" in comms else np.zeros(0),
             )
         )
     return out
@@ -202,7 +294,8 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
 
 def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
     """The diagnosis over every step the ranks share; None without two ranks' logs."""
-    built = light_gaps(sorted(ranks, key=lambda r: r.rank))
+    ranks = sorted(ranks, key=lambda r: r.rank)
+    built = light_gaps(ranks)
     if built is None:
         return None
     gaps, comps, step_ms, (matched, unmatched) = built
@@ -232,4 +325,6 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
         steps=summary,
         matched_collectives=matched,
         unmatched_collectives=unmatched,
+        gpu_steps=int(_gpu_waits(ranks, gaps.step)[1].sum()),
+        gpu_split=gpu_split(ranks),
     )
