@@ -302,6 +302,17 @@ def test_every_real_nccl_entry_converts_to_its_record() -> None:
         "duration_ms": 0.23971199989318848,
         "state": "completed",
     }
+    for e, r in zip(entries, rows, strict=True):  # every entry, field by field
+        assert r is not None
+        assert (r["pg"], r["pg_desc"]) == tuple(e["process_group"])
+        assert (r["seq"], r["p2p"]) == (e["collective_seq_id"], False)
+        assert r["enqueue_ns"] == e["time_created_ns"]
+        assert (r["start_ns"], r["end_ns"]) == (
+            e["time_discovered_started_ns"],
+            e["time_discovered_completed_ns"],
+        )
+        assert r["enqueue_ns"] < r["start_ns"] <= r["end_ns"]
+        assert r["state"] == "completed"
     # Retired by the watchdog: a GPU time. Not yet retired at the dump: none.
     assert [r["duration_ms"] is not None for r in rows if r is not None] == [True] * 3 + [
         False
