@@ -292,6 +292,31 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
     return out
 
 
+def absent_reason(ranks: dict[int, RankData]) -> str | None:
+    """Why a run has no whole-run verdict (None when it can have one), for the report.
+
+    Where a rank logged no collective, its manifest's ``collectives.absent`` (the
+    collector's reason: no buffer, no dump function, no process group, a failed
+    source) is quoted.
+    """
+    usable = light_ranks(ranks)
+    if len(usable) >= 2:
+        return None
+    reasons = []
+    for r, rd in sorted(ranks.items()):
+        info = (rd.meta.get("manifest") or {}).get("collectives") or {}
+        why = info.get("absent") if isinstance(info, dict) else None
+        if not len(rd.light_comms) and isinstance(why, str):
+            reasons.append(f"rank {r}: {why}")
+    said = f" ({'; '.join(reasons[:3])})" if reasons else ""
+    if len(ranks) < 2:
+        return f"the whole-run verdict compares ranks; this run has {len(ranks)}{said}"
+    return (
+        f"the whole-run verdict needs two ranks with a step timer and a collective log;"
+        f" {len(usable)} of {len(ranks)} have both{said}"
+    )
+
+
 def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
     """The diagnosis over every step the ranks share; None without two ranks' logs."""
     ranks = sorted(ranks, key=lambda r: r.rank)

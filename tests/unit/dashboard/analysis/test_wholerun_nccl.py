@@ -18,6 +18,7 @@ import pytest
 
 from rankscope.dashboard.analysis.wholerun import (
     LightRank,
+    absent_reason,
     gpu_split,
     light_gaps,
     light_ranks,
@@ -142,3 +143,31 @@ def test_ingest_carries_nccl_gpu_times_into_the_whole_run(tmp_path: Path) -> Non
     assert wr is not None and wr.gpu_steps == STEPS - 1
     assert wr.gpu_split is not None and wr.gpu_split.wait_ms[0] == pytest.approx(10.0 * 11)
     assert wr.diagnosis.stragglers[0].rank == 1
+
+
+def test_the_report_can_say_why_there_is_no_whole_run(tmp_path: Path) -> None:
+    rundir.write_json_atomic(
+        tmp_path / rundir.RUN_MANIFEST,
+        {"schema": rundir.RUN_SCHEMA, "world_size": 1, "start_ns": T0, "command": [], "config": {}},
+    )
+    rundir.write_json_atomic(
+        rundir.rank_meta_path(tmp_path, 0),
+        {
+            "schema": rundir.RANK_SCHEMA,
+            "rank": 0,
+            "world_size": 1,
+            "start_ns": T0,
+            "collectives": {"absent": "no process group (torch.distributed was never initialised)"},
+        },
+    )
+    rundir.steps_path(tmp_path, 0).write_text(
+        json.dumps({"schema": rundir.STEPS_SCHEMA, "rank": 0})
+        + "\n"
+        + json.dumps({"step": 0, "start_ns": T0, "end_ns": T0 + MS})
+        + "\n"
+    )
+    run = load_run(tmp_path)
+    assert absent_reason(run.ranks) == (
+        "the whole-run verdict compares ranks; this run has 1"
+        " (rank 0: no process group (torch.distributed was never initialised))"
+    )
