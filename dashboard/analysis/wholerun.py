@@ -118,62 +118,67 @@ def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
     return idx
 
 
-def _gpu_instances(ranks: list[LightRank]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Instances with a GPU time on every rank: keys, durations and steps (rank x instance).
-
-    A step is -1 where the rank issued the instance outside every step.
-    """
+def _timed_keys(ranks: list[LightRank]) -> np.ndarray | None:
+    """The instances (``coll_key``) every rank logged with a GPU time, sorted; None if none."""
     keys = None
     for r in ranks:
         if len(r.duration_ms) != len(r.coll_key):
             return None
         k = distinct(r.coll_key[np.isfinite(r.duration_ms)])
         keys = k if keys is None else keys[isin(keys, k)]
-    if keys is None or not len(keys):
-        return None
-    dur = np.zeros((len(ranks), len(keys)))
-    step = np.full((len(ranks), len(keys)), -1, dtype=np.int64)
-    for i, r in enumerate(ranks):
-        ok = np.isfinite(r.duration_ms) & isin(r.coll_key, keys)
-        pos = np.searchsorted(keys, r.coll_key[ok])
-        dur[i, pos] = r.duration_ms[ok]
-        idx = _step_index(r, r.enqueue_ns[ok])
-        step[i, pos] = np.where(idx >= 0, r.step[np.maximum(idx, 0)], -1)
-    return keys, dur, step
+    return keys if keys is not None and len(keys) else None
 
 
-def _gpu_waits(ranks: list[LightRank], steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per rank and step, GPU wait (ms) summed over its timed instances; steps all ranks timed."""
+def _gpu_pass(
+    ranks: list[LightRank], steps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, GpuSplit | None]:
+    """NCCL's GPU times over the instances every rank timed (two passes, O(instances) memory).
+
+    Returns each rank's wait (ms) summed per step of ``steps`` (by the step it issued
+    the instance in), the steps where every rank has such an instance, and the split.
+    """
     n, m = len(ranks), len(steps)
     wait, count = np.zeros((n, m)), np.zeros((n, m), dtype=np.int64)
-    found = _gpu_instances(ranks)
-    if found is None or not m:
-        return wait, np.zeros(m, dtype=bool)
-    _, dur, step = found
-    w = dur - dur.min(axis=0)
-    col = np.clip(np.searchsorted(steps, step), 0, m - 1)
-    ok = steps[col] == step
-    for i in range(n):
-        np.add.at(wait[i], col[i][ok[i]], w[i][ok[i]])
-        np.add.at(count[i], col[i][ok[i]], 1)
-    has = np.asarray((count > 0).all(axis=0), dtype=bool)
-    return wait, has
+    keys = _timed_keys(ranks) if n >= 2 else None
+    if keys is None:
+        return wait, np.zeros(m, dtype=bool), None
+
+    def timed(r: LightRank) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ok = np.isfinite(r.duration_ms) & isin(r.coll_key, keys)
+        return np.searchsorted(keys, r.coll_key[ok]), r.duration_ms[ok], r.enqueue_ns[ok]
+
+    transfer = np.full(len(keys), np.inf)
+    for r in ranks:
+        pos, dur, _ = timed(r)
+        np.minimum.at(transfer, pos, dur)
+    last = np.full(len(keys), -1, dtype=np.int64)  # the first rank with the least wait
+    totals = {}
+    for k, r in enumerate(ranks):
+        pos, dur, enq = timed(r)
+        w = dur - transfer[pos]
+        totals[r.rank] = round(float(w.sum()), 3)
+        first = (w == 0) & (last[pos] < 0)
+        last[pos[first]] = k
+        if m:
+            idx = _step_index(r, enq)
+            step = np.where(idx >= 0, r.step[np.maximum(idx, 0)], -1)
+            col = np.clip(np.searchsorted(steps, step), 0, m - 1)
+            ok = steps[col] == step
+            np.add.at(wait[k], col[ok], w[ok])
+            np.add.at(count[k], col[ok], 1)
+    arrivals = np.bincount(last[last >= 0], minlength=n)
+    split = GpuSplit(
+        instances=len(keys),
+        transfer_ms=round(float(transfer.sum()), 3),
+        wait_ms=totals,
+        last_arrivals={r.rank: int(arrivals[k]) for k, r in enumerate(ranks)},
+    )
+    return wait, np.asarray((count > 0).all(axis=0), dtype=bool), split
 
 
 def gpu_split(ranks: list[LightRank]) -> GpuSplit | None:
     """Transfer and wait over every instance all ranks timed on the GPU (NCCL), or None."""
-    found = _gpu_instances(ranks) if len(ranks) >= 2 else None
-    if found is None:
-        return None
-    _, dur, _ = found
-    transfer = dur.min(axis=0)
-    last = np.bincount(dur.argmin(axis=0), minlength=len(ranks))
-    return GpuSplit(
-        instances=dur.shape[1],
-        transfer_ms=round(float(transfer.sum()), 3),
-        wait_ms={r.rank: round(float((dur[k] - transfer).sum()), 3) for k, r in enumerate(ranks)},
-        last_arrivals={r.rank: int(last[k]) for k, r in enumerate(ranks)},
-    )
+    return _gpu_pass(sorted(ranks, key=lambda r: r.rank), np.zeros(0, dtype=np.int64))[2]
 
 
 def light_gaps(
@@ -230,7 +235,7 @@ def light_gaps(
     steps = common[has]
     gap = (hi - lo) / NS_PER_MS
     wait = gap.max(axis=0) - gap  # the others wait for the latest (no end times needed)
-    gpu_wait, gpu = _gpu_waits(ranks, steps)
+    gpu_wait, gpu, _ = _gpu_pass(ranks, steps)
     if gpu.any():
         # NCCL's GPU times (module docstring): the rank that waited least arrived last.
         late = gpu_wait[:, gpu].max(axis=0) - gpu_wait[:, gpu]
@@ -324,6 +329,7 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
     if built is None:
         return None
     gaps, comps, step_ms, (matched, unmatched) = built
+    _, gpu, split = _gpu_pass(ranks, gaps.step)
     diag = decide(gaps, comps, step_ms, has_gpu, step_rows=False)
     for v in diag.stragglers:
         if v.cause in ("unknown", "hardware") and v.hint is None:
@@ -350,6 +356,6 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
         steps=summary,
         matched_collectives=matched,
         unmatched_collectives=unmatched,
-        gpu_steps=int(_gpu_waits(ranks, gaps.step)[1].sum()),
-        gpu_split=gpu_split(ranks),
+        gpu_steps=int(gpu.sum()),
+        gpu_split=split,
     )
