@@ -31,9 +31,11 @@ and the rank that waited least arrived last: no clock enters. In a step where
 every rank has such instances, ``wait_ms`` is each rank's GPU wait summed over
 them and its evidence is ``min over ranks of the enqueue gap + (most wait - its
 wait)``: how much later than the earliest rank its GPU arrived, on the scale of
-the step's own work. Other steps, and gloo runs, keep the enqueue evidence
-(``WholeRun.gpu_steps`` counts the GPU ones). NCCL's ``start_ns``/``end_ns`` are
-when its watchdog *noticed* the events (every ~100 ms), too coarse for this.
+the step's own work (``Gaps.lo_ns``/``hi_ns`` stay the enqueue-based bounds).
+Other steps, and gloo runs, keep the enqueue evidence (``WholeRun.gpu_steps``
+counts the GPU ones; ``WholeRun.gpu_split`` totals transfer and wait per rank).
+NCCL's ``start_ns``/``end_ns`` are when its watchdog *noticed* the events (every
+~100 ms), too coarse for this.
 """
 
 from __future__ import annotations
