@@ -9,13 +9,28 @@ and returns the lines for the recorder to append at its next flush.
 
 Sources: torch keeps one ring for gloo/CPU process groups
 (``torch._C._distributed_c10d._dump_fr_trace``) and, in CUDA builds, one for NCCL
-(``_dump_nccl_trace``); torch 2.13 has no public API for either (the public
-``torch.distributed.flight_recorder`` only analyses dump files), so both are
-looked up by name and this part switches off with one log line where neither
-exists. A ring exists only when ``TORCH_FR_BUFFER_SIZE`` (or
-``TORCH_NCCL_TRACE_BUFFER_SIZE``) was set before the process group started:
-``rankscope run`` sets it (DEFAULT_BUFFER entries) unless the job's environment
-already has one; with the ``Collector`` API the job sets it itself.
+(``_dump_nccl_trace``: NCCL's entries are only there); torch has no public API
+for either (the public ``torch.distributed.flight_recorder`` only analyses dump
+files), so ``find_dumps`` looks up every ring's pickle and ``_json`` variants by
+name and ``RingDump`` calls them with the arguments their signature names (they
+differ between torch versions). A ring whose dump fails is left out with its
+reason; the others go on; the part is off only when all have failed. A ring
+exists only when ``TORCH_FR_BUFFER_SIZE`` (or ``TORCH_NCCL_TRACE_BUFFER_SIZE``)
+was set before the process group started: ``rankscope run`` sets it
+(DEFAULT_BUFFER entries) unless the job's environment already has one; with the
+``Collector`` API the job sets it itself. A 1-rank job is logged too (its
+process group has collectives); ``describe()`` (the rank manifest's
+``collectives``) names the rings that gave entries, what each gave or why it
+failed, and why nothing was written (``absent``).
+
+NCCL's times: ``time_discovered_started_ns`` / ``_completed_ns`` are when the
+CPU *noticed* the start / end CUDA event (NCCL's watchdog, every ~100 ms, or a
+dump), so they bound the GPU's times from above, seldom tighter than the watchdog
+period (in the real dump in ``tests/data/nccl_flight_recorder`` both are 1.4 us
+apart for a collective whose GPU time was 240 us). ``duration_ms`` (with
+``TORCH_NCCL_ENABLE_TIMING=1``) is the GPU's own time between those events, set
+when the watchdog retires the entry: a completed entry with a start time is held
+back one poll for it.
 
 Cost: a dump holds the GIL for the whole ring (about 10-30 us per entry on a
 2-core CPU machine, so ~20-60 ms for 2000 entries), whatever is new. So a poll
@@ -30,8 +45,12 @@ An entry still in flight is held back until it completes (NCCL) or retires
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import json
 import math
 import pickle
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +92,7 @@ _CANONICAL = {
     "allreduce_coalesced": "all_reduce_coalesced",
     "allgather": "all_gather",
     "_allgather_base": "all_gather",
+    "_all_gather_base": "all_gather",  # NCCL's name (torch 2.11)
     "all_gather_into_tensor": "all_gather",
     "allgather_into_tensor_coalesced": "all_gather_coalesced",
     "all_gather_into_tensor_coalesced": "all_gather_coalesced",
@@ -84,6 +104,7 @@ _CANONICAL = {
     "alltoall": "all_to_all",
     "alltoall_base": "all_to_all",
     "all_to_all_single": "all_to_all",
+    "all_reduce_barrier": "barrier",  # NCCL: a barrier is a 1-element all_reduce
 }
 
 # Dump functions of torch._C._distributed_c10d, tried in this order; each is its own ring.
@@ -151,17 +172,34 @@ def finished(entry: dict[str, Any]) -> bool:
     return bool(entry.get("retired")) or entry.get("state") == "completed"
 
 
+def awaits_duration(entry: dict[str, Any]) -> bool:
+    """A completed NCCL entry whose GPU duration comes when the watchdog retires it.
+
+    NCCL records a start event only with ``TORCH_NCCL_ENABLE_TIMING`` (or desync
+    debugging), so a start time marks an entry whose ``duration_ms`` is still to come.
+    """
+    return (
+        not entry.get("retired")
+        and entry.get("state") == "completed"
+        and _ns(entry.get("time_discovered_started_ns")) is not None
+        and not isinstance(entry.get("duration_ms"), int | float)
+    )
+
+
 class NewEntries:
     """Which entries of successive dumps of one ring are new (by ``record_id``).
 
     Record ids grow by one per entry. ``done_below``: every id under it was
     handled; ``done``: handled ids above it (entries written while an older one
-    was still in flight). Both stay within one ring's span, so memory is bounded.
+    was still in flight). ``waiting``: completed NCCL entries held back one poll
+    for their GPU duration (NCCL's watchdog retires them within ~100 ms). All stay
+    within one ring's span, so memory is bounded.
     """
 
     def __init__(self) -> None:
         self.done_below = 0
         self.done: set[int] = set()
+        self.waiting: set[int] = set()
         self.dropped = 0
         self._started = False
 
@@ -182,6 +220,7 @@ class NewEntries:
             if self._started:
                 self.dropped += max(0, lost)
             self.done = {i for i in self.done if i >= oldest}
+            self.waiting = {i for i in self.waiting if i >= oldest}
             self.done_below = oldest
         self._started = True
         out = []
@@ -189,9 +228,13 @@ class NewEntries:
             rid = e["record_id"]
             if rid < self.done_below or rid in self.done:
                 continue
+            if not final and finished(e) and awaits_duration(e) and rid not in self.waiting:
+                self.waiting.add(rid)  # written at the next poll, retired or not
+                continue
             if final or finished(e):
                 out.append(e)
                 self.done.add(rid)
+                self.waiting.discard(rid)
         while self.done_below in self.done:
             self.done.remove(self.done_below)
             self.done_below += 1
@@ -200,32 +243,102 @@ class NewEntries:
 
 Dump = Callable[[], dict[str, Any]]
 
+# What we ask a dump for; each torch version takes the subset its signature names.
+_WANTED = {"includeCollectives": True, "includeStackTraces": False, "onlyActive": False}
+
+
+def parameter_names(fn: Any) -> list[str] | None:
+    """The parameter names of a dump function (pybind's docstring or Python's), None if unknown."""
+    try:
+        return list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        pass
+    doc = getattr(fn, "__doc__", None)
+    first = doc.strip().splitlines()[0] if isinstance(doc, str) and doc.strip() else ""
+    m = re.match(r"^\s*\w+\((.*)\)\s*(->.*)?$", first)
+    if m is None:
+        return None
+    return re.findall(r"(?:^|,)\s*(\w+)\s*(?::|=|,|$)", m.group(1))
+
+
+def _decode(raw: Any, json_text: bool) -> dict[str, Any]:
+    # Pickle (torch's own dump of plain dicts, lists, strings and numbers) where
+    # there is one, not JSON: about half the cost, and the GIL is held throughout.
+    data = json.loads(raw) if json_text else pickle.loads(raw)
+    if not isinstance(data, dict):
+        raise TypeError(f"the dump is a {type(data).__name__}, not a dict")
+    return data
+
+
+class DumpFailed(RuntimeError):
+    """Every variant of one ring's dump failed; the message says how each did."""
+
+
+class RingDump:
+    """One ring's dump function(s): the pickle variant, else (or when it fails) the JSON one.
+
+    Arguments are matched to the function's parameter names (they differ between
+    torch versions: ``_dump_nccl_trace()`` took none before torch 2.4, the JSON
+    variants take no ``includeStackTraces``); stack traces are never asked for.
+    A variant that raises is dropped for the next; ``RingDump`` raises only when
+    every variant has failed, with the last reason.
+    """
+
+    def __init__(self, source: str, variants: list[tuple[str, Any, bool]]) -> None:
+        self.source = source
+        self._variants = list(variants)  # (function name, function, returns JSON text)
+        self.failures: list[str] = []
+
+    @property
+    def function(self) -> str | None:
+        return self._variants[0][0] if self._variants else None
+
+    def __call__(self) -> dict[str, Any]:
+        while self._variants:
+            name, fn, json_text = self._variants[0]
+            try:
+                names = parameter_names(fn)
+                kwargs = {k: v for k, v in _WANTED.items() if names and k in names}
+                return _decode(fn(**kwargs), json_text)
+            except Exception as e:
+                self.failures.append(f"{name}: {type(e).__name__}: {e}")
+                self._variants.pop(0)
+        raise DumpFailed("; ".join(self.failures) or "no dump function")
+
 
 def find_dumps(c10d: Any) -> list[tuple[str, Dump]]:
-    """The flight-recorder dump functions this torch build has, as ``(source, dump)``."""
+    """The flight-recorder rings this torch build can dump, as ``(source, dump)``."""
     found: list[tuple[str, Dump]] = []
     for source, name in _SOURCES:
-        fn = getattr(c10d, name, None)
-        if fn is not None:
-
-            def dump(fn: Any = fn) -> dict[str, Any]:
-                # Pickle, not JSON: about half the cost, and the GIL is held throughout.
-                data = pickle.loads(fn(True, False, False))
-                return data if isinstance(data, dict) else {}
-
-            found.append((source, dump))
-            continue
-        fn = getattr(c10d, name + "_json", None)
-        if fn is not None:
-
-            def dump_json(fn: Any = fn) -> dict[str, Any]:
-                import json
-
-                data = json.loads(fn(True, False))
-                return data if isinstance(data, dict) else {}
-
-            found.append((source, dump_json))
+        variants = [
+            (fname, fn, fname.endswith("_json"))
+            for fname in (name, name + "_json")
+            if callable(fn := getattr(c10d, fname, None))
+        ]
+        if variants:
+            found.append((source, RingDump(source, variants)))
     return found
+
+
+class _SourceState:
+    """What one ring gave: its last dump's size, rows written, and why it failed."""
+
+    def __init__(self, dump: Dump) -> None:
+        self.dump = dump
+        self.seen = NewEntries()
+        self.entries = 0  # in the last dump (the ring's occupancy)
+        self.written = 0
+        self.timed = 0  # rows written with NCCL's GPU duration
+        self.error: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "function": getattr(self.dump, "function", None),
+            "entries": self.entries,
+            "written": self.written,
+            "gpu_timed": self.timed,
+            "error": self.error,
+        }
 
 
 class FlightRecorderLog:
@@ -238,12 +351,15 @@ class FlightRecorderLog:
         *,
         buffer_size: int = DEFAULT_BUFFER,
         clock: Callable[[], float] = time.monotonic,
+        has_process_group: Callable[[], bool] | None = None,
     ) -> None:
         self.dumps = dumps
         self.faults = faults
         self.buffer_size = max(1, buffer_size)
         self._clock = clock
-        self._seen = {source: NewEntries() for source, _ in dumps}
+        self._has_pg = has_process_group
+        self._saw_pg = False
+        self._sources = {source: _SourceState(dump) for source, dump in dumps}
         self._next_poll = clock() + MIN_PERIOD_S
         self._last_poll: float | None = None
         self.polls = 0
@@ -265,24 +381,53 @@ class FlightRecorderLog:
         return self.poll(now)
 
     def poll(self, now: float | None = None, final: bool = False) -> list[dict[str, Any]]:
-        """New records from every ring (all remaining ones when ``final``); never raises."""
+        """New records from every ring (all remaining ones when ``final``); never raises.
+
+        A ring whose dump fails is left out from then on (its reason kept for the
+        manifest); the others go on. Only when every ring has failed is this part off.
+        """
         now = self._clock() if now is None else now
         out: list[dict[str, Any]] = []
         if self.disabled:
             return out
         try:
+            self._note_process_group()
             t0 = time.perf_counter()
-            raw: list[tuple[str, list[dict[str, Any]]]] = []
-            for source, dump in self.dumps:
-                entries = dump().get("entries") or []
-                raw.append((source, entries if isinstance(entries, list) else []))
+            raw: list[tuple[_SourceState, list[Any]]] = []
+            for source, state in self._sources.items():
+                if state.error is not None:
+                    continue
+                try:
+                    entries = state.dump().get("entries") or []
+                except Exception as e:
+                    state.error = (
+                        str(e) if isinstance(e, DumpFailed) else f"{type(e).__name__}: {e}"
+                    )
+                    self.faults.log("collectives", f"{source} flight recorder left out: {e}")
+                    continue
+                raw.append((state, entries if isinstance(entries, list) else []))
             cost = time.perf_counter() - t0
-            for source, entries in raw:
+            if all(s.error is not None for s in self._sources.values()):
+                reasons = "; ".join(f"{k}: {s.error}" for k, s in self._sources.items())
+                self.faults.disable("collectives", reasons or "no flight recorder to read")
+                return out
+            # One collective in two rings (a torch whose rings are one): keep the first.
+            keys: set[tuple[Any, ...]] = set()
+            for state, entries in raw:
+                state.entries = len(entries)
                 self.dumped_entries += len(entries)
-                for e in self._seen[source].select(entries, final=final):
-                    row = convert_entry(e) if isinstance(e, dict) else None
-                    if row is not None:
-                        out.append(row)
+                dicts = [x for x in entries if isinstance(x, dict)]
+                for entry in state.seen.select(dicts, final=final):
+                    row = convert_entry(entry)
+                    if row is None:
+                        continue
+                    key = (row["pg"], row["p2p"], row["seq"], row["enqueue_ns"])
+                    if key in keys:
+                        continue
+                    keys.add(key)
+                    out.append(row)
+                    state.written += 1
+                    state.timed += row["duration_ms"] is not None
             self.dump_s += cost
             self.polls += 1
             self.entries_written += len(out)
@@ -291,6 +436,11 @@ class FlightRecorderLog:
         except Exception as e:
             self.faults.disable("collectives", e)
         return out
+
+    def _note_process_group(self) -> None:
+        if not self._saw_pg and self._has_pg is not None:
+            with contextlib.suppress(Exception):
+                self._saw_pg = bool(self._has_pg())
 
     def _schedule(self, now: float, new: int, cost: float) -> None:
         period = MAX_PERIOD_S
@@ -303,7 +453,7 @@ class FlightRecorderLog:
 
     @property
     def dropped(self) -> int:
-        return sum(s.dropped for s in self._seen.values())
+        return sum(s.seen.dropped for s in self._sources.values())
 
     def _say_dropped(self) -> None:
         dropped = self.dropped
@@ -316,10 +466,28 @@ class FlightRecorderLog:
             )
         self._dropped_said = dropped
 
+    def absent_reason(self) -> str | None:
+        """Why nothing was written (None once something was)."""
+        if self.entries_written:
+            return None
+        failed = [f"{k}: {s.error}" for k, s in self._sources.items() if s.error is not None]
+        if len(failed) == len(self._sources):
+            return "source failed: " + "; ".join(failed)
+        if self._has_pg is not None and not self._saw_pg:
+            return "no process group (torch.distributed was never initialised)"
+        if not self.polls:
+            return "not read yet"
+        return "no collective in the flight recorder" + (
+            " (source failed: " + "; ".join(failed) + ")" if failed else ""
+        )
+
     def describe(self) -> dict[str, Any]:
-        """What the rank manifest says about this log."""
+        """What the rank manifest says about this log (format in ``rundir``)."""
         return {
-            "sources": [s for s, _ in self.dumps],
+            # The rings that gave entries, in order ("nccl", "fr"); all of them in
+            # ``readers``, with what each gave or why it failed.
+            "sources": [k for k, s in self._sources.items() if s.written],
+            "readers": {k: s.describe() for k, s in self._sources.items()},
             "buffer_size": self.buffer_size,
             "polls": self.polls,
             "written": self.entries_written,
@@ -327,6 +495,7 @@ class FlightRecorderLog:
             "dump_ms_per_entry": round(1e3 * self.dump_s / self.dumped_entries, 4)
             if self.dumped_entries
             else None,
+            "absent": self.absent_reason(),
         }
 
 
@@ -342,19 +511,37 @@ def buffer_size_from_env(environ: dict[str, str] | Any) -> int:
     return 0
 
 
-def open_log(torch: Any, faults: Faults, environ: Any) -> FlightRecorderLog | None:
-    """The log for this process, or None (with one log line) where it cannot work."""
+NO_BUFFER = (
+    "no buffer: the flight recorder keeps no ring (set TORCH_FR_BUFFER_SIZE=2000 before the "
+    "process group starts; rankscope run does it)"
+)
+NO_DUMP = "no dump function: this torch has no flight-recorder dump"
+
+
+def open_log(
+    torch: Any, faults: Faults, environ: Any, *, distributed: bool = True
+) -> tuple[FlightRecorderLog | None, str | None]:
+    """The log for this process, or None and why (said once in the log if ``distributed``).
+
+    A process that is not (yet) distributed still gets a log when the ring exists:
+    a 1-rank job's process group has collectives too. Its manifest then says
+    ``absent: no process group`` if none was ever made.
+    """
     size = buffer_size_from_env(environ)
     if size <= 0:
-        faults.report(
-            "collectives",
-            "off: the flight recorder has no buffer (set TORCH_FR_BUFFER_SIZE=2000 before the "
-            "process group starts; rankscope run does it)",
-        )
-        return None
+        if distributed:
+            faults.report("collectives", "off: " + NO_BUFFER)
+        return None, NO_BUFFER
     c10d = getattr(getattr(torch, "_C", None), "_distributed_c10d", None)
     dumps = find_dumps(c10d) if c10d is not None else []
     if not dumps:
-        faults.report("collectives", "off: this torch has no flight recorder dump")
-        return None
-    return FlightRecorderLog(dumps, faults, buffer_size=size)
+        faults.report("collectives", "off: " + NO_DUMP)
+        return None, NO_DUMP
+    dist = getattr(torch, "distributed", None)
+
+    def has_process_group() -> bool:
+        return bool(dist is not None and dist.is_available() and dist.is_initialized())
+
+    return FlightRecorderLog(
+        dumps, faults, buffer_size=size, has_process_group=has_process_group
+    ), None

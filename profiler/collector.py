@@ -269,12 +269,16 @@ class Collector:
                 )
 
         fr_log = None
-        # A single process has no collectives to log (and no reason for a log line).
-        if self.collectives and self.world_size > 1:
+        # A 1-rank job has collectives too; a lone process gets no log line about them.
+        if self.collectives:
             with self.faults.guard("collectives"):
                 from rankscope.profiler.collectives import open_log
 
-                fr_log = open_log(torch, self.faults, os.environ)
+                fr_log, off = open_log(
+                    torch, self.faults, os.environ, distributed=self.world_size > 1
+                )
+                if off is not None:
+                    self._set_meta("collectives", {"absent": off})
         auto = None
         if self.auto_capture:
             with self.faults.guard("auto-capture"):

@@ -44,16 +44,22 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   ``all_to_all``, ``barrier``, ``send``, ``recv``, ... : the backend prefix such as
   ``gloo:`` is removed). ``bytes`` is input elements x dtype size (-1 unknown).
   ``enqueue_ns`` is when the rank issued it (CLOCK_REALTIME); ``start_ns`` /
-  ``end_ns`` when the backend saw it start / complete (NCCL's watchdog; null
-  with gloo), ``duration_ms`` the GPU time (NCCL with ``TORCH_NCCL_ENABLE_TIMING=1``;
-  else null); ``state`` is the recorder's ("scheduled", "started", "completed").
+  ``end_ns`` when the backend *noticed* it start / complete (NCCL's watchdog polls
+  every ~100 ms: upper bounds, not GPU times; null with gloo), ``duration_ms`` the
+  GPU time from its start to its end CUDA event (NCCL with
+  ``TORCH_NCCL_ENABLE_TIMING=1``; else null); ``state`` is the recorder's
+  ("scheduled", "started", "completed").
   Lines are in issue order per process group; ``read_collectives`` reads them.
 - ``rank{R}.meta.json``: schema, rank, local_rank, world_size, host, pid,
   device_name ("cpu" without a GPU), torch/cuda/nccl/python versions, start_ns,
   end_ns, steps_recorded, steps_source ("manual" | "optimizer"), profile (the
   plan), telemetry_source, clock_offset_ns and clock_offset_method, windows,
-  collectives (the flight-recorder log's sources, buffer_size, written and
-  dropped counts; absent when it is off).
+  collectives (the flight-recorder log: ``sources``, the rings that gave entries,
+  "nccl" and/or "fr"; ``readers``, per ring its dump function, entries in its
+  last dump, rows written, rows with a GPU time, and ``error``; buffer_size,
+  polls, written and dropped counts; ``absent``, why nothing was written: no
+  buffer, no dump function, no process group, source failed: reason; only
+  ``absent`` when the log is off).
   ``clock_offset_ns`` is this rank's clock minus rank 0's at the same instant:
   ``t_on_rank0_clock = t - clock_offset_ns``. Each window is
   ``{first_step, last_step, file, profiler_steps}``: the trace's ``ProfilerStep#N``

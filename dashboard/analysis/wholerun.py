@@ -20,6 +20,22 @@ savings). Causes from the light layer: ``data_loading`` (``data_ns``),
 Collectives are matched across ranks by (process group, sequence number) to
 check that the ranks' logs agree (``matched_collectives`` /
 ``unmatched_collectives``: a ring buffer that overflowed, a rank that died).
+
+NCCL with ``TORCH_NCCL_ENABLE_TIMING=1``: the enqueue time says when the CPU
+issued a collective, but a GPU job's CPU runs ahead of its GPU, so a rank whose
+GPU is late looks on time. Each rank's ``duration_ms`` (NCCL's GPU time from the
+start to the end event of that instance) is its wait plus the transfer, and the
+instance ends for every rank together, so per instance (logged with a GPU time
+by every rank) ``transfer = min over ranks``, ``wait[r] = duration[r] - transfer``
+and the rank that waited least arrived last: no clock enters. In a step where
+every rank has such instances, ``wait_ms`` is each rank's GPU wait summed over
+them and its evidence is ``min over ranks of the enqueue gap + (most wait - its
+wait)``: how much later than the earliest rank its GPU arrived, on the scale of
+the step's own work (``Gaps.lo_ns``/``hi_ns`` stay the enqueue-based bounds).
+Other steps, and gloo runs, keep the enqueue evidence (``WholeRun.gpu_steps``
+counts the GPU ones; ``WholeRun.gpu_split`` totals transfer and wait per rank).
+NCCL's ``start_ns``/``end_ns`` are when its watchdog *noticed* the events (every
+~100 ms), too coarse for this.
 """
 
 from __future__ import annotations
@@ -52,6 +68,17 @@ class LightRank:
     enqueue_ns: np.ndarray
     tel_ts_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     throttle: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    duration_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # by coll_key; NaN
+
+
+@dataclass(frozen=True)
+class GpuSplit:
+    """NCCL's GPU times over the instances every rank timed: transfer vs wait (ms, totals)."""
+
+    instances: int
+    transfer_ms: float  # sum over instances of the shortest duration (skew-free)
+    wait_ms: dict[int, float]  # per rank: sum of its duration minus the transfer
+    last_arrivals: dict[int, int]  # per rank: instances at which it waited least
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,8 @@ class WholeRun:
     matched_collectives: int  # instances every rank logged
     unmatched_collectives: int  # instances some rank did not log (ring overflow, a lost rank)
     hint: str = LIGHT_HINT
+    gpu_steps: int = 0  # steps whose evidence is NCCL's GPU time (the rest: enqueue times)
+    gpu_split: GpuSplit | None = None  # None: no instance with a GPU time on every rank
 
 
 def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
@@ -89,6 +118,69 @@ def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
     inside[ok] = ts[ok] < r.end_ns[idx[ok]]
     idx[~inside] = -1
     return idx
+
+
+def _timed_keys(ranks: list[LightRank]) -> np.ndarray | None:
+    """The instances (``coll_key``) every rank logged with a GPU time, sorted; None if none."""
+    keys = None
+    for r in ranks:
+        if len(r.duration_ms) != len(r.coll_key):
+            return None
+        k = distinct(r.coll_key[np.isfinite(r.duration_ms)])
+        keys = k if keys is None else keys[isin(keys, k)]
+    return keys if keys is not None and len(keys) else None
+
+
+def _gpu_pass(
+    ranks: list[LightRank], steps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, GpuSplit | None]:
+    """NCCL's GPU times over the instances every rank timed (two passes, O(instances) memory).
+
+    Returns each rank's wait (ms) summed per step of ``steps`` (by the step it issued
+    the instance in), the steps where every rank has such an instance, and the split.
+    """
+    n, m = len(ranks), len(steps)
+    wait, count = np.zeros((n, m)), np.zeros((n, m), dtype=np.int64)
+    keys = _timed_keys(ranks) if n >= 2 else None
+    if keys is None:
+        return wait, np.zeros(m, dtype=bool), None
+
+    def timed(r: LightRank) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ok = np.isfinite(r.duration_ms) & isin(r.coll_key, keys)
+        return np.searchsorted(keys, r.coll_key[ok]), r.duration_ms[ok], r.enqueue_ns[ok]
+
+    transfer = np.full(len(keys), np.inf)
+    for r in ranks:
+        pos, dur, _ = timed(r)
+        np.minimum.at(transfer, pos, dur)
+    last = np.full(len(keys), -1, dtype=np.int64)  # the first rank with the least wait
+    totals = {}
+    for k, r in enumerate(ranks):
+        pos, dur, enq = timed(r)
+        w = dur - transfer[pos]
+        totals[r.rank] = round(float(w.sum()), 3)
+        first = (w == 0) & (last[pos] < 0)
+        last[pos[first]] = k
+        if m:
+            idx = _step_index(r, enq)
+            step = np.where(idx >= 0, r.step[np.maximum(idx, 0)], -1)
+            col = np.clip(np.searchsorted(steps, step), 0, m - 1)
+            ok = steps[col] == step
+            np.add.at(wait[k], col[ok], w[ok])
+            np.add.at(count[k], col[ok], 1)
+    arrivals = np.bincount(last[last >= 0], minlength=n)
+    split = GpuSplit(
+        instances=len(keys),
+        transfer_ms=round(float(transfer.sum()), 3),
+        wait_ms=totals,
+        last_arrivals={r.rank: int(arrivals[k]) for k, r in enumerate(ranks)},
+    )
+    return wait, np.asarray((count > 0).all(axis=0), dtype=bool), split
+
+
+def gpu_split(ranks: list[LightRank]) -> GpuSplit | None:
+    """Transfer and wait over every instance all ranks timed on the GPU (NCCL), or None."""
+    return _gpu_pass(sorted(ranks, key=lambda r: r.rank), np.zeros(0, dtype=np.int64))[2]
 
 
 def light_gaps(
@@ -145,6 +237,12 @@ def light_gaps(
     steps = common[has]
     gap = (hi - lo) / NS_PER_MS
     wait = gap.max(axis=0) - gap  # the others wait for the latest (no end times needed)
+    gpu_wait, gpu, _ = _gpu_pass(ranks, steps)
+    if gpu.any():
+        # NCCL's GPU times (module docstring): the rank that waited least arrived last.
+        late = gpu_wait[:, gpu].max(axis=0) - gpu_wait[:, gpu]
+        gap[:, gpu] = gap[:, gpu].min(axis=0) + late
+        wait[:, gpu] = gpu_wait[:, gpu]
     data = np.minimum(data, gap)
     hardware = np.where(throttled, gap - data, 0.0)
     comps = {"data_loading": data, "hardware": hardware, "other": gap - data - hardware}
@@ -195,17 +293,45 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
                 tel_ts_ns=tel["ts_ns"] if has_throttle else np.zeros(0, np.int64),
                 # NaN (a sample without the field) reads as "no throttle reason"
                 throttle=np.nan_to_num(throttle, nan=0.0).astype(np.int64),
+                duration_ms=comms["duration_ms"] if "duration_ms" in comms else np.zeros(0),
             )
         )
     return out
 
 
+def absent_reason(ranks: dict[int, RankData]) -> str | None:
+    """Why a run has no whole-run verdict (None when it can have one), for the report.
+
+    Where a rank logged no collective, its manifest's ``collectives.absent`` (the
+    collector's reason: no buffer, no dump function, no process group, a failed
+    source) is quoted.
+    """
+    usable = light_ranks(ranks)
+    if len(usable) >= 2:
+        return None
+    reasons = []
+    for r, rd in sorted(ranks.items()):
+        info = (rd.meta.get("manifest") or {}).get("collectives") or {}
+        why = info.get("absent") if isinstance(info, dict) else None
+        if not len(rd.light_comms) and isinstance(why, str):
+            reasons.append(f"rank {r}: {why}")
+    said = f" ({'; '.join(reasons[:3])})" if reasons else ""
+    if len(ranks) < 2:
+        return f"the whole-run verdict compares ranks; this run has {len(ranks)}{said}"
+    return (
+        f"the whole-run verdict needs two ranks with a step timer and a collective log;"
+        f" {len(usable)} of {len(ranks)} have both{said}"
+    )
+
+
 def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
     """The diagnosis over every step the ranks share; None without two ranks' logs."""
-    built = light_gaps(sorted(ranks, key=lambda r: r.rank))
+    ranks = sorted(ranks, key=lambda r: r.rank)
+    built = light_gaps(ranks)
     if built is None:
         return None
     gaps, comps, step_ms, (matched, unmatched) = built
+    _, gpu, split = _gpu_pass(ranks, gaps.step)
     diag = decide(gaps, comps, step_ms, has_gpu, step_rows=False)
     for v in diag.stragglers:
         if v.cause in ("unknown", "hardware") and v.hint is None:
@@ -232,4 +358,6 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
         steps=summary,
         matched_collectives=matched,
         unmatched_collectives=unmatched,
+        gpu_steps=int(gpu.sum()),
+        gpu_split=split,
     )

@@ -51,7 +51,10 @@ class RankData:
     - ``step_marks``: collector step timer: step, start_ns, end_ns[, data_ns] (may be empty)
     - ``telemetry``: NVML/host samples: ts_ns and numeric fields (may be empty)
     - ``light_comms``: the flight recorder's log (``rank{R}.collectives.jsonl``): pg,
-      name (strings), seq, enqueue_ns; empty where the collector did not record it
+      name (strings), seq, enqueue_ns; start_ns, end_ns (when NCCL's watchdog noticed
+      it start / end: upper bounds; -1 unknown) and duration_ms (NCCL's GPU time
+      from its start to its end event; NaN unknown, always with gloo); empty where
+      the collector did not record it
 
     Each is read when first used: a report over many ranks reads each rank's
     digest (``analysis.digest``), not its events. ``steps_file`` and
@@ -391,9 +394,19 @@ def _light_comms_table(rows: list[dict[str, Any]]) -> Table:
             "name": [str(r["name"]) for r in rows],
             "seq": np.array([r["seq"] for r in rows], dtype=np.int64),
             "enqueue_ns": np.array([r["enqueue_ns"] for r in rows], dtype=np.int64),
+            "start_ns": _ns_or_minus_one([r["start_ns"] for r in rows]),
+            "end_ns": _ns_or_minus_one([r["end_ns"] for r in rows]),
+            "duration_ms": np.array(
+                [np.nan if r["duration_ms"] is None else r["duration_ms"] for r in rows],
+                dtype=np.float64,
+            ),
         },
         strings=("pg", "name"),
     )
+
+
+def _ns_or_minus_one(values: list[int | None]) -> np.ndarray:
+    return np.array([-1 if v is None else v for v in values], dtype=np.int64)
 
 
 def _numeric_table(rows: list[dict[str, Any]]) -> Table:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
+import types
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,13 @@ from rankscope.profiler.collectives import (
     canonical_name,
     convert_entry,
     entry_bytes,
+    find_dumps,
+    open_log,
+    parameter_names,
 )
 from rankscope.profiler.faults import Faults
+
+TESTS = Path(__file__).resolve().parents[2]
 
 
 def entry(rid: int, seq: int | None = None, **kw: Any) -> dict[str, Any]:
@@ -194,3 +202,255 @@ def test_read_collectives_drops_malformed_records(tmp_path: Path) -> None:
     rows = rundir.read_collectives(tmp_path, 3)
     assert [r["seq"] for r in rows] == [1, 2]
     assert rundir.read_collectives(tmp_path, 4) == []
+
+
+# ---------------------------------------------------------------- NCCL's ring, from a real dump
+
+REAL_DUMP = TESTS / "data" / "nccl_flight_recorder" / "nccl_fr_dump_h200.json"
+
+
+def real_dump() -> dict[str, Any]:
+    """What ``_dump_nccl_trace_json`` gave after a 1-rank DDP job on an H200 (torch 2.11)."""
+    data: dict[str, Any] = json.loads(REAL_DUMP.read_text())
+    return data
+
+
+def retired(dump: dict[str, Any], duration_ms: float = 0.5) -> dict[str, Any]:
+    """The same ring after NCCL's watchdog retired every entry (each got its GPU time)."""
+    out = copy.deepcopy(dump)
+    for e in out["entries"]:
+        e["retired"] = True
+        e.setdefault("duration_ms", duration_ms)
+    return out
+
+
+class FakeC10d:
+    """``torch._C._distributed_c10d`` of a CUDA build, with torch 2.11's dump signatures.
+
+    ``nccl`` is what NCCL's ring holds (the real dump); the generic ring is empty,
+    as on the real machine. Every call's keyword arguments are kept in ``calls``.
+    """
+
+    def __init__(self, nccl: dict[str, Any], fr: dict[str, Any] | None = None) -> None:
+        self.nccl = nccl
+        self.fr = fr if fr is not None else {"version": "2.10", "entries": []}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _dump_nccl_trace(
+        self,
+        includeCollectives: bool | None = None,
+        includeStackTraces: bool | None = None,
+        onlyActive: bool | None = None,
+    ) -> bytes:
+        self.calls.append(
+            (
+                "_dump_nccl_trace",
+                dict(
+                    includeCollectives=includeCollectives,
+                    includeStackTraces=includeStackTraces,
+                    onlyActive=onlyActive,
+                ),
+            )
+        )
+        return pickle.dumps(self.nccl)
+
+    def _dump_nccl_trace_json(
+        self, includeCollectives: bool | None = None, onlyActive: bool | None = None
+    ) -> str:
+        self.calls.append(("_dump_nccl_trace_json", {}))
+        return json.dumps(self.nccl)
+
+    def _dump_fr_trace(
+        self,
+        includeCollectives: bool | None = None,
+        includeStackTraces: bool | None = None,
+        onlyActive: bool | None = None,
+    ) -> bytes:
+        self.calls.append(("_dump_fr_trace", {}))
+        return pickle.dumps(self.fr)
+
+    def _dump_fr_trace_json(
+        self, includeCollectives: bool | None = None, onlyActive: bool | None = None
+    ) -> str:
+        return json.dumps(self.fr)
+
+
+def test_every_real_nccl_entry_converts_to_its_record() -> None:
+    entries = real_dump()["entries"]
+    rows = [convert_entry(e) for e in entries]
+    assert all(r is not None for r in rows)
+    got = [(r["name"], r["seq"], r["bytes"]) for r in rows if r is not None]
+    assert got[:4] == [
+        ("all_gather", 1, 8),  # DDP's set-up: one Long
+        ("broadcast", 2, 12 * 8),
+        ("broadcast", 3, 8392704 * 4),  # the model's parameters, float32
+        ("all_reduce", 4, 8392704 * 4),
+    ]
+    assert [n for n, _, _ in got].count("all_reduce") == 11
+    assert got[-3:] == [("all_gather", 17, 1 << 18), ("broadcast", 18, 1 << 18), ("barrier", 19, 4)]
+    first = rows[0]
+    assert first == {
+        "seq": 1,
+        "pg": "0",
+        "pg_desc": "default_pg",
+        "name": "all_gather",
+        "p2p": False,
+        "bytes": 8,
+        "enqueue_ns": 1796399965866365396,
+        "start_ns": 1796399965907679963,
+        "end_ns": 1796399965907681392,
+        "duration_ms": 0.23971199989318848,
+        "state": "completed",
+    }
+    for e, r in zip(entries, rows, strict=True):  # every entry, field by field
+        assert r is not None
+        assert (r["pg"], r["pg_desc"]) == tuple(e["process_group"])
+        assert (r["seq"], r["p2p"]) == (e["collective_seq_id"], False)
+        assert r["enqueue_ns"] == e["time_created_ns"]
+        assert (r["start_ns"], r["end_ns"]) == (
+            e["time_discovered_started_ns"],
+            e["time_discovered_completed_ns"],
+        )
+        assert r["enqueue_ns"] < r["start_ns"] <= r["end_ns"]
+        assert r["state"] == "completed"
+    # Retired by the watchdog: a GPU time. Not yet retired at the dump: none.
+    assert [r["duration_ms"] is not None for r in rows if r is not None] == [True] * 3 + [
+        False
+    ] * 16
+
+
+def test_the_nccl_ring_is_read_with_the_arguments_its_signature_names() -> None:
+    c10d = FakeC10d(real_dump())
+    dumps = find_dumps(c10d)
+    assert [s for s, _ in dumps] == ["nccl", "fr"]
+    assert len(dict(dumps)["nccl"]()["entries"]) == 19
+    name, kwargs = c10d.calls[0]
+    assert name == "_dump_nccl_trace"
+    assert kwargs == {"includeCollectives": True, "includeStackTraces": False, "onlyActive": False}
+
+
+def test_argument_names_come_from_pybinds_docstring_or_none() -> None:
+    class Pybind:
+        __doc__ = (
+            "_dump_nccl_trace_json(includeCollectives: bool | None = None, onlyActive: "
+            "bool | None = None) -> str\n\n  Arguments: ..."
+        )
+
+        def __call__(self, *a: Any, **k: Any) -> str:
+            return "{}"
+
+    assert parameter_names(Pybind().__call__) is not None  # a Python callable: inspect
+    fn = Pybind()
+    fn.__call__  # noqa: B018 - a pybind function has no inspectable signature:
+    assert parameter_names(types.SimpleNamespace(__doc__=Pybind.__doc__)) == [
+        "includeCollectives",
+        "onlyActive",
+    ]
+    assert parameter_names(types.SimpleNamespace(__doc__="Overloaded function.")) is None
+
+
+def test_an_old_torch_dump_without_arguments_is_called_without_any() -> None:
+    def _dump_nccl_trace() -> bytes:  # torch 2.3
+        return pickle.dumps({"entries": real_dump()["entries"][:2]})
+
+    ((source, dump),) = find_dumps(types.SimpleNamespace(_dump_nccl_trace=_dump_nccl_trace))
+    assert source == "nccl" and len(dump()["entries"]) == 2
+
+
+def test_a_failing_pickle_dump_falls_back_to_json() -> None:
+    c10d = FakeC10d(real_dump())
+
+    def broken(**kw: Any) -> bytes:
+        raise TypeError("incompatible function arguments")
+
+    c10d._dump_nccl_trace = broken  # type: ignore[method-assign, assignment]
+    dump = dict(find_dumps(c10d))["nccl"]
+    assert len(dump()["entries"]) == 19
+    assert getattr(dump, "function", None) == "_dump_nccl_trace_json"
+
+
+def test_nccl_entries_wait_one_poll_for_their_gpu_time() -> None:
+    c10d = FakeC10d(real_dump())
+    log = FlightRecorderLog(find_dumps(c10d), Faults("t"), clock=lambda: 0.0)
+    first = log.poll(10.0)
+    # Retired ones (seq 1-3) at once; completed but unretired ones wait for the watchdog.
+    assert [r["seq"] for r in first] == [1, 2, 3]
+    c10d.nccl = retired(c10d.nccl, 0.5)
+    second = log.poll(20.0)
+    assert [r["seq"] for r in second] == list(range(4, 20))
+    assert all(r["duration_ms"] == 0.5 for r in second)
+    info = log.describe()
+    assert info["sources"] == ["nccl"] and info["written"] == 19 and info["absent"] is None
+    assert info["readers"]["nccl"] == {
+        "function": "_dump_nccl_trace",
+        "entries": 19,
+        "written": 19,
+        "gpu_timed": 19,
+        "error": None,
+    }
+    assert info["readers"]["fr"]["entries"] == 0 and info["readers"]["fr"]["written"] == 0
+
+
+def test_an_entry_never_retired_is_written_at_the_next_poll_anyway() -> None:
+    log = FlightRecorderLog(find_dumps(FakeC10d(real_dump())), Faults("t"), clock=lambda: 0.0)
+    assert len(log.poll(10.0)) == 3
+    later = log.poll(20.0)  # the same ring: the watchdog never retired them
+    assert len(later) == 16 and all(r["duration_ms"] is None for r in later)
+
+
+def test_a_failing_ring_leaves_the_other_one_working() -> None:
+    gloo = {"entries": [entry(i, state="completed") for i in range(3)]}
+    c10d = FakeC10d(real_dump(), fr=gloo)
+
+    def broken(**kw: Any) -> Any:
+        raise RuntimeError("NCCL ring is gone")
+
+    c10d._dump_nccl_trace = broken  # type: ignore[method-assign, assignment]
+    c10d._dump_nccl_trace_json = broken  # type: ignore[method-assign, assignment]
+    faults = Faults("t")
+    log = FlightRecorderLog(find_dumps(c10d), faults, clock=lambda: 0.0)
+    rows = log.poll(10.0)
+    assert [r["name"] for r in rows] == ["all_reduce"] * 3 and not log.disabled
+    gloo["entries"].append(entry(3, state="completed"))
+    assert len(log.poll(20.0)) == 1
+    info = log.describe()
+    assert info["sources"] == ["fr"]
+    assert info["readers"]["nccl"]["error"] == (
+        "_dump_nccl_trace: RuntimeError: NCCL ring is gone; "
+        "_dump_nccl_trace_json: RuntimeError: NCCL ring is gone"
+    )
+    assert any("nccl flight recorder left out" in line for line in faults.pending)
+
+
+def test_why_a_log_is_absent() -> None:
+    torch = types.SimpleNamespace(
+        _C=types.SimpleNamespace(_distributed_c10d=FakeC10d({"entries": []})),
+        distributed=types.SimpleNamespace(is_available=lambda: True, is_initialized=lambda: False),
+    )
+    faults = Faults("t")
+    log, why = open_log(torch, faults, {}, distributed=False)
+    assert log is None and why is not None and why.startswith("no buffer")
+    assert not faults.pending  # a lone process: no log line
+    log, why = open_log(torch, faults, {}, distributed=True)
+    assert log is None and any("no buffer" in line for line in faults.pending)
+    bare = types.SimpleNamespace(_C=types.SimpleNamespace(_distributed_c10d=object()))
+    log, why = open_log(bare, Faults("t"), {"TORCH_FR_BUFFER_SIZE": "2000"})
+    assert log is None and why is not None and why.startswith("no dump function")
+
+    log, why = open_log(torch, Faults("t"), {"TORCH_FR_BUFFER_SIZE": "2000"})
+    assert log is not None and why is None
+    log.poll(10.0)
+    assert log.describe()["absent"].startswith("no process group")
+    torch.distributed.is_initialized = lambda: True
+    log.poll(20.0)
+    assert log.describe()["absent"] == "no collective in the flight recorder"
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+    faults = Faults("t")
+    log = FlightRecorderLog([("nccl", broken), ("fr", broken)], faults)
+    assert log.poll(10.0) == [] and log.disabled
+    assert log.describe()["absent"] == (
+        "source failed: nccl: RuntimeError: boom; fr: RuntimeError: boom"
+    )
