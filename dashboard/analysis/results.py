@@ -1,10 +1,12 @@
 """The typed results that cross from the analysis to the report and the dashboard.
 
-Each analysis module returns these dataclasses; ``report.build_report`` turns
-them into the ``rankscope.report/1`` dict and nothing else does. A field's name
-is its JSON name, so a field added here (with a default) is added to the
-report, never renamed. Times are ms per analysed step, ``None`` (or NaN in
-``RankBreakdown``) where the trace cannot tell. No logic lives here.
+Each analysis module returns these dataclasses; ``report.build_report`` gathers
+them into the typed ``Report`` (``rankscope.report/1``), which holds many of them
+as they are. A field's name is its JSON name, so a field added here (with a
+default) is added to the report and its schema, never renamed; closed sets of
+words (cause, pattern, severity, confidence, finding kind) are ``Literal`` types.
+Times are ms per analysed step, ``None`` (or NaN in ``RankBreakdown``) where the
+trace cannot tell. No logic lives here.
 """
 
 from __future__ import annotations
