@@ -45,21 +45,22 @@ from rankscope.dashboard.analysis.wholerun import StepSummary
 if TYPE_CHECKING:
     from rankscope.dashboard.analysis.analyse import Analysis
 
-SCHEMA = "rankscope.report/1"
+SchemaName = Literal["rankscope.report/1"]
+SCHEMA: SchemaName = "rankscope.report/1"
 
 
 class _Record(msgspec.Struct, frozen=True, kw_only=True):
     """A report object: immutable, built by keyword, fields in JSON order."""
 
 
-class SkippedFile(_Record):
+class SkippedFile(_Record, frozen=True):
     """A file the run could not use, and why."""
 
     file: str
     reason: str
 
 
-class RunInfo(_Record):
+class RunInfo(_Record, frozen=True):
     path: str
     world_size: int
     ranks: list[int]
@@ -132,7 +133,7 @@ class RankTelemetry:
         return f"RankTelemetry({self.to_json()!r})"
 
 
-class RankRow(_Record):
+class RankRow(_Record, frozen=True):
     """One rank, ms per step (``comm_*`` None without collectives, ``comm_wait_ms`` alone)."""
 
     rank: int
@@ -161,7 +162,7 @@ class RankRow(_Record):
     files: list[str]
 
 
-class StallAt(_Record):
+class StallAt(_Record, frozen=True):
     """One stall of rotating lateness: the step, the rank that stalled, how late (ms)."""
 
     step: int
@@ -169,7 +170,7 @@ class StallAt(_Record):
     lag_ms: float
 
 
-class Rotating(_Record):
+class Rotating(_Record, frozen=True):
     """Stalls that move between ranks (see ``results.RotatingLateness``)."""
 
     counts: dict[int, int]  # rank -> steps at which it stalled
@@ -192,7 +193,7 @@ class Rotating(_Record):
         )
 
 
-class ImbalanceReport(_Record, kw_only=True, omit_defaults=True):
+class ImbalanceReport(_Record, frozen=True, kw_only=True, omit_defaults=True):
     """Each ``imbalance.IMBALANCE_METRICS`` across ranks (left out when no rank measured it)."""
 
     ranks: int
@@ -215,7 +216,7 @@ class ImbalanceReport(_Record, kw_only=True, omit_defaults=True):
         return spread if isinstance(spread, MetricSpread) else None
 
 
-class WholeRunReport(_Record):
+class WholeRunReport(_Record, frozen=True):
     """Every step of every rank, from the light layer."""
 
     first_step: int
@@ -230,8 +231,8 @@ class WholeRunReport(_Record):
     steps: list[StepSummary]
 
 
-class Report(_Record, kw_only=True):
-    schema: Literal["rankscope.report/1"] = SCHEMA
+class Report(_Record, frozen=True, kw_only=True):
+    schema: SchemaName = SCHEMA
     run: RunInfo
     ranks: list[RankRow]
     imbalance: ImbalanceReport
