@@ -9,7 +9,9 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pytest
 from conftest import REPO
+from report_factory import make_report, rank_row, rotating, straggler
 
 from rankscope.dashboard.analysis import report
 from rankscope.dashboard.analysis.imbalance import IMBALANCE_METRICS
@@ -25,6 +27,8 @@ from rankscope.dashboard.analysis.results import (
     StepStall,
     TelemetrySummary,
 )
+from rankscope.dashboard.analysis.wholerun import StepSummary
+from rankscope.dashboard.render import render_json
 
 
 def _json(o: object) -> Any:
@@ -155,3 +159,32 @@ def test_the_schema_takes_null_for_every_number_and_names_the_closed_sets() -> N
     assert defs["Finding"]["properties"]["kind"]["enum"] == sorted(FINDING_KINDS)
     assert defs["StepRank"]["properties"]["lag_ms"]["type"] == ["number", "null"]
     assert defs["Report"]["required"][0] == "run"  # schema has its default
+
+
+def test_a_whole_run_report_with_nan_validates_against_the_schema() -> None:
+    """What the bundled runs lack: a whole run, rotating lateness, NaN (written as null)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    whole = report.WholeRunReport(
+        first_step=0,
+        last_step=1,
+        n_steps=2,
+        stragglers=[straggler(2, "intermittent", steps=[{"step": 1, "lag_ms": 300.0}])],
+        rotating=rotating({0: 2}, [(0, 0, 60.0), (1, 0, 61.0)]),
+        joint_saving_ms_per_step=3.0,
+        noise_ms=float("nan"),
+        matched_collectives=4,
+        unmatched_collectives=0,
+        steps=[StepSummary(0, 100.0, 2, 5.0, float("nan")), StepSummary(1, 400.0, 2, 300.0, 1.0)],
+    )
+    typed = make_report(
+        ranks=[rank_row(0, step_ms=100.0, telemetry=report.RankTelemetry(3, 0, throttled_pct=0.0))],
+        per_step=[StepRank(0, 0, float("nan"), 0.0, 0.0, float("nan"))],
+        whole_run=whole,
+    )
+    doc = json.loads(render_json(typed))
+    assert doc["whole_run"]["steps"][0]["data_ms"] is None
+    assert doc["per_step"][0]["step_ms"] is None
+    jsonschema.validate(doc, report.json_schema())
+    doc["whole_run"]["stragglers"][0]["pattern"] = "rotating"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, report.json_schema())
