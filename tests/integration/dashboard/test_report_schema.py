@@ -8,10 +8,11 @@ public traces), so a type that no longer says what the encoder writes fails here
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, data_path
+from conftest import REPO, data_path, rankscope_cmd
 
 from rankscope.dashboard.analysis.analyse import analyse
 from rankscope.dashboard.analysis.report import build_report
@@ -50,3 +51,19 @@ def test_a_wrong_cause_fails_validation(validator: object) -> None:
     assert doc["stragglers"], "the sample has a straggler"
     doc["stragglers"][0]["cause"] = "dataloading"
     assert not validator.is_valid(doc)  # type: ignore[attr-defined]
+
+
+def test_the_dashboard_download_is_the_command_s_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Overview's JSON download is ``render_json(build_report(...))``, as is the command's."""
+    rel = "sample_traces/ddp3_dataloader_straggler"
+    proc = subprocess.run(
+        [*rankscope_cmd(), "report", rel, "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.chdir(REPO)
+    in_process = render_json(build_report(analyse(load_run(rel))))
+    assert proc.stdout == in_process
