@@ -287,18 +287,6 @@ def _rank_row(a: Analysis, r: int) -> RankRow:
     )
 
 
-def _step_row(row: StepRank) -> StepRank:
-    """The row with ``step_ms`` to the µs (NaN stays NaN, written as null)."""
-    return StepRank(
-        row.rank,
-        row.step,
-        round(float(row.step_ms), 3),
-        row.excess_ms,
-        row.caused_wait_ms,
-        row.lag_ms,
-    )
-
-
 def _whole_run(a: Analysis) -> WholeRunReport | None:
     w = a.whole_run
     if w is None:
@@ -350,7 +338,7 @@ def build_report(a: Analysis) -> Report:
         collectives=list(a.collective_summary),
         findings=list(a.findings),
         top_kernels=list(a.kernels),
-        per_step=[_step_row(row) for row in a.per_step],
+        per_step=list(a.per_step),  # the diagnosis rounds them to the µs
         whole_run=_whole_run(a),
     )
 
