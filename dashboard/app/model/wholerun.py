@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rankscope.dashboard.analysis import wording
+from rankscope.dashboard.analysis import dataloader, wording
 from rankscope.dashboard.app.model.basics import rank_label
 from rankscope.dashboard.app.model.telemetry import TELEMETRY_LABELS
 
@@ -109,32 +109,13 @@ def whole_run_heatmap(a: Analysis, max_columns: int, max_ranks: int) -> pd.DataF
     return pd.DataFrame(pooled, index=pd.Index(rows, name="rank"), columns=columns.tolist())
 
 
-def _data_wait_by_step(a: Analysis, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per step: the longest and the median DataLoader wait over ranks (NaN unrecorded)."""
-    waits = np.full((len(a.run.ranks), len(steps)), np.nan)
-    for k, (_, rd) in enumerate(sorted(a.run.ranks.items())):
-        marks = rd.step_marks
-        if not len(marks) or "data_ns" not in marks:
-            continue
-        ms = marks["data_ns"].astype(np.float64) / 1e6
-        ms[marks["data_ns"] < 0] = np.nan
-        by_step = dict(zip(marks["step"].tolist(), ms.tolist(), strict=True))
-        waits[k] = [by_step.get(int(s), np.nan) for s in steps]
-    recorded = ~np.isnan(waits).all(axis=0)
-    longest = np.full(len(steps), np.nan)
-    median = np.full(len(steps), np.nan)
-    longest[recorded] = np.nanmax(waits[:, recorded], axis=0)
-    median[recorded] = np.nanmedian(waits[:, recorded], axis=0)
-    return longest, median
-
-
 def whole_run_steps(a: Analysis, max_columns: int) -> pd.DataFrame:
     """Step time (median over ranks) and DataLoader wait per step, max-pooled like the heatmap."""
     whole = a.whole_run
     if whole is None or not whole.steps:
         return pd.DataFrame(columns=WHOLE_RUN_STEP_COLUMNS)
     steps = np.array([s.step for s in whole.steps], dtype=np.int64)
-    longest, median = _data_wait_by_step(a, steps)
+    longest, median = dataloader.wait_by_step(a.run.ranks, steps)
     series = np.vstack([[s.step_ms for s in whole.steps], longest, median])
     pooled, first = max_pool(series, steps, max_columns)
     width = pool_width(len(steps), max_columns)
