@@ -1,9 +1,10 @@
 """The typed report (``rankscope.report/1``): the stable contract every surface reads.
 
 ``build_report(analysis)`` gathers the typed results of an ``Analysis`` (see
-``results``) into one ``Report`` and computes nothing; ``encode(report)`` is its
-JSON (``rankscope report --format json``, the dashboard's download) and
-``json_schema()`` the published schema (``docs/report.schema.json``)::
+``results``) into one ``Report`` and computes nothing. ``render.render_json``
+writes it as JSON (msgspec with ``enc_hook``: ``rankscope report --format json``
+and the dashboard's download) and ``json_schema()`` is the published schema
+(``docs/report.schema.json``, regenerated with ``schema_text()``)::
 
     Report {schema, run: RunInfo, ranks: [RankRow], imbalance: ImbalanceReport,
             stragglers: [Straggler], collectives: [CollectiveSummary],
@@ -355,13 +356,6 @@ def enc_hook(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"cannot encode {type(o).__name__}")
-
-
-def to_builtins(report: Report) -> dict[str, Any]:
-    """The report as plain dicts and lists (NaN kept; rank keys still ints)."""
-    out = msgspec.to_builtins(report, enc_hook=enc_hook)
-    assert isinstance(out, dict)
-    return out
 
 
 def _schema_hook(t: type) -> dict[str, Any]:
