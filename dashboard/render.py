@@ -1,20 +1,23 @@
-"""Render a report dict (``rankscope.report/1``) as text, markdown or JSON.
+"""Render a typed report (``analysis.report.Report``) as text, markdown or JSON.
 
 Text and markdown read like an expert's summary: the verdict and findings
 first, then the per-rank table, collectives and GPU utilisation. Each renderer
-only formats; every number comes from the report dict and every sentence from
+only formats; every number comes from the report and every sentence from
 ``rankscope.dashboard.analysis.wording``. ``render_text``, ``render_markdown``
-and ``render_json`` take the dict and return the whole document as a string.
+and ``render_json`` take the ``Report`` and return the whole document as a string.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rankscope.dashboard.analysis import wording
-from rankscope.dashboard.analysis.results import LastArrival
+from rankscope.dashboard.analysis.results import Straggler
+
+if TYPE_CHECKING:
+    from rankscope.dashboard.analysis.report import RankTelemetry, Report
 
 _SEV_MARK = {"high": "!!!", "medium": "!! ", "low": "!  "}
 
@@ -27,7 +30,7 @@ def _fmt(x: Any, digits: int = 1, suffix: str = "") -> str:
     return f"{x}{suffix}"
 
 
-def _rank_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def _rank_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     header = [
         "rank",
         "step ms",
@@ -42,21 +45,21 @@ def _rank_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "HTA idle/compute/non-compute %",
     ]
     rows = []
-    for r in report["ranks"]:
-        tb = r["temporal_breakdown"]
+    for r in report.ranks:
+        tb = r.temporal_breakdown
         rows.append(
             [
-                str(r["rank"]),
-                _fmt(r["step_ms"]),
-                _fmt(r["compute_ms"]),
-                _fmt(r["comm_ms"]),
-                _fmt(r["comm_exposed_ms"]),
-                _fmt(r["comm_wait_ms"]),
-                _fmt(r["data_ms"]),
-                _fmt(r["host_ms"]),
-                _fmt(r["idle_ms"]),
-                _fmt(r["gpu_busy_pct"], 1, "%"),
-                f"{tb['idle_pct']:.2f} / {tb['compute_pct']:.2f} / {tb['non_compute_pct']:.2f}"
+                str(r.rank),
+                _fmt(r.step_ms),
+                _fmt(r.compute_ms),
+                _fmt(r.comm_ms),
+                _fmt(r.comm_exposed_ms),
+                _fmt(r.comm_wait_ms),
+                _fmt(r.data_ms),
+                _fmt(r.host_ms),
+                _fmt(r.idle_ms),
+                _fmt(r.gpu_busy_pct, 1, "%"),
+                f"{tb.idle_pct:.2f} / {tb.compute_pct:.2f} / {tb.non_compute_pct:.2f}"
                 if tb
                 else "-",
             ]
@@ -64,7 +67,7 @@ def _rank_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _coll_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def _coll_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     header = [
         "collective",
         "count",
@@ -74,25 +77,36 @@ def _coll_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "last to arrive",
     ]
     rows = []
-    for c in report["collectives"][:10]:
+    for c in report.collectives[:10]:
         last = ", ".join(
             f"r{k}: {v}"
-            for k, v in sorted(c["last_arrival_counts"].items(), key=lambda kv: -kv[1])[:4]
+            for k, v in sorted(c.last_arrival_counts.items(), key=lambda kv: -kv[1])[:4]
         )
         rows.append(
             [
-                c["name"] + (f" (pg {c['pg']})" if c.get("pg") else ""),
-                str(c["count"]),
-                _human_bytes(c["bytes"]),
-                _fmt(c["transfer_ms"], 2),
-                _fmt(c["wait_ms"], 2),
+                c.name + (f" (pg {c.pg})" if c.pg else ""),
+                str(c.count),
+                _human_bytes(c.bytes),
+                _fmt(c.transfer_ms, 2),
+                _fmt(c.wait_ms, 2),
                 last or "-",
             ]
         )
     return header, rows
 
 
-def _gpu_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def _tel_mean(tel: RankTelemetry | None, field: str, scale: float = 1.0) -> str:
+    """A telemetry field's mean in the steps (else over the run), scaled, or "-"."""
+    value = tel.in_steps(field) if tel is not None else None
+    return "-" if value is None else f"{value / scale:.0f}"
+
+
+def _tel_pct(tel: RankTelemetry | None, field: str) -> str:
+    recorded = tel is not None and field in tel.fields
+    return _tel_mean(tel, field) + ("%" if recorded else "")
+
+
+def _gpu_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     header = [
         "rank",
         "busy (trace)",
@@ -103,33 +117,26 @@ def _gpu_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "power W",
     ]
     rows = []
-    for r in report["ranks"]:
-        tel = r.get("telemetry") or {}
-
-        def tel_mean(field: str, scale: float = 1.0, tel: dict[str, Any] = tel) -> str:
-            entry = tel.get(field)
-            if not entry:
-                return "-"
-            value = entry.get("mean_in_steps", entry["mean"]) / scale
-            return f"{value:.0f}"
-
+    for r in report.ranks:
+        tel = r.telemetry
         rows.append(
             [
-                str(r["rank"]),
-                _fmt(r["gpu_busy_pct"], 1, "%"),
-                _fmt(r.get("sm_efficiency_pct"), 1, "%"),
-                _fmt(r.get("achieved_occupancy_pct"), 1, "%"),
-                tel_mean("gpu_util_pct") + ("%" if tel.get("gpu_util_pct") else ""),
-                tel_mean("gpm_sm_activity_pct") + ("%" if tel.get("gpm_sm_activity_pct") else ""),
-                tel_mean("power_mw", 1000.0),
+                str(r.rank),
+                _fmt(r.gpu_busy_pct, 1, "%"),
+                _fmt(r.sm_efficiency_pct, 1, "%"),
+                _fmt(r.achieved_occupancy_pct, 1, "%"),
+                _tel_pct(tel, "gpu_util_pct"),
+                _tel_pct(tel, "gpm_sm_activity_pct"),
+                _tel_mean(tel, "power_mw", 1000.0),
             ]
         )
     return header, rows
 
 
-def _show_gpu(report: dict[str, Any]) -> bool:
-    tel = [r.get("telemetry") or {} for r in report["ranks"]]
-    return bool(report["run"].get("has_gpu")) or any("gpu_util_pct" in t for t in tel)
+def _show_gpu(report: Report) -> bool:
+    return report.run.has_gpu or any(
+        r.telemetry is not None and "gpu_util_pct" in r.telemetry.fields for r in report.ranks
+    )
 
 
 _GPU_NOTE = (
@@ -150,64 +157,55 @@ def _human_bytes(n: int | None) -> str:
     return f"{size:.1f} GB"
 
 
-def _last_arrival(report: dict[str, Any]) -> LastArrival | None:
-    last = report["imbalance"].get("last_arrival")
-    return LastArrival(**last) if last else None
-
-
-def incomplete_sentence(report: dict[str, Any]) -> str | None:
+def incomplete_sentence(report: Report) -> str | None:
     """That some ranks left no trace, naming them; None when every rank has one."""
-    missing = report["run"].get("missing_trace") or []
+    missing = report.run.missing_trace
     if not missing:
         return None
-    traced = [r for r in report["run"]["ranks"] if r not in missing]
+    traced = [r for r in report.run.ranks if r not in missing]
     return wording.incomplete_verdict(missing, traced)
 
 
-def no_straggler_sentence(report: dict[str, Any]) -> str | None:
+def no_straggler_sentence(report: Report) -> str | None:
     """Why no rank is a straggler, when collectives could tell; None when they cannot."""
-    if report["stragglers"]:
+    if report.stragglers:
         return None
-    if missing := report["run"].get("missing_trace"):
-        return wording.no_straggler_among_traced(
-            [r for r in report["run"]["ranks"] if r not in missing]
-        )
-    rotating = report["imbalance"].get("rotating")
+    if missing := report.run.missing_trace:
+        return wording.no_straggler_among_traced([r for r in report.run.ranks if r not in missing])
+    rotating = report.imbalance.rotating
     return wording.no_straggler_sentence(
-        len(report["run"]["ranks"]),
-        bool(report["collectives"]),
-        _last_arrival(report),
-        sorted(int(r) for r in rotating["counts"]) if rotating else None,
+        len(report.run.ranks),
+        bool(report.collectives),
+        report.imbalance.last_arrival,
+        sorted(rotating.counts) if rotating else None,
     )
 
 
-def _top_verdict(s: dict[str, Any]) -> str:
+def _top_verdict(s: Straggler) -> str:
     return wording.straggler_verdict(
-        s["rank"],
-        s["cause"],
-        s["severity"],
-        s["caused_wait_ms_per_step"],
-        s.get("pattern", "persistent"),
-        [(st["step"], st["lag_ms"]) for st in s.get("steps", [])],
-        s.get("cause_detail"),
+        s.rank,
+        s.cause,
+        s.severity,
+        s.caused_wait_ms_per_step,
+        s.pattern,
+        [(st.step, st.lag_ms) for st in s.steps],
+        s.cause_detail,
     )
 
 
-def _verdict(report: dict[str, Any]) -> str:
-    run = report["run"]
-    s = report["stragglers"]
-    whole = report.get("whole_run")
-    if run.get("step_source") == "none":
-        head = wording.telemetry_only(len(run["ranks"]), run["world_size"])
+def _verdict(report: Report) -> str:
+    run = report.run
+    s = report.stragglers
+    whole = report.whole_run
+    if run.step_source == "none":
+        head = wording.telemetry_only(len(run.ranks), run.world_size)
         if whole is None:
             return head
         head = wording.whole_run_scope(
-            len(run["ranks"]), run["world_size"], whole["first_step"], whole["last_step"]
+            len(run.ranks), run.world_size, whole.first_step, whole.last_step
         )
     else:
-        head = wording.run_scope(
-            len(run["ranks"]), run["world_size"], run["steps"], _fmt(run["step_ms"])
-        )
+        head = wording.run_scope(len(run.ranks), run.world_size, run.steps, _fmt(run.step_ms))
     if incomplete := incomplete_sentence(report):
         head = f"{incomplete} {head}"
     if s:
@@ -216,17 +214,17 @@ def _verdict(report: dict[str, Any]) -> str:
     return f"{head} {no_straggler}" if no_straggler else head
 
 
-def _whole_run_lines(report: dict[str, Any]) -> list[str]:
+def _whole_run_lines(report: Report) -> list[str]:
     """The light layer's whole-run picture, when a trace window also exists."""
-    whole = report.get("whole_run")
-    if whole is None or report["run"].get("step_source") == "none":
+    whole = report.whole_run
+    if whole is None or report.run.step_source == "none":
         return []
-    out = [wording.whole_run_heading(whole["first_step"], whole["last_step"], whole["n_steps"])]
-    for s in whole["stragglers"]:
+    out = [wording.whole_run_heading(whole.first_step, whole.last_step, whole.n_steps)]
+    for s in whole.stragglers:
         out.append(f"  - {_top_verdict(s)}")
-    if whole.get("rotating"):
+    if whole.rotating:
         out.append("  - " + wording.ROTATING_WHOLE_RUN)
-    if not whole["stragglers"] and not whole.get("rotating"):
+    if not whole.stragglers and not whole.rotating:
         out.append("  - " + wording.NO_STRAGGLER_WHOLE_RUN)
     return out
 
@@ -247,96 +245,90 @@ def _table_md(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def render_text(report: dict[str, Any]) -> str:
-    run = report["run"]
-    out = [f"rankscope report: {run['path']}", "", _verdict(report), ""]
+def render_text(report: Report) -> str:
+    run = report.run
+    out = [f"rankscope report: {run.path}", "", _verdict(report), ""]
     if whole := _whole_run_lines(report):
         out += [*whole, ""]
-    if report["findings"]:
+    if report.findings:
         out.append("Findings (worst first, estimated saving per step):")
-        for i, f in enumerate(report["findings"], 1):
-            saving = f["est_saving_ms_per_step"]
+        for i, f in enumerate(report.findings, 1):
+            saving = f.est_saving_ms_per_step
             out.append(
-                f"  {i}. [{f['severity']}] {f['title']}"
+                f"  {i}. [{f.severity}] {f.title}"
                 + (f"  (~{saving:.1f} ms/step)" if saving else "")
             )
-            out.append(f"     {f['detail']}")
+            out.append(f"     {f.detail}")
         out.append("")
     else:
         out += [wording.NO_FINDINGS, ""]
-    if run.get("step_source") != "none":
+    if run.step_source != "none":
         out.append("Per rank (ms per step):")
         out.append(_table_text(*_rank_rows(report)))
-    if report["collectives"]:
+    if report.collectives:
         out += ["", "Collectives:", _table_text(*_coll_rows(report))]
     if _show_gpu(report):
         out += ["", "GPU utilisation:", _table_text(*_gpu_rows(report)), f"  ({_GPU_NOTE})"]
-    if run["warnings"]:
-        out += ["", "Warnings:"] + [f"  - {w}" for w in run["warnings"]]
+    if run.warnings:
+        out += ["", "Warnings:"] + [f"  - {w}" for w in run.warnings]
     return "\n".join(out) + "\n"
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    run = report["run"]
-    out = [f"# rankscope report: `{run['path']}`", "", f"**{_verdict(report)}**", ""]
+def render_markdown(report: Report) -> str:
+    run = report.run
+    out = [f"# rankscope report: `{run.path}`", "", f"**{_verdict(report)}**", ""]
     if whole := _whole_run_lines(report):
         out += [whole[0], "", *whole[1:], ""]
     out.append("## Findings")
-    if report["findings"]:
-        for f in report["findings"]:
-            saving = f["est_saving_ms_per_step"]
+    if report.findings:
+        for f in report.findings:
+            saving = f.est_saving_ms_per_step
             tail = f" *(~{saving:.1f} ms/step)*" if saving else ""
-            out.append(f"- **[{f['severity']}] {f['title']}**{tail}  \n  {f['detail']}")
+            out.append(f"- **[{f.severity}] {f.title}**{tail}  \n  {f.detail}")
     else:
         out.append(wording.NO_FINDINGS)
     out += ["", "## Per rank (ms per step)", "", _table_md(*_rank_rows(report))]
-    if report["collectives"]:
+    if report.collectives:
         out += ["", "## Collectives", "", _table_md(*_coll_rows(report))]
     if _show_gpu(report):
         out += ["", "## GPU utilisation", "", _table_md(*_gpu_rows(report)), "", _GPU_NOTE]
-    if report.get("top_kernels"):
+    if report.top_kernels:
         out += ["", "## Top kernels", ""]
         rows = [
             [
-                k["name"][:80],
-                _fmt(k["ms_per_step"], 3),
-                _fmt(k["share_pct"], 1, "%"),
-                f"r{k['max_rank']}",
-                _fmt(k["spread_cv"], 2),
+                k.name[:80],
+                _fmt(k.ms_per_step, 3),
+                _fmt(k.share_pct, 1, "%"),
+                f"r{k.max_rank}",
+                _fmt(k.spread_cv, 2),
             ]
-            for k in report["top_kernels"][:10]
+            for k in report.top_kernels[:10]
         ]
         out.append(_table_md(["kernel", "ms/step", "share", "max rank", "spread (cv)"], rows))
-    if run["warnings"]:
-        out += ["", "## Warnings", ""] + [f"- {w}" for w in run["warnings"]]
+    if run.warnings:
+        out += ["", "## Warnings", ""] + [f"- {w}" for w in run.warnings]
     return "\n".join(out) + "\n"
 
 
-def render_json(report: dict[str, Any]) -> str:
+def render_json(report: Report) -> str:
     """The report as JSON: NaN and infinities become ``null`` (JSON has neither).
 
-    msgspec encodes (20x faster than ``json`` on a 1,024-rank report: 0.05 s, not
-    1.1 s) and writes the same text; a report with non-ASCII text goes through
+    msgspec encodes the typed report (20x faster than ``json`` on a 1,024-rank
+    report: 0.05 s, not 1.1 s); a report with non-ASCII text goes through
     ``json``, which escapes it, so the output is ASCII either way.
     """
     import msgspec
 
+    from rankscope.dashboard.analysis.report import enc_hook
+
     try:
-        text = msgspec.json.format(msgspec.json.encode(report, enc_hook=_json_hook), indent=1)
+        text = msgspec.json.format(msgspec.json.encode(report, enc_hook=enc_hook), indent=1)
         if text.isascii():
             return text.decode() + "\n"
     except (TypeError, ValueError, OverflowError):
         pass
-    return json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n"
-
-
-def _json_hook(o: Any) -> Any:
-    """numpy scalars as Python numbers (msgspec writes a non-finite float as null)."""
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"cannot encode {type(o).__name__}")
+    plain = msgspec.to_builtins(report, enc_hook=enc_hook)
+    return json.dumps(json_safe(plain), indent=1, allow_nan=False) + "\n"
 
 
 def json_safe(o: Any) -> Any:

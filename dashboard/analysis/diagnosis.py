@@ -62,7 +62,16 @@ from typing import Protocol
 import numpy as np
 
 from rankscope.dashboard.analysis import intervals as iv
-from rankscope.dashboard.analysis.results import RotatingLateness, StepRank, StepStall
+from rankscope.dashboard.analysis.results import (
+    Cause,
+    CauseDetail,
+    Confidence,
+    Pattern,
+    RotatingLateness,
+    Severity,
+    StepRank,
+    StepStall,
+)
 from rankscope.dashboard.ingest.table import Table, distinct, isin
 
 NS_PER_MS = 1e6
@@ -149,18 +158,18 @@ class Verdict:
     """One straggler: the evidence behind it, its cause and what fixing it would save."""
 
     rank: int
-    pattern: str  # persistent | intermittent
-    cause: str
-    cause_detail: str | None
+    pattern: Pattern
+    cause: Cause
+    cause_detail: CauseDetail | None
     cause_breakdown: dict[str, float]  # ms per step of excess, by cause
-    confidence: str  # high | medium | low
+    confidence: Confidence
     p_value: float | None
     excess_ms_per_step: float
     excess_ci_ms: tuple[float, float] | None
     late_steps: int
     steps: list[StepStall]
     est_saving_ms_per_step: float = 0.0
-    severity: str = "low"
+    severity: Severity = "low"
     hint: str | None = None
 
 
@@ -379,7 +388,7 @@ def uniform_what_if(gaps: Gaps, n_steps: int) -> float:
     return float((g.max(axis=0) - _median_rows(g)).sum() / n_steps)
 
 
-def severity(saving_ms: float, step_ms: float) -> str:
+def severity(saving_ms: float, step_ms: float) -> Severity:
     frac = saving_ms / step_ms if step_ms > 0 else 0.0
     if frac >= HIGH_FRACTION:
         return "high"
@@ -400,7 +409,7 @@ def _per_step(gaps: Gaps, values: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return out
 
 
-_REPORTED = {
+_REPORTED: dict[str, Cause] = {
     "data_loading": "data_loading",
     "communication": "communication",
     "gpu_compute": "gpu_compute",
@@ -411,7 +420,9 @@ _REPORTED = {
 }
 
 
-def _cause(breakdown: dict[str, float], has_gpu: bool) -> tuple[str, str | None, dict[str, float]]:
+def _cause(
+    breakdown: dict[str, float], has_gpu: bool
+) -> tuple[Cause, CauseDetail | None, dict[str, float]]:
     """The cause whose component holds at least half of the positive excess.
 
     ``breakdown`` is ms per step by component; the result's breakdown is by cause
@@ -436,7 +447,7 @@ def _cause(breakdown: dict[str, float], has_gpu: bool) -> tuple[str, str | None,
 
 def _verdict(
     rank: int,
-    pattern: str,
+    pattern: Pattern,
     sel: np.ndarray,
     k: int,
     comp_excess: dict[str, np.ndarray],

@@ -21,6 +21,7 @@ from rankscope.dashboard.analysis.diagnosis import severity
 from rankscope.dashboard.analysis.imbalance import median
 from rankscope.dashboard.analysis.results import (
     Finding,
+    FindingKind,
     GpuUtilisation,
     RankBreakdown,
     RotatingLateness,
@@ -67,7 +68,7 @@ Rule = Callable[[RunFacts], list[Finding]]
 
 
 def finding(
-    kind: str, text: tuple[str, str], ranks: list[int], saving: float, step_ms: float
+    kind: FindingKind, text: tuple[str, str], ranks: list[int], saving: float, step_ms: float
 ) -> Finding:
     title, detail = text
     return Finding(

@@ -1,16 +1,19 @@
 """The typed results that cross from the analysis to the report and the dashboard.
 
-Each analysis module returns these dataclasses; ``report.build_report`` turns
-them into the ``rankscope.report/1`` dict and nothing else does. A field's name
-is its JSON name, so a field added here (with a default) is added to the
-report, never renamed. Times are ms per analysed step, ``None`` (or NaN in
-``RankBreakdown``) where the trace cannot tell. No logic lives here.
+Each analysis module returns these dataclasses; ``report.build_report`` gathers
+them into the typed ``Report`` (``rankscope.report/1``), which holds many of them
+as they are. A field's name is its JSON name, so a field added here (with a
+default) is added to the report and its schema, never renamed; closed sets of
+words (cause, pattern, severity, confidence, finding kind) are ``Literal`` types.
+Times are ms per analysed step, ``None`` (or NaN in ``RankBreakdown``) where the
+trace cannot tell. No logic lives here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 # The columns of the per-(rank, step) breakdown table, in report order (see ``breakdown``).
 BREAKDOWN_COLUMNS = (
@@ -29,7 +32,7 @@ BREAKDOWN_COLUMNS = (
 )
 
 # Why a straggler is late: the keys of ``wording.CAUSE_NAME`` (see ``diagnosis``).
-CAUSES = (
+Cause = Literal[
     "data_loading",
     "host",
     "gpu_compute",
@@ -37,9 +40,28 @@ CAUSES = (
     "communication",
     "hardware",
     "unknown",
-)
+]
+CAUSES: tuple[Cause, ...] = get_args(Cause)
+# What a cause says more precisely: ``host`` time that no traced op covers.
+CauseDetail = Literal["untraced"]
 # How a straggler is late over the analysed steps (see ``diagnosis``).
-PATTERNS = ("persistent", "intermittent")
+Pattern = Literal["persistent", "intermittent"]
+PATTERNS: tuple[Pattern, ...] = get_args(Pattern)
+# How much a finding or straggler costs (``diagnosis.severity``), and how sure a verdict is.
+Severity = Literal["high", "medium", "low"]
+Confidence = Literal["high", "medium", "low"]
+# What a finding is about: one per rule of ``findings``.
+FindingKind = Literal[
+    "missing_trace",
+    "straggler",
+    "rotating",
+    "exposed_communication",
+    "data_loading",
+    "host_bound",
+    "compute_imbalance",
+    "low_gpu_utilisation",
+]
+FINDING_KINDS: tuple[FindingKind, ...] = get_args(FindingKind)
 
 
 @dataclass(frozen=True)
@@ -228,8 +250,8 @@ class Straggler:
     """A rank the others wait for, and why (``cause``: one of ``CAUSES``)."""
 
     rank: int
-    cause: str
-    severity: str
+    cause: Cause
+    severity: Severity
     excess_ms_per_step: float
     caused_wait_ms_per_step: float
     # how much more of its cause this rank has than the others' median (None: communication)
@@ -237,10 +259,10 @@ class Straggler:
     last_arrivals: int
     evidence: str
     # The diagnosis behind it (see ``diagnosis``); defaults keep the contract additive.
-    pattern: str = "persistent"
-    cause_detail: str | None = None  # "untraced": host time with no traced op
+    pattern: Pattern = "persistent"
+    cause_detail: CauseDetail | None = None  # "untraced": host time with no traced op
     cause_breakdown: dict[str, float] = field(default_factory=dict)  # cause -> ms/step
-    confidence: str = "low"
+    confidence: Confidence = "low"
     p_value: float | None = None
     excess_ci_ms: list[float] | None = None  # 90% bootstrap interval of the mean excess
     steps: list[StepStall] = field(default_factory=list)  # intermittent: where and how late
@@ -252,8 +274,8 @@ class Straggler:
 class Finding:
     """A plain-language statement with the step time it would save (see ``findings``)."""
 
-    kind: str
-    severity: str
+    kind: FindingKind
+    severity: Severity
     title: str
     detail: str
     ranks: list[int]

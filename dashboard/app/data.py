@@ -29,7 +29,7 @@ import streamlit as st
 from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import timeline as timeline_mod
 from rankscope.dashboard.analysis.analyse import Analysis, analyse
-from rankscope.dashboard.analysis.report import build_report
+from rankscope.dashboard.analysis.report import Report, build_report
 from rankscope.dashboard.analysis.wholerun import WholeRun
 from rankscope.dashboard.app import model, text
 from rankscope.dashboard.app import runs as runs_mod
@@ -109,7 +109,7 @@ def _analyse(path: str, sig: Signature, ranks: Ranks, steps: str | None) -> Anal
 
 
 @st.cache_resource(max_entries=24, show_spinner=False)
-def _report(path: str, sig: Signature, ranks: Ranks, steps: str | None) -> dict[str, Any]:
+def _report(path: str, sig: Signature, ranks: Ranks, steps: str | None) -> Report:
     return build_report(_analyse(path, sig, ranks, steps))
 
 
@@ -155,7 +155,7 @@ def analysis(sel: Selection | None = None) -> Analysis:
         stop_with(text.md(e))
 
 
-def report(sel: Selection | None = None) -> dict[str, Any]:
+def report(sel: Selection | None = None) -> Report:
     sel = sel or selection()
     analysis(sel)  # the same errors, shown the same way
     return _report(sel.path, signature(sel.path), sel.ranks, sel.steps)
@@ -211,7 +211,7 @@ def run_steps_and_ranks(path: str) -> tuple[list[int], list[int]]:
 
 # --- the tables the views draw, shaped by ``model`` and cached per selection ---
 
-_FRAMES: dict[str, Callable[[Analysis, dict[str, Any], Any], pd.DataFrame]] = {
+_FRAMES: dict[str, Callable[[Analysis, Report, Any], pd.DataFrame]] = {
     "ranks": lambda a, r, _: model.ranks_frame(r),
     "breakdown_long": lambda a, r, _: model.breakdown_long(r),
     "rank_step_matrix": lambda a, r, column: model.rank_step_matrix(a.breakdown, column),

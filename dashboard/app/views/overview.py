@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plotly.express as px
 import streamlit as st
@@ -17,6 +17,9 @@ from rankscope.dashboard.render import (
     render_json,
     render_markdown,
 )
+
+if TYPE_CHECKING:
+    from rankscope.dashboard.analysis.report import Report
 
 _SEVERITY = {
     "high": ":red-badge[high]",
@@ -31,12 +34,12 @@ def _reader(path: Path, run_root: str) -> Callable[[], bytes]:
     return lambda: runs.run_file_bytes(path, run_root)
 
 
-def _trace_buttons(report: dict, rank: int, paths: list[str], cols: Sequence[Any]) -> None:
+def _trace_buttons(report: Report, rank: int, paths: list[str], cols: Sequence[Any]) -> None:
     for i, p in enumerate(paths):
         path = Path(p)
         cols[i % len(cols)].download_button(
             f"rank {rank}: {text.md(path.name)}",
-            data=_reader(path, report["run"]["path"]),
+            data=_reader(path, report.run.path),
             file_name=path.name,
             mime="application/gzip" if path.suffix == ".gz" else "application/json",
             on_click="ignore",
@@ -44,9 +47,9 @@ def _trace_buttons(report: dict, rank: int, paths: list[str], cols: Sequence[Any
         )
 
 
-def _downloads(report: dict, files: dict[int, list[str]]) -> None:
+def _downloads(report: Report, files: dict[int, list[str]]) -> None:
     with st.expander("Downloads: the report and each rank's raw trace"):
-        name = Path(report["run"]["path"]).name or "run"
+        name = Path(report.run.path).name or "run"
         c1, c2 = st.columns(2)
         c1.download_button(
             "Report (markdown)",
@@ -88,7 +91,7 @@ def _downloads(report: dict, files: dict[int, list[str]]) -> None:
         _trace_buttons(report, rank, files[rank], cols)
 
 
-def _stragglers(report: dict) -> None:
+def _stragglers(report: Report) -> None:
     """Each straggler: how it is late, why, how sure the diagnosis is, what fixing it saves."""
     table = data.stragglers_frame()
     if table.empty:
@@ -143,14 +146,14 @@ def _per_step_chart() -> None:
 def render() -> None:
     report = data.report()
     a = data.analysis()
-    run = report["run"]
-    steps = run["steps"]
-    st.title(f"Overview · {text.md(Path(run['path']).name)}")
+    run = report.run
+    steps = run.steps
+    st.title(f"Overview · {text.md(Path(run.path).name)}")
     span = f"steps {steps[0]}–{steps[-1]}" if steps else "the whole trace as one window"
     st.markdown(
-        f"{len(report['ranks'])} rank(s) of {run['world_size']} · {span}"
-        f" ({run['step_source']} steps)"
-        f" · **{run['step_ms']:.1f} ms/step** on average"
+        f"{len(report.ranks)} rank(s) of {run.world_size} · {span}"
+        f" ({run.step_source} steps)"
+        f" · **{run.step_ms:.1f} ms/step** on average"
     )
 
     if incomplete := incomplete_sentence(report):
@@ -185,15 +188,15 @@ def render() -> None:
     _per_step_chart()
 
     st.subheader("Findings, worst first")
-    if not report["findings"]:
+    if not report.findings:
         st.write(wording.NO_FINDINGS)
-    for i, f in enumerate(report["findings"], 1):
-        saving = f["est_saving_ms_per_step"]
+    for i, f in enumerate(report.findings, 1):
+        saving = f.est_saving_ms_per_step
         st.markdown(
-            f"**{i}. {f['title']}** {_SEVERITY.get(f['severity'], '')}"
+            f"**{i}. {f.title}** {_SEVERITY.get(f.severity, '')}"
             + (f" · saves ~**{saving:.1f} ms/step**" if saving else "")
         )
-        st.caption(f["detail"])
+        st.caption(f.detail)
 
     stragglers = model.straggler_ranks(report)
     left, right = st.columns(2)

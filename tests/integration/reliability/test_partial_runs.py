@@ -8,7 +8,7 @@ some ranks' traces deleted: the report must name those ranks first (a
 timer, never say "No straggler" flatly nor blame a rank against a NaN median,
 and ``--format json`` must parse with NaN and Infinity refused, like every other
 run in ``tests/data`` and ``sample_traces`` (the dashboard's JSON download is
-``render_json`` of the same report dict).
+``render_json`` of the same typed report).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from conftest import DATA, REPO, rankscope_cmd
 
 from rankscope.dashboard.analysis.analyse import analyse
-from rankscope.dashboard.analysis.report import build_report
+from rankscope.dashboard.analysis.report import Report, build_report
 from rankscope.dashboard.ingest.run import load_run
 from rankscope.dashboard.render import render_json, render_markdown, render_text
 
@@ -60,14 +60,15 @@ def partials(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: partial_run(tmp, lose) for name, lose in PARTIAL.items()}
 
 
-def _report(path: Path) -> dict:
+def _report(path: Path) -> Report:
     return build_report(analyse(load_run(path)))
 
 
 @pytest.mark.parametrize("name", sorted(PARTIAL))
 def test_missing_trace_is_a_finding(partials: dict[str, Path], name: str) -> None:
     missing = PARTIAL[name]
-    report = strict_json(render_json(_report(partials[name])))
+    typed = _report(partials[name])
+    report = strict_json(render_json(typed))
     assert report["run"]["missing_trace"] == missing
     first = report["findings"][0]
     assert first["kind"] == "missing_trace" and first["ranks"] == missing
@@ -76,35 +77,35 @@ def test_missing_trace_is_a_finding(partials: dict[str, Path], name: str) -> Non
     for r in missing:
         assert rows[r]["step_ms"] and 70 < rows[r]["step_ms"] < 120
         assert f"rank {r} {rows[r]['step_ms']:.1f} ms/step" in first["detail"]
-    text = render_text(report)
+    text = render_text(typed)
     verdict = text.splitlines()[2]
     assert verdict.startswith("Incomplete picture: rank"), verdict
     assert "nan" not in text.lower()
     assert "No straggler:" not in text  # at most "No straggler among the traced ranks"
-    assert render_markdown(report).splitlines()[2].startswith("**Incomplete picture")
+    assert render_markdown(typed).splitlines()[2].startswith("**Incomplete picture")
 
 
 def test_the_straggler_without_a_trace_is_not_cleared(partials: dict[str, Path]) -> None:
     """Rank 1 (the real straggler) untraced: no other rank blamed, no clean bill of health."""
     report = _report(partials["no_rank1"])
-    assert not report["stragglers"]
-    kinds = [f["kind"] for f in report["findings"]]
+    assert not report.stragglers
+    kinds = [f.kind for f in report.findings]
     assert "straggler" not in kinds and "compute_imbalance" not in kinds
-    exposed = [f for f in report["findings"] if f["kind"] == "exposed_communication"]
-    assert all("cannot be told from transfer" in f["detail"] for f in exposed)
+    exposed = [f for f in report.findings if f.kind == "exposed_communication"]
+    assert all("cannot be told from transfer" in f.detail for f in exposed)
     assert "No straggler among the traced ranks (ranks 0 and 2)" in render_text(report)
 
 
 def test_the_traced_straggler_still_found(partials: dict[str, Path]) -> None:
     """Rank 0 untraced: rank 1 is still measured as the straggler among ranks 1 and 2."""
     report = _report(partials["no_rank0"])
-    assert [s["rank"] for s in report["stragglers"]] == [1]
-    assert report["stragglers"][0]["cause"] == "data_loading"
+    assert [s.rank for s in report.stragglers] == [1]
+    assert report.stragglers[0].cause == "data_loading"
 
 
 @pytest.mark.parametrize("run", [*DATA_RUNS, SAMPLE], ids=lambda p: p.name)
 def test_report_json_has_no_nan(run: Path) -> None:
-    """The dashboard's download and `--format json` both are ``render_json`` of this dict."""
+    """The dashboard's download and `--format json` both are ``render_json`` of this report."""
     out = strict_json(render_json(_report(run)))
     assert out["schema"] == "rankscope.report/1"
 

@@ -85,7 +85,7 @@ def test_a_warm_report_reads_digests_only_and_equals_the_cold_one(cache_dir: Pat
     warm_run = load_run(DDP4)
     warm = build_report(analyse(warm_run))
     assert warm == cold
-    assert cold["stragglers"][0]["rank"] == 1  # the README's ground truth
+    assert cold.stragglers[0].rank == 1  # the README's ground truth
     # No rank's events were read: the report came from the four digests.
     assert not any(rd.tables_loaded for rd in warm_run.ranks.values())
 
@@ -128,13 +128,13 @@ def test_a_digest_follows_its_traces_and_telemetry_stays_current(
     assert {r: dg.digest_key(rd) for r, rd in again.ranks.items()} == keys
     second = build_report(analyse(again))
     assert not any(rd.tables_loaded for rd in again.ranks.values())  # digests still good
-    samples = {r["rank"]: r["telemetry"]["samples"] for r in second["ranks"]}
-    assert samples[1] == {r["rank"]: r["telemetry"]["samples"] for r in first["ranks"]}[1] + 1
-    assert second["stragglers"] == first["stragglers"]
+    samples = {r.rank: r.telemetry.samples for r in second.ranks if r.telemetry}
+    assert samples[1] == {r.rank: r.telemetry.samples for r in first.ranks if r.telemetry}[1] + 1
+    assert second.stragglers == first.stragglers
 
     trace = next(run_dir.glob("rank1.*.pt.trace.json.gz"))
     os.utime(trace, ns=(1, 1))
     moved = load_run(run_dir)
     assert dg.digest_key(moved.ranks[1]) != keys[1]
     assert dg.digest_key(moved.ranks[0]) == keys[0]
-    assert build_report(analyse(moved))["stragglers"] == first["stragglers"]
+    assert build_report(analyse(moved)).stragglers == first.stragglers

@@ -13,7 +13,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from report_factory import make_report, rotating, step_rank, straggler
 
+from rankscope.dashboard.analysis.report import Report, Rotating
+from rankscope.dashboard.analysis.results import Straggler
 from rankscope.dashboard.app import model
 
 STEPS = (10, 11, 12, 13, 14)
@@ -41,49 +44,32 @@ def _per_step(stall: tuple[int, int, float] | None = None) -> list[dict[str, Any
     return rows
 
 
-def _straggler(rank: int, pattern: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "rank": rank,
-        "cause": "host",
-        "severity": "high",
-        "excess_ms_per_step": 60.0,
-        "caused_wait_ms_per_step": 58.0,
-        "cause_excess_ms_per_step": 59.0,
-        "last_arrivals": 3,
-        "evidence": "",
-        "pattern": pattern,
-        "cause_detail": None,
-        "cause_breakdown": {"host": 59.0},
-        "confidence": "high",
-        "p_value": 0.001,
-        "excess_ci_ms": [50.0, 70.0],
-        "steps": [],
-        "est_saving_ms_per_step": 55.0,
-        "hint": None,
-        **extra,
-    }
+def _straggler(rank: int, pattern: str, **extra: Any) -> Straggler:
+    return straggler(rank, pattern, **extra)
 
 
 def _report(
-    stragglers: list[dict[str, Any]],
+    stragglers: list[Straggler],
     per_step: list[dict[str, Any]],
-    rotating: dict[str, Any] | None = None,
+    rotating: Rotating | None = None,
     joint: float | None = None,
-) -> dict[str, Any]:
-    return {
-        "run": {"ranks": [0, 1, 2], "steps": list(STEPS), "step_ms": 90.0},
-        "ranks": [],
-        "imbalance": {"rotating": rotating, "joint_saving_ms_per_step": joint},
-        "stragglers": stragglers,
-        "per_step": per_step,
-    }
+) -> Report:
+    return make_report(
+        run_ranks=[0, 1, 2],
+        steps=list(STEPS),
+        step_ms=90.0,
+        stragglers=stragglers,
+        per_step=[step_rank(row) for row in per_step],
+        rotating=rotating,
+        joint=joint,
+    )
 
 
 HINT = "time with no traced op: Python outside torch ops"
 
 
 @pytest.fixture
-def intermittent() -> dict[str, Any]:
+def intermittent() -> Report:
     stall = _straggler(
         2,
         "intermittent",
@@ -96,7 +82,7 @@ def intermittent() -> dict[str, Any]:
 
 
 def test_an_intermittent_straggler_reads_where_it_stalled_never_a_mean(
-    intermittent: dict[str, Any],
+    intermittent: Report,
 ) -> None:
     assert model.straggler_sentence(intermittent) == (
         "Rank 2 stalled ~302 ms at step 13: host-side work outside any traced op;"
@@ -109,7 +95,7 @@ def test_an_intermittent_straggler_reads_where_it_stalled_never_a_mean(
 
 
 def test_stragglers_frame_gives_pattern_confidence_and_saving(
-    intermittent: dict[str, Any],
+    intermittent: Report,
 ) -> None:
     (row,) = model.stragglers_frame(intermittent).to_dict("records")
     assert row["rank"] == 2 and row["pattern"] == "intermittent"
@@ -127,7 +113,7 @@ def test_stragglers_frame_gives_pattern_confidence_and_saving(
     )
 
 
-def test_per_step_frame_and_matrix(intermittent: dict[str, Any]) -> None:
+def test_per_step_frame_and_matrix(intermittent: Report) -> None:
     df = model.per_step_frame(intermittent)
     assert list(df.columns) == model.PER_STEP_COLUMNS
     assert list(df["rank"]) == [0] * 5 + [1] * 5 + [2] * 5
@@ -139,7 +125,7 @@ def test_per_step_frame_and_matrix(intermittent: dict[str, Any]) -> None:
     assert model.per_step_matrix(_report([], []), "excess_ms").empty
 
 
-def test_stall_marks_put_the_stall_at_its_rank_and_step(intermittent: dict[str, Any]) -> None:
+def test_stall_marks_put_the_stall_at_its_rank_and_step(intermittent: Report) -> None:
     marks = model.stall_marks(intermittent)
     assert marks.to_dict("records") == [
         {"rank": 2, "step": 13, "lag_ms": 302.0, "kind": "intermittent", "value": 300.0}
@@ -173,17 +159,13 @@ def test_rotating_lateness_marks_each_stall_with_its_rank() -> None:
     for row in per_step:
         if (row["rank"], row["step"]) in ((0, 10), (1, 12), (2, 14)):
             row["excess_ms"] = 60.0
-    rotating = {
-        "counts": {"0": 1, "1": 1, "2": 1},
-        "steps": [
-            {"step": 10, "rank": 0, "lag_ms": 61.0},
-            {"step": 12, "rank": 1, "lag_ms": 62.0},
-            {"step": 14, "rank": 2, "lag_ms": 63.0},
-        ],
-        "wait_fraction": 0.3,
-        "est_saving_ms_per_step": 30.0,
-    }
-    report = _report([], per_step, rotating)
+    rot = rotating(
+        {0: 1, 1: 1, 2: 1},
+        [(10, 0, 61.0), (12, 1, 62.0), (14, 2, 63.0)],
+        wait_fraction=0.3,
+        est_saving_ms_per_step=30.0,
+    )
+    report = _report([], per_step, rot)
     marks = model.stall_marks(report)
     assert marks[["rank", "step", "lag_ms"]].astype(float).values.tolist() == [
         [0, 10, 61.0],
