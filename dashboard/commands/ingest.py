@@ -50,6 +50,7 @@ class IngestCommand:
         )
 
     def run(self, args: argparse.Namespace) -> int:
+        from rankscope.dashboard.analysis.digest import store_digest
         from rankscope.dashboard.commands.report import parse_ranks
         from rankscope.dashboard.ingest import cache, engine
         from rankscope.dashboard.ingest.run import (
@@ -64,7 +65,10 @@ class IngestCommand:
         run_path, kind, files = discover_trace_files(Path(args.path))
         # Ranks named by exactly one file get their digest in the same pass.
         job = functools.partial(
-            ingest_one, place=RunPlace(kind, str(run_path)), expect=expected_ranks(files)
+            ingest_one,
+            place=RunPlace(kind, str(run_path)),
+            expect=expected_ranks(files),
+            digest=store_digest,
         )
         if ranks is not None:
             wanted = set(ranks)

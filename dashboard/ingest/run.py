@@ -156,6 +156,10 @@ class Run:
 
 
 ProgressFn = Callable[[int, int, str], None]
+# Makes and caches one rank's digest; whether it is in the cache now. Ingest knows
+# nothing of what a digest is: the layer above hands its function in
+# (``analysis.digest.store_digest``), and workers call it where the trace was parsed.
+DigestFn = Callable[[RankData], bool]
 
 
 def discover_trace_files(path: Path) -> tuple[Path, str, list[Path]]:
@@ -212,32 +216,35 @@ def _rank_of(meta: dict[str, Any], path: Path) -> int | None:
     return r if isinstance(r, int) and r >= 0 else rundir.rank_from_filename(path.name)
 
 
-def _digest_now(ref: TraceRef, place: RunPlace | None, expect_rank: int | None) -> bool:
-    """In an ingest worker: make and cache the digest of the rank whose one trace is
-    ``ref``, when the trace is the rank its file name promised (``expected_ranks``).
-    Whether the digest is in the cache now; a digest that cannot be made is made
-    again by the report, never an ingest error."""
-    if place is None or expect_rank is None or _rank_of(ref.meta, Path(ref.path)) != expect_rank:
+def _digest_now(
+    ref: TraceRef, place: RunPlace | None, expect_rank: int | None, digest: DigestFn | None
+) -> bool:
+    """In an ingest worker: ``digest`` the rank whose one trace is ``ref``, when the
+    trace is the rank its file name promised (``expected_ranks``). Whether the digest
+    is in the cache now; a digest that cannot be made is made again by the report,
+    never an ingest error."""
+    if digest is None or place is None or expect_rank is None:
         return False
-    from rankscope.dashboard.analysis.digest import digest_of, is_cached
-
+    if _rank_of(ref.meta, Path(ref.path)) != expect_rank:
+        return False
     try:
-        rd = _rank_data(expect_rank, [ref], place, {})
-        digest_of(rd)
-        return is_cached(rd)
+        return bool(digest(_rank_data(expect_rank, [ref], place, {})))
     except Exception:
         return False
 
 
 def _parse_and_cache(
-    path: str, place: RunPlace | None = None, expect_rank: int | None = None
+    path: str,
+    place: RunPlace | None = None,
+    expect_rank: int | None = None,
+    digest: DigestFn | None = None,
 ) -> TraceRef | str:
     """Worker body: parse one file and store it in the cache; an error becomes a string.
 
     A stored trace comes back as its metadata only (the parent reads the tables from
     the cache if a view asks), so a thousand ranks' events never cross into one
-    process. With ``place`` and the rank the file's name promised, the worker also
-    stores that rank's digest.
+    process. With ``place``, the rank the file's name promised and ``digest``, the
+    worker also stores that rank's digest.
     """
     p = Path(path)
     try:
@@ -253,21 +260,24 @@ def _parse_and_cache(
     cache.store(trace)
     if cache.load_meta(p) is None:  # the cache could not be written: keep the tables
         return ref
-    _digest_now(ref, place, expect_rank)
+    _digest_now(ref, place, expect_rank, digest)
     return TraceRef(path, trace.meta)
 
 
 def ingest_one(
-    path: str, place: RunPlace | None = None, expect: dict[str, int] | None = None
+    path: str,
+    place: RunPlace | None = None,
+    expect: dict[str, int] | None = None,
+    digest: DigestFn | None = None,
 ) -> dict[str, Any]:
     """Worker body of ``rankscope ingest``: the file's cache entry written, its summary back.
 
     Returns ``{"path", "summary", "cached": "hit" | "written" | "not written",
     "digest": bool, "seconds"}``, or ``{"path", "error"}``. Every trace is stored,
     however small, so each rank has a summary; the cache must be on a filesystem the
-    review side reads. With the run's ``place`` and the ranks its file names promise
-    (``expected_ranks``), the rank's digest is made too (``digest``: whether it is
-    cached now), so the report reads nothing else.
+    review side reads. With the run's ``place``, the ranks its file names promise
+    (``expected_ranks``) and a ``digest`` function, the rank's digest is made too
+    (``"digest"``: whether it is cached now), so the report reads nothing else.
     """
     start = time.monotonic()
     p = Path(path)
@@ -283,7 +293,8 @@ def ingest_one(
     except Exception as e:  # a trace we do not understand must not sink the others
         return {"path": path, "error": f"{path}: could not be parsed ({type(e).__name__}: {e})"}
     trace.path = path
-    digested = _digest_now(TraceRef(path, trace.meta, trace), place, (expect or {}).get(path))
+    ref = TraceRef(path, trace.meta, trace)
+    digested = _digest_now(ref, place, (expect or {}).get(path), digest)
     return {
         "path": path,
         "summary": cache.summarise(trace),
@@ -329,13 +340,16 @@ class TraceRef:
 
 
 def ingest_files(
-    files: Iterable[Path], progress: ProgressFn | None = None, place: RunPlace | None = None
+    files: Iterable[Path],
+    progress: ProgressFn | None = None,
+    place: RunPlace | None = None,
+    digest: DigestFn | None = None,
 ) -> tuple[dict[str, TraceRef], dict[str, str]]:
     """Each file ingested (from the cache where possible: metadata only, tables on
-    first use) and the reason per failed file. With ``place`` (the run), workers
-    also store the digest of each rank that has one file."""
+    first use) and the reason per failed file. With ``place`` (the run) and
+    ``digest``, workers also store the digest of each rank that has one file."""
     files = list(files)
-    expect = expected_ranks(files) if place is not None else {}
+    expect = expected_ranks(files) if place is not None and digest is not None else {}
     done: dict[str, TraceRef] = {}
     failed: dict[str, str] = {}
     todo: list[Path] = []
@@ -372,7 +386,11 @@ def ingest_files(
         paths = [str(f) for f in todo]
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             results = pool.map(
-                _parse_and_cache, paths, [place] * len(paths), [expect.get(p) for p in paths]
+                _parse_and_cache,
+                paths,
+                [place] * len(paths),
+                [expect.get(p) for p in paths],
+                [digest] * len(paths),
             )
             for name, result in zip(paths, results, strict=True):
                 record(name, result)
@@ -489,10 +507,13 @@ def load_run(
     path: str | Path,
     ranks: Iterable[int] | None = None,
     progress: ProgressFn | None = None,
+    digest: DigestFn | None = None,
 ) -> Run:
+    """The run at ``path`` (see the module docstring). With ``digest`` (the layer
+    above's ``DigestFn``), the workers that parse a rank's one trace also digest it."""
     path, kind, files = discover_trace_files(Path(path))
     place = RunPlace(kind, str(path))
-    traces, failed = ingest_files(files, progress, place)
+    traces, failed = ingest_files(files, progress, place, digest)
     skipped = [{"file": f, "reason": reason} for f, reason in failed.items()]
     warnings = [f"skipped {s['file']}: {s['reason']}" for s in skipped]
 
