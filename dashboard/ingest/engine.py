@@ -18,7 +18,6 @@ filesystem) and return a summary.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -60,6 +59,8 @@ def _map_local(fn: Callable[[J], T], jobs: Sequence[J]) -> Iterator[tuple[J, T]]
 
 
 def _dask_client() -> Any:
+    import logging  # here, not at the top: the report's start-up never needs it
+
     try:
         import distributed
     except ImportError:
