@@ -267,6 +267,14 @@ def is_cached(rd: RankData) -> bool:
     return cache.load_blob("digests", digest_key(rd)) is not None
 
 
+def store_digest(rd: RankData) -> bool:
+    """Make and cache ``rd``'s digest; whether it is in the cache now. This is the
+    ``DigestFn`` the layers above hand ingest (``load_run(..., digest=store_digest)``),
+    so that a worker which parsed a rank's trace digests it on the spot."""
+    digest_of(rd)
+    return is_cached(rd)
+
+
 def digest_of(rd: RankData) -> RankDigest:
     """``rd``'s digest: from memory, else from the cache, else computed (and cached
     when its traces are large enough to be cached themselves)."""

@@ -29,6 +29,7 @@ import streamlit as st
 from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import timeline as timeline_mod
 from rankscope.dashboard.analysis.analyse import Analysis, analyse
+from rankscope.dashboard.analysis.digest import store_digest
 from rankscope.dashboard.analysis.report import Report, build_report
 from rankscope.dashboard.analysis.wholerun import WholeRun
 from rankscope.dashboard.app import model, text
@@ -100,7 +101,7 @@ def signature(path: str) -> Signature:
 
 @st.cache_resource(max_entries=8, show_spinner="Reading traces...")
 def _load(path: str, sig: Signature, ranks: Ranks) -> Run:
-    return load_run(path, ranks=ranks)
+    return load_run(path, ranks=ranks, digest=store_digest)
 
 
 @st.cache_resource(max_entries=24, show_spinner="Analysing...")

@@ -50,33 +50,35 @@ class IngestCommand:
         )
 
     def run(self, args: argparse.Namespace) -> int:
+        from rankscope.dashboard.analysis.digest import store_digest
         from rankscope.dashboard.commands.report import parse_ranks
         from rankscope.dashboard.ingest import cache, engine
         from rankscope.dashboard.ingest.run import (
             RunPlace,
             discover_trace_files,
-            expected_ranks,
             ingest_one,
+            trace_jobs,
         )
         from rankscope.profiler import rundir
 
         ranks = parse_ranks(args.ranks)
         run_path, kind, files = discover_trace_files(Path(args.path))
         # Ranks named by exactly one file get their digest in the same pass.
-        job = functools.partial(
-            ingest_one, place=RunPlace(kind, str(run_path)), expect=expected_ranks(files)
+        work = functools.partial(
+            ingest_one, place=RunPlace(kind, str(run_path)), digest=store_digest
         )
+        jobs = trace_jobs(files)
         if ranks is not None:
             wanted = set(ranks)
-            files = [f for f in files if rundir.rank_from_filename(f.name) in wanted]
-            if not files:
+            jobs = [j for j in jobs if rundir.rank_from_filename(Path(j.path).name) in wanted]
+            if not jobs:
                 raise RankscopeError(
                     f"{run_path}: no trace file of rank(s) {args.ranks} (ranks are read"
                     " from file names such as rank3.pt.trace.json.gz)"
                 )
-        if not files:
+        if not jobs:
             raise RankscopeError(f"{run_path}: no trace files")
-        total, ok, failed = len(files), 0, 0
+        total, ok, failed = len(jobs), 0, 0
         where = cache.cache_root()
         print(
             f"rankscope ingest: {total} trace file(s) from {run_path} into {where}"
@@ -84,10 +86,8 @@ class IngestCommand:
             file=sys.stderr,
             flush=True,
         )
-        for done, (path, result) in enumerate(
-            engine.map_files(job, [str(f) for f in files], args.executor), start=1
-        ):
-            name = Path(path).name
+        for done, (job, result) in enumerate(engine.map_files(work, jobs, args.executor), start=1):
+            name = Path(job.path).name
             if "error" in result:
                 failed += 1
                 print(

@@ -85,11 +85,12 @@ def write_report(
     # No BLAS work happens here: don't let numpy's import start a thread pool for it.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from rankscope.dashboard.analysis.analyse import analyse
+    from rankscope.dashboard.analysis.digest import store_digest
     from rankscope.dashboard.analysis.report import build_report
     from rankscope.dashboard.ingest.run import load_run, stderr_progress
     from rankscope.dashboard.render import render_json, render_markdown, render_text
 
-    run = load_run(path, ranks=ranks, progress=stderr_progress())
+    run = load_run(path, ranks=ranks, progress=stderr_progress(), digest=store_digest)
     for w in run.warnings:
         print(f"rankscope {command}: warning: {w}", file=sys.stderr)
     analysis = analyse(run, steps)

@@ -1,13 +1,15 @@
 """Where per-file ingest runs: a local process pool, or a Dask cluster.
 
-``map_files(fn, paths, executor)`` calls ``fn(path)`` once per path and yields
-``(path, result)`` as each finishes (in completion order). ``fn`` must be a
-module-level function (it is pickled) whose result is small: on a cluster it
-travels back over the network, so workers write the columnar cache themselves
-(on a shared filesystem) and return a summary.
+``map_files(fn, jobs, executor)`` calls ``fn(job)`` once per job (a path, or a
+``workers.TraceJob``) and yields ``(job, result)`` as each finishes (in
+completion order). ``fn`` must be a module-level function or a partial of one
+(it is pickled) whose result is small: on a cluster it travels back over the
+network, so workers write the columnar cache themselves (on a shared
+filesystem) and return a summary.
 
-- ``local``: one process per core (fork), the pool ``load_run`` uses; in this
-  process when there is one file or one core.
+- ``local``: one process per core (fork), the one pool of ingest (``load_run``
+  and ``rankscope ingest`` both use it); in this process when there is one job
+  or one core.
 - ``dask``: ``distributed.Client`` on the scheduler in ``$RANKSCOPE_DASK_SCHEDULER``
   (``tcp://host:8786``), else a ``LocalCluster`` of one single-threaded worker
   process per core. Dask is imported here and nowhere else; without it a
@@ -16,7 +18,6 @@ travels back over the network, so workers write the columnar cache themselves
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -25,25 +26,26 @@ from typing import Any, TypeVar
 from rankscope.profiler.errors import EXIT_ENVIRONMENT, RankscopeError
 
 EXECUTORS = ("local", "dask")
+J = TypeVar("J")
 T = TypeVar("T")
 
 
 def map_files(
-    fn: Callable[[str], T], paths: Sequence[str], executor: str = "local"
-) -> Iterator[tuple[str, T]]:
+    fn: Callable[[J], T], jobs: Sequence[J], executor: str = "local"
+) -> Iterator[tuple[J, T]]:
     if executor == "dask":
-        yield from _map_dask(fn, paths)
+        yield from _map_dask(fn, jobs)
     elif executor == "local":
-        yield from _map_local(fn, paths)
+        yield from _map_local(fn, jobs)
     else:
         raise RankscopeError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
 
 
-def _map_local(fn: Callable[[str], T], paths: Sequence[str]) -> Iterator[tuple[str, T]]:
-    workers = min(len(paths), os.cpu_count() or 1)
+def _map_local(fn: Callable[[J], T], jobs: Sequence[J]) -> Iterator[tuple[J, T]]:
+    workers = min(len(jobs), os.cpu_count() or 1)
     if workers <= 1:
-        for p in paths:
-            yield p, fn(p)
+        for job in jobs:
+            yield job, fn(job)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -51,12 +53,14 @@ def _map_local(fn: Callable[[str], T], paths: Sequence[str]) -> Iterator[tuple[s
     # fork: workers inherit the imported modules, so each starts in milliseconds.
     ctx = mp.get_context("fork") if sys.platform != "win32" else None
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(fn, p): p for p in paths}
+        futures = {pool.submit(fn, job): job for job in jobs}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
 
 
 def _dask_client() -> Any:
+    import logging  # here, not at the top: the report's start-up never needs it
+
     try:
         import distributed
     except ImportError:
@@ -83,14 +87,14 @@ def _dask_client() -> Any:
     return distributed.Client(cluster)
 
 
-def _map_dask(fn: Callable[[str], T], paths: Sequence[str]) -> Iterator[tuple[str, T]]:
+def _map_dask(fn: Callable[[J], T], jobs: Sequence[J]) -> Iterator[tuple[J, T]]:
     client = _dask_client()
     from distributed import as_completed
 
     try:
         # pure=False: the same file ingested twice (a changed trace) is a new task.
-        futures = client.map(fn, list(paths), pure=False)
-        owner = {f.key: p for f, p in zip(futures, paths, strict=True)}
+        futures = client.map(fn, list(jobs), pure=False)
+        owner = {f.key: job for f, job in zip(futures, jobs, strict=True)}
         for fut in as_completed(futures):
             yield owner[fut.key], fut.result()
     finally:

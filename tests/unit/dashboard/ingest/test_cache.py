@@ -13,7 +13,7 @@ import pytest
 def test_second_load_reads_only_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import data_path
 
-    from rankscope.dashboard.ingest import cache, run
+    from rankscope.dashboard.ingest import cache, run, tracefile, workers
 
     path = data_path("reference_runs", "h200_ddp4_straggler")  # 1.3 MB per rank: cached
     first = run.load_run(path)
@@ -22,7 +22,9 @@ def test_second_load_reads_only_the_cache(monkeypatch: pytest.MonkeyPatch) -> No
     def no_parsing(_: object) -> None:
         raise AssertionError("parsed a trace although the cache is warm")
 
-    monkeypatch.setattr(run, "parse_trace", no_parsing)
+    # Where a trace is parsed: by a worker, or when a view first asks for the tables.
+    monkeypatch.setattr(workers, "parse_trace", no_parsing)
+    monkeypatch.setattr(tracefile, "parse_trace", no_parsing)
     second = run.load_run(path)
     for r, rd in first.ranks.items():
         assert np.array_equal(rd.gpu["ts"], second.ranks[r].gpu["ts"])

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rankscope.dashboard.ingest import kineto, stream
+from rankscope.dashboard.ingest import kineto
+from rankscope.dashboard.ingest.kineto import collectives, columns, events, stream, trace
+from rankscope.profiler.errors import RankscopeError
 
 
 def _same(a: kineto.RankTrace, b: kineto.RankTrace) -> None:
@@ -36,7 +38,7 @@ def test_real_trace_in_small_batches_equals_the_whole_document(
     # 64 KB batches and chunks: hundreds of cuts, each decoded and checked.
     monkeypatch.setattr(stream, "BATCH_BYTES", 1 << 16)
     monkeypatch.setattr(stream, "CHUNK_BYTES", 1 << 14)
-    streamed = kineto._stream_trace(path)
+    streamed = trace._stream_trace(path)
     assert len(streamed.cpu) > 10_000
     _same(streamed, _whole(path))
 
@@ -57,7 +59,7 @@ def test_brace_comma_inside_a_name_is_not_a_cut(
     events = ",\n".join(EV % (n, i) for i, n in enumerate(["a},{b", "c}, ]d", "e"] * 5))
     doc = f'{{"traceName": "x", "traceEvents": [{events}], "baseTimeNanoseconds": 1000}}'
     p = _write(tmp_path, doc)
-    streamed = kineto._stream_trace(p)
+    streamed = trace._stream_trace(p)
     assert list(streamed.cpu.strings("name")[:3]) == ["a},{b", "c}, ]d", "e"]
     assert streamed.meta["base_time_ns"] == 1000
     _same(streamed, _whole(p))
@@ -72,7 +74,7 @@ def test_odd_types_in_one_batch_take_the_forgiving_path(
     events[9]["tid"] = True
     events[11]["ts"] = None
     p = _write(tmp_path, json.dumps({"traceEvents": events}))
-    streamed = kineto._stream_trace(p)
+    streamed = trace._stream_trace(p)
     assert len(streamed.cpu) == 19
     _same(streamed, _whole(p))
 
@@ -89,11 +91,11 @@ def test_odd_types_in_one_batch_take_the_forgiving_path(
 def test_unusual_documents_are_read_whole(tmp_path: Path, doc: str) -> None:
     p = _write(tmp_path, doc)
     with pytest.raises(stream.NotStreamable):
-        kineto._stream_trace(p)
+        trace._stream_trace(p)
     try:
         expected = _whole(p)
-    except kineto.RankscopeError as e:
-        with pytest.raises(kineto.RankscopeError, match=str(e).split("(")[0]):
+    except RankscopeError as e:
+        with pytest.raises(RankscopeError, match=str(e).split("(")[0]):
             kineto.parse_trace(p)
     else:
         _same(kineto.parse_trace(p), expected)
@@ -101,7 +103,7 @@ def test_unusual_documents_are_read_whole(tmp_path: Path, doc: str) -> None:
 
 def test_empty_events_array(tmp_path: Path) -> None:
     p = _write(tmp_path, '{"traceEvents": [ ], "distributedInfo": {"rank": 3}}')
-    t = kineto._stream_trace(p)
+    t = trace._stream_trace(p)
     assert t.meta["rank"] == 3 and len(t.cpu) == 0
     _same(t, _whole(p))
 
@@ -123,7 +125,7 @@ def test_flow_and_instant_events_are_skipped_and_unknown_phases_read_forgivingly
     text = json.dumps({"traceEvents": events})
     text = text.replace('"ph ": 1', '"ph": "X"')  # duplicate key: the last one wins
     p = _write(tmp_path, text)
-    streamed = kineto._stream_trace(p)
+    streamed = trace._stream_trace(p)
     assert list(streamed.cpu.strings("name")) == ["op"] * 7 + ["x"] + ["op"] * 5
     _same(streamed, _whole(p))
 
@@ -159,15 +161,15 @@ def test_kept_collective_args_do_not_pin_their_batch() -> None:
         "args": {"Input Dims": [[4, 4]], "Input type": ["float"]},
     }
     buf = bytearray(json.dumps([ev, dict(ev, name="record_param_comms")]).encode())
-    builder = kineto._ColumnBuilder()
-    events = kineto._decode_batch(memoryview(buf))
-    assert events is not None
-    builder.add(events)
-    del events
+    builder = columns.ColumnBuilder()
+    decoded = events.decode_batch(memoryview(buf))
+    assert decoded is not None
+    builder.add(decoded)
+    del decoded
     buf.append(0)  # BufferError if anything still viewed buf
     (row,) = builder.host_comm_rows
-    assert kineto._comm_bytes(row[3]) == 64
-    assert kineto._comm_bytes(builder.param_comms[-1]) == 64
+    assert collectives.comm_bytes(row[3]) == 64
+    assert collectives.comm_bytes(builder.param_comms[-1]) == 64
 
 
 def test_a_host_range_with_a_text_thread_id_reads_as_tid_minus_one(tmp_path: Path) -> None:

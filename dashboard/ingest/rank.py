@@ -1,0 +1,251 @@
+"""One rank of a run, as the analysis reads it: ``RankData``, each part read when first used.
+
+``rank_data(r, refs, place, manifest)`` assembles rank ``r`` of the run at
+``place`` from its trace files (``TraceRef``, in time order: the tables of every
+capture window concatenated) and, in a collector run directory, the collector's
+own files for that rank: the step timer (``rank{R}.steps.jsonl``), the
+telemetry samples and the flight recorder's log (``rank{R}.collectives.jsonl``),
+each turned into a ``Table`` (numeric fields; missing values NaN, or -1 for
+int64 times).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankscope.dashboard.ingest.kineto import empty_trace
+from rankscope.dashboard.ingest.table import Table
+from rankscope.dashboard.ingest.tracefile import TraceRef
+from rankscope.profiler import rundir
+
+_TRACE_TABLES = ("gpu", "cpu", "gpu_ann", "comms")
+
+
+class RankData:
+    """One rank: its trace tables (every capture window concatenated), the
+    collector's step timer and telemetry, and the flight recorder's log.
+
+    - ``gpu``, ``cpu``, ``gpu_ann``, ``comms``: trace tables (``kineto``)
+    - ``step_marks``: collector step timer: step, start_ns, end_ns[, data_ns] (may be empty)
+    - ``telemetry``: NVML/host samples: ts_ns and numeric fields (may be empty)
+    - ``light_comms``: the flight recorder's log (``rank{R}.collectives.jsonl``): pg,
+      name (strings), seq, enqueue_ns; start_ns, end_ns (when NCCL's watchdog noticed
+      it start / end: upper bounds; -1 unknown) and duration_ms (NCCL's GPU time
+      from its start to its end event; NaN unknown, always with gloo); empty where
+      the collector did not record it
+
+    Each is read when first used: a report over many ranks reads each rank's
+    digest (``analysis.digest``), not its events. ``steps_file`` and
+    ``telemetry_file`` are where the step timer and the samples come from (None:
+    none for this kind of run); ``digest`` holds the digest once made.
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        files: list[str],
+        meta: dict[str, Any],
+        gpu: Table | None = None,
+        cpu: Table | None = None,
+        gpu_ann: Table | None = None,
+        comms: Table | None = None,
+        step_marks: Table | None = None,
+        telemetry: Table | None = None,
+        light_comms: Table | None = None,
+        *,
+        load_tables: Callable[[], dict[str, Table]] | None = None,
+        load_steps: Callable[[], Table] | None = None,
+        load_telemetry: Callable[[], Table] | None = None,
+        load_light: Callable[[], Table] | None = None,
+        steps_file: str | None = None,
+        telemetry_file: str | None = None,
+    ) -> None:
+        self.rank = rank
+        self.files = files
+        self.meta = meta
+        given = {"gpu": gpu, "cpu": cpu, "gpu_ann": gpu_ann, "comms": comms}
+        self._tables: dict[str, Table] | None = (
+            None
+            if load_tables is not None
+            else {k: v if v is not None else getattr(empty_trace(), k) for k, v in given.items()}
+        )
+        self._load_tables = load_tables
+        self._step_marks = step_marks
+        self._load_steps = load_steps
+        self._telemetry = telemetry
+        self._load_telemetry = load_telemetry
+        self._light = light_comms
+        self._load_light = load_light
+        self.steps_file = steps_file
+        self.telemetry_file = telemetry_file
+        self.digest: Any = None
+
+    def _table(self, name: str) -> Table:
+        if self._tables is None:
+            assert self._load_tables is not None
+            self._tables = self._load_tables()
+        return self._tables[name]
+
+    @property
+    def tables_loaded(self) -> bool:
+        return self._tables is not None
+
+    @property
+    def gpu(self) -> Table:
+        return self._table("gpu")
+
+    @property
+    def cpu(self) -> Table:
+        return self._table("cpu")
+
+    @property
+    def gpu_ann(self) -> Table:
+        return self._table("gpu_ann")
+
+    @property
+    def comms(self) -> Table:
+        return self._table("comms")
+
+    @property
+    def step_marks(self) -> Table:
+        if self._step_marks is None:
+            self._step_marks = self._load_steps() if self._load_steps else _numeric_table([])
+        return self._step_marks
+
+    @property
+    def telemetry(self) -> Table:
+        if self._telemetry is None:
+            self._telemetry = self._load_telemetry() if self._load_telemetry else _numeric_table([])
+        return self._telemetry
+
+    @property
+    def light_comms(self) -> Table:
+        if self._light is None:
+            self._light = self._load_light() if self._load_light else _light_comms_table([])
+        return self._light
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """Where a run is (``path``: its folder, or a lone trace file) and its kind: what
+    a rank's step timer, telemetry and collective log are read from."""
+
+    kind: str
+    path: str
+
+
+def _light_comms_table(rows: list[dict[str, Any]]) -> Table:
+    """Flight-recorder records (already validated by ``rundir.read_collectives``) as a Table."""
+    return Table.build(
+        {
+            "pg": [str(r["pg"]) for r in rows],
+            "name": [str(r["name"]) for r in rows],
+            "seq": np.array([r["seq"] for r in rows], dtype=np.int64),
+            "enqueue_ns": np.array([r["enqueue_ns"] for r in rows], dtype=np.int64),
+            "start_ns": _ns_or_minus_one([r["start_ns"] for r in rows]),
+            "end_ns": _ns_or_minus_one([r["end_ns"] for r in rows]),
+            "duration_ms": np.array(
+                [np.nan if r["duration_ms"] is None else r["duration_ms"] for r in rows],
+                dtype=np.float64,
+            ),
+        },
+        strings=("pg", "name"),
+    )
+
+
+def _ns_or_minus_one(values: list[int | None]) -> np.ndarray:
+    return np.array([-1 if v is None else v for v in values], dtype=np.int64)
+
+
+def _numeric_table(rows: list[dict[str, Any]]) -> Table:
+    """JSONL records -> a Table of their numeric fields (missing values are NaN)."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        for k, v in row.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                keys.setdefault(k, None)
+    cols: dict[str, Any] = {}
+    for k in keys:
+        values = [row.get(k) for row in rows]
+        if k.endswith("_ns") or k == "step":
+            # rundir's readers already dropped rows whose times are not int64.
+            cols[k] = np.array([v if _is_int64(v) else -1 for v in values], dtype=np.int64)
+        else:
+            cols[k] = np.array([_float_or_nan(v) for v in values], dtype=np.float64)
+    return Table(cols)
+
+
+def _is_int64(v: Any) -> bool:
+    return type(v) is int and -(1 << 63) <= v < (1 << 63)
+
+
+def _float_or_nan(v: Any) -> float:
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return np.nan
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond float range
+        return np.nan
+
+
+def _telemetry_file(folder: Path, rank: int) -> Path | None:
+    for p in (rundir.telemetry_path(folder, rank), folder / f"rank{rank}.nvml.jsonl"):
+        if p.is_file():
+            return p
+    return None
+
+
+def rank_data(r: int, refs: list[TraceRef], place: RunPlace, manifest: dict[str, Any]) -> RankData:
+    """Rank ``r`` of the run at ``place``: its traces ``refs`` (in time order) and the
+    run's other files for that rank, each read when first used."""
+    path = Path(place.path)
+    folder = path if path.is_dir() else path.parent
+    meta = dict(refs[0].meta) if refs else {"rank": r, "has_gpu": False}
+    meta["rank"] = r
+    rank_manifest = manifest.get("ranks", {}).get(r, {})
+    if rank_manifest:
+        meta["manifest"] = rank_manifest
+    run_dir = path if place.kind == "run_dir" else None
+    tel_file = _telemetry_file(folder, r) if path.is_dir() else None
+    return RankData(
+        rank=r,
+        files=[t.path for t in refs],
+        meta=meta,
+        load_tables=_tables_loader(refs),
+        load_steps=_steps_loader(run_dir, r),
+        # Header lines ({"schema": ...}) carry no timestamp and are not samples.
+        load_telemetry=_telemetry_loader(tel_file),
+        load_light=_light_loader(run_dir, r),
+        steps_file=str(rundir.steps_path(run_dir, r)) if run_dir is not None else None,
+        telemetry_file=str(tel_file or rundir.telemetry_path(folder, r)) if path.is_dir() else None,
+    )
+
+
+def _tables_loader(refs: list[TraceRef]) -> Callable[[], dict[str, Table]]:
+    def load() -> dict[str, Table]:
+        if not refs:
+            empty = empty_trace()
+            return {name: getattr(empty, name) for name in _TRACE_TABLES}
+        traces = [ref.trace() for ref in refs]
+        if len(traces) == 1:
+            return {name: getattr(traces[0], name) for name in _TRACE_TABLES}
+        return {name: Table.concat([getattr(t, name) for t in traces]) for name in _TRACE_TABLES}
+
+    return load
+
+
+def _steps_loader(run_dir: Path | None, rank: int) -> Callable[[], Table]:
+    return lambda: _numeric_table(rundir.read_steps(run_dir, rank) if run_dir else [])
+
+
+def _telemetry_loader(tel_file: Path | None) -> Callable[[], Table]:
+    return lambda: _numeric_table(rundir.read_samples(tel_file) if tel_file else [])
+
+
+def _light_loader(run_dir: Path | None, rank: int) -> Callable[[], Table]:
+    return lambda: _light_comms_table(rundir.read_collectives(run_dir, rank) if run_dir else [])
