@@ -177,7 +177,7 @@ class RunManifest(Struct, omit_defaults=True):
     exit_code: int | None = None
 
 
-class Heartbeat(Struct, omit_defaults=True):
+class Heartbeat(Struct):
     """``control/rank{R}.heartbeat.json``: a rank's liveness and step, about every second."""
 
     rank: Rank
@@ -192,7 +192,7 @@ class Heartbeat(Struct, omit_defaults=True):
     state: ShortStr | None = None
 
 
-class Answer(Struct, omit_defaults=True):
+class Answer(Struct):
     """One state of one attach request, as a rank answered it."""
 
     id: str
@@ -204,10 +204,10 @@ class Answer(Struct, omit_defaults=True):
     reason: str | None = None
 
 
-class Ack(Answer, omit_defaults=True):
+class Ack(Answer, kw_only=True):
     """``control/rank{R}.ack.json``: the latest answer and the last finished ones."""
 
-    rank: Rank = 0
+    rank: Rank
     schema: str = ACK_SCHEMA
     history: list[Any] = []
 
