@@ -53,6 +53,7 @@ Finite = Annotated[
 ]
 Number = Int64 | Finite
 Rate = Annotated[float, Meta(ge=0, le=1e18, description="a finite number")]
+Pid = Annotated[int, Meta(description="an integer")]
 ShortStr = Annotated[str, Meta(max_length=256, description="a short string")]
 Bytes = Annotated[int, Meta(ge=-1, le=INT64_MAX, description="an int64 (-1 unknown)")]
 AckState = Literal["accepted", "started", "done", "refused", "failed", "cancelled"]
@@ -185,7 +186,7 @@ class Heartbeat(Struct):
     schema: str = HEARTBEAT_SCHEMA
     world_size: WorldSize | None = None
     host: ShortStr | None = None
-    pid: int | None = None
+    pid: Pid | None = None
     start_ns: Ns | None = None
     step: Step = 0
     steps_per_s: Rate | None = None
