@@ -99,8 +99,10 @@ def iter_records(
     for number, raw in iter_lines(path):
         try:
             # One pass for a good line; the slow path explains (or repairs) a bad one.
-            record: T | None = fast.decode(raw)
-        except msgspec.MsgspecError:
+            # Decoding to str first: msgspec skips unknown fields unchecked, and a
+            # line that is not UTF-8 is not a record, wherever the bad bytes are.
+            record: T | None = fast.decode(raw.decode("utf-8"))
+        except (msgspec.MsgspecError, UnicodeDecodeError):
             record = None
         if record is not None:
             yield record
