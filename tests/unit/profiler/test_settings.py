@@ -86,3 +86,10 @@ def test_collector_does_not_import_autostart() -> None:
     }
     modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "autostart" not in names and "rankscope.profiler.autostart" not in modules
+
+
+def test_bootstrap_uses_the_registry_environment_names() -> None:
+    # sitecustomize runs before rankscope may be imported, so it spells the names out.
+    text = (REPO / "profiler" / "bootstrap" / "sitecustomize.py").read_text()
+    spelled = set(re.findall(r'"(RANKSCOPE_[A-Z_]+)"', text))
+    assert spelled and spelled <= set(settings.ENV_ALL)
