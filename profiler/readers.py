@@ -102,7 +102,7 @@ def iter_records(
             # Decoding to str first: msgspec skips unknown fields unchecked, and a
             # line that is not UTF-8 is not a record, wherever the bad bytes are.
             record: T | None = fast.decode(raw.decode("utf-8"))
-        except (msgspec.MsgspecError, UnicodeDecodeError):
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
             record = None
         if record is not None:
             yield record

@@ -273,6 +273,8 @@ def parse(raw: bytes | str) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError:
         pass
+    except RecursionError:
+        raise BadRecord("not valid JSON (nested too deeply)") from None
     try:
         return _finite_only(json.loads(raw))
     except (ValueError, RecursionError, TypeError):

@@ -77,6 +77,8 @@ def test_schema_fields_are_always_written() -> None:
         (b"[1, 2]", "not a JSON object but list"),
         (b'{"step": 1, "start_ns": 5', "not valid JSON"),
         (b'{"step": 1, "x": "\xff"}', "not valid JSON"),
+        (b"[" * 100_000, "not valid JSON"),
+        (b'{"step": 1, "x": ' + b"[" * 100_000, "not valid JSON"),
     ],
 )
 def test_a_bad_step_names_its_field(line: bytes, reason: str) -> None:
@@ -159,3 +161,13 @@ def test_old_telemetry_with_nan_stays_readable(tmp_path: Path) -> None:
         {"ts_ns": 5, "source": "nvml", "gpu_util_pct": 90},
         {"ts_ns": 6, "source": "nvml", "temp_c": 40},
     ]
+
+
+def test_deeply_nested_lines_are_skipped_by_every_reader(tmp_path: Path) -> None:
+    deep = b'{"step": 1, "x": ' + b"[" * 100_000 + b"\n"
+    for path in (rundir.steps_path(tmp_path, 0), rundir.telemetry_path(tmp_path, 0)):
+        path.write_bytes(deep + b"[" * 100_000 + b"\n")
+    rundir.collectives_path(tmp_path, 0).write_bytes(deep)
+    bad: list[str] = []
+    assert rundir.read_steps(tmp_path, 0, bad) == [] and len(bad) == 2
+    assert rundir.read_collectives(tmp_path, 0) == [] and rundir.read_telemetry(tmp_path, 0) == []
