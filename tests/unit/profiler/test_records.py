@@ -171,3 +171,34 @@ def test_deeply_nested_lines_are_skipped_by_every_reader(tmp_path: Path) -> None
     bad: list[str] = []
     assert rundir.read_steps(tmp_path, 0, bad) == [] and len(bad) == 2
     assert rundir.read_collectives(tmp_path, 0) == [] and rundir.read_telemetry(tmp_path, 0) == []
+
+
+def test_what_the_flight_recorder_log_writes_reads_back_whole(tmp_path: Path) -> None:
+    # A field convert_entry adds must be added to records.CollectiveRecord (one line),
+    # or the reader would leave it out: this test says so first.
+    from rankscope.profiler.collectives import convert_entry
+
+    base = {
+        "record_id": 3,
+        "pg_id": 0,
+        "process_group": ["0", "default_pg"],
+        "collective_seq_id": 4,
+        "p2p_seq_id": 0,
+        "is_p2p": False,
+        "op_id": 4,
+        "profiling_name": "gloo:all_reduce",
+        "input_sizes": [[1000]],
+        "input_dtypes": ["Float"],
+        "output_sizes": [[1000]],
+        "time_created_ns": 1_700_000_000_000_000_000,
+        "time_discovered_started_ns": 0,
+        "time_discovered_completed_ns": 0,
+        "state": "completed",
+        "retired": True,
+        "timeout_ms": 1800000,
+    }
+    rows = [convert_entry(base), convert_entry({**base, "is_p2p": True, "p2p_seq_id": 7})]
+    assert all(r is not None for r in rows)
+    rundir.collectives_path(tmp_path, 0).write_bytes(b"".join(map(records.encode_line, rows)))
+    bad: list[str] = []
+    assert rundir.read_collectives(tmp_path, 0, bad) == rows and bad == []
