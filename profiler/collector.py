@@ -125,6 +125,8 @@ class Collector:
     reads) holds the rank's tables and digest before anyone asks for a report;
     one at a time per rank, never waited for.
 
+    Each setting's default and meaning: ``rankscope.profiler.settings`` (README's table).
+
     Rank and world size come from torch.distributed when it is initialised,
     else from torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else 0/1. The clock
     offset against rank 0 is measured once through the c10d store when

@@ -10,6 +10,8 @@ unless the environment already sets ``TORCH_FR_BUFFER_SIZE`` or
 ``collectives.DEFAULT_BUFFER`` (``--no-collectives`` leaves it alone).
 ``--nccl-timing`` sets ``TORCH_NCCL_ENABLE_TIMING=1`` (NCCL's GPU duration per
 collective, at the cost of two CUDA events per collective; off by default).
+The collector flags, their defaults and environment variables come from
+``rankscope.profiler.settings`` (a variable sets its flag's default).
 
 SIGHUP, SIGINT, SIGTERM and SIGQUIT sent to ``rankscope run`` go to the command
 (as torchrun forwards them to its workers) and ``rankscope run`` waits for it,
