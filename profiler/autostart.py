@@ -11,8 +11,10 @@ but never do either, leave nothing behind. Step boundaries come from the
 optimizer hook unless the code calls ``Collector.step()`` itself.
 
 Environment (set by ``rankscope run``, see ``rankscope.profiler.commands.run``):
-RANKSCOPE_RUN_DIR, RANKSCOPE_CONFIG (JSON of Collector keyword arguments),
-RANKSCOPE_COMMAND (JSON argv of the launched command).
+RANKSCOPE_RUN_DIR, RANKSCOPE_CONFIG (JSON of Collector keyword arguments, the
+settings of ``rankscope.profiler.settings``), RANKSCOPE_COMMAND (JSON argv of the
+launched command). The names live in ``settings``; this module imports the
+collector, never the other way round (``collector.set_owner_lookup``).
 """
 
 from __future__ import annotations
@@ -20,44 +22,34 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from rankscope.profiler.collector import Collector
-
-ENV_RUN_DIR = "RANKSCOPE_RUN_DIR"
-ENV_CONFIG = "RANKSCOPE_CONFIG"
-ENV_COMMAND = "RANKSCOPE_COMMAND"
-ENV_BOOTSTRAP = "RANKSCOPE_BOOTSTRAP_DIR"
-ENV_PACKAGE_PATH = "RANKSCOPE_PACKAGE_PATH"
-
-
-def package_path() -> str:
-    """The folder that holds this ``rankscope`` package (site-packages, or src/ in a
-    checkout): where a process this one starts must import rankscope from."""
-    import rankscope
-
-    return os.path.dirname(os.path.dirname(os.path.realpath(rankscope.__file__)))
-
-
-# What a process the collector starts itself (rankscope ingest) must not inherit.
-ENV_ALL = (ENV_RUN_DIR, ENV_CONFIG, ENV_COMMAND, ENV_BOOTSTRAP, ENV_PACKAGE_PATH)
-
-# Collector keyword arguments that RANKSCOPE_CONFIG may carry.
-_CONFIG_KEYS = (
-    "profile_steps",
-    "record_shapes",
-    "profile_memory",
-    "with_stack",
-    "warmup_steps",
-    "nvml_period_ms",
-    "flush_period_s",
-    "control_period_s",
-    "data_timing",
-    "collectives",
-    "auto_capture",
-    "ingest",
+from rankscope.profiler import collector as collector_module
+from rankscope.profiler.collector import Collector
+from rankscope.profiler.settings import (  # re-exported: the names other modules used
+    ENV_ALL,
+    ENV_BOOTSTRAP,
+    ENV_COMMAND,
+    ENV_CONFIG,
+    ENV_PACKAGE_PATH,
+    ENV_RUN_DIR,
+    collector_kwargs,
+    package_path,
 )
+
+__all__ = [
+    "ENV_ALL",
+    "ENV_BOOTSTRAP",
+    "ENV_COMMAND",
+    "ENV_CONFIG",
+    "ENV_PACKAGE_PATH",
+    "ENV_RUN_DIR",
+    "AutoStart",
+    "arm_from_env",
+    "collector_for_delegates",
+    "is_launcher",
+    "package_path",
+]
 
 _LAUNCHER_MODULES = ("torch.distributed.run", "torch.distributed.launch")
 
@@ -67,7 +59,7 @@ class AutoStart:
 
     def __init__(self, run_dir: str, config: dict[str, Any], command: list[str] | None) -> None:
         self.run_dir = run_dir
-        self.config = {k: v for k, v in config.items() if k in _CONFIG_KEYS}
+        self.config = collector_kwargs(config)
         self.command = command
         self.collector: Collector | None = None
         self._starting = False
@@ -91,8 +83,6 @@ class AutoStart:
             return self.collector
         self._starting = True
         try:
-            from rankscope.profiler.collector import Collector
-
             collector = Collector(
                 self.run_dir,
                 steps_from_optimizer=True,
@@ -130,6 +120,11 @@ def collector_for_delegates() -> Collector | None:
     if _armed is None or _armed._starting:
         return None
     return _armed.ensure_started()
+
+
+# A Collector the job makes itself asks this first (the dependency runs one way:
+# autostart knows the collector, the collector only this callback).
+collector_module.set_owner_lookup(collector_for_delegates)
 
 
 def is_launcher(argv: list[str]) -> bool:

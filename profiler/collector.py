@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rankscope.profiler import __version__, datawait, hooks, rundir
+from rankscope.profiler import __version__, datawait, hooks, rundir, settings
 from rankscope.profiler.control import AttachRequest, ControlChannel
 from rankscope.profiler.faults import Faults
 from rankscope.profiler.recorder import Recorder
@@ -55,6 +55,16 @@ from rankscope.profiler.telemetry import Sampler, open_sampler
 _active: Collector | None = None
 _active_lock = threading.Lock()
 _EXPORT_WAIT_S = 120.0
+# The collector that `rankscope run`'s autostart owns in this process, if any; set by
+# ``rankscope.profiler.autostart`` (which imports this module, never the reverse).
+_owner_lookup: Callable[[], Collector | None] | None = None
+_DEFAULT = settings.DEFAULTS  # each setting's default, defined once in profiler.settings
+
+
+def set_owner_lookup(lookup: Callable[[], Collector | None] | None) -> None:
+    """Where ``Collector.start()`` asks whether another collector owns this rank's files."""
+    global _owner_lookup
+    _owner_lookup = lookup
 
 
 def _env_int(name: str) -> int | None:
@@ -115,6 +125,8 @@ class Collector:
     reads) holds the rank's tables and digest before anyone asks for a report;
     one at a time per rank, never waited for.
 
+    Each setting's default and meaning: ``rankscope.profiler.settings`` (README's table).
+
     Rank and world size come from torch.distributed when it is initialised,
     else from torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else 0/1. The clock
     offset against rank 0 is measured once through the c10d store when
@@ -125,24 +137,24 @@ class Collector:
     def __init__(
         self,
         run_dir: str | os.PathLike[str],
-        profile_steps: Any = None,
+        profile_steps: Any = _DEFAULT["profile_steps"],
         *,
-        record_shapes: bool = False,
-        profile_memory: bool = False,
-        with_stack: bool = False,
-        warmup_steps: int = 1,
-        nvml_period_ms: float = 100.0,
-        flush_period_s: float = 2.0,
+        record_shapes: bool = _DEFAULT["record_shapes"],
+        profile_memory: bool = _DEFAULT["profile_memory"],
+        with_stack: bool = _DEFAULT["with_stack"],
+        warmup_steps: int = _DEFAULT["warmup_steps"],
+        nvml_period_ms: float = _DEFAULT["nvml_period_ms"],
+        flush_period_s: float = _DEFAULT["flush_period_s"],
         steps_from_optimizer: bool = False,
         nvml: Any = None,
         run_config: dict[str, Any] | None = None,
         command: list[str] | None = None,
         clock_timeout_s: float = 15.0,
-        control_period_s: float = 0.5,
-        data_timing: bool = True,
-        collectives: bool = True,
-        auto_capture: Any = False,
-        ingest: bool = False,
+        control_period_s: float = _DEFAULT["control_period_s"],
+        data_timing: bool = _DEFAULT["data_timing"],
+        collectives: bool = _DEFAULT["collectives"],
+        auto_capture: Any = _DEFAULT["auto_capture"],
+        ingest: bool = _DEFAULT["ingest"],
     ) -> None:
         self.run_dir = Path(run_dir).absolute()
         self.plan: ProfilePlan = parse_profile_steps(profile_steps, warmup=warmup_steps)
@@ -220,10 +232,8 @@ class Collector:
             return self
         self._started = True
         try:
-            from rankscope.profiler import autostart
-
             # Under `rankscope run` the launcher's collector owns this rank's files.
-            owner = autostart.collector_for_delegates()
+            owner = _owner_lookup() if _owner_lookup is not None else None
             with _active_lock:
                 owner = owner or _active
                 if owner is None:
@@ -710,13 +720,11 @@ class Collector:
 
         if self._ingest_proc is not None and self._ingest_proc.poll() is None:
             return
-        from rankscope.profiler import autostart
-
-        env = {k: v for k, v in os.environ.items() if k not in autostart.ENV_ALL}
+        env = {k: v for k, v in os.environ.items() if k not in settings.ENV_ALL}
         # The same rankscope as this collector's, without the bootstrap (no autostart).
-        bootstrap = os.environ.get(autostart.ENV_BOOTSTRAP)
+        bootstrap = os.environ.get(settings.ENV_BOOTSTRAP)
         parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != bootstrap]
-        env["PYTHONPATH"] = os.pathsep.join([autostart.package_path(), *parts])
+        env["PYTHONPATH"] = os.pathsep.join([settings.package_path(), *parts])
         cmd = [sys.executable, "-m", "rankscope", "ingest", str(self.run_dir)]
         cmd += ["--ranks", str(self.rank)]
         nice = shutil.which("nice")

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rankscope.profiler import rundir
+from rankscope.profiler import records, rundir
 from rankscope.profiler.faults import Faults
 
 _REQUIRED = ("schema", "id", "command", "first_step", "steps", "created_ns")
@@ -184,7 +184,7 @@ Withdraw = Callable[[AttachRequest], bool]
 def write_json_at(dir_fd: int, name: str, obj: Any, *, fsync: bool = True) -> None:
     """``rundir.write_json_atomic`` relative to an open directory (never through a symlink)."""
     tmp = f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
-    data = json.dumps(obj, indent=1, default=str).encode()
+    data = rundir.encode_json(obj)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
     try:
@@ -412,8 +412,10 @@ class ControlChannel:
             if latest["state"] in ("done", "refused", "failed"):
                 self._history.append(latest)
         assert latest is not None
-        ack = {"schema": rundir.ACK_SCHEMA, "rank": self.rank, **latest}
-        ack["history"] = list(self._history)
+        ack = records.convert(
+            {"schema": rundir.ACK_SCHEMA, "rank": self.rank, **latest}, records.Ack
+        )
+        ack.history = list(self._history)
         write_json_at(self._check_dir(), rundir.ack_path(self.run_dir, self.rank).name, ack)
 
     def beat(self, state: str | None = None) -> None:
@@ -422,18 +424,17 @@ class ControlChannel:
         self._beats.append((now_ns, step))
         old_ns, old_step = self._beats[0]
         rate = (step - old_step) * 1e9 / (now_ns - old_ns) if now_ns > old_ns else None
-        heartbeat = {
-            "schema": rundir.HEARTBEAT_SCHEMA,
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "host": self._host,
-            "pid": os.getpid(),
-            "start_ns": self.start_ns,
-            "ts_ns": now_ns,
-            "step": step,
-            "steps_per_s": None if rate is None else round(rate, 3),
-            "state": state or ("capturing" if self._capturing() else "running"),
-        }
+        heartbeat = records.Heartbeat(
+            rank=self.rank,
+            ts_ns=now_ns,
+            world_size=self.world_size,
+            host=self._host,
+            pid=os.getpid(),
+            start_ns=self.start_ns,
+            step=step,
+            steps_per_s=None if rate is None else round(rate, 3),
+            state=state or ("capturing" if self._capturing() else "running"),
+        )
         # No fsync: rewritten every second, a lost one is superseded by the next.
         name = rundir.heartbeat_path(self.run_dir, self.rank).name
         write_json_at(self._check_dir(), name, heartbeat, fsync=False)

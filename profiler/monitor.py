@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import socket
 import sys
 import threading
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from rankscope.profiler import __version__, rundir
+from rankscope.profiler import __version__, records, rundir
 from rankscope.profiler.telemetry import NvmlSampler, Report
 
 EnvironReader = Callable[[int], "dict[str, str] | None"]
@@ -258,7 +257,7 @@ class Monitor:
             "source": "nvml",
             "period_ms": round(self.period_s * 1000),
         }
-        t.file.write(json.dumps(header) + "\n")
+        t.file.write(records.encode_line(header).decode())
         self.tracked[pid] = t
         if device not in self._samplers:
             self._samplers[device] = NvmlSampler(self.nvml, str(device), self._report)
@@ -283,7 +282,7 @@ class Monitor:
             if sm_mem is not None:
                 row["proc_sm_util_pct"], row["proc_mem_util_pct"] = sm_mem
             row["proc_mem_used_b"] = processes[pid].get(t.device, 0)
-            t.pending.append(json.dumps(row, separators=(",", ":")) + "\n")
+            t.pending.append(records.encode_line(row).decode())
             t.samples += 1
 
     def flush(self) -> None:

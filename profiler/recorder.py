@@ -21,7 +21,6 @@ slowdown trigger as soon as it wakes, not only at flushes.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections import deque
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from rankscope.profiler import rundir
+from rankscope.profiler import records, rundir
 from rankscope.profiler.control import ControlChannel
 from rankscope.profiler.faults import Faults
 from rankscope.profiler.telemetry import Sampler
@@ -41,6 +40,10 @@ if TYPE_CHECKING:
 StepRecord = tuple[int, int, int, int]  # (step, start_ns, end_ns, data_ns or -1 if untimed)
 
 _BUFFER_LIMIT = 100_000
+
+
+def _line(record: Any) -> str:
+    return records.encode_line(record).decode()
 
 
 class Recorder(threading.Thread):
@@ -201,11 +204,11 @@ class Recorder(threading.Thread):
             rundir.write_json_atomic(self.run_dir / rundir.RUN_MANIFEST, self._run_manifest)
 
     def _write_header(self, kind: str, schema: str, source: str | None) -> None:
-        header: dict[str, Any] = {"schema": schema, "rank": self.rank}
+        header = records.Header(schema, self.rank)
         if source is not None:
-            header["source"] = source
-            header["period_ms"] = round(self._period_s * 1000)
-        self._files[kind].write(json.dumps(header) + "\n")
+            header.source = source
+            header.period_ms = round(self._period_s * 1000)
+        self._files[kind].write(records.encode_line(header).decode())
 
     def _sample(self) -> None:
         assert self.sampler is not None
@@ -247,21 +250,13 @@ class Recorder(threading.Thread):
         steps = [self._finished_steps.popleft() for _ in range(len(self._finished_steps))]
         self._write_lines(
             "steps",
-            [
-                f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}, "data_ns": {d}}}\n'
-                if d >= 0
-                else f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}}}\n'
-                for s, a, b, d in steps
-            ],
+            [_line(records.StepRecord(s, a, b, d if d >= 0 else None)) for s, a, b, d in steps],
         )
         rows = [self._collective_rows.popleft() for _ in range(len(self._collective_rows))]
-        self._write_lines(
-            "collectives", [json.dumps(r, separators=(",", ":")) + "\n" for r in rows]
-        )
+        self._write_lines("collectives", [_line(r) for r in rows])
         samples = [self._samples.popleft() for _ in range(len(self._samples))]
-        self._write_lines(
-            "telemetry", [json.dumps(s, separators=(",", ":")) + "\n" for s in samples]
-        )
+        # Strict JSON: a metric NVML answered with NaN is written as null.
+        self._write_lines("telemetry", [_line(s) for s in samples])
         pending = self.faults.pending
         self._write_lines("log", [pending.popleft() for _ in range(len(pending))])
         try:

@@ -4,7 +4,9 @@
 or, without a usable NVML/GPU, a ``HostSampler`` (host CPU %, process RSS). Every
 sample has ``ts_ns`` (CLOCK_REALTIME) and ``source`` ("nvml" | "host"); the other
 fields are those listed in ``NVML_FIELDS`` / ``HOST_FIELDS`` that could be read
-(``rankscope monitor`` adds ``PROCESS_FIELDS`` to NVML rows).
+(``rankscope monitor`` adds ``PROCESS_FIELDS`` to NVML rows). A row is written with
+``records.encode_line`` (strict JSON: a NaN or infinite value becomes null) and
+read back as ``records.TelemetrySample``.
 
 The NVML module is injected (``pynvml`` from nvidia-ml-py in production, a fake in
 tests), so everything here runs without a GPU. A metric whose NVML call fails is
@@ -15,6 +17,7 @@ counter costs one log line, not a stream of exceptions every 100 ms.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -266,8 +269,11 @@ class NvmlSampler:
             mg.metrics[i].metricId = metric_id
         nvml.nvmlGpmMetricsGet(mg)
         for i, (_, field) in enumerate(_GPM_METRICS):
-            if int(mg.metrics[i].nvmlReturn) == 0:
-                row[field] = round(float(mg.metrics[i].value), 2)
+            value = float(mg.metrics[i].value)
+            # GPM answers NaN for a metric without data in the interval (issue 26):
+            # left out, as null would be, so every telemetry line is strict JSON.
+            if int(mg.metrics[i].nvmlReturn) == 0 and math.isfinite(value):
+                row[field] = round(value, 2)
         # The metrics describe the interval between the two samples: slide it.
         self._gpm_samples = [cur, prev]
 

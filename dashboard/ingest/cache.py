@@ -11,15 +11,17 @@ are not cached (see there). A cache that cannot be written is skipped
 silently: caching speeds things up, it is never required. An entry that cannot
 be read back whole (see ``load``) is removed and rewritten, never trusted; its
 files are opened through ``rankscope.profiler.safeio`` (no FIFO, no symlink).
+``meta.json`` and ``summary.json`` are the Structs of ``ingest.records``,
+checked when read; their format version is INGEST_VERSION.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rankscope.dashboard.ingest import records
 from rankscope.dashboard.ingest.kineto import RankTrace
 from rankscope.dashboard.ingest.table import Table
 from rankscope.profiler import safeio
@@ -107,9 +109,7 @@ def _read_entry(entry: Path, path: Path) -> RankTrace | None:
     import pyarrow.parquet as pq
 
     try:
-        meta = json.loads(safeio.read_bytes(entry / "meta.json", safeio.MAX_JSON_BYTES))
-        if not isinstance(meta, dict) or not isinstance(meta.get("pg_ranks", {}), dict):
-            raise ValueError("meta.json is not a trace's metadata")
+        meta = _read_meta(entry)
         tables: dict[str, Table] = {}
         for t in _TABLES:
             fd = safeio.open_regular(entry / f"{t}.parquet", nofollow=True)
@@ -151,13 +151,15 @@ def load_meta(path: Path) -> dict[str, Any] | None:
     The tables are read later, by ``load``, which checks them.
     """
     try:
-        entry = cache_root() / cache_key(path)
-        meta = json.loads(safeio.read_bytes(entry / "meta.json", safeio.MAX_JSON_BYTES))
+        return _read_meta(cache_root() / cache_key(path))
     except (OSError, ValueError, RecursionError):
         return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("pg_ranks", {}), dict):
-        return None
-    return meta
+
+
+def _read_meta(entry: Path) -> dict[str, Any]:
+    """An entry's ``meta.json``, checked against ``records.TraceMeta`` (ValueError if not)."""
+    data = safeio.read_bytes(entry / "meta.json", safeio.MAX_JSON_BYTES)
+    return records.decode_checked(data, records.TraceMeta)
 
 
 def summarise(trace: RankTrace) -> dict[str, Any]:
@@ -198,10 +200,10 @@ def load_summary(path: Path) -> dict[str, Any] | None:
     """
     try:
         entry = cache_root() / cache_key(path)
-        data = json.loads(safeio.read_bytes(entry / "summary.json", safeio.MAX_JSON_BYTES))
-    except (OSError, ValueError, safeio.UnsafeFile):
+        data = safeio.read_bytes(entry / "summary.json", safeio.MAX_JSON_BYTES)
+        return records.decode_checked(data, records.TraceSummary)
+    except (OSError, ValueError, RecursionError, safeio.UnsafeFile):
         return None
-    return data if isinstance(data, dict) else None
 
 
 def store(trace: RankTrace) -> None:
@@ -228,8 +230,8 @@ def store(trace: RankTrace) -> None:
                     tmp / f"{t}.parquet",
                     compression="zstd",
                 )
-            (tmp / "meta.json").write_text(json.dumps(trace.meta))
-            (tmp / "summary.json").write_text(json.dumps(summarise(trace)))
+            (tmp / "meta.json").write_bytes(records.encode(trace.meta))
+            (tmp / "summary.json").write_bytes(records.encode(summarise(trace)))
             os.replace(tmp, entry)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -10,6 +10,8 @@ unless the environment already sets ``TORCH_FR_BUFFER_SIZE`` or
 ``collectives.DEFAULT_BUFFER`` (``--no-collectives`` leaves it alone).
 ``--nccl-timing`` sets ``TORCH_NCCL_ENABLE_TIMING=1`` (NCCL's GPU duration per
 collective, at the cost of two CUDA events per collective; off by default).
+The collector flags, their defaults and environment variables come from
+``rankscope.profiler.settings`` (a variable sets its flag's default).
 
 SIGHUP, SIGINT, SIGTERM and SIGQUIT sent to ``rankscope run`` go to the command
 (as torchrun forwards them to its workers) and ``rankscope run`` waits for it,
@@ -32,12 +34,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rankscope.profiler import autostart, rundir
+from rankscope.profiler import rundir, settings
 from rankscope.profiler.collectives import DEFAULT_BUFFER
 from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
 from rankscope.profiler.schedule import parse_profile_steps
 
-DEFAULT_PROFILE = "5-7"
+DEFAULT_PROFILE = settings.BY_NAME["profile_steps"].run_default
 BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "bootstrap"
 
 
@@ -57,11 +59,11 @@ def bootstrap_env(
         env["TORCH_FR_BUFFER_SIZE"] = str(DEFAULT_BUFFER)
     if nccl_timing:
         env["TORCH_NCCL_ENABLE_TIMING"] = "1"
-    env[autostart.ENV_RUN_DIR] = str(run_dir)
-    env[autostart.ENV_CONFIG] = json.dumps(config)
-    env[autostart.ENV_COMMAND] = json.dumps(command)
-    env[autostart.ENV_BOOTSTRAP] = str(BOOTSTRAP_DIR)
-    env[autostart.ENV_PACKAGE_PATH] = autostart.package_path()
+    env[settings.ENV_RUN_DIR] = str(run_dir)
+    env[settings.ENV_CONFIG] = json.dumps(settings.collector_kwargs(config))
+    env[settings.ENV_COMMAND] = json.dumps(command)
+    env[settings.ENV_BOOTSTRAP] = str(BOOTSTRAP_DIR)
+    env[settings.ENV_PACKAGE_PATH] = settings.package_path()
     env["RANKSCOPE_RUN_ID"] = uuid.uuid4().hex
     old = env.get("PYTHONPATH", "")
     parts = [p for p in old.split(os.pathsep) if p and p != str(BOOTSTRAP_DIR)]
@@ -141,53 +143,14 @@ class RunCommand:
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
-        parser.add_argument(
-            "--profile",
-            default=DEFAULT_PROFILE,
-            metavar="STEPS",
-            help=f"torch.profiler steps: e.g. 5-7, 5-7,50-52, wait=1,warmup=1,active=3,repeat=2, "
-            f"or off (default {DEFAULT_PROFILE})",
-        )
-        parser.add_argument(
-            "--nvml-period-ms",
-            type=float,
-            default=100.0,
-            metavar="N",
-            help="telemetry sampling period (default 100; 0 turns telemetry off)",
-        )
-        parser.add_argument(
-            "--record-shapes", action="store_true", help="torch.profiler record_shapes"
-        )
-        parser.add_argument(
-            "--profile-memory", action="store_true", help="torch.profiler profile_memory"
-        )
-        parser.add_argument("--with-stack", action="store_true", help="torch.profiler with_stack")
-        parser.add_argument(
-            "--auto-capture",
-            action="store_true",
-            help="take a profiler window by itself when steps turn slow (rate-limited)",
-        )
-        parser.add_argument(
-            "--ingest",
-            action="store_true",
-            help="after each profiler window, parse the rank's trace into the review cache"
-            " ($RANKSCOPE_CACHE_DIR) in a low-priority process",
-        )
-        parser.add_argument(
-            "--no-collectives",
-            action="store_true",
-            help="do not log collectives from PyTorch's flight recorder",
-        )
-        parser.add_argument(
-            "--no-data-timing",
-            action="store_true",
-            help="do not time the DataLoader's __next__ per step",
-        )
-        parser.add_argument(
-            "--nccl-timing",
-            action="store_true",
-            help="set TORCH_NCCL_ENABLE_TIMING=1: NCCL GPU time per collective (costs CUDA events)",
-        )
+        # Every collector setting with a flag, from the one registry (profiler.settings).
+        self._env_problem: str | None = None
+        try:
+            settings.add_flags(parser, os.environ)
+        except ValueError as e:
+            # Reported by run(): building the parser must never end in a traceback.
+            self._env_problem = str(e)
+            settings.add_flags(parser, {})
         parser.add_argument(
             "--overwrite",
             action="store_true",
@@ -201,9 +164,12 @@ class RunCommand:
             command = command[1:]
         if not command:
             raise RankscopeError("no command to run: rankscope run --out DIR -- COMMAND ...")
-        if args.nvml_period_ms < 0:
+        if getattr(self, "_env_problem", None):
+            raise RankscopeError(f"{self._env_problem}")
+        config = settings.config_from_args(args)
+        if config["nvml_period_ms"] < 0:
             raise RankscopeError("--nvml-period-ms must be 0 (off) or positive")
-        plan = parse_profile_steps(args.profile)
+        plan = parse_profile_steps(config["profile_steps"])
         run_dir = Path(args.out).absolute()
         if run_dir.exists() and not run_dir.is_dir():
             raise RankscopeError(f"--out {args.out} is a file, not a directory")
@@ -222,18 +188,9 @@ class RunCommand:
             raise RankscopeError(f"{args.out}: {problem}")
         clear_temp_files(run_dir)
 
-        config = {
-            "profile_steps": None if plan.empty else plan.spec,
-            "record_shapes": args.record_shapes,
-            "profile_memory": args.profile_memory,
-            "with_stack": args.with_stack,
-            "nvml_period_ms": args.nvml_period_ms,
-            "collectives": not args.no_collectives,
-            "data_timing": not args.no_data_timing,
-            "auto_capture": bool(args.auto_capture),
-            "ingest": bool(args.ingest),
-        }
-        env = bootstrap_env(run_dir, config, command, nccl_timing=args.nccl_timing)
+        config["profile_steps"] = None if plan.empty else plan.spec
+        nccl_timing = bool(config.pop("nccl_timing"))
+        env = bootstrap_env(run_dir, config, command, nccl_timing=nccl_timing)
         start_ns = time.time_ns()
         forwarder = SignalForwarder()
         previous = {s: signal.signal(s, forwarder) for s in FORWARDED_SIGNALS}

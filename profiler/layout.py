@@ -1,0 +1,178 @@
+"""Run-directory layout: file names, format versions, bounds, paths and atomic writes.
+
+The layout itself (which file holds what) is described in ``rankscope.profiler.rundir``;
+the records inside the files are the Structs of ``rankscope.profiler.records``.
+Standard library and msgspec only: it runs inside training jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+RUN_SCHEMA = "rankscope.run/1"
+RANK_SCHEMA = "rankscope.rank/1"
+STEPS_SCHEMA = "rankscope.steps/1"
+TELEMETRY_SCHEMA = "rankscope.telemetry/1"
+
+REQUEST_SCHEMA = "rankscope.attach-request/1"
+ACK_SCHEMA = "rankscope.attach-ack/1"
+HEARTBEAT_SCHEMA = "rankscope.heartbeat/1"
+
+RUN_MANIFEST = "run.json"
+CONTROL_DIR = "control"
+REQUEST_FILE = "attach.request.json"
+
+# Attach requests: what a rank accepts at all (see the docstring).
+REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_ATTACH_STEPS = 100
+# How far past a rank's current step a request may start: further ahead, a
+# forgotten request would hold the channel for the rest of the job.
+MAX_ATTACH_LEAD_STEPS = 100_000
+MAX_REQUEST_BYTES = 4096
+ACK_STATES = ("accepted", "started", "done", "refused", "failed", "cancelled")
+
+# Bounds on numbers read from run files (see the module docstring).
+MAX_WORLD_SIZE = 1 << 20
+MAX_STEP = 1 << 53
+INT64_MAX = (1 << 63) - 1
+
+TRACE_SUFFIXES = (".pt.trace.json.gz", ".pt.trace.json", ".json.gz", ".json")
+
+_RANK_IN_NAME = re.compile(r"(?:^|[^a-z0-9])(?:rank|worker)[-_]?(\d+)(?![0-9])", re.IGNORECASE)
+
+
+def rank_meta_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.meta.json"
+
+
+def steps_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.steps.jsonl"
+
+
+def collectives_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.collectives.jsonl"
+
+
+def telemetry_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.telemetry.jsonl"
+
+
+def log_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.log"
+
+
+def trace_path(run_dir: Path, rank: int, first_step: int, last_step: int) -> Path:
+    """Where rank ``rank`` exports the profiler window of steps first..last (inclusive)."""
+    return Path(run_dir) / f"rank{rank}.step{first_step}-{last_step}.pt.trace.json.gz"
+
+
+def control_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CONTROL_DIR
+
+
+def request_path(run_dir: Path) -> Path:
+    return control_dir(run_dir) / REQUEST_FILE
+
+
+def ack_path(run_dir: Path, rank: int) -> Path:
+    return control_dir(run_dir) / f"rank{rank}.ack.json"
+
+
+def heartbeat_path(run_dir: Path, rank: int) -> Path:
+    return control_dir(run_dir) / f"rank{rank}.heartbeat.json"
+
+
+def rank_from_filename(name: str) -> int | None:
+    """``rank3``, ``rank-3``, ``rank_3``, ``worker3`` in a file name give 3; else None."""
+    m = _RANK_IN_NAME.search(Path(name).name)
+    return int(m.group(1)) if m else None
+
+
+def is_trace_file(path: Path) -> bool:
+    name = path.name
+    # Hidden files are writes in progress (the exporter's temporary JSON, atomic
+    # rewrites), never finished traces.
+    if name.startswith(".") or not path.is_file():
+        return False
+    if name.endswith((".pt.trace.json.gz", ".pt.trace.json")):
+        return True
+    # Other JSON files may be traces (HTA's rank-N.json.gz, ad-hoc exports), but the
+    # collector's own JSON files never are.
+    if name in (RUN_MANIFEST, "manifest.json") or name.endswith(
+        (
+            ".meta.json",
+            ".steps.json",
+            ".jsonl",
+            ".request.json",
+            ".ack.json",
+            ".status.json",
+            ".heartbeat.json",
+        )
+    ):
+        return False
+    return name.endswith((".json.gz", ".json"))
+
+
+def encode_json(obj: Any) -> bytes:
+    """``obj`` (a record Struct, or plain JSON values) as strict, indented JSON.
+
+    NaN and infinities become ``null`` (msgspec's rule), so every file a run holds
+    parses with a strict JSON parser; anything else unknown is written as its ``str``.
+    """
+    return msgspec.json.format(msgspec.json.encode(obj, enc_hook=str), indent=1)
+
+
+def write_json_atomic(path: Path, obj: Any, *, fsync: bool = True) -> None:
+    """Replace ``path`` with ``obj`` as JSON so readers never see half a file.
+
+    ``fsync=False`` skips forcing the data to disk: for files rewritten every
+    second (heartbeats), where the next write supersedes a lost one anyway.
+    """
+    import tempfile  # here, not at the top: report start-up never writes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(encode_json(obj))
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); a run directory is read by other
+        # users (the dashboard on a login node), like every other file in it.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory the collector wrote (it has a run manifest or per-rank manifests)."""
+    p = Path(path)
+    return p.is_dir() and ((p / RUN_MANIFEST).is_file() or any(p.glob("rank*.meta.json")))
+
+
+def control_dir_problem(run_dir: Path) -> str | None:
+    """Why ``control/`` must not be used (a symlink, not a directory), or None."""
+    import stat
+
+    try:
+        st = os.lstat(control_dir(run_dir))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"{CONTROL_DIR}/ cannot be read ({e.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{CONTROL_DIR}/ is a symlink; refusing to use it"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{CONTROL_DIR} is not a directory"
+    return None

@@ -1,0 +1,369 @@
+"""Readers of a run directory's files: each record decoded (= validated) by its Struct.
+
+Every reader opens files through ``rankscope.profiler.safeio`` (regular files
+only, never blocking, bounded reads) and decodes each record with the Struct of
+``rankscope.profiler.records``. A record that fails is skipped, never raised:
+readers taking ``bad`` append one line per skipped record or file there
+(``"rank0.steps.jsonl line 3: start_ns is not an int64 of nanoseconds"``), for
+the caller's skipped-record warning. Readers return plain dicts (the record's
+fields as written, defaults left out), so callers index them as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeGuard, TypeVar
+
+import msgspec
+from msgspec import Struct
+
+from rankscope.profiler import records, safeio
+from rankscope.profiler.layout import (
+    ACK_SCHEMA,
+    HEARTBEAT_SCHEMA,
+    INT64_MAX,
+    MAX_WORLD_SIZE,
+    REQUEST_SCHEMA,
+    RUN_MANIFEST,
+    collectives_path,
+    control_dir,
+    control_dir_problem,
+    rank_from_filename,
+    request_path,
+    steps_path,
+    telemetry_path,
+)
+from rankscope.profiler.records import BadRecord
+
+T = TypeVar("T", bound=Struct)
+Problems = list[str] | None
+
+
+def valid_rank(value: Any) -> TypeGuard[int]:
+    return type(value) is int and 0 <= value < MAX_WORLD_SIZE
+
+
+def valid_world_size(value: Any) -> TypeGuard[int]:
+    return type(value) is int and 0 < value <= MAX_WORLD_SIZE
+
+
+def valid_ns(value: Any) -> TypeGuard[int]:
+    return type(value) is int and 0 <= value <= INT64_MAX
+
+
+def read_json(path: Path, *, nofollow: bool = False, dir_fd: int | None = None) -> Any:
+    """A small JSON file's value: regular files only (``safeio``), at most MAX_JSON_BYTES.
+
+    Raises ``OSError`` (including ``safeio.UnsafeFile``) or ``ValueError`` (bad JSON,
+    bad UTF-8, nesting too deep), nothing else. NaN in older files reads as None.
+    """
+    data = safeio.read_bytes(path, safeio.MAX_JSON_BYTES, nofollow=nofollow, dir_fd=dir_fd)
+    try:
+        return records.parse(data)
+    except BadRecord:
+        raise ValueError(f"{path}: not valid JSON") from None
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, stripped bytes) of each non-empty line; nothing for an unreadable file."""
+    try:
+        for number, raw in enumerate(safeio.read_lines(path), 1):
+            raw = raw.strip()
+            if raw:
+                yield number, raw
+    except OSError:
+        return
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield each complete JSON object line; a torn, non-UTF-8 or non-JSON line is skipped."""
+    for _, raw in iter_lines(path):
+        try:
+            obj = records.parse(raw)
+        except BadRecord:
+            continue
+        if isinstance(obj, dict):
+            yield obj
+
+
+def iter_records(
+    path: Path, cls: type[T], *, optional: tuple[str, ...] = (), bad: Problems = None
+) -> Iterator[T]:
+    """Each line of a JSONL file decoded as ``cls``; header lines (``schema``) skipped.
+
+    A line that fails is skipped, with its line number and reason added to ``bad``.
+    """
+    fast = msgspec.json.Decoder(cls)
+    for number, raw in iter_lines(path):
+        try:
+            # One pass for a good line; the slow path explains (or repairs) a bad one.
+            # Decoding to str first: msgspec skips unknown fields unchecked, and a
+            # line that is not UTF-8 is not a record, wherever the bad bytes are.
+            record: T | None = fast.decode(raw.decode("utf-8"))
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+            record = None
+        if record is not None:
+            yield record
+            continue
+        try:
+            obj = records.parse(raw)
+            if isinstance(obj, dict) and "schema" in obj:
+                continue  # the header line
+            yield records.convert(obj, cls, optional=optional)
+        except BadRecord as e:
+            if bad is not None:
+                bad.append(f"{Path(path).name} line {number}: {e.reason}")
+
+
+def read_steps(run_dir: Path, rank: int, bad: Problems = None) -> list[dict[str, Any]]:
+    """The step timer's records for a rank (``records.StepRecord`` as dicts).
+
+    Records whose step is not in 0..MAX_STEP, whose times are not int64
+    nanoseconds, or which end before they start are skipped; a bad ``data_ns`` is
+    left out of its record.
+    """
+    path = steps_path(run_dir, rank)
+    rows = iter_records(path, records.StepRecord, optional=("data_ns",), bad=bad)
+    return [records.as_dict(r) for r in rows]
+
+
+def read_collectives(run_dir: Path, rank: int, bad: Problems = None) -> list[dict[str, Any]]:
+    """The flight-recorder records of a rank (``records.CollectiveRecord`` as dicts).
+
+    Records missing a field, with ``seq`` outside 0..MAX_STEP, times that are not
+    int64 nanoseconds (or null where allowed), or a non-finite ``duration_ms`` are
+    skipped; the rest are returned in file order. Nulls are kept (the format has them).
+    """
+    path = collectives_path(run_dir, rank)
+    rows = iter_records(path, records.CollectiveRecord, bad=bad)
+    fields = records.CollectiveRecord.__struct_fields__
+    return [{f: getattr(r, f) for f in fields} for r in rows]
+
+
+def _finite_scalar(value: Any) -> bool:
+    if type(value) is float:
+        return value == value and abs(value) != float("inf")
+    return type(value) is not int or -INT64_MAX <= value <= INT64_MAX
+
+
+def clean_sample(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """A telemetry record (``records.TelemetrySample``) or None without a valid ``ts_ns``.
+
+    A known metric of the wrong type is left out; other fields are kept when they
+    are not numbers beyond int64 or non-finite.
+    """
+    try:
+        sample = records.convert(obj, records.TelemetrySample, optional=records.TELEMETRY_METRICS)
+    except BadRecord:
+        return None
+    out = records.as_dict(sample)
+    known = records.TelemetrySample.__struct_fields__
+    for key, value in obj.items():
+        if key not in known and _finite_scalar(value):
+            out[key] = value
+    return out
+
+
+def read_telemetry(run_dir: Path, rank: int) -> list[dict[str, Any]]:
+    return read_samples(telemetry_path(run_dir, rank))
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    """Telemetry records of one JSONL file (``clean_sample`` applied; headers skipped)."""
+    out = []
+    for o in iter_jsonl(path):
+        row = clean_sample(o)
+        if row is not None:
+            out.append(row)
+    return out
+
+
+def ranks_with_files(run_dir: Path, pattern: str) -> Iterable[tuple[int, Path]]:
+    for p in sorted(Path(run_dir).glob(pattern)):
+        r = rank_from_filename(p.name)
+        if r is not None:
+            yield r, p
+
+
+# --- manifests ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaptureWindow:
+    """One torch.profiler window of one rank: steps first..last inclusive."""
+
+    rank: int
+    first_step: int
+    last_step: int
+    file: str  # relative to the run directory
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "first_step": self.first_step,
+            "last_step": self.last_step,
+            "file": self.file,
+        }
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, safeio.UnsafeFile):
+        return e.reason
+    if isinstance(e, OSError):
+        return f"cannot read it ({e.strerror or e})"
+    return f"not valid JSON ({type(e).__name__})"
+
+
+def _drop_bad(obj: dict[str, Any], cls: type[T], fields: tuple[str, ...]) -> str | None:
+    """Remove from ``obj`` the ``fields`` that fail ``cls``; the first reason, or None."""
+    first = None
+    for _ in fields:
+        try:
+            records.convert(obj, cls)
+            break
+        except BadRecord as e:
+            if e.field not in fields or e.field not in obj:
+                return e.reason
+            first = first or e.reason
+            del obj[e.field]
+    return first
+
+
+def read_run_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run manifest with every rank's manifest merged in under ``ranks``.
+
+    Missing or unreadable files give what could be read: a crashed job still
+    has a usable run directory. What was left out (an unreadable manifest, a rank
+    or world size out of bounds) is listed, one line each, under ``problems``.
+    """
+    run_dir = Path(run_dir)
+    manifest: dict[str, Any] = {}
+    problems: list[str] = []
+    try:
+        loaded = read_json(run_dir / RUN_MANIFEST)
+        if isinstance(loaded, dict):
+            manifest = loaded
+        else:
+            problems.append(f"{RUN_MANIFEST}: not a JSON object; ignored")
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as e:
+        problems.append(f"{RUN_MANIFEST}: {_reason(e)}; ignored")
+    if "world_size" in manifest and not valid_world_size(manifest["world_size"]):
+        problems.append(
+            f"{RUN_MANIFEST}: world_size {str(manifest['world_size'])[:40]} is not an"
+            f" integer in 1..{MAX_WORLD_SIZE}; ignored"
+        )
+        del manifest["world_size"]
+    checked = tuple(f for f in records.RunManifest.__struct_fields__ if f != "schema")
+    reason = _drop_bad(manifest, records.RunManifest, checked)
+    if reason is not None:
+        problems.append(f"{RUN_MANIFEST}: {reason}; ignored")
+    ranks: dict[int, dict[str, Any]] = {}
+    optional = tuple(f for f in records.RankMeta.__struct_fields__ if f not in ("rank", "schema"))
+    for p in sorted(run_dir.glob("rank*.meta.json")):
+        try:
+            meta = read_json(p)
+        except (OSError, ValueError) as e:
+            problems.append(f"{p.name}: {_reason(e)}; ignored")
+            continue
+        if not isinstance(meta, dict) or not valid_rank(meta.get("rank")):
+            problems.append(f"{p.name}: no rank in 0..{MAX_WORLD_SIZE - 1}; ignored")
+            continue
+        _drop_bad(meta, records.RankMeta, optional)
+        ranks[meta["rank"]] = meta
+    manifest["ranks"] = ranks
+    manifest["problems"] = problems
+    return manifest
+
+
+def capture_windows(run_dir: Path) -> list[CaptureWindow]:
+    """Every capture window recorded in the per-rank manifests, in rank and step order."""
+    out: list[CaptureWindow] = []
+    for rank, meta in read_run_manifest(run_dir)["ranks"].items():
+        for w in meta.get("windows", []) or []:
+            try:
+                rec = records.convert(w, records.CaptureWindowRecord)
+            except BadRecord:
+                continue
+            out.append(CaptureWindow(rank, rec.first_step, rec.last_step, rec.file))
+    return sorted(out, key=lambda w: (w.rank, w.first_step))
+
+
+# --- the control channel -------------------------------------------------------------
+
+
+def _control_files(run_dir: Path, pattern: str) -> list[Path]:
+    # A symlinked control/ is never followed: it could point anywhere.
+    if control_dir_problem(run_dir) is not None:
+        return []
+    return sorted(control_dir(run_dir).glob(pattern))
+
+
+def _read_control_json(path: Path, schema: str) -> dict[str, Any] | None:
+    try:
+        obj = read_json(path, nofollow=True)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) and obj.get("schema") == schema else None
+
+
+def heartbeat_problem(hb: dict[str, Any]) -> str | None:
+    """Why a heartbeat cannot be trusted (a field of the wrong type or out of range), or None."""
+    try:
+        records.convert(hb, records.Heartbeat)
+    except BadRecord as e:
+        return e.reason
+    return None
+
+
+def read_heartbeats(run_dir: Path, bad: dict[str, str] | None = None) -> dict[int, dict[str, Any]]:
+    """rank -> its latest heartbeat (unreadable or foreign files are left out).
+
+    A heartbeat that fails ``records.Heartbeat`` is left out too; with ``bad``,
+    its file name is recorded there with the reason.
+    """
+    out: dict[int, dict[str, Any]] = {}
+    for p in _control_files(run_dir, "rank*.heartbeat.json"):
+        hb = _read_control_json(p, HEARTBEAT_SCHEMA)
+        if hb is None:
+            continue
+        problem = heartbeat_problem(hb)
+        if problem is not None:
+            if bad is not None:
+                bad[p.name] = problem
+            continue
+        out[hb["rank"]] = hb
+    return out
+
+
+def _valid_answer(ans: Any) -> bool:
+    try:
+        records.convert(ans, records.Answer)
+    except BadRecord:
+        return False
+    return True
+
+
+def read_acks(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """rank -> its latest attach answer (answers of the wrong shape are left out)."""
+    out: dict[int, dict[str, Any]] = {}
+    for p in _control_files(run_dir, "rank*.ack.json"):
+        ack = _read_control_json(p, ACK_SCHEMA)
+        if ack is None or not valid_rank(ack.get("rank")) or not _valid_answer(ack):
+            continue
+        history = ack.get("history")
+        ack["history"] = (
+            [a for a in history[-64:] if _valid_answer(a)] if isinstance(history, list) else []
+        )
+        out[ack["rank"]] = ack
+    return out
+
+
+def read_request(run_dir: Path) -> dict[str, Any] | None:
+    """The current attach request as written, or None (the attach command's view)."""
+    if control_dir_problem(run_dir) is not None:
+        return None
+    return _read_control_json(request_path(run_dir), REQUEST_SCHEMA)
