@@ -181,6 +181,7 @@ class ProgressWatch:
                 self._stall_written = True
                 self._write_progress(now_ns, "stalled")  # the verdict first, then the bulk
                 self.write_evidence("stall", f"no step for {(now_ns - since) / 1e9:.1f} s")
+                self._write_progress(now_ns, "stalled")  # now with the last collectives
             else:
                 with contextlib.suppress(Exception):
                     _, ring, _ = ev.read_ring(self._torch)
@@ -304,3 +305,54 @@ class ProgressWatch:
             # The default action (terminate): restore it and deliver the signal again.
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
+
+
+# ---------------------------------------------------------------------- reading, for --status
+
+
+def _group(pg: str, desc: str) -> str:
+    return "the default group" if pg == "0" or desc == "default_pg" else f"group {pg}"
+
+
+def _who(ranks: list[int]) -> str:
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    return "ranks " + ", ".join(map(str, ranks[:-1])) + f" and {ranks[-1]}"
+
+
+def stall_lines(records: dict[int, ev.Progress], now_ns: int) -> list[str]:
+    """One line per stalled rank: how long without a step, and where it stands against
+    the others in each group (the ranks' last collectives, read at the stall)."""
+    lines = []
+    # pg -> seq -> (ranks that issued it and have not completed it, op, earliest enqueue)
+    front: dict[str, tuple[int, str, str, list[int], int]] = {}
+    for rank, p in records.items():
+        for x in p.last_collectives:
+            best = front.get(x.pg)
+            if best is None or x.seq > best[0]:
+                front[x.pg] = (x.seq, x.name, x.pg_desc, [rank], x.enqueue_ns)
+            elif x.seq == best[0]:
+                best[3].append(rank)
+                front[x.pg] = (*best[:4], min(best[4], x.enqueue_ns))
+    for rank, p in sorted(records.items()):
+        if p.state != "stalled":
+            continue
+        since = p.stalled_since_ns or p.step.current_start_ns or p.ts_ns
+        text = (
+            f"rank {rank}: no step for {(now_ns - since) / 1e9:.0f} s (step {p.step.current_step})"
+        )
+        mine = {x.pg: x for x in p.last_collectives}
+        behind, inside = [], []
+        for pg, (seq, op, desc, ranks, entered) in sorted(front.items()):
+            last = mine.get(pg)
+            if last is None or last.seq < seq:
+                ago = (now_ns - entered) / 1e9
+                behind.append(
+                    f"has not issued {op} seq {seq} on {_group(pg, desc)} that "
+                    f"{_who(sorted(ranks))} entered {ago:.0f} s ago"
+                )
+            elif not last.completed:
+                inside.append(f"waits in {last.name} seq {last.seq} on {_group(pg, desc)}")
+        parts = behind or inside
+        lines.append(text + ("; " + "; ".join(parts) if parts else ""))
+    return lines

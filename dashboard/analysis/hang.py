@@ -33,6 +33,7 @@ the cause and comes first.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,18 @@ class HangVerdict:
     details: tuple[str, ...] = field(default_factory=tuple)
     problems: tuple[str, ...] = ()
 
+    @property
+    def hung(self) -> bool:
+        """The run stopped (hung, desynced, crashed), not merely slowed down."""
+        return self.kind != "late_arrival"
+
+    @property
+    def unfinished_step(self) -> int | None:
+        """The first step some rank began and never finished: performance verdicts
+        come from the steps before it (a window it cut short would mislead)."""
+        steps = [r.stuck_step for r in self.ranks if r.stuck_step is not None and r.evidence_files]
+        return min(steps) if steps and self.hung else None
+
 
 # ---------------------------------------------------------------------- reading
 
@@ -260,7 +273,10 @@ def _rank_state(rec: RankRecords, now_ns: int, run_over: bool) -> RankState:
     exception = None
     stack: tuple[Where, ...] = ()
     if exc is not None and exc.exception is not None:
-        exception = f"{exc.exception.type}: {exc.exception.message.splitlines()[0][:200]}"
+        message = exc.exception.message.splitlines()[0] if exc.exception.message else ""
+        # gloo and c10d prefix their messages with the C++ source line: not the user's.
+        message = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", message)
+        exception = f"{exc.exception.type}: {message[:200]}"
     # Where the training thread stood: the first of stall / signal evidence shows a
     # live stack; an exception's own traceback is where it was raised.
     live = stalled or signalled

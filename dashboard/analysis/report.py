@@ -187,7 +187,21 @@ def build_report(a: Analysis) -> dict[str, Any]:
         "per_step": [step_json(row) for row in a.per_step],
         # extension: every step of every rank, from the light layer
         "whole_run": whole_run_json(a),
+        # extension: why the run did not finish (dashboard.analysis.hang); null when it did
+        "hang": hang_json(a),
     }
+
+
+def hang_json(a: Analysis) -> dict[str, Any] | None:
+    """``{kind, rank, step, headline, details, exit_code, unfinished_step, groups: [...],
+    ranks: [{rank, status, last_step, stuck_step, triggers, exception, where, stack}],
+    table: [{pg, pg_desc, rank, last}]}``: the ``HangVerdict`` as it is."""
+    h = a.hang
+    if h is None:
+        return None
+    out = asdict(h)
+    out["unfinished_step"] = h.unfinished_step
+    return out
 
 
 def whole_run_json(a: Analysis) -> dict[str, Any] | None:

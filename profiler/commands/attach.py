@@ -246,6 +246,18 @@ def _no_live_ranks_reason(run_dir: Path, shown: str, beats: dict[int, dict[str, 
     return f"{shown}: not a run directory (no run.json, no rank manifests, no heartbeats)"
 
 
+def _stalled_ranks(run_dir: Path) -> set[int]:
+    from rankscope.profiler import evidence
+
+    out = set()
+    for rank in evidence.ranks_with(run_dir, "progress.json"):
+        with contextlib.suppress(Exception):
+            record = evidence.read_progress(run_dir, rank)
+            if record is not None and record.state == "stalled":
+                out.add(rank)
+    return out
+
+
 def show_status(run_dir: Path, shown: str) -> int:
     now_ns = time.time_ns()
     bad: dict[str, str] = {}
@@ -259,8 +271,11 @@ def show_status(run_dir: Path, shown: str) -> int:
         raise RankscopeError(reason, EXIT_NOTHING)
     rows = [["rank", "host", "pid", "state", "step", "steps/s", "heartbeat", "last attach"]]
     live = 0
+    stalled = _stalled_ranks(run_dir)
     for rank, hb in sorted(beats.items()):
         alive, state = liveness(hb, now_ns)
+        if alive and rank in stalled:
+            state = "stalled"  # alive (the heartbeat thread beats) but no training progress
         live += alive
         ack = acks.get(rank)
         last = "-"
@@ -291,7 +306,28 @@ def show_status(run_dir: Path, shown: str) -> int:
         print(f"no heartbeat from rank(s) {missing}")
     for name, why in sorted(bad.items()):
         print(f"ignored {rundir.CONTROL_DIR}/{name}: {why}")
+    _show_progress(run_dir, beats, now_ns)
     return 0 if live else EXIT_NOTHING
+
+
+def _show_progress(run_dir: Path, beats: dict[int, dict[str, Any]], now_ns: int) -> None:
+    """Progress apart from liveness: stalled ranks and where they stand (progress.py)."""
+    from rankscope.profiler import evidence
+    from rankscope.profiler.progress import stall_lines
+
+    records = {}
+    for rank in evidence.ranks_with(run_dir, "progress.json"):
+        with contextlib.suppress(Exception):  # a bad record is not worth failing --status
+            record = evidence.read_progress(run_dir, rank)
+            if record is not None and (rank not in beats or record.pid == beats[rank].get("pid")):
+                records[rank] = record
+    for line in stall_lines(records, now_ns):
+        print(line)
+    for rank in sorted(beats):
+        alive, _ = liveness(beats[rank], now_ns)
+        if not alive and rank in records and records[rank].state != "stopped":
+            age = (now_ns - records[rank].ts_ns) / 1e9
+            print(f"rank {rank}: dead or frozen (no progress record for {age:.0f} s)")
 
 
 # ---------------------------------------------------------------------- cancel
