@@ -261,8 +261,8 @@ def _rank_state(rec: RankRecords, now_ns: int, run_over: bool) -> RankState:
         status = "signalled"
     elif error is not None:
         status = "failed"  # a collective raised (a timeout, a peer gone)
-    elif progress is not None and progress.state == "stalled":
-        status = "stalled"
+    elif stalled is not None or (progress is not None and progress.state == "stalled"):
+        status = "stalled"  # (a rank killed after its stall evidence was still stuck)
     elif progress is not None and progress.state == "stopped":
         status = "stopped"
     elif progress is not None and not run_over and (now_ns - progress.ts_ns) / 1e9 < 10:
@@ -482,12 +482,20 @@ def _late_arrivals(
     return sorted(out, key=lambda g: -(g.late_s or 0))
 
 
+def _stuck(rec: RankRecords) -> bool:
+    """Stalled as far as its last word says (a live run): its progress says so, or
+    its stall evidence is newer than any progress record."""
+    p = rec.progress
+    if p is not None and p.state == "stalled":
+        return True
+    stall = _first(rec.evidence, "stall")
+    return stall is not None and (p is None or (p.state != "stopped" and p.ts_ns <= stall.ts_ns))
+
+
 def hang_verdict(records: HangRecords) -> HangVerdict | None:
     """The verdict for a run that hung, desynced or crashed; None for a healthy one."""
     any_evidence = any(r.evidence for r in records.ranks.values())
-    stalled_now = any(
-        r.progress is not None and r.progress.state == "stalled" for r in records.ranks.values()
-    )
+    stalled_now = records.exit_code is None and any(_stuck(r) for r in records.ranks.values())
     failed = records.exit_code not in (None, 0)
     if not (any_evidence or stalled_now or failed):
         return None
