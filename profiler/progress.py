@@ -105,6 +105,7 @@ class ProgressWatch:
         self._last_collectives: list[ev.FrEntry] = []
         self._next_ring = 0.0
         self._next_progress = 0.0
+        self._pid = os.getpid()  # a forked child (a DataLoader worker) inherits the hooks
         self._prev_excepthook: Any = None
         self._prev_signals: dict[int, Any] = {}
         self.written: list[Path] = []
@@ -217,6 +218,8 @@ class ProgressWatch:
         self, trigger: ev.Trigger, detail: str, exc: BaseException | None = None
     ) -> Path | None:
         """Ring, stacks and steps into the next free ``rank{R}.hang.json``; never raises."""
+        if os.getpid() != self._pid:
+            return None  # a forked child: not the rank's training process
         if not self._lock.acquire(timeout=5.0):
             return None  # another write is under way (and bounded): it says enough
         try:

@@ -140,3 +140,10 @@ def test_status_lines_say_who_has_not_issued_what() -> None:
         "group that ranks 0 and 1 entered 95 s ago"
     )
     assert lines[0].endswith("waits in all_reduce seq 45 on the default group")
+
+
+def test_a_forked_child_writes_no_evidence(tmp_path: Path) -> None:
+    w = watch(tmp_path, Steps())
+    w._pid = -1  # as seen from a forked DataLoader worker
+    assert w.write_evidence("signal", "SIGTERM") is None
+    assert not list(tmp_path.iterdir())
