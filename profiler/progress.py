@@ -290,9 +290,13 @@ class ProgressWatch:
     def _excepthook(
         self, kind: type[BaseException], exc: BaseException, tb: TracebackType | None
     ) -> None:
-        with contextlib.suppress(Exception):
-            trigger: ev.Trigger = "collective_error" if is_collective_error(exc) else "exception"
-            self.write_evidence(trigger, f"{kind.__name__}: {str(exc)[:300]}", exc)
+        # A KeyboardInterrupt is SIGINT's default handler at work: already written.
+        if not isinstance(exc, KeyboardInterrupt):
+            with contextlib.suppress(Exception):
+                trigger: ev.Trigger = (
+                    "collective_error" if is_collective_error(exc) else "exception"
+                )
+                self.write_evidence(trigger, f"{kind.__name__}: {str(exc)[:300]}", exc)
         prev = self._prev_excepthook or sys.__excepthook__
         prev(kind, exc, tb)
 
@@ -346,7 +350,8 @@ def stall_lines(records: dict[int, ev.Progress], now_ns: int) -> list[str]:
         )
         mine = {x.pg: x for x in p.last_collectives}
         behind, inside = [], []
-        for pg, (seq, op, desc, ranks, entered) in sorted(front.items()):
+        # A rank that has not read its ring yet (its first stalled record) says nothing.
+        for pg, (seq, op, desc, ranks, entered) in sorted(front.items()) if mine else ():
             last = mine.get(pg)
             if last is None or last.seq < seq:
                 ago = (now_ns - entered) / 1e9

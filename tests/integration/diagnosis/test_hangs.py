@@ -51,9 +51,9 @@ def stop_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple
     cmd += ["--profile", "off", "--nvml-period-ms", "0", "--", *launcher("module", 3)]
     cmd += [str(HANG_JOB), "--scenario", "stop", "--rank", "2", "--at", "6"]
     cmd += ["--pg-timeout-s", "10", "--sleep-s", "60"]
-    job = subprocess.Popen(
-        cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    log = open(out.parent / "job.log", "w")  # noqa: SIM115 - closed below
+    # Not a pipe: nobody reads it while polling, and a full pipe would stall torchrun.
+    job = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     seen: list[tuple[float, str]] = []  # (time.time() when printed, the status output)
     try:
         deadline = time.monotonic() + 90
@@ -67,7 +67,7 @@ def stop_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple
                 timeout=30,
             )
             seen.append((time.time(), status.stdout))
-            if "has not issued" in status.stdout:
+            if "rank 2: no step" in status.stdout and "has not issued" in status.stdout:
                 break
             time.sleep(0.2)
         job.communicate(timeout=90)
@@ -75,6 +75,7 @@ def stop_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple
         if job.poll() is None:
             job.kill()
             job.communicate()
+        log.close()
     return out, seen
 
 
@@ -82,7 +83,7 @@ def test_attach_status_names_the_stalled_rank_while_it_hangs(
     stop_run: tuple[Path, list[tuple[float, str]]],
 ) -> None:
     out, seen = stop_run
-    shown = [(t, text) for t, text in seen if "has not issued" in text]
+    shown = [(t, text) for t, text in seen if "rank 2: no step" in text and "has not" in text]
     assert shown, seen[-1][1] if seen else "no status"
     when, text = shown[0]
     line = next(x for x in text.splitlines() if x.startswith("rank 2:"))

@@ -147,3 +147,9 @@ def test_a_forked_child_writes_no_evidence(tmp_path: Path) -> None:
     w._pid = -1  # as seen from a forked DataLoader worker
     assert w.write_evidence("signal", "SIGTERM") is None
     assert not list(tmp_path.iterdir())
+
+
+def test_a_rank_that_has_not_read_its_ring_yet_is_not_blamed() -> None:
+    last = [ev.FrEntry(7, "0", "default_pg", 7, "all_reduce", False, 64, T0, False)]
+    lines = stall_lines({0: _progress(0, last), 1: _progress(1, [])}, T0 + 5 * S)
+    assert lines[1] == "rank 1: no step for 5 s (step 19)"
