@@ -245,9 +245,37 @@ def _table_md(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def _hang_lines(report: Report, md: bool) -> list[str]:
+    """The hang verdict first (``dashboard.analysis.hang``): who stopped, where, who waited."""
+    h = report.hang
+    if h is None:
+        return []
+    label = "HUNG" if h.kind != "late_arrival" else "SLOW, NOT HUNG"
+    if h.kind in ("crashed", "exited"):
+        label = "CRASHED"
+    head = f"{label}: {h.headline}"
+    out = [f"**{head}**" if md else head]
+    bullet = "- " if md else "  "
+    out += [f"{bullet}also: {d}" for d in h.details]
+    if h.exit_code is not None:
+        out.append(f"{bullet}the job exited with code {h.exit_code}")
+    for r in h.ranks if h.kind != "late_arrival" else ():
+        where = r.where
+        text = f"rank {r.rank}: {r.status}, last step {r.last_step}"
+        if r.exception:
+            text += f"; {r.exception}"
+        if where:
+            text += f"; in {where.function} ({where.file.rsplit('/', 1)[-1]}:{where.line})"
+        out.append(f"{bullet}{text}")
+    if h.unfinished_step is not None:
+        out.append(f"{bullet}findings below come from the steps before step {h.unfinished_step}")
+    return [*out, ""]
+
+
 def render_text(report: Report) -> str:
     run = report.run
-    out = [f"rankscope report: {run.path}", "", _verdict(report), ""]
+    out = [f"rankscope report: {run.path}", "", *_hang_lines(report, False)]
+    out += [_verdict(report), ""]
     if whole := _whole_run_lines(report):
         out += [*whole, ""]
     if report.findings:
@@ -276,7 +304,8 @@ def render_text(report: Report) -> str:
 
 def render_markdown(report: Report) -> str:
     run = report.run
-    out = [f"# rankscope report: `{run.path}`", "", f"**{_verdict(report)}**", ""]
+    out = [f"# rankscope report: `{run.path}`", "", *_hang_lines(report, True)]
+    out += [f"**{_verdict(report)}**", ""]
     if whole := _whole_run_lines(report):
         out += [whole[0], "", *whole[1:], ""]
     out.append("## Findings")

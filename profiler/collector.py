@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rankscope.profiler import __version__, datawait, hooks, rundir, settings
 from rankscope.profiler.control import AttachRequest, ControlChannel
@@ -49,6 +49,9 @@ from rankscope.profiler.faults import Faults
 from rankscope.profiler.recorder import Recorder
 from rankscope.profiler.schedule import ProfilePlan, Window, parse_profile_steps
 from rankscope.profiler.telemetry import Sampler, open_sampler
+
+if TYPE_CHECKING:
+    from rankscope.profiler.progress import ProgressWatch
 
 # The collector that owns this process's rank files; a second Collector started
 # in the same process defers to it instead of writing the same files twice.
@@ -124,6 +127,11 @@ class Collector:
     cache (``$RANKSCOPE_CACHE_DIR``: put it on a filesystem the review side
     reads) holds the rank's tables and digest before anyone asks for a report;
     one at a time per rank, never waited for.
+    ``stall_after_s`` (else ``$RANKSCOPE_STALL_S``, else 60) is the least time
+    without a step after which the rank is ``stalled`` (the threshold is the
+    larger of it and 10x the median step): the rank then writes its progress and
+    hang evidence (``rankscope.profiler.progress``), as it does on an unhandled
+    exception and on SIGTERM/SIGINT.
 
     Each setting's default and meaning: ``rankscope.profiler.settings`` (README's table).
 
@@ -155,6 +163,7 @@ class Collector:
         collectives: bool = _DEFAULT["collectives"],
         auto_capture: Any = _DEFAULT["auto_capture"],
         ingest: bool = _DEFAULT["ingest"],
+        stall_after_s: float | None = _DEFAULT["stall_after_s"],
     ) -> None:
         self.run_dir = Path(run_dir).absolute()
         self.plan: ProfilePlan = parse_profile_steps(profile_steps, warmup=warmup_steps)
@@ -175,6 +184,8 @@ class Collector:
         self.auto_capture = auto_capture
         self.ingest = bool(ingest)
         self._ingest_proc: Any = None
+        self.stall_after_s = stall_after_s
+        self._progress: ProgressWatch | None = None
         self._data_timed = False
 
         self.rank = 0
@@ -326,6 +337,15 @@ class Collector:
             auto,
         )
         self._recorder.start()
+        with self.faults.guard("progress"):
+            from rankscope.profiler.progress import ProgressWatch
+
+            self._progress = ProgressWatch(
+                self.run_dir, self.rank, self.world_size, self.faults, torch,
+                start_ns=start_ns, current=lambda: (self._step, self._step_start_ns),
+                stall_after_s=self.stall_after_s,
+            )  # fmt: skip
+            self._progress.start()
 
         with self.faults.guard("clock"):
             hooks.install()
@@ -377,6 +397,8 @@ class Collector:
                 self._meta["end_ns"] = time.time_ns()
                 self._meta["steps_recorded"] = self._step
                 self._meta_dirty = True
+            if self._progress is not None:
+                self._progress.stop()
             if self._recorder is not None:
                 self._recorder.stop()
         except Exception as e:
@@ -493,6 +515,8 @@ class Collector:
             finished = self._step
             if self._recorder is not None:
                 self._recorder.steps.append((finished, self._step_start_ns, now, data_ns))
+            if self._progress is not None:
+                self._progress.on_step(finished, self._step_start_ns, now)
             self._step = finished + 1
             self._step_start_ns = now
             self._begin_step(finished + 1)

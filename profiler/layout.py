@@ -113,6 +113,8 @@ def is_trace_file(path: Path) -> bool:
             ".ack.json",
             ".status.json",
             ".heartbeat.json",
+            ".progress.json",  # rankscope.profiler.evidence
+            ".hang.json",
         )
     ):
         return False

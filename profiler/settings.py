@@ -163,6 +163,16 @@ SETTINGS: tuple[Setting, ...] = (
         parse=_bool,
     ),
     Setting(
+        "stall_after_s",
+        None,
+        "least time without a step (s) before a rank is stalled and writes its hang "
+        "evidence; the threshold is the larger of it and 10x the median step (unset: 60)",
+        flag="--stall-after-s",
+        env="RANKSCOPE_STALL_S",
+        parse=float,
+        metavar="S",
+    ),
+    Setting(
         "nccl_timing",
         False,
         "set TORCH_NCCL_ENABLE_TIMING=1: NCCL GPU time per collective (costs CUDA events)",

@@ -28,6 +28,7 @@ from rankscope.dashboard.analysis.digest import (
     digest_of,
     telemetry_sums_of,
 )
+from rankscope.dashboard.analysis.hang import HangVerdict
 from rankscope.dashboard.analysis.results import (
     BREAKDOWN_COLUMNS,
     CollectiveSummary,
@@ -74,6 +75,7 @@ class Analysis:
     # every step of every rank, from the light layer (None without a collective log)
     whole_run: wholerun.WholeRun | None = None
     whole_run_stragglers: list[Straggler] = field(default_factory=list)
+    hang: HangVerdict | None = None  # a run that hung, desynced or crashed (hang.py)
     # ranks with step timings (or telemetry) but no trace while other ranks have one:
     # a crash during export or an attach that reached only some ranks
     missing_trace: list[int] = field(default_factory=list)
@@ -163,6 +165,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     windows = {rank: d.windows for rank, d in digests.items()}
     sources = {d.source for d in digests.values()}
     steps = _choose_steps(windows, lo, hi, warnings)
+    hang, steps = _hang_of(run, steps, warnings)
     if not steps:
         if step_range:
             available = sorted(set().union(*[set(w) for w in windows.values()]))
@@ -291,7 +294,29 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         whole_run_stragglers=whole_stragglers,
         missing_trace=missing,
         n_comms={r: len(d.comms) for r, d in digests.items()},
+        hang=hang,
     )
+
+
+def _hang_of(
+    run: Run, steps: list[int], warnings: list[str]
+) -> tuple[HangVerdict | None, list[int]]:
+    """The hang verdict, and the analysed steps without those the hang cut short."""
+    from pathlib import Path
+
+    from rankscope.dashboard.analysis import hang as hang_mod
+
+    path = Path(run.path)
+    if not path.is_dir():
+        return None, steps
+    verdict = hang_mod.hang_verdict(hang_mod.read_hang_records(path))
+    cut = verdict.unfinished_step if verdict is not None else None
+    if cut is not None and any(s >= cut for s in steps):
+        steps = [s for s in steps if s < cut]
+        warnings.append(
+            f"the run stopped in step {cut}: performance findings come from the steps before it"
+        )
+    return verdict, steps
 
 
 def _step_breakdown(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from rankscope.dashboard.analysis.hang import HangVerdict
 from rankscope.dashboard.analysis.results import (
     CollectiveSummary,
     FieldStats,
@@ -245,6 +246,8 @@ class Report(_Record, frozen=True, kw_only=True):
     per_step: list[StepRank]
     # extension: every step of every rank, from the light layer
     whole_run: WholeRunReport | None
+    # extension: why the run did not finish (``analysis.hang``); null when it did
+    hang: HangVerdict | None = None
 
 
 # ---------------------------------------------------------------- building
@@ -341,6 +344,7 @@ def build_report(a: Analysis) -> Report:
         top_kernels=list(a.kernels),
         per_step=list(a.per_step),  # the diagnosis rounds them to the µs
         whole_run=_whole_run(a),
+        hang=a.hang,
     )
 
 

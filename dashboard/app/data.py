@@ -30,6 +30,7 @@ from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import timeline as timeline_mod
 from rankscope.dashboard.analysis.analyse import Analysis, analyse
 from rankscope.dashboard.analysis.digest import store_digest
+from rankscope.dashboard.analysis.hang import HangVerdict
 from rankscope.dashboard.analysis.report import Report, build_report
 from rankscope.dashboard.analysis.wholerun import WholeRun
 from rankscope.dashboard.app import model, text
@@ -429,3 +430,26 @@ def trace_windows(sel: Selection | None = None) -> pd.DataFrame:
 
 def slow_steps(sel: Selection | None = None) -> pd.DataFrame:
     return frame("slow_steps", sel=sel)
+
+
+# ---------------------------------------------------------------------- hang verdict
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _hang(path: str, sig: Signature) -> HangVerdict | None:
+    from pathlib import Path
+
+    from rankscope.dashboard.analysis import hang as hang_mod
+
+    folder = Path(path)
+    return hang_mod.hang_verdict(hang_mod.read_hang_records(folder)) if folder.is_dir() else None
+
+
+def hang(path: str | None = None) -> HangVerdict | None:
+    """The hang verdict of a run (``analysis.hang``), or None: read from the run's
+    evidence files alone, so it shows even where the analysis has nothing to read."""
+    path = path if path is not None else selection().path
+    try:
+        return _hang(path, signature(path))
+    except Exception:
+        return None  # a banner never breaks a page

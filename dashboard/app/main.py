@@ -110,9 +110,25 @@ def sidebar() -> data.Selection:
     return sel
 
 
+HANG_PAGE = ("hang.py", "Hang", ":material/report:")
+
+
+def hang_banner(path: str) -> bool:
+    """A banner on every page of a run that hung or crashed; True when there is one."""
+    verdict = data.hang(path)
+    if verdict is None:
+        return False
+    if verdict.hung:
+        st.error(f"**This run did not finish.** {text.md(verdict.headline)}  (see *Hang*)")
+    else:
+        st.warning(text.md(verdict.headline))
+    return True
+
+
 st.set_page_config(page_title="rankscope", page_icon=str(ICON), layout="wide")
-sidebar()
+chosen = sidebar()
+pages = PAGES + ((HANG_PAGE,) if hang_banner(chosen.path) else ())
 navigation = st.navigation(
-    [st.Page(str(VIEWS / f), title=t, icon=i, default=(f == "overview.py")) for f, t, i in PAGES]
+    [st.Page(str(VIEWS / f), title=t, icon=i, default=(f == "overview.py")) for f, t, i in pages]
 )
 navigation.run()

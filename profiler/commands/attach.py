@@ -9,9 +9,12 @@ captured which steps and where the traces are. No clocks or collectives have to
 agree: all ranks record the same step numbers because the request names them.
 
 ``--status`` prints the ranks, their step and last heartbeat (and names the
-heartbeat files it could not trust). ``--cancel`` removes the request, which
-withdraws it on every rank whose window has not opened yet. ``--pid`` loads the
-collector into a Python 3.14+ process that runs without it (``sys.remote_exec``).
+heartbeat files it could not trust); from each rank's progress record
+(``rankscope.profiler.progress``) a rank alive but without steps is ``stalled``,
+with a line saying how long and which collective it has not issued or waits in.
+``--cancel`` removes the request, which withdraws it on every rank whose window
+has not opened yet. ``--pid`` loads the collector into a Python 3.14+ process
+that runs without it (``sys.remote_exec``).
 A symlinked ``control/`` is refused (exit 2): it could point outside the run.
 """
 
@@ -246,6 +249,20 @@ def _no_live_ranks_reason(run_dir: Path, shown: str, beats: dict[int, dict[str, 
     return f"{shown}: not a run directory (no run.json, no rank manifests, no heartbeats)"
 
 
+def _progress_records(run_dir: Path, beats: dict[int, dict[str, Any]]) -> dict[int, Any]:
+    """Each rank's progress record (``rankscope.profiler.evidence``) of the process
+    that beats now; a record that does not decode is left out of --status."""
+    from rankscope.profiler import evidence
+
+    records = {}
+    for rank in evidence.ranks_with(run_dir, "progress.json"):
+        with contextlib.suppress(Exception):
+            record = evidence.read_progress(run_dir, rank)
+            if record is not None and (rank not in beats or record.pid == beats[rank].get("pid")):
+                records[rank] = record
+    return records
+
+
 def show_status(run_dir: Path, shown: str) -> int:
     now_ns = time.time_ns()
     bad: dict[str, str] = {}
@@ -259,8 +276,11 @@ def show_status(run_dir: Path, shown: str) -> int:
         raise RankscopeError(reason, EXIT_NOTHING)
     rows = [["rank", "host", "pid", "state", "step", "steps/s", "heartbeat", "last attach"]]
     live = 0
+    progress = _progress_records(run_dir, beats)
     for rank, hb in sorted(beats.items()):
         alive, state = liveness(hb, now_ns)
+        if alive and rank in progress and progress[rank].state == "stalled":
+            state = "stalled"  # alive (the heartbeat thread beats) but no training progress
         live += alive
         ack = acks.get(rank)
         last = "-"
@@ -291,7 +311,21 @@ def show_status(run_dir: Path, shown: str) -> int:
         print(f"no heartbeat from rank(s) {missing}")
     for name, why in sorted(bad.items()):
         print(f"ignored {rundir.CONTROL_DIR}/{name}: {why}")
+    _show_progress(progress, beats, now_ns)
     return 0 if live else EXIT_NOTHING
+
+
+def _show_progress(records: dict[int, Any], beats: dict[int, dict[str, Any]], now_ns: int) -> None:
+    """Progress apart from liveness: stalled ranks and where they stand (progress.py)."""
+    from rankscope.profiler.progress import stall_lines
+
+    for line in stall_lines(records, now_ns):
+        print(line)
+    for rank in sorted(beats):
+        alive, _ = liveness(beats[rank], now_ns)
+        if not alive and rank in records and records[rank].state != "stopped":
+            age = (now_ns - records[rank].ts_ns) / 1e9
+            print(f"rank {rank}: dead or frozen (no progress record for {age:.0f} s)")
 
 
 # ---------------------------------------------------------------------- cancel

@@ -1,0 +1,613 @@
+"""Why a run did not finish: who stopped, at which (group, seq, op), where, and who waited.
+
+``hang_verdict(records) -> HangVerdict | None`` is a pure function over one run's
+``HangRecords`` (``read_hang_records(run_dir)`` builds them from the files: every
+rank's ``collectives.jsonl`` rows, its ``rank{R}.hang.json`` evidence and
+``rank{R}.progress.json``, see ``rankscope.profiler.evidence``, and run.json's
+exit code). None means the run shows nothing of a hang: it finished (or still
+runs) with no rank stalled, no evidence written, exit code 0 or none yet.
+
+Per process group, each member's collectives are a table seq -> (op, bytes,
+enqueue time, completed). Completion comes from the earliest evidence (the ring
+read at the stall; later rings retire entries that failed), then from later
+evidence, then from the collective log (rows there were written once finished).
+A collective that any rank completed was joined by every member. The first seq
+of a group that no rank completed is where the group stopped:
+
+- ``desync``: ranks issued different ops or sizes at one (pg, seq);
+- ``crashed``: a rank that never issued it died (an exception, a signal, or no
+  word at all: SIGKILL, the OOM killer) and the others waited;
+- ``missing_rank``: a live rank never issued it (its stack says where it is);
+- ``all_entered_none_completed``: every member entered it and none left
+  (the transport is the suspect);
+- ``late_arrival``: the run went on (exit code 0, or no rank stalled now), but a
+  rank stalled waiting at some collective that a peer joined N s late;
+- ``exited``: the job failed with no collective left pending (the failing
+  rank's exception, if it wrote one, is named).
+
+A rank missing in one group while it is itself waiting in another is
+``blocked elsewhere``; the group whose missing ranks are blocked nowhere holds
+the cause and comes first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rankscope.profiler import evidence as ev
+from rankscope.profiler import rundir
+
+Kind = Literal[
+    "missing_rank",
+    "desync",
+    "crashed",
+    "all_entered_none_completed",
+    "late_arrival",
+    "exited",
+]
+RankStatus = Literal["running", "stalled", "stopped", "crashed", "failed", "signalled", "silent"]
+_LIBRARY_PARTS = (f"{os.sep}torch{os.sep}", f"{os.sep}site-packages{os.sep}", "<frozen ")
+
+
+# ---------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class RankRecords:
+    rank: int
+    collectives: tuple[ev.FrEntry, ...] = ()  # from the collective log (finished ones)
+    evidence: tuple[ev.Evidence, ...] = ()  # oldest first
+    progress: ev.Progress | None = None
+
+
+@dataclass(frozen=True)
+class HangRecords:
+    world_size: int
+    ranks: dict[int, RankRecords]
+    exit_code: int | None = None
+    now_ns: int = 0  # when the records were read (a live run's stall ages)
+    problems: tuple[str, ...] = ()  # files that failed to decode, by name
+
+
+# ---------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Where:
+    file: str
+    line: int
+    function: str
+    code: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.function} ({os.path.basename(self.file)}:{self.line})"
+
+
+@dataclass(frozen=True)
+class SeqEntry:
+    seq: int
+    op: str
+    bytes: int
+    enqueue_ns: int
+    completed: bool
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """One rank's view of one process group: its last collective."""
+
+    pg: str
+    pg_desc: str
+    rank: int
+    last: SeqEntry | None
+
+
+@dataclass(frozen=True)
+class GroupVerdict:
+    kind: Kind
+    pg: str
+    pg_desc: str
+    members: tuple[int, ...]
+    seq: int
+    op: str
+    bytes: int
+    ranks: tuple[int, ...]  # at fault: missing, crashed, late, or (desync) the minority side
+    waiting: tuple[int, ...]  # entered it and waited
+    entered_ns: int | None = None
+    waited_s: float | None = None
+    late_s: float | None = None
+    sides: tuple[tuple[str, int, tuple[int, ...]], ...] = ()  # desync: (op, bytes, ranks)
+    blocked_elsewhere: tuple[tuple[int, str, int], ...] = ()  # (rank, pg, seq) it waits in
+
+
+@dataclass(frozen=True)
+class RankState:
+    rank: int
+    status: RankStatus
+    last_step: int  # the last step it finished (-1: none)
+    stuck_step: int | None  # the step under way when it stopped
+    triggers: tuple[str, ...]  # evidence written: stall, exception, collective_error, signal
+    exception: str | None
+    where: Where | None  # the training thread's innermost frame of the job's own code
+    stack: tuple[Where, ...] = ()  # the training thread, outermost first
+    evidence_files: int = 0
+
+
+@dataclass(frozen=True)
+class HangVerdict:
+    kind: Kind
+    rank: int | None  # the rank at fault, when one is
+    headline: str
+    groups: tuple[GroupVerdict, ...]  # the cause first
+    ranks: tuple[RankState, ...]
+    table: tuple[GroupState, ...]  # every rank's last collective per group
+    exit_code: int | None
+    step: int | None = None  # the step the rank at fault did not finish
+    details: tuple[str, ...] = field(default_factory=tuple)
+    problems: tuple[str, ...] = ()
+    # The first step some rank began and never finished: performance verdicts come
+    # from the steps before it (a window it cut short would mislead). Derived from
+    # ``ranks``; a field (not a property) so the report's JSON carries it.
+    unfinished_step: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        steps = [r.stuck_step for r in self.ranks if r.stuck_step is not None and r.evidence_files]
+        object.__setattr__(self, "unfinished_step", min(steps) if steps and self.hung else None)
+
+    @property
+    def hung(self) -> bool:
+        """The run stopped (hung, desynced, crashed), not merely slowed down."""
+        return self.kind != "late_arrival"
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def read_hang_records(run_dir: Path) -> HangRecords:
+    """The files a hang verdict reads (IO at the edge; the verdict itself is pure)."""
+    import time
+
+    run_dir = Path(run_dir)
+    manifest = rundir.read_run_manifest(run_dir) if (run_dir / rundir.RUN_MANIFEST).exists() else {}
+    world = int(manifest.get("world_size") or 0)
+    exit_code = manifest.get("exit_code")
+    problems: list[str] = []
+    ranks_seen = set(ev.ranks_with(run_dir, "hang.json")) | set(
+        ev.ranks_with(run_dir, "progress.json")
+    )
+    ranks_seen |= {r for r, _ in rundir.ranks_with_files(run_dir, "rank*.collectives.jsonl")}
+    ranks: dict[int, RankRecords] = {}
+    for rank in sorted(ranks_seen):
+        evidence = []
+        for path in ev.evidence_paths(run_dir, rank):
+            if not path.exists():
+                continue
+            try:
+                evidence.append(ev.read_evidence(path))
+            except Exception as e:
+                problems.append(f"{path.name}: {e}")
+        progress = None
+        try:
+            progress = ev.read_progress(run_dir, rank)
+        except Exception as e:
+            problems.append(f"{ev.progress_path(run_dir, rank).name}: {e}")
+        rows = []
+        try:
+            for i, row in enumerate(rundir.read_collectives(run_dir, rank)):
+                rows.append(
+                    ev.FrEntry(
+                        record_id=-1 - i,
+                        pg=str(row.get("pg", "")),
+                        pg_desc=str(row.get("pg_desc", "")),
+                        seq=int(row["seq"]),
+                        name=str(row.get("name", "")),
+                        p2p=bool(row.get("p2p", False)),
+                        bytes=int(row.get("bytes", -1)),
+                        enqueue_ns=int(row.get("enqueue_ns") or 0),
+                        completed=True,
+                    )
+                )
+        except Exception as e:
+            problems.append(f"rank{rank}.collectives.jsonl: {e}")
+        evidence.sort(key=lambda e: e.ts_ns)
+        # A restarted attempt keeps the files of the one before: judge the newest.
+        if evidence and progress is not None:
+            evidence = [e for e in evidence if e.collector_start_ns >= progress.collector_start_ns]
+        ranks[rank] = RankRecords(rank, tuple(rows), tuple(evidence), progress)
+        world = max(world, rank + 1, *(e.world_size for e in evidence))
+    return HangRecords(
+        world_size=world,
+        ranks=ranks,
+        exit_code=exit_code if isinstance(exit_code, int) else None,
+        now_ns=time.time_ns(),
+        problems=tuple(problems),
+    )
+
+
+# ---------------------------------------------------------------------- the verdict
+
+
+def _where(frames: Iterable[ev.Frame]) -> tuple[Where, ...]:
+    return tuple(Where(f.file, f.line, f.function, f.code) for f in frames)
+
+
+def _own_frame(stack: tuple[Where, ...]) -> Where | None:
+    """The innermost frame of the job's own code (else the innermost one)."""
+    for w in reversed(stack):
+        if not any(part in w.file for part in _LIBRARY_PARTS):
+            return w
+    return stack[-1] if stack else None
+
+
+def _first(evidence: tuple[ev.Evidence, ...], *triggers: str) -> ev.Evidence | None:
+    return next((e for e in evidence if e.trigger in triggers), None)
+
+
+def _rank_state(rec: RankRecords, now_ns: int, run_over: bool) -> RankState:
+    evs = rec.evidence
+    crash = _first(evs, "exception")
+    error = _first(evs, "collective_error")
+    signalled = _first(evs, "signal")
+    stalled = _first(evs, "stall")
+    progress = rec.progress
+    status: RankStatus
+    if crash is not None:
+        status = "crashed"
+    elif signalled is not None:
+        status = "signalled"
+    elif error is not None:
+        status = "failed"  # a collective raised (a timeout, a peer gone)
+    elif stalled is not None or (progress is not None and progress.state == "stalled"):
+        status = "stalled"  # (a rank killed after its stall evidence was still stuck)
+    elif progress is not None and progress.state == "stopped":
+        status = "stopped"
+    elif progress is not None and not run_over and (now_ns - progress.ts_ns) / 1e9 < 10:
+        status = "running"
+    else:
+        status = "silent"  # no word since its last progress record: killed, frozen, lost
+    exc = crash or error
+    exception = None
+    stack: tuple[Where, ...] = ()
+    if exc is not None and exc.exception is not None:
+        message = exc.exception.message.splitlines()[0] if exc.exception.message else ""
+        # gloo and c10d prefix their messages with the C++ source line: not the user's.
+        message = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*", "", message)
+        exception = f"{exc.exception.type}: {message[:200]}"
+    # Where the training thread stood: the first of stall / signal evidence shows a
+    # live stack; an exception's own traceback is where it was raised.
+    live = stalled or signalled
+    if crash is not None and crash.exception is not None:
+        stack = _where(crash.exception.frames)
+    elif live is not None:
+        training = next((t for t in live.threads if t.is_training), None)
+        stack = _where(training.frames) if training else ()
+    elif exc is not None and exc.exception is not None:
+        stack = _where(exc.exception.frames)
+    first = evs[0] if evs else None
+    step_state = first.step if first else (progress.step if progress else None)
+    return RankState(
+        rank=rec.rank,
+        status=status,
+        last_step=step_state.last_step if step_state else -1,
+        stuck_step=step_state.current_step if step_state else None,
+        triggers=tuple(e.trigger for e in evs),
+        exception=exception,
+        where=_own_frame(stack),
+        stack=stack,
+        evidence_files=len(evs),
+    )
+
+
+def _tables(
+    records: HangRecords,
+) -> tuple[dict[str, dict[int, dict[int, SeqEntry]]], dict[str, tuple[str, tuple[int, ...]]]]:
+    """pg -> rank -> seq -> entry, and pg -> (desc, members)."""
+    seqs: dict[str, dict[int, dict[int, SeqEntry]]] = {}
+    descs: dict[str, str] = {}
+    config: dict[str, tuple[int, ...]] = {}
+    for rank, rec in records.ranks.items():
+        # Later sources first, so the earliest evidence has the last word.
+        sources: list[tuple[list[ev.FrEntry], bool]] = [(list(rec.collectives), False)]
+        for e in reversed(rec.evidence):
+            ring = list(e.ring)
+            if e.trigger == "collective_error" and ring:
+                # The collective that raised is retired by now: it did not complete.
+                newest = max(ring, key=lambda x: x.enqueue_ns)
+                ring = [x if x is not newest else _replace_completed(x, False) for x in ring]
+            sources.append((ring, True))
+            for g in e.process_groups:
+                name = g.name or "0"  # the default group is "" in the config, "0" in entries
+                if g.ranks:
+                    config[name] = tuple(sorted(g.ranks))
+        for entries, _ in sources:
+            for x in entries:
+                if x.p2p:
+                    continue
+                descs.setdefault(x.pg, x.pg_desc)
+                seqs.setdefault(x.pg, {}).setdefault(rank, {})[x.seq] = SeqEntry(
+                    x.seq, x.name, x.bytes, x.enqueue_ns, x.completed
+                )
+    groups: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for pg, by_rank in seqs.items():
+        members = config.get(pg) or tuple(sorted(by_rank))
+        if pg == "0" and not config.get(pg):
+            members = tuple(range(records.world_size)) or members
+        groups[pg] = (descs.get(pg, ""), members)
+    return seqs, groups
+
+
+def _replace_completed(x: ev.FrEntry, completed: bool) -> ev.FrEntry:
+    import msgspec
+
+    return msgspec.structs.replace(x, completed=completed)
+
+
+def _waiting_in(seqs: dict[str, dict[int, dict[int, SeqEntry]]]) -> dict[int, tuple[str, int]]:
+    """rank -> (pg, seq) of a collective it entered and never left (its newest such)."""
+    out: dict[int, tuple[str, int, int]] = {}
+    for pg, by_rank in seqs.items():
+        for rank, table in by_rank.items():
+            for s, x in table.items():
+                if not x.completed and (rank not in out or x.enqueue_ns > out[rank][2]):
+                    out[rank] = (pg, s, x.enqueue_ns)
+    return {r: (pg, s) for r, (pg, s, _) in out.items()}
+
+
+def _group_verdicts(
+    records: HangRecords,
+    seqs: dict[str, dict[int, dict[int, SeqEntry]]],
+    groups: dict[str, tuple[str, tuple[int, ...]]],
+    states: dict[int, RankState],
+) -> list[GroupVerdict]:
+    waiting_in = _waiting_in(seqs)
+    out = []
+    for pg, by_rank in seqs.items():
+        desc, members = groups[pg]
+        all_seqs = sorted({s for t in by_rank.values() for s in t})
+        done = {s for t in by_rank.values() for s, x in t.items() if x.completed}
+        # Desync: different op or size at one seq (the first one only; later ones follow).
+        for s in all_seqs:
+            kinds: dict[tuple[str, int], list[int]] = {}
+            for rank, t in by_rank.items():
+                if s in t:
+                    kinds.setdefault((t[s].op, t[s].bytes), []).append(rank)
+            if len(kinds) > 1:
+                # The side that does what this group usually does (most ranks, then the
+                # op and size seen most in the group) is the expected one.
+                usual: dict[tuple[str, int], int] = {}
+                for t in by_rank.values():
+                    for x in t.values():
+                        usual[(x.op, x.bytes)] = usual.get((x.op, x.bytes), 0) + 1
+                sides = tuple(
+                    sorted(((op, b, tuple(sorted(r))) for (op, b), r in kinds.items()),
+                           key=lambda side: (len(side[2]), usual.get(side[:2], 0), side[2]))
+                )  # fmt: skip
+                entered = [t[s] for t in by_rank.values() if s in t]
+                out.append(
+                    GroupVerdict(
+                        "desync", pg, desc, members, s, sides[-1][0], sides[-1][1],
+                        ranks=sides[0][2], waiting=(), sides=sides,
+                        entered_ns=min(x.enqueue_ns for x in entered),
+                    )
+                )  # fmt: skip
+                break
+        else:
+            pending = [s for s in all_seqs if s not in done]
+            if not pending:
+                continue
+            s = pending[0]
+            issuers = {r: t[s] for r, t in by_rank.items() if s in t}
+            missing = tuple(r for r in members if r not in issuers)
+            waiting = tuple(sorted(r for r, x in issuers.items() if not x.completed))
+            first = min(issuers.values(), key=lambda x: x.enqueue_ns)
+            waited = _waited_s(records, waiting, first.enqueue_ns)
+            if missing:
+                dead = [
+                    r
+                    for r in missing
+                    if states.get(r) and states[r].status in ("crashed", "silent")
+                ]
+                kind: Kind = "crashed" if dead and len(dead) == len(missing) else "missing_rank"
+                elsewhere = tuple(
+                    (r, *waiting_in[r])
+                    for r in missing
+                    if r in waiting_in and waiting_in[r][0] != pg
+                )
+            else:
+                kind, elsewhere = "all_entered_none_completed", ()
+            out.append(
+                GroupVerdict(
+                    kind, pg, desc, members, s, first.op, first.bytes,
+                    ranks=missing, waiting=waiting, entered_ns=first.enqueue_ns,
+                    waited_s=waited, blocked_elsewhere=elsewhere,
+                )
+            )  # fmt: skip
+
+    # The cause first: a group whose missing ranks wait nowhere else; then by time.
+    def order(g: GroupVerdict) -> tuple[int, int, int]:
+        rank_kind = {"desync": 0, "crashed": 1, "missing_rank": 1}.get(g.kind, 2)
+        return (len(g.blocked_elsewhere), rank_kind, g.entered_ns or 0)
+
+    return sorted(out, key=order)
+
+
+def _waited_s(records: HangRecords, waiting: tuple[int, ...], entered_ns: int) -> float | None:
+    ends = []
+    for r in waiting:
+        rec = records.ranks.get(r)
+        if rec is None:
+            continue
+        times = [e.ts_ns for e in rec.evidence if e.trigger != "stall"]
+        if not times and rec.progress is not None:
+            times = [rec.progress.ts_ns]
+        if times:
+            ends.append(min(times))
+    return round(max(ends) / 1e9 - entered_ns / 1e9, 1) if ends else None
+
+
+def _late_arrivals(
+    records: HangRecords, seqs: dict[str, dict[int, dict[int, SeqEntry]]],
+    groups: dict[str, tuple[str, tuple[int, ...]]],
+) -> list[GroupVerdict]:  # fmt: skip
+    """Collectives a rank stalled in that completed after all: who came last, how late."""
+    seen = set()
+    out = []
+    for rec in records.ranks.values():
+        for e in rec.evidence:
+            if e.trigger != "stall":
+                continue
+            for x in e.ring:
+                if x.completed or x.p2p or (x.pg, x.seq) in seen:
+                    continue
+                seen.add((x.pg, x.seq))
+                arrivals = {
+                    r: t[x.seq].enqueue_ns for r, t in seqs.get(x.pg, {}).items() if x.seq in t
+                }
+                if len(arrivals) < 2:
+                    continue
+                last = max(arrivals, key=lambda r: arrivals[r])
+                late_s = (arrivals[last] - min(arrivals.values())) / 1e9
+                desc, members = groups.get(x.pg, ("", tuple(sorted(arrivals))))
+                out.append(
+                    GroupVerdict(
+                        "late_arrival", x.pg, desc, members, x.seq, x.name, x.bytes,
+                        ranks=(last,), waiting=tuple(sorted(r for r in arrivals if r != last)),
+                        entered_ns=min(arrivals.values()), late_s=round(late_s, 1),
+                    )
+                )  # fmt: skip
+    return sorted(out, key=lambda g: -(g.late_s or 0))
+
+
+def _stuck(rec: RankRecords) -> bool:
+    """Stalled as far as its last word says (a live run): its progress says so, or
+    its stall evidence is newer than any progress record."""
+    p = rec.progress
+    if p is not None and p.state == "stalled":
+        return True
+    stall = _first(rec.evidence, "stall")
+    return stall is not None and (p is None or (p.state != "stopped" and p.ts_ns <= stall.ts_ns))
+
+
+def hang_verdict(records: HangRecords) -> HangVerdict | None:
+    """The verdict for a run that hung, desynced or crashed; None for a healthy one."""
+    any_evidence = any(r.evidence for r in records.ranks.values())
+    stalled_now = records.exit_code is None and any(_stuck(r) for r in records.ranks.values())
+    failed = records.exit_code not in (None, 0)
+    if not (any_evidence or stalled_now or failed):
+        return None
+    run_over = records.exit_code is not None
+    states = {r: _rank_state(rec, records.now_ns, run_over) for r, rec in records.ranks.items()}
+    seqs, groups = _tables(records)
+    table = tuple(
+        GroupState(pg, groups[pg][0], rank, max(t.values(), key=lambda x: x.seq) if t else None)
+        for pg in sorted(seqs)
+        for rank, t in sorted(seqs[pg].items())
+    )
+    ranks = tuple(states[r] for r in sorted(states))
+    if not failed and not stalled_now:
+        late = _late_arrivals(records, seqs, groups)
+        if not late:
+            return None  # a stall that cleared with no collective to blame: slow, not hung
+        g = late[0]
+        return HangVerdict(
+            "late_arrival", g.ranks[0], headline_of(g, states), tuple(late), ranks, table,
+            records.exit_code, problems=records.problems,
+        )  # fmt: skip
+    verdicts = _group_verdicts(records, seqs, groups, states)
+    if not verdicts:
+        crashed = [s for s in ranks if s.status == "crashed"]
+        culprit = crashed[0] if crashed else None
+        head = f"The job failed (exit code {records.exit_code}) with no collective pending"
+        if culprit is not None:
+            head += f": rank {culprit.rank} raised {culprit.exception}"
+            if culprit.where is not None:
+                head += f" in {culprit.where}"
+        return HangVerdict(
+            "exited", culprit.rank if culprit else None, head, (), ranks, table,
+            records.exit_code, step=culprit.stuck_step if culprit else None,
+            problems=records.problems,
+        )  # fmt: skip
+    g = verdicts[0]
+    rank = g.ranks[0] if g.ranks else None
+    return HangVerdict(
+        g.kind, rank, headline_of(g, states), tuple(verdicts), ranks, table, records.exit_code,
+        step=states[rank].stuck_step
+        if rank is not None and rank in states and states[rank].status != "silent"
+        else None,
+        details=tuple(detail_of(v, states) for v in verdicts[1:]),
+        problems=records.problems,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- wording
+
+
+def group_name(pg: str, desc: str) -> str:
+    if pg == "0" or desc == "default_pg":
+        return "the default group"
+    return f"group {pg}" + (f" ({desc})" if desc and desc != "undefined" else "")
+
+
+def _ranks(ranks: Iterable[int]) -> str:
+    ranks = list(ranks)
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    return "ranks " + ", ".join(map(str, ranks[:-1])) + f" and {ranks[-1]}"
+
+
+def _size(n: int) -> str:
+    if n < 0:
+        return "? bytes"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def headline_of(g: GroupVerdict, states: dict[int, RankState]) -> str:
+    at = f"{g.op} seq {g.seq} ({_size(g.bytes)}) on {group_name(g.pg, g.pg_desc)}"
+    waited = f" and waited {g.waited_s:.0f} s" if g.waited_s is not None else ""
+    if g.kind == "desync":
+        sides = "; ".join(f"{_ranks(r)}: {op} {_size(b)}" for op, b, r in g.sides)
+        return f"Desync at seq {g.seq} on {group_name(g.pg, g.pg_desc)}: {sides}"
+    if g.kind == "all_entered_none_completed":
+        return (
+            f"Every rank of {group_name(g.pg, g.pg_desc)} entered {g.op} seq {g.seq} and none "
+            f"completed it{waited.replace(' and', ';')}: the transport (network, NCCL/gloo) "
+            "is the suspect"
+        )
+    if g.kind == "late_arrival":
+        return (
+            f"{_ranks(g.ranks).capitalize()} arrived {g.late_s:.1f} s late at {at}: "
+            f"{_ranks(g.waiting)} waited (slow, not hung)"
+        )
+    who = _ranks(g.ranks).capitalize()
+    step = ""
+    fault = states.get(g.ranks[0]) if g.ranks else None
+    if fault is not None and fault.stuck_step is not None and fault.status != "silent":
+        step = f" at step {states[g.ranks[0]].stuck_step}"
+    others = f"; {_ranks(g.waiting)} entered it{waited}" if g.waiting else ""
+    if g.kind == "crashed":
+        s = states.get(g.ranks[0])
+        how = "died"
+        if s is not None and s.exception:
+            how = f"raised {s.exception}"
+        elif s is not None and s.status == "silent":
+            how = "died without a word (SIGKILL, the OOM killer or a lost host)"
+        where = f" in {s.where}" if s is not None and s.where is not None else ""
+        return f"{who} {how}{where}{step} and never issued {at}{others}"
+    s = states.get(g.ranks[0]) if g.ranks else None
+    where = f"; it is in {s.where}" if s is not None and s.where is not None else ""
+    return f"{who} never issued {at}{step}{others}{where}"
+
+
+def detail_of(g: GroupVerdict, states: dict[int, RankState]) -> str:
+    text = headline_of(g, states)
+    for rank, pg, seq in g.blocked_elsewhere:
+        text += f" (rank {rank} is itself waiting in {group_name(pg, '')} seq {seq})"
+    return text

@@ -1,0 +1,345 @@
+"""Progress and hang evidence: the two record formats, how they are captured and read.
+
+A rank writes two kinds of file into its run directory (both msgspec Structs with a
+format version, decoded by the same Structs on the review side):
+
+- ``rank{R}.progress.json`` (``Progress``, ``rankscope.progress/1``): rewritten about
+  every 2 s by ``rankscope.profiler.progress``: the last step the training thread
+  finished and when, the unfinished step, the stall threshold and a state
+  (``running`` / ``stalled`` / ``stopped``). While stalled it also holds the last
+  flight-recorder entry per process group (pg, seq, op, bytes, completed or not).
+- ``rank{R}.hang.json`` (``Evidence``, ``rankscope.hang/1``), written when the rank
+  stalls past its threshold, on an unhandled exception (a collective error or
+  timeout included) and on SIGTERM/SIGINT: the whole flight-recorder ring read at
+  that moment (in-flight entries too), the process groups and their ranks, the
+  Python stacks of every thread (``is_training``: the thread that marks steps) and
+  the step state. Never overwritten: later files of the same rank (another
+  trigger, a restarted attempt) are ``rank{R}.{n}.hang.json``, n = 2..MAX_FILES.
+
+Bounds: a ring has at most ``TORCH_FR_BUFFER_SIZE`` entries (250-300 bytes each
+as written: 2000 entries ~ 0.6 MB); at most MAX_THREADS threads of at most
+MAX_FRAMES frames, source lines cut to 200 characters; an exception message to
+2,000 characters. One file stays under 1.2 MB (1.15 MB measured for 2000
+entries and 32 threads of 48 frames; a few KB to tens of KB in practice), and a
+rank writes at most MAX_FILES of them per run directory (typically two: the stall,
+then the error or signal that ends it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+PROGRESS_SCHEMA = "rankscope.progress/1"
+EVIDENCE_SCHEMA = "rankscope.hang/1"
+MAX_FILES = 8
+MAX_THREADS = 32
+MAX_FRAMES = 48
+MAX_TEXT = 2000
+
+State = Literal["running", "stalled", "stopped"]
+Trigger = Literal["stall", "exception", "collective_error", "signal"]
+
+
+class FrEntry(msgspec.Struct, frozen=True):
+    """One flight-recorder entry; ``completed``: the collective finished on this rank."""
+
+    record_id: int
+    pg: str
+    pg_desc: str
+    seq: int
+    name: str
+    p2p: bool
+    bytes: int
+    enqueue_ns: int
+    completed: bool
+    state: str = ""
+    start_ns: int | None = None
+    end_ns: int | None = None
+    timeout_ms: int | None = None
+
+
+class ProcessGroupInfo(msgspec.Struct, frozen=True):
+    name: str
+    desc: str
+    ranks: list[int]
+
+
+class Frame(msgspec.Struct, frozen=True):
+    file: str
+    line: int
+    function: str
+    code: str = ""
+
+
+class ThreadStack(msgspec.Struct, frozen=True):
+    thread_id: int
+    name: str
+    is_training: bool
+    frames: list[Frame]  # outermost first, like a traceback
+
+
+class StepState(msgspec.Struct, frozen=True):
+    """The training thread's steps: the last finished one and the one under way.
+
+    ``last_step`` is -1 before any step finished; ``current_start_ns`` is None
+    before step 0 began (steps from the optimizer: before its first step).
+    """
+
+    last_step: int = -1
+    last_start_ns: int | None = None
+    last_end_ns: int | None = None
+    current_step: int = 0
+    current_start_ns: int | None = None
+    median_step_s: float | None = None
+
+
+class ExceptionInfo(msgspec.Struct, frozen=True):
+    type: str
+    message: str
+    frames: list[Frame]
+
+
+class Progress(msgspec.Struct, frozen=True):
+    schema: str
+    rank: int
+    world_size: int
+    pid: int
+    host: str
+    attempt: int
+    collector_start_ns: int
+    ts_ns: int
+    state: State
+    threshold_s: float
+    step: StepState
+    stalled_since_ns: int | None = None
+    last_collectives: list[FrEntry] = []  # per process group, filled while stalled
+
+
+class Evidence(msgspec.Struct, frozen=True):
+    schema: str
+    rank: int
+    world_size: int
+    pid: int
+    host: str
+    attempt: int
+    collector_start_ns: int
+    ts_ns: int
+    trigger: Trigger
+    detail: str
+    threshold_s: float
+    step: StepState
+    ring: list[FrEntry]
+    process_groups: list[ProcessGroupInfo]
+    threads: list[ThreadStack]
+    exception: ExceptionInfo | None = None
+    ring_source: str = ""  # "fr" (gloo/CPU ring), "nccl", "" (no ring)
+
+
+# ---------------------------------------------------------------------- paths
+
+
+def progress_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank{rank}.progress.json"
+
+
+def evidence_paths(run_dir: Path, rank: int) -> list[Path]:
+    """Every name rank ``rank``'s evidence may have, in the order they are taken."""
+    run_dir = Path(run_dir)
+    first = run_dir / f"rank{rank}.hang.json"
+    return [first] + [run_dir / f"rank{rank}.{n}.hang.json" for n in range(2, MAX_FILES + 1)]
+
+
+# ---------------------------------------------------------------------- capture
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def frames_of(frame: Any) -> list[Frame]:
+    """A frame's stack, outermost first, at most MAX_FRAMES (the innermost kept)."""
+    summary = traceback.extract_stack(frame, limit=MAX_FRAMES)
+    return [Frame(s.filename, s.lineno or 0, s.name, _cut(s.line or "")) for s in summary]
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def thread_stacks(training_thread_id: int | None) -> list[ThreadStack]:
+    """Every thread's stack; the frames rankscope adds (a signal handler, the
+    excepthook, this function) are cut from the inner end: they are not the job's."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for tid, frame in list(sys._current_frames().items())[:MAX_THREADS]:
+        frames = frames_of(frame)
+        while frames and os.path.dirname(os.path.abspath(frames[-1].file)) == _HERE:
+            frames.pop()
+        out.append(ThreadStack(tid, names.get(tid, "?"), tid == training_thread_id, frames))
+    out.sort(key=lambda t: not t.is_training)
+    return out
+
+
+def exception_info(exc: BaseException) -> ExceptionInfo:
+    tb = traceback.extract_tb(exc.__traceback__, limit=-MAX_FRAMES)
+    frames = [Frame(s.filename, s.lineno or 0, s.name, _cut(s.line or "")) for s in tb]
+    return ExceptionInfo(type(exc).__name__, _cut(str(exc), MAX_TEXT), frames)
+
+
+def _ns(value: Any) -> int | None:
+    return value if type(value) is int and value > 0 else None
+
+
+def fr_entry(e: dict[str, Any]) -> FrEntry | None:
+    from rankscope.profiler.collectives import canonical_name, entry_bytes, finished
+
+    pg = e.get("process_group")
+    name = e.get("profiling_name")
+    created = _ns(e.get("time_created_ns"))
+    p2p = bool(e.get("is_p2p", False))
+    seq = e.get("p2p_seq_id" if p2p else "collective_seq_id")
+    rid = e.get("record_id")
+    if not isinstance(name, str) or created is None or type(seq) is not int or type(rid) is not int:
+        return None
+    pg_name = str(pg[0]) if isinstance(pg, list | tuple) and pg else ""
+    pg_desc = str(pg[1]) if isinstance(pg, list | tuple) and len(pg) > 1 else ""
+    timeout = e.get("timeout_ms")
+    return FrEntry(
+        record_id=rid,
+        pg=pg_name,
+        pg_desc=pg_desc,
+        seq=seq,
+        name=canonical_name(name),
+        p2p=p2p,
+        bytes=entry_bytes(e.get("input_sizes"), e.get("input_dtypes")),
+        enqueue_ns=created,
+        completed=finished(e),
+        state=str(e.get("state", "")),
+        start_ns=_ns(e.get("time_discovered_started_ns")),
+        end_ns=_ns(e.get("time_discovered_completed_ns")),
+        timeout_ms=timeout if type(timeout) is int else None,
+    )
+
+
+def _pg_ranks(text: Any) -> list[int]:
+    if isinstance(text, list):
+        return [int(r) for r in text if type(r) is int]
+    if isinstance(text, str):
+        with contextlib.suppress(ValueError):
+            return [int(x) for x in text.strip("[] ").split(",") if x.strip()]
+    return []
+
+
+def read_ring(torch: Any) -> tuple[str, list[FrEntry], list[ProcessGroupInfo]]:
+    """The flight recorder's ring now: (source, entries oldest first, process groups).
+
+    NCCL's ring first where the build has one (it carries GPU start/end times),
+    else the generic one that gloo writes; ("", [], []) where neither exists.
+    """
+    c10d = getattr(getattr(torch, "_C", None), "_distributed_c10d", None)
+    for source, fn_name in (("nccl", "_dump_nccl_trace"), ("fr", "_dump_fr_trace")):
+        fn = getattr(c10d, fn_name, None)
+        if fn is None:
+            continue
+        data = pickle.loads(fn(True, False, False))
+        if not isinstance(data, dict):
+            continue
+        raw = data.get("entries") or []
+        if source == "nccl" and not raw:
+            continue  # a CUDA build running gloo: its entries are in the generic ring
+        entries = [x for x in (fr_entry(e) for e in raw if isinstance(e, dict)) if x is not None]
+        entries.sort(key=lambda x: x.record_id)
+        groups = []
+        config = data.get("pg_config") or {}
+        if isinstance(config, dict):
+            for key, pg in config.items():
+                if isinstance(pg, dict):
+                    name = str(pg.get("name", key))
+                    groups.append(
+                        ProcessGroupInfo(name, str(pg.get("desc", "")), _pg_ranks(pg.get("ranks")))
+                    )
+        return source, entries, groups
+    return "", [], []
+
+
+def last_per_group(entries: list[FrEntry]) -> list[FrEntry]:
+    """The newest collective (not point-to-point) entry of each process group."""
+    last: dict[str, FrEntry] = {}
+    for e in entries:
+        if not e.p2p:
+            last[e.pg] = e
+    return sorted(last.values(), key=lambda e: e.enqueue_ns)
+
+
+# ---------------------------------------------------------------------- write and read
+
+_encoder = msgspec.json.Encoder()
+
+
+def write_progress(path: Path, progress: Progress) -> None:
+    """Replace ``path`` atomically (readers never see half a file); no fsync."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(_encoder.encode(progress))
+    os.replace(tmp, path)
+
+
+def write_evidence(run_dir: Path, rank: int, evidence: Evidence) -> Path | None:
+    """Write under the first free evidence name (never replacing one); None when all
+    MAX_FILES are taken. Linked into place whole, so a reader never sees half."""
+    data = _encoder.encode(evidence)
+    run_dir = Path(run_dir)
+    tmp = run_dir / f".rank{rank}.hang.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        for path in evidence_paths(run_dir, rank):
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                continue
+            os.chmod(path, 0o644)
+            return path
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def read_progress(run_dir: Path, rank: int) -> Progress | None:
+    """Rank ``rank``'s progress record; None when absent; ``msgspec.ValidationError``
+    or ``msgspec.DecodeError`` when it is not a valid one."""
+    path = progress_path(run_dir, rank)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return msgspec.json.decode(data, type=Progress)
+
+
+def read_evidence(path: Path) -> Evidence:
+    return msgspec.json.decode(Path(path).read_bytes(), type=Evidence)
+
+
+def ranks_with(run_dir: Path, suffix: str) -> list[int]:
+    """Ranks that have a ``rank{R}...{suffix}`` file in ``run_dir``."""
+    import re
+
+    pattern = re.compile(r"^rank(\d+)\.(?:\d+\.)?" + re.escape(suffix) + "$")
+    out = set()
+    with contextlib.suppress(OSError):
+        for p in Path(run_dir).iterdir():
+            m = pattern.match(p.name)
+            if m:
+                out.add(int(m.group(1)))
+    return sorted(out)

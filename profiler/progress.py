@@ -1,0 +1,366 @@
+"""Progress, not liveness: notice a stalled rank and leave evidence on the way down.
+
+``ProgressWatch`` is fed by the training thread (``on_step``: one deque append per
+step) and runs its own daemon thread, so a busy or stuck recorder thread never
+delays a verdict. About every ``tick_s`` it compares the time since the
+training thread's last step boundary with the stall threshold (default
+``max(60 s, 10 x the median of the last 64 steps)``; the 60 s floor comes from
+``stall_after_s`` or ``$RANKSCOPE_STALL_S``). It rewrites ``rank{R}.progress.json``
+every ``PROGRESS_PERIOD_S`` and at once when the state changes; a rank past the
+threshold is ``stalled``: its flight-recorder ring is read (every
+``STALLED_RING_PERIOD_S`` while stalled, never while it runs: a read holds the
+GIL) and ``rank{R}.hang.json`` is written once per stall (formats and bounds in
+``rankscope.profiler.evidence``). A rank is judged only once step 0 has begun:
+before it, start-up (loading, compiling) has no step time to compare with.
+
+On the way down the same evidence is written, from the thread that sees it:
+an unhandled exception (``sys.excepthook``, chained; a c10d error or timeout is
+a ``collective_error``) and SIGTERM/SIGINT (handlers installed only from the
+main thread, chained to the previous handler; a default action is re-raised
+with the default disposition, an ignored signal stays ignored). Python runs
+signal handlers only between bytecodes: a rank blocked inside a C++ collective
+writes its signal evidence when the call returns, and its stall evidence
+(written by this thread) is what describes it. Nothing here raises into the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from rankscope.profiler import evidence as ev
+from rankscope.profiler.faults import Faults
+
+ENV_STALL_S = "RANKSCOPE_STALL_S"
+DEFAULT_STALL_S = 60.0
+STEP_MULTIPLE = 10.0
+PROGRESS_PERIOD_S = 2.0
+STALLED_RING_PERIOD_S = 5.0
+_SIGNALS = ("SIGTERM", "SIGINT")
+_COLLECTIVE_ERRORS = ("DistBackendError", "DistError", "DistNetworkError", "DistStoreError")
+_COLLECTIVE_WORDS = ("timed out", "timeout", "gloo", "nccl", "connection closed by peer")
+
+
+def stall_floor_s(value: float | None, environ: Any = os.environ) -> float:
+    if value is not None and value > 0:
+        return float(value)
+    with contextlib.suppress(KeyError, ValueError):
+        from_env = float(environ[ENV_STALL_S])
+        if from_env > 0:
+            return from_env
+    return DEFAULT_STALL_S
+
+
+def is_collective_error(exc: BaseException) -> bool:
+    names = {t.__name__ for t in type(exc).__mro__}
+    if names & set(_COLLECTIVE_ERRORS):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(w in text for w in _COLLECTIVE_WORDS)
+
+
+class ProgressWatch:
+    def __init__(
+        self,
+        run_dir: Path,
+        rank: int,
+        world_size: int,
+        faults: Faults,
+        torch: Any,
+        *,
+        start_ns: int,
+        current: Callable[[], tuple[int, int | None]],
+        stall_after_s: float | None = None,
+        tick_s: float | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.rank = rank
+        self.world_size = world_size
+        self.faults = faults
+        self._torch = torch
+        self._start_ns = start_ns
+        self._current = current  # () -> (current step, its start ns or None)
+        self.floor_s = stall_floor_s(stall_after_s)
+        self.tick_s = tick_s if tick_s is not None else min(1.0, self.floor_s / 4)
+        self._attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+        self._host = socket.gethostname()
+        self._durations: deque[int] = deque(maxlen=64)
+        self._last: tuple[int, int, int] | None = None  # (step, start_ns, end_ns)
+        self._training_thread = threading.get_ident()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stalled_since: int | None = None
+        self._stall_written = False
+        self._last_collectives: list[ev.FrEntry] = []
+        self._next_ring = 0.0
+        self._next_progress = 0.0
+        self._pid = os.getpid()  # a forked child (a DataLoader worker) inherits the hooks
+        self._prev_excepthook: Any = None
+        self._prev_signals: dict[int, Any] = {}
+        self.written: list[Path] = []
+
+    # --- the training thread ---
+
+    def on_step(self, step: int, start_ns: int, end_ns: int) -> None:
+        self._durations.append(end_ns - start_ns)
+        self._last = (step, start_ns, end_ns)
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._install_hooks()
+        self._thread = threading.Thread(
+            target=self._run, name=f"rankscope-progress-{self.rank}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+        self._uninstall_hooks()
+        with contextlib.suppress(Exception):
+            self._write_progress(time.time_ns(), "stopped")
+
+    # --- state ---
+
+    def median_step_s(self) -> float | None:
+        durations = sorted(self._durations)
+        return durations[len(durations) // 2] / 1e9 if durations else None
+
+    def threshold_s(self) -> float:
+        median = self.median_step_s()
+        return max(self.floor_s, STEP_MULTIPLE * median) if median is not None else self.floor_s
+
+    def step_state(self) -> ev.StepState:
+        current, current_start = self._current()
+        last = self._last
+        return ev.StepState(
+            last_step=last[0] if last else -1,
+            last_start_ns=last[1] if last else None,
+            last_end_ns=last[2] if last else None,
+            current_step=current,
+            current_start_ns=current_start,
+            median_step_s=self.median_step_s(),
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            try:
+                self.tick(time.time_ns())
+            except Exception as e:
+                self.faults.disable("progress", e)
+                return
+
+    def tick(self, now_ns: int) -> None:
+        """One look at the training thread's progress (the watch thread; tests call it)."""
+        _, since = self._current()
+        stalled = since is not None and (now_ns - since) / 1e9 > self.threshold_s()
+        mono = time.monotonic()
+        if stalled and self._stalled_since is None:
+            self._stalled_since = since
+            self._next_ring = 0.0
+        elif not stalled and self._stalled_since is not None:
+            self._stalled_since, self._stall_written = None, False
+            self._last_collectives = []
+            self._next_progress = 0.0
+        if stalled and since is not None and mono >= self._next_ring:
+            self._next_ring = mono + STALLED_RING_PERIOD_S
+            if not self._stall_written:
+                self._stall_written = True
+                self._write_progress(now_ns, "stalled")  # the verdict first, then the bulk
+                self.write_evidence("stall", f"no step for {(now_ns - since) / 1e9:.1f} s")
+                self._write_progress(now_ns, "stalled")  # now with the last collectives
+            else:
+                with contextlib.suppress(Exception):
+                    _, ring, _ = ev.read_ring(self._torch)
+                    self._last_collectives = ev.last_per_group(ring)
+            self._next_progress = 0.0
+        if mono >= self._next_progress:
+            self._next_progress = mono + PROGRESS_PERIOD_S
+            self._write_progress(now_ns, "stalled" if stalled else "running")
+
+    def _write_progress(self, now_ns: int, state: ev.State) -> None:
+        if self.faults.disabled("progress"):
+            return
+        progress = ev.Progress(
+            schema=ev.PROGRESS_SCHEMA,
+            rank=self.rank,
+            world_size=self.world_size,
+            pid=os.getpid(),
+            host=self._host,
+            attempt=self._attempt,
+            collector_start_ns=self._start_ns,
+            ts_ns=now_ns,
+            state=state,
+            threshold_s=round(self.threshold_s(), 3),
+            step=self.step_state(),
+            stalled_since_ns=self._stalled_since,
+            last_collectives=self._last_collectives,
+        )
+        ev.write_progress(ev.progress_path(self.run_dir, self.rank), progress)
+
+    # --- evidence ---
+
+    def write_evidence(
+        self, trigger: ev.Trigger, detail: str, exc: BaseException | None = None
+    ) -> Path | None:
+        """Ring, stacks and steps into the next free ``rank{R}.hang.json``; never raises."""
+        if os.getpid() != self._pid:
+            return None  # a forked child: not the rank's training process
+        if not self._lock.acquire(timeout=5.0):
+            return None  # another write is under way (and bounded): it says enough
+        try:
+            source: str = ""
+            ring: list[ev.FrEntry] = []
+            groups: list[ev.ProcessGroupInfo] = []
+            try:
+                source, ring, groups = ev.read_ring(self._torch)
+            except Exception as e:
+                self.faults.report("progress", f"flight recorder unreadable: {e}")
+            if trigger == "stall":
+                self._last_collectives = ev.last_per_group(ring)
+            record = ev.Evidence(
+                schema=ev.EVIDENCE_SCHEMA,
+                rank=self.rank,
+                world_size=self.world_size,
+                pid=os.getpid(),
+                host=self._host,
+                attempt=self._attempt,
+                collector_start_ns=self._start_ns,
+                ts_ns=time.time_ns(),
+                trigger=trigger,
+                detail=detail,
+                threshold_s=round(self.threshold_s(), 3),
+                step=self.step_state(),
+                ring=ring,
+                process_groups=groups,
+                threads=ev.thread_stacks(self._training_thread),
+                exception=ev.exception_info(exc) if exc is not None else None,
+                ring_source=source,
+            )
+            path = ev.write_evidence(self.run_dir, self.rank, record)
+            if path is not None:
+                self.written.append(path)
+                self.faults.log("progress", f"{trigger}: {detail}; evidence in {path.name}")
+            return path
+        except Exception as e:
+            self.faults.report("progress", e)
+            return None
+        finally:
+            self._lock.release()
+
+    # --- the way down: exceptions and signals ---
+
+    def _install_hooks(self) -> None:
+        self._prev_excepthook = sys.excepthook
+        sys.excepthook = self._excepthook
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for name in _SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is None:
+                continue
+            with contextlib.suppress(ValueError, OSError):
+                self._prev_signals[signum] = signal.signal(signum, self._on_signal)
+
+    def _uninstall_hooks(self) -> None:
+        if sys.excepthook == self._excepthook:
+            sys.excepthook = self._prev_excepthook
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, prev in self._prev_signals.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                if signal.getsignal(signum) == self._on_signal:
+                    signal.signal(signum, prev if prev is not None else signal.SIG_DFL)
+        self._prev_signals = {}
+
+    def _excepthook(
+        self, kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        # A KeyboardInterrupt is SIGINT's default handler at work: already written.
+        if not isinstance(exc, KeyboardInterrupt):
+            with contextlib.suppress(Exception):
+                trigger: ev.Trigger = (
+                    "collective_error" if is_collective_error(exc) else "exception"
+                )
+                self.write_evidence(trigger, f"{kind.__name__}: {str(exc)[:300]}", exc)
+        prev = self._prev_excepthook or sys.__excepthook__
+        prev(kind, exc, tb)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(Exception):
+            self.write_evidence("signal", signal.Signals(signum).name)
+        prev = self._prev_signals.get(signum, signal.SIG_DFL)
+        if callable(prev):
+            prev(signum, frame)
+        elif prev == signal.SIG_IGN:
+            return
+        else:
+            # The default action (terminate): restore it and deliver the signal again.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+
+# ---------------------------------------------------------------------- reading, for --status
+
+
+def _group(pg: str, desc: str) -> str:
+    return "the default group" if pg == "0" or desc == "default_pg" else f"group {pg}"
+
+
+def _who(ranks: list[int]) -> str:
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    return "ranks " + ", ".join(map(str, ranks[:-1])) + f" and {ranks[-1]}"
+
+
+def stall_lines(records: dict[int, ev.Progress], now_ns: int) -> list[str]:
+    """One line per stalled rank: how long without a step, and where it stands against
+    the others in each group (the ranks' last collectives, read at the stall)."""
+    lines = []
+    # pg -> seq -> (ranks that issued it and have not completed it, op, earliest enqueue)
+    front: dict[str, tuple[int, str, str, list[int], int]] = {}
+    for rank, p in records.items():
+        for x in p.last_collectives:
+            best = front.get(x.pg)
+            if best is None or x.seq > best[0]:
+                front[x.pg] = (x.seq, x.name, x.pg_desc, [rank], x.enqueue_ns)
+            elif x.seq == best[0]:
+                best[3].append(rank)
+                front[x.pg] = (*best[:4], min(best[4], x.enqueue_ns))
+    for rank, p in sorted(records.items()):
+        if p.state != "stalled":
+            continue
+        since = p.stalled_since_ns or p.step.current_start_ns or p.ts_ns
+        text = (
+            f"rank {rank}: no step for {(now_ns - since) / 1e9:.0f} s (step {p.step.current_step})"
+        )
+        mine = {x.pg: x for x in p.last_collectives}
+        behind, inside = [], []
+        # A rank that has not read its ring yet (its first stalled record) says nothing.
+        for pg, (seq, op, desc, ranks, entered) in sorted(front.items()) if mine else ():
+            last = mine.get(pg)
+            if last is None or last.seq < seq:
+                ago = (now_ns - entered) / 1e9
+                behind.append(
+                    f"has not issued {op} seq {seq} on {_group(pg, desc)} that "
+                    f"{_who(sorted(ranks))} entered {ago:.0f} s ago"
+                )
+            elif not last.completed:
+                inside.append(f"waits in {last.name} seq {last.seq} on {_group(pg, desc)}")
+        parts = behind or inside
+        lines.append(text + ("; " + "; ".join(parts) if parts else ""))
+    return lines

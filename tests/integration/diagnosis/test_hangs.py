@@ -1,0 +1,219 @@
+"""Hangs, desyncs and dead ranks in real gloo jobs (``tests/jobs/hang_job.py``).
+
+Each scenario runs once under ``rankscope run`` (process-group timeout 6-8 s,
+stall threshold 2 s via ``RANKSCOPE_STALL_S``) and its tests read the same run
+directory: the verdict kind, the rank at fault, the (pg, seq, op) and, where a
+stack was captured, the function that holds it. The job's step N is collector
+step N-1 (steps are counted from the first optimizer step), so a scenario at
+job step 6 stops in collector step 5, at the default group's seq 7 (seq 1 is
+the clock measurement's all_reduce, each step adds one).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import needs_torch
+from jobs.collector_jobs import JOBS, REPO, job_env, launcher, rankscope
+
+from rankscope.dashboard.analysis.hang import HangVerdict, hang_verdict, read_hang_records
+from rankscope.profiler import evidence
+
+pytestmark = needs_torch
+
+HANG_JOB = JOBS / "hang_job.py"
+STALL_S = 2.0
+
+
+def run_scenario(
+    out: Path, nproc: int, *job_args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    args = ["run", "--out", str(out), "--profile", "off", "--nvml-period-ms", "0", "--"]
+    cmd = [*launcher("module", nproc), str(HANG_JOB), "--at", "6", *job_args]
+    return rankscope(*args, *cmd, timeout=120, env=env or job_env(RANKSCOPE_STALL_S=str(STALL_S)))
+
+
+def verdict_of(run: Path) -> HangVerdict | None:
+    return hang_verdict(read_hang_records(run))
+
+
+@pytest.fixture(scope="module")
+def stop_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[float, str]]]:
+    """Rank 2 sleeps before its all_reduce; ``attach --status`` is polled while it hangs."""
+    out = tmp_path_factory.mktemp("stop") / "run"
+    env = job_env(RANKSCOPE_STALL_S=str(STALL_S))
+    cmd = [sys.executable, "-m", "rankscope.dashboard.cli", "run", "--out", str(out)]
+    cmd += ["--profile", "off", "--nvml-period-ms", "0", "--", *launcher("module", 3)]
+    cmd += [str(HANG_JOB), "--scenario", "stop", "--rank", "2", "--at", "6"]
+    cmd += ["--pg-timeout-s", "10", "--sleep-s", "60"]
+    log = open(out.parent / "job.log", "w")  # noqa: SIM115 - closed below
+    # Not a pipe: nobody reads it while polling, and a full pipe would stall torchrun.
+    job = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    seen: list[tuple[float, str]] = []  # (time.time() when printed, the status output)
+    try:
+        deadline = time.monotonic() + 90
+        while job.poll() is None and time.monotonic() < deadline:
+            status = subprocess.run(
+                [sys.executable, "-m", "rankscope.dashboard.cli", "attach", str(out), "--status"],
+                env=env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            seen.append((time.time(), status.stdout))
+            if "rank 2: no step" in status.stdout and "has not issued" in status.stdout:
+                break
+            time.sleep(0.2)
+        job.communicate(timeout=90)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+        log.close()
+    return out, seen
+
+
+def test_attach_status_names_the_stalled_rank_while_it_hangs(
+    stop_run: tuple[Path, list[tuple[float, str]]],
+) -> None:
+    out, seen = stop_run
+    shown = [(t, text) for t, text in seen if "rank 2: no step" in text and "has not" in text]
+    assert shown, seen[-1][1] if seen else "no status"
+    when, text = shown[0]
+    line = next(x for x in text.splitlines() if x.startswith("rank 2:"))
+    assert "has not issued all_reduce seq 7 on the default group that ranks 0 and 1" in line
+    # The verdict on disk and on screen within a few seconds of the threshold.
+    progress = evidence.read_progress(out, 2)
+    assert progress is not None and progress.stalled_since_ns is not None
+    due = progress.stalled_since_ns / 1e9 + progress.threshold_s
+    assert when - due < 5.0, f"shown {when - due:.1f} s after the threshold"
+    rows = [x.split() for x in text.splitlines() if x[:1].isdigit()]
+    assert {r[0]: r[3] for r in rows}["2"] == "stalled"
+
+
+def test_a_rank_that_stops_before_a_collective_is_named_with_its_stack(
+    stop_run: tuple[Path, list[tuple[float, str]]],
+) -> None:
+    v = verdict_of(stop_run[0])
+    assert v is not None and v.kind == "missing_rank" and v.rank == 2
+    g = v.groups[0]
+    assert (g.pg, g.seq, g.op, g.waiting) == ("0", 7, "all_reduce", (0, 1))
+    assert v.step == 5
+    rank2 = next(r for r in v.ranks if r.rank == 2)
+    assert rank2.where is not None and rank2.where.function == "wait_for_peers"
+    # Each rank wrote its evidence at the stall; rank 2 again at torchrun's SIGTERM.
+    assert "signal" in rank2.triggers and "stall" in rank2.triggers
+    for r in (0, 1):
+        state = next(s for s in v.ranks if s.rank == r)
+        assert state.triggers[0] == "stall" and "collective_error" in state.triggers
+
+
+def test_evidence_holds_ring_stacks_and_the_unfinished_step(
+    stop_run: tuple[Path, list[tuple[float, str]]],
+) -> None:
+    out = stop_run[0]
+    first = evidence.read_evidence(out / "rank0.hang.json")
+    assert first.trigger == "stall"
+    in_flight = [e for e in first.ring if not e.completed]
+    assert [(e.pg, e.seq, e.name) for e in in_flight] == [("0", 7, "all_reduce")]
+    assert first.step.current_step == 5 and first.step.last_step == 4
+    training = next(t for t in first.threads if t.is_training)
+    assert training.frames[-1].function == "all_reduce"
+    assert first.process_groups[0].ranks == [0, 1, 2]
+    # Never overwritten: the later evidence of rank 0 has a name of its own.
+    assert (out / "rank0.2.hang.json").exists()
+    assert all(p.stat().st_size < 1_200_000 for p in out.glob("*.hang.json"))
+
+
+def test_the_report_puts_the_hang_first(stop_run: tuple[Path, list[tuple[float, str]]]) -> None:
+    out = stop_run[0]
+    text = rankscope("report", str(out)).stdout
+    body = text.split("\n", 2)[2]
+    assert body.startswith("HUNG: Rank 2 never issued all_reduce seq 7"), text
+    report = json.loads(rankscope("report", str(out), "--format", "json").stdout)
+    assert report["hang"]["kind"] == "missing_rank" and report["hang"]["rank"] == 2
+
+
+def test_a_desync_names_both_sides(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_scenario(out, 3, "--scenario", "desync", "--rank", "2")
+    assert proc.returncode != 0
+    v = verdict_of(out)
+    assert v is not None and v.kind == "desync" and v.rank == 2
+    g = v.groups[0]
+    assert (g.pg, g.seq, g.op) == ("0", 7, "all_reduce")
+    sizes = {ranks: nbytes for _, nbytes, ranks in g.sides}
+    assert sizes[(2,)] == sizes[(0,)] + 4  # one float more
+
+
+def test_a_rank_that_raises_is_the_crashed_rank(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_scenario(out, 3, "--scenario", "raise", "--rank", "1")
+    assert proc.returncode != 0
+    v = verdict_of(out)
+    assert v is not None and v.kind == "crashed" and v.rank == 1
+    g = v.groups[0]
+    assert (g.pg, g.seq, g.op, g.waiting) == ("0", 7, "all_reduce", (0, 2))
+    rank1 = next(r for r in v.ranks if r.rank == 1)
+    assert rank1.exception == "RuntimeError: corrupt batch at step 6"
+    assert rank1.where is not None and rank1.where.function == "load_batch"
+
+
+def test_a_rank_killed_without_a_word_is_named_from_the_others(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_scenario(out, 3, "--scenario", "kill", "--rank", "1")
+    assert proc.returncode != 0
+    v = verdict_of(out)
+    assert v is not None and v.kind == "crashed" and v.rank == 1
+    assert (v.groups[0].pg, v.groups[0].seq, v.groups[0].op) == ("0", 7, "all_reduce")
+    rank1 = next(r for r in v.ranks if r.rank == 1)
+    assert rank1.status == "silent" and rank1.evidence_files == 0
+    assert "without a word" in v.headline
+
+
+def test_a_hang_inside_a_subgroup_blames_the_subgroup(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_scenario(
+        out, 4, "--scenario", "stop", "--rank", "3", "--groups", "2", "--sleep-s", "60"
+    )
+    assert proc.returncode != 0
+    v = verdict_of(out)
+    assert v is not None and v.kind == "missing_rank" and v.rank == 3
+    cause = v.groups[0]
+    assert cause.members == (2, 3) and cause.waiting == (2,) and cause.op == "all_reduce"
+    # The default group's hang follows from it: rank 2 waits in the subgroup.
+    follow = v.groups[1]
+    assert follow.pg == "0" and follow.ranks == (2, 3)
+    assert (2, cause.pg, cause.seq) in follow.blocked_elsewhere
+    rank3 = next(r for r in v.ranks if r.rank == 3)
+    assert rank3.where is not None and rank3.where.function == "wait_for_peers"
+
+
+def test_a_late_rank_is_slow_not_hung(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_scenario(out, 3, "--scenario", "late", "--rank", "2", "--sleep-s", "4")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    v = verdict_of(out)
+    assert v is not None and v.kind == "late_arrival" and v.rank == 2
+    g = v.groups[0]
+    assert (g.pg, g.seq, g.op) == ("0", 7, "all_reduce")
+    assert g.late_s is not None and 3.5 < g.late_s < 6
+    assert not v.hung and v.unfinished_step is None
+
+
+def test_a_healthy_run_gets_no_hang_verdict(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_scenario(out, 3, "--scenario", "healthy")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert verdict_of(out) is None
+    assert not list(out.glob("*.hang.json"))
+    progress = evidence.read_progress(out, 0)
+    assert progress is not None and progress.state == "stopped"
+    report = json.loads(rankscope("report", str(out), "--format", "json").stdout)
+    assert report["hang"] is None

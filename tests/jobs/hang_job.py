@@ -1,0 +1,91 @@
+"""A small gloo job that hangs, desyncs or dies on purpose, knowing nothing about rankscope.
+
+Every step: forward, backward, one ``all_reduce`` of the gradients on the default
+group (``--groups 2``: on the rank's own group of two made with ``new_group``,
+then one ``all_reduce`` of the loss on the default group), then ``opt.step()``.
+Rank ``--rank`` does ``--scenario`` at step ``--at``, before its gradient
+all_reduce:
+
+- ``stop``: sleeps ``--sleep-s`` (never joins: the others time out);
+- ``late``: sleeps ``--sleep-s`` then goes on (slow, not hung);
+- ``desync``: all-reduces a tensor one element longer than the others';
+- ``raise``: raises ``RuntimeError`` from ``load_batch``;
+- ``kill``: SIGKILLs itself;
+- ``healthy``: nothing.
+
+The process group timeout is ``--pg-timeout-s`` (short, so a hang ends fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import signal
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def load_batch(step: int, fail_at: int) -> torch.Tensor:
+    if step == fail_at:
+        raise RuntimeError(f"corrupt batch at step {step}")
+    return torch.randn(8, 16, generator=torch.Generator().manual_seed(step))
+
+
+def wait_for_peers(seconds: float) -> None:
+    time.sleep(seconds)  # the stack a stalled rank should show
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--scenario", default="healthy")
+    p.add_argument("--rank", type=int, default=-1)
+    p.add_argument("--at", type=int, default=5)
+    p.add_argument("--sleep-s", type=float, default=60.0)
+    p.add_argument("--pg-timeout-s", type=float, default=6.0)
+    p.add_argument("--groups", type=int, default=1)
+    p.add_argument("--step-ms", type=float, default=20.0)
+    args = p.parse_args()
+
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=args.pg_timeout_s))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    group = None
+    if args.groups > 1:
+        size = world // args.groups
+        for g in range(args.groups):
+            members = list(range(g * size, (g + 1) * size))
+            made = dist.new_group(members)
+            if rank in members:
+                group = made
+    torch.manual_seed(0)
+    model = nn.Linear(16, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    me = rank == args.rank
+    for step in range(args.steps):
+        x = load_batch(step, args.at if me and args.scenario == "raise" else -1)
+        loss = model(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        grads = torch.cat([q.grad.flatten() for q in model.parameters() if q.grad is not None])
+        if me and step == args.at:
+            if args.scenario in ("stop", "late"):
+                wait_for_peers(args.sleep_s)
+            elif args.scenario == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif args.scenario == "desync":
+                grads = torch.cat([grads, torch.zeros(1)])
+        dist.all_reduce(grads, group=group)
+        if group is not None:
+            dist.all_reduce(loss.detach(), group=None)
+        opt.step()
+        time.sleep(args.step_ms / 1000)
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""The hang verdict on small hand-built records (``dashboard.analysis.hang``)."""
+
+from __future__ import annotations
+
+from rankscope.dashboard.analysis.hang import (
+    HangRecords,
+    RankRecords,
+    hang_verdict,
+)
+from rankscope.profiler import evidence as ev
+
+S = 1_000_000_000  # ns per second
+T0 = 1_700_000_000 * S
+
+
+def entry(seq: int, *, pg: str = "0", op: str = "all_reduce", nbytes: int = 64,
+          t: float = 0.0, done: bool = True) -> ev.FrEntry:  # fmt: skip
+    return ev.FrEntry(
+        record_id=seq, pg=pg, pg_desc="default_pg" if pg == "0" else "undefined", seq=seq,
+        name=op, p2p=False, bytes=nbytes, enqueue_ns=T0 + int((seq + t) * S), completed=done,
+    )  # fmt: skip
+
+
+def proof(rank: int, trigger: ev.Trigger, ring: list[ev.FrEntry], *, func: str = "train",
+          exc: ev.ExceptionInfo | None = None, step: int = 5, at: float = 10.0,
+          groups: list[ev.ProcessGroupInfo] | None = None) -> ev.Evidence:  # fmt: skip
+    frames = [ev.Frame("/job/train.py", 10, "<module>"), ev.Frame("/job/train.py", 42, func)]
+    return ev.Evidence(
+        schema=ev.EVIDENCE_SCHEMA, rank=rank, world_size=3, pid=100 + rank, host="h",
+        attempt=0, collector_start_ns=T0, ts_ns=T0 + int(at * S), trigger=trigger, detail="",
+        threshold_s=2.0, step=ev.StepState(step - 1, None, None, step, T0),
+        ring=ring, process_groups=groups or [], exception=exc, ring_source="fr",
+        threads=[ev.ThreadStack(1, "MainThread", True, frames)],
+    )  # fmt: skip
+
+
+def records(ranks: dict[int, RankRecords], exit_code: int | None, world: int = 3) -> HangRecords:
+    return HangRecords(world_size=world, ranks=ranks, exit_code=exit_code, now_ns=T0 + 60 * S)
+
+
+def done(n: int, **kw: object) -> list[ev.FrEntry]:
+    return [entry(s, **kw) for s in range(1, n + 1)]  # type: ignore[arg-type]
+
+
+def test_a_clean_run_has_no_verdict() -> None:
+    ranks = {r: RankRecords(r, tuple(done(5))) for r in range(3)}
+    assert hang_verdict(records(ranks, 0)) is None
+    assert hang_verdict(records(ranks, None)) is None
+
+
+def test_the_rank_that_never_issued_the_collective_is_missing() -> None:
+    waiting = [*done(4), entry(5, done=False)]
+    ranks = {
+        r: RankRecords(r, tuple(done(3)), (proof(r, "stall", waiting, func="all_reduce"),))
+        for r in (0, 1)
+    }
+    ranks[2] = RankRecords(2, tuple(done(3)), (proof(2, "stall", done(4), func="load"),))
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "missing_rank" and v.rank == 2 and v.step == 5
+    g = v.groups[0]
+    assert (g.pg, g.seq, g.op, g.bytes, g.ranks, g.waiting) == (
+        "0", 5, "all_reduce", 64, (2,), (0, 1),
+    )  # fmt: skip
+    assert v.ranks[2].where is not None and v.ranks[2].where.function == "load"
+    assert "Rank 2 never issued all_reduce seq 5 (64 bytes) on the default group" in v.headline
+    assert v.unfinished_step == 5
+
+
+def test_different_sizes_at_one_seq_are_a_desync_blaming_the_odd_side() -> None:
+    ring = [*done(4), entry(5, done=False)]
+    odd = [*done(4), entry(5, nbytes=68, done=False)]
+    ranks = {r: RankRecords(r, (), (proof(r, "stall", ring),)) for r in (0, 1)}
+    ranks[2] = RankRecords(2, (), (proof(2, "stall", odd),))
+    v = hang_verdict(records(ranks, None))
+    assert v is not None and v.kind == "desync" and v.rank == 2
+    assert v.groups[0].sides == (("all_reduce", 68, (2,)), ("all_reduce", 64, (0, 1)))
+
+
+def test_every_rank_inside_and_none_out_suspects_the_transport() -> None:
+    ring = [*done(4), entry(5, done=False)]
+    ranks = {r: RankRecords(r, (), (proof(r, "stall", ring),)) for r in range(3)}
+    v = hang_verdict(records(ranks, None))
+    assert v is not None and v.kind == "all_entered_none_completed" and v.rank is None
+    assert v.groups[0].waiting == (0, 1, 2)
+    assert "transport" in v.headline
+
+
+def test_an_exception_makes_the_crashed_rank() -> None:
+    ring = [*done(4), entry(5)]  # retired by the error: the newest entry did not complete
+    exc = ev.ExceptionInfo("ValueError", "bad batch", [ev.Frame("/job/data.py", 7, "load")])
+    ranks = {r: RankRecords(r, (), (proof(r, "collective_error", ring),)) for r in (0, 2)}
+    ranks[1] = RankRecords(1, tuple(done(4)), (proof(1, "exception", done(4), exc=exc),))
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "crashed" and v.rank == 1
+    assert v.groups[0].seq == 5 and v.groups[0].waiting == (0, 2)
+    assert v.ranks[1].exception == "ValueError: bad batch"
+    assert v.ranks[1].where is not None and v.ranks[1].where.function == "load"
+
+
+def test_a_rank_gone_without_evidence_is_named_by_the_others() -> None:
+    ring = [*done(4), entry(5)]
+    ranks = {r: RankRecords(r, (), (proof(r, "collective_error", ring),)) for r in (0, 2)}
+    ranks[1] = RankRecords(1, tuple(done(2)))  # its log lags: seqs 3 and 4 were not written yet
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "crashed" and v.rank == 1
+    assert v.groups[0].seq == 5  # not 3: seqs 3 and 4 completed on the others, so rank 1 joined
+    assert v.ranks[1].status == "silent" and v.step is None
+
+
+def test_a_stall_that_cleared_is_a_late_arrival() -> None:
+    ring = [*done(2), entry(3, done=False)]
+    log = done(5)
+    late = [entry(s, t=4.0 if s == 3 else 0.0) for s in range(1, 6)]
+    ranks = {r: RankRecords(r, tuple(log), (proof(r, "stall", ring),)) for r in (0, 1)}
+    ranks[2] = RankRecords(2, tuple(late), (proof(2, "stall", done(2), func="sleepy"),))
+    v = hang_verdict(records(ranks, 0))
+    assert v is not None and v.kind == "late_arrival" and v.rank == 2 and not v.hung
+    assert v.groups[0].late_s == 4.0 and v.groups[0].waiting == (0, 1)
+    assert v.unfinished_step is None
+
+
+def test_the_subgroup_holding_the_missing_rank_comes_first() -> None:
+    groups = [ev.ProcessGroupInfo("", "", [0, 1, 2, 3]), ev.ProcessGroupInfo("2", "", [2, 3])]
+    world_wait = [*done(4), entry(5, done=False)]
+    ranks = {r: RankRecords(r, (), (proof(r, "stall", world_wait, groups=groups),)) for r in (0, 1)}
+    sub_wait = [*done(4), *done(4, pg="2"), entry(5, pg="2", done=False)]
+    ranks[2] = RankRecords(2, (), (proof(2, "stall", sub_wait, groups=groups),))
+    ranks[3] = RankRecords(3, (), (proof(3, "stall", [*done(4), *done(4, pg="2")], func="x"),))
+    v = hang_verdict(records(ranks, 1, world=4))
+    assert v is not None and v.kind == "missing_rank" and v.rank == 3
+    assert v.groups[0].pg == "2" and v.groups[0].members == (2, 3)
+    assert v.groups[1].pg == "0" and v.groups[1].ranks == (2, 3)
+    assert v.groups[1].blocked_elsewhere == ((2, "2", 5),)
+    assert "rank 2 is itself waiting in group 2 seq 5" in v.details[0]
+
+
+def test_a_failure_with_nothing_pending_names_the_exception() -> None:
+    exc = ev.ExceptionInfo("KeyError", "'lr'", [ev.Frame("/job/train.py", 3, "save")])
+    ranks = {r: RankRecords(r, tuple(done(5))) for r in (0, 2)}
+    ranks[1] = RankRecords(1, tuple(done(5)), (proof(1, "exception", done(5), exc=exc),))
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "exited" and v.rank == 1
+    assert "KeyError" in v.headline and "save" in v.headline
