@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from rankscope.profiler.autocapture import AutoCapture
     from rankscope.profiler.collectives import FlightRecorderLog
 
-StepRecord = tuple[int, int, int, int]  # (step, start_ns, end_ns, data_ns or -1 if untimed)
+# (step, start_ns, end_ns, data_ns or -1 if untimed, capture phase or "": rundir.CAPTURE_PHASES)
+StepRecord = tuple[int, int, int, int, str]
 
 _BUFFER_LIMIT = 100_000
 
@@ -245,15 +246,7 @@ class Recorder(threading.Thread):
             serving = self._requests
         self._take_steps()
         steps = [self._finished_steps.popleft() for _ in range(len(self._finished_steps))]
-        self._write_lines(
-            "steps",
-            [
-                f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}, "data_ns": {d}}}\n'
-                if d >= 0
-                else f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}}}\n'
-                for s, a, b, d in steps
-            ],
-        )
+        self._write_lines("steps", [_step_line(*record) for record in steps])
         rows = [self._collective_rows.popleft() for _ in range(len(self._collective_rows))]
         self._write_lines(
             "collectives", [json.dumps(r, separators=(",", ":")) + "\n" for r in rows]
@@ -283,3 +276,13 @@ class Recorder(threading.Thread):
             self._flush_count += 1
             self._served = max(self._served, self._requests if serving is None else serving)
             self._flushed.notify_all()
+
+
+def _step_line(step: int, start: int, end: int, data_ns: int = -1, capture: str = "") -> str:
+    """One ``steps.jsonl`` line; ``data_ns`` only when timed, ``capture`` only when set."""
+    line = f'{{"step": {step}, "start_ns": {start}, "end_ns": {end}'
+    if data_ns >= 0:
+        line += f', "data_ns": {data_ns}'
+    if capture:
+        line += f', "capture": "{capture}"'
+    return line + "}\n"

@@ -30,6 +30,11 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   carry ``source`` ("nvml" | "host") and the fields in ``rankscope.profiler.telemetry``.
   A step row has ``data_ns`` (int): the time the training thread spent in the
   DataLoader iterator's ``__next__`` during that step (absent where that timer is off).
+  A step the collector's own profiler window touched has ``capture`` (one of
+  CAPTURE_PHASES): "start" (the profiler started at its beginning), "window"
+  (recorded or warm-up under the profiler), "stop" (the profiler stopped and
+  handed the trace off at its beginning) or "export" (the trace was being
+  written beside it); absent on every other step, and in files written before it.
 - ``rank{R}.collectives.jsonl`` (no header line): one JSON object per collective
   this rank issued, as PyTorch's flight recorder saw it, appended every few
   seconds (``rankscope.profiler.collectives``)::
@@ -137,6 +142,9 @@ from rankscope.profiler.errors import RankscopeError
 RUN_SCHEMA = "rankscope.run/1"
 RANK_SCHEMA = "rankscope.rank/1"
 STEPS_SCHEMA = "rankscope.steps/1"
+# What a profiler window did during a step (a steps row's ``capture``), in the
+# order a window goes through them.
+CAPTURE_PHASES = ("start", "window", "stop", "export")
 TELEMETRY_SCHEMA = "rankscope.telemetry/1"
 
 REQUEST_SCHEMA = "rankscope.attach-request/1"
@@ -413,7 +421,8 @@ def read_steps(run_dir: Path, rank: int) -> list[dict[str, Any]]:
 
     Records whose step is not in 0..MAX_STEP, whose times are not int64
     nanoseconds, or which end before they start are dropped; a ``data_ns`` that is
-    not an int64 of nanoseconds is removed from its record.
+    not an int64 of nanoseconds, or a ``capture`` not in CAPTURE_PHASES, is removed
+    from its record.
     """
     rows = []
     for obj in iter_jsonl(steps_path(run_dir, rank)):
@@ -427,6 +436,8 @@ def read_steps(run_dir: Path, rank: int) -> list[dict[str, Any]]:
         ):
             if "data_ns" in obj and not valid_ns(obj["data_ns"]):
                 del obj["data_ns"]
+            if "capture" in obj and obj["capture"] not in CAPTURE_PHASES:
+                del obj["capture"]
             rows.append(obj)
     return rows
 
