@@ -17,7 +17,8 @@
      "findings": [Finding], "top_kernels": [KernelSummary],
      "per_step": [StepRank],
      "whole_run": {first_step, last_step, n_steps, stragglers, rotating,
-                   joint_saving_ms_per_step, matched_collectives, steps: [StepSummary]} | null}
+                   joint_saving_ms_per_step, matched_collectives, capture_steps,
+                   steps: [StepSummary (capture: "" | start | window | stop | export)]} | null}
 
 ``*_ms`` are per-step means over the analysed steps; ``null`` where the trace
 cannot tell. A result type's fields are its JSON fields (``dataclasses.asdict``),
@@ -205,5 +206,7 @@ def whole_run_json(a: Analysis) -> dict[str, Any] | None:
         "noise_ms": d.noise_ms,
         "matched_collectives": w.matched_collectives,
         "unmatched_collectives": w.unmatched_collectives,
+        # extension: steps the collector's own capture touched, left out of the verdicts
+        "capture_steps": w.capture_steps,
         "steps": [asdict(s) for s in w.steps],
     }
