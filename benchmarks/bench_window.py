@@ -23,9 +23,11 @@ median over windows:
 - ``export``: the steps after that while the collector's export thread runs
   (torch.profiler alone exports inside ``stop``: none).
 
-The collector's own time inside the stop step is also timed directly
-(``_close_window`` wall time). With ``--ops`` the step has more ops and the
-trace grows (a larger trace makes stop and export cost more).
+The collector's own work is also timed directly, wall and thread CPU time (the
+CPU figure holds up on a loaded machine): the stop on the training thread
+(``_close_window``: torch's stop and the hand-off) and the export thread. With
+``--ops`` the step has more ops and the trace grows (a larger trace makes stop
+and export cost more).
 
     python benchmarks/bench_window.py                       # ~1 minute on 2 loaded cores
     python benchmarks/bench_window.py --device cuda         # a GPU (~30 s on an H200)
@@ -46,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # rankscope, uninstalled
 
 PHASES = ("start", "window", "stop", "export")
+DIRECT = ("stop wall", "stop cpu", "export wall", "export cpu")
 WARMUP = 1
 ACTIVE = 3
 
@@ -122,14 +125,14 @@ def _run_torch(args: argparse.Namespace, out: Path) -> tuple[list[float], list[i
 
 
 def _run_collector(
-    args: argparse.Namespace, out: Path
-) -> tuple[list[float], list[int], list[float]]:
+    args: argparse.Namespace, out: Path, direct: dict[str, list[float]]
+) -> tuple[list[float], list[int]]:
     from rankscope import Collector
+    from rankscope.profiler import export
 
     model, opt, x = _model(args)
     windows = _schedule(args)
     spec = ",".join(f"{a}-{b}" for _, a, b in windows)
-    closes: list[float] = []
     times = []
     exporting = []
     col = Collector(
@@ -140,14 +143,24 @@ def _run_collector(
         nvml_period_ms=100.0,
         control_period_s=0.5,
     )
-    original = col._close_window
+    original_close, original_export = col._close_window, export.export_window
 
     def timed_close() -> None:
-        t = time.perf_counter()
-        original()
-        closes.append((time.perf_counter() - t) * 1e3)
+        t, c = time.perf_counter(), time.thread_time()
+        original_close()
+        direct["stop wall"].append((time.perf_counter() - t) * 1e3)
+        direct["stop cpu"].append((time.thread_time() - c) * 1e3)
+
+    def timed_export(*a: Any, **k: Any) -> dict[str, Any]:
+        t, c = time.perf_counter(), time.thread_time()
+        try:
+            return original_export(*a, **k)
+        finally:
+            direct["export wall"].append((time.perf_counter() - t) * 1e3)
+            direct["export cpu"].append((time.thread_time() - c) * 1e3)
 
     col._close_window = timed_close  # type: ignore[method-assign]
+    export.export_window = timed_export
     with col:
         last = time.perf_counter()
         for _ in range(args.steps):
@@ -157,7 +170,8 @@ def _run_collector(
             last = now
             exporting.append(int(any(t.is_alive() for t in col._exports)))
             col.step()
-    return times, exporting, closes
+    export.export_window = original_export
+    return times, exporting
 
 
 def _phases(
@@ -233,7 +247,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
     results: dict[str, tuple[dict[str, list[float]], float]] = {}
-    closes: list[float] = []
+    direct: dict[str, list[float]] = {k: [] for k in DIRECT}
     sizes: list[int] = []
     for _ in range(args.rounds):  # alternated, so a change in machine load hits both
         with tempfile.TemporaryDirectory(prefix="bench_window_") as tmp:
@@ -242,14 +256,17 @@ def main() -> None:
                 times, exporting = _run_torch(args, out)
                 _merge(results, "torch.profiler alone", _phases(times, exporting, args))
             if args.only in (None, "collector"):
-                times, exporting, closed = _run_collector(args, out)
+                times, exporting = _run_collector(args, out, direct)
                 _merge(results, "collector", _phases(times, exporting, args))
-                closes += closed
                 sizes += [p.stat().st_size for p in (out / "run").glob("*.pt.trace.json.gz")]
     extra = ""
-    if closes:
-        close_ms = statistics.median(closes)
-        extra = f"collector _close_window on the training thread: median {close_ms:.1f} ms"
+    if direct["stop wall"]:
+        m = {k: statistics.median(v) for k, v in direct.items() if v}
+        extra = (
+            f"collector, timed directly (median): stop on the training thread "
+            f"{m['stop wall']:.1f} ms wall / {m['stop cpu']:.1f} ms CPU; export thread "
+            f"{m.get('export wall', 0):.1f} ms wall / {m.get('export cpu', 0):.1f} ms CPU"
+        )
     if sizes:
         extra += f"; trace {statistics.median(sizes) / 1e6:.2f} MB gzipped"
     print(
