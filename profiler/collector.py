@@ -30,7 +30,7 @@ post-processing of the events, and a device synchronize) on the training thread,
 and writing the trace holds the GIL for a while on the export thread. Each step
 record says which phase of a window touched it (``capture``: "start", "window",
 "stop", "export"; ``rundir.CAPTURE_PHASES``), so the review side draws no verdict
-from the collector's own cost. The export thread runs at the lowest CPU priority.
+from the collector's own cost.
 
 Any error inside a part (steps, telemetry, profiler, manifest, clock) is
 reported once (stderr and ``rank{R}.log``) and disables that part only; no
@@ -40,7 +40,6 @@ exception ever reaches the training code.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -769,8 +768,9 @@ class Collector:
     def _export(
         self, prof: Any, first: int, last: int, request: AttachRequest | None = None
     ) -> None:
+        # Not niced: the thread holds the GIL while torch writes the trace, and a niced
+        # holder starved of CPU by other processes would keep the training thread waiting.
         try:  # _on_trace_ready counted this export as running
-            _lowest_priority()
             self._export_now(prof, first, last, request)
         finally:
             with self._export_lock:
@@ -973,18 +973,6 @@ class Collector:
                 return None
             self._meta_dirty = False
             return copy.deepcopy(self._meta)
-
-
-def _lowest_priority() -> None:
-    """Nice the calling thread to 19 (Linux: each thread has its own nice value).
-
-    The export thread's zlib work then yields the CPU to the training thread; the
-    parts that hold the GIL are not helped by this (see ``export``).
-    """
-    if sys.platform != "linux":
-        return  # elsewhere a thread id is no process id: setpriority would hit another process
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _jsonable(value: Any) -> Any:
