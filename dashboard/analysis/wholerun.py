@@ -18,12 +18,16 @@ savings). Causes from the light layer: ``data_loading`` (``data_ns``),
 ``hardware`` (the rank's GPU reported a throttle reason during the step, bit 0
 "idle" aside), else ``unknown``: capture a trace window to see more.
 
-Steps a capture touched on any rank are the collector's own footprint (a
-window's stop and export cost the job time, most on the rank with the larger
-trace): no verdict is drawn from them. ``decide`` sees only the other steps;
-their ``StepSummary`` carries ``capture`` (the phase), ``late_rank`` -1 and no
-excess or data wait, their column of ``diagnosis.excess_ms`` is NaN, and
-``WholeRun.capture_steps`` counts them.
+A window's edges are the collector's own footprint: its start, its stop (torch
+post-processes every event on the training thread) and the trace's export cost
+the job a lump of time, most on the rank with the larger trace. Steps one of
+those phases (``LEFT_OUT``) touched on any rank get no verdict: ``decide`` sees
+only the other steps; their ``StepSummary`` carries ``capture`` (the phase),
+``late_rank`` -1 and no excess or data wait, their column of
+``diagnosis.excess_ms`` is NaN, and ``WholeRun.capture_steps`` counts them. The
+recorded steps inside a window ("window") are judged as usual and labelled: the
+profiler's overhead there grows with each rank's own work, and they are the
+steps a window was taken to explain (attach and auto-capture aim it at a stall).
 
 Collectives are matched across ranks by (process group, sequence number) to
 check that the ranks' logs agree (``matched_collectives`` /
@@ -73,8 +77,8 @@ class StepSummary:
     late_rank: int  # the rank with the most own work before its last collective
     excess_ms: float  # how much more than the median of the others
     data_ms: float  # the late rank's DataLoader wait in that step (NaN: not recorded)
-    # The collector's own capture phase in this step on some rank ("" none): then no
-    # verdict is drawn from the step (late_rank -1, excess_ms and data_ms 0).
+    # The collector's own capture phase in this step on some rank ("" none); at a
+    # window's edges (LEFT_OUT) no verdict is drawn (late_rank -1, excess/data 0).
     capture: str = ""
 
 
@@ -88,7 +92,7 @@ class WholeRun:
     matched_collectives: int  # instances every rank logged
     unmatched_collectives: int  # instances some rank did not log (ring overflow, a lost rank)
     hint: str = LIGHT_HINT
-    capture_steps: int = 0  # steps left out of the verdicts: the collector's capture touched them
+    capture_steps: int = 0  # steps left out of the verdicts: a window's start, stop or export
 
 
 def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
@@ -221,6 +225,8 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
 
 # When ranks disagree on a step's phase, the label names the costliest one.
 _CAPTURE_RANK = {"stop": 4, "start": 3, "export": 2, "window": 1}
+# The phases whose steps carry no verdict (see the module docstring).
+LEFT_OUT = ("start", "stop", "export")
 
 
 def capture_labels(ranks: list[LightRank], steps: np.ndarray) -> list[str]:
@@ -241,10 +247,10 @@ def capture_labels(ranks: list[LightRank], steps: np.ndarray) -> list[str]:
 
 
 def capture_spans(steps: list[StepSummary]) -> list[tuple[int, int]]:
-    """Runs of consecutive steps a capture touched, as (first, last) step pairs."""
+    """Runs of consecutive steps left out for capture (``LEFT_OUT``), as (first, last)."""
     spans: list[tuple[int, int]] = []
     for s in steps:
-        if not s.capture:
+        if s.capture not in LEFT_OUT:
             continue
         if spans and spans[-1][1] == s.step - 1:
             spans[-1] = (spans[-1][0], s.step)
@@ -265,15 +271,15 @@ def _columns(gaps: Gaps, keep: np.ndarray) -> Gaps:
 
 
 def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
-    """The diagnosis over every step the ranks share that no capture touched; None
-    without two ranks' logs or without such a step."""
+    """The diagnosis over every step the ranks share but a window's edges (``LEFT_OUT``);
+    None without two ranks' logs or without such a step."""
     ranks = sorted(ranks, key=lambda r: r.rank)
     built = light_gaps(ranks)
     if built is None:
         return None
     gaps, comps, step_ms, (matched, unmatched) = built
     capture = capture_labels(ranks, gaps.step)
-    keep = np.array([not c for c in capture], dtype=bool)
+    keep = np.array([c not in LEFT_OUT for c in capture], dtype=bool)
     if not keep.any():
         return None
     diag = decide(

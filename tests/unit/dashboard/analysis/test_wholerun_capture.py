@@ -1,9 +1,10 @@
-"""Steps the collector's own capture touched carry no verdict (hand-made light runs).
+"""A window's edges (start, stop, export) carry no verdict (hand-made light runs).
 
 Two or three ranks start every step together; rank r works ``work[r][s]`` ms
 before its last collective of step s, so its evidence in step s is exactly that.
 A profiler window's stop lands 500 ms on rank 1 in step 6 (the rank with the
 larger trace): without its ``capture`` label that step names rank 1 a straggler.
+The recorded steps ("window") are judged as usual, and labelled.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import dataclasses
 
 import numpy as np
 
-from rankscope.dashboard.analysis.wholerun import LightRank, capture_labels, whole_run
+from rankscope.dashboard.analysis.wholerun import (
+    LightRank,
+    capture_labels,
+    capture_spans,
+    whole_run,
+)
 from rankscope.profiler.rundir import CAPTURE_PHASES
 
 MS = 1_000_000
@@ -67,12 +73,12 @@ def test_without_the_label_the_window_stop_names_a_data_loading_straggler() -> N
     assert (stop.late_rank, stop.excess_ms, stop.data_ms) == (1, 500.0, 481.0)
 
 
-def test_steps_a_capture_touched_are_left_out_and_labelled() -> None:
+def test_a_windows_edges_are_left_out_and_every_capture_step_labelled() -> None:
     work, data, capture = window_run()
     wr = whole_run(light_run(work, data, capture), has_gpu=True)
     assert wr is not None
     assert wr.diagnosis.stragglers == [] and wr.diagnosis.rotating is None
-    assert wr.capture_steps == 5 and wr.diagnosis.n_steps == 15  # steps 3-7 left out
+    assert wr.capture_steps == 3 and wr.diagnosis.n_steps == 17  # steps 3, 6, 7 left out
     assert wr.n_steps == 20 and len(wr.steps) == 20  # every shared step keeps its row
     labels = {s.step: s.capture for s in wr.steps if s.capture}
     assert labels == {3: "start", 4: "window", 5: "window", 6: "stop", 7: "export"}
@@ -81,18 +87,31 @@ def test_steps_a_capture_touched_are_left_out_and_labelled() -> None:
     assert stop.step_ms == 513.0  # what the step took stays: 510 ms of work + 3
     excess = wr.diagnosis.excess_ms
     assert excess is not None and excess.shape == (2, 20)
-    assert np.isnan(excess[:, 3:8]).all() and not np.isnan(excess[:, :3]).any()
-    assert wr.steps[0].late_rank in (0, 1) and wr.steps[0].capture == ""
+    assert np.isnan(excess[:, [3, 6, 7]]).all()
+    assert not np.isnan(excess[:, [0, 1, 2, 4, 5, 8]]).any()
+    assert wr.steps[4].late_rank in (0, 1) and wr.steps[4].capture == "window"
+    assert capture_spans(wr.steps) == [(3, 3), (6, 7)]  # what the page shades
+
+
+def test_a_stall_inside_the_window_is_still_found() -> None:
+    """What attach and auto-capture aim a window at: its recorded steps stay judged."""
+    work, data, capture = window_run()
+    work[0, 5] += 300.0  # rank 0 stalls in the last recorded step
+    wr = whole_run(light_run(work, data, capture), has_gpu=True)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.rank, v.pattern, [s.step for s in v.steps]) == (0, "intermittent", [5])
+    assert (wr.steps[5].late_rank, wr.steps[5].excess_ms) == (0, 300.0)
 
 
 def test_a_real_straggler_is_still_found_beside_a_window() -> None:
-    """Rank 2 is 20 ms late at every step; the window's steps leave 15 of 20 to judge."""
+    """Rank 2 is 20 ms late at every step; the stop at step 6 leaves 19 of 20 to judge."""
     work = 10.0 + np.tile([0.0, 1.0], (3, 10))
     work[2] += 20.0
     data = np.full((3, 20), 1.0)
     capture = np.zeros((3, 20), dtype=np.int64)
-    capture[:, 3:8] = WINDOW
-    capture[0, 6] = STOP
+    capture[:, 3:6] = WINDOW
+    capture[:, 6] = STOP
     work[0, 6] += 700.0  # the stop, on rank 0 this time
     wr = whole_run(light_run(work, data, capture), has_gpu=True)
     assert wr is not None
@@ -112,7 +131,7 @@ def test_the_costliest_phase_names_a_step_the_ranks_disagree_on() -> None:
     assert capture_labels(ranks, np.arange(4)) == ["", "window", "export", "export"]
 
 
-def test_a_run_that_is_all_capture_has_no_whole_run_verdict() -> None:
+def test_a_run_that_is_all_window_edges_has_no_whole_run_verdict() -> None:
     work = np.full((2, 3), 10.0)
-    capture = np.full((2, 3), WINDOW)
+    capture = np.array([[START, STOP, EXPORT], [START, WINDOW, EXPORT]])
     assert whole_run(light_run(work, np.zeros((2, 3)), capture), has_gpu=False) is None
