@@ -220,6 +220,8 @@ def _whole_run_lines(report: Report) -> list[str]:
     if whole is None or report.run.step_source == "none":
         return []
     out = [wording.whole_run_heading(whole.first_step, whole.last_step, whole.n_steps)]
+    if whole.capture_steps:
+        out.append("  - " + wording.capture_steps_left_out(whole.capture_steps))
     for s in whole.stragglers:
         out.append(f"  - {_top_verdict(s)}")
     if whole.rotating:

@@ -196,13 +196,19 @@ class AutoCapture:
     def disabled(self) -> bool:
         return self.faults.disabled("auto-capture") or self.control.disabled
 
-    def feed(self, steps: Sequence[tuple[int, ...]]) -> None:
-        """Step records ``(step, start_ns, end_ns, ...)`` in order; never raises."""
+    def feed(self, steps: Sequence[tuple[Any, ...]]) -> None:
+        """Step records ``(step, start_ns, end_ns, data_ns, capture)`` in order; never raises.
+
+        Steps a capture touched (``capture`` set) are skipped: a window's own stop must
+        not count as a slowdown, nor lift the median the next one is judged against.
+        """
         if self.disabled:
             return
         try:
             for record in steps:
-                step, start, end = record[0], record[1], record[2]
+                if len(record) > 4 and record[4]:
+                    continue  # the collector's own capture cost: neither baseline nor slowdown
+                step, start, end = int(record[0]), int(record[1]), int(record[2])
                 now = self._clock()
                 before = self.detector.suppressed
                 trigger = self.detector.observe(step, (end - start) / 1e6, now)

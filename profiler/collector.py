@@ -1,7 +1,7 @@
 """The per-rank collector: step timer, telemetry, torch.profiler windows, manifests.
 
 Contract (what a rank leaves in its run directory, see ``rankscope.profiler.rundir``):
-``rank{R}.steps.jsonl`` (one ``{step, start_ns, end_ns, data_ns}`` per finished step),
+``rank{R}.steps.jsonl`` (one ``{step, start_ns, end_ns, data_ns[, capture]}`` per finished step),
 ``rank{R}.collectives.jsonl`` (every collective, from the flight recorder),
 ``rank{R}.telemetry.jsonl`` (samples every ``nvml_period_ms``),
 ``rank{R}.step{A}-{B}.pt.trace.json.gz`` per profiler window (its
@@ -23,9 +23,18 @@ flight recorder on the recorder thread.
 
 What runs where: the training thread only takes a timestamp, appends to a deque
 and drives torch.profiler at window edges. Sampling, file writes and trace
-export run on background threads. Any error inside a part (steps, telemetry,
-profiler, manifest, clock) is reported once (stderr and ``rank{R}.log``) and
-disables that part only; no exception ever reaches the training code.
+export run on background threads.
+
+A window leaves a footprint: torch starts the profiler and stops it (its
+post-processing of the events, and a device synchronize) on the training thread,
+and writing the trace holds the GIL for a while on the export thread. Each step
+record says which phase of a window touched it (``capture``: "start", "window",
+"stop", "export"; ``rundir.CAPTURE_PHASES``), so the review side draws no verdict
+from the collector's own cost.
+
+Any error inside a part (steps, telemetry, profiler, manifest, clock) is
+reported once (stderr and ``rank{R}.log``) and disables that part only; no
+exception ever reaches the training code.
 """
 
 from __future__ import annotations
@@ -218,6 +227,12 @@ class Collector:
         self._window: Window | None = None
         self._window_start_step = 0
         self._exports: list[threading.Thread] = []
+        # Which capture phase touched the current step (training thread; "" none), and
+        # the exports in flight / when the last one ended (export threads, under the lock).
+        self._step_capture = ""
+        self._export_lock = threading.Lock()
+        self._exports_running = 0
+        self._export_end_ns = 0
 
         # Attach: the recorder thread sets _attach_pending (one attribute store, no
         # lock); the training thread moves it to _attach_active when the window opens
@@ -513,12 +528,16 @@ class Collector:
                 self._begin_step(0)
                 return
             finished = self._step
+            capture = self._step_capture
+            if not capture and (self._exports_running or self._export_end_ns > self._step_start_ns):
+                capture = "export"  # a trace was being written beside this step
             if self._recorder is not None:
-                self._recorder.steps.append((finished, self._step_start_ns, now, data_ns))
+                self._recorder.steps.append((finished, self._step_start_ns, now, data_ns, capture))
             if self._progress is not None:
                 self._progress.on_step(finished, self._step_start_ns, now)
             self._step = finished + 1
             self._step_start_ns = now
+            self._step_capture = ""
             self._begin_step(finished + 1)
         except Exception as e:
             self.faults.disable("steps", e)
@@ -533,6 +552,7 @@ class Collector:
             return  # the common case with --profile off: two attribute reads
         if self._prof is not None:
             self._advance_window(step)
+            self._step_capture = "window" if self._prof is not None else "stop"
         if self._prof is None and pending is not None:
             self._begin_attach(step, pending)
         if self._prof is None and planned:
@@ -544,6 +564,8 @@ class Collector:
                 self._prof = None
                 self._window = None
                 self.faults.disable("profiler", e)
+        if self._prof is not None and not self._step_capture:
+            self._step_capture = "start"
 
     def _advance_window(self, step: int) -> None:
         attach = self._attach_active
@@ -733,7 +755,14 @@ class Collector:
         )
         self._exports = [e for e in self._exports if e.is_alive()]
         self._exports.append(t)
-        t.start()
+        with self._export_lock:  # counted before it starts: the next step sees it running
+            self._exports_running += 1
+        try:
+            t.start()
+        except BaseException:
+            with self._export_lock:
+                self._exports_running -= 1
+            raise
 
     def _spawn_ingest(self) -> None:
         """``rankscope ingest`` of this rank's traces, niced, in its own session (so a
@@ -773,6 +802,18 @@ class Collector:
         threading.Thread(target=reap, name="rankscope-ingest", daemon=True).start()
 
     def _export(
+        self, prof: Any, first: int, last: int, request: AttachRequest | None = None
+    ) -> None:
+        # Not niced: the thread holds the GIL while torch writes the trace, and a niced
+        # holder starved of CPU by other processes would keep the training thread waiting.
+        try:  # _on_trace_ready counted this export as running
+            self._export_now(prof, first, last, request)
+        finally:
+            with self._export_lock:
+                self._exports_running -= 1
+                self._export_end_ns = time.time_ns()
+
+    def _export_now(
         self, prof: Any, first: int, last: int, request: AttachRequest | None = None
     ) -> None:
         from rankscope.profiler.export import export_window

@@ -18,6 +18,12 @@ import msgspec
 RUN_SCHEMA = "rankscope.run/1"
 RANK_SCHEMA = "rankscope.rank/1"
 STEPS_SCHEMA = "rankscope.steps/1"
+# What a profiler window did during a step (a steps row's ``capture``), in the
+# order a window goes through them: "start" (the profiler started at its
+# beginning), "window" (recorded or warm-up under the profiler), "stop" (the
+# profiler stopped and handed the trace off at its beginning), "export" (the
+# trace was being written beside it).
+CAPTURE_PHASES = ("start", "window", "stop", "export")
 TELEMETRY_SCHEMA = "rankscope.telemetry/1"
 
 REQUEST_SCHEMA = "rankscope.attach-request/1"

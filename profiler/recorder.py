@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from rankscope.profiler import records, rundir
 from rankscope.profiler.control import ControlChannel
@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from rankscope.profiler.autocapture import AutoCapture
     from rankscope.profiler.collectives import FlightRecorderLog
 
-StepRecord = tuple[int, int, int, int]  # (step, start_ns, end_ns, data_ns or -1 if untimed)
+# (step, start_ns, end_ns, data_ns or -1 if untimed, capture phase or "": rundir.CAPTURE_PHASES)
+StepRecord = tuple[int, int, int, int, str]
 
 _BUFFER_LIMIT = 100_000
 
@@ -248,10 +249,7 @@ class Recorder(threading.Thread):
             serving = self._requests
         self._take_steps()
         steps = [self._finished_steps.popleft() for _ in range(len(self._finished_steps))]
-        self._write_lines(
-            "steps",
-            [_line(records.StepRecord(s, a, b, d if d >= 0 else None)) for s, a, b, d in steps],
-        )
+        self._write_lines("steps", [_step_line(*record) for record in steps])
         rows = [self._collective_rows.popleft() for _ in range(len(self._collective_rows))]
         self._write_lines("collectives", [_line(r) for r in rows])
         samples = [self._samples.popleft() for _ in range(len(self._samples))]
@@ -278,3 +276,17 @@ class Recorder(threading.Thread):
             self._flush_count += 1
             self._served = max(self._served, self._requests if serving is None else serving)
             self._flushed.notify_all()
+
+
+def _step_line(step: int, start: int, end: int, data_ns: int = -1, capture: str = "") -> str:
+    """One ``steps.jsonl`` line; ``data_ns`` only when timed, ``capture`` only when set."""
+    return _line(
+        records.StepRecord(
+            step,
+            start,
+            end,
+            data_ns if data_ns >= 0 else None,
+            # the collector passes only CAPTURE_PHASES names (or "")
+            capture=cast("records.CapturePhase", capture) if capture else None,
+        )
+    )

@@ -47,6 +47,9 @@ WorldSize = Annotated[
 ]
 Step = Annotated[int, Meta(ge=0, le=MAX_STEP, description=f"an integer in 0..{MAX_STEP}")]
 Ns = Annotated[int, Meta(ge=0, le=INT64_MAX, description="an int64 of nanoseconds")]
+# What a profiler window did during a step, in the order a window goes through them
+# (``layout.CAPTURE_PHASES``).
+CapturePhase = Literal["start", "window", "stop", "export"]
 Int64 = Annotated[int, Meta(ge=-INT64_MAX, le=INT64_MAX, description="an int64")]
 Finite = Annotated[
     float, Meta(ge=-1.7976931348623157e308, le=1.7976931348623157e308, description="finite")
@@ -88,6 +91,9 @@ class StepRecord(Struct, omit_defaults=True):
     end_ns: Ns
     # Time in the DataLoader iterator's __next__ during the step (absent: timer off).
     data_ns: Ns | None = None
+    # Which phase of rankscope's own profiler window touched the step (absent: none;
+    # ``layout.CAPTURE_PHASES``): the whole-run verdict leaves start/stop/export out.
+    capture: CapturePhase | None = None
 
     def __post_init__(self) -> None:
         if self.end_ns < self.start_ns:

@@ -145,6 +145,7 @@ from rankscope.profiler.discovery import (
 from rankscope.profiler.layout import (
     ACK_SCHEMA,
     ACK_STATES,
+    CAPTURE_PHASES,
     CONTROL_DIR,
     HEARTBEAT_SCHEMA,
     INT64_MAX,
@@ -204,6 +205,7 @@ from rankscope.profiler.readers import (
 __all__ = [
     "ACK_SCHEMA",
     "ACK_STATES",
+    "CAPTURE_PHASES",
     "CONTROL_DIR",
     "HEARTBEAT_SCHEMA",
     "INT64_MAX",

@@ -231,6 +231,11 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     lights = wholerun.light_ranks(run.ranks)
     whole = wholerun.whole_run(lights, has_gpu)
     whole_stragglers = imbalance.whole_run_stragglers(whole) if whole else []
+    if whole is None and any(rd.steps_file for rd in run.ranks.values()):
+        # A collector run without a whole-run section says why (issue 26: never silently).
+        why = wholerun.absent_reason(run.ranks)
+        if why:
+            warnings.append(f"no whole-run verdict: {why}")
     rotating = diag.rotating
     if not steps and whole is not None:
         # No trace window: the light layer's whole-run verdict is the verdict.

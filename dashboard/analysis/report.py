@@ -9,7 +9,7 @@ and the dashboard's download) and ``json_schema()`` is the published schema
     Report {schema, run: RunInfo, ranks: [RankRow], imbalance: ImbalanceReport,
             stragglers: [Straggler], collectives: [CollectiveSummary],
             findings: [Finding], top_kernels: [KernelSummary], per_step: [StepRank],
-            whole_run: WholeRunReport | None}
+            whole_run: WholeRunReport | None, hang: HangVerdict | None}
 
 A type's fields are its JSON fields, in order: fields are added (with a
 default, at the end of their type), never renamed. ``*_ms`` are per-step means
@@ -42,7 +42,7 @@ from rankscope.dashboard.analysis.results import (
     TelemetrySummary,
     TemporalBreakdown,
 )
-from rankscope.dashboard.analysis.wholerun import StepSummary
+from rankscope.dashboard.analysis.wholerun import GpuSplit, StepSummary
 
 if TYPE_CHECKING:
     from rankscope.dashboard.analysis.analyse import Analysis
@@ -218,7 +218,7 @@ class ImbalanceReport(_Record, frozen=True, kw_only=True, omit_defaults=True):
         return spread if isinstance(spread, MetricSpread) else None
 
 
-class WholeRunReport(_Record, frozen=True):
+class WholeRunReport(_Record, frozen=True, kw_only=True):
     """Every step of every rank, from the light layer."""
 
     first_step: int
@@ -230,7 +230,12 @@ class WholeRunReport(_Record, frozen=True):
     noise_ms: float | None
     matched_collectives: int
     unmatched_collectives: int
+    # steps the collector's own capture touched, left out of the verdicts
+    capture_steps: int = 0
     steps: list[StepSummary]
+    # steps whose evidence is NCCL's GPU time, and its transfer/wait split (None: none)
+    gpu_steps: int = 0
+    gpu_split: GpuSplit | None = None
 
 
 class Report(_Record, frozen=True, kw_only=True):
@@ -306,7 +311,10 @@ def _whole_run(a: Analysis) -> WholeRunReport | None:
         noise_ms=d.noise_ms,
         matched_collectives=w.matched_collectives,
         unmatched_collectives=w.unmatched_collectives,
+        capture_steps=w.capture_steps,
         steps=list(w.steps),
+        gpu_steps=w.gpu_steps,
+        gpu_split=w.gpu_split,
     )
 
 

@@ -1,10 +1,11 @@
 """The whole run from the light layer: every step of every rank, no trace needed.
 
 Input, per rank (``LightRank``): the collector's step timer (``step``,
-``start_ns``, ``end_ns`` and ``data_ns``, the time spent in the DataLoader's
-``__next__`` in that step), the flight recorder's collective log (``pg``,
-``seq``, ``enqueue_ns``: when the rank issued each collective) and NVML
-samples (``ts_ns``, ``throttle_reasons``).
+``start_ns``, ``end_ns``, ``data_ns``, the time spent in the DataLoader's
+``__next__`` in that step, and ``capture``, the phase of the collector's own
+profiler window that touched the step: 0 none, k = ``rundir.CAPTURE_PHASES[k-1]``),
+the flight recorder's collective log (``pg``, ``seq``, ``enqueue_ns``: when the
+rank issued each collective) and NVML samples (``ts_ns``, ``throttle_reasons``).
 Output: a ``WholeRun``: the same ``diagnosis.Diagnosis`` the trace windows
 get, over every step the ranks share, plus one row per step.
 
@@ -16,6 +17,17 @@ applies the one decision rule (persistent / intermittent / rotating, what-if
 savings). Causes from the light layer: ``data_loading`` (``data_ns``),
 ``hardware`` (the rank's GPU reported a throttle reason during the step, bit 0
 "idle" aside), else ``unknown``: capture a trace window to see more.
+
+A window's edges are the collector's own footprint: its start, its stop (torch
+post-processes every event on the training thread) and the trace's export cost
+the job a lump of time, most on the rank with the larger trace. Steps one of
+those phases (``LEFT_OUT``) touched on any rank get no verdict: ``decide`` sees
+only the other steps; their ``StepSummary`` carries ``capture`` (the phase),
+``late_rank`` -1 and no excess or data wait, their column of
+``diagnosis.excess_ms`` is NaN, and ``WholeRun.capture_steps`` counts them. The
+recorded steps inside a window ("window") are judged as usual and labelled: the
+profiler's overhead there grows with each rank's own work, and they are the
+steps a window was taken to explain (attach and auto-capture aim it at a stall).
 
 Collectives are matched across ranks by (process group, sequence number) to
 check that the ranks' logs agree (``matched_collectives`` /
@@ -47,6 +59,7 @@ import numpy as np
 from rankscope.dashboard.analysis.diagnosis import Diagnosis, Gaps, decide
 from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import distinct, isin
+from rankscope.profiler.rundir import CAPTURE_PHASES
 
 NS_PER_MS = 1e6
 LIGHT_HINT = (
@@ -68,6 +81,7 @@ class LightRank:
     enqueue_ns: np.ndarray
     tel_ts_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     throttle: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    capture: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per step
     duration_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # by coll_key; NaN
 
 
@@ -90,6 +104,9 @@ class StepSummary:
     late_rank: int  # the rank with the most own work before its last collective
     excess_ms: float  # how much more than the median of the others
     data_ms: float  # the late rank's DataLoader wait in that step (NaN: not recorded)
+    # The collector's own capture phase in this step on some rank ("" none); at a
+    # window's edges (LEFT_OUT) no verdict is drawn (late_rank -1, excess/data 0).
+    capture: str = ""
 
 
 @dataclass
@@ -104,6 +121,7 @@ class WholeRun:
     hint: str = LIGHT_HINT
     gpu_steps: int = 0  # steps whose evidence is NCCL's GPU time (the rest: enqueue times)
     gpu_split: GpuSplit | None = None  # None: no instance with a GPU time on every rank
+    capture_steps: int = 0  # steps left out of the verdicts: a window's start, stop or export
 
 
 def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
@@ -294,6 +312,11 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
                 # NaN (a sample without the field) reads as "no throttle reason"
                 throttle=np.nan_to_num(throttle, nan=0.0).astype(np.int64),
                 duration_ms=comms["duration_ms"] if "duration_ms" in comms else np.zeros(0),
+                capture=(
+                    np.nan_to_num(marks["capture"], nan=0.0).astype(np.int64)
+                    if "capture" in marks
+                    else np.zeros(len(marks), np.int64)
+                ),
             )
         )
     return out
@@ -324,32 +347,95 @@ def absent_reason(ranks: dict[int, RankData]) -> str | None:
     )
 
 
+# When ranks disagree on a step's phase, the label names the costliest one.
+_CAPTURE_RANK = {"stop": 4, "start": 3, "export": 2, "window": 1}
+# The phases whose steps carry no verdict (see the module docstring).
+LEFT_OUT = ("start", "stop", "export")
+
+
+def capture_labels(ranks: list[LightRank], steps: np.ndarray) -> list[str]:
+    """Per step of ``steps``: the capture phase that touched it on any rank, else ""."""
+    codes = np.zeros((len(ranks), len(steps)), dtype=np.int64)
+    for k, r in enumerate(ranks):
+        if len(r.capture) != len(r.step) or not r.capture.any():
+            continue
+        by_step = dict(zip(r.step.tolist(), r.capture.tolist(), strict=True))
+        codes[k] = [by_step.get(s, 0) for s in steps.tolist()]
+    out = []
+    for column in codes.T:
+        names = [
+            CAPTURE_PHASES[c - 1] for c in set(column.tolist()) if 0 < c <= len(CAPTURE_PHASES)
+        ]
+        out.append(max(names, key=_CAPTURE_RANK.__getitem__) if names else "")
+    return out
+
+
+def capture_spans(steps: list[StepSummary]) -> list[tuple[int, int]]:
+    """Runs of consecutive steps left out for capture (``LEFT_OUT``), as (first, last)."""
+    spans: list[tuple[int, int]] = []
+    for s in steps:
+        if s.capture not in LEFT_OUT:
+            continue
+        if spans and spans[-1][1] == s.step - 1:
+            spans[-1] = (spans[-1][0], s.step)
+        else:
+            spans.append((s.step, s.step))
+    return spans
+
+
+def _columns(gaps: Gaps, keep: np.ndarray) -> Gaps:
+    return Gaps(
+        ranks=gaps.ranks,
+        step=gaps.step[keep],
+        lo_ns=gaps.lo_ns[:, keep],
+        hi_ns=gaps.hi_ns[:, keep],
+        gap_ms=gaps.gap_ms[:, keep],
+        wait_ms=gaps.wait_ms[:, keep],
+    )
+
+
 def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
-    """The diagnosis over every step the ranks share; None without two ranks' logs."""
+    """The diagnosis over every step the ranks share but a window's edges (``LEFT_OUT``);
+    None without two ranks' logs or without such a step."""
     ranks = sorted(ranks, key=lambda r: r.rank)
     built = light_gaps(ranks)
     if built is None:
         return None
     gaps, comps, step_ms, (matched, unmatched) = built
     _, gpu, split = _gpu_pass(ranks, gaps.step)
-    diag = decide(gaps, comps, step_ms, has_gpu, step_rows=False)
+    capture = capture_labels(ranks, gaps.step)
+    keep = np.array([c not in LEFT_OUT for c in capture], dtype=bool)
+    if not keep.any():
+        return None
+    diag = decide(
+        _columns(gaps, keep),
+        {c: v[:, keep] for c, v in comps.items()},
+        step_ms[keep],
+        has_gpu,
+        step_rows=False,
+    )
     for v in diag.stragglers:
         if v.cause in ("unknown", "hardware") and v.hint is None:
             v.hint = LIGHT_HINT
-    excess = diag.excess_ms
-    assert excess is not None
-    late = excess.argmax(axis=0)
+    assert diag.excess_ms is not None
+    excess = np.full(gaps.gap_ms.shape, np.nan)
+    excess[:, keep] = diag.excess_ms
+    diag.excess_ms = excess  # every shared step's column; NaN where a capture touched it
+    late = np.where(keep, np.nan_to_num(excess, nan=-np.inf).argmax(axis=0), -1)
     data = comps["data_loading"]
-    summary = [
-        StepSummary(
-            step=int(s),
-            step_ms=round(float(step_ms[j]), 3),
-            late_rank=int(gaps.ranks[late[j]]),
-            excess_ms=round(float(excess[late[j], j]), 3),
-            data_ms=round(float(data[late[j], j]), 3),
+    summary = []
+    for j, s in enumerate(gaps.step.tolist()):
+        k = int(late[j])
+        summary.append(
+            StepSummary(
+                step=int(s),
+                step_ms=round(float(step_ms[j]), 3),
+                late_rank=int(gaps.ranks[k]) if k >= 0 else -1,
+                excess_ms=round(float(excess[k, j]), 3) if k >= 0 else 0.0,
+                data_ms=round(float(data[k, j]), 3) if k >= 0 else 0.0,
+                capture=capture[j],
+            )
         )
-        for j, s in enumerate(gaps.step.tolist())
-    ]
     return WholeRun(
         diagnosis=diag,
         first_step=int(gaps.step[0]),
@@ -360,4 +446,5 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
         unmatched_collectives=unmatched,
         gpu_steps=int(gpu.sum()),
         gpu_split=split,
+        capture_steps=int((~keep).sum()),
     )

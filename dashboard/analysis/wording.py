@@ -77,6 +77,14 @@ def whole_run_heading(first: int, last: int, n_steps: int) -> str:
     return f"Whole run, from the light layer (steps {first}-{last}, {n_steps} steps):"
 
 
+def capture_steps_left_out(n_steps: int) -> str:
+    """The whole run's steps that rankscope's own profiler windows touched."""
+    return (
+        f"{n_steps} step(s) left out: rankscope's own profiler window started, stopped or"
+        " wrote its trace there (capture, not the job)."
+    )
+
+
 ROTATING_WHOLE_RUN = "Lateness rotates between ranks over the run (no single straggler)."
 NO_STRAGGLER_WHOLE_RUN = "No straggler over the whole run."
 

@@ -31,7 +31,8 @@ class RankData:
     collector's step timer and telemetry, and the flight recorder's log.
 
     - ``gpu``, ``cpu``, ``gpu_ann``, ``comms``: trace tables (``kineto``)
-    - ``step_marks``: collector step timer: step, start_ns, end_ns[, data_ns] (may be empty)
+    - ``step_marks``: collector step timer: step, start_ns, end_ns[, data_ns, capture]
+      (may be empty; ``capture``: 1-4 = ``rundir.CAPTURE_PHASES``, NaN on other steps)
     - ``telemetry``: NVML/host samples: ts_ns and numeric fields (may be empty)
     - ``light_comms``: the flight recorder's log (``rank{R}.collectives.jsonl``): pg,
       name (strings), seq, enqueue_ns; start_ns, end_ns (when NCCL's watchdog noticed
@@ -240,7 +241,17 @@ def _tables_loader(refs: list[TraceRef]) -> Callable[[], dict[str, Table]]:
 
 
 def _steps_loader(run_dir: Path | None, rank: int) -> Callable[[], Table]:
-    return lambda: _numeric_table(rundir.read_steps(run_dir, rank) if run_dir else [])
+    return lambda: _numeric_table(
+        _capture_codes(rundir.read_steps(run_dir, rank) if run_dir else [])
+    )
+
+
+def _capture_codes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A step's ``capture`` phase as its number: k = rundir.CAPTURE_PHASES[k-1] (no field: 0)."""
+    for row in rows:
+        if "capture" in row:
+            row["capture"] = rundir.CAPTURE_PHASES.index(row["capture"]) + 1
+    return rows
 
 
 def _telemetry_loader(tel_file: Path | None) -> Callable[[], Table]:

@@ -3,7 +3,8 @@
 Lateness per rank and step (a heatmap, max-pooled for long runs), step time and
 DataLoader wait, GPU clocks and throttling (host CPU without a GPU). Picking a slow
 step moves the sidebar's step range to the trace window over it, or says how to
-capture one.
+capture one. Steps rankscope's own capture touched (a window's start, stop, trace
+write) are shaded grey and carry no lateness: no verdict is drawn from them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from rankscope.dashboard.analysis import wording
+from rankscope.dashboard.analysis.wholerun import capture_spans
 from rankscope.dashboard.app import charts, data, model
+
+CAPTURE_COLOUR = "rgba(120, 120, 120, 0.35)"
+CAPTURE_LABEL = "capture"
 
 # (title, fields, unit, what to look for); the first with a recorded field is drawn
 TELEMETRY_CHARTS = (
@@ -81,7 +86,31 @@ def _pick_slow_step(sel: data.Selection) -> None:
         st.success(wording.window_chosen(int(pick["step"]), span))
 
 
-def _heatmap(heat: pd.DataFrame, width: int, windows: pd.DataFrame, n_ranks: int) -> None:
+def _mark_capture(fig: go.Figure, spans: list[tuple[int, int]], labelled: bool = False) -> None:
+    """Shade the steps rankscope's own capture touched (grey, named "capture")."""
+    for first, last in spans:
+        fig.add_vrect(
+            x0=first - 0.5,
+            x1=last + 0.5,
+            fillcolor=CAPTURE_COLOUR,
+            line_width=0,
+            layer="above",
+            name=CAPTURE_LABEL,
+            **(
+                {"annotation_text": CAPTURE_LABEL, "annotation_position": "bottom left"}
+                if labelled
+                else {}
+            ),
+        )
+
+
+def _heatmap(
+    heat: pd.DataFrame,
+    width: int,
+    windows: pd.DataFrame,
+    n_ranks: int,
+    spans: list[tuple[int, int]],
+) -> None:
     x = charts.column_centres([int(c) for c in heat.columns], width)
     fig = go.Figure(
         go.Heatmap(
@@ -99,6 +128,7 @@ def _heatmap(heat: pd.DataFrame, width: int, windows: pd.DataFrame, n_ranks: int
     fig.update_yaxes(type="category", autorange="reversed")
     fig.update_xaxes(title="step", tickformat="d")
     charts.mark_windows(fig, windows)
+    _mark_capture(fig, spans, labelled=True)
     height = max(220, min(900, 60 + 14 * len(heat.index)))
     charts.show(
         charts.tidy(fig, height=height),
@@ -157,12 +187,16 @@ def render() -> None:
     _pick_slow_step(sel)
     windows = data.trace_windows(sel)
     width = model.pool_width(whole.n_steps, model.MAX_HEAT_COLUMNS)
-    _heatmap(heat, width, windows, n_ranks)
+    spans = capture_spans(whole.steps)
+    if whole.capture_steps:
+        st.caption(wording.capture_steps_left_out(whole.capture_steps))
+    _heatmap(heat, width, windows, n_ranks, spans)
 
     steps = data.whole_run_steps(sel=sel)
     step_fig = _lines(steps, {"step_ms": "step time (median rank)"}, width, "Step time")
     if step_fig is not None:
         charts.mark_windows(step_fig, windows, labelled=False)
+        _mark_capture(step_fig, spans)
         charts.show(
             charts.tidy(step_fig, height=260),
             "A spike is a step every rank waited through; a plateau, a slow stretch.",
@@ -176,6 +210,7 @@ def render() -> None:
     )
     if data_fig is not None:
         charts.mark_windows(data_fig, windows, labelled=False)
+        _mark_capture(data_fig, spans)
         charts.show(
             charts.tidy(data_fig, height=260),
             "Time in the DataLoader per step: the slowest rank far above the median is one"

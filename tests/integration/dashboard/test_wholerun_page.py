@@ -113,14 +113,22 @@ def test_heatmap_has_a_row_per_rank_and_the_stalls_are_the_latest_cells(
     for step in STALLS:
         column = z[:, x.index(step)]
         assert column.argmax() == 2 and column[2] > 200  # rank 2, ~300 ms late
-    assert z.max() == max(z[2, x.index(s)] for s in STALLS)  # nothing later anywhere else
+    assert np.nanmax(z) == max(z[2, x.index(s)] for s in STALLS)  # nothing later elsewhere
+    # Each window's start and stop steps are rankscope's own capture: no lateness, shaded.
+    for a, b in WINDOWS:
+        assert np.isnan(z[:, x.index(a - 1)]).all() and np.isnan(z[:, x.index(b + 1)]).all()
     # Both windows are marked on the heatmap (named bands, labelled) and on the other charts.
     labels = [f"trace steps {a}–{b}" for a, b in WINDOWS]
-    assert [s.get("name") for s in fig["layout"]["shapes"]] == labels
-    assert [a["text"] for a in fig["layout"]["annotations"]] == labels
+    shapes = [s.get("name") for s in fig["layout"]["shapes"]]
+    assert [n for n in shapes if n != "capture"] == labels
+    assert shapes.count("capture") >= len(WINDOWS)
+    assert [a["text"] for a in fig["layout"]["annotations"] if a["text"] != "capture"] == labels
     others = [f for f in _figures(at) if f is not fig and f["data"][0]["type"] == "scatter"]
     assert len(others) >= 3  # step time, DataLoader wait, host CPU (no GPU here)
-    assert all([s.get("name") for s in f["layout"]["shapes"]] == labels for f in others)
+    assert all(
+        [n for n in (s.get("name") for s in f["layout"]["shapes"]) if n != "capture"] == labels
+        for f in others
+    )
     assert at.caption[0].value.startswith("Every step of every rank from the light layer")
 
 
