@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import sys
 import threading
 import traceback
@@ -244,12 +243,16 @@ def read_ring(torch: Any) -> tuple[str, list[FrEntry], list[ProcessGroupInfo]]:
     NCCL's ring first where the build has one (it carries GPU start/end times),
     else the generic one that gloo writes; ("", [], []) where neither exists.
     """
+    from rankscope.profiler.collectives import find_dumps
+
     c10d = getattr(getattr(torch, "_C", None), "_distributed_c10d", None)
-    for source, fn_name in (("nccl", "_dump_nccl_trace"), ("fr", "_dump_fr_trace")):
-        fn = getattr(c10d, fn_name, None)
-        if fn is None:
-            continue
-        data = pickle.loads(fn(True, False, False))
+    # The same readers as the collective log: each ring called with the arguments
+    # its signature names, pickle first, then JSON (``collectives.find_dumps``).
+    for source, dump in find_dumps(c10d) if c10d is not None else []:
+        try:
+            data = dump()
+        except Exception:
+            continue  # this ring failed; the other may still answer
         if not isinstance(data, dict):
             continue
         raw = data.get("entries") or []
