@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from rankscope.profiler.autocapture import AutoCapture
     from rankscope.profiler.collectives import FlightRecorderLog
 
-StepRecord = tuple[int, int, int, int]  # (step, start_ns, end_ns, data_ns or -1 if untimed)
+# (step, start_ns, end_ns, data_ns[, cpu_ns, runq_ns]); -1: not measured, left out of the line
+StepRecord = tuple[int, ...]
 
 _BUFFER_LIMIT = 100_000
 
@@ -247,12 +248,7 @@ class Recorder(threading.Thread):
         steps = [self._finished_steps.popleft() for _ in range(len(self._finished_steps))]
         self._write_lines(
             "steps",
-            [
-                f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}, "data_ns": {d}}}\n'
-                if d >= 0
-                else f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}}}\n'
-                for s, a, b, d in steps
-            ],
+            [_step_line(r) for r in steps],
         )
         rows = [self._collective_rows.popleft() for _ in range(len(self._collective_rows))]
         self._write_lines(
@@ -283,3 +279,15 @@ class Recorder(threading.Thread):
             self._flush_count += 1
             self._served = max(self._served, self._requests if serving is None else serving)
             self._flushed.notify_all()
+
+
+_STEP_FIELDS = ("data_ns", "cpu_ns", "runq_ns")
+
+
+def _step_line(record: StepRecord) -> str:
+    """One steps.jsonl line; optional fields at -1 (not measured) are left out."""
+    s, a, b = record[:3]
+    extra = "".join(
+        f', "{k}": {v}' for k, v in zip(_STEP_FIELDS, record[3:], strict=False) if v >= 0
+    )
+    return f'{{"step": {s}, "start_ns": {a}, "end_ns": {b}{extra}}}\n'

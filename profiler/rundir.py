@@ -29,7 +29,10 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   ``read_steps``/``read_telemetry`` skip it (it has no step / ts_ns). Telemetry rows
   carry ``source`` ("nvml" | "host") and the fields in ``rankscope.profiler.telemetry``.
   A step row has ``data_ns`` (int): the time the training thread spent in the
-  DataLoader iterator's ``__next__`` during that step (absent where that timer is off).
+  DataLoader iterator's ``__next__`` during that step (absent where that timer is off),
+  ``cpu_ns`` (int): the training thread's CPU time in the step, and ``runq_ns`` (int): the
+  time it was runnable but waiting for a CPU (``/proc/thread-self/schedstat``); each
+  absent where unreadable and in files written before they existed.
 - ``rank{R}.collectives.jsonl`` (no header line): one JSON object per collective
   this rank issued, as PyTorch's flight recorder saw it, appended every few
   seconds (``rankscope.profiler.collectives``)::
@@ -413,7 +416,7 @@ def read_steps(run_dir: Path, rank: int) -> list[dict[str, Any]]:
 
     Records whose step is not in 0..MAX_STEP, whose times are not int64
     nanoseconds, or which end before they start are dropped; a ``data_ns`` that is
-    not an int64 of nanoseconds is removed from its record.
+    not an int64 of nanoseconds is removed from its record (so are ``cpu_ns`` and ``runq_ns``).
     """
     rows = []
     for obj in iter_jsonl(steps_path(run_dir, rank)):
@@ -425,8 +428,9 @@ def read_steps(run_dir: Path, rank: int) -> list[dict[str, Any]]:
             and valid_ns(end)
             and end >= start
         ):
-            if "data_ns" in obj and not valid_ns(obj["data_ns"]):
-                del obj["data_ns"]
+            for key in ("data_ns", "cpu_ns", "runq_ns"):
+                if key in obj and not valid_ns(obj[key]):
+                    del obj[key]
             rows.append(obj)
     return rows
 
