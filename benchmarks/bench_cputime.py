@@ -17,7 +17,7 @@ from rankscope.profiler.cputime import ThreadClock
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     clock = ThreadClock()
-    cpu, runq = clock.read()
+    _cpu, runq = clock.read()
     print(f"schedstat readable: {runq >= 0}")
     best = float("inf")
     for _ in range(5):

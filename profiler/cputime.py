@@ -5,7 +5,8 @@ calling thread: ``time.thread_time_ns()`` (time it ran on a CPU) and field 2 of
 ``/proc/thread-self/schedstat`` (time it spent runnable on a run queue but not
 running: another process or CPU throttling held it off). The schedstat file is
 opened once, on the thread it describes (``thread-self`` resolves when opened),
-and re-read with ``os.pread`` (one system call, a few microseconds).
+and re-read with ``os.pread`` (one system call; ~1 us a read with the CPU time,
+``benchmarks/bench_cputime.py``). The descriptor stays open for the life of the process.
 
 Where a value is unreadable (not Linux, schedstat disabled, another thread)
 it is ``-1`` and the steps record leaves that field out: the review side then
@@ -50,11 +51,3 @@ class ThreadClock:
         except (OSError, ValueError, IndexError):
             self._runq_ok = False
             return cpu, -1
-
-    def close(self) -> None:
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None

@@ -83,6 +83,14 @@ BOOTSTRAP_SAMPLES = 2000
 MIN_STEPS_FOR_PERSISTENT = 3
 HIGH_CONFIDENCE_STEPS = 5
 SHAPLEY_MAX = 6  # exact shares up to 6 stragglers (64 replays)
+ONSET_MIN_STEPS = 5  # a pattern that starts (or stops) inside the run lasts 5+ steps ...
+ONSET_MIN_OUTSIDE = 3  # ... and leaves 3+ steps outside it to compare with
+ONSET_NOISE_SIGMAS = 2.0  # ... and its mean excess is 2+ robust sigmas of the excess outside it
+PERIOD_MAX = 8  # periods looked for: every 2nd .. every 8th step
+PERIOD_MIN_REPEATS = 4  # a period is seen 4+ times ...
+PERIOD_HIT_SHARE = 0.8  # ... late by the persistent threshold at 80% of its phase's steps ...
+PERIOD_MISS_SHARE = 0.2  # ... and at no more than 20% of the other steps
+SHARED_CONTENTION = 0.5  # the others' run-queue wait is half the rank's or more: the host's load
 
 COMPONENTS = ("data_loading", "communication", "gpu_compute", "ops", "untraced")
 UNTRACED_HINT = (
@@ -162,6 +170,13 @@ class Verdict:
     est_saving_ms_per_step: float = 0.0
     severity: str = "low"
     hint: str | None = None
+    # when the pattern started and stopped inside the analysed steps (None: before / after them)
+    onset_step: int | None = None
+    end_step: int | None = None
+    period_steps: int | None = None  # late every Nth step
+    shared_contention: bool = False  # its run-queue wait is the host's load, not its own
+    onset_s: float | None = None  # the same, in seconds from the first step (light layer)
+    end_s: float | None = None
 
 
 @dataclass
@@ -407,6 +422,8 @@ _REPORTED = {
     "untraced": "host",
     # evidence without a trace (the light layer): throttled GPU, or nothing to tell
     "hardware": "hardware",
+    # runnable but not running (run-queue wait): another process or CPU throttling
+    "host_contention": "host_contention",
     "other": "unknown",
 }
 
@@ -455,6 +472,125 @@ def _verdict(
         hint=UNTRACED_HINT if detail == "untraced" else None,
         **evidence,  # type: ignore[arg-type]
     )
+
+
+def _persistent(e: np.ndarray, threshold: float) -> tuple[float, tuple[float, float], str] | None:
+    """The persistent test on one rank's excess per step: (p-value, 90% interval, confidence).
+
+    Late at two steps in three or more, and the bootstrap interval of its mean
+    excess above ``threshold``; None when it fails.
+    """
+    n = len(e)
+    if n < MIN_STEPS_FOR_PERSISTENT or int((e > 0).sum()) < MIN_LATE_SHARE * n:
+        return None
+    means = _bootstrap_means(e)
+    lo, hi = _interval(means, 0.90)
+    if lo < threshold:
+        return None
+    # One-sided bootstrap p-value of "its mean excess is below the threshold".
+    p = _share_below(means, threshold)
+    confidence = (
+        "high" if n >= HIGH_CONFIDENCE_STEPS and p <= 0.01 else "medium" if p <= 0.05 else "low"
+    )
+    return p, (lo, hi), confidence
+
+
+def _robust_sigma(v: np.ndarray) -> float:
+    return 1.4826 * _median(np.abs(v - _median(v))) if len(v) else 0.0
+
+
+def _segment(e: np.ndarray, threshold: float) -> tuple[int, int]:
+    """The run of steps [a, b) where ``e - threshold / 2`` adds up to the most.
+
+    Steps late by more than half the threshold add to it, others take away: the
+    stretch where a rank is clearly late, however long (maximum subarray, via
+    prefix sums).
+    """
+    prefix = np.concatenate([[0.0], np.cumsum(e - threshold / 2)])
+    low_so_far = np.minimum.accumulate(prefix)
+    b = int(np.argmax(prefix - low_so_far))
+    a = int(np.flatnonzero(prefix[: b + 1] == low_so_far[b])[-1])
+    return a, b
+
+
+def _onset(e: np.ndarray, threshold: float) -> tuple[int, int] | None:
+    """Where a rank's lateness starts and stops inside the steps: [a, b), or None.
+
+    The stretch of ``_segment`` counts when it is a part of the run, 5+ steps
+    long, passes the persistent test on its own, leaves 3+ steps before its
+    start (or after its end) where the rank was not late (median excess under
+    the threshold), and its mean excess beats that outside by the threshold and
+    by 2 robust sigmas of the outside.
+    """
+    n = len(e)
+    a, b = _segment(e, threshold)
+    if b - a < ONSET_MIN_STEPS or (a < ONSET_MIN_OUTSIDE and n - b < ONSET_MIN_OUTSIDE):
+        return None
+    a = a if a >= ONSET_MIN_OUTSIDE else 0  # a few steps before it say nothing of a start
+    b = b if n - b >= ONSET_MIN_OUTSIDE else n
+    inside = e[a:b]
+    outside = np.concatenate([e[:a], e[b:]])
+    if _persistent(inside, threshold) is None or _median(outside) >= threshold:
+        return None
+    contrast = float(inside.mean()) - _median(outside)
+    if contrast < max(threshold, ONSET_NOISE_SIGMAS * _robust_sigma(outside)):
+        return None
+    return a, b
+
+
+def _period(e: np.ndarray, steps: np.ndarray, threshold: float) -> tuple[int, np.ndarray] | None:
+    """The shortest period (every Nth step, by step number) at which a rank is late.
+
+    A phase ``step % N == f`` counts when the rank is late by ``threshold`` at 80%
+    of its steps (4 or more), at no more than 20% of the others, and the phase
+    passes the persistent test. Returns N and the steps of that phase.
+    """
+    hit = e >= threshold
+    for period in range(2, PERIOD_MAX + 1):
+        if len(e) < PERIOD_MIN_REPEATS * period:
+            break
+        phase = steps % period
+        for f in range(period):
+            at = phase == f
+            if int(at.sum()) < PERIOD_MIN_REPEATS or at.all():
+                continue
+            if (
+                float(hit[at].mean()) >= PERIOD_HIT_SHARE
+                and float(hit[~at].mean()) <= PERIOD_MISS_SHARE
+                and _persistent(e[at], threshold) is not None
+            ):
+                return period, at
+    return None
+
+
+def _span(at: np.ndarray, e: np.ndarray, threshold: float) -> tuple[int, int] | None:
+    """The first and last late step of a periodic pattern, [a, b), when it is a part of the run."""
+    late = np.flatnonzero(at & (e >= threshold))
+    a, b = int(late[0]), int(late[-1]) + 1
+    before = np.flatnonzero(at[:a])
+    after = np.flatnonzero(at[b:])
+    if len(before) < 2 and len(after) < 2:  # phase steps it missed at the edges: noise
+        return None
+    return (a if len(before) >= 2 else 0), (b if len(after) >= 2 else len(e))
+
+
+def _stall_period(stall_steps: list[int]) -> int | None:
+    """N when 3+ stalls come exactly every N steps."""
+    if len(stall_steps) < 3:
+        return None
+    d = np.diff(np.asarray(sorted(stall_steps)))
+    return int(d[0]) if d[0] > 1 and bool((d == d[0]).all()) else None
+
+
+def _bounds(steps: np.ndarray, seg: tuple[int, int] | None) -> dict[str, int | None]:
+    """``onset_step``/``end_step`` of a segment [a, b) of ``steps`` (None: at the edge)."""
+    if seg is None:
+        return {}
+    a, b = seg
+    return {
+        "onset_step": int(steps[a]) if a > 0 else None,
+        "end_step": int(steps[b - 1]) if b < len(steps) else None,
+    }
 
 
 def diagnose(
@@ -514,46 +650,105 @@ def decide(
     latest = gs.argmax(axis=0)
 
     verdicts: list[Verdict] = []
+    selected: dict[int, np.ndarray] = {}  # rank -> the steps its verdict is about
+    periodic_verdicts: list[Verdict] = []
     spikes: dict[int, list[StepStall]] = {}
     everything = np.ones(n_steps, dtype=bool)
     for k, r in enumerate(ranks):
         e = excess[k]
-        late = int((e > 0).sum())
-        if n_steps >= MIN_STEPS_FOR_PERSISTENT and late >= MIN_LATE_SHARE * n_steps:
-            means = _bootstrap_means(e)
-            lo_ci, hi_ci = _interval(means, 0.90)
-            if lo_ci >= persistent_min:
-                # One-sided bootstrap p-value of "its mean excess is below the threshold".
-                p = _share_below(means, persistent_min)
-                confidence = (
-                    "high"
-                    if n_steps >= HIGH_CONFIDENCE_STEPS and p <= 0.01
-                    else "medium"
-                    if p <= 0.05
-                    else "low"
+        test = _persistent(e, persistent_min)
+        seg = _onset(e, persistent_min)
+        if test is not None:
+            sel = everything.copy()
+            if seg is not None:  # persistent over the run, yet it clearly starts or stops
+                sel[:] = False
+                sel[seg[0] : seg[1]] = True
+            p, ci, confidence = test
+            verdicts.append(
+                _verdict(
+                    r,
+                    "persistent",
+                    everything,
+                    k,
+                    comp_excess,
+                    n_steps,
+                    has_gpu,
+                    confidence=confidence,
+                    p_value=round(p, 4),
+                    excess_ms_per_step=round(float(e.mean()), 3),
+                    excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
+                    late_steps=int((latest == k).sum()),
+                    steps=[],
+                    **_bounds(steps, seg),
                 )
-                verdicts.append(
-                    _verdict(
-                        r,
-                        "persistent",
-                        everything,
-                        k,
-                        comp_excess,
-                        n_steps,
-                        has_gpu,
-                        confidence=confidence,
-                        p_value=round(p, 4),
-                        excess_ms_per_step=round(float(e.mean()), 3),
-                        excess_ci_ms=(round(lo_ci, 3), round(hi_ci, 3)),
-                        late_steps=int((latest == k).sum()),
-                        steps=[],
-                    )
+            )
+            selected[r] = sel
+            continue
+        periodic = _period(e, steps, persistent_min)
+        if periodic is not None:
+            period, at = periodic
+            sel = at & (e >= persistent_min)
+            test = _persistent(e[at], persistent_min)
+            assert test is not None
+            periodic_verdicts.append(
+                _verdict(
+                    r,
+                    "intermittent",
+                    sel,
+                    k,
+                    comp_excess,
+                    n_steps,
+                    has_gpu,
+                    confidence=test[2],
+                    p_value=round(test[0], 4),
+                    excess_ms_per_step=round(float(e[sel].sum()) / n_steps, 3),
+                    excess_ci_ms=None,
+                    late_steps=int(sel.sum()),
+                    steps=[
+                        StepStall(int(steps[j]), round(float(e[j]), 3)) for j in np.flatnonzero(sel)
+                    ],
+                    period_steps=period,
+                    **_bounds(steps, _span(at, e, persistent_min)),
                 )
-                continue
+            )
+            selected[r] = sel
+            continue
+        if seg is not None:  # late from some step on (or until some step), not before
+            a, b = seg
+            test = _persistent(e[a:b], persistent_min)
+            assert test is not None
+            p, ci, confidence = test
+            sel = np.zeros(n_steps, dtype=bool)
+            sel[a:b] = True
+            verdicts.append(
+                _verdict(
+                    r,
+                    "persistent",
+                    sel,
+                    k,
+                    comp_excess,
+                    b - a,
+                    has_gpu,
+                    confidence=confidence,
+                    p_value=round(p, 4),
+                    # while the pattern holds (the saving below is over every step)
+                    excess_ms_per_step=round(float(e[a:b].mean()), 3),
+                    excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
+                    late_steps=int((latest[a:b] == k).sum()),
+                    steps=[],
+                    **_bounds(steps, seg),
+                )
+            )
+            selected[r] = sel
+            continue
         hit = np.flatnonzero(e >= spike_min)
         if len(hit) and len(hit) <= max(1, n_steps // 2):
             spikes[r] = [StepStall(int(steps[j]), round(float(e[j]), 3)) for j in hit]
-
+    if len(periodic_verdicts) >= 2:
+        # Several ranks late at their own phase: lateness that moves between ranks,
+        # a rotation candidate, not one straggler per rank.
+        for v in periodic_verdicts:
+            spikes[v.rank] = v.steps
     all_spikes = sum(len(v) for v in spikes.values())
     wait_fraction = (
         float(gaps.wait_ms.sum(axis=1).mean()) / n_steps / median_step if median_step > 0 else 0.0
@@ -575,10 +770,15 @@ def decide(
             est_saving_ms_per_step=round(uniform_what_if(gaps, n_steps), 3),
         )
     else:
+        if len(periodic_verdicts) >= 2:
+            for v in periodic_verdicts:
+                del spikes[v.rank]
+        verdicts += periodic_verdicts
         for r, stalls in sorted(spikes.items()):
             k = ranks.index(r)
             sel = isin(steps, np.array([s.step for s in stalls], dtype=steps.dtype))
             smallest = min(s.lag_ms for s in stalls)
+            selected[r] = sel
             verdicts.append(
                 _verdict(
                     r,
@@ -588,6 +788,7 @@ def decide(
                     comp_excess,
                     n_steps,
                     has_gpu,
+                    period_steps=_stall_period([st.step for st in stalls]),
                     confidence="high" if smallest >= 2 * spike_min else "medium",
                     p_value=None,
                     excess_ms_per_step=round(float(excess[k][sel].sum()) / n_steps, 3),
@@ -598,9 +799,21 @@ def decide(
             )
 
     shares, joint = shapley_savings(gaps, [v.rank for v in verdicts], n_steps)
+    queued = comps.get("host_contention")
+    queued_ps = _per_step(gaps, queued, steps) if queued is not None else None
     for v in verdicts:
         v.est_saving_ms_per_step = round(shares[v.rank], 3)
         v.severity = severity(v.est_saving_ms_per_step, median_step)
+        if v.cause == "host_contention" and queued_ps is not None:
+            k = ranks.index(v.rank)
+            sel = selected[v.rank]
+            own = float(queued_ps[k][sel].mean())
+            others = float(_median_rows(np.delete(queued_ps, k, axis=0)[:, sel]).mean())
+            v.shared_contention = others >= SHARED_CONTENTION * own
+            if v.shared_contention or (v.pattern == "intermittent" and v.period_steps is None):
+                # Descheduled beside ranks that are too, or now and then: the host's load,
+                # not this rank's code; it stays named, but it is no alarm.
+                v.severity = "low"
     verdicts.sort(key=lambda v: (-v.est_saving_ms_per_step, v.rank))
 
     return Diagnosis(

@@ -15,7 +15,9 @@ when the previous step's collectives released it). ``diagnosis.decide`` then
 applies the one decision rule (persistent / intermittent / rotating, what-if
 savings). Causes from the light layer: ``data_loading`` (``data_ns``),
 ``hardware`` (the rank's GPU reported a throttle reason during the step, bit 0
-"idle" aside), else ``unknown``: capture a trace window to see more.
+"idle" aside), ``host_contention`` (``runq_ns``: the training thread was
+runnable but not scheduled, capped at the gap), else ``unknown``: capture a
+trace window to see more.
 
 Collectives are matched across ranks by (process group, sequence number) to
 check that the ranks' logs agree (``matched_collectives`` /
@@ -52,6 +54,8 @@ class LightRank:
     enqueue_ns: np.ndarray
     tel_ts_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     throttle: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # the training thread's run-queue wait per step (ns, -1: not recorded), by step row
+    runq_ns: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,11 @@ class WholeRun:
     matched_collectives: int  # instances every rank logged
     unmatched_collectives: int  # instances some rank did not log (ring overflow, a lost rank)
     hint: str = LIGHT_HINT
+    # run-queue wait inside each rank's gap (ms, ``ranks`` x ``steps_index``): the evidence
+    # a trace window's verdict is checked against (``verdict``)
+    ranks: list[int] = field(default_factory=list)
+    queued_ms: np.ndarray | None = None
+    steps_index: np.ndarray | None = None
 
 
 def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
@@ -107,6 +116,7 @@ def light_gaps(
     lo = np.zeros((n, m), dtype=np.int64)
     hi = np.zeros((n, m), dtype=np.int64)
     data = np.zeros((n, m))
+    runq = np.zeros((n, m))
     throttled = np.zeros((n, m), dtype=bool)
     has = np.ones(m, dtype=bool)
     lengths = np.zeros((n, m))
@@ -127,6 +137,9 @@ def light_gaps(
         lo[k], hi[k] = start, np.maximum(last_c, start)
         d = r.data_ns[pos].astype(np.float64)
         data[k] = np.where(d >= 0, d / NS_PER_MS, 0.0)
+        if r.runq_ns is not None:
+            q = r.runq_ns[pos].astype(np.float64)
+            runq[k] = np.where(q >= 0, q / NS_PER_MS, 0.0)
         if len(r.tel_ts_ns):
             t_idx = _step_index(r, r.tel_ts_ns)
             bad = (r.throttle & ~1) != 0
@@ -135,10 +148,11 @@ def light_gaps(
             throttled[k] = hit[pos]
     if not has.any():
         return None
-    lo, hi, data, throttled, lengths = (
+    lo, hi, data, runq, throttled, lengths = (
         lo[:, has],
         hi[:, has],
         data[:, has],
+        runq[:, has],
         throttled[:, has],
         lengths[:, has],
     )
@@ -147,7 +161,14 @@ def light_gaps(
     wait = gap.max(axis=0) - gap  # the others wait for the latest (no end times needed)
     data = np.minimum(data, gap)
     hardware = np.where(throttled, gap - data, 0.0)
-    comps = {"data_loading": data, "hardware": hardware, "other": gap - data - hardware}
+    # Runnable but not running: the step's run-queue wait, as much of it as the gap holds.
+    contention = np.clip(np.minimum(runq, gap - data - hardware), 0.0, None)
+    comps = {
+        "data_loading": data,
+        "hardware": hardware,
+        "host_contention": contention,
+        "other": gap - data - hardware - contention,
+    }
     gaps = Gaps(
         ranks=np.array([r.rank for r in ranks], dtype=np.int64),
         step=steps.astype(np.int64),
@@ -190,6 +211,10 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
                 start_ns=marks["start_ns"],
                 end_ns=marks["end_ns"],
                 data_ns=marks["data_ns"] if "data_ns" in marks else np.full(len(marks), -1),
+                # NaN (a step written without it) reads as "not recorded"
+                runq_ns=np.nan_to_num(marks["runq_ns"], nan=-1).astype(np.int64)
+                if "runq_ns" in marks
+                else None,
                 coll_key=(codes[comms["pg"]] << 40) | comms["seq"],
                 enqueue_ns=comms["enqueue_ns"],
                 tel_ts_ns=tel["ts_ns"] if has_throttle else np.zeros(0, np.int64),
@@ -207,9 +232,17 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
         return None
     gaps, comps, step_ms, (matched, unmatched) = built
     diag = decide(gaps, comps, step_ms, has_gpu, step_rows=False)
+    row = {int(s): j for j, s in enumerate(gaps.step.tolist())}
     for v in diag.stragglers:
         if v.cause in ("unknown", "hardware") and v.hint is None:
             v.hint = LIGHT_HINT
+        # onset and end in seconds from the first shared step, on the rank's own clock
+        k = int(np.flatnonzero(gaps.ranks == v.rank)[0])
+        t0 = int(gaps.lo_ns[k, 0])
+        if v.onset_step is not None:
+            v.onset_s = round((int(gaps.lo_ns[k, row[v.onset_step]]) - t0) / 1e9, 3)
+        if v.end_step is not None:
+            v.end_s = round((int(gaps.lo_ns[k, row[v.end_step]]) - t0) / 1e9, 3)
     excess = diag.excess_ms
     assert excess is not None
     late = excess.argmax(axis=0)
@@ -232,4 +265,7 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
         steps=summary,
         matched_collectives=matched,
         unmatched_collectives=unmatched,
+        ranks=[int(r) for r in gaps.ranks.tolist()],
+        queued_ms=comps["host_contention"],
+        steps_index=gaps.step.astype(np.int64),
     )

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from rankscope.dashboard.analysis.results import LastArrival
 
+CONTENTION_EXPLANATION = (
+    "the rank was ready to run but not scheduled: another process or CPU throttling on its host"
+)
 # Why a straggler is late, in the user's words.
 CAUSE_NAME = {
     "data_loading": "data loading",
@@ -19,12 +22,14 @@ CAUSE_NAME = {
     "cpu_compute": "more CPU operator work",
     "communication": "communication",
     "hardware": "a throttled GPU",
+    "host_contention": "host CPU contention",
     "unknown": "unknown cause",
 }
 # What a cause name leaves unsaid, where the dashboard has room to say it.
 CAUSE_EXPLANATION = {
     "communication": "its other collectives are what it was doing",
     "unknown": "see the breakdown of its extra time",
+    "host_contention": CONTENTION_EXPLANATION,
 }
 UNTRACED_NAME = "host-side work outside any traced op"
 
