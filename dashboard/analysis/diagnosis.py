@@ -656,13 +656,37 @@ def decide(
     everything = np.ones(n_steps, dtype=bool)
     for k, r in enumerate(ranks):
         e = excess[k]
-        test = _persistent(e, persistent_min)
         seg = _onset(e, persistent_min)
+        if seg is not None:  # late from some step on (or until some step), not outside it
+            a, b = seg
+            test = _persistent(e[a:b], persistent_min)
+            assert test is not None
+            p, ci, confidence = test
+            sel = np.zeros(n_steps, dtype=bool)
+            sel[a:b] = True
+            verdicts.append(
+                _verdict(
+                    r,
+                    "persistent",
+                    sel,
+                    k,
+                    comp_excess,
+                    b - a,
+                    has_gpu,
+                    confidence=confidence,
+                    p_value=round(p, 4),
+                    # while the pattern holds (the saving below is over every step)
+                    excess_ms_per_step=round(float(e[a:b].mean()), 3),
+                    excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
+                    late_steps=int((latest[a:b] == k).sum()),
+                    steps=[],
+                    **_bounds(steps, seg),
+                )
+            )
+            selected[r] = sel
+            continue
+        test = _persistent(e, persistent_min)
         if test is not None:
-            sel = everything.copy()
-            if seg is not None:  # persistent over the run, yet it clearly starts or stops
-                sel[:] = False
-                sel[seg[0] : seg[1]] = True
             p, ci, confidence = test
             verdicts.append(
                 _verdict(
@@ -679,10 +703,9 @@ def decide(
                     excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
                     late_steps=int((latest == k).sum()),
                     steps=[],
-                    **_bounds(steps, seg),
                 )
             )
-            selected[r] = sel
+            selected[r] = everything
             continue
         periodic = _period(e, steps, persistent_min)
         if periodic is not None:
@@ -709,34 +732,6 @@ def decide(
                     ],
                     period_steps=period,
                     **_bounds(steps, _span(at, e, persistent_min)),
-                )
-            )
-            selected[r] = sel
-            continue
-        if seg is not None:  # late from some step on (or until some step), not before
-            a, b = seg
-            test = _persistent(e[a:b], persistent_min)
-            assert test is not None
-            p, ci, confidence = test
-            sel = np.zeros(n_steps, dtype=bool)
-            sel[a:b] = True
-            verdicts.append(
-                _verdict(
-                    r,
-                    "persistent",
-                    sel,
-                    k,
-                    comp_excess,
-                    b - a,
-                    has_gpu,
-                    confidence=confidence,
-                    p_value=round(p, 4),
-                    # while the pattern holds (the saving below is over every step)
-                    excess_ms_per_step=round(float(e[a:b].mean()), 3),
-                    excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
-                    late_steps=int((latest[a:b] == k).sum()),
-                    steps=[],
-                    **_bounds(steps, seg),
                 )
             )
             selected[r] = sel
