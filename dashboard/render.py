@@ -210,6 +210,11 @@ def _verdict(report: dict[str, Any]) -> str:
         )
     if incomplete := incomplete_sentence(report):
         head = f"{incomplete} {head}"
+    one = report.get("verdict")
+    if one and not report["run"].get("missing_trace"):
+        # the one verdict from the window and the whole run (``analysis.verdict``)
+        why = f" {one['explanation']}" if one.get("explanation") else ""
+        return f"{head} {one['headline']}{why}"
     if s:
         return f"{head} " + _top_verdict(s[0])
     no_straggler = no_straggler_sentence(report)

@@ -17,7 +17,9 @@
      "findings": [Finding], "top_kernels": [KernelSummary],
      "per_step": [StepRank],
      "whole_run": {first_step, last_step, n_steps, stragglers, rotating,
-                   joint_saving_ms_per_step, matched_collectives, steps: [StepSummary]} | null}
+                   joint_saving_ms_per_step, matched_collectives, steps: [StepSummary]} | null,
+     "verdict": {headline, rank, cause, pattern, source, agreement, explanation,
+                 onset_step, end_step, period_steps, window_steps} | null}
 
 ``*_ms`` are per-step means over the analysed steps; ``null`` where the trace
 cannot tell. A result type's fields are its JSON fields (``dataclasses.asdict``),
@@ -187,6 +189,8 @@ def build_report(a: Analysis) -> dict[str, Any]:
         "per_step": [step_json(row) for row in a.per_step],
         # extension: every step of every rank, from the light layer
         "whole_run": whole_run_json(a),
+        # extension: the one verdict from the window and the whole run (``verdict``)
+        "verdict": asdict(a.verdict) if a.verdict is not None else None,
     }
 
 

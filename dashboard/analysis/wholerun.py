@@ -84,6 +84,7 @@ class WholeRun:
     ranks: list[int] = field(default_factory=list)
     queued_ms: np.ndarray | None = None
     steps_index: np.ndarray | None = None
+    wait_share: float | None = None  # the ranks' mean wait for the latest / the step
 
 
 def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
@@ -268,4 +269,7 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
         ranks=[int(r) for r in gaps.ranks.tolist()],
         queued_ms=comps["host_contention"],
         steps_index=gaps.step.astype(np.int64),
+        wait_share=round(float(gaps.wait_ms.mean(axis=0).sum() / step_ms.sum()), 3)
+        if step_ms.sum() > 0
+        else None,
     )
