@@ -267,6 +267,8 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         rotating=rotating,
         missing_trace={r: per_rank[r].step_ms for r in missing},
         whole_run_ranks=[] if whole is None else [lr.rank for lr in lights],
+        collectives=summary,
+        n_steps=n_steps,
     )
     return Analysis(
         run=run,
