@@ -11,7 +11,10 @@ get, over every step the ranks share, plus one row per step.
 The evidence per (rank, step) is the rank's own work before its last
 collective of the step: ``last enqueue - step start``, both on its own clock,
 so clock skew never enters (in synchronous training every rank starts a step
-when the previous step's collectives released it). ``diagnosis.decide`` then
+when the previous step's collectives released it). Where the step's run-queue
+wait ``runq_ns`` is longer, the evidence is that wait: a rank descheduled after
+its collective released it starts its next step late, and the others wait for
+it at the next collective. ``diagnosis.decide`` then
 applies the one decision rule (persistent / intermittent / rotating, what-if
 savings). Causes from the light layer: ``data_loading`` (``data_ns``),
 ``hardware`` (the rank's GPU reported a throttle reason during the step, bit 0
@@ -159,10 +162,15 @@ def light_gaps(
     )
     steps = common[has]
     gap = (hi - lo) / NS_PER_MS
+    # Run-queue wait beyond the gap fell after the rank's last collective: woken when the
+    # collective released it, it waited for a CPU before its next step could start. That
+    # delay is its own, and the others pay it at the next collective: it counts.
+    gap = gap + np.clip(runq - gap, 0.0, None)
     wait = gap.max(axis=0) - gap  # the others wait for the latest (no end times needed)
     data = np.minimum(data, gap)
     hardware = np.where(throttled, gap - data, 0.0)
-    # Runnable but not running: the step's run-queue wait, as much of it as the gap holds.
+    # Runnable but not running: the step's run-queue wait (at most what the gap holds
+    # beside data loading and a throttled GPU).
     contention = np.clip(np.minimum(runq, gap - data - hardware), 0.0, None)
     comps = {
         "data_loading": data,
