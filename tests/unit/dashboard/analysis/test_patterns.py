@@ -45,14 +45,18 @@ def flat(n: int, m: int, seed: int = 0) -> np.ndarray:
     return 10.0 + np.random.default_rng(seed).uniform(-1.0, 1.0, (n, m))
 
 
-def test_run_queue_wait_is_its_own_component_capped_at_the_gap() -> None:
+def test_run_queue_wait_is_its_own_component() -> None:
     work = np.array([[10.0, 10.0], [30.0, 12.0]])
-    runq = np.array([[1.0, 0.0], [18.0, 50.0]])  # 50 ms queued in a 12 ms gap: the gap holds 12
+    # 50 ms queued in a step whose gap is 12 ms: 38 ms of it came after the rank's last
+    # collective (woken, then waiting for a CPU), so its evidence there is the 50 ms
+    runq = np.array([[1.0, 0.0], [18.0, 50.0]])
     built = light_gaps(run_of(work, runq))
     assert built is not None
-    _, comps, _, _ = built
-    assert np.allclose(comps["host_contention"], [[1.0, 0.0], [18.0, 12.0]])
+    gaps, comps, _, _ = built
+    assert np.allclose(gaps.gap_ms, [[10.0, 10.0], [30.0, 50.0]])
+    assert np.allclose(comps["host_contention"], [[1.0, 0.0], [18.0, 50.0]])
     assert np.allclose(comps["other"], [[9.0, 10.0], [12.0, 0.0]])
+    assert np.allclose(gaps.wait_ms, [[20.0, 40.0], [0.0, 0.0]])
 
 
 def test_a_rank_slowed_by_contention_from_step_15_has_cause_and_onset() -> None:
