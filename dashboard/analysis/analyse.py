@@ -269,6 +269,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         whole_run_ranks=[] if whole is None else [lr.rank for lr in lights],
         collectives=summary,
         n_steps=n_steps,
+        queued_ms=verdict_mod.queued_ms_at(whole, steps),
     )
     return Analysis(
         run=run,

@@ -89,7 +89,7 @@ ONSET_NOISE_SIGMAS = 2.0  # ... and its mean excess is 2+ robust sigmas of the e
 PERIOD_MAX = 8  # periods looked for: every 2nd .. every 8th step
 PERIOD_MIN_REPEATS = 4  # a period is seen 4+ times ...
 PERIOD_HIT_SHARE = 0.8  # ... late by the persistent threshold at 80% of its phase's steps ...
-PERIOD_MISS_SHARE = 0.2  # ... and at no more than 20% of the other steps
+PERIOD_SIGMAS = 4.0  # ... by more than the threshold and 4 robust sigmas of the other steps
 SHARED_CONTENTION = 0.5  # the others' run-queue wait is half the rank's or more: the host's load
 
 COMPONENTS = ("data_loading", "communication", "gpu_compute", "ops", "untraced")
@@ -513,6 +513,18 @@ def _segment(e: np.ndarray, threshold: float) -> tuple[int, int]:
     return a, b
 
 
+def _split(x: np.ndarray) -> int:
+    """The t in 1..len-1 where the means of x[:t] and x[t:] differ most (the CUSUM change
+    point: t (n - t) / n times the squared difference)."""
+    n = len(x)
+    if n < 2:
+        return 0
+    t = np.arange(1, n)
+    prefix = np.cumsum(x)[:-1]
+    diff = (x.sum() - prefix) / (n - t) - prefix / t
+    return int(t[np.argmax(t * (n - t) / n * diff**2)])
+
+
 def _onset(e: np.ndarray, threshold: float) -> tuple[int, int] | None:
     """Where a rank's lateness starts and stops inside the steps: [a, b), or None.
 
@@ -524,6 +536,11 @@ def _onset(e: np.ndarray, threshold: float) -> tuple[int, int] | None:
     """
     n = len(e)
     a, b = _segment(e, threshold)
+    # Its edges where the mean shifts most (a low threshold lets noise stretch the stretch).
+    if a > 0:
+        a = _split(e[:b])
+    if b < n:
+        b = a + _split(e[a:])
     if b - a < ONSET_MIN_STEPS or (a < ONSET_MIN_OUTSIDE and n - b < ONSET_MIN_OUTSIDE):
         return None
     a = a if a >= ONSET_MIN_OUTSIDE else 0  # a few steps before it say nothing of a start
@@ -542,8 +559,9 @@ def _period(e: np.ndarray, steps: np.ndarray, threshold: float) -> tuple[int, np
     """The shortest period (every Nth step, by step number) at which a rank is late.
 
     A phase ``step % N == f`` counts when the rank is late by ``threshold`` at 80%
-    of its steps (4 or more), at no more than 20% of the others, and the phase
-    passes the persistent test. Returns N and the steps of that phase.
+    of its steps (4 or more), its median excess beats the other steps' by the
+    threshold and by 4 robust sigmas of theirs, and the phase passes the
+    persistent test. Returns N and the steps of that phase.
     """
     hit = e >= threshold
     for period in range(2, PERIOD_MAX + 1):
@@ -554,9 +572,11 @@ def _period(e: np.ndarray, steps: np.ndarray, threshold: float) -> tuple[int, np
             at = phase == f
             if int(at.sum()) < PERIOD_MIN_REPEATS or at.all():
                 continue
+            rest = e[~at]
+            contrast = _median(e[at]) - _median(rest)
             if (
                 float(hit[at].mean()) >= PERIOD_HIT_SHARE
-                and float(hit[~at].mean()) <= PERIOD_MISS_SHARE
+                and contrast >= max(threshold, PERIOD_SIGMAS * _robust_sigma(rest))
                 and _persistent(e[at], threshold) is not None
             ):
                 return period, at
@@ -685,28 +705,6 @@ def decide(
             )
             selected[r] = sel
             continue
-        test = _persistent(e, persistent_min)
-        if test is not None:
-            p, ci, confidence = test
-            verdicts.append(
-                _verdict(
-                    r,
-                    "persistent",
-                    everything,
-                    k,
-                    comp_excess,
-                    n_steps,
-                    has_gpu,
-                    confidence=confidence,
-                    p_value=round(p, 4),
-                    excess_ms_per_step=round(float(e.mean()), 3),
-                    excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
-                    late_steps=int((latest == k).sum()),
-                    steps=[],
-                )
-            )
-            selected[r] = everything
-            continue
         periodic = _period(e, steps, persistent_min)
         if periodic is not None:
             period, at = periodic
@@ -735,6 +733,28 @@ def decide(
                 )
             )
             selected[r] = sel
+            continue
+        test = _persistent(e, persistent_min)
+        if test is not None:
+            p, ci, confidence = test
+            verdicts.append(
+                _verdict(
+                    r,
+                    "persistent",
+                    everything,
+                    k,
+                    comp_excess,
+                    n_steps,
+                    has_gpu,
+                    confidence=confidence,
+                    p_value=round(p, 4),
+                    excess_ms_per_step=round(float(e.mean()), 3),
+                    excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
+                    late_steps=int((latest == k).sum()),
+                    steps=[],
+                )
+            )
+            selected[r] = everything
             continue
         hit = np.flatnonzero(e >= spike_min)
         if len(hit) and len(hit) <= max(1, n_steps // 2):

@@ -52,6 +52,9 @@ class RunFacts:
     whole_run_ranks: list[int] = field(default_factory=list)  # ranks the light layer covers
     collectives: list[CollectiveSummary] = field(default_factory=list)  # sizes and counts
     n_steps: int = 0  # analysed steps (``collectives`` counts instances over them)
+    # rank -> its training thread's run-queue wait, ms per step over the analysed steps
+    # (light layer; empty without it): time it was ready but not scheduled
+    queued_ms: dict[int, float] = field(default_factory=dict)
 
     @property
     def ranks(self) -> list[int]:
@@ -221,8 +224,13 @@ def compute_imbalance_rule(f: RunFacts) -> list[Finding]:
     med = median(list(comp.values()))
     worst = max(comp, key=lambda r: comp[r])
     extra = comp[worst] - med
+    if worst in f.queued_ms:
+        # Operators stretched while the thread waited for a CPU: the host's, not the work's.
+        others = median([v for r, v in f.queued_ms.items() if r != worst])
+        queued_extra = max(f.queued_ms[worst] - others, 0.0) if others == others else 0.0
+        extra = max(extra - queued_extra, 0.0)
     if not (
-        med > 0 and extra >= MIN_SHARE * f.step_ms and comp[worst] >= COMPUTE_IMBALANCE_RATIO * med
+        med > 0 and extra >= MIN_SHARE * f.step_ms and med + extra >= COMPUTE_IMBALANCE_RATIO * med
     ):
         return []
     text = wording.compute_imbalance_finding(worst, comp[worst], med)

@@ -35,7 +35,9 @@ from rankscope.dashboard.analysis.diagnosis import (
     MIN_FRACTION,
     MIN_MS,
     SHARED_CONTENTION,
+    _median_rows,
 )
+from rankscope.dashboard.analysis.imbalance import median
 from rankscope.dashboard.analysis.results import RotatingLateness, Straggler
 from rankscope.dashboard.analysis.wholerun import WholeRun
 
@@ -94,7 +96,7 @@ def _whole_excess_at(whole: WholeRun, rank: int, first: int, last: int) -> float
 
 def _threshold(whole: WholeRun) -> float:
     steps = [s.step_ms for s in whole.steps]
-    return max(MIN_FRACTION * float(np.median(steps)) if steps else 0.0, MIN_MS)
+    return max(MIN_FRACTION * median(steps) if steps else 0.0, MIN_MS)
 
 
 def with_contention(
@@ -120,7 +122,7 @@ def with_contention(
             continue
         k = whole.ranks.index(s.rank)
         own = q[k][at]
-        others = np.median(np.delete(q, k, axis=0)[:, at], axis=0)
+        others = _median_rows(np.delete(q, k, axis=0)[:, at])
         extra = float((own - others).mean())
         if extra < CAUSE_MIN_SHARE * s.excess_ms_per_step:
             out.append(s)
@@ -139,6 +141,16 @@ def with_contention(
             )
         )
     return out
+
+
+def queued_ms_at(whole: WholeRun | None, steps: list[int]) -> dict[int, float]:
+    """Per rank, its run-queue wait in ms per step over steps[0]..steps[-1] (light layer)."""
+    if whole is None or whole.queued_ms is None or whole.steps_index is None or not steps:
+        return {}
+    at = (whole.steps_index >= steps[0]) & (whole.steps_index <= steps[-1])
+    if not at.any():
+        return {}
+    return {r: float(whole.queued_ms[k][at].mean()) for k, r in enumerate(whole.ranks)}
 
 
 def _single(ev: Evidence, source: str) -> RunVerdict:

@@ -19,8 +19,8 @@ applies the one decision rule (persistent / intermittent / rotating, what-if
 savings). Causes from the light layer: ``data_loading`` (``data_ns``),
 ``hardware`` (the rank's GPU reported a throttle reason during the step, bit 0
 "idle" aside), ``host_contention`` (``runq_ns``: the training thread was
-runnable but not scheduled, capped at the gap), else ``unknown``: capture a
-trace window to see more.
+runnable but not scheduled, beyond what its CPU time ``cpu_ns`` would queue at
+the other ranks' rate), else ``unknown``: capture a trace window to see more.
 
 Collectives are matched across ranks by (process group, sequence number) to
 check that the ranks' logs agree (``matched_collectives`` /
@@ -59,6 +59,7 @@ class LightRank:
     throttle: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     # the training thread's run-queue wait per step (ns, -1: not recorded), by step row
     runq_ns: np.ndarray | None = None
+    cpu_ns: np.ndarray | None = None  # its CPU time per step (ns, -1: not recorded)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ def light_gaps(
     hi = np.zeros((n, m), dtype=np.int64)
     data = np.zeros((n, m))
     runq = np.zeros((n, m))
+    cpu = np.zeros((n, m))
     throttled = np.zeros((n, m), dtype=bool)
     has = np.ones(m, dtype=bool)
     lengths = np.zeros((n, m))
@@ -144,6 +146,9 @@ def light_gaps(
         if r.runq_ns is not None:
             q = r.runq_ns[pos].astype(np.float64)
             runq[k] = np.where(q >= 0, q / NS_PER_MS, 0.0)
+        if r.cpu_ns is not None:
+            c = r.cpu_ns[pos].astype(np.float64)
+            cpu[k] = np.where(c >= 0, c / NS_PER_MS, 0.0)
         if len(r.tel_ts_ns):
             t_idx = _step_index(r, r.tel_ts_ns)
             bad = (r.throttle & ~1) != 0
@@ -152,11 +157,12 @@ def light_gaps(
             throttled[k] = hit[pos]
     if not has.any():
         return None
-    lo, hi, data, runq, throttled, lengths = (
+    lo, hi, data, runq, cpu, throttled, lengths = (
         lo[:, has],
         hi[:, has],
         data[:, has],
         runq[:, has],
+        cpu[:, has],
         throttled[:, has],
         lengths[:, has],
     )
@@ -169,9 +175,12 @@ def light_gaps(
     wait = gap.max(axis=0) - gap  # the others wait for the latest (no end times needed)
     data = np.minimum(data, gap)
     hardware = np.where(throttled, gap - data, 0.0)
-    # Runnable but not running: the step's run-queue wait (at most what the gap holds
-    # beside data loading and a throttled GPU).
-    contention = np.clip(np.minimum(runq, gap - data - hardware), 0.0, None)
+    # Runnable but not running: the step's run-queue wait beyond what the rank's CPU time
+    # would queue at the other ranks' rate (on a loaded host more work queues more: that
+    # part is the work's), at most what the gap holds beside data loading and the GPU.
+    contention = np.clip(
+        np.minimum(runq - cpu * _others_queue_rate(runq, cpu), gap - data - hardware), 0.0, None
+    )
     comps = {
         "data_loading": data,
         "hardware": hardware,
@@ -188,6 +197,22 @@ def light_gaps(
     )
     step_ms = np.array([float(np.sort(col)[len(col) // 2]) for col in lengths.T])
     return gaps, comps, step_ms, _match_counts(ranks)
+
+
+def _others_queue_rate(runq: np.ndarray, cpu: np.ndarray) -> np.ndarray:
+    """Per rank (as a column), the median over the other ranks of run-queue ms per CPU ms."""
+    busy = cpu.sum(axis=1)
+    rate = np.where(busy > 0, runq.sum(axis=1) / np.where(busy > 0, busy, 1.0), 0.0)
+    n = len(rate)
+    others = [_median(np.delete(rate, k)) if n > 1 else 0.0 for k in range(n)]
+    return np.asarray(others)[:, None]
+
+
+def _median(v: np.ndarray) -> float:
+    """(np.median imports numpy.ma, ~25 ms of start-up.)"""
+    s = np.sort(v)
+    mid = len(s) // 2
+    return float(s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2)
 
 
 def _match_counts(ranks: list[LightRank]) -> tuple[int, int]:
@@ -223,6 +248,9 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
                 # NaN (a step written without it) reads as "not recorded"
                 runq_ns=np.nan_to_num(marks["runq_ns"], nan=-1).astype(np.int64)
                 if "runq_ns" in marks
+                else None,
+                cpu_ns=np.nan_to_num(marks["cpu_ns"], nan=-1).astype(np.int64)
+                if "cpu_ns" in marks
                 else None,
                 coll_key=(codes[comms["pg"]] << 40) | comms["seq"],
                 enqueue_ns=comms["enqueue_ns"],

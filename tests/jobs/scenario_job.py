@@ -27,9 +27,10 @@ size it):
 - ``two_slow``: rank R sleeps ms in ``__getitem__``, rank R2 half of that.
 - ``periodic``: rank R stalls ms (pure Python) at every ``--every``-th step
   (collector steps ``--at-step``, ``--at-step`` + every, ...).
-- ``contended``: from collector step ``--at-step`` on, rank R's training thread
-  shares one CPU with a busy-loop process (both pinned there): it is ready to
-  run but waits for the CPU, as beside another job or under CPU throttling.
+- ``contended``: every rank does the same operator work; from collector step
+  ``--at-step`` on, rank R's training thread shares one CPU with a busy-loop
+  process (both pinned there): it is ready to run but waits for the CPU, as
+  beside another job or under CPU throttling.
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def main() -> None:
     # uneven_batch: per-sample feature work (no parameters, so no extra communication)
     # makes operator time scale with the batch.
     mix = torch.randn(FEATURES, FEATURES) / FEATURES**0.5
-    feature_depth = 240 if sc == "uneven_batch" else 0
+    # contended: every rank does ~10-20 ms of operator work a step, so a rank sharing
+    # its CPU needs its share of it (a thread that mostly sleeps hardly notices a hog)
+    feature_depth = {"uneven_batch": 240, "contended": 160}.get(sc, 0)
     model = nn.parallel.DistributedDataParallel(
         nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 16))
     )
