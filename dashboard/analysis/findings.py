@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rankscope.dashboard.analysis import wording
-from rankscope.dashboard.analysis.diagnosis import severity
+from rankscope.dashboard.analysis.diagnosis import MIN_MS, severity
 from rankscope.dashboard.analysis.imbalance import median
 from rankscope.dashboard.analysis.results import (
     CollectiveSummary,
@@ -229,9 +229,9 @@ def compute_imbalance_rule(f: RunFacts) -> list[Finding]:
         others = median([v for r, v in f.queued_ms.items() if r != worst])
         queued_extra = max(f.queued_ms[worst] - others, 0.0) if others == others else 0.0
         extra = max(extra - queued_extra, 0.0)
-    if not (
-        med > 0 and extra >= MIN_SHARE * f.step_ms and med + extra >= COMPUTE_IMBALANCE_RATIO * med
-    ):
+    # the straggler rule's floor: scheduling noise on a busy host stays under MIN_MS
+    floor = max(MIN_SHARE * f.step_ms, MIN_MS)
+    if not (med > 0 and extra >= floor and med + extra >= COMPUTE_IMBALANCE_RATIO * med):
         return []
     text = wording.compute_imbalance_finding(worst, comp[worst], med)
     return [finding("compute_imbalance", text, [worst], extra, f.step_ms)]
