@@ -171,6 +171,24 @@ def test_compute_imbalance_rule_names_the_slowest_rank() -> None:
     assert fd.compute_imbalance_rule(facts(even)) == []
 
 
+def test_compute_stretched_while_waiting_for_a_cpu_is_no_imbalance() -> None:
+    ranks = [breakdown(0, compute_ms=40), breakdown(1, compute_ms=40)]
+    ranks.append(breakdown(2, compute_ms=60))
+    # rank 2 queued 17 ms/step more than the others: 3 ms of its 20 ms extra is left
+    queued = {0: 2.0, 1: 3.0, 2: 19.5}
+    assert fd.compute_imbalance_rule(replace(facts(ranks), queued_ms=queued)) == []
+    # queued 8 ms more: 12 ms of its extra compute is its own
+    (found,) = fd.compute_imbalance_rule(replace(facts(ranks), queued_ms={0: 2, 1: 3, 2: 10.5}))
+    assert (found.est_saving_ms_per_step, found.severity) == (12.0, "medium")
+    # under the 5 ms floor: scheduling noise on a busy host, whatever the share of a short step
+    tiny = [
+        breakdown(0, compute_ms=1.0),
+        breakdown(1, compute_ms=1.0),
+        breakdown(2, compute_ms=4.0),
+    ]
+    assert fd.compute_imbalance_rule(facts(tiny)) == []
+
+
 def test_low_gpu_utilisation_rule_saves_nothing_itself() -> None:
     ranks = [breakdown(0), breakdown(1), breakdown(2)]
     (found,) = fd.low_gpu_utilisation_rule(facts(ranks, busy_pct=(30.0, 40.0, None)))
