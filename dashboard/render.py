@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import fields
 from typing import Any
 
 from rankscope.dashboard.analysis import wording
-from rankscope.dashboard.analysis.results import LastArrival
+from rankscope.dashboard.analysis.results import LastArrival, StepStall, Straggler
 
 _SEV_MARK = {"high": "!!!", "medium": "!! ", "low": "!  "}
 
@@ -221,6 +222,14 @@ def _verdict(report: dict[str, Any]) -> str:
     return f"{head} {no_straggler}" if no_straggler else head
 
 
+def _straggler(s: dict[str, Any]) -> Straggler:
+    """A report's straggler entry as the typed result (its step stalls too)."""
+    known = {f.name for f in fields(Straggler)}
+    entry = {k: v for k, v in s.items() if k in known}
+    entry["steps"] = [StepStall(**st) for st in s.get("steps", [])]
+    return Straggler(**entry)
+
+
 def _whole_run_lines(report: dict[str, Any]) -> list[str]:
     """The light layer's whole-run picture, when a trace window also exists."""
     whole = report.get("whole_run")
@@ -228,7 +237,7 @@ def _whole_run_lines(report: dict[str, Any]) -> list[str]:
         return []
     out = [wording.whole_run_heading(whole["first_step"], whole["last_step"], whole["n_steps"])]
     for s in whole["stragglers"]:
-        out.append(f"  - {_top_verdict(s)}")
+        out.append(f"  - {wording.verdict_straggler(_straggler(s))}")
     if whole.get("rotating"):
         out.append("  - " + wording.ROTATING_WHOLE_RUN)
     if not whole["stragglers"] and not whole.get("rotating"):

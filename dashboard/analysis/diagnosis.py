@@ -39,6 +39,11 @@ the excess is time with no traced op at all: Python outside torch ops, sleeps,
 I/O, GC), ``communication`` (only on positive evidence: its other collectives),
 else ``unknown``. The top component must hold half of the excess.
 
+A straggler whose cause is ``host_contention`` (light layer: its thread waited
+for a CPU) keeps its name but is severity low unless that contention is its own
+(the others queue less than half as much) and holds at half the steps or more:
+a busy host deschedules some rank now and then, which is no code straggler.
+
 Savings are a **what-if replay** of the collective dependencies: with the gaps
 of the ranks fixed cut to the median of the others', each instance ends at its
 last arrival plus the transfer, so the run shortens by ``sum_i max_r gap -
@@ -91,6 +96,7 @@ PERIOD_MIN_REPEATS = 4  # a period is seen 4+ times ...
 PERIOD_HIT_SHARE = 0.8  # ... late by the persistent threshold at 80% of its phase's steps ...
 PERIOD_SIGMAS = 4.0  # ... by more than the threshold and 4 robust sigmas of the other steps
 SHARED_CONTENTION = 0.5  # the others' run-queue wait is half the rank's or more: the host's load
+CONTENTION_MIN_SHARE = 0.5  # contention over less than half the steps: the host's noise
 
 COMPONENTS = ("data_loading", "communication", "gpu_compute", "ops", "untraced")
 UNTRACED_HINT = (
@@ -825,9 +831,9 @@ def decide(
             own = float(queued_ps[k][sel].mean())
             others = float(_median_rows(np.delete(queued_ps, k, axis=0)[:, sel]).mean())
             v.shared_contention = others >= SHARED_CONTENTION * own
-            if v.shared_contention or (v.pattern == "intermittent" and v.period_steps is None):
-                # Descheduled beside ranks that are too, or now and then: the host's load,
-                # not this rank's code; it stays named, but it is no alarm.
+            if v.shared_contention or float(sel.mean()) < CONTENTION_MIN_SHARE:
+                # Descheduled beside ranks that are too, or for a stretch, not most of the
+                # run: the host's load, not this rank's code; named, but no alarm.
                 v.severity = "low"
     verdicts.sort(key=lambda v: (-v.est_saving_ms_per_step, v.rank))
 

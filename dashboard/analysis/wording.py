@@ -584,14 +584,14 @@ def window_outside_pattern(rank: int, first: int, last: int, window_rank: int | 
 
 
 def window_within_noise(rank: int, first: int, last: int, excess_ms: float | None = None) -> str:
-    at = (
-        f" (over the whole run it was {excess_ms:+.1f} ms/step off the others at those steps)"
-        if excess_ms is not None
-        else ""
-    )
+    if excess_ms is None:
+        return (
+            f"The trace window (steps {first}-{last}) names no straggler: over its few steps"
+            f" rank {rank}'s lateness does not stand out from the noise."
+        )
     return (
-        f"The trace window (steps {first}-{last}) differs from the whole run about rank {rank}:"
-        f" the difference is within the run's noise{at}."
+        f"The trace window (steps {first}-{last}) names rank {rank}, but over the whole run it"
+        f" was {excess_ms:+.1f} ms/step off the others at those steps: within the run's noise."
     )
 
 

@@ -146,9 +146,9 @@ def main() -> None:
     # uneven_batch: per-sample feature work (no parameters, so no extra communication)
     # makes operator time scale with the batch.
     mix = torch.randn(FEATURES, FEATURES) / FEATURES**0.5
-    # contended: every rank does ~10-20 ms of operator work a step, so a rank sharing
+    # contended: every rank does ~20 ms of operator work a step, so a rank sharing
     # its CPU needs its share of it (a thread that mostly sleeps hardly notices a hog)
-    feature_depth = {"uneven_batch": 240, "contended": 160}.get(sc, 0)
+    feature_depth = {"uneven_batch": 240, "contended": 600}.get(sc, 0)
     model = nn.parallel.DistributedDataParallel(
         nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 16))
     )
