@@ -157,7 +157,18 @@ def render() -> None:
         # first: every figure below was measured without the untraced ranks
         st.warning(incomplete, icon=":material/report:")
     sentence = model.straggler_sentence(report)
-    if sentence:
+    one = report.get("verdict")
+    if one and not run.get("missing_trace"):
+        # the one verdict from the window and the whole run (``analysis.verdict``)
+        if one["rank"] is None and one["pattern"] != "rotating":
+            st.success(one["headline"], icon=":material/check:")
+        else:
+            st.warning(f"**{one['headline']}**", icon=":material/directions_run:")
+        if one.get("explanation"):
+            st.caption(one["explanation"])
+        if hint := model.straggler_next(report):
+            st.caption(hint)
+    elif sentence:
         st.warning(f"**{sentence}**", icon=":material/directions_run:")
         if hint := model.straggler_next(report):
             st.caption(hint)
