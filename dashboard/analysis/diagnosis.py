@@ -88,9 +88,9 @@ BOOTSTRAP_SAMPLES = 2000
 MIN_STEPS_FOR_PERSISTENT = 3
 HIGH_CONFIDENCE_STEPS = 5
 SHAPLEY_MAX = 6  # exact shares up to 6 stragglers (64 replays)
-ONSET_MIN_STEPS = 5  # a pattern that starts (or stops) inside the run lasts 5+ steps ...
+ONSET_MIN_STEPS = 8  # a pattern that starts (or stops) inside the run lasts 8+ steps ...
 ONSET_MIN_OUTSIDE = 3  # ... and leaves 3+ steps outside it to compare with
-ONSET_NOISE_SIGMAS = 2.0  # ... and its mean excess is 2+ robust sigmas of the excess outside it
+ONSET_NOISE_SIGMAS = 3.0  # ... and its mean beats the outside's by 3 standard errors
 PERIOD_MAX = 8  # periods looked for: every 2nd .. every 8th step
 PERIOD_MIN_REPEATS = 4  # a period is seen 4+ times ...
 PERIOD_HIT_SHARE = 0.8  # ... late by the persistent threshold at 80% of its phase's steps ...
@@ -534,11 +534,11 @@ def _split(x: np.ndarray) -> int:
 def _onset(e: np.ndarray, threshold: float) -> tuple[int, int] | None:
     """Where a rank's lateness starts and stops inside the steps: [a, b), or None.
 
-    The stretch of ``_segment`` counts when it is a part of the run, 5+ steps
+    The stretch of ``_segment`` counts when it is a part of the run, 8+ steps
     long, passes the persistent test on its own, leaves 3+ steps before its
     start (or after its end) where the rank was not late (median excess under
     the threshold), and its mean excess beats that outside by the threshold and
-    by 2 robust sigmas of the outside.
+    by 3 standard errors of that difference (robust sigmas over root counts).
     """
     n = len(e)
     a, b = _segment(e, threshold)
@@ -556,7 +556,10 @@ def _onset(e: np.ndarray, threshold: float) -> tuple[int, int] | None:
     if _persistent(inside, threshold) is None or _median(outside) >= threshold:
         return None
     contrast = float(inside.mean()) - _median(outside)
-    if contrast < max(threshold, ONSET_NOISE_SIGMAS * _robust_sigma(outside)):
+    spread = np.hypot(
+        _robust_sigma(outside) / len(outside) ** 0.5, _robust_sigma(inside) / len(inside) ** 0.5
+    )
+    if contrast < max(threshold, ONSET_NOISE_SIGMAS * spread):
         return None
     return a, b
 
