@@ -231,7 +231,9 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     lights = wholerun.light_ranks(run.ranks)
     whole = wholerun.whole_run(lights, has_gpu)
     whole_stragglers = imbalance.whole_run_stragglers(whole) if whole else []
-    stragglers = verdict_mod.with_contention(stragglers, whole, steps)
+    stragglers = verdict_mod.temper(
+        verdict_mod.with_contention(stragglers, whole, steps), whole, steps
+    )
     rotating = diag.rotating
     if not steps and whole is not None:
         # No trace window: the light layer's whole-run verdict is the verdict.

@@ -156,6 +156,8 @@ class Gaps:
     hi_ns: np.ndarray
     gap_ms: np.ndarray
     wait_ms: np.ndarray
+    # the training thread's run-queue wait in each gap's step (light layer; None: unknown)
+    queued_ms: np.ndarray | None = None
 
 
 @dataclass
@@ -825,9 +827,21 @@ def decide(
     shares, joint = shapley_savings(gaps, [v.rank for v in verdicts], n_steps)
     queued = comps.get("host_contention")
     queued_ps = _per_step(gaps, queued, steps) if queued is not None else None
+    raw_ps = _per_step(gaps, gaps.queued_ms, steps) if gaps.queued_ms is not None else None
     for v in verdicts:
         v.est_saving_ms_per_step = round(shares[v.rank], 3)
         v.severity = severity(v.est_saving_ms_per_step, median_step)
+        if raw_ps is not None and v.cause in ("unknown", "host_contention"):
+            # Late while the other ranks queued for a CPU about as long: the whole host
+            # was descheduling (another job, a burst of load), not this rank's code.
+            k = ranks.index(v.rank)
+            sel = selected[v.rank]
+            others_q = float(_median_rows(np.delete(raw_ps, k, axis=0)[:, sel]).mean())
+            if others_q >= SHARED_CONTENTION * float(excess[k][sel].mean()):
+                v.cause, v.cause_detail, v.hint = "host_contention", None, None
+                v.shared_contention = True
+                v.severity = "low"
+                continue
         if v.cause == "host_contention" and queued_ps is not None:
             k = ranks.index(v.rank)
             sel = selected[v.rank]

@@ -153,8 +153,25 @@ def queued_ms_at(whole: WholeRun | None, steps: list[int]) -> dict[int, float]:
     return {r: float(whole.queued_ms[k][at].mean()) for k, r in enumerate(whole.ranks)}
 
 
+def temper(
+    stragglers: list[Straggler], whole: WholeRun | None, steps: list[int]
+) -> list[Straggler]:
+    """A window's stragglers, severity low where the whole run at the same steps sees the
+    rank within its noise (mean excess under the persistent threshold): a few steps'
+    difference that every step of the run does not bear out is no alarm."""
+    if whole is None or not steps:
+        return stragglers
+    out = []
+    for s in stragglers:
+        excess = _whole_excess_at(whole, s.rank, steps[0], steps[-1])
+        low = excess is not None and excess < _threshold(whole) and s.pattern == "persistent"
+        out.append(replace(s, severity="low") if low else s)
+    return out
+
+
 def _single(ev: Evidence, source: str) -> RunVerdict:
-    """The verdict of one source alone."""
+    """The verdict of one source alone (a rank late only under shared load is not named)."""
+    ev = replace(ev, stragglers=[s for s in ev.stragglers if not s.shared_contention])
     if ev.rotating is not None:
         return RunVerdict(
             wording.verdict_rotating(sorted(ev.rotating.counts)), None, None, "rotating", source,
@@ -183,6 +200,14 @@ def reconcile(
     if whole is None or whole_ev is None:
         assert window is not None, "reconcile needs at least one source"
         return _single(window, "window")
+    # A rank late only while every rank queued for a CPU is the host's load: said, not named.
+    whole_ev = replace(
+        whole_ev, stragglers=[s for s in whole_ev.stragglers if not s.shared_contention]
+    )
+    if window is not None:
+        window = replace(
+            window, stragglers=[s for s in window.stragglers if not s.shared_contention]
+        )
     if window is None:
         return _single(whole_ev, "whole_run")
     first, last = window.first_step, window.last_step
@@ -200,7 +225,7 @@ def reconcile(
         )
     if whole_ev.stragglers:
         top = whole_ev.stragglers[0]
-        if w_top is not None and w_top.rank == top.rank:
+        if w_top is not None and w_top.rank == top.rank and _late_at(top, first, last):
             # Same rank: the whole run says when, the window says why at its steps.
             cause = top.cause
             if (

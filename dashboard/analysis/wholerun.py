@@ -194,6 +194,7 @@ def light_gaps(
         hi_ns=hi,
         gap_ms=gap,
         wait_ms=wait,
+        queued_ms=runq,
     )
     step_ms = np.array([float(np.sort(col)[len(col) // 2]) for col in lengths.T])
     return gaps, comps, step_ms, _match_counts(ranks)
