@@ -20,6 +20,8 @@ from conftest import needs_torch
 from jobs.scenario_job import busy_loop
 from jobs.scenarios import scenario
 
+from rankscope.profiler import rundir
+
 pytestmark = [pytest.mark.slow, needs_torch]
 
 
@@ -60,6 +62,12 @@ def test_a_rank_sharing_its_cpu_from_step_15_is_contention_from_step_15(tmp_path
     assert (top["rank"], top["cause"]) == (1, "host_contention"), top
     assert top["onset_step"] is not None and 12 <= top["onset_step"] <= 18, top
     assert top["onset_s"] > 0
+    # the light layer's own record: rank 1's thread queued for a CPU far more from step 15
+    steps = {row["step"]: row for row in rundir.read_steps(tmp_path / "run", 1)}
+    assert all("cpu_ns" in row and "runq_ns" in row for row in steps.values())
+    before = sum(steps[s]["runq_ns"] for s in range(5, 15)) / 10
+    after = sum(steps[s]["runq_ns"] for s in range(20, 30)) / 10
+    assert after > before + 10e6, (before, after)
     v = r["verdict"]
     assert (v["rank"], v["cause"], v["onset_step"]) == (1, "host_contention", top["onset_step"])
     assert "from step" in v["headline"]
