@@ -836,8 +836,10 @@ def decide(
             # was descheduling (another job, a burst of load), not this rank's code.
             k = ranks.index(v.rank)
             sel = selected[v.rank]
+            own_q = float(raw_ps[k][sel].mean())
             others_q = float(_median_rows(np.delete(raw_ps, k, axis=0)[:, sel]).mean())
-            if others_q >= SHARED_CONTENTION * float(excess[k][sel].mean()):
+            late = float(excess[k][sel].mean())
+            if own_q >= CAUSE_MIN_SHARE * late and others_q >= SHARED_CONTENTION * own_q:
                 v.cause, v.cause_detail, v.hint = "host_contention", None, None
                 v.shared_contention = True
                 v.severity = "low"
