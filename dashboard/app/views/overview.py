@@ -157,9 +157,18 @@ def render() -> None:
         # first: every figure below was measured without the untraced ranks
         st.warning(incomplete, icon=":material/report:")
     sentence = model.straggler_sentence(report)
-    one = report.get("verdict")
-    if one and not run.get("missing_trace"):
-        # the one verdict from the window and the whole run (``analysis.verdict``)
+    one: dict[str, Any] = report.get("verdict") or {}
+    # The one verdict (``analysis.verdict``) leads unless it is the window's own straggler,
+    # which the callout below words with its size.
+    lead = bool(one) and not run.get("missing_trace")
+    if (
+        lead
+        and sentence
+        and one["agreement"] in ("agree", "single")
+        and one["source"] != "whole_run"
+    ):
+        lead = one["onset_step"] is not None or one["period_steps"] is not None
+    if lead:
         if one["rank"] is None and one["pattern"] != "rotating":
             st.success(one["headline"], icon=":material/check:")
         else:
