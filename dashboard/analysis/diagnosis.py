@@ -90,6 +90,7 @@ HIGH_CONFIDENCE_STEPS = 5
 SHAPLEY_MAX = 6  # exact shares up to 6 stragglers (64 replays)
 ONSET_MIN_STEPS = 8  # a pattern that starts (or stops) inside the run lasts 8+ steps ...
 ONSET_MIN_OUTSIDE = 3  # ... and leaves 3+ steps outside it to compare with
+ONSET_CLIP = 4.0  # edges are searched on the excess clipped at 4 thresholds
 ONSET_NOISE_SIGMAS = 3.0  # ... and its mean beats the outside's by 3 standard errors
 PERIOD_MAX = 8  # periods looked for: every 2nd .. every 8th step
 PERIOD_MIN_REPEATS = 4  # a period is seen 4+ times ...
@@ -543,12 +544,15 @@ def _onset(e: np.ndarray, threshold: float) -> tuple[int, int] | None:
     by 3 standard errors of that difference (robust sigmas over root counts).
     """
     n = len(e)
-    a, b = _segment(e, threshold)
+    # Where, not how much: a few huge excesses (a stall, a burst of load) must not place
+    # the edges, so both searches read the excess clipped at +-4 thresholds.
+    clipped = np.clip(e, -ONSET_CLIP * threshold, ONSET_CLIP * threshold)
+    a, b = _segment(clipped, threshold)
     # Its edges where the mean shifts most (a low threshold lets noise stretch the stretch).
     if a > 0:
-        a = _split(e[:b])
+        a = _split(clipped[:b])
     if b < n:
-        b = a + _split(e[a:])
+        b = a + _split(clipped[a:])
     if b - a < ONSET_MIN_STEPS or (a < ONSET_MIN_OUTSIDE and n - b < ONSET_MIN_OUTSIDE):
         return None
     a = a if a >= ONSET_MIN_OUTSIDE else 0  # a few steps before it say nothing of a start
