@@ -691,35 +691,6 @@ def decide(
     everything = np.ones(n_steps, dtype=bool)
     for k, r in enumerate(ranks):
         e = excess[k]
-        seg = _onset(e, persistent_min)
-        if seg is not None:  # late from some step on (or until some step), not outside it
-            a, b = seg
-            test = _persistent(e[a:b], persistent_min)
-            assert test is not None
-            p, ci, confidence = test
-            sel = np.zeros(n_steps, dtype=bool)
-            sel[a:b] = True
-            verdicts.append(
-                _verdict(
-                    r,
-                    "persistent",
-                    sel,
-                    k,
-                    comp_excess,
-                    b - a,
-                    has_gpu,
-                    confidence=confidence,
-                    p_value=round(p, 4),
-                    # while the pattern holds (the saving below is over every step)
-                    excess_ms_per_step=round(float(e[a:b].mean()), 3),
-                    excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
-                    late_steps=int((latest[a:b] == k).sum()),
-                    steps=[],
-                    **_bounds(steps, seg),
-                )
-            )
-            selected[r] = sel
-            continue
         periodic = _period(e, steps, persistent_min)
         if periodic is not None:
             period, at = periodic
@@ -745,6 +716,35 @@ def decide(
                     ],
                     period_steps=period,
                     **_bounds(steps, _span(at, e, persistent_min)),
+                )
+            )
+            selected[r] = sel
+            continue
+        seg = _onset(e, persistent_min)
+        if seg is not None:  # late from some step on (or until some step), not outside it
+            a, b = seg
+            test = _persistent(e[a:b], persistent_min)
+            assert test is not None
+            p, ci, confidence = test
+            sel = np.zeros(n_steps, dtype=bool)
+            sel[a:b] = True
+            verdicts.append(
+                _verdict(
+                    r,
+                    "persistent",
+                    sel,
+                    k,
+                    comp_excess,
+                    b - a,
+                    has_gpu,
+                    confidence=confidence,
+                    p_value=round(p, 4),
+                    # while the pattern holds (the saving below is over every step)
+                    excess_ms_per_step=round(float(e[a:b].mean()), 3),
+                    excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
+                    late_steps=int((latest[a:b] == k).sum()),
+                    steps=[],
+                    **_bounds(steps, seg),
                 )
             )
             selected[r] = sel
