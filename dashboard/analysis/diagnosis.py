@@ -31,6 +31,15 @@ Decision rule (thresholds are the module constants):
   >= 20% of the step. (A straggler's stalls beside one stray hiccup elsewhere
   stay intermittent stragglers.)
 
+When a rank is late (by the persistent threshold) **every Nth step** (N = 2..8,
+by step number, 4+ times, with a clear contrast to its other steps) it is an
+intermittent straggler with ``period_steps`` N; periodic ranks on 2+ ranks are
+a rotation candidate instead. When its lateness **starts or stops** inside the
+steps (a stretch of 8+ steps that passes the persistent test alone, edges at the
+mean shift, 3+ quiet steps outside, 3 standard errors of contrast) it is a
+persistent straggler with ``onset_step``/``end_step``, its excess measured over
+that stretch. Order: period, then onset, then persistent, then stalls.
+
 Each straggler's cause is read from what *its* gaps held beyond the other ranks'
 at its late steps (``cause_breakdown``, ms per step by component):
 ``data_loading``, ``gpu_compute``, ``cpu_compute`` (operators on a CPU-only
