@@ -208,6 +208,11 @@ def _verdict(report: Report) -> str:
         head = wording.run_scope(len(run.ranks), run.world_size, run.steps, _fmt(run.step_ms))
     if incomplete := incomplete_sentence(report):
         head = f"{incomplete} {head}"
+    one = report.verdict
+    if one is not None and not run.missing_trace:
+        # the one verdict from the window and the whole run (``analysis.verdict``)
+        why = f" {one.explanation}" if one.explanation else ""
+        return f"{head} {one.headline}{why}"
     if s:
         return f"{head} " + _top_verdict(s[0])
     no_straggler = no_straggler_sentence(report)
@@ -223,7 +228,7 @@ def _whole_run_lines(report: Report) -> list[str]:
     if whole.capture_steps:
         out.append("  - " + wording.capture_steps_left_out(whole.capture_steps))
     for s in whole.stragglers:
-        out.append(f"  - {_top_verdict(s)}")
+        out.append(f"  - {wording.verdict_straggler(s)}")
     if whole.rotating:
         out.append("  - " + wording.ROTATING_WHOLE_RUN)
     if not whole.stragglers and not whole.rotating:

@@ -1,7 +1,8 @@
 """The per-rank collector: step timer, telemetry, torch.profiler windows, manifests.
 
 Contract (what a rank leaves in its run directory, see ``rankscope.profiler.rundir``):
-``rank{R}.steps.jsonl`` (one ``{step, start_ns, end_ns, data_ns[, capture]}`` per finished step),
+``rank{R}.steps.jsonl`` (one ``{step, start_ns, end_ns, data_ns, cpu_ns, runq_ns[, capture]}``
+per finished step: ``rankscope.profiler.cputime`` for the CPU and run-queue times),
 ``rank{R}.collectives.jsonl`` (every collective, from the flight recorder),
 ``rank{R}.telemetry.jsonl`` (samples every ``nvml_period_ms``),
 ``rank{R}.step{A}-{B}.pt.trace.json.gz`` per profiler window (its
@@ -52,7 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rankscope.profiler import __version__, datawait, hooks, rundir, settings
+from rankscope.profiler import __version__, cputime, datawait, hooks, rundir, settings
 from rankscope.profiler.control import AttachRequest, ControlChannel
 from rankscope.profiler.faults import Faults
 from rankscope.profiler.recorder import Recorder
@@ -214,6 +215,8 @@ class Collector:
         # Step clock (training thread only).
         self._step = 0
         self._step_start_ns: int | None = None
+        self._thread_clock = cputime.ThreadClock()
+        self._step_clock = (-1, -1)  # (cpu_ns, runq_ns) at the current step's start
         self._steps_source = "optimizer" if steps_from_optimizer else "manual"
         self._last_boundary_source = ""
         self._clock_optimizer: int | None = None
@@ -523,6 +526,10 @@ class Collector:
             now = time.time_ns()
             self._last_boundary_source = source
             data_ns = datawait.take() if self._data_timed else -1
+            # CPU time and run-queue wait of the training thread (rankscope.profiler.cputime)
+            cpu, runq = self._thread_clock.read()
+            cpu0, runq0 = self._step_clock
+            self._step_clock = (cpu, runq)
             if self._step_start_ns is None:
                 self._step_start_ns = now
                 self._begin_step(0)
@@ -532,7 +539,17 @@ class Collector:
             if not capture and (self._exports_running or self._export_end_ns > self._step_start_ns):
                 capture = "export"  # a trace was being written beside this step
             if self._recorder is not None:
-                self._recorder.steps.append((finished, self._step_start_ns, now, data_ns, capture))
+                self._recorder.steps.append(
+                    (
+                        finished,
+                        self._step_start_ns,
+                        now,
+                        data_ns,
+                        capture,
+                        cpu - cpu0 if min(cpu, cpu0) >= 0 else -1,
+                        runq - runq0 if min(runq, runq0) >= 0 else -1,
+                    )
+                )
             if self._progress is not None:
                 self._progress.on_step(finished, self._step_start_ns, now)
             self._step = finished + 1

@@ -121,11 +121,14 @@ def read_steps(run_dir: Path, rank: int, bad: Problems = None) -> list[dict[str,
     """The step timer's records for a rank (``records.StepRecord`` as dicts).
 
     Records whose step is not in 0..MAX_STEP, whose times are not int64
-    nanoseconds, or which end before they start are skipped; a bad ``data_ns``, or a
-    ``capture`` not in ``CAPTURE_PHASES``, is left out of its record.
+    nanoseconds, or which end before they start are skipped; a bad ``data_ns``,
+    ``cpu_ns`` or ``runq_ns``, or a ``capture`` not in ``CAPTURE_PHASES``, is left out
+    of its record.
     """
     path = steps_path(run_dir, rank)
-    rows = iter_records(path, records.StepRecord, optional=("data_ns", "capture"), bad=bad)
+    rows = iter_records(
+        path, records.StepRecord, optional=("data_ns", "cpu_ns", "runq_ns", "capture"), bad=bad
+    )
     return [records.as_dict(r) for r in rows]
 
 

@@ -37,8 +37,9 @@ if TYPE_CHECKING:
     from rankscope.profiler.autocapture import AutoCapture
     from rankscope.profiler.collectives import FlightRecorderLog
 
-# (step, start_ns, end_ns, data_ns or -1 if untimed, capture phase or "": rundir.CAPTURE_PHASES)
-StepRecord = tuple[int, int, int, int, str]
+# (step, start_ns, end_ns, data_ns, capture, cpu_ns, runq_ns): -1 (or "" for the
+# capture phase, rundir.CAPTURE_PHASES) means not measured and is left out of the line
+StepRecord = tuple[int, int, int, int, str, int, int]
 
 _BUFFER_LIMIT = 100_000
 
@@ -278,14 +279,24 @@ class Recorder(threading.Thread):
             self._flushed.notify_all()
 
 
-def _step_line(step: int, start: int, end: int, data_ns: int = -1, capture: str = "") -> str:
-    """One ``steps.jsonl`` line; ``data_ns`` only when timed, ``capture`` only when set."""
+def _step_line(
+    step: int,
+    start: int,
+    end: int,
+    data_ns: int = -1,
+    capture: str = "",
+    cpu_ns: int = -1,
+    runq_ns: int = -1,
+) -> str:
+    """One ``steps.jsonl`` line; a time at -1 (not measured) and an empty capture are left out."""
     return _line(
         records.StepRecord(
             step,
             start,
             end,
             data_ns if data_ns >= 0 else None,
+            cpu_ns=cpu_ns if cpu_ns >= 0 else None,
+            runq_ns=runq_ns if runq_ns >= 0 else None,
             # the collector passes only CAPTURE_PHASES names (or "")
             capture=cast("records.CapturePhase", capture) if capture else None,
         )

@@ -91,6 +91,10 @@ class StepRecord(Struct, omit_defaults=True):
     end_ns: Ns
     # Time in the DataLoader iterator's __next__ during the step (absent: timer off).
     data_ns: Ns | None = None
+    # The training thread's CPU time in the step and its wait on a run queue
+    # (/proc/thread-self/schedstat; absent where unreadable: ``cputime``).
+    cpu_ns: Ns | None = None
+    runq_ns: Ns | None = None
     # Which phase of rankscope's own profiler window touched the step (absent: none;
     # ``layout.CAPTURE_PHASES``): the whole-run verdict leaves start/stop/export out.
     capture: CapturePhase | None = None

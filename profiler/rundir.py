@@ -29,7 +29,10 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   ``read_steps``/``read_telemetry`` skip it (it has no step / ts_ns). Telemetry rows
   carry ``source`` ("nvml" | "host") and the fields in ``rankscope.profiler.telemetry``.
   A step row has ``data_ns`` (int): the time the training thread spent in the
-  DataLoader iterator's ``__next__`` during that step (absent where that timer is off).
+  DataLoader iterator's ``__next__`` during that step (absent where that timer is off),
+  ``cpu_ns`` (int): the training thread's CPU time in the step, and ``runq_ns`` (int): the
+  time it was runnable but waiting for a CPU (``/proc/thread-self/schedstat``); each
+  absent where unreadable and in files written before they existed.
 - ``rank{R}.collectives.jsonl`` (no header line): one JSON object per collective
   this rank issued, as PyTorch's flight recorder saw it, appended every few
   seconds (``rankscope.profiler.collectives``)::

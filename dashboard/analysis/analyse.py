@@ -19,6 +19,7 @@ from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import findings as findings_mod
 from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun
 from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis import verdict as verdict_mod
 from rankscope.dashboard.analysis.activity import RankActivity, rank_activity
 from rankscope.dashboard.analysis.breakdown import NS_PER_MS, rank_means
 from rankscope.dashboard.analysis.diagnosis import coverage_upto
@@ -39,6 +40,7 @@ from rankscope.dashboard.analysis.results import (
     Imbalance,
     KernelSummary,
     RankBreakdown,
+    RotatingLateness,
     StepRank,
     Straggler,
     TelemetrySummary,
@@ -80,6 +82,7 @@ class Analysis:
     # a crash during export or an attach that reached only some ranks
     missing_trace: list[int] = field(default_factory=list)
     n_comms: dict[int, int] = field(default_factory=dict)  # collectives in each rank's trace
+    verdict: verdict_mod.RunVerdict | None = None  # the one verdict from both sources
 
 
 class LazyActivities(Mapping[int, RankActivity]):
@@ -236,6 +239,9 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         why = wholerun.absent_reason(run.ranks)
         if why:
             warnings.append(f"no whole-run verdict: {why}")
+    stragglers = verdict_mod.temper(
+        verdict_mod.with_contention(stragglers, whole, steps), whole, steps
+    )
     rotating = diag.rotating
     if not steps and whole is not None:
         # No trace window: the light layer's whole-run verdict is the verdict.
@@ -271,6 +277,9 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         rotating=rotating,
         missing_trace={r: per_rank[r].step_ms for r in missing},
         whole_run_ranks=[] if whole is None else [lr.rank for lr in lights],
+        collectives=summary,
+        n_steps=n_steps,
+        queued_ms=verdict_mod.queued_ms_at(whole, steps),
     )
     return Analysis(
         run=run,
@@ -293,6 +302,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         caused_wait_ms=caused,
         collective_summary=summary,
         findings=findings_mod.findings(facts),
+        verdict=_one_verdict(steps, stragglers, diag.rotating, facts, whole, whole_stragglers),
         warnings=warnings,
         per_step=diag.per_step,
         whole_run=whole,
@@ -357,3 +367,36 @@ def _step_breakdown(
 def _whole_step_ms(whole: wholerun.WholeRun) -> float:
     """The mean step time over the light layer's steps (for findings without a trace)."""
     return float(np.mean([s.step_ms for s in whole.steps])) if whole.steps else 0.0
+
+
+def _one_verdict(
+    steps: list[int],
+    stragglers: list[Straggler],
+    rotating: RotatingLateness | None,
+    facts: findings_mod.RunFacts,
+    whole: wholerun.WholeRun | None,
+    whole_stragglers: list[Straggler],
+) -> verdict_mod.RunVerdict | None:
+    """``verdict.reconcile`` over the window (if any) and the whole run (if any)."""
+    window = None
+    if steps and facts.per_rank:
+        wait = facts.mean_over_ranks("comm_wait_ms")
+        window = verdict_mod.Evidence(
+            stragglers,
+            rotating,
+            steps[0],
+            steps[-1],
+            wait / facts.step_ms if facts.step_ms > 0 and wait == wait else None,
+        )
+    whole_ev = None
+    if whole is not None:
+        whole_ev = verdict_mod.Evidence(
+            whole_stragglers,
+            whole.diagnosis.rotating,
+            whole.first_step,
+            whole.last_step,
+            whole.wait_share,
+        )
+    if window is None and whole_ev is None:
+        return None
+    return verdict_mod.reconcile(window, whole, whole_ev)

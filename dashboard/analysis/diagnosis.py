@@ -31,6 +31,15 @@ Decision rule (thresholds are the module constants):
   >= 20% of the step. (A straggler's stalls beside one stray hiccup elsewhere
   stay intermittent stragglers.)
 
+When a rank is late (by the persistent threshold) **every Nth step** (N = 2..8,
+by step number, 4+ times, with a clear contrast to its other steps) it is an
+intermittent straggler with ``period_steps`` N; periodic ranks on 2+ ranks are
+a rotation candidate instead. When its lateness **starts or stops** inside the
+steps (a stretch of 8+ steps that passes the persistent test alone, edges at the
+mean shift, 3+ quiet steps outside, 3 standard errors of contrast) it is a
+persistent straggler with ``onset_step``/``end_step``, its excess measured over
+that stretch. Order: period, then onset, then persistent, then stalls.
+
 Each straggler's cause is read from what *its* gaps held beyond the other ranks'
 at its late steps (``cause_breakdown``, ms per step by component):
 ``data_loading``, ``gpu_compute``, ``cpu_compute`` (operators on a CPU-only
@@ -38,6 +47,11 @@ run), ``host`` (host operators beside a GPU; ``cause_detail`` "untraced" when
 the excess is time with no traced op at all: Python outside torch ops, sleeps,
 I/O, GC), ``communication`` (only on positive evidence: its other collectives),
 else ``unknown``. The top component must hold half of the excess.
+
+A straggler whose cause is ``host_contention`` (light layer: its thread waited
+for a CPU) keeps its name but is severity low unless that contention is its own
+(the others queue less than half as much) and holds at half the steps or more:
+a busy host deschedules some rank now and then, which is no code straggler.
 
 Savings are a **what-if replay** of the collective dependencies: with the gaps
 of the ranks fixed cut to the median of the others', each instance ends at its
@@ -92,6 +106,16 @@ BOOTSTRAP_SAMPLES = 2000
 MIN_STEPS_FOR_PERSISTENT = 3
 HIGH_CONFIDENCE_STEPS = 5
 SHAPLEY_MAX = 6  # exact shares up to 6 stragglers (64 replays)
+ONSET_MIN_STEPS = 8  # a pattern that starts (or stops) inside the run lasts 8+ steps ...
+ONSET_MIN_OUTSIDE = 3  # ... and leaves 3+ steps outside it to compare with
+ONSET_CLIP = 4.0  # edges are searched on the excess clipped at 4 thresholds
+ONSET_NOISE_SIGMAS = 3.0  # ... and its mean beats the outside's by 3 standard errors
+PERIOD_MAX = 8  # periods looked for: every 2nd .. every 8th step
+PERIOD_MIN_REPEATS = 4  # a period is seen 4+ times ...
+PERIOD_HIT_SHARE = 0.8  # ... late by the persistent threshold at 80% of its phase's steps ...
+PERIOD_SIGMAS = 4.0  # ... by more than the threshold and 4 robust sigmas of the other steps
+SHARED_CONTENTION = 0.5  # the others' run-queue wait is half the rank's or more: the host's load
+CONTENTION_MIN_SHARE = 0.5  # contention over less than half the steps: the host's noise
 
 COMPONENTS = ("data_loading", "communication", "gpu_compute", "ops", "untraced")
 UNTRACED_HINT = (
@@ -151,6 +175,8 @@ class Gaps:
     hi_ns: np.ndarray
     gap_ms: np.ndarray
     wait_ms: np.ndarray
+    # the training thread's run-queue wait in each gap's step (light layer; None: unknown)
+    queued_ms: np.ndarray | None = None
 
 
 @dataclass
@@ -171,6 +197,13 @@ class Verdict:
     est_saving_ms_per_step: float = 0.0
     severity: Severity = "low"
     hint: str | None = None
+    # when the pattern started and stopped inside the analysed steps (None: before / after them)
+    onset_step: int | None = None
+    end_step: int | None = None
+    period_steps: int | None = None  # late every Nth step
+    shared_contention: bool = False  # its run-queue wait is the host's load, not its own
+    onset_s: float | None = None  # the same, in seconds from the first step (light layer)
+    end_s: float | None = None
 
 
 @dataclass
@@ -416,6 +449,8 @@ _REPORTED: dict[str, Cause] = {
     "untraced": "host",
     # evidence without a trace (the light layer): throttled GPU, or nothing to tell
     "hardware": "hardware",
+    # runnable but not running (run-queue wait): another process or CPU throttling
+    "host_contention": "host_contention",
     "other": "unknown",
 }
 
@@ -466,6 +501,151 @@ def _verdict(
         hint=UNTRACED_HINT if detail == "untraced" else None,
         **evidence,  # type: ignore[arg-type]
     )
+
+
+def _persistent(e: np.ndarray, threshold: float) -> tuple[float, tuple[float, float], str] | None:
+    """The persistent test on one rank's excess per step: (p-value, 90% interval, confidence).
+
+    Late at two steps in three or more, and the bootstrap interval of its mean
+    excess above ``threshold``; None when it fails.
+    """
+    n = len(e)
+    if n < MIN_STEPS_FOR_PERSISTENT or int((e > 0).sum()) < MIN_LATE_SHARE * n:
+        return None
+    means = _bootstrap_means(e)
+    lo, hi = _interval(means, 0.90)
+    if lo < threshold:
+        return None
+    # One-sided bootstrap p-value of "its mean excess is below the threshold".
+    p = _share_below(means, threshold)
+    confidence = (
+        "high" if n >= HIGH_CONFIDENCE_STEPS and p <= 0.01 else "medium" if p <= 0.05 else "low"
+    )
+    return p, (lo, hi), confidence
+
+
+def _robust_sigma(v: np.ndarray) -> float:
+    return 1.4826 * _median(np.abs(v - _median(v))) if len(v) else 0.0
+
+
+def _segment(e: np.ndarray, threshold: float) -> tuple[int, int]:
+    """The run of steps [a, b) where ``e - threshold / 2`` adds up to the most.
+
+    Steps late by more than half the threshold add to it, others take away: the
+    stretch where a rank is clearly late, however long (maximum subarray, via
+    prefix sums).
+    """
+    prefix = np.concatenate([[0.0], np.cumsum(e - threshold / 2)])
+    low_so_far = np.minimum.accumulate(prefix)
+    b = int(np.argmax(prefix - low_so_far))
+    a = int(np.flatnonzero(prefix[: b + 1] == low_so_far[b])[-1])
+    return a, b
+
+
+def _split(x: np.ndarray) -> int:
+    """The t in 1..len-1 where the means of x[:t] and x[t:] differ most (the CUSUM change
+    point: t (n - t) / n times the squared difference)."""
+    n = len(x)
+    if n < 2:
+        return 0
+    t = np.arange(1, n)
+    prefix = np.cumsum(x)[:-1]
+    diff = (x.sum() - prefix) / (n - t) - prefix / t
+    return int(t[np.argmax(t * (n - t) / n * diff**2)])
+
+
+def _onset(e: np.ndarray, threshold: float) -> tuple[int, int] | None:
+    """Where a rank's lateness starts and stops inside the steps: [a, b), or None.
+
+    The stretch of ``_segment`` counts when it is a part of the run, 8+ steps
+    long, passes the persistent test on its own, leaves 3+ steps before its
+    start (or after its end) where the rank was not late (median excess under
+    the threshold), and its mean excess beats that outside by the threshold and
+    by 3 standard errors of that difference (robust sigmas over root counts).
+    """
+    n = len(e)
+    # Where, not how much: a few huge excesses (a stall, a burst of load) must not place
+    # the edges, so both searches read the excess clipped at +-4 thresholds.
+    clipped = np.clip(e, -ONSET_CLIP * threshold, ONSET_CLIP * threshold)
+    a, b = _segment(clipped, threshold)
+    # Its edges where the mean shifts most (a low threshold lets noise stretch the stretch).
+    if a > 0:
+        a = _split(clipped[:b])
+    if b < n:
+        b = a + _split(clipped[a:])
+    if b - a < ONSET_MIN_STEPS or (a < ONSET_MIN_OUTSIDE and n - b < ONSET_MIN_OUTSIDE):
+        return None
+    a = a if a >= ONSET_MIN_OUTSIDE else 0  # a few steps before it say nothing of a start
+    b = b if n - b >= ONSET_MIN_OUTSIDE else n
+    inside = e[a:b]
+    outside = np.concatenate([e[:a], e[b:]])
+    if _persistent(inside, threshold) is None or _median(outside) >= threshold:
+        return None
+    contrast = float(inside.mean()) - _median(outside)
+    spread = np.hypot(
+        _robust_sigma(outside) / len(outside) ** 0.5, _robust_sigma(inside) / len(inside) ** 0.5
+    )
+    if contrast < max(threshold, ONSET_NOISE_SIGMAS * spread):
+        return None
+    return a, b
+
+
+def _period(e: np.ndarray, steps: np.ndarray, threshold: float) -> tuple[int, np.ndarray] | None:
+    """The shortest period (every Nth step, by step number) at which a rank is late.
+
+    A phase ``step % N == f`` counts when the rank is late by ``threshold`` at 80%
+    of its steps (4 or more), its median excess beats the other steps' by the
+    threshold and by 4 robust sigmas of theirs, and the phase passes the
+    persistent test. Returns N and the steps of that phase.
+    """
+    hit = e >= threshold
+    for period in range(2, PERIOD_MAX + 1):
+        if len(e) < PERIOD_MIN_REPEATS * period:
+            break
+        phase = steps % period
+        for f in range(period):
+            at = phase == f
+            if int(at.sum()) < PERIOD_MIN_REPEATS or at.all():
+                continue
+            rest = e[~at]
+            contrast = _median(e[at]) - _median(rest)
+            if (
+                float(hit[at].mean()) >= PERIOD_HIT_SHARE
+                and contrast >= max(threshold, PERIOD_SIGMAS * _robust_sigma(rest))
+                and _persistent(e[at], threshold) is not None
+            ):
+                return period, at
+    return None
+
+
+def _span(at: np.ndarray, e: np.ndarray, threshold: float) -> tuple[int, int] | None:
+    """The first and last late step of a periodic pattern, [a, b), when it is a part of the run."""
+    late = np.flatnonzero(at & (e >= threshold))
+    a, b = int(late[0]), int(late[-1]) + 1
+    before = np.flatnonzero(at[:a])
+    after = np.flatnonzero(at[b:])
+    if len(before) < 2 and len(after) < 2:  # phase steps it missed at the edges: noise
+        return None
+    return (a if len(before) >= 2 else 0), (b if len(after) >= 2 else len(e))
+
+
+def _stall_period(stall_steps: list[int]) -> int | None:
+    """N when 3+ stalls come exactly every N steps."""
+    if len(stall_steps) < 3:
+        return None
+    d = np.diff(np.asarray(sorted(stall_steps)))
+    return int(d[0]) if d[0] > 1 and bool((d == d[0]).all()) else None
+
+
+def _bounds(steps: np.ndarray, seg: tuple[int, int] | None) -> dict[str, int | None]:
+    """``onset_step``/``end_step`` of a segment [a, b) of ``steps`` (None: at the edge)."""
+    if seg is None:
+        return {}
+    a, b = seg
+    return {
+        "onset_step": int(steps[a]) if a > 0 else None,
+        "end_step": int(steps[b - 1]) if b < len(steps) else None,
+    }
 
 
 def diagnose(
@@ -525,46 +705,100 @@ def decide(
     latest = gs.argmax(axis=0)
 
     verdicts: list[Verdict] = []
+    selected: dict[int, np.ndarray] = {}  # rank -> the steps its verdict is about
+    periodic_verdicts: list[Verdict] = []
     spikes: dict[int, list[StepStall]] = {}
     everything = np.ones(n_steps, dtype=bool)
     for k, r in enumerate(ranks):
         e = excess[k]
-        late = int((e > 0).sum())
-        if n_steps >= MIN_STEPS_FOR_PERSISTENT and late >= MIN_LATE_SHARE * n_steps:
-            means = _bootstrap_means(e)
-            lo_ci, hi_ci = _interval(means, 0.90)
-            if lo_ci >= persistent_min:
-                # One-sided bootstrap p-value of "its mean excess is below the threshold".
-                p = _share_below(means, persistent_min)
-                confidence = (
-                    "high"
-                    if n_steps >= HIGH_CONFIDENCE_STEPS and p <= 0.01
-                    else "medium"
-                    if p <= 0.05
-                    else "low"
+        periodic = _period(e, steps, persistent_min)
+        if periodic is not None:
+            period, at = periodic
+            sel = at & (e >= persistent_min)
+            test = _persistent(e[at], persistent_min)
+            assert test is not None
+            periodic_verdicts.append(
+                _verdict(
+                    r,
+                    "intermittent",
+                    sel,
+                    k,
+                    comp_excess,
+                    n_steps,
+                    has_gpu,
+                    confidence=test[2],
+                    p_value=round(test[0], 4),
+                    excess_ms_per_step=round(float(e[sel].sum()) / n_steps, 3),
+                    excess_ci_ms=None,
+                    late_steps=int(sel.sum()),
+                    steps=[
+                        StepStall(int(steps[j]), round(float(e[j]), 3)) for j in np.flatnonzero(sel)
+                    ],
+                    period_steps=period,
+                    **_bounds(steps, _span(at, e, persistent_min)),
                 )
-                verdicts.append(
-                    _verdict(
-                        r,
-                        "persistent",
-                        everything,
-                        k,
-                        comp_excess,
-                        n_steps,
-                        has_gpu,
-                        confidence=confidence,
-                        p_value=round(p, 4),
-                        excess_ms_per_step=round(float(e.mean()), 3),
-                        excess_ci_ms=(round(lo_ci, 3), round(hi_ci, 3)),
-                        late_steps=int((latest == k).sum()),
-                        steps=[],
-                    )
+            )
+            selected[r] = sel
+            continue
+        seg = _onset(e, persistent_min)
+        if seg is not None:  # late from some step on (or until some step), not outside it
+            a, b = seg
+            test = _persistent(e[a:b], persistent_min)
+            assert test is not None
+            p, ci, confidence = test
+            sel = np.zeros(n_steps, dtype=bool)
+            sel[a:b] = True
+            verdicts.append(
+                _verdict(
+                    r,
+                    "persistent",
+                    sel,
+                    k,
+                    comp_excess,
+                    b - a,
+                    has_gpu,
+                    confidence=confidence,
+                    p_value=round(p, 4),
+                    # while the pattern holds (the saving below is over every step)
+                    excess_ms_per_step=round(float(e[a:b].mean()), 3),
+                    excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
+                    late_steps=int((latest[a:b] == k).sum()),
+                    steps=[],
+                    **_bounds(steps, seg),
                 )
-                continue
+            )
+            selected[r] = sel
+            continue
+        test = _persistent(e, persistent_min)
+        if test is not None:
+            p, ci, confidence = test
+            verdicts.append(
+                _verdict(
+                    r,
+                    "persistent",
+                    everything,
+                    k,
+                    comp_excess,
+                    n_steps,
+                    has_gpu,
+                    confidence=confidence,
+                    p_value=round(p, 4),
+                    excess_ms_per_step=round(float(e.mean()), 3),
+                    excess_ci_ms=(round(ci[0], 3), round(ci[1], 3)),
+                    late_steps=int((latest == k).sum()),
+                    steps=[],
+                )
+            )
+            selected[r] = everything
+            continue
         hit = np.flatnonzero(e >= spike_min)
         if len(hit) and len(hit) <= max(1, n_steps // 2):
             spikes[r] = [StepStall(int(steps[j]), round(float(e[j]), 3)) for j in hit]
-
+    if len(periodic_verdicts) >= 2:
+        # Several ranks late at their own phase: lateness that moves between ranks,
+        # a rotation candidate, not one straggler per rank.
+        for v in periodic_verdicts:
+            spikes[v.rank] = v.steps
     all_spikes = sum(len(v) for v in spikes.values())
     wait_fraction = (
         float(gaps.wait_ms.sum(axis=1).mean()) / n_steps / median_step if median_step > 0 else 0.0
@@ -586,10 +820,15 @@ def decide(
             est_saving_ms_per_step=round(uniform_what_if(gaps, n_steps), 3),
         )
     else:
+        if len(periodic_verdicts) >= 2:
+            for v in periodic_verdicts:
+                del spikes[v.rank]
+        verdicts += periodic_verdicts
         for r, stalls in sorted(spikes.items()):
             k = ranks.index(r)
             sel = isin(steps, np.array([s.step for s in stalls], dtype=steps.dtype))
             smallest = min(s.lag_ms for s in stalls)
+            selected[r] = sel
             verdicts.append(
                 _verdict(
                     r,
@@ -599,6 +838,7 @@ def decide(
                     comp_excess,
                     n_steps,
                     has_gpu,
+                    period_steps=_stall_period([st.step for st in stalls]),
                     confidence="high" if smallest >= 2 * spike_min else "medium",
                     p_value=None,
                     excess_ms_per_step=round(float(excess[k][sel].sum()) / n_steps, 3),
@@ -609,9 +849,35 @@ def decide(
             )
 
     shares, joint = shapley_savings(gaps, [v.rank for v in verdicts], n_steps)
+    queued = comps.get("host_contention")
+    queued_ps = _per_step(gaps, queued, steps) if queued is not None else None
+    raw_ps = _per_step(gaps, gaps.queued_ms, steps) if gaps.queued_ms is not None else None
     for v in verdicts:
         v.est_saving_ms_per_step = round(shares[v.rank], 3)
         v.severity = severity(v.est_saving_ms_per_step, median_step)
+        if raw_ps is not None and v.cause in ("unknown", "host_contention"):
+            # Late while the other ranks queued for a CPU about as long: the whole host
+            # was descheduling (another job, a burst of load), not this rank's code.
+            k = ranks.index(v.rank)
+            sel = selected[v.rank]
+            own_q = float(raw_ps[k][sel].mean())
+            others_q = float(_median_rows(np.delete(raw_ps, k, axis=0)[:, sel]).mean())
+            late = float(excess[k][sel].mean())
+            if own_q >= CAUSE_MIN_SHARE * late and others_q >= SHARED_CONTENTION * own_q:
+                v.cause, v.cause_detail, v.hint = "host_contention", None, None
+                v.shared_contention = True
+                v.severity = "low"
+                continue
+        if v.cause == "host_contention" and queued_ps is not None:
+            k = ranks.index(v.rank)
+            sel = selected[v.rank]
+            own = float(queued_ps[k][sel].mean())
+            others = float(_median_rows(np.delete(queued_ps, k, axis=0)[:, sel]).mean())
+            v.shared_contention = others >= SHARED_CONTENTION * own
+            if v.shared_contention or float(sel.mean()) < CONTENTION_MIN_SHARE:
+                # Descheduled beside ranks that are too, or for a stretch, not most of the
+                # run: the host's load, not this rank's code; named, but no alarm.
+                v.severity = "low"
     verdicts.sort(key=lambda v: (-v.est_saving_ms_per_step, v.rank))
 
     return Diagnosis(

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rankscope.dashboard.analysis import wording
-from rankscope.dashboard.analysis.diagnosis import severity
+from rankscope.dashboard.analysis.diagnosis import MIN_MS, severity
 from rankscope.dashboard.analysis.imbalance import median
 from rankscope.dashboard.analysis.results import (
+    CollectiveSummary,
     Finding,
     FindingKind,
     GpuUtilisation,
@@ -29,6 +30,9 @@ from rankscope.dashboard.analysis.results import (
 )
 
 MIN_SHARE = 0.05  # findings that would save less than 5% of the step are not worth a line
+# The slowest link a transfer is taken to run at (10 GbE is ~1.25 GB/s): exposed time
+# beyond what the bytes need at this rate is not transfer (a rank not running, a busy host).
+FLOOR_GBPS = 1.0
 LOW_GPU_BUSY_PCT = 50.0
 COMPUTE_IMBALANCE_RATIO = 1.2
 
@@ -47,6 +51,11 @@ class RunFacts:
     # rank -> its mean step time from the step timer (NaN without one)
     missing_trace: dict[int, float] = field(default_factory=dict)
     whole_run_ranks: list[int] = field(default_factory=list)  # ranks the light layer covers
+    collectives: list[CollectiveSummary] = field(default_factory=list)  # sizes and counts
+    n_steps: int = 0  # analysed steps (``collectives`` counts instances over them)
+    # rank -> its training thread's run-queue wait, ms per step over the analysed steps
+    # (light layer; empty without it): time it was ready but not scheduled
+    queued_ms: dict[int, float] = field(default_factory=dict)
 
     @property
     def ranks(self) -> list[int]:
@@ -147,10 +156,40 @@ def rotating_rule(f: RunFacts) -> list[Finding]:
     return [finding("rotating", text, sorted(rot.counts), rot.est_saving_ms_per_step, f.step_ms)]
 
 
+def plausible_transfer_ms(f: RunFacts) -> float | None:
+    """ms per step the collectives' bytes need at ``FLOOR_GBPS`` (None: sizes unknown).
+
+    A ring all-reduce sends and receives ~2(n-1)/n of the message per rank; every
+    collective is counted so (an upper bound for the others), point-to-point once.
+    """
+    if f.n_steps <= 0 or not f.collectives:
+        return None
+    n = max(len(f.ranks), 2)
+    total = 0.0
+    for c in f.collectives:
+        if c.bytes is None:
+            return None
+        factor = 1.0 if c.name in ("send", "recv", "isend", "irecv") else 2 * (n - 1) / n
+        total += factor * c.bytes * c.count / f.n_steps
+    return total / (FLOOR_GBPS * 1e9) * 1e3
+
+
 def exposed_communication_rule(f: RunFacts) -> list[Finding]:
-    """Communication that nothing hides, beyond the waiting a straggler already explains."""
+    """Communication that nothing hides, beyond the waiting a straggler already explains.
+
+    Only on positive evidence that the exposed time is transfer: the bytes moved
+    must need that long at ``FLOOR_GBPS``; the saving is capped there, so time a
+    collective spent stretched by a rank that was not running is never called
+    transfer.
+    """
     exposed = f.mean_over_ranks("comm_exposed_ms")
     transfer = exposed - f.mean_over_ranks("comm_wait_ms")
+    if not transfer >= MIN_SHARE * f.step_ms:
+        return []
+    plausible = plausible_transfer_ms(f)
+    if plausible is None:
+        return []
+    transfer = min(transfer, plausible)
     if not transfer >= MIN_SHARE * f.step_ms:
         return []
     text = wording.exposed_communication_finding(
@@ -186,9 +225,14 @@ def compute_imbalance_rule(f: RunFacts) -> list[Finding]:
     med = median(list(comp.values()))
     worst = max(comp, key=lambda r: comp[r])
     extra = comp[worst] - med
-    if not (
-        med > 0 and extra >= MIN_SHARE * f.step_ms and comp[worst] >= COMPUTE_IMBALANCE_RATIO * med
-    ):
+    if worst in f.queued_ms:
+        # Operators stretched while the thread waited for a CPU: the host's, not the work's.
+        others = median([v for r, v in f.queued_ms.items() if r != worst])
+        queued_extra = max(f.queued_ms[worst] - others, 0.0) if others == others else 0.0
+        extra = max(extra - queued_extra, 0.0)
+    # the straggler rule's floor: scheduling noise on a busy host stays under MIN_MS
+    floor = max(MIN_SHARE * f.step_ms, MIN_MS)
+    if not (med > 0 and extra >= floor and med + extra >= COMPUTE_IMBALANCE_RATIO * med):
         return []
     text = wording.compute_imbalance_finding(worst, comp[worst], med)
     return [finding("compute_imbalance", text, [worst], extra, f.step_ms)]

@@ -178,6 +178,12 @@ def to_straggler(
         steps=v.steps,
         est_saving_ms_per_step=v.est_saving_ms_per_step,
         hint=v.hint,
+        onset_step=v.onset_step,
+        end_step=v.end_step,
+        onset_s=v.onset_s,
+        end_s=v.end_s,
+        period_steps=v.period_steps,
+        shared_contention=v.shared_contention,
     )
 
 

@@ -9,7 +9,8 @@ and the dashboard's download) and ``json_schema()`` is the published schema
     Report {schema, run: RunInfo, ranks: [RankRow], imbalance: ImbalanceReport,
             stragglers: [Straggler], collectives: [CollectiveSummary],
             findings: [Finding], top_kernels: [KernelSummary], per_step: [StepRank],
-            whole_run: WholeRunReport | None, hang: HangVerdict | None}
+            whole_run: WholeRunReport | None, hang: HangVerdict | None,
+            verdict: RunVerdict | None}
 
 A type's fields are its JSON fields, in order: fields are added (with a
 default, at the end of their type), never renamed. ``*_ms`` are per-step means
@@ -42,6 +43,7 @@ from rankscope.dashboard.analysis.results import (
     TelemetrySummary,
     TemporalBreakdown,
 )
+from rankscope.dashboard.analysis.verdict import RunVerdict
 from rankscope.dashboard.analysis.wholerun import GpuSplit, StepSummary
 
 if TYPE_CHECKING:
@@ -253,6 +255,8 @@ class Report(_Record, frozen=True, kw_only=True):
     whole_run: WholeRunReport | None
     # extension: why the run did not finish (``analysis.hang``); null when it did
     hang: HangVerdict | None = None
+    # extension: the one verdict from the window and the whole run (``analysis.verdict``)
+    verdict: RunVerdict | None = None
 
 
 # ---------------------------------------------------------------- building
@@ -353,6 +357,7 @@ def build_report(a: Analysis) -> Report:
         per_step=list(a.per_step),  # the diagnosis rounds them to the µs
         whole_run=_whole_run(a),
         hang=a.hang,
+        verdict=a.verdict,
     )
 
 

@@ -39,6 +39,7 @@ Cause = Literal[
     "cpu_compute",
     "communication",
     "hardware",
+    "host_contention",
     "unknown",
 ]
 CAUSES: tuple[Cause, ...] = get_args(Cause)
@@ -268,6 +269,16 @@ class Straggler:
     steps: list[StepStall] = field(default_factory=list)  # intermittent: where and how late
     est_saving_ms_per_step: float = 0.0  # its share of the what-if saving
     hint: str | None = None
+    # When its pattern holds (see ``diagnosis``): the steps it started and stopped at (None:
+    # at the edge of the analysed steps), the same in seconds from the first step (light
+    # layer only), its period (late every Nth step); ``shared_contention``: its run-queue
+    # wait is load every rank sees, not its own.
+    onset_step: int | None = None
+    end_step: int | None = None
+    onset_s: float | None = None
+    end_s: float | None = None
+    period_steps: int | None = None
+    shared_contention: bool = False
 
 
 @dataclass(frozen=True)

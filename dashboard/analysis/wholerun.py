@@ -12,11 +12,16 @@ get, over every step the ranks share, plus one row per step.
 The evidence per (rank, step) is the rank's own work before its last
 collective of the step: ``last enqueue - step start``, both on its own clock,
 so clock skew never enters (in synchronous training every rank starts a step
-when the previous step's collectives released it). ``diagnosis.decide`` then
+when the previous step's collectives released it). Where the step's run-queue
+wait ``runq_ns`` is longer, the evidence is that wait: a rank descheduled after
+its collective released it starts its next step late, and the others wait for
+it at the next collective. ``diagnosis.decide`` then
 applies the one decision rule (persistent / intermittent / rotating, what-if
 savings). Causes from the light layer: ``data_loading`` (``data_ns``),
 ``hardware`` (the rank's GPU reported a throttle reason during the step, bit 0
-"idle" aside), else ``unknown``: capture a trace window to see more.
+"idle" aside), ``host_contention`` (``runq_ns``: the training thread was
+runnable but not scheduled, beyond what its CPU time ``cpu_ns`` would queue at
+the other ranks' rate), else ``unknown``: capture a trace window to see more.
 
 A window's edges are the collector's own footprint: its start, its stop (torch
 post-processes every event on the training thread) and the trace's export cost
@@ -83,6 +88,9 @@ class LightRank:
     throttle: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     capture: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per step
     duration_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # by coll_key; NaN
+    # the training thread's run-queue wait per step (ns, -1: not recorded), by step row
+    runq_ns: np.ndarray | None = None
+    cpu_ns: np.ndarray | None = None  # its CPU time per step (ns, -1: not recorded)
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,12 @@ class WholeRun:
     gpu_steps: int = 0  # steps whose evidence is NCCL's GPU time (the rest: enqueue times)
     gpu_split: GpuSplit | None = None  # None: no instance with a GPU time on every rank
     capture_steps: int = 0  # steps left out of the verdicts: a window's start, stop or export
+    # run-queue wait inside each rank's gap (ms, ``ranks`` x ``steps_index``): the evidence
+    # a trace window's verdict is checked against (``verdict``)
+    ranks: list[int] = field(default_factory=list)
+    queued_ms: np.ndarray | None = None
+    steps_index: np.ndarray | None = None
+    wait_share: float | None = None  # the ranks' mean wait for the latest / the step
 
 
 def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
@@ -217,6 +231,8 @@ def light_gaps(
     lo = np.zeros((n, m), dtype=np.int64)
     hi = np.zeros((n, m), dtype=np.int64)
     data = np.zeros((n, m))
+    runq = np.zeros((n, m))
+    cpu = np.zeros((n, m))
     throttled = np.zeros((n, m), dtype=bool)
     has = np.ones(m, dtype=bool)
     lengths = np.zeros((n, m))
@@ -237,6 +253,12 @@ def light_gaps(
         lo[k], hi[k] = start, np.maximum(last_c, start)
         d = r.data_ns[pos].astype(np.float64)
         data[k] = np.where(d >= 0, d / NS_PER_MS, 0.0)
+        if r.runq_ns is not None:
+            q = r.runq_ns[pos].astype(np.float64)
+            runq[k] = np.where(q >= 0, q / NS_PER_MS, 0.0)
+        if r.cpu_ns is not None:
+            c = r.cpu_ns[pos].astype(np.float64)
+            cpu[k] = np.where(c >= 0, c / NS_PER_MS, 0.0)
         if len(r.tel_ts_ns):
             t_idx = _step_index(r, r.tel_ts_ns)
             bad = (r.throttle & ~1) != 0
@@ -245,15 +267,21 @@ def light_gaps(
             throttled[k] = hit[pos]
     if not has.any():
         return None
-    lo, hi, data, throttled, lengths = (
+    lo, hi, data, runq, cpu, throttled, lengths = (
         lo[:, has],
         hi[:, has],
         data[:, has],
+        runq[:, has],
+        cpu[:, has],
         throttled[:, has],
         lengths[:, has],
     )
     steps = common[has]
     gap = (hi - lo) / NS_PER_MS
+    # Run-queue wait beyond the gap fell after the rank's last collective: woken when the
+    # collective released it, it waited for a CPU before its next step could start. That
+    # delay is its own, and the others pay it at the next collective: it counts.
+    gap = gap + np.clip(runq - gap, 0.0, None)
     wait = gap.max(axis=0) - gap  # the others wait for the latest (no end times needed)
     gpu_wait, gpu, _ = _gpu_pass(ranks, steps)
     if gpu.any():
@@ -263,7 +291,18 @@ def light_gaps(
         wait[:, gpu] = gpu_wait[:, gpu]
     data = np.minimum(data, gap)
     hardware = np.where(throttled, gap - data, 0.0)
-    comps = {"data_loading": data, "hardware": hardware, "other": gap - data - hardware}
+    # Runnable but not running: the step's run-queue wait beyond what the rank's CPU time
+    # would queue at the other ranks' rate (on a loaded host more work queues more: that
+    # part is the work's), at most what the gap holds beside data loading and the GPU.
+    contention = np.clip(
+        np.minimum(runq - cpu * _others_queue_rate(runq, cpu), gap - data - hardware), 0.0, None
+    )
+    comps = {
+        "data_loading": data,
+        "hardware": hardware,
+        "host_contention": contention,
+        "other": gap - data - hardware - contention,
+    }
     gaps = Gaps(
         ranks=np.array([r.rank for r in ranks], dtype=np.int64),
         step=steps.astype(np.int64),
@@ -271,9 +310,26 @@ def light_gaps(
         hi_ns=hi,
         gap_ms=gap,
         wait_ms=wait,
+        queued_ms=runq,
     )
     step_ms = np.array([float(np.sort(col)[len(col) // 2]) for col in lengths.T])
     return gaps, comps, step_ms, _match_counts(ranks)
+
+
+def _others_queue_rate(runq: np.ndarray, cpu: np.ndarray) -> np.ndarray:
+    """Per rank (as a column), the median over the other ranks of run-queue ms per CPU ms."""
+    busy = cpu.sum(axis=1)
+    rate = np.where(busy > 0, runq.sum(axis=1) / np.where(busy > 0, busy, 1.0), 0.0)
+    n = len(rate)
+    others = [_median(np.delete(rate, k)) if n > 1 else 0.0 for k in range(n)]
+    return np.asarray(others)[:, None]
+
+
+def _median(v: np.ndarray) -> float:
+    """(np.median imports numpy.ma, ~25 ms of start-up.)"""
+    s = np.sort(v)
+    mid = len(s) // 2
+    return float(s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2)
 
 
 def _match_counts(ranks: list[LightRank]) -> tuple[int, int]:
@@ -306,6 +362,13 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
                 start_ns=marks["start_ns"],
                 end_ns=marks["end_ns"],
                 data_ns=marks["data_ns"] if "data_ns" in marks else np.full(len(marks), -1),
+                # NaN (a step written without it) reads as "not recorded"
+                runq_ns=np.nan_to_num(marks["runq_ns"], nan=-1).astype(np.int64)
+                if "runq_ns" in marks
+                else None,
+                cpu_ns=np.nan_to_num(marks["cpu_ns"], nan=-1).astype(np.int64)
+                if "cpu_ns" in marks
+                else None,
                 coll_key=(codes[comms["pg"]] << 40) | comms["seq"],
                 enqueue_ns=comms["enqueue_ns"],
                 tel_ts_ns=tel["ts_ns"] if has_throttle else np.zeros(0, np.int64),
@@ -414,9 +477,17 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
         has_gpu,
         step_rows=False,
     )
+    row = {int(s): j for j, s in enumerate(gaps.step.tolist())}
     for v in diag.stragglers:
         if v.cause in ("unknown", "hardware") and v.hint is None:
             v.hint = LIGHT_HINT
+        # onset and end in seconds from the first shared step, on the rank's own clock
+        k = int(np.flatnonzero(gaps.ranks == v.rank)[0])
+        t0 = int(gaps.lo_ns[k, 0])
+        if v.onset_step is not None:
+            v.onset_s = round((int(gaps.lo_ns[k, row[v.onset_step]]) - t0) / 1e9, 3)
+        if v.end_step is not None:
+            v.end_s = round((int(gaps.lo_ns[k, row[v.end_step]]) - t0) / 1e9, 3)
     assert diag.excess_ms is not None
     excess = np.full(gaps.gap_ms.shape, np.nan)
     excess[:, keep] = diag.excess_ms
@@ -447,4 +518,11 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
         gpu_steps=int(gpu.sum()),
         gpu_split=split,
         capture_steps=int((~keep).sum()),
+        ranks=[int(r) for r in gaps.ranks.tolist()],
+        queued_ms=comps["host_contention"],
+        steps_index=gaps.step.astype(np.int64),
+        # over the steps the verdict judged (a window's edges left out)
+        wait_share=round(float(gaps.wait_ms[:, keep].mean(axis=0).sum() / step_ms[keep].sum()), 3)
+        if step_ms[keep].sum() > 0
+        else None,
     )

@@ -9,8 +9,11 @@ run, so the report and the dashboard can never word the same fact two ways.
 
 from __future__ import annotations
 
-from rankscope.dashboard.analysis.results import LastArrival
+from rankscope.dashboard.analysis.results import LastArrival, Straggler
 
+CONTENTION_EXPLANATION = (
+    "the rank was ready to run but not scheduled: another process or CPU throttling on its host"
+)
 # Why a straggler is late, in the user's words.
 CAUSE_NAME = {
     "data_loading": "data loading",
@@ -19,12 +22,14 @@ CAUSE_NAME = {
     "cpu_compute": "more CPU operator work",
     "communication": "communication",
     "hardware": "a throttled GPU",
+    "host_contention": "host CPU contention",
     "unknown": "unknown cause",
 }
 # What a cause name leaves unsaid, where the dashboard has room to say it.
 CAUSE_EXPLANATION = {
     "communication": "its other collectives are what it was doing",
     "unknown": "see the breakdown of its extra time",
+    "host_contention": CONTENTION_EXPLANATION,
 }
 UNTRACED_NAME = "host-side work outside any traced op"
 
@@ -487,4 +492,127 @@ def no_window_covers(step: int) -> str:
         " `rankscope attach RUN --steps 3` captures the next steps (a stall that recurs"
         " lands in one); in a new run, `rankscope run --profile A-B` or `--auto-capture`"
         " captures it."
+    )
+
+
+# --- the one verdict (``verdict``): the whole run and the window together ---
+
+CONTENTION_HINT = (
+    "the training thread was runnable but waiting for a CPU: look for other processes on"
+    " that host (top, pidstat -w), CPU quotas or throttling, and pin ranks to their own cores"
+)
+
+
+def when_text(
+    onset_step: int | None,
+    end_step: int | None,
+    onset_s: float | None = None,
+    end_s: float | None = None,
+    period_steps: int | None = None,
+) -> str:
+    """ " every 4th step, from step 15 (~12.0 s in) until step 30", or "" when always."""
+    parts = []
+    if period_steps:
+        parts.append(f"every {_ordinal(period_steps)} step")
+    if onset_step is not None:
+        at = f" (~{onset_s:.1f} s in)" if onset_s is not None else ""
+        parts.append(f"from step {onset_step}{at}")
+    if end_step is not None:
+        at = f" (~{end_s:.1f} s in)" if end_s is not None else ""
+        parts.append(f"until step {end_step}{at}")
+    return " " + ", ".join(parts) if parts else ""
+
+
+def _ordinal(n: int) -> str:
+    suffix = {2: "nd", 3: "rd"}.get(n if n < 20 else n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def verdict_straggler(s: Straggler) -> str:
+    """The one verdict naming a rank: who, why, how bad, and when its pattern holds."""
+    when = when_text(s.onset_step, s.end_step, s.onset_s, s.end_s, s.period_steps)
+    name = cause_name(s.cause, s.cause_detail)
+    if s.cause == "host_contention" and s.shared_contention:
+        name += ", as on every rank: the host is loaded"
+    if s.period_steps and s.steps:
+        lag = sum(st.lag_ms for st in s.steps) / len(s.steps)
+        return (
+            f"Rank {s.rank} is the straggler{when} ({name}, {s.severity}): ~{lag:.0f} ms"
+            f" late at each of {len(s.steps)} steps."
+        )
+    if s.pattern == "intermittent" and s.steps:
+        return straggler_verdict(
+            s.rank,
+            s.cause,
+            s.severity,
+            s.caused_wait_ms_per_step,
+            s.pattern,
+            [(st.step, st.lag_ms) for st in s.steps],
+            s.cause_detail,
+        )
+    return (
+        f"Rank {s.rank} is the straggler{when} ({name}, {s.severity}): the other ranks wait"
+        f" ~{s.caused_wait_ms_per_step:.1f} ms/step for it."
+    )
+
+
+def verdict_rotating(ranks: list[int]) -> str:
+    return (
+        "No single straggler: the lateness rotates between "
+        + ranks_text(ranks)
+        + " over the run (see the rotating finding)."
+    )
+
+
+def verdict_none(wait_share: float | None) -> str:
+    """No rank holds the others back; a large wait share is said, with why it is no straggler."""
+    if wait_share is not None and wait_share >= 0.20:
+        return (
+            f"No straggler, though the ranks wait {100 * wait_share:.0f}% of the step in"
+            " collectives: the rank they wait for changes from step to step, so no one rank"
+            " would save it."
+        )
+    return "No straggler: no rank holds the others back."
+
+
+def window_explained_by_rotation(rank: int, first: int, last: int) -> str:
+    return (
+        f"The trace window (steps {first}-{last}) saw rank {rank} late: over the whole run the"
+        " lateness moves between ranks, and those steps were its turn."
+    )
+
+
+def window_outside_pattern(rank: int, first: int, last: int, window_rank: int | None) -> str:
+    saw = f"names rank {window_rank}" if window_rank is not None else "names no straggler"
+    return (
+        f"The trace window (steps {first}-{last}) {saw}: it covers steps where rank {rank}'s"
+        " pattern does not apply; capture a window of its late steps"
+        " (`rankscope attach RUN --steps N`) to see why."
+    )
+
+
+def window_within_noise(rank: int, first: int, last: int, excess_ms: float | None = None) -> str:
+    if excess_ms is None:
+        return (
+            f"The trace window (steps {first}-{last}) names no straggler: over its few steps"
+            f" rank {rank}'s lateness does not stand out from the noise."
+        )
+    return (
+        f"The trace window (steps {first}-{last}) names rank {rank}, but over the whole run it"
+        f" was {excess_ms:+.1f} ms/step off the others at those steps: within the run's noise."
+    )
+
+
+def window_contention(rank: int, first: int, last: int, shared: bool) -> str:
+    load = " as were the others: the host was loaded" if shared else ""
+    return (
+        f"The trace window (steps {first}-{last}) saw rank {rank} late because it was waiting"
+        f" for a CPU{load} (host contention), not because of its own work."
+    )
+
+
+def window_only(rank: int, first: int, last: int) -> str:
+    return (
+        f"The trace window (steps {first}-{last}) saw rank {rank} late, but only there: over"
+        " the whole run it does not stand out."
     )

@@ -25,11 +25,20 @@ size it):
   iteration S + 1 is collector step S).
 - ``rotating``: at step s, rank s % world stalls ms (pure Python).
 - ``two_slow``: rank R sleeps ms in ``__getitem__``, rank R2 half of that.
+- ``periodic``: rank R stalls ms (pure Python) at every ``--every``-th step
+  (collector steps ``--at-step``, ``--at-step`` + every, ...).
+- ``contended``: every rank does the same operator work; from collector step
+  ``--at-step`` on, rank R's training thread shares one CPU with a busy-loop
+  process (both pinned there): it is ready to run but waits for the CPU, as
+  beside another job or under CPU throttling.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -80,6 +89,28 @@ def python_work(seconds: float) -> None:
     time.sleep(seconds / 2)
 
 
+def pin_beside_a_hog() -> subprocess.Popen[bytes]:
+    """Pin this thread to one CPU and start a busy loop pinned to the same CPU.
+
+    The thread also lowers its own priority (nice 5: about a quarter of the CPU against
+    the loop): a thread that sleeps in every collective otherwise wins each wake-up
+    against a busy loop, and how much it waits would depend on the machine's load.
+    """
+    cpu = max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    os.setpriority(os.PRIO_PROCESS, 0, 5)  # this thread (Linux: a thread id is a "process")
+    return busy_loop(cpu)
+
+
+def busy_loop(cpu: int) -> subprocess.Popen[bytes]:
+    """A process spinning on ``cpu`` until its parent exits (so a killed job leaves none)."""
+    code = (
+        f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nparent = os.getppid()\n"
+        "while os.getppid() == parent:\n    for _ in range(100_000):\n        pass\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--scenario", default="balanced")
@@ -89,6 +120,7 @@ def main() -> None:
     p.add_argument("--at-step", default="10")
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--every", type=int, default=4)
     args = p.parse_args()
 
     dist.init_process_group("gloo")
@@ -120,14 +152,22 @@ def main() -> None:
     # uneven_batch: per-sample feature work (no parameters, so no extra communication)
     # makes operator time scale with the batch.
     mix = torch.randn(FEATURES, FEATURES) / FEATURES**0.5
-    feature_depth = 240 if sc == "uneven_batch" else 0
+    # contended: every rank does ~30 ms of operator work a step, so a rank sharing
+    # its CPU needs its share of it (a thread that mostly sleeps hardly notices a hog)
+    feature_depth = {"uneven_batch": 240, "contended": 1500}.get(sc, 0)
     model = nn.parallel.DistributedDataParallel(
         nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 16))
     )
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
+    first = int(args.at_step.split(",")[0]) + 1  # the loop iteration of that collector step
+    hog: subprocess.Popen[bytes] | None = None
     batches = iter(loader)
     for step in range(args.steps):
+        if sc == "contended" and me and step == first:
+            hog = pin_beside_a_hog()
+        if sc == "periodic" and me and step >= first and (step - first) % args.every == 0:
+            python_work(stall_s)
         if sc == "python_work" and me:
             python_work(stall_s)
         if sc == "single_stall" and me and step in stall_steps:
@@ -143,6 +183,9 @@ def main() -> None:
         loss.backward()
         opt.step()
         opt.zero_grad()
+    if hog is not None:
+        hog.kill()
+        hog.wait()
     dist.barrier()
     dist.destroy_process_group()
 

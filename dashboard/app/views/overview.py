@@ -160,7 +160,28 @@ def render() -> None:
         # first: every figure below was measured without the untraced ranks
         st.warning(incomplete, icon=":material/report:")
     sentence = model.straggler_sentence(report)
-    if sentence:
+    one = report.verdict
+    # The one verdict (``analysis.verdict``) leads unless it is the window's own straggler,
+    # which the callout below words with its size.
+    lead = one is not None and not run.missing_trace
+    if (
+        one is not None
+        and lead
+        and sentence
+        and one.agreement in ("agree", "single")
+        and one.source != "whole_run"
+    ):
+        lead = one.onset_step is not None or one.period_steps is not None
+    if one is not None and lead:
+        if one.rank is None and one.pattern != "rotating":
+            st.success(one.headline, icon=":material/check:")
+        else:
+            st.warning(f"**{one.headline}**", icon=":material/directions_run:")
+        if one.explanation:
+            st.caption(one.explanation)
+        if hint := model.straggler_next(report):
+            st.caption(hint)
+    elif sentence:
         st.warning(f"**{sentence}**", icon=":material/directions_run:")
         if hint := model.straggler_next(report):
             st.caption(hint)

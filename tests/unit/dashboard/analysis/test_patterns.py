@@ -1,0 +1,160 @@
+"""When and how a rank holds the others back, on hand-made light-layer runs.
+
+``run_of(work, runq)``: rank r does ``work[r][s]`` ms before issuing the last
+collective of step s, of which ``runq[r][s]`` ms it was runnable but waiting
+for a CPU; every rank starts step s together, which lasts the slowest rank's
+work + 3 ms. So rank r's excess in step s is ``work[r][s]`` minus the other
+ranks' median, and its run-queue wait is exactly ``runq[r][s]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rankscope.dashboard.analysis.wholerun import LightRank, light_gaps, whole_run
+
+MS = 1_000_000
+T0 = 1_700_000_000_000_000_000
+
+
+def run_of(work: np.ndarray, runq: np.ndarray | None = None) -> list[LightRank]:
+    n, m = work.shape
+    starts = np.zeros(m, dtype=np.int64)
+    t = T0
+    for s in range(m):
+        starts[s] = t
+        t += int((work[:, s].max() + 3.0) * MS)
+    ends = np.append(starts[1:], t)
+    return [
+        LightRank(
+            rank=r,
+            step=np.arange(m, dtype=np.int64),
+            start_ns=starts,
+            end_ns=ends,
+            data_ns=np.zeros(m, np.int64),
+            coll_key=np.arange(m, dtype=np.int64),
+            enqueue_ns=starts + (work[r] * MS).astype(np.int64),
+            runq_ns=None if runq is None else (runq[r] * MS).astype(np.int64),
+        )
+        for r in range(n)
+    ]
+
+
+def flat(n: int, m: int, seed: int = 0) -> np.ndarray:
+    """10 ms of work per step, +-1 ms of noise."""
+    return 10.0 + np.random.default_rng(seed).uniform(-1.0, 1.0, (n, m))
+
+
+def test_run_queue_wait_is_its_own_component() -> None:
+    work = np.array([[10.0, 10.0], [30.0, 12.0]])
+    # 50 ms queued in a step whose gap is 12 ms: 38 ms of it came after the rank's last
+    # collective (woken, then waiting for a CPU), so its evidence there is the 50 ms
+    runq = np.array([[1.0, 0.0], [18.0, 50.0]])
+    built = light_gaps(run_of(work, runq))
+    assert built is not None
+    gaps, comps, _, _ = built
+    assert np.allclose(gaps.gap_ms, [[10.0, 10.0], [30.0, 50.0]])
+    assert np.allclose(comps["host_contention"], [[1.0, 0.0], [18.0, 50.0]])
+    assert np.allclose(comps["other"], [[9.0, 10.0], [12.0, 0.0]])
+    assert np.allclose(gaps.wait_ms, [[20.0, 40.0], [0.0, 0.0]])
+
+
+def test_a_rank_slowed_by_contention_from_step_15_has_cause_and_onset() -> None:
+    # Rank 1 of 3: +20 ms a step from step 15 on, 18 of it queued for a CPU.
+    work, runq = flat(3, 40), np.zeros((3, 40))
+    work[1, 15:] += 20.0
+    runq[1, 15:] = 18.0
+    wr = whole_run(run_of(work, runq), has_gpu=False)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.rank, v.pattern, v.cause, v.onset_step, v.end_step) == (
+        1,
+        "persistent",
+        "host_contention",
+        15,
+        None,
+    )
+    assert 19 < v.excess_ms_per_step < 21  # while it holds: the 20 ms, not 20 x 25/40
+    assert v.severity == "high" and not v.shared_contention
+    # onset in seconds: steps 0-14 last the slowest rank's ~11 ms + 3 ms each
+    assert v.onset_s is not None and 0.19 < v.onset_s < 0.22
+
+
+def test_the_same_extra_time_without_run_queue_wait_is_no_contention() -> None:
+    work = flat(3, 40)
+    work[1, 15:] += 20.0
+    wr = whole_run(run_of(work, np.zeros((3, 40))), has_gpu=False)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.cause, v.onset_step) == ("unknown", 15)
+
+
+def test_a_pattern_that_stops_has_an_end() -> None:
+    work = flat(2, 40)
+    work[0, 10:25] += 30.0
+    wr = whole_run(run_of(work), has_gpu=False)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.rank, v.onset_step, v.end_step) == (0, 10, 24)
+
+
+def test_late_throughout_has_no_onset() -> None:
+    work = flat(3, 30)
+    work[2] += 15.0
+    wr = whole_run(run_of(work), has_gpu=False)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.rank, v.pattern, v.onset_step, v.end_step) == (2, "persistent", None, None)
+
+
+def test_four_times_slower_every_fourth_step_has_a_period() -> None:
+    # Rank 1 of 2 does 40 ms instead of 10 at steps 2, 6, 10, ...: 30 ms late there.
+    work = flat(2, 40)
+    work[1, 2::4] = 40.0
+    wr = whole_run(run_of(work), has_gpu=False)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.rank, v.pattern, v.period_steps) == (1, "intermittent", 4)
+    assert [st.step for st in v.steps] == list(range(2, 40, 4))
+    # what-if: 10 of 40 steps lose ~30 ms: ~7.5 ms per step
+    assert 7.0 < v.est_saving_ms_per_step < 8.0
+
+
+def test_each_rank_late_at_its_own_phase_is_rotation_not_stragglers() -> None:
+    work = flat(3, 36)
+    for s in range(36):
+        work[s % 3, s] += 60.0
+    wr = whole_run(run_of(work), has_gpu=False)
+    assert wr is not None
+    assert wr.diagnosis.stragglers == []
+    assert wr.diagnosis.rotating is not None
+    assert sorted(wr.diagnosis.rotating.counts) == [0, 1, 2]
+
+
+def test_contention_every_rank_sees_is_no_alarm() -> None:
+    # A loaded host: every rank queues 10-30 ms a step; rank 0 a little more, every step.
+    rng = np.random.default_rng(3)
+    runq = rng.uniform(10.0, 30.0, (3, 40))
+    runq[0] += 12.0
+    work = flat(3, 40) + runq
+    wr = whole_run(run_of(work, runq), has_gpu=False)
+    assert wr is not None
+    for v in wr.diagnosis.stragglers:
+        assert v.cause == "host_contention" and v.shared_contention and v.severity == "low"
+
+
+def test_balanced_noise_has_no_onset_or_period() -> None:
+    for seed in range(5):
+        wr = whole_run(run_of(flat(4, 200, seed)), has_gpu=False)
+        assert wr is not None and wr.diagnosis.stragglers == [], seed
+
+
+def test_heavy_tailed_noise_has_no_onset_end_or_period() -> None:
+    # Student-t (2 degrees of freedom) noise: the odd 100 ms hiccup on a busy host
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        work = np.clip(20.0 + rng.standard_t(2, (3, 45)) * 4.0, 1.0, None)
+        wr = whole_run(run_of(work), has_gpu=False)
+        assert wr is not None
+        for v in wr.diagnosis.stragglers:
+            assert (v.onset_step, v.end_step, v.period_steps) == (None, None, None), seed
