@@ -33,9 +33,7 @@ class ExportCommand:
     name = "export"
 
     def prepare_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "path", metavar="RUN", help="run directory, trace folder or trace file"
-        )
+        parser.add_argument("path", metavar="RUN", help="run directory, trace folder or trace file")
         parser.add_argument("--format", choices=FORMATS, default="perfetto", help="(perfetto)")
         parser.add_argument("-o", "--output", metavar="FILE", required=True, help="trace to write")
         parser.add_argument("--ranks", help="only these ranks, e.g. 0,2,5-7")

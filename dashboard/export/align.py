@@ -67,8 +67,8 @@ def clock_alignment(
     if method == "none" or not ranks:
         return Alignment("none", None, {r: 0 for r in ranks})
     if method == "clock_offset":
-        notes = [f"rank {r}: no measured clock offset" for r in ranks if r not in measured]
-        return Alignment("clock_offset", 0, {r: measured.get(r, 0) for r in ranks}, notes)
+        unmeasured = [f"rank {r}: no measured clock offset" for r in ranks if r not in measured]
+        return Alignment("clock_offset", 0, {r: measured.get(r, 0) for r in ranks}, unmeasured)
     real = [s for s in steps if s >= 0]
     with_steps = [r for r in ranks if any(s in windows.get(r, {}) for s in real)]
     if not with_steps:

@@ -181,7 +181,7 @@ def test_the_verdict_as_instants(exported: dict, name: str) -> None:
     assert report.stragglers and report.stragglers[0].rank == 1
     marks = {(e["pid"], e["name"]) for e in trace.instants}
     assert {(s.rank, f"straggler: rank {s.rank}") for s in report.stragglers} <= marks
-    first = [e for e in trace.instants if e["pid"] == 1][0]
+    first = next(e for e in trace.instants if e["pid"] == 1)
     assert first["args"]["verdict"].startswith("Rank 1 is the straggler (data loading")
 
 

@@ -86,5 +86,5 @@ def test_charts_are_the_dashboards(reference) -> None:
 def test_narrowing_and_bad_input() -> None:
     run = rankscope.load(REFERENCE, ranks=[1, 3], steps="4:5")
     assert run.report.run.ranks == [1, 3] and run.report.run.steps == [4, 5]
-    with pytest.raises(RankscopeError, match="no run|no such|not found|does not exist"):
+    with pytest.raises(RankscopeError, match=r"no run|no such|not found|does not exist"):
         rankscope.load(REPO / "no-such-run")
