@@ -5,7 +5,7 @@ format (``.json``, or gzip-compressed when ``path`` ends in ``.gz``) and returns
 an ``ExportSummary``. JSON rather than Perfetto's protobuf: every viewer of the
 source traces (Perfetto, chrome://tracing, HTA, a text editor) reads it, it needs
 no protobuf package beside the one streamlit pins, and a test can check it with
-``json``. Its cost is size (about 100 bytes an event), hence the bound below.
+``json``. Its cost is size (about 140 bytes an event), hence the bound below.
 
 Layout (``pid`` = the rank; timestamps in µs with ns digits, from ``origin_ns``):
 
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from rankscope.dashboard.ingest.run import RankData
 
 SCHEMA = "rankscope.perfetto/1"
-MAX_BYTES = 1 << 30  # about what Perfetto's UI opens in a browser tab from JSON
+MAX_BYTES = 1_000_000_000  # about where a browser tab stops opening a JSON trace dependably
 # Synthetic thread ids, above any Linux tid (pid_max is at most 2**22).
 STEPS_TID = 1_000_000_000
 VERDICT_TID = STEPS_TID + 1
