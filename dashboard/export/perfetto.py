@@ -553,6 +553,9 @@ def write_perfetto(
     except OSError as e:
         partial.unlink(missing_ok=True)
         raise RankscopeError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:  # interrupted: leave no half-written trace behind
+        partial.unlink(missing_ok=True)
+        raise
     return ExportSummary(
         path=str(path),
         bytes=out.written,
