@@ -22,6 +22,7 @@ REVIEW_COMMANDS = (
     ("dashboard", "rankscope.dashboard.commands.dashboard", "DashboardCommand"),
     ("demo", "rankscope.dashboard.commands.demo", "DemoCommand"),
     ("ingest", "rankscope.dashboard.commands.ingest", "IngestCommand"),
+    ("export", "rankscope.dashboard.commands.export", "ExportCommand"),
 )
 ALL_COMMANDS = REVIEW_COMMANDS + CAPTURE_COMMANDS
 

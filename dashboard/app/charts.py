@@ -3,7 +3,9 @@
 Only presentation lives here (colours, layout, the chart + caption pair, integer
 axes for ranks and steps, how a table shows a missing value, where a stall mark
 goes on a chart); the numbers come from the analysis engine through ``data`` and
-``model``.
+``model``. Figure builders take plain data and return plotly figures; only
+``show``, ``table`` and ``rank_table`` put them on a page, so they alone import
+streamlit (the notebook API, ``rankscope.load``, draws the same figures without it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import Any
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
-import streamlit as st
 
 from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.app import model, text
@@ -65,6 +66,8 @@ def show(fig: go.Figure, caption: str, key: str | None = None) -> None:
     A plotly title moves above the chart as text: inside, it collides with the legend.
     Names from a trace or a path in the figure's data are escaped: plotly renders HTML.
     """
+    import streamlit as st
+
     title = fig.layout.title.text
     if title:
         st.markdown(f"**{title}**")
@@ -100,6 +103,8 @@ def table(
     as in ``st.dataframe``: a plain label keeps the column's format, a column type
     (a progress bar) replaces it.
     """
+    import streamlit as st
+
     config: dict[str, Any] = dict(column_config or {})
     for column, fmt in (formats or {}).items():
         label = config.get(column)
@@ -425,6 +430,8 @@ def rank_table(
     """A table of one row per rank (``table``). With more than ``limit`` rows: the
     stragglers and outliers (by ``columns``) first, ``limit`` rows unless the reader
     asks for all of them."""
+    import streamlit as st
+
     if len(df) <= limit:
         table(df, formats, column_config)
         return

@@ -1,7 +1,10 @@
 """rankscope: find why a distributed PyTorch training job is slow.
 
 The one import name rankscope installs. ``from rankscope import Collector`` is
-the in-code entry point of the collector; the two parts are subpackages:
+the in-code entry point of the collector, ``rankscope.load(path)`` the notebook
+API's (a run analysed once: the typed report, pandas DataFrames, plotly charts;
+``rankscope.dashboard.notebook``, which needs the ``dashboard`` extra). Both load
+only when asked for. The two parts are subpackages:
 
 - ``rankscope.profiler``: the collector, run inside every rank (sources in the
   repository's top-level ``profiler/`` folder). Cheap to import: torch, pynvml
@@ -24,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from rankscope.dashboard.notebook import load
     from rankscope.profiler.collector import Collector
 
-__all__ = ["Collector", "__version__"]
+__all__ = ["Collector", "__version__", "load"]
 
 
 def __getattr__(name: str) -> Any:
@@ -34,4 +38,8 @@ def __getattr__(name: str) -> Any:
         from rankscope.profiler.collector import Collector
 
         return Collector
+    if name == "load":
+        from rankscope.dashboard.notebook import load
+
+        return load
     raise AttributeError(f"module 'rankscope' has no attribute {name!r}")
