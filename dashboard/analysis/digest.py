@@ -34,7 +34,6 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -209,7 +208,7 @@ def _still_good(d: RankDigest, rd: RankData) -> bool:
 
 
 def _worth_caching(rd: RankData) -> bool:
-    return any(cache.worth_caching(Path(f)) for f in rd.files)
+    return rd.cached
 
 
 def _cached(
@@ -277,7 +276,7 @@ def store_digest(rd: RankData) -> bool:
 
 def digest_of(rd: RankData) -> RankDigest:
     """``rd``'s digest: from memory, else from the cache, else computed (and cached
-    when its traces are large enough to be cached themselves)."""
+    when its run's traces are cached: ``RankData.cached``)."""
     if not isinstance(rd.digest, RankDigest):
         if _worth_caching(rd):
             rd.digest = _cached(

@@ -6,8 +6,9 @@ An entry is a folder: ``{gpu,cpu,gpu_ann,comms}.parquet``, ``meta.json`` and
 A trace's key is the hash of (absolute path, size, mtime_ns, INGEST_VERSION), so
 an edited or replaced file, or a new parser, misses the cache. Entries live in
 ``$RANKSCOPE_CACHE_DIR`` when set, else the per-user cache directory
-(``~/.cache/rankscope`` on Linux). Traces smaller than ``MIN_CACHED_BYTES``
-are not cached (see there). A cache that cannot be written is skipped
+(``~/.cache/rankscope`` on Linux). Whether to cache is decided per run
+(``worth_caching``): a run whose trace files hold less than ``MIN_CACHED_BYTES``
+in all is parsed every time (see there). A cache that cannot be written is skipped
 silently: caching speeds things up, it is never required. An entry that cannot
 be read back whole (see ``load``) is removed and rewritten, never trusted; its
 files are opened through ``rankscope.profiler.safeio`` (no FIFO, no symlink).
@@ -18,6 +19,7 @@ checked when read; their format version is INGEST_VERSION.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +33,10 @@ if TYPE_CHECKING:
 
 # Bump whenever parse_trace's output changes, so old entries are never read.
 INGEST_VERSION = 6
-# Parsing a trace under ~1 MB (gzipped) takes about as long as importing pyarrow
-# and reading it back, so such files are parsed every time unless
-# $RANKSCOPE_CACHE_MIN_BYTES says otherwise (0 caches everything).
+# Parsing under ~1 MB of traces (gzipped) takes about as long as importing pyarrow
+# to write the cache, so a run whose trace files hold less in all is parsed every
+# time unless $RANKSCOPE_CACHE_MIN_BYTES says otherwise (0 caches everything). The
+# sum, not each file: a thousand small traces are worth caching, one is not.
 MIN_CACHED_BYTES = 1_000_000
 _TABLES = ("gpu", "cpu", "gpu_ann", "comms")
 
@@ -69,11 +72,19 @@ def min_cached_bytes() -> int:
         return MIN_CACHED_BYTES
 
 
-def worth_caching(path: Path) -> bool:
-    try:
-        return Path(path).stat().st_size >= min_cached_bytes()
-    except OSError:
-        return False
+def worth_caching(paths: Iterable[str | Path]) -> bool:
+    """Whether a run whose trace files are ``paths`` caches them (and its digests):
+    their sizes on disk add up to ``min_cached_bytes()`` or more."""
+    limit = min_cached_bytes()
+    total = 0
+    for p in paths:
+        try:
+            total += Path(p).stat().st_size
+        except OSError:
+            continue
+        if total >= limit:
+            return True
+    return total >= limit
 
 
 def _columns() -> dict[str, set[str]]:

@@ -43,7 +43,8 @@ class RankData:
     Each is read when first used: a report over many ranks reads each rank's
     digest (``analysis.digest``), not its events. ``steps_file`` and
     ``telemetry_file`` are where the step timer and the samples come from (None:
-    none for this kind of run); ``digest`` holds the digest once made.
+    none for this kind of run); ``digest`` holds the digest once made; ``cached``
+    says whether the rank's run is cached (``cache.worth_caching``), its digest too.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class RankData:
         load_light: Callable[[], Table] | None = None,
         steps_file: str | None = None,
         telemetry_file: str | None = None,
+        cached: bool = False,
     ) -> None:
         self.rank = rank
         self.files = files
@@ -84,6 +86,7 @@ class RankData:
         self._load_light = load_light
         self.steps_file = steps_file
         self.telemetry_file = telemetry_file
+        self.cached = cached
         self.digest: Any = None
 
     def _table(self, name: str) -> Table:
@@ -224,6 +227,7 @@ def rank_data(r: int, refs: list[TraceRef], place: RunPlace, manifest: dict[str,
         load_light=_light_loader(run_dir, r),
         steps_file=str(rundir.steps_path(run_dir, r)) if run_dir is not None else None,
         telemetry_file=str(tel_file or rundir.telemetry_path(folder, r)) if path.is_dir() else None,
+        cached=bool(refs) and all(ref.cached for ref in refs),
     )
 
 

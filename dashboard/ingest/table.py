@@ -192,7 +192,19 @@ class Table:
         cols: dict[str, np.ndarray] = {}
         vocab: dict[str, list[str]] = {}
         for name in table.column_names:
-            col = table.column(name).combine_chunks()
+            chunked = table.column(name)
+            if chunked.num_chunks == 0:
+                # combine_chunks() of no chunks calls pa.array([]), which imports pandas.
+                is_dict = pa.types.is_dictionary(chunked.type)
+                value_type = chunked.type.index_type if is_dict else chunked.type
+                empty = np.zeros(0, dtype=np.dtype(value_type.to_pandas_dtype()))
+                cols[name] = empty.astype(np.int32) if is_dict else empty
+                if is_dict:
+                    vocab[name] = []
+                elif name in bools:
+                    cols[name] = empty.astype(bool)
+                continue
+            col = chunked.combine_chunks()
             if pa.types.is_dictionary(col.type):
                 cols[name] = _numpy_of(col.indices).astype(np.int32)
                 vocab[name] = col.dictionary.to_pylist()

@@ -43,12 +43,22 @@ class TraceRef:
 
     A cache hit reads only the entry's ``meta.json``; ``trace()`` reads the tables
     (and parses the file again should the entry have gone bad meanwhile).
+    ``cached``: whether the file's run is cached (``cache.worth_caching``), so a
+    parse is stored and the rank's digest too.
     """
 
-    def __init__(self, path: str, meta: dict[str, Any], trace: RankTrace | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        meta: dict[str, Any],
+        trace: RankTrace | None = None,
+        *,
+        cached: bool = False,
+    ) -> None:
         self.path = path
         self.meta = meta
         self._trace = trace
+        self.cached = cached
 
     def trace(self) -> RankTrace:
         if self._trace is None:
@@ -56,7 +66,7 @@ class TraceRef:
             t = cache.load(p)
             if t is None:
                 t = parse_trace(p)
-                if cache.worth_caching(p):
+                if self.cached:
                     cache.store(t)
             t.path = self.path
             self._trace = t

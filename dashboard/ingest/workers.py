@@ -84,15 +84,21 @@ def _digest_now(
 
 
 def parse_and_cache(
-    job: TraceJob, place: RunPlace | None = None, digest: DigestFn | None = None
+    job: TraceJob,
+    place: RunPlace | None = None,
+    digest: DigestFn | None = None,
+    *,
+    store: bool = True,
+    keep_tables: bool = False,
 ) -> TraceRef | str:
-    """Worker body of ``ingest_files``: parse one file and store it in the cache; an
-    error becomes a string.
+    """Worker body of ``ingest_files``: parse one file and, with ``store`` (the run is
+    worth caching), store it in the cache; an error becomes a string.
 
     A stored trace comes back as its metadata only (the parent reads the tables from
     the cache if a view asks), so a thousand ranks' events never cross into one
-    process. With ``place`` and ``digest``, the worker also stores the digest of the
-    rank the job expects.
+    process; with ``keep_tables`` (parsed in the parent itself) its tables stay in
+    memory, where the digest is made from them. With ``place`` and ``digest``, the
+    worker also stores the digest of the rank the job expects.
     """
     path = job.path
     p = Path(path)
@@ -103,14 +109,16 @@ def parse_and_cache(
     except Exception as e:  # a trace we do not understand must not sink the others
         return f"{path}: could not be parsed ({type(e).__name__}: {e})"
     trace.path = path
-    ref = TraceRef(path, trace.meta, trace)
-    if not cache.worth_caching(p):
-        return ref
+    if not store:
+        return TraceRef(path, trace.meta, trace)
     cache.store(trace)
+    ref = TraceRef(path, trace.meta, trace, cached=True)
     if cache.load_meta(p) is None:  # the cache could not be written: keep the tables
         return ref
+    if keep_tables:
+        return ref
     _digest_now(ref, place, job.expect_rank, digest)
-    return TraceRef(path, trace.meta)
+    return TraceRef(path, trace.meta, cached=True)
 
 
 def ingest_one(
@@ -140,7 +148,7 @@ def ingest_one(
     except Exception as e:  # a trace we do not understand must not sink the others
         return {"path": path, "error": f"{path}: could not be parsed ({type(e).__name__}: {e})"}
     trace.path = path
-    ref = TraceRef(path, trace.meta, trace)
+    ref = TraceRef(path, trace.meta, trace, cached=True)
     digested = _digest_now(ref, place, job.expect_rank, digest)
     return {
         "path": path,
@@ -160,14 +168,16 @@ def ingest_files(
     """Each file ingested (from the cache where possible: metadata only, tables on
     first use) and the reason per failed file, both in the order of ``files``. With
     ``place`` (the run) and ``digest``, workers also store the digest of each rank
-    that has one file."""
+    that has one file. Whether the files are cached is decided for the run as a
+    whole (``cache.worth_caching``)."""
     files = list(files)
+    store = cache.worth_caching(files)
     done: dict[str, TraceRef] = {}
     todo: list[Path] = []
     for f in files:
-        meta = cache.load_meta(f) if cache.worth_caching(f) else None
+        meta = cache.load_meta(f) if store else None
         if meta is not None:
-            done[str(f)] = TraceRef(str(f), meta)
+            done[str(f)] = TraceRef(str(f), meta, cached=True)
         else:
             todo.append(f)
     total = len(files)
@@ -187,13 +197,13 @@ def ingest_files(
     if workers > 1 and sum(json_size(f) for f in todo) > _PARALLEL_MIN_BYTES:
         expect = expected_ranks(files) if place is not None and digest is not None else {}
         jobs = [TraceJob(str(f), expect.get(str(f))) for f in todo]
-        work = functools.partial(parse_and_cache, place=place, digest=digest)
+        work = functools.partial(parse_and_cache, place=place, digest=digest, store=store)
         for job, result in engine.map_files(work, jobs, "local"):
             record(job.path, result)
     else:
         for f in todo:
             # In this process the tables stay in memory: the digest is made from them later.
-            record(str(f), parse_and_cache(TraceJob(str(f))))
+            record(str(f), parse_and_cache(TraceJob(str(f)), store=store, keep_tables=True))
     failed: dict[str, str] = {}
     for f in todo:  # in the files' order, whatever order the workers finished in
         result = results[str(f)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,34 @@ def test_report_start_up_stays_lean() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"report loaded {out.stdout.strip()}"
+
+
+def test_report_never_imports_pandas(tmp_path: Path) -> None:
+    """Not on a cold report that writes the cache, not on a warm one, not when the
+    tables are read back: a CPU-only trace (its empty GPU table once imported it)."""
+    import os
+
+    from conftest import REPO
+
+    trace = REPO / "sample_traces" / "ddp3_dataloader_straggler" / "rank0.step4-6.pt.trace.json.gz"
+    code = (
+        "import sys, io, contextlib, pathlib, rankscope.dashboard.cli\n"
+        "from rankscope.dashboard.ingest import cache\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    args = ['report', {str(trace)!r}, '--format', 'json']\n"
+        "    assert rankscope.dashboard.cli.main(args) == 0\n"
+        "if len(sys.argv) > 1:\n"
+        f"    assert cache.load(pathlib.Path({str(trace)!r})) is not None\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    env = {
+        **os.environ,
+        "RANKSCOPE_CACHE_DIR": str(tmp_path / "cache"),
+        "RANKSCOPE_CACHE_MIN_BYTES": "0",
+    }
+    for args in ([], [], ["read the tables"]):  # cold (writes the cache), warm, tables
+        out = subprocess.run(
+            [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "False", f"the report imported pandas ({args})"

@@ -81,3 +81,39 @@ def test_report_cli_caches_as_parquet_and_reuses_it(tmp_path: Path) -> None:
     # Nothing was written again: the second report read what the first stored.
     assert {e: e.stat().st_mtime_ns for e in mtimes} == mtimes
     assert sorted(cache_dir.iterdir()) == sorted([*entries, *(cache_dir / d for d in derived)])
+
+
+def test_a_run_of_small_traces_is_cached_a_lone_one_is_not(tmp_path: Path) -> None:
+    """Caching is decided per run: three traces, each under the limit but over it
+    together, are cached (a second report reads the cache alone); one is parsed."""
+    import os
+    import shutil
+
+    from conftest import REPO, blank_traces
+
+    from rankscope.dashboard.ingest import cache
+
+    run = tmp_path / "run"
+    shutil.copytree(REPO / "sample_traces" / "ddp3_dataloader_straggler", run)
+    traces = sorted(run.glob("*.pt.trace.json.gz"))
+    sizes = [f.stat().st_size for f in traces]
+    limit = max(sizes) + 1  # every file is under it, the three together are over it
+    assert sum(sizes) >= limit
+    cache_dir = tmp_path / "cache"
+    env = {
+        **os.environ,
+        "RANKSCOPE_CACHE_DIR": str(cache_dir),
+        "RANKSCOPE_CACHE_MIN_BYTES": str(limit),
+    }
+    cmd = [sys.executable, "-m", "rankscope.dashboard.cli", "report", "--format", "json"]
+    first = subprocess.run([*cmd, str(run)], env=env, capture_output=True, text=True, check=True)
+    blank_traces(run)  # same size and mtime: only the cache can answer now
+    second = subprocess.run([*cmd, str(run)], env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+
+    lone = tmp_path / "lone" / "rank0.pt.trace.json.gz"
+    lone.parent.mkdir()
+    shutil.copy(REPO / "sample_traces" / "ddp3_dataloader_straggler" / traces[0].name, lone)
+    subprocess.run([*cmd, str(lone)], env=env, capture_output=True, check=True)
+    assert not (cache_dir / cache.cache_key(lone)).exists()
