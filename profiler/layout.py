@@ -100,6 +100,21 @@ def rank_from_filename(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def is_run_input_name(name: str) -> bool:
+    """Whether a file of this name, inside a run folder, is (or would be read as) an input.
+
+    The manifests, JSONL logs and control files the collector writes, every name a
+    trace folder's discovery may read as a trace, and any ``rank{R}`` file (the
+    collector's log, hang evidence): ``rankscope report -o`` refuses to write them.
+    """
+    base = Path(name).name
+    return (
+        base == RUN_MANIFEST
+        or base.endswith((*TRACE_SUFFIXES, ".jsonl"))
+        or rank_from_filename(base) is not None
+    )
+
+
 def is_trace_file(path: Path) -> bool:
     name = path.name
     # Hidden files are writes in progress (the exporter's temporary JSON, atomic

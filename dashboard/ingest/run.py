@@ -168,9 +168,13 @@ def load_run(
     if wanted is not None:
         unknown = sorted(wanted - set(by_rank))
         if unknown:
+            # At most 16 of each list: a range of a million ranks stays one line.
+            asked = ", ".join(map(str, unknown[:16])) + (" ..." if len(unknown) > 16 else "")
+            present = sorted(by_rank)
+            shown = ", ".join(map(str, present[:16])) + (" ..." if len(present) > 16 else "")
             raise RankscopeError(
-                f"--ranks asks for rank(s) {', '.join(map(str, unknown))}, which the run does not"
-                f" have (ranks present: {', '.join(map(str, sorted(by_rank))) or 'none'})"
+                f"--ranks asks for rank(s) {asked}, which the run does not"
+                f" have (ranks present: {shown or 'none'})"
             )
     if not out:
         reasons = "; ".join(s["reason"] for s in skipped[:3])
