@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from rankscope.profiler import __version__, datawait, hooks, rundir, settings
 from rankscope.profiler.control import AttachRequest, ControlChannel
+from rankscope.profiler.errors import RankscopeError
 from rankscope.profiler.faults import Faults
 from rankscope.profiler.recorder import Recorder
 from rankscope.profiler.schedule import ProfilePlan, Window, parse_profile_steps
@@ -179,7 +180,11 @@ class Collector:
         self.record_shapes = record_shapes
         self.profile_memory = profile_memory
         self.with_stack = with_stack
-        self.nvml_period_ms = float(nvml_period_ms)
+        try:
+            # nan or inf used to turn telemetry off in silence: refuse them by name.
+            self.nvml_period_ms = settings.parse_period_ms(str(nvml_period_ms))
+        except ValueError as e:
+            raise RankscopeError(f"nvml_period_ms: {e}") from None
         self.flush_period_s = float(flush_period_s)
         self.steps_from_optimizer = steps_from_optimizer
         self._nvml = nvml

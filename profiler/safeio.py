@@ -53,17 +53,15 @@ class UnsafeFile(OSError):
 
 
 def env_limit(name: str, default: int) -> int:
-    """A positive byte count from the environment (``2G``, ``512M``, ``1000000``)."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1].upper(), 1)
-    digits = text[:-1] if scale != 1 else text
-    try:
-        value = int(float(digits) * scale)
-    except ValueError:
-        return default
-    return value if value > 0 else default
+    """A positive byte count from the environment (``2G``, ``512M``, ``1000000``).
+
+    Parsed by ``settings.env_value`` (the one parser of rankscope's variables):
+    junk raises ValueError naming the variable, never a silent default.
+    """
+    from rankscope.profiler.settings import env_value
+
+    value: int = env_value(name, default)
+    return value
 
 
 def max_trace_bytes() -> int:
