@@ -17,9 +17,13 @@ import numpy as np
 
 from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import findings as findings_mod
-from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun
+from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun, wording
 from rankscope.dashboard.analysis import intervals as iv
-from rankscope.dashboard.analysis.activity import RankActivity, rank_activity
+from rankscope.dashboard.analysis.activity import (
+    RankActivity,
+    oversized_profiler_steps,
+    rank_activity,
+)
 from rankscope.dashboard.analysis.breakdown import NS_PER_MS, rank_means
 from rankscope.dashboard.analysis.diagnosis import coverage_upto
 from rankscope.dashboard.analysis.digest import (
@@ -184,6 +188,9 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
                 " (capture a window with `rankscope attach RUN --steps N`)"
             )
     step_source = "profiler" if sources == {"profiler"} else "/".join(sorted(sources))
+    oversized = oversized_profiler_steps(n for d in digests.values() for n in d.profiler_step_names)
+    if oversized:
+        warnings.append(wording.oversized_steps(oversized))
     if steps == [-1]:
         warnings.append(
             "no ProfilerStep ranges or step marks: the whole trace is analysed as one window"

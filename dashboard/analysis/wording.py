@@ -488,3 +488,11 @@ def no_window_covers(step: int) -> str:
         " lands in one); in a new run, `rankscope run --profile A-B` or `--auto-capture`"
         " captures it."
     )
+
+
+def oversized_steps(count: int) -> str:
+    """Warning: ``count`` ProfilerStep names whose number is too large to be a step."""
+    return (
+        f"{count} ProfilerStep range name(s) with a step number beyond 2^53 were"
+        " skipped (not a step a job could reach)"
+    )
