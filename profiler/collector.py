@@ -948,6 +948,7 @@ class Collector:
         return {
             "schema": rundir.RANK_SCHEMA,
             "rank": self.rank,
+            "run_id": rundir.run_id_from_env(),
             "local_rank": self.local_rank,
             "world_size": self.world_size,
             "host": socket.gethostname(),
@@ -969,6 +970,7 @@ class Collector:
     def _run_manifest(self, start_ns: int) -> dict[str, Any]:
         return {
             "schema": rundir.RUN_SCHEMA,
+            "run_id": rundir.run_id_from_env(),
             "world_size": self.world_size,
             "start_ns": start_ns,
             "command": self._command if self._command is not None else list(sys.orig_argv),
