@@ -141,13 +141,22 @@ def read_bytes(
         os.close(fd)
 
 
+# What ``read_lines(..., mark_long=True)`` yields in place of a line it skipped.
+LONG_LINE = b"\n"
+
+
 def read_lines(
-    path: str | Path, limit: int | None = None, max_line: int = MAX_LINE_BYTES
+    path: str | Path,
+    limit: int | None = None,
+    max_line: int = MAX_LINE_BYTES,
+    *,
+    mark_long: bool = False,
 ) -> Iterator[bytes]:
     """Each line (bytes, newline kept) of a regular file, up to its size when opened.
 
     Reading stops after ``limit`` bytes (``max_jsonl_bytes()`` by default); a line
-    longer than ``max_line`` is skipped, never held whole.
+    longer than ``max_line`` is skipped, never held whole (with ``mark_long``, the
+    ``LONG_LINE`` object is yielded in its place, so callers can count and number it).
     """
     limit = max_jsonl_bytes() if limit is None else limit
     fd = open_regular(path)
@@ -161,6 +170,8 @@ def read_lines(
             remaining -= len(line)
             complete = line.endswith(b"\n")
             if skipping or len(line) > max_line:
+                if mark_long and not skipping:
+                    yield LONG_LINE
                 skipping = not complete
                 continue
             yield line
