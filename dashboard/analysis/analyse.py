@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rankscope.dashboard.analysis import comms as comms_mod
+from rankscope.dashboard.analysis import evidence as evidence_mod
 from rankscope.dashboard.analysis import findings as findings_mod
 from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun, wording
 from rankscope.dashboard.analysis import intervals as iv
@@ -83,6 +84,8 @@ class Analysis:
     # ranks with step timings (or telemetry) but no trace while other ranks have one:
     # a crash during export or an attach that reached only some ranks
     missing_trace: list[int] = field(default_factory=list)
+    # per rank: the sources used, those that could not be and why (evidence.py)
+    evidence: list[evidence_mod.RankEvidence] = field(default_factory=list)
     n_comms: dict[int, int] = field(default_factory=dict)  # collectives in each rank's trace
 
 
@@ -238,11 +241,15 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     lights = wholerun.light_ranks(run.ranks)
     whole = wholerun.whole_run(lights, has_gpu)
     whole_stragglers = imbalance.whole_run_stragglers(whole) if whole else []
+    evidence = evidence_mod.run_evidence(run)
+    warnings += [wording.evidence_warning(e) for e in evidence if not e.complete]
     if whole is None and any(rd.steps_file for rd in run.ranks.values()):
-        # A collector run without a whole-run section says why (issue 26: never silently).
+        # A collector run without a whole-run section says why (issue 26: never silently),
+        # naming each file that could not be used.
         why = wholerun.absent_reason(run.ranks)
         if why:
-            warnings.append(f"no whole-run verdict: {why}")
+            unused = evidence_mod.unused_sources(evidence)
+            warnings.append(wording.no_whole_run(why, unused))
     rotating = diag.rotating
     if not steps and whole is not None:
         # No trace window: the light layer's whole-run verdict is the verdict.
@@ -305,6 +312,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         whole_run=whole,
         whole_run_stragglers=whole_stragglers,
         missing_trace=missing,
+        evidence=evidence,
         n_comms={r: len(d.comms) for r, d in digests.items()},
         hang=hang,
     )

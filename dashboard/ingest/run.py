@@ -163,7 +163,7 @@ def load_run(
             continue
         refs = by_rank[r]
         if len(refs) > 1:
-            refs = sorted(refs, key=lambda t: t.cpu_start_ns())
+            refs = _distinct_windows(refs, skipped, warnings)
         out[r] = rank_data(r, refs, place, manifest)
     if wanted is not None:
         unknown = sorted(wanted - set(by_rank))
@@ -188,6 +188,27 @@ def load_run(
         skipped_files=skipped,
         warnings=warnings,
     )
+
+
+def _distinct_windows(
+    refs: list[TraceRef], skipped: list[dict[str, str]], warnings: list[str]
+) -> list[TraceRef]:
+    """One rank's windows in time order, a copy (same first event, another name) once.
+
+    A second copy of a window would double its counts; it is listed in ``skipped``
+    and warned about, naming the file it repeats.
+    """
+    kept: dict[int, TraceRef] = {}
+    # Of two copies, the shorter name is kept: the collector's own, not "copy of ...".
+    for ref in sorted(refs, key=lambda t: (t.cpu_start_ns(), len(Path(t.path).name), t.path)):
+        first = kept.setdefault(ref.cpu_start_ns(), ref)
+        if first is not ref:
+            reason = (
+                f"a copy of {Path(first.path).name} (same rank, same first event); counted once"
+            )
+            skipped.append({"file": ref.path, "reason": reason})
+            warnings.append(f"skipped {ref.path}: {reason}")
+    return list(kept.values())
 
 
 def stderr_progress() -> ProgressFn | None:
