@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from rankscope.profiler import __version__
 from rankscope.profiler.commands import CAPTURE_COMMANDS, Command, load_command
 from rankscope.profiler.errors import EXIT_BAD_INPUT, RankscopeError
+from rankscope.profiler.settings import check_environment
 
 REVIEW_COMMANDS = (
     ("report", "rankscope.dashboard.commands.report", "ReportCommand"),
@@ -65,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd: Command | None = getattr(args, "_command", None)
     if cmd is None:
         parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        # The review side's variables (byte limits, cache, Dask), before any work.
+        if cmd.name in {name for name, _, _ in REVIEW_COMMANDS}:
+            check_environment()
+    except ValueError as e:
+        print(f"rankscope {cmd.name}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         return int(cmd.run(args) or 0)

@@ -279,6 +279,11 @@ def _hang_lines(report: Report, md: bool) -> list[str]:
     return [*out, ""]
 
 
+def _evidence_line(report: Report) -> str | None:
+    """One line naming the ranks whose sources were not all usable (None: all were)."""
+    return wording.evidence_line(report.run.evidence)
+
+
 def render_text(report: Report) -> str:
     run = report.run
     out = [f"rankscope report: {run.path}", "", *_hang_lines(report, False)]
@@ -304,6 +309,8 @@ def render_text(report: Report) -> str:
         out += ["", "Collectives:", _table_text(*_coll_rows(report))]
     if _show_gpu(report):
         out += ["", "GPU utilisation:", _table_text(*_gpu_rows(report)), f"  ({_GPU_NOTE})"]
+    if line := _evidence_line(report):
+        out += ["", line]
     if run.warnings:
         out += ["", "Warnings:"] + [f"  - {w}" for w in run.warnings]
     return "\n".join(out) + "\n"
@@ -341,6 +348,8 @@ def render_markdown(report: Report) -> str:
             for k in report.top_kernels[:10]
         ]
         out.append(_table_md(["kernel", "ms/step", "share", "max rank", "spread (cv)"], rows))
+    if line := _evidence_line(report):
+        out += ["", line]
     if run.warnings:
         out += ["", "## Warnings", ""] + [f"- {w}" for w in run.warnings]
     return "\n".join(out) + "\n"

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from rankscope.profiler import __version__, cputime, datawait, hooks, rundir, settings
 from rankscope.profiler.control import AttachRequest, ControlChannel
+from rankscope.profiler.errors import RankscopeError
 from rankscope.profiler.faults import Faults
 from rankscope.profiler.recorder import Recorder
 from rankscope.profiler.schedule import ProfilePlan, Window, parse_profile_steps
@@ -180,7 +181,11 @@ class Collector:
         self.record_shapes = record_shapes
         self.profile_memory = profile_memory
         self.with_stack = with_stack
-        self.nvml_period_ms = float(nvml_period_ms)
+        try:
+            # nan or inf used to turn telemetry off in silence: refuse them by name.
+            self.nvml_period_ms = settings.parse_period_ms(str(nvml_period_ms))
+        except ValueError as e:
+            raise RankscopeError(f"nvml_period_ms: {e}") from None
         self.flush_period_s = float(flush_period_s)
         self.steps_from_optimizer = steps_from_optimizer
         self._nvml = nvml
@@ -960,6 +965,7 @@ class Collector:
         return {
             "schema": rundir.RANK_SCHEMA,
             "rank": self.rank,
+            "run_id": rundir.run_id_from_env(),
             "local_rank": self.local_rank,
             "world_size": self.world_size,
             "host": socket.gethostname(),
@@ -981,6 +987,7 @@ class Collector:
     def _run_manifest(self, start_ns: int) -> dict[str, Any]:
         return {
             "schema": rundir.RUN_SCHEMA,
+            "run_id": rundir.run_id_from_env(),
             "world_size": self.world_size,
             "start_ns": start_ns,
             "command": self._command if self._command is not None else list(sys.orig_argv),

@@ -15,6 +15,11 @@ scan looks for ``ProfilerStep#`` with ``bytes.find`` over 4 MiB chunks (C speed,
 about 1 ms per 15 MB where a per-line regex took 170 ms), zlib releases the GIL
 while it compresses, and the per-line rewrite runs only when torch numbered the
 steps differently (rare).
+
+torch writes the path it is given into the trace unescaped (``traceName``) and
+cannot open some (a newline in a folder name): a run directory whose path holds
+anything but plain characters is handed to torch as ``/proc/self/fd/N`` (a
+descriptor of the directory), so any run name gives a valid, readable trace.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import gzip
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,25 @@ _MARK = b"ProfilerStep#"
 _CHUNK = 4 << 20
 _NAME_BEFORE = re.compile(rb'"name":\s*"$')
 _DIGITS = re.compile(rb"(\d+)\"")
+# Characters torch writes into JSON (and opens) as they are.
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./+,=@:~-]*$")
+
+
+@contextlib.contextmanager
+def _torch_path(path: Path) -> Iterator[str]:
+    """``path`` as torch can open it and write it into JSON unescaped.
+
+    A plain path as it is; else (Linux) the same file through a descriptor of its
+    folder, ``/proc/self/fd/N/NAME``; elsewhere the path as it is.
+    """
+    if _PLAIN_PATH.match(str(path)) or not os.path.isdir("/proc/self/fd"):
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 def _profiler_steps(path: Path) -> list[int]:
@@ -63,7 +88,8 @@ def export_window(prof: Any, run_dir: Path, rank: int, first: int, last: int) ->
     tmp_json = final.with_name(f".{final.name}.{os.getpid()}.json")
     tmp_gz = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
-        prof.export_chrome_trace(str(tmp_json))
+        with _torch_path(tmp_json) as torch_json:
+            prof.export_chrome_trace(torch_json)
         steps = _profiler_steps(tmp_json)
         shift = first - steps[0] if steps else 0
         with open(tmp_json, "rb") as src, gzip.open(tmp_gz, "wb", compresslevel=6) as dst:

@@ -25,6 +25,10 @@ STEPS_SCHEMA = "rankscope.steps/1"
 # trace was being written beside it).
 CAPTURE_PHASES = ("start", "window", "stop", "export")
 TELEMETRY_SCHEMA = "rankscope.telemetry/1"
+COLLECTIVES_SCHEMA = "rankscope.collectives/1"
+# Where a rank learns the run it belongs to: ``rankscope run`` sets the first for
+# every process of the job; torchrun sets the second (``none`` when not given).
+RUN_ID_VARIABLES = ("RANKSCOPE_RUN_ID", "TORCHELASTIC_RUN_ID")
 
 REQUEST_SCHEMA = "rankscope.attach-request/1"
 ACK_SCHEMA = "rankscope.attach-ack/1"
@@ -51,6 +55,16 @@ INT64_MAX = (1 << 63) - 1
 TRACE_SUFFIXES = (".pt.trace.json.gz", ".pt.trace.json", ".json.gz", ".json")
 
 _RANK_IN_NAME = re.compile(r"(?:^|[^a-z0-9])(?:rank|worker)[-_]?(\d+)(?![0-9])", re.IGNORECASE)
+
+
+def run_id_from_env(environ: Any = None) -> str | None:
+    """The id every rank of this job shares (``RUN_ID_VARIABLES``), or None (unknown)."""
+    env = os.environ if environ is None else environ
+    for name in RUN_ID_VARIABLES:
+        value = str(env.get(name) or "").strip()
+        if value and value.lower() != "none":
+            return value[:64]
+    return None
 
 
 def rank_meta_path(run_dir: Path, rank: int) -> Path:
@@ -98,6 +112,21 @@ def rank_from_filename(name: str) -> int | None:
     """``rank3``, ``rank-3``, ``rank_3``, ``worker3`` in a file name give 3; else None."""
     m = _RANK_IN_NAME.search(Path(name).name)
     return int(m.group(1)) if m else None
+
+
+def is_run_input_name(name: str) -> bool:
+    """Whether a file of this name, inside a run folder, is (or would be read as) an input.
+
+    The manifests, JSONL logs and control files the collector writes, every name a
+    trace folder's discovery may read as a trace, and any ``rank{R}`` file (the
+    collector's log, hang evidence): ``rankscope report -o`` refuses to write them.
+    """
+    base = Path(name).name
+    return (
+        base == RUN_MANIFEST
+        or base.endswith((*TRACE_SUFFIXES, ".jsonl"))
+        or rank_from_filename(base) is not None
+    )
 
 
 def is_trace_file(path: Path) -> bool:

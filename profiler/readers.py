@@ -66,37 +66,82 @@ def read_json(path: Path, *, nofollow: bool = False, dir_fd: int | None = None) 
         raise ValueError(f"{path}: not valid JSON") from None
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, stripped bytes) of each non-empty line; nothing for an unreadable file."""
+def iter_lines(path: Path, bad: Problems = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, stripped bytes) of each non-empty line; nothing for an unreadable file.
+
+    With ``bad``, a file that exists but cannot be read (a FIFO, a directory, no
+    permission) is named there with the reason; a missing file is not a problem here.
+    """
     try:
-        for number, raw in enumerate(safeio.read_lines(path), 1):
+        for number, raw in enumerate(safeio.read_lines(path, mark_long=True), 1):
+            if raw is safeio.LONG_LINE and bad is not None:
+                bad.append(
+                    f"{Path(path).name} line {number}: longer than"
+                    f" {safeio.MAX_LINE_BYTES} bytes; skipped"
+                )
             raw = raw.strip()
             if raw:
                 yield number, raw
-    except OSError:
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        if bad is not None:
+            bad.append(f"{Path(path).name}: {_reason(e)}")
         return
 
 
-def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield each complete JSON object line; a torn, non-UTF-8 or non-JSON line is skipped."""
-    for _, raw in iter_lines(path):
+def header_problem(obj: dict[str, Any], path: Path, run_id: str | None) -> str | None:
+    """Why a file's header line shows it belongs to another run, or None.
+
+    ``run_id`` is the run's own (``run.json``); a file or run without one is not checked.
+    """
+    theirs = obj.get("run_id")
+    if run_id is None or theirs is None or theirs == run_id:
+        return None
+    return (
+        f"{Path(path).name}: written by another run (run_id {str(theirs)[:40]},"
+        f" this run's is {run_id}); not used"
+    )
+
+
+def iter_jsonl(
+    path: Path, bad: Problems = None, run_id: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield each complete JSON object line; a torn, non-UTF-8 or non-JSON line is skipped.
+
+    A header line of another run (``header_problem``) ends the file, named in ``bad``.
+    """
+    for _, raw in iter_lines(path, bad):
         try:
             obj = records.parse(raw)
         except BadRecord:
             continue
         if isinstance(obj, dict):
+            if "schema" in obj:
+                problem = header_problem(obj, path, run_id)
+                if problem is not None:
+                    if bad is not None:
+                        bad.append(problem)
+                    return
             yield obj
 
 
 def iter_records(
-    path: Path, cls: type[T], *, optional: tuple[str, ...] = (), bad: Problems = None
+    path: Path,
+    cls: type[T],
+    *,
+    optional: tuple[str, ...] = (),
+    bad: Problems = None,
+    run_id: str | None = None,
 ) -> Iterator[T]:
     """Each line of a JSONL file decoded as ``cls``; header lines (``schema``) skipped.
 
-    A line that fails is skipped, with its line number and reason added to ``bad``.
+    A line that fails is skipped, with its line number and reason added to ``bad``;
+    so is a file that cannot be read, and a file whose header names another run
+    than ``run_id`` (nothing of it is used).
     """
     fast = msgspec.json.Decoder(cls)
-    for number, raw in iter_lines(path):
+    for number, raw in iter_lines(path, bad):
         try:
             # One pass for a good line; the slow path explains (or repairs) a bad one.
             # Decoding to str first: msgspec skips unknown fields unchecked, and a
@@ -110,26 +155,48 @@ def iter_records(
         try:
             obj = records.parse(raw)
             if isinstance(obj, dict) and "schema" in obj:
-                continue  # the header line
+                problem = header_problem(obj, path, run_id)
+                if problem is None:
+                    continue  # the header line
+                if bad is not None:
+                    bad.append(problem)
+                return
             yield records.convert(obj, cls, optional=optional)
         except BadRecord as e:
             if bad is not None:
                 bad.append(f"{Path(path).name} line {number}: {e.reason}")
 
 
-def read_steps(run_dir: Path, rank: int, bad: Problems = None) -> list[dict[str, Any]]:
+def read_steps(
+    run_dir: Path, rank: int, bad: Problems = None, run_id: str | None = None
+) -> list[dict[str, Any]]:
     """The step timer's records for a rank (``records.StepRecord`` as dicts).
 
     Records whose step is not in 0..MAX_STEP, whose times are not int64
     nanoseconds, or which end before they start are skipped; a bad ``data_ns``,
     ``cpu_ns`` or ``runq_ns``, or a ``capture`` not in ``CAPTURE_PHASES``, is left out
-    of its record.
+    of its record. So is a ``data_ns`` longer than its step (the DataLoader wait is
+    part of the step: more is impossible), named in ``bad`` with the step.
     """
     path = steps_path(run_dir, rank)
     rows = iter_records(
-        path, records.StepRecord, optional=("data_ns", "cpu_ns", "runq_ns", "capture"), bad=bad
+        path,
+        records.StepRecord,
+        optional=("data_ns", "cpu_ns", "runq_ns", "capture"),
+        bad=bad,
+        run_id=run_id,
     )
-    return [records.as_dict(r) for r in rows]
+    out = []
+    for r in rows:
+        if r.data_ns is not None and r.data_ns > r.end_ns - r.start_ns:
+            if bad is not None:
+                bad.append(
+                    f"{path.name} step {r.step}: data_ns ({r.data_ns / 1e6:.1f} ms) is longer"
+                    f" than the step ({(r.end_ns - r.start_ns) / 1e6:.1f} ms); left out"
+                )
+            r.data_ns = None
+        out.append(records.as_dict(r))
+    return out
 
 
 def read_collectives(run_dir: Path, rank: int, bad: Problems = None) -> list[dict[str, Any]]:
@@ -173,10 +240,13 @@ def read_telemetry(run_dir: Path, rank: int) -> list[dict[str, Any]]:
     return read_samples(telemetry_path(run_dir, rank))
 
 
-def read_samples(path: Path) -> list[dict[str, Any]]:
-    """Telemetry records of one JSONL file (``clean_sample`` applied; headers skipped)."""
+def read_samples(
+    path: Path, bad: Problems = None, run_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Telemetry records of one JSONL file (``clean_sample`` applied; headers skipped;
+    an unreadable file or one of another run named in ``bad``)."""
     out = []
-    for o in iter_jsonl(path):
+    for o in iter_jsonl(path, bad, run_id):
         row = clean_sample(o)
         if row is not None:
             out.append(row)

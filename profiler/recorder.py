@@ -202,11 +202,12 @@ class Recorder(threading.Thread):
             self._files["collectives"] = open(  # noqa: SIM115 - kept open, closed in run()
                 rundir.collectives_path(self.run_dir, self.rank), "w", encoding="utf-8"
             )
+            self._write_header("collectives", rundir.COLLECTIVES_SCHEMA, None)
         if self._run_manifest is not None:
             rundir.write_json_atomic(self.run_dir / rundir.RUN_MANIFEST, self._run_manifest)
 
     def _write_header(self, kind: str, schema: str, source: str | None) -> None:
-        header = records.Header(schema, self.rank)
+        header = records.Header(schema, self.rank, run_id=rundir.run_id_from_env())
         if source is not None:
             header.source = source
             header.period_ms = round(self._period_s * 1000)

@@ -81,6 +81,9 @@ class Header(Struct, omit_defaults=True):
     rank: Rank
     source: str | None = None
     period_ms: int | None = None
+    # The run that wrote the file (``layout.run_id_from_env``): a reader names a file
+    # whose id differs from run.json's, and leaves it out of the analysis.
+    run_id: str | None = None
 
 
 class StepRecord(Struct, omit_defaults=True):
@@ -172,6 +175,7 @@ class RankMeta(Struct, omit_defaults=True):
 
     rank: Rank
     schema: str = RANK_SCHEMA
+    run_id: ShortStr | None = None
     world_size: WorldSize | None = None
     local_rank: Rank | None = None
     start_ns: Ns | None = None
@@ -186,6 +190,7 @@ class RunManifest(Struct, omit_defaults=True):
     start_ns: Ns | None = None
     end_ns: Ns | None = None
     exit_code: int | None = None
+    run_id: ShortStr | None = None
 
 
 class Heartbeat(Struct):

@@ -25,7 +25,7 @@ flushed. All timestamps are int64 nanoseconds of CLOCK_REALTIME.
 What the collector (``rankscope.profiler.collector``) puts in these files:
 
 - ``rank{R}.steps.jsonl`` and ``rank{R}.telemetry.jsonl`` start with one header line
-  ``{"schema": STEPS_SCHEMA|TELEMETRY_SCHEMA, "rank": R[, "source", "period_ms"]}``;
+  ``{"schema": STEPS_SCHEMA|TELEMETRY_SCHEMA, "rank": R[, "source", "period_ms", "run_id"]}``;
   ``read_steps``/``read_telemetry`` skip it (it has no step / ts_ns). Telemetry rows
   carry ``source`` ("nvml" | "host") and the fields in ``rankscope.profiler.telemetry``.
   A step row has ``data_ns`` (int): the time the training thread spent in the
@@ -33,7 +33,11 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   ``cpu_ns`` (int): the training thread's CPU time in the step, and ``runq_ns`` (int): the
   time it was runnable but waiting for a CPU (``/proc/thread-self/schedstat``); each
   absent where unreadable and in files written before they existed.
-- ``rank{R}.collectives.jsonl`` (no header line): one JSON object per collective
+- ``run_id`` (in ``run.json``, each ``rank{R}.meta.json`` and each JSONL header,
+  where the launcher gave one: ``layout.RUN_ID_VARIABLES``): the job the file
+  belongs to; readers leave out, and name, a file whose id is not run.json's.
+- ``rank{R}.collectives.jsonl`` (a header line ``{"schema": COLLECTIVES_SCHEMA,
+  "rank": R, "run_id": ...}`` since the run id; none before): one JSON object per collective
   this rank issued, as PyTorch's flight recorder saw it, appended every few
   seconds (``rankscope.profiler.collectives``)::
 
@@ -149,6 +153,7 @@ from rankscope.profiler.layout import (
     ACK_SCHEMA,
     ACK_STATES,
     CAPTURE_PHASES,
+    COLLECTIVES_SCHEMA,
     CONTROL_DIR,
     HEARTBEAT_SCHEMA,
     INT64_MAX,
@@ -161,6 +166,7 @@ from rankscope.profiler.layout import (
     REQUEST_FILE,
     REQUEST_ID,
     REQUEST_SCHEMA,
+    RUN_ID_VARIABLES,
     RUN_MANIFEST,
     RUN_SCHEMA,
     STEPS_SCHEMA,
@@ -173,11 +179,13 @@ from rankscope.profiler.layout import (
     encode_json,
     heartbeat_path,
     is_run_dir,
+    is_run_input_name,
     is_trace_file,
     log_path,
     rank_from_filename,
     rank_meta_path,
     request_path,
+    run_id_from_env,
     steps_path,
     telemetry_path,
     trace_path,
@@ -187,6 +195,7 @@ from rankscope.profiler.readers import (
     CaptureWindow,
     capture_windows,
     clean_sample,
+    header_problem,
     heartbeat_problem,
     iter_jsonl,
     iter_records,
@@ -209,6 +218,7 @@ __all__ = [
     "ACK_SCHEMA",
     "ACK_STATES",
     "CAPTURE_PHASES",
+    "COLLECTIVES_SCHEMA",
     "CONTROL_DIR",
     "HEARTBEAT_SCHEMA",
     "INT64_MAX",
@@ -221,6 +231,7 @@ __all__ = [
     "REQUEST_FILE",
     "REQUEST_ID",
     "REQUEST_SCHEMA",
+    "RUN_ID_VARIABLES",
     "RUN_MANIFEST",
     "RUN_SCHEMA",
     "RUN_SEARCH_DEPTH",
@@ -239,9 +250,11 @@ __all__ = [
     "encode_json",
     "find_run",
     "find_runs",
+    "header_problem",
     "heartbeat_path",
     "heartbeat_problem",
     "is_run_dir",
+    "is_run_input_name",
     "is_trace_file",
     "iter_jsonl",
     "iter_records",
@@ -259,6 +272,7 @@ __all__ = [
     "read_steps",
     "read_telemetry",
     "request_path",
+    "run_id_from_env",
     "steps_path",
     "telemetry_path",
     "trace_path",

@@ -53,17 +53,15 @@ class UnsafeFile(OSError):
 
 
 def env_limit(name: str, default: int) -> int:
-    """A positive byte count from the environment (``2G``, ``512M``, ``1000000``)."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1].upper(), 1)
-    digits = text[:-1] if scale != 1 else text
-    try:
-        value = int(float(digits) * scale)
-    except ValueError:
-        return default
-    return value if value > 0 else default
+    """A positive byte count from the environment (``2G``, ``512M``, ``1000000``).
+
+    Parsed by ``settings.env_value`` (the one parser of rankscope's variables):
+    junk raises ValueError naming the variable, never a silent default.
+    """
+    from rankscope.profiler.settings import env_value
+
+    value: int = env_value(name, default)
+    return value
 
 
 def max_trace_bytes() -> int:
@@ -143,13 +141,22 @@ def read_bytes(
         os.close(fd)
 
 
+# What ``read_lines(..., mark_long=True)`` yields in place of a line it skipped.
+LONG_LINE = b"\n"
+
+
 def read_lines(
-    path: str | Path, limit: int | None = None, max_line: int = MAX_LINE_BYTES
+    path: str | Path,
+    limit: int | None = None,
+    max_line: int = MAX_LINE_BYTES,
+    *,
+    mark_long: bool = False,
 ) -> Iterator[bytes]:
     """Each line (bytes, newline kept) of a regular file, up to its size when opened.
 
     Reading stops after ``limit`` bytes (``max_jsonl_bytes()`` by default); a line
-    longer than ``max_line`` is skipped, never held whole.
+    longer than ``max_line`` is skipped, never held whole (with ``mark_long``, the
+    ``LONG_LINE`` object is yielded in its place, so callers can count and number it).
     """
     limit = max_jsonl_bytes() if limit is None else limit
     fd = open_regular(path)
@@ -163,6 +170,8 @@ def read_lines(
             remaining -= len(line)
             complete = line.endswith(b"\n")
             if skipping or len(line) > max_line:
+                if mark_long and not skipping:
+                    yield LONG_LINE
                 skipping = not complete
                 continue
             yield line

@@ -21,9 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankscope.profiler.errors import EXIT_BAD_INPUT, RankscopeError
+from rankscope.profiler.layout import MAX_STEP
 
 # Bounds the number of windows a repeat=0 ("forever") schedule is searched for.
 _MAX_SCHEDULE_WINDOWS = 1_000_000
+# The most steps one window records (or warms up for): a trace of more would not
+# fit in memory, let alone a file; and no step number beyond ``layout.MAX_STEP``.
+MAX_WINDOW_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,15 @@ class ProfileSchedule:
             raise RankscopeError("profile schedule: active must be at least 1", EXIT_BAD_INPUT)
         if min(self.wait, self.warmup, self.repeat, self.skip_first) < 0:
             raise RankscopeError("profile schedule: counts must not be negative", EXIT_BAD_INPUT)
+        if max(self.active, self.warmup) > MAX_WINDOW_STEPS:
+            raise RankscopeError(
+                f"profile schedule: active and warmup must be at most {MAX_WINDOW_STEPS} steps",
+                EXIT_BAD_INPUT,
+            )
+        if max(self.wait, self.repeat, self.skip_first) > MAX_STEP:
+            raise RankscopeError(
+                f"profile schedule: counts must be at most {MAX_STEP}", EXIT_BAD_INPUT
+            )
 
 
 class ProfilePlan:
@@ -74,6 +87,13 @@ class ProfilePlan:
         self._explicit = sorted(windows or [], key=lambda w: w.first)
         self._schedule = schedule
         self.spec = spec
+        for w in self._explicit:
+            if w.last > MAX_STEP or w.last - w.first + 1 > MAX_WINDOW_STEPS:
+                raise RankscopeError(
+                    f"bad profile steps {w.first}-{w.last}: a window records at most"
+                    f" {MAX_WINDOW_STEPS} steps, each at most {MAX_STEP}",
+                    EXIT_BAD_INPUT,
+                )
         for a, b in itertools.pairwise(self._explicit):
             if b.begin <= a.last:
                 raise RankscopeError(

@@ -8,6 +8,11 @@ values to every rank in ``ENV_CONFIG`` (JSON), and the autostart bootstrap
 passes them to ``Collector`` (``collector_kwargs`` keeps only known ones).
 ``markdown_table()`` is the table in README.md (a test keeps the two equal).
 
+``ENVIRONMENT`` is the same for the review side's environment variables (byte
+limits, the cache, the Dask scheduler): ``env_value(name)`` is the one place
+such a variable is parsed, and ``check_environment`` (run by the console script
+before any command) rejects junk with one line naming the variable.
+
 Also here: the environment variables ``rankscope run`` sets for the bootstrap
 (``ENV_*``) and ``package_path()``, so the collector and the bootstrap share
 them without importing each other. Standard library only.
@@ -16,7 +21,10 @@ them without importing each other. Standard library only.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +42,12 @@ ENV_ALL = (ENV_RUN_DIR, ENV_CONFIG, ENV_COMMAND, ENV_BOOTSTRAP, ENV_PACKAGE_PATH
 def package_path() -> str:
     """The folder that holds this ``rankscope`` package (site-packages, or src/ in a
     checkout): where a process this one starts must import rankscope from."""
-    import rankscope
-
-    return os.path.dirname(os.path.dirname(os.path.realpath(rankscope.__file__)))
+    # The root package is imported already (it is this module's parent); reading it
+    # from sys.modules keeps the collector's modules free of an import of the root,
+    # whose lazy attributes (Collector, load) would otherwise count as its imports.
+    root = sys.modules["rankscope"].__file__
+    assert root is not None
+    return os.path.dirname(os.path.dirname(os.path.realpath(root)))
 
 
 def _bool(text: str) -> bool:
@@ -50,6 +61,138 @@ def _bool(text: str) -> bool:
 
 def _text(text: str) -> str:
     return text
+
+
+_BYTE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# No limit rankscope reads needs more than this; a larger one is a typo (or "inf").
+MAX_BYTE_COUNT = 1 << 50
+
+
+def parse_bytes(text: str) -> int:
+    """A positive byte count: ``1000000``, ``512M``, ``2G``, ``1.5G`` (K, M, G, T: 1024^n)."""
+    body = text.strip()
+    scale = _BYTE_UNITS.get(body[-1:].upper(), 1)
+    digits = body[:-1] if scale != 1 else body
+    try:
+        number = float(digits)
+    except ValueError:
+        number = math.nan
+    # float("inf"), "nan" and "1e400" parse as floats: they are not byte counts either.
+    if not math.isfinite(number) or not 0 < number * scale <= MAX_BYTE_COUNT:
+        raise ValueError(
+            f"not a byte count such as 512M or 2G (a positive number up to {MAX_BYTE_COUNT >> 40}T)"
+        )
+    return int(number * scale)
+
+
+def parse_finite(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` are refused, not read as "off")."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+_SCHEDULER = re.compile(
+    r"^(?:(?:tcp|tls|ucx|ws|wss|inproc)://)?"  # the protocols distributed.Client knows
+    r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])"  # a host name, an IPv4 or a bracketed IPv6
+    r"(?::(?P<port>[0-9]{1,5}))?/?$"
+)
+
+
+def parse_scheduler(text: str) -> str:
+    """A Dask scheduler address: ``HOST:PORT`` or ``tcp://HOST:PORT`` (tls, ucx, ws, wss too)."""
+    m = _SCHEDULER.match(text.strip())
+    if m is None or (m.group("port") is not None and not 0 < int(m.group("port")) < 65536):
+        raise ValueError("not a scheduler address such as tcp://HOST:8786")
+    return text.strip()
+
+
+# A telemetry period longer than an hour is a typo: no sample would ever be seen.
+MAX_PERIOD_MS = 3_600_000.0
+
+
+def parse_period_ms(text: str) -> float:
+    """A sampling period in ms: 0 (off) or a finite number up to ``MAX_PERIOD_MS``.
+
+    ``nan``, ``inf`` and negative numbers are refused: they used to turn telemetry
+    off in silence. (Periods under 1 ms are sampled every 1 ms, as before.)
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_PERIOD_MS:  # NaN fails every comparison
+        raise ValueError(f"not 0 (off) or a number of ms up to {MAX_PERIOD_MS:.0f}: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError("not a non-negative integer")
+    return value
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """A review-side environment variable: its default (unset or empty) and how it parses."""
+
+    name: str
+    default: Any
+    doc: str
+    parse: Callable[[str], Any]
+
+
+ENVIRONMENT: tuple[EnvVar, ...] = (
+    EnvVar(
+        "RANKSCOPE_MAX_TRACE_BYTES",
+        1 << 30,
+        "the most bytes of JSON one trace file may hold, decompressed (e.g. 512M, 2G)",
+        parse_bytes,
+    ),
+    EnvVar(
+        "RANKSCOPE_MAX_JSONL_BYTES",
+        1 << 30,
+        "the most bytes of one steps, collectives or telemetry file that are read",
+        parse_bytes,
+    ),
+    EnvVar(
+        "RANKSCOPE_CACHE_MIN_BYTES",
+        None,
+        "traces smaller than this are parsed again rather than cached",
+        _positive_int,
+    ),
+    EnvVar(
+        "RANKSCOPE_DASK_SCHEDULER",
+        None,
+        "the Dask scheduler `ingest --executor dask` uses (unset: a local cluster)",
+        parse_scheduler,
+    ),
+)
+ENV_BY_NAME = {v.name: v for v in ENVIRONMENT}
+
+
+def env_value(name: str, default: Any = None, environ: Mapping[str, str] | None = None) -> Any:
+    """The parsed value of a variable of ``ENVIRONMENT`` (unset or empty: ``default``,
+    else the registry's default); ValueError naming the variable for junk."""
+    var = ENV_BY_NAME[name]
+    raw = (os.environ if environ is None else environ).get(name, "")
+    if not raw.strip():
+        return var.default if default is None else default
+    try:
+        return var.parse(raw)
+    except ValueError as e:
+        raise ValueError(f"${name}={raw[:60]!r}: {e}") from None
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Parse every variable of ``ENVIRONMENT``; ValueError naming the first bad one."""
+    for var in ENVIRONMENT:
+        env_value(var.name, environ=environ)
 
 
 @dataclass(frozen=True)
@@ -119,7 +262,7 @@ SETTINGS: tuple[Setting, ...] = (
         "telemetry sampling period in ms (0 turns telemetry off)",
         flag="--nvml-period-ms",
         env="RANKSCOPE_NVML_PERIOD_MS",
-        parse=float,
+        parse=parse_period_ms,
         metavar="N",
     ),
     Setting("flush_period_s", 2.0, "how often files are appended and flushed (s)", parse=float),
@@ -214,6 +357,18 @@ def flag_default(s: Setting, environ: Mapping[str, str]) -> Any:
         raise ValueError(f"${s.env}: {e}") from None
 
 
+def _arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` for argparse: its ValueError's message is what the user reads."""
+
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return checked
+
+
 def add_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     """One option per setting with a flag; ``config_from_args`` reads them back.
 
@@ -239,7 +394,7 @@ def add_flags(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> No
             parser.add_argument(
                 s.flag,
                 dest=s.name,
-                type=s.parse,
+                type=_arg_type(s.parse),
                 default=default,
                 metavar=s.metavar,
                 help=f"{s.doc} (default {s.run_value}; ${s.env})" if s.env else s.doc,

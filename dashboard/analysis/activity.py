@@ -18,6 +18,7 @@ window -1 covering the whole trace.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import isin
+from rankscope.profiler.layout import MAX_STEP  # larger numbers are not steps: skipped
 
 # HTA's definition of a compute kernel, so our compute time is theirs.
 NON_COMPUTE_KERNEL_RE = re.compile(r"(^nccl.*Kernel)|(^rccl.*Kernel)|(.*Memcpy)|(^Memset)|(.*Sync)")
@@ -33,6 +35,22 @@ DATA_LOADING_RE = re.compile(
     re.IGNORECASE,
 )
 PROFILER_STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
+
+
+def profiler_step(name: str) -> int | None:
+    """N of a ``ProfilerStep#N`` name, or None (another name, or N beyond ``MAX_STEP``)."""
+    m = PROFILER_STEP_RE.match(name)
+    if m is None or len(m.group(1)) > 16:
+        return None
+    step = int(m.group(1))
+    return step if step <= MAX_STEP else None
+
+
+def oversized_profiler_steps(names: Iterable[str]) -> int:
+    """How many ``ProfilerStep#N`` names hold an N too large to be a step (skipped)."""
+    return sum(1 for n in names if PROFILER_STEP_RE.match(n) and profiler_step(n) is None)
+
+
 _HOST_CATS = {"cpu_op", "cuda_runtime", "cuda_driver", "python_function", "cpu_instant_event"}
 _WAIT_API_RE = re.compile(
     r"Synchronize|EventQuery|StreamWait|cudaMemcpy(?!Async)|Wait", re.IGNORECASE
@@ -103,9 +121,9 @@ def profiler_steps(rd: RankData) -> dict[int, tuple[int, int]]:
         return out
     step_of_code = {}
     for code, name in enumerate(cpu.vocab["name"]):
-        m = PROFILER_STEP_RE.match(name)
-        if m:
-            step_of_code[code] = int(m.group(1))
+        step = profiler_step(name)
+        if step is not None:
+            step_of_code[code] = step
     if not step_of_code:
         return out
     codes = cpu["name"]

@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rankscope.dashboard.analysis import comms as comms_mod
+from rankscope.dashboard.analysis import evidence as evidence_mod
 from rankscope.dashboard.analysis import findings as findings_mod
-from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun
+from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun, wording
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis import verdict as verdict_mod
-from rankscope.dashboard.analysis.activity import RankActivity, rank_activity
+from rankscope.dashboard.analysis.activity import (
+    RankActivity,
+    oversized_profiler_steps,
+    rank_activity,
+)
 from rankscope.dashboard.analysis.breakdown import NS_PER_MS, rank_means
 from rankscope.dashboard.analysis.diagnosis import coverage_upto
 from rankscope.dashboard.analysis.digest import (
@@ -81,6 +86,8 @@ class Analysis:
     # ranks with step timings (or telemetry) but no trace while other ranks have one:
     # a crash during export or an attach that reached only some ranks
     missing_trace: list[int] = field(default_factory=list)
+    # per rank: the sources used, those that could not be and why (evidence.py)
+    evidence: list[evidence_mod.RankEvidence] = field(default_factory=list)
     n_comms: dict[int, int] = field(default_factory=dict)  # collectives in each rank's trace
     verdict: verdict_mod.RunVerdict | None = None  # the one verdict from both sources
 
@@ -187,6 +194,9 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
                 " (capture a window with `rankscope attach RUN --steps N`)"
             )
     step_source = "profiler" if sources == {"profiler"} else "/".join(sorted(sources))
+    oversized = oversized_profiler_steps(n for d in digests.values() for n in d.profiler_step_names)
+    if oversized:
+        warnings.append(wording.oversized_steps(oversized))
     if steps == [-1]:
         warnings.append(
             "no ProfilerStep ranges or step marks: the whole trace is analysed as one window"
@@ -234,11 +244,15 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     lights = wholerun.light_ranks(run.ranks)
     whole = wholerun.whole_run(lights, has_gpu)
     whole_stragglers = imbalance.whole_run_stragglers(whole) if whole else []
+    evidence = evidence_mod.run_evidence(run)
+    warnings += [wording.evidence_warning(e) for e in evidence if not e.complete]
     if whole is None and any(rd.steps_file for rd in run.ranks.values()):
-        # A collector run without a whole-run section says why (issue 26: never silently).
+        # A collector run without a whole-run section says why (issue 26: never silently),
+        # naming each file that could not be used.
         why = wholerun.absent_reason(run.ranks)
         if why:
-            warnings.append(f"no whole-run verdict: {why}")
+            unused = evidence_mod.unused_sources(evidence)
+            warnings.append(wording.no_whole_run(why, unused))
     stragglers = verdict_mod.temper(
         verdict_mod.with_contention(stragglers, whole, steps), whole, steps
     )
@@ -308,6 +322,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         whole_run=whole,
         whole_run_stragglers=whole_stragglers,
         missing_trace=missing,
+        evidence=evidence,
         n_comms={r: len(d.comms) for r, d in digests.items()},
         hang=hang,
     )

@@ -41,6 +41,7 @@ from typing import Literal
 
 from rankscope.profiler import evidence as ev
 from rankscope.profiler import rundir
+from rankscope.profiler.records import CollectiveRecord
 
 Kind = Literal[
     "missing_rank",
@@ -168,6 +169,35 @@ class HangVerdict:
 # ---------------------------------------------------------------------- reading
 
 
+# The newest collectives of each group a rank's log holds that the verdict reads: a
+# hang is decided at the end of the log, and a log of millions of rows must not
+# take gigabytes (the rows are streamed; only this many per group are kept).
+LOG_TAIL_PER_GROUP = 4096
+
+
+def _log_tail(run_dir: Path, rank: int) -> list[ev.FrEntry]:
+    """The last ``LOG_TAIL_PER_GROUP`` rows per process group of a rank's collective log."""
+    from collections import deque
+
+    tails: dict[str, deque[ev.FrEntry]] = {}
+    path = rundir.collectives_path(run_dir, rank)
+    for i, row in enumerate(rundir.iter_records(path, CollectiveRecord)):
+        tails.setdefault(row.pg, deque(maxlen=LOG_TAIL_PER_GROUP)).append(
+            ev.FrEntry(
+                record_id=-1 - i,
+                pg=row.pg,
+                pg_desc=row.pg_desc,
+                seq=row.seq,
+                name=row.name,
+                p2p=row.p2p,
+                bytes=row.bytes,
+                enqueue_ns=row.enqueue_ns,
+                completed=True,
+            )
+        )
+    return sorted((x for tail in tails.values() for x in tail), key=lambda x: -x.record_id)
+
+
 def read_hang_records(run_dir: Path) -> HangRecords:
     """The files a hang verdict reads (IO at the edge; the verdict itself is pure)."""
     import time
@@ -196,23 +226,10 @@ def read_hang_records(run_dir: Path) -> HangRecords:
             progress = ev.read_progress(run_dir, rank)
         except Exception as e:
             problems.append(f"{ev.progress_path(run_dir, rank).name}: {e}")
-        rows = []
         try:
-            for i, row in enumerate(rundir.read_collectives(run_dir, rank)):
-                rows.append(
-                    ev.FrEntry(
-                        record_id=-1 - i,
-                        pg=str(row.get("pg", "")),
-                        pg_desc=str(row.get("pg_desc", "")),
-                        seq=int(row["seq"]),
-                        name=str(row.get("name", "")),
-                        p2p=bool(row.get("p2p", False)),
-                        bytes=int(row.get("bytes", -1)),
-                        enqueue_ns=int(row.get("enqueue_ns") or 0),
-                        completed=True,
-                    )
-                )
+            rows = _log_tail(run_dir, rank)
         except Exception as e:
+            rows = []
             problems.append(f"rank{rank}.collectives.jsonl: {e}")
         evidence.sort(key=lambda e: e.ts_ns)
         # A restarted attempt keeps the files of the one before: judge the newest.

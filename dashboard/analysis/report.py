@@ -64,6 +64,16 @@ class SkippedFile(_Record, frozen=True):
     reason: str
 
 
+class RankEvidenceReport(_Record, frozen=True):
+    """What one rank's verdict rests on (``analysis.evidence.RankEvidence``)."""
+
+    rank: int
+    used: list[str]  # "trace", "steps", "collectives", "telemetry"
+    unused: list[str]  # "collectives: rank1.collectives.jsonl is missing"
+    problems: list[str]  # the first records left out, with file, line and reason
+    problem_count: int
+
+
 class RunInfo(_Record, frozen=True):
     path: str
     world_size: int
@@ -77,6 +87,7 @@ class RunInfo(_Record, frozen=True):
     has_gpu: bool
     warnings: list[str]
     missing_trace: list[int]  # ranks with step timings but no trace beside traced ranks
+    evidence: list[RankEvidenceReport] = []  # per rank: sources used, and why not
 
 
 class RankTelemetry:
@@ -340,6 +351,16 @@ def build_report(a: Analysis) -> Report:
             has_gpu=a.has_gpu,
             warnings=a.warnings,
             missing_trace=a.missing_trace,
+            evidence=[
+                RankEvidenceReport(
+                    rank=e.rank,
+                    used=e.used,
+                    unused=e.unused,
+                    problems=e.problems,
+                    problem_count=e.problem_count,
+                )
+                for e in a.evidence
+            ],
         ),
         ranks=[_rank_row(a, r) for r in sorted(a.per_rank)],
         imbalance=ImbalanceReport(

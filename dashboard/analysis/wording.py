@@ -9,11 +9,31 @@ run, so the report and the dashboard can never word the same fact two ways.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from rankscope.dashboard.analysis.results import LastArrival, Straggler
 
 CONTENTION_EXPLANATION = (
     "the rank was ready to run but not scheduled: another process or CPU throttling on its host"
 )
+
+
+class RankEvidence(Protocol):
+    """What the evidence sentences read (``evidence.RankEvidence`` or the report's)."""
+
+    @property
+    def rank(self) -> int: ...
+    @property
+    def used(self) -> list[str]: ...
+    @property
+    def unused(self) -> list[str]: ...
+    @property
+    def problems(self) -> list[str]: ...
+    @property
+    def problem_count(self) -> int: ...
+
+
 # Why a straggler is late, in the user's words.
 CAUSE_NAME = {
     "data_loading": "data loading",
@@ -616,3 +636,40 @@ def window_only(rank: int, first: int, last: int) -> str:
         f"The trace window (steps {first}-{last}) saw rank {rank} late, but only there: over"
         " the whole run it does not stand out."
     )
+
+
+def oversized_steps(count: int) -> str:
+    """Warning: ``count`` ProfilerStep names whose number is too large to be a step."""
+    return (
+        f"{count} ProfilerStep range name(s) with a step number beyond 2^53 were"
+        " skipped (not a step a job could reach)"
+    )
+
+
+def evidence_warning(e: RankEvidence) -> str:
+    """Warning: what rank ``e.rank``'s verdict could not use (files, records), and why."""
+    parts = list(e.unused)
+    if e.problem_count:
+        parts.append(f"{e.problem_count} record(s) left out (first: {'; '.join(e.problems)})")
+    return f"rank {e.rank} evidence: " + "; ".join(parts)
+
+
+def evidence_line(evidence: Sequence[RankEvidence]) -> str | None:
+    """The report's one line on evidence: ranks whose sources were not all usable."""
+    partial = [e for e in evidence if e.unused or e.problem_count]
+    if not partial:
+        return None
+    shown = "; ".join(
+        f"rank {e.rank} used {', '.join(e.used) or 'no source'}"
+        + (f" but not its {', '.join(u.split(':', 1)[0] for u in e.unused)}" if e.unused else "")
+        + (f" ({e.problem_count} record(s) left out)" if e.problem_count else "")
+        for e in partial[:8]
+    )
+    more = f" (and {len(partial) - 8} more rank(s))" if len(partial) > 8 else ""
+    return f"Evidence: {shown}{more}; see the warnings for why."
+
+
+def no_whole_run(why: str, unused: list[str]) -> str:
+    """Warning: the run has no whole-run verdict, and the files that could not be used."""
+    named = f"; not usable: {'; '.join(unused[:8])}" if unused else ""
+    return f"no whole-run verdict: {why}{named}"

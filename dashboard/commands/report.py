@@ -13,25 +13,60 @@ FORMATS = ("text", "markdown", "json")
 
 
 def parse_ranks(text: str | None) -> list[int] | None:
-    """``0,2,5-7`` -> [0, 2, 5, 6, 7]."""
+    """``0,2,5-7`` -> [0, 2, 5, 6, 7].
+
+    Every rank must be below ``rundir.MAX_WORLD_SIZE`` (the largest world size
+    rankscope reads), checked on the bounds of each range before any list is
+    built: ``0-99999999999`` is a one-line error, never gigabytes of integers.
+    """
     if not text:
         return None
-    out: list[int] = []
+    from rankscope.profiler.rundir import MAX_WORLD_SIZE
+
+    spans: list[tuple[int, int]] = []
     try:
         for part in text.split(","):
             part = part.strip()
             if not part:
                 continue
-            if "-" in part:
-                a, b = part.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
+            a, sep, b = part.partition("-")
+            first, last = int(a), int(b) if sep else int(a)
+            if first < 0 or last < first:
+                raise ValueError
+            if last >= MAX_WORLD_SIZE:
+                raise RankscopeError(
+                    f"--ranks {text[:80]!r}: rank {last} is beyond the largest world size"
+                    f" rankscope reads ({MAX_WORLD_SIZE})"
+                )
+            spans.append((first, last))
     except ValueError:
-        raise RankscopeError(f"--ranks {text!r}: expected a list like 0,2,5-7") from None
-    if not out:
-        raise RankscopeError(f"--ranks {text!r}: no rank given")
-    return sorted(set(out))
+        raise RankscopeError(f"--ranks {text[:80]!r}: expected a list like 0,2,5-7") from None
+    if not spans:
+        raise RankscopeError(f"--ranks {text[:80]!r}: no rank given")
+    return sorted({r for first, last in spans for r in range(first, last + 1)})
+
+
+def check_output(path: str | Path, output: str) -> None:
+    """Refuse (exit 2) an ``-o`` that would overwrite one of the run's own inputs.
+
+    That is the trace file PATH itself, or, under a run folder PATH, any file the
+    run is read from (``rundir.is_run_input_name``: manifests, JSONL logs, traces,
+    per-rank files). Symlinks are resolved first, so a link to an input is refused too.
+    """
+    from rankscope.profiler.rundir import is_run_input_name
+
+    source = Path(path).resolve()
+    target = Path(output).resolve()
+    if source.is_dir():
+        inside = target.is_relative_to(source)
+        refused = inside and is_run_input_name(target.name)
+    else:
+        refused = target == source
+    if refused:
+        raise RankscopeError(
+            f"-o {output}: refusing to overwrite {target.name}, one of the inputs of {path}"
+            " (write the report outside the run folder, or under a name such as report.md)"
+        )
 
 
 class ReportCommand:
@@ -82,6 +117,8 @@ def write_report(
 
     Warnings go to stderr as ``rankscope COMMAND: warning: ...``.
     """
+    if output:
+        check_output(path, output)
     # No BLAS work happens here: don't let numpy's import start a thread pool for it.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from rankscope.dashboard.analysis.analyse import analyse

@@ -27,6 +27,7 @@ from rankscope.dashboard.ingest import records
 from rankscope.dashboard.ingest.kineto import RankTrace
 from rankscope.dashboard.ingest.table import Table
 from rankscope.profiler import safeio
+from rankscope.profiler.settings import env_value
 
 if TYPE_CHECKING:
     import pyarrow as pa  # noqa: F401
@@ -66,10 +67,8 @@ def cache_key(path: Path) -> str:
 
 
 def min_cached_bytes() -> int:
-    try:
-        return int(os.environ.get("RANKSCOPE_CACHE_MIN_BYTES", MIN_CACHED_BYTES))
-    except ValueError:
-        return MIN_CACHED_BYTES
+    value: int = env_value("RANKSCOPE_CACHE_MIN_BYTES", MIN_CACHED_BYTES)
+    return value
 
 
 def worth_caching(paths: Iterable[str | Path]) -> bool:

@@ -68,7 +68,9 @@ def _dask_client() -> Any:
             "--executor dask needs Dask: pip install 'rankscope[dask]'",
             exit_code=EXIT_ENVIRONMENT,
         ) from None
-    address = os.environ.get("RANKSCOPE_DASK_SCHEDULER")
+    from rankscope.profiler.settings import env_value
+
+    address = env_value("RANKSCOPE_DASK_SCHEDULER")
     if address:
         try:
             return distributed.Client(address, timeout="30s")

@@ -11,6 +11,7 @@ int64 times).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from rankscope.dashboard.ingest.kineto import empty_trace
 from rankscope.dashboard.ingest.table import Table
 from rankscope.dashboard.ingest.tracefile import TraceRef
-from rankscope.profiler import rundir
+from rankscope.profiler import records, rundir
 
 _TRACE_TABLES = ("gpu", "cpu", "gpu_ann", "comms")
 
@@ -45,6 +46,9 @@ class RankData:
     ``telemetry_file`` are where the step timer and the samples come from (None:
     none for this kind of run); ``digest`` holds the digest once made; ``cached``
     says whether the rank's run is cached (``cache.worth_caching``), its digest too.
+    ``problems`` lists, one line each, what the collector's files of this rank
+    could not give once read: a file that is not readable or belongs to another
+    run, a record skipped (file, line, reason).
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class RankData:
         self.telemetry_file = telemetry_file
         self.cached = cached
         self.digest: Any = None
+        self.problems: list[str] = []
 
     def _table(self, name: str) -> Table:
         if self._tables is None:
@@ -141,6 +146,36 @@ class RunPlace:
 
     kind: str
     path: str
+
+
+def _stream_light_comms(
+    run_dir: Path, rank: int, bad: list[str] | None = None, run_id: str | None = None
+) -> Table:
+    """``rank{R}.collectives.jsonl`` as a Table, streamed: each record goes straight
+    into typed columns (8 bytes a number, a 4-byte code a string), never a dict a
+    record, so memory is about what is kept (a 383 MB log: ~70 MB of columns)."""
+    ints = {k: array("q") for k in ("seq", "enqueue_ns", "start_ns", "end_ns")}
+    duration = array("d")
+    codes: dict[str, array[int]] = {"pg": array("i"), "name": array("i")}
+    vocab: dict[str, dict[str, int]] = {"pg": {}, "name": {}}
+    path = rundir.collectives_path(run_dir, rank)
+    for rec in rundir.iter_records(path, records.CollectiveRecord, bad=bad, run_id=run_id):
+        ints["seq"].append(rec.seq)
+        ints["enqueue_ns"].append(rec.enqueue_ns)
+        ints["start_ns"].append(-1 if rec.start_ns is None else rec.start_ns)
+        ints["end_ns"].append(-1 if rec.end_ns is None else rec.end_ns)
+        duration.append(np.nan if rec.duration_ms is None else rec.duration_ms)
+        for key, value in (("pg", rec.pg), ("name", rec.name)):
+            index = vocab[key]
+            codes[key].append(index.setdefault(value, len(index)))
+    cols: dict[str, np.ndarray] = {
+        "pg": np.frombuffer(codes["pg"], dtype=np.int32),
+        "name": np.frombuffer(codes["name"], dtype=np.int32),
+        **{k: np.frombuffer(v, dtype=np.int64) for k, v in ints.items()},
+        "duration_ms": np.frombuffer(duration, dtype=np.float64),
+    }
+    order = ("pg", "name", "seq", "enqueue_ns", "start_ns", "end_ns", "duration_ms")
+    return Table({k: cols[k] for k in order}, {k: list(v) for k, v in vocab.items()})
 
 
 def _light_comms_table(rows: list[dict[str, Any]]) -> Table:
@@ -199,7 +234,8 @@ def _float_or_nan(v: Any) -> float:
 
 def _telemetry_file(folder: Path, rank: int) -> Path | None:
     for p in (rundir.telemetry_path(folder, rank), folder / f"rank{rank}.nvml.jsonl"):
-        if p.is_file():
+        # Not is_file(): a FIFO or a directory there is read, and named as unreadable.
+        if p.exists():
             return p
     return None
 
@@ -216,19 +252,22 @@ def rank_data(r: int, refs: list[TraceRef], place: RunPlace, manifest: dict[str,
         meta["manifest"] = rank_manifest
     run_dir = path if place.kind == "run_dir" else None
     tel_file = _telemetry_file(folder, r) if path.is_dir() else None
-    return RankData(
+    run_id = manifest.get("run_id") if isinstance(manifest.get("run_id"), str) else None
+    rd = RankData(
         rank=r,
         files=[t.path for t in refs],
         meta=meta,
         load_tables=_tables_loader(refs),
-        load_steps=_steps_loader(run_dir, r),
-        # Header lines ({"schema": ...}) carry no timestamp and are not samples.
-        load_telemetry=_telemetry_loader(tel_file),
-        load_light=_light_loader(run_dir, r),
         steps_file=str(rundir.steps_path(run_dir, r)) if run_dir is not None else None,
         telemetry_file=str(tel_file or rundir.telemetry_path(folder, r)) if path.is_dir() else None,
         cached=bool(refs) and all(ref.cached for ref in refs),
     )
+    # The loaders name what they could not use in the rank's own problems.
+    rd._load_steps = _steps_loader(run_dir, r, rd.problems, run_id)
+    # Header lines ({"schema": ...}) carry no timestamp and are not samples.
+    rd._load_telemetry = _telemetry_loader(tel_file, rd.problems, run_id)
+    rd._load_light = _light_loader(run_dir, r, rd.problems, run_id)
+    return rd
 
 
 def _tables_loader(refs: list[TraceRef]) -> Callable[[], dict[str, Table]]:
@@ -244,9 +283,11 @@ def _tables_loader(refs: list[TraceRef]) -> Callable[[], dict[str, Table]]:
     return load
 
 
-def _steps_loader(run_dir: Path | None, rank: int) -> Callable[[], Table]:
+def _steps_loader(
+    run_dir: Path | None, rank: int, bad: list[str], run_id: str | None
+) -> Callable[[], Table]:
     return lambda: _numeric_table(
-        _capture_codes(rundir.read_steps(run_dir, rank) if run_dir else [])
+        _capture_codes(rundir.read_steps(run_dir, rank, bad, run_id) if run_dir else [])
     )
 
 
@@ -258,9 +299,17 @@ def _capture_codes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _telemetry_loader(tel_file: Path | None) -> Callable[[], Table]:
-    return lambda: _numeric_table(rundir.read_samples(tel_file) if tel_file else [])
+def _telemetry_loader(
+    tel_file: Path | None, bad: list[str], run_id: str | None
+) -> Callable[[], Table]:
+    return lambda: _numeric_table(rundir.read_samples(tel_file, bad, run_id) if tel_file else [])
 
 
-def _light_loader(run_dir: Path | None, rank: int) -> Callable[[], Table]:
-    return lambda: _light_comms_table(rundir.read_collectives(run_dir, rank) if run_dir else [])
+def _light_loader(
+    run_dir: Path | None, rank: int, bad: list[str], run_id: str | None
+) -> Callable[[], Table]:
+    return lambda: (
+        _stream_light_comms(run_dir, rank, bad, run_id)
+        if run_dir is not None
+        else _light_comms_table([])
+    )

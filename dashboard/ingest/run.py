@@ -163,14 +163,18 @@ def load_run(
             continue
         refs = by_rank[r]
         if len(refs) > 1:
-            refs = sorted(refs, key=lambda t: t.cpu_start_ns())
+            refs = _distinct_windows(refs, skipped, warnings)
         out[r] = rank_data(r, refs, place, manifest)
     if wanted is not None:
         unknown = sorted(wanted - set(by_rank))
         if unknown:
+            # At most 16 of each list: a range of a million ranks stays one line.
+            asked = ", ".join(map(str, unknown[:16])) + (" ..." if len(unknown) > 16 else "")
+            present = sorted(by_rank)
+            shown = ", ".join(map(str, present[:16])) + (" ..." if len(present) > 16 else "")
             raise RankscopeError(
-                f"--ranks asks for rank(s) {', '.join(map(str, unknown))}, which the run does not"
-                f" have (ranks present: {', '.join(map(str, sorted(by_rank))) or 'none'})"
+                f"--ranks asks for rank(s) {asked}, which the run does not"
+                f" have (ranks present: {shown or 'none'})"
             )
     if not out:
         reasons = "; ".join(s["reason"] for s in skipped[:3])
@@ -184,6 +188,27 @@ def load_run(
         skipped_files=skipped,
         warnings=warnings,
     )
+
+
+def _distinct_windows(
+    refs: list[TraceRef], skipped: list[dict[str, str]], warnings: list[str]
+) -> list[TraceRef]:
+    """One rank's windows in time order, a copy (same first event, another name) once.
+
+    A second copy of a window would double its counts; it is listed in ``skipped``
+    and warned about, naming the file it repeats.
+    """
+    kept: dict[int, TraceRef] = {}
+    # Of two copies, the shorter name is kept: the collector's own, not "copy of ...".
+    for ref in sorted(refs, key=lambda t: (t.cpu_start_ns(), len(Path(t.path).name), t.path)):
+        first = kept.setdefault(ref.cpu_start_ns(), ref)
+        if first is not ref:
+            reason = (
+                f"a copy of {Path(first.path).name} (same rank, same first event); counted once"
+            )
+            skipped.append({"file": ref.path, "reason": reason})
+            warnings.append(f"skipped {ref.path}: {reason}")
+    return list(kept.values())
 
 
 def stderr_progress() -> ProgressFn | None:

@@ -111,3 +111,62 @@ def test_attach_status_with_a_forged_world_size(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 0, proc.stderr
     assert "rank1.heartbeat.json" in proc.stdout and "world_size" in proc.stdout
+
+
+@pytest.mark.parametrize("ranks", ["0-30000000", "0-99999999999", "0,5-2000000000000"])
+@pytest.mark.parametrize("command", ["report", "ingest"])
+def test_a_huge_rank_range_is_refused_before_any_allocation(
+    tmp_path: Path, ranks: str, command: str
+) -> None:
+    run = make_run(tmp_path / "run")
+    proc = run_capped(command, str(run), "--ranks", ranks)
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "beyond the largest world size" in proc.stderr
+
+
+_MAXRSS = (
+    "import resource, sys\n"
+    "from rankscope.dashboard.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def _report_maxrss_bytes(run: Path) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", _MAXRSS, "report", str(run), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_cap_memory,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("maxrss_kb"))
+    return int(line.split()[1]) * 1024
+
+
+def test_a_large_collective_log_costs_less_than_twice_its_size(tmp_path: Path) -> None:
+    """A 60 MB flight-recorder log is streamed into columns: the report's peak memory
+    grows by less than twice the file (lists of dicts took about 4x)."""
+    small, large = make_run(tmp_path / "small"), make_run(tmp_path / "large")
+    row = (
+        '{{"seq":{},"pg":"0","pg_desc":"default_pg","name":"all_reduce","p2p":false,'
+        '"bytes":37408,"enqueue_ns":{},"start_ns":null,"end_ns":null,"duration_ms":null,'
+        '"state":"scheduled"}}\n'
+    )
+    log = large / "rank0.collectives.jsonl"
+    with open(log, "w") as f:
+        for chunk in range(0, 320_000, 10_000):
+            f.write(
+                "".join(
+                    row.format(i, 1_700_000_000_000_000_000 + i)
+                    for i in range(chunk, chunk + 10_000)
+                )
+            )
+    size = log.stat().st_size
+    assert size > 55_000_000
+    growth = _report_maxrss_bytes(large) - _report_maxrss_bytes(small)
+    assert growth < 2 * size, f"peak memory grew {growth >> 20} MiB for a {size >> 20} MiB log"

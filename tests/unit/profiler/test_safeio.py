@@ -78,6 +78,15 @@ def test_lines_skip_overlong_lines_and_stop_at_the_limit(tmp_path: Path) -> None
 
 
 def test_env_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    for text, value in (("2G", 2 << 30), ("512M", 512 << 20), ("1000", 1000), ("x", 7), ("-5", 7)):
-        monkeypatch.setenv("RANKSCOPE_TEST_LIMIT", text)
-        assert safeio.env_limit("RANKSCOPE_TEST_LIMIT", 7) == value
+    name = "RANKSCOPE_MAX_JSONL_BYTES"
+    for text, value in (("2G", 2 << 30), ("512M", 512 << 20), ("1000", 1000), ("", 7)):
+        monkeypatch.setenv(name, text)
+        assert safeio.env_limit(name, 7) == value
+
+
+@pytest.mark.parametrize("text", ["x", "-5", "0", "inf", "infT", "nan", "1e400", "2000T"])
+def test_env_limit_names_the_variable_for_junk(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    # Junk used to fall back to the default in silence (or raise OverflowError for inf).
+    monkeypatch.setenv("RANKSCOPE_MAX_TRACE_BYTES", text)
+    with pytest.raises(ValueError, match=r"^\$RANKSCOPE_MAX_TRACE_BYTES="):
+        safeio.max_trace_bytes()

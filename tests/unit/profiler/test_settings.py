@@ -93,3 +93,36 @@ def test_bootstrap_uses_the_registry_environment_names() -> None:
     text = (REPO / "profiler" / "bootstrap" / "sitecustomize.py").read_text()
     spelled = set(re.findall(r'"(RANKSCOPE_[A-Z_]+)"', text))
     assert spelled and spelled <= set(settings.ENV_ALL)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "-1", "1e9", "x", ""])
+def test_the_nvml_period_refuses_what_used_to_turn_telemetry_off(text: str) -> None:
+    with pytest.raises(ValueError, match="not 0 \\(off\\)"):
+        settings.parse_period_ms(text)
+
+
+def test_the_nvml_period_accepts_off_and_milliseconds() -> None:
+    assert [settings.parse_period_ms(t) for t in ("0", "0.5", "100", "3600000")] == [
+        0.0,
+        0.5,
+        100.0,
+        3_600_000.0,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("1000", 1000), ("512M", 512 << 20), ("2g", 2 << 30), ("1.5K", 1536)]
+)
+def test_byte_counts(text: str, value: int) -> None:
+    assert settings.parse_bytes(text) == value
+
+
+@pytest.mark.parametrize("address", ["host:8786", "tcp://10.0.0.1:8786", "tls://[::1]:8786"])
+def test_scheduler_addresses(address: str) -> None:
+    assert settings.parse_scheduler(address) == address
+
+
+def test_check_environment_names_the_first_bad_variable() -> None:
+    settings.check_environment({"RANKSCOPE_MAX_TRACE_BYTES": "2G"})
+    with pytest.raises(ValueError, match=r"^\$RANKSCOPE_DASK_SCHEDULER='tcp://h:99999'"):
+        settings.check_environment({"RANKSCOPE_DASK_SCHEDULER": "tcp://h:99999"})

@@ -1,0 +1,282 @@
+"""Light-layer evidence that is missing, inconsistent or hostile is named, never trusted.
+
+One real collector run (``rankscope run``, a 2-rank gloo job whose rank 1 waits
+20 ms per step in its DataLoader, a profiler window at steps 4-6) is made once
+per module; each case copies it, breaks one of its files, and runs the real
+``rankscope report --format json``. A case ends with the whole-run verdict a
+user would expect, or with a warning that names the file and why it was not
+used; nothing is dropped in silence and nothing ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import needs_torch, rankscope_cmd
+from jobs.collector_jobs import JOBS, launcher, rankscope
+
+SLOW_RANK = 1
+TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("evidence") / "run"
+    proc = rankscope(
+        "run",
+        "--out",
+        str(run),
+        "--profile",
+        "4-6",
+        "--nvml-period-ms",
+        "0",
+        "--",
+        *launcher("module", 2),
+        str(JOBS / "light_layer_job.py"),
+        "--steps",
+        "12",
+        "--data-slow-rank",
+        str(SLOW_RANK),
+        "--data-sleep-ms",
+        "20",
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def report(run: Path) -> tuple[dict[str, Any], str]:
+    proc = subprocess.run(
+        [*rankscope_cmd(), "report", str(run), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), proc.stderr
+
+
+def whole_run_straggler(rep: dict[str, Any]) -> int | None:
+    whole = rep.get("whole_run")
+    if not whole or not whole["stragglers"]:
+        return None
+    rank: int = whole["stragglers"][0]["rank"]
+    return rank
+
+
+def evidence_of(rep: dict[str, Any], rank: int) -> dict[str, Any]:
+    return next(e for e in rep["run"]["evidence"] if e["rank"] == rank)
+
+
+# --- how each case breaks the run -------------------------------------------------
+
+
+def _collectives(run: Path, rank: int = SLOW_RANK) -> Path:
+    return run / f"rank{rank}.collectives.jsonl"
+
+
+def _steps(run: Path, rank: int = SLOW_RANK) -> Path:
+    return run / f"rank{rank}.steps.jsonl"
+
+
+def _replace_with_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _replace_with_dir(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _from_another_run(run: Path) -> None:
+    # What a copy from another run of the same job holds: its own run_id in the header.
+    for path in (_steps(run), _collectives(run)):
+        lines = path.read_text().splitlines(keepends=True)
+        header = json.loads(lines[0])
+        assert header["run_id"], "the collector writes the run's id in every header"
+        header["run_id"] = "0" * 32
+        path.write_text(json.dumps(header) + "\n" + "".join(lines[1:]))
+
+
+def _data_wait_50x_step(run: Path) -> None:
+    # Rank 0 (the fast one) claims a DataLoader wait 50 times its step.
+    path = _steps(run, 0)
+    out = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if "step" in row:
+            row["data_ns"] = (row["end_ns"] - row["start_ns"]) * 50
+        out.append(json.dumps(row))
+    path.write_text("\n".join(out) + "\n")
+
+
+def _huge_line(run: Path) -> None:
+    path = _steps(run)
+    lines = path.read_text().splitlines(keepends=True)
+    lines.insert(3, json.dumps({"step": 2, "pad": "x" * (2 << 20)}) + "\n")
+    path.write_text("".join(lines))
+
+
+def _bad_records(run: Path) -> None:
+    path = _collectives(run)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2:2] = ['{"seq": -5}\n', "not json\n"]
+    path.write_text("".join(lines))
+
+
+def _duplicate_window(run: Path) -> None:
+    window = next(run.glob("rank0.step*.pt.trace.json.gz"))
+    shutil.copy(window, run / f"copy of {window.name}")
+
+
+@dataclass
+class Case:
+    id: str
+    breaks: Callable[[Path], None]
+    warning: str  # what stderr (and the JSON's warnings) must name
+    # the whole-run straggler the report must give (None: no whole-run verdict)
+    whole_run: int | None
+    check: Callable[[dict[str, Any]], None] | None = None
+
+
+def _collectives_unused(rep: dict[str, Any]) -> None:
+    ev = evidence_of(rep, SLOW_RANK)
+    assert "collectives" not in ev["used"] and ev["used"][:2] == ["trace", "steps"], ev
+    assert any(u.startswith("collectives: rank1.collectives.jsonl") for u in ev["unused"]), ev
+
+
+def _counted_records(count: int) -> Callable[[dict[str, Any]], None]:
+    def check(rep: dict[str, Any]) -> None:
+        assert evidence_of(rep, SLOW_RANK)["problem_count"] == count
+
+    return check
+
+
+CASES = [
+    Case(
+        "collectives-missing",
+        lambda run: _collectives(run).unlink(),
+        "rank1.collectives.jsonl is missing",
+        None,
+        _collectives_unused,
+    ),
+    Case(
+        "collectives-empty",
+        lambda run: _collectives(run).write_bytes(b""),
+        "rank1.collectives.jsonl is empty",
+        None,
+        _collectives_unused,
+    ),
+    Case(
+        "collectives-fifo",
+        lambda run: _replace_with_fifo(_collectives(run)),
+        "rank1.collectives.jsonl: is a FIFO, not a regular file",
+        None,
+        _collectives_unused,
+    ),
+    Case(
+        "collectives-directory",
+        lambda run: _replace_with_dir(_collectives(run)),
+        "rank1.collectives.jsonl: is a directory, not a regular file",
+        None,
+        _collectives_unused,
+    ),
+    Case(
+        "steps-fifo",
+        lambda run: _replace_with_fifo(_steps(run)),
+        "rank1.steps.jsonl: is a FIFO, not a regular file",
+        None,
+    ),
+    # Copied from another run, rank 1's logs used to make the whole run name rank 0.
+    Case("other-run", _from_another_run, "rank1.steps.jsonl: written by another run", None),
+    # A wait 50x the step made rank 0 "data loading (high)" in the whole run.
+    Case(
+        "data-wait-longer-than-step",
+        _data_wait_50x_step,
+        "rank0.steps.jsonl step 0: data_ns",
+        SLOW_RANK,
+    ),
+    Case(
+        "huge-line",
+        _huge_line,
+        "rank1.steps.jsonl line 4: longer than 1048576 bytes",
+        SLOW_RANK,
+        _counted_records(1),
+    ),
+    Case(
+        "bad-records",
+        _bad_records,
+        "rank1.collectives.jsonl line 3: seq is not",
+        SLOW_RANK,
+        _counted_records(2),
+    ),
+    Case("duplicated-window", _duplicate_window, "counted once", SLOW_RANK),
+]
+
+
+@pytest.fixture(scope="module")
+def intact(real_run: Path) -> dict[str, Any]:
+    rep, stderr = report(real_run)
+    assert "evidence" not in stderr, stderr
+    return rep
+
+
+@needs_torch
+def test_the_intact_run_uses_every_source(intact: dict[str, Any]) -> None:
+    assert whole_run_straggler(intact) == SLOW_RANK
+    for rank in (0, 1):
+        ev = evidence_of(intact, rank)
+        assert ev["used"] == ["trace", "steps", "collectives"] and not ev["unused"], ev
+        assert ev["problem_count"] == 0
+
+
+@needs_torch
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs")
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_a_broken_light_layer_file_is_named(
+    case: Case, real_run: Path, intact: dict[str, Any], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(real_run, run)
+    case.breaks(run)
+    rep, stderr = report(run)
+    assert case.warning in stderr, stderr
+    assert any(case.warning in w for w in rep["run"]["warnings"])
+    assert whole_run_straggler(rep) == case.whole_run, rep.get("whole_run")
+    if case.whole_run is None:
+        assert "no whole-run verdict" in stderr
+    # The trace windows' numbers are the intact run's: a copy is not counted twice.
+    assert [c["count"] for c in rep["collectives"]] == [c["count"] for c in intact["collectives"]]
+    if case.check is not None:
+        case.check(rep)
+
+
+@needs_torch
+def test_the_text_report_says_which_evidence_was_used(real_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(real_run, run)
+    _collectives(run).unlink()
+    proc = subprocess.run(
+        [*rankscope_cmd(), "report", str(run)], capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Evidence: rank 1 used trace, steps but not its collectives" in proc.stdout
+
+
+@needs_torch
+def test_windows_of_the_real_run_are_valid_gzip_json(real_run: Path) -> None:
+    for window in real_run.glob("rank*.pt.trace.json.gz"):
+        with gzip.open(window, "rt") as f:
+            assert json.load(f)["traceEvents"]
