@@ -281,7 +281,7 @@ def render_text(report: Report) -> str:
     if whole := _whole_run_lines(report):
         out += [*whole, ""]
     if report.findings:
-        out.append("Findings (worst first, estimated saving per step):")
+        out.append(f"Findings ({wording.FINDINGS_ORDER}; estimated saving per step):")
         for i, f in enumerate(report.findings, 1):
             saving = f.est_saving_ms_per_step
             out.append(
@@ -310,7 +310,7 @@ def render_markdown(report: Report) -> str:
     out += [f"**{_verdict(report)}**", ""]
     if whole := _whole_run_lines(report):
         out += [whole[0], "", *whole[1:], ""]
-    out.append("## Findings")
+    out += ["## Findings", "", f"*{wording.FINDINGS_ORDER.capitalize()}.*", ""]
     if report.findings:
         for f in report.findings:
             saving = f.est_saving_ms_per_step

@@ -29,6 +29,8 @@ CAUSE_EXPLANATION = {
 UNTRACED_NAME = "host-side work outside any traced op"
 
 NO_FINDINGS = "No findings worth a line: nothing would save 5% of the step."
+# The one order of every findings list (``findings.finding_order``), as its heading says it.
+FINDINGS_ORDER = "most severe first, then the largest saving"
 TELEMETRY_ONLY_TEXT = "telemetry only, no profiler trace yet."
 
 

@@ -187,7 +187,8 @@ def render() -> None:
     _stragglers(report)
     _per_step_chart()
 
-    st.subheader("Findings, worst first")
+    st.subheader("Findings")
+    st.caption(wording.FINDINGS_ORDER.capitalize() + ".")
     if not report.findings:
         st.write(wording.NO_FINDINGS)
     for i, f in enumerate(report.findings, 1):

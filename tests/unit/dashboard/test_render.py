@@ -99,7 +99,10 @@ def test_text_opens_with_the_scope_and_the_straggler(report: Report) -> None:
         "2 rank(s) of 2, steps 3-5, 100.0 ms/step on average. Rank 0 is the straggler"
         " (data loading, high): the other ranks wait ~20.0 ms/step for it."
     )
-    assert _section(render_text(report), "Findings (worst first, estimated saving per step):") == [
+    assert _section(
+        render_text(report),
+        "Findings (most severe first, then the largest saving; estimated saving per step):",
+    ) == [
         "  1. [high] Rank 0 holds the others back  (~18.5 ms/step)",
         "     Its data ...",
     ]
