@@ -29,6 +29,13 @@ CAUSE_EXPLANATION = {
 UNTRACED_NAME = "host-side work outside any traced op"
 
 NO_FINDINGS = "No findings worth a line: nothing would save 5% of the step."
+# The Overview's waiting tile: every rank's wait, averaged (the per-rank table's wait column).
+WAIT_TILE = "Wait in collectives, mean of all ranks"
+WAIT_TILE_HELP = (
+    "Each rank's time waiting in collectives per step, averaged over every rank, the"
+    ' straggler included (it waits least). The callout\'s "the other ranks wait" is what'
+    " the ranks other than the straggler wait for it."
+)
 # The one order of every findings list (``findings.finding_order``), as its heading says it.
 FINDINGS_ORDER = "most severe first, then the largest saving"
 TELEMETRY_ONLY_TEXT = "telemetry only, no profiler trace yet."
@@ -116,28 +123,40 @@ def straggler_verdict(
     )
 
 
+def ms(x: float) -> str:
+    """A duration in ms: the one rounding rule of every ms figure a user reads (0.1 ms)."""
+    return f"{x:.1f}"
+
+
 def straggler_headline(
     rank: int,
     cause: str,
-    cause_excess_ms: float | None,
+    excess_ms: float | None,
     caused_wait_ms: float,
     step_ms: float,
     pattern: str = "persistent",
     steps: list[tuple[int, float]] | None = None,
     detail: str | None = None,
 ) -> str:
-    """The dashboard's callout on the worst straggler: the verdict with its size."""
+    """The dashboard's callout on the worst straggler: the verdict with its size.
+
+    ``excess_ms`` is the straggler's excess (``Straggler.excess_ms_per_step``, the
+    straggler table's "excess ms/step" and its finding's evidence) and ``caused_wait_ms``
+    what the others wait (``caused_wait_ms_per_step``, "others wait ms/step"), both with
+    the ``ms`` rounding, so the callout, the table and the finding print the same figures.
+    """
     what = cause_explained(cause, detail)
     if pattern == "intermittent" and steps:
         return f"Rank {rank} {stalls_text(steps)}: {what}; the other ranks waited for it there."
-    if cause_excess_ms is not None:
-        what += f", ~{cause_excess_ms:.0f} ms/step more than the other ranks"
     share = (
-        f" ({100 * caused_wait_ms / step_ms:.0f}% of the {step_ms:.0f} ms step)" if step_ms else ""
+        f" ({100 * caused_wait_ms / step_ms:.0f}% of the {ms(step_ms)} ms step)" if step_ms else ""
     )
+    wait = f"the other ranks wait {ms(caused_wait_ms)} ms/step for it{share}."
+    if excess_ms is None:
+        return f"Rank {rank} is the straggler: {what}. {wait[0].upper()}{wait[1:]}"
     return (
-        f"Rank {rank} is the straggler: {what}; the other ranks wait ~{caused_wait_ms:.0f}"
-        f" ms/step for it{share}."
+        f"Rank {rank} is the straggler: {what}. Its work before each step's collectives takes"
+        f" {ms(excess_ms)} ms/step more than the other ranks' median (its excess); {wait}"
     )
 
 

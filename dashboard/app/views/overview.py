@@ -181,7 +181,7 @@ def render() -> None:
         delta_arrow="off",
     )
     if len(ranks):
-        c3.metric("Waiting in collectives", figures["wait"])
+        c3.metric(wording.WAIT_TILE, figures["wait"], help=wording.WAIT_TILE_HELP)
         c4.metric("GPU busy (trace)", figures["busy"])
 
     _stragglers(report)

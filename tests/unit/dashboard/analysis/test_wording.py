@@ -34,8 +34,12 @@ def test_straggler_sentences_name_the_cause_the_same_way() -> None:
     headline = wording.straggler_headline(1, "communication", None, 41.26, 150.0)
     assert headline == (
         "Rank 1 is the straggler: communication (its other collectives are what it was"
-        " doing); the other ranks wait ~41 ms/step for it (28% of the 150 ms step)."
+        " doing). The other ranks wait 41.3 ms/step for it (28% of the 150.0 ms step)."
     )
+    # the figures the straggler table and the finding print: one rounding rule (0.1 ms)
+    headline = wording.straggler_headline(1, "data_loading", 39.94, 44.26, 90.0)
+    assert "takes 39.9 ms/step more than the other ranks' median" in headline
+    assert "the other ranks wait 44.3 ms/step for it (49% of the 90.0 ms step)" in headline
     title, _ = wording.straggler_finding(1, "gpu_compute", 3, 41.26, "evidence")
     assert title == "Rank 1 holds the others back: more GPU compute"
 
