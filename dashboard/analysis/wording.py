@@ -36,6 +36,16 @@ WAIT_TILE_HELP = (
     ' straggler included (it waits least). The callout\'s "the other ranks wait" is what'
     " the ranks other than the straggler wait for it."
 )
+
+
+def rank_table_summary(n_ranks: int, named: list[int]) -> str:
+    """The line above a per-rank table summarised for many ranks."""
+    who = f"{ranks_text(named)} (stragglers, then the most unusual ranks), then" if named else ""
+    return (
+        f"{n_ranks:,} ranks: {who} percentiles over all ranks; --all-ranks prints every rank"
+    ).replace(":  ", ": ")
+
+
 # The one order of every findings list (``findings.finding_order``), as its heading says it.
 FINDINGS_ORDER = "most severe first, then the largest saving"
 TELEMETRY_ONLY_TEXT = "telemetry only, no profiler trace yet."
