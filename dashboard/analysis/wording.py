@@ -46,6 +46,28 @@ def rank_table_summary(n_ranks: int, named: list[int]) -> str:
     ).replace(":  ", ": ")
 
 
+EQUAL_STEPS_PCT = 5.0  # step times this close count as equal in the step-bars caption
+
+
+def step_bars_caption(shortest_ms: float | None, longest_ms: float | None) -> str:
+    """The caption of the step time per rank bars, true for the bars it sits under."""
+    if shortest_ms is None or longest_ms is None or not shortest_ms > 0:
+        return "How each rank fills its step is on the right."
+    spread = 100 * (longest_ms - shortest_ms) / shortest_ms
+    if spread < EQUAL_STEPS_PCT:
+        return (
+            f"The bars are within {spread:.0f}% of each other, as synchronous training makes"
+            " them: every rank waits for the others at each collective. What differs is how"
+            " each rank fills its step (right)."
+        )
+    return (
+        f"The bars range from {ms(shortest_ms)} to {ms(longest_ms)} ms ({spread:.0f}% apart)."
+        " Synchronous training evens steps out over many; over a few steps each rank's own"
+        " step marks start and end at different moments (a late rank's step ends late too)."
+        " Where each rank's step goes is on the right."
+    )
+
+
 # The one order of every findings list (``findings.finding_order``), as its heading says it.
 FINDINGS_ORDER = "most severe first, then the largest saving"
 TELEMETRY_ONLY_TEXT = "telemetry only, no profiler trace yet."

@@ -219,8 +219,10 @@ def render() -> None:
         fig.update_xaxes(type="category")
         charts.show(
             charts.tidy(fig, height=360),
-            "Synchronous training makes every rank's step equally long: equal bars are normal;"
-            " what differs is how each rank fills its step (right)."
+            wording.step_bars_caption(
+                float(ranks["step_ms"].min()) if len(ranks) else None,
+                float(ranks["step_ms"].max()) if len(ranks) else None,
+            )
             + charts.bars_note(bars, total),
         )
     with right:

@@ -69,3 +69,12 @@ def test_the_breakdown_names_the_top_components_with_numbers() -> None:
     assert wording.evidence_breakdown({"host": 60.1}, "untraced") == (
         "of which host-side work outside any traced op 60.1 ms/step"
     )
+
+
+def test_the_step_bars_caption_is_true_for_its_bars() -> None:
+    """ "Equal bars are normal" only above equal bars; bars apart are called apart."""
+    equal = wording.step_bars_caption(99.0, 101.5)
+    assert "within 3% of each other" in equal
+    apart = wording.step_bars_caption(81.0, 102.0)
+    assert apart.startswith("The bars range from 81.0 to 102.0 ms (26% apart).")
+    assert "equal" not in apart.lower()
