@@ -68,6 +68,12 @@ def step_bars_caption(shortest_ms: float | None, longest_ms: float | None) -> st
     )
 
 
+NO_GPU_CPU_ONLY = (
+    "No GPU events in these traces: a CPU-only job, so no GPU was busy to measure. This page"
+    " needs a run on GPUs: the trace's CUDA kernels (torch.profiler records them whenever the"
+    " job uses CUDA) and NVML samples (the collector takes them where nvidia-ml-py finds an"
+    " NVIDIA driver). Host CPU telemetry, when recorded, is below."
+)
 # The one order of every findings list (``findings.finding_order``), as its heading says it.
 FINDINGS_ORDER = "most severe first, then the largest saving"
 TELEMETRY_ONLY_TEXT = "telemetry only, no profiler trace yet."
@@ -96,14 +102,20 @@ def stalls_text(steps: list[tuple[int, float]]) -> str:
 
 
 def run_scope(n_ranks: int, world_size: int, steps: list[int], step_ms_text: str) -> str:
-    """ "4 rank(s) of 4, steps 2-7, 151.2 ms/step on average." """
+    """ "4 rank(s) of 4, steps 2-7, 151.2 ms/step on average." (a trace with no step marks
+    reads as one window of that length, never as a per-step figure)."""
     if not steps:
-        step_txt = "the whole trace"
-    elif len(steps) == 1:
-        step_txt = f"step {steps[0]}"
-    else:
-        step_txt = f"steps {steps[0]}-{steps[-1]}"
+        return f"{n_ranks} rank(s) of {world_size}, {whole_trace_window(step_ms_text)}"
+    step_txt = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps[0]}-{steps[-1]}"
     return f"{n_ranks} rank(s) of {world_size}, {step_txt}, {step_ms_text} ms/step on average."
+
+
+def whole_trace_window(window_ms_text: str) -> str:
+    """What a trace without ProfilerStep ranges or step marks is measured over."""
+    return (
+        f"no steps marked (no ProfilerStep): the whole trace is one window of"
+        f" {window_ms_text} ms, and every ms/step figure below is per that window."
+    )
 
 
 def whole_run_scope(n_ranks: int, world_size: int, first: int, last: int) -> str:

@@ -149,12 +149,18 @@ def render() -> None:
     run = report.run
     steps = run.steps
     st.title(f"Overview · {text.md(Path(run.path).name)}")
-    span = f"steps {steps[0]}–{steps[-1]}" if steps else "the whole trace as one window"
-    st.markdown(
-        f"{len(report.ranks)} rank(s) of {run.world_size} · {span}"
-        f" ({run.step_source} steps)"
-        f" · **{run.step_ms:.1f} ms/step** on average"
-    )
+    if steps:
+        st.markdown(
+            f"{len(report.ranks)} rank(s) of {run.world_size} · steps {steps[0]}–{steps[-1]}"
+            f" ({run.step_source} steps)"
+            f" · **{wording.ms(run.step_ms or 0.0)} ms/step** on average"
+        )
+    else:
+        window = wording.ms(run.step_ms) if run.step_ms is not None else "–"
+        st.markdown(
+            f"{len(report.ranks)} rank(s) of {run.world_size} · "
+            + wording.whole_trace_window(window).replace("below ", "on these pages ")
+        )
 
     if incomplete := incomplete_sentence(report):
         # first: every figure below was measured without the untraced ranks

@@ -512,3 +512,15 @@ def test_an_intermittent_stall_is_a_spike_at_its_step(
     _clean(at)
     heatmaps = [f for f in _plotly(at) if f.data and f.data[0].type == "heatmap"]
     assert heatmaps and all(_marked(f) == ["intermittent: rank 2, step 9"] for f in heatmaps)
+
+
+def test_gpu_page_on_a_cpu_run_says_what_it_needs(app: tuple[str, AppTest]) -> None:
+    """No blank table of rank numbers: the page says what it needs to draw anything."""
+    from rankscope.dashboard.analysis.wording import NO_GPU_CPU_ONLY
+
+    name, at = app
+    at.switch_page("views/gpu.py").run()
+    _clean(at)
+    assert all(list(t.value.columns) != ["rank"] for t in at.dataframe)
+    if name == "sample":
+        assert NO_GPU_CPU_ONLY in [i.value for i in at.info]

@@ -78,3 +78,10 @@ def test_the_step_bars_caption_is_true_for_its_bars() -> None:
     apart = wording.step_bars_caption(81.0, 102.0)
     assert apart.startswith("The bars range from 81.0 to 102.0 ms (26% apart).")
     assert "equal" not in apart.lower()
+
+
+def test_a_trace_without_steps_is_one_window_not_a_step() -> None:
+    """hta/alexnet has no ProfilerStep: its 43 s are the trace, not "43425.4 ms/step"."""
+    scope = wording.run_scope(1, 1, [], "43425.4")
+    assert scope.startswith("1 rank(s) of 1, no steps marked (no ProfilerStep)")
+    assert "one window of 43425.4 ms" in scope and "ms/step on average" not in scope
