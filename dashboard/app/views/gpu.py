@@ -101,8 +101,8 @@ def render() -> None:
     st.title("GPU utilisation")
 
     first = model.straggler_ranks(data.report())
-    st.subheader("How busy each GPU was, measured three ways")
     if a.has_gpu:
+        st.subheader("How busy each GPU was, measured three ways")
         bars, total = model.limit_rank_bars(data.utilisation_long(), "pct", "measure", first)
         fig = px.bar(
             bars,
