@@ -30,7 +30,7 @@ UNTRACED_NAME = "host-side work outside any traced op"
 
 NO_FINDINGS = "No findings worth a line: nothing would save 5% of the step."
 # The Overview's waiting tile: every rank's wait, averaged (the per-rank table's wait column).
-WAIT_TILE = "Wait in collectives, mean of all ranks"
+WAIT_TILE = "Mean wait, all ranks"
 WAIT_TILE_HELP = (
     "Each rank's time waiting in collectives per step, averaged over every rank, the"
     ' straggler included (it waits least). The callout\'s "the other ranks wait" is what'
