@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.analysis.results import Straggler
@@ -252,6 +255,71 @@ def _table_md(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+MAX_TEXT_RANKS = 32  # past this many ranks a per-rank table is summarised (``all_ranks``)
+_PERCENTILES = (10, 50, 90)
+_OUTLIER_Z = 3.0  # robust z (median/MAD) from which a rank is unusual enough to name
+_MAX_OUTLIERS = 5
+_CELL = re.compile(r"^(-?\d+(?:\.(\d+))?)(%?)$")
+
+
+def _named_ranks(report: Report) -> list[int]:
+    """The ranks a summarised table names: the stragglers, then the most unusual ranks
+    (robust z of step, compute or wait time of at least ``_OUTLIER_Z``), worst first."""
+    named = [s.rank for s in report.stragglers]
+    scores: dict[int, float] = {}
+    for field in ("step_ms", "compute_ms", "comm_wait_ms"):
+        values = {r.rank: v for r in report.ranks if (v := getattr(r, field)) is not None}
+        if len(values) < 3:
+            continue
+        x = np.array(list(values.values()), dtype=float)
+        med = float(np.median(x))
+        mad = 1.4826 * float(np.median(np.abs(x - med)))
+        if not mad > 0:
+            continue
+        for rank, v in values.items():
+            z = abs(v - med) / mad
+            if z >= _OUTLIER_Z:
+                scores[rank] = max(scores.get(rank, 0.0), z)
+    unusual = sorted((r for r in scores if r not in named), key=lambda r: -scores[r])
+    return named + unusual[:_MAX_OUTLIERS]
+
+
+def _summarised(
+    header: list[str], rows: list[list[str]], named: list[int]
+) -> tuple[list[str], list[list[str]]]:
+    """Rows of ``named`` ranks (rank first in each row), then p10/p50/p90/max over every
+    row of each numeric column, printed with that column's precision and unit."""
+    by_rank = {row[0]: row for row in rows}
+    out = [by_rank[str(r)] for r in named if str(r) in by_rank]
+    columns = list(zip(*rows, strict=True))[1:] if rows else []
+    stats: list[list[str]] = [[f"p{q}"] for q in _PERCENTILES] + [["max"]]
+    for cells in columns:
+        parsed = [m for c in cells if (m := _CELL.match(c))]
+        if not parsed:
+            for line in stats:
+                line.append("-")
+            continue
+        digits = len(parsed[0].group(2) or "")
+        suffix = parsed[0].group(3)
+        x = np.array([float(m.group(1)) for m in parsed])
+        values = [*np.percentile(x, _PERCENTILES), x.max()]
+        for line, v in zip(stats, values, strict=True):
+            line.append(f"{v:.{digits}f}{suffix}")
+    return header, out + stats
+
+
+def _rank_table(
+    rows: tuple[list[str], list[list[str]]], report: Report, all_ranks: bool
+) -> tuple[tuple[list[str], list[list[str]]], str | None]:
+    """A per-rank table, summarised past ``MAX_TEXT_RANKS`` unless ``all_ranks``; with
+    the sentence that says so (None when every rank is shown)."""
+    header, body = rows
+    if all_ranks or len(body) <= MAX_TEXT_RANKS:
+        return rows, None
+    named = _named_ranks(report)
+    return _summarised(header, body, named), wording.rank_table_summary(len(body), named)
+
+
 def _hang_lines(report: Report, md: bool) -> list[str]:
     """The hang verdict first (``dashboard.analysis.hang``): who stopped, where, who waited."""
     h = report.hang
@@ -284,14 +352,14 @@ def _evidence_line(report: Report) -> str | None:
     return wording.evidence_line(report.run.evidence)
 
 
-def render_text(report: Report) -> str:
+def render_text(report: Report, all_ranks: bool = False) -> str:
     run = report.run
     out = [f"rankscope report: {run.path}", "", *_hang_lines(report, False)]
     out += [_verdict(report), ""]
     if whole := _whole_run_lines(report):
         out += [*whole, ""]
     if report.findings:
-        out.append("Findings (worst first, estimated saving per step):")
+        out.append(f"Findings ({wording.FINDINGS_ORDER}; estimated saving per step):")
         for i, f in enumerate(report.findings, 1):
             saving = f.est_saving_ms_per_step
             out.append(
@@ -303,12 +371,14 @@ def render_text(report: Report) -> str:
     else:
         out += [wording.NO_FINDINGS, ""]
     if run.step_source != "none":
-        out.append("Per rank (ms per step):")
-        out.append(_table_text(*_rank_rows(report)))
+        table, note = _rank_table(_rank_rows(report), report, all_ranks)
+        out += ["Per rank (ms per step):", *([f"  ({note})"] if note else [])]
+        out.append(_table_text(*table))
     if report.collectives:
         out += ["", "Collectives:", _table_text(*_coll_rows(report))]
     if _show_gpu(report):
-        out += ["", "GPU utilisation:", _table_text(*_gpu_rows(report)), f"  ({_GPU_NOTE})"]
+        table, note = _rank_table(_gpu_rows(report), report, all_ranks)
+        out += ["", "GPU utilisation:", _table_text(*table), f"  ({_GPU_NOTE})"]
     if line := _evidence_line(report):
         out += ["", line]
     if run.warnings:
@@ -316,13 +386,13 @@ def render_text(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_markdown(report: Report) -> str:
+def render_markdown(report: Report, all_ranks: bool = False) -> str:
     run = report.run
     out = [f"# rankscope report: `{run.path}`", "", *_hang_lines(report, True)]
     out += [f"**{_verdict(report)}**", ""]
     if whole := _whole_run_lines(report):
         out += [whole[0], "", *whole[1:], ""]
-    out.append("## Findings")
+    out += ["## Findings", "", f"*{wording.FINDINGS_ORDER.capitalize()}.*", ""]
     if report.findings:
         for f in report.findings:
             saving = f.est_saving_ms_per_step
@@ -330,11 +400,14 @@ def render_markdown(report: Report) -> str:
             out.append(f"- **[{f.severity}] {f.title}**{tail}  \n  {f.detail}")
     else:
         out.append(wording.NO_FINDINGS)
-    out += ["", "## Per rank (ms per step)", "", _table_md(*_rank_rows(report))]
+    table, note = _rank_table(_rank_rows(report), report, all_ranks)
+    out += ["", "## Per rank (ms per step)", "", *([f"*{note}*", ""] if note else [])]
+    out.append(_table_md(*table))
     if report.collectives:
         out += ["", "## Collectives", "", _table_md(*_coll_rows(report))]
     if _show_gpu(report):
-        out += ["", "## GPU utilisation", "", _table_md(*_gpu_rows(report)), "", _GPU_NOTE]
+        table, _ = _rank_table(_gpu_rows(report), report, all_ranks)
+        out += ["", "## GPU utilisation", "", _table_md(*table), "", _GPU_NOTE]
     if report.top_kernels:
         out += ["", "## Top kernels", ""]
         rows = [

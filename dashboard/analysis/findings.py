@@ -2,11 +2,15 @@
 
 ``findings(facts)`` runs every rule in ``RULES`` over one ``RunFacts`` (the
 per-rank means, the stragglers, GPU utilisation, the mean step time) and
-returns ``Finding``s sorted by the step time they would save, worst first. A
-rule is a function ``RunFacts -> list[Finding]`` (zero or more); its wording
-lives in ``wording``. Severity follows the saving as a share of the step: high
-from 20%, medium from 10%, low below. Savings are estimates of what the *step*
-would gain, not sums over ranks, so they can be compared with each other.
+returns ``Finding``s in one order (``finding_order``, named to users by
+``wording.FINDINGS_ORDER``): a missing trace first (it qualifies every other
+number), then by severity (high, medium, low), then by the step time they would
+save, largest first, so a [high] never follows a [low]. A rule is a function
+``RunFacts -> list[Finding]`` (zero or more); its wording lives in ``wording``.
+Severity follows the saving as a share of the step: high from 20%, medium from
+10%, low below (a straggler's is its diagnosis' severity, a low-GPU finding's its
+busy share). Savings are estimates of what the *step* would gain, not sums over
+ranks, so they can be compared with each other.
 """
 
 from __future__ import annotations
@@ -272,10 +276,22 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+
+
+def finding_order(f: Finding) -> tuple[bool, int, float, str]:
+    """The sort key of every findings list: missing trace, then severity, then saving."""
+    # an incomplete picture first: it qualifies every finding below it
+    return (
+        f.kind != "missing_trace",
+        SEVERITY_ORDER.get(f.severity, len(SEVERITY_ORDER)),
+        -f.est_saving_ms_per_step,
+        f.title,
+    )
+
+
 def findings(facts: RunFacts, rules: tuple[Rule, ...] = RULES) -> list[Finding]:
+    """Every rule's findings, in ``finding_order``; none for a run without a step time."""
     if facts.step_ms <= 0:
         return []
-    out = [f for rule in rules for f in rule(facts)]
-    # an incomplete picture first: it qualifies every finding below it
-    out.sort(key=lambda f: (f.kind != "missing_trace", -f.est_saving_ms_per_step, f.title))
-    return out
+    return sorted((f for rule in rules for f in rule(facts)), key=finding_order)

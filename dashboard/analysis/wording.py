@@ -54,6 +54,53 @@ CAUSE_EXPLANATION = {
 UNTRACED_NAME = "host-side work outside any traced op"
 
 NO_FINDINGS = "No findings worth a line: nothing would save 5% of the step."
+# The Overview's waiting tile: every rank's wait, averaged (the per-rank table's wait column).
+WAIT_TILE = "Mean wait, all ranks"
+WAIT_TILE_HELP = (
+    "Each rank's time waiting in collectives per step, averaged over every rank, the"
+    ' straggler included (it waits least). The callout\'s "the other ranks wait" is what'
+    " the ranks other than the straggler wait for it."
+)
+
+
+def rank_table_summary(n_ranks: int, named: list[int]) -> str:
+    """The line above a per-rank table summarised for many ranks."""
+    who = f"{ranks_text(named)} (stragglers, then the most unusual ranks), then" if named else ""
+    return (
+        f"{n_ranks:,} ranks: {who} percentiles over all ranks; --all-ranks prints every rank"
+    ).replace(":  ", ": ")
+
+
+EQUAL_STEPS_PCT = 5.0  # step times this close count as equal in the step-bars caption
+
+
+def step_bars_caption(shortest_ms: float | None, longest_ms: float | None) -> str:
+    """The caption of the step time per rank bars, true for the bars it sits under."""
+    if shortest_ms is None or longest_ms is None or not shortest_ms > 0:
+        return "How each rank fills its step is on the right."
+    spread = 100 * (longest_ms - shortest_ms) / shortest_ms
+    if spread < EQUAL_STEPS_PCT:
+        return (
+            f"The bars are within {spread:.0f}% of each other, as synchronous training makes"
+            " them: every rank waits for the others at each collective. What differs is how"
+            " each rank fills its step (right)."
+        )
+    return (
+        f"The bars range from {ms(shortest_ms)} to {ms(longest_ms)} ms ({spread:.0f}% apart)."
+        " Synchronous training evens steps out over many; over a few steps each rank's own"
+        " step marks start and end at different moments (a late rank's step ends late too)."
+        " Where each rank's step goes is on the right."
+    )
+
+
+NO_GPU_CPU_ONLY = (
+    "No GPU events in these traces: a CPU-only job, so no GPU was busy to measure. This page"
+    " needs a run on GPUs: the trace's CUDA kernels (torch.profiler records them whenever the"
+    " job uses CUDA) and NVML samples (the collector takes them where nvidia-ml-py finds an"
+    " NVIDIA driver). Host CPU telemetry, when recorded, is below."
+)
+# The one order of every findings list (``findings.finding_order``), as its heading says it.
+FINDINGS_ORDER = "most severe first, then the largest saving"
 TELEMETRY_ONLY_TEXT = "telemetry only, no profiler trace yet."
 
 
@@ -80,14 +127,20 @@ def stalls_text(steps: list[tuple[int, float]]) -> str:
 
 
 def run_scope(n_ranks: int, world_size: int, steps: list[int], step_ms_text: str) -> str:
-    """ "4 rank(s) of 4, steps 2-7, 151.2 ms/step on average." """
+    """ "4 rank(s) of 4, steps 2-7, 151.2 ms/step on average." (a trace with no step marks
+    reads as one window of that length, never as a per-step figure)."""
     if not steps:
-        step_txt = "the whole trace"
-    elif len(steps) == 1:
-        step_txt = f"step {steps[0]}"
-    else:
-        step_txt = f"steps {steps[0]}-{steps[-1]}"
+        return f"{n_ranks} rank(s) of {world_size}, {whole_trace_window(step_ms_text)}"
+    step_txt = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps[0]}-{steps[-1]}"
     return f"{n_ranks} rank(s) of {world_size}, {step_txt}, {step_ms_text} ms/step on average."
+
+
+def whole_trace_window(window_ms_text: str) -> str:
+    """What a trace without ProfilerStep ranges or step marks is measured over."""
+    return (
+        f"no steps marked (no ProfilerStep): the whole trace is one window of"
+        f" {window_ms_text} ms, and every ms/step figure below is per that window."
+    )
 
 
 def whole_run_scope(n_ranks: int, world_size: int, first: int, last: int) -> str:
@@ -139,28 +192,40 @@ def straggler_verdict(
     )
 
 
+def ms(x: float) -> str:
+    """A duration in ms: the one rounding rule of every ms figure a user reads (0.1 ms)."""
+    return f"{x:.1f}"
+
+
 def straggler_headline(
     rank: int,
     cause: str,
-    cause_excess_ms: float | None,
+    excess_ms: float | None,
     caused_wait_ms: float,
     step_ms: float,
     pattern: str = "persistent",
     steps: list[tuple[int, float]] | None = None,
     detail: str | None = None,
 ) -> str:
-    """The dashboard's callout on the worst straggler: the verdict with its size."""
+    """The dashboard's callout on the worst straggler: the verdict with its size.
+
+    ``excess_ms`` is the straggler's excess (``Straggler.excess_ms_per_step``, the
+    straggler table's "excess ms/step" and its finding's evidence) and ``caused_wait_ms``
+    what the others wait (``caused_wait_ms_per_step``, "others wait ms/step"), both with
+    the ``ms`` rounding, so the callout, the table and the finding print the same figures.
+    """
     what = cause_explained(cause, detail)
     if pattern == "intermittent" and steps:
         return f"Rank {rank} {stalls_text(steps)}: {what}; the other ranks waited for it there."
-    if cause_excess_ms is not None:
-        what += f", ~{cause_excess_ms:.0f} ms/step more than the other ranks"
     share = (
-        f" ({100 * caused_wait_ms / step_ms:.0f}% of the {step_ms:.0f} ms step)" if step_ms else ""
+        f" ({100 * caused_wait_ms / step_ms:.0f}% of the {ms(step_ms)} ms step)" if step_ms else ""
     )
+    wait = f"the other ranks wait {ms(caused_wait_ms)} ms/step for it{share}."
+    if excess_ms is None:
+        return f"Rank {rank} is the straggler: {what}. {wait[0].upper()}{wait[1:]}"
     return (
-        f"Rank {rank} is the straggler: {what}; the other ranks wait ~{caused_wait_ms:.0f}"
-        f" ms/step for it{share}."
+        f"Rank {rank} is the straggler: {what}. Its work before each step's collectives takes"
+        f" {ms(excess_ms)} ms/step more than the other ranks' median (its excess); {wait}"
     )
 
 

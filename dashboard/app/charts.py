@@ -18,6 +18,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from rankscope.dashboard.analysis import wording
+from rankscope.dashboard.analysis.timeline import CATEGORY_LABELS
 from rankscope.dashboard.app import model, text
 from rankscope.dashboard.app.model import PART_COLOURS, rank_label, short_name
 
@@ -32,6 +33,31 @@ TIMELINE_COLOURS = {
     "host": PART_COLOURS["host only"],
     "idle": "#e0e0e0",
 }
+# What a caption calls each timeline colour, so it names only colours the legend shows.
+TIMELINE_COLOUR_NAMES = {
+    "compute": "green",
+    "comm_wait": "pink",
+    "comm": "red",
+    "memcpy": "purple",
+    "data": "orange",
+    "host": "blue",
+    "idle": "grey",
+}
+
+
+def timeline_colours_caption(drawn: set[str]) -> str:
+    """How to read the colours, naming only those drawn (and so in the legend)."""
+    names = TIMELINE_COLOUR_NAMES
+    busy = [f"{names[c]} ({CATEGORY_LABELS[c]})" for c in ("data", "host", "compute") if c in drawn]
+    if "comm_wait" not in drawn:
+        return "No rank waited inside a collective in this step (nothing is pink)."
+    late = f", busy with {' or '.join(busy)} just before," if busy else ""
+    return (
+        f"Pink ({CATEGORY_LABELS['comm_wait']}) is a rank waiting inside a collective for the"
+        f" last one to arrive; the rank without pink{late} is the late arrival."
+    )
+
+
 HEAT = "YlOrRd"
 DIVERGING = "RdBu_r"  # later than the others' median: red; earlier: blue
 # The per-step chart: the stragglers' lines stand out, the other ranks stay quiet.

@@ -86,6 +86,12 @@ def runs_in(path: str) -> list[runs_mod.RunEntry]:
     return runs_mod.find_runs(path)
 
 
+@st.cache_data(ttl=10, show_spinner=False)
+def run_details(path: str) -> runs_mod.RunDetails:
+    """The run's own start, duration, world size, command and hosts (``runs.run_details``)."""
+    return runs_mod.run_details(path)
+
+
 def signature(path: str) -> Signature:
     """A short hash of ``runs.run_signature`` (hashing the tuple itself for each cached
     call cost Streamlit 2.2 s a page at 1,024 ranks), kept ``SIGNATURE_TTL_S``."""

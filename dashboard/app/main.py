@@ -35,7 +35,10 @@ LIVE_POLL_S = 3.0
 
 
 def _run_label(entry: runs_mod.RunEntry) -> str:
-    return f"{entry.label}  ·  {time.strftime('%Y-%m-%d %H:%M', time.localtime(entry.mtime))}"
+    """The run's own start (run.json); a plain trace folder's files' time says so."""
+    if entry.started is not None:
+        return f"{entry.label}  ·  started {runs_mod.when(entry.started)}"
+    return f"{entry.label}  ·  files from {runs_mod.when(entry.mtime)}"
 
 
 @st.fragment(run_every=LIVE_POLL_S)
@@ -67,6 +70,8 @@ def sidebar() -> data.Selection:
         else:
             path = entries[0].path
             st.caption(f"Run: {text.md(entries[0].label)}")  # a folder name is not markdown
+        if about := runs_mod.details_text(data.run_details(path)):
+            st.caption(text.md(about))  # a command line is not markdown
         steps, ranks = data.run_steps_and_ranks(path)
         # Keys carry the choices on offer: when a live run adds steps or ranks, the
         # widgets start again on the full range instead of holding a stale one.

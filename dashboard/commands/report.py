@@ -99,10 +99,18 @@ class ReportCommand:
         parser.add_argument(
             "-o", "--output", help="write the report to this file instead of stdout"
         )
+        parser.add_argument(
+            "--all-ranks",
+            action="store_true",
+            help="text and markdown: one row per rank in the per-rank tables (past 32 ranks"
+            " they name the stragglers and most unusual ranks, then percentiles)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         ranks = parse_ranks(args.ranks)
-        return write_report(args.path, args.format, ranks, args.steps, args.output)
+        return write_report(
+            args.path, args.format, ranks, args.steps, args.output, all_ranks=args.all_ranks
+        )
 
 
 def write_report(
@@ -112,6 +120,7 @@ def write_report(
     steps: str | None = None,
     output: str | None = None,
     command: str = "report",
+    all_ranks: bool = False,
 ) -> int:
     """Analyse the run at ``path`` and write its report (stdout, or ``output``); exit code 0.
 
@@ -134,8 +143,11 @@ def write_report(
     for w in analysis.warnings[len(run.warnings) :]:
         print(f"rankscope {command}: warning: {w}", file=sys.stderr)
     report = build_report(analysis)
-    render = {"text": render_text, "markdown": render_markdown, "json": render_json}[fmt]
-    text = render(report)
+    if fmt == "json":
+        text = render_json(report)
+    else:
+        render = render_text if fmt == "text" else render_markdown
+        text = render(report, all_ranks=all_ranks)
     if output:
         try:
             with open(output, "w", encoding="utf-8") as f:

@@ -211,8 +211,13 @@ def _distinct_windows(
     return list(kept.values())
 
 
+PIPE_PROGRESS_LINES = 4  # on a pipe: a line at each quarter, the last at the end
+
+
 def stderr_progress() -> ProgressFn | None:
-    """A progress bar on a terminal; on a pipe, a line per file only for slow ingests."""
+    """One updating progress bar on a terminal; on a pipe, for slow ingests only (past
+    2 s), a line at each quarter of the files and one at the end: a few lines, never
+    one per file."""
     if sys.stderr.isatty():
         from rich.progress import Progress
 
@@ -230,9 +235,15 @@ def stderr_progress() -> ProgressFn | None:
 
         return on_tty
     start = time.monotonic()
+    printed = 0  # quarters of the files reported so far
 
     def on_pipe(done: int, total: int, label: str) -> None:
-        if time.monotonic() - start > 2.0:
+        nonlocal printed
+        if time.monotonic() - start <= 2.0 or total <= 0:
+            return
+        reached = PIPE_PROGRESS_LINES * done // total if done < total else PIPE_PROGRESS_LINES
+        if reached > printed:
+            printed = reached
             print(f"rankscope: ingested {done}/{total} ({label})", file=sys.stderr, flush=True)
 
     return on_pipe

@@ -27,7 +27,9 @@ def _stalls(straggler: Straggler) -> list[tuple[int, float]]:
 
 
 def straggler_sentence(report: Report) -> str | None:
-    """ "Rank 1 is the straggler: data loading, ~43 ms/step more than ..." or None.
+    """ "Rank 1 is the straggler: data loading. Its work ... takes 43.1 ms/step more ..." or None.
+
+    Its figures are the straggler table's ``excess ms/step`` and ``others wait ms/step``.
 
     An intermittent straggler reads "Rank 2 stalled ~302 ms at step 11: ...", never a mean.
     """
@@ -37,7 +39,7 @@ def straggler_sentence(report: Report) -> str | None:
     return wording.straggler_headline(
         s.rank,
         s.cause,
-        s.cause_excess_ms_per_step,
+        s.excess_ms_per_step,
         s.caused_wait_ms_per_step,
         report.run.step_ms or 0.0,
         s.pattern,
@@ -133,20 +135,22 @@ def _ranks_text(ranks: list[int]) -> str:
 def headline_numbers(report: Report) -> dict[str, str | None]:
     """The Overview's four figures, as text: step time, straggler, waiting, GPU busy.
 
-    Waiting and GPU busy are the mean over the rank rows that measured them.
+    Waiting (``wording.WAIT_TILE``) and GPU busy are the mean over the rank rows that
+    measured them, the straggler included: not the callout's "the other ranks wait",
+    which is what the ranks other than the straggler wait for it.
     """
     run = report.run
     stragglers = report.stragglers
     waits = [r.comm_wait_ms for r in report.ranks if r.comm_wait_ms is not None]
     busy = [r.gpu_busy_pct for r in report.ranks if r.gpu_busy_pct is not None]
     return {
-        "step": f"{run.step_ms:.1f} ms" if run.step_ms is not None else "–",
+        "step": f"{wording.ms(run.step_ms)} ms" if run.step_ms is not None else "–",
         "straggler": _ranks_text([s.rank for s in stragglers]) if stragglers else "none",
         "straggler_cause": (
             wording.cause_name(stragglers[0].cause, stragglers[0].cause_detail)
             if stragglers
             else None
         ),
-        "wait": f"{finite_mean(waits):.1f} ms/step" if waits else "–",
+        "wait": f"{wording.ms(finite_mean(waits))} ms/step" if waits else "–",
         "busy": f"{finite_mean(busy):.0f}%" if busy else "no GPU",
     }

@@ -87,7 +87,10 @@ def render() -> None:
     )
     charts.show(
         charts.tidy(
-            fig, height=120 + 28 * shown if shown <= 16 else charts.heat_height(shown, 320)
+            # a few ranks still get room for a readable colour bar (its title on its side)
+            fig,
+            height=max(280, 120 + 28 * shown) if shown <= 16 else charts.heat_height(shown, 320),
+            coloraxis_colorbar={"title": {"side": "right"}},
         ),
         "How much later than the first rank each rank entered each collective (from waits, so"
         " free of clock skew). A hot row is a late rank; a hot column is one slow step."

@@ -59,7 +59,7 @@ def render() -> None:
     with left:
         charts.table(
             metrics,
-            {"delta": "%+.1f", "delta_pct": "%+.0f%%"},
+            {"A": "%.1f", "B": "%.1f", "delta": "%+.1f", "delta_pct": "%+.0f%%"},
             column_config={"delta": "B − A", "delta_pct": "change"},
         )
         st.caption(

@@ -6,6 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.app import charts, data, model
 
 # (title, fields, scale to the unit shown, unit, what to look for)
@@ -100,8 +101,8 @@ def render() -> None:
     st.title("GPU utilisation")
 
     first = model.straggler_ranks(data.report())
-    st.subheader("How busy each GPU was, measured three ways")
     if a.has_gpu:
+        st.subheader("How busy each GPU was, measured three ways")
         bars, total = model.limit_rank_bars(data.utilisation_long(), "pct", "measure", first)
         fig = px.bar(
             bars,
@@ -122,11 +123,11 @@ def render() -> None:
             + charts.bars_note(bars, total),
         )
     else:
-        st.info(
-            "No GPU events in these traces: a CPU-only job. Telemetry below, if any, is host-side."
-        )
+        st.info(wording.NO_GPU_CPU_ONLY)
     util = data.utilisation_frame()
-    charts.rank_table(util, [c for c in util.columns if c != "rank"], first, "rs_gpu_all_ranks")
+    measures = [c for c in util.columns if c != "rank"]
+    if measures:  # a table of rank numbers alone would say nothing
+        charts.rank_table(util, measures, first, "rs_gpu_all_ranks")
 
     idle = data.idle_long()
     if not idle.empty:

@@ -149,12 +149,18 @@ def render() -> None:
     run = report.run
     steps = run.steps
     st.title(f"Overview · {text.md(Path(run.path).name)}")
-    span = f"steps {steps[0]}–{steps[-1]}" if steps else "the whole trace as one window"
-    st.markdown(
-        f"{len(report.ranks)} rank(s) of {run.world_size} · {span}"
-        f" ({run.step_source} steps)"
-        f" · **{run.step_ms:.1f} ms/step** on average"
-    )
+    if steps:
+        st.markdown(
+            f"{len(report.ranks)} rank(s) of {run.world_size} · steps {steps[0]}–{steps[-1]}"
+            f" ({run.step_source} steps)"
+            f" · **{wording.ms(run.step_ms or 0.0)} ms/step** on average"
+        )
+    else:
+        window = wording.ms(run.step_ms) if run.step_ms is not None else "–"
+        st.markdown(
+            f"{len(report.ranks)} rank(s) of {run.world_size} · "
+            + wording.whole_trace_window(window).replace("below ", "on these pages ")
+        )
 
     if incomplete := incomplete_sentence(report):
         # first: every figure below was measured without the untraced ranks
@@ -202,13 +208,14 @@ def render() -> None:
         delta_arrow="off",
     )
     if len(ranks):
-        c3.metric("Waiting in collectives", figures["wait"])
+        c3.metric(wording.WAIT_TILE, figures["wait"], help=wording.WAIT_TILE_HELP)
         c4.metric("GPU busy (trace)", figures["busy"])
 
     _stragglers(report)
     _per_step_chart()
 
-    st.subheader("Findings, worst first")
+    st.subheader("Findings")
+    st.caption(wording.FINDINGS_ORDER.capitalize() + ".")
     if not report.findings:
         st.write(wording.NO_FINDINGS)
     for i, f in enumerate(report.findings, 1):
@@ -239,8 +246,10 @@ def render() -> None:
         fig.update_xaxes(type="category")
         charts.show(
             charts.tidy(fig, height=360),
-            "Synchronous training makes every rank's step equally long: equal bars are normal;"
-            " what differs is how each rank fills its step (right)."
+            wording.step_bars_caption(
+                float(ranks["step_ms"].min()) if len(ranks) else None,
+                float(ranks["step_ms"].max()) if len(ranks) else None,
+            )
             + charts.bars_note(bars, total),
         )
     with right:

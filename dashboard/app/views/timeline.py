@@ -69,8 +69,7 @@ def render() -> None:
     fig.update_xaxes(title="ms since the rank's own start of the step")
     charts.show(
         charts.tidy(fig, height=140 + (60 if len(ranks) <= 16 else 28) * len(ranks)),
-        "Pink is a rank waiting inside a collective for the last one to arrive; the rank without"
-        " pink, busy with orange (data loading) or blue (host) just before, is the late arrival."
+        charts.timeline_colours_caption(set(segments["category"]))
         + charts.many_ranks_note(len(ranks), total),
     )
     st.caption(

@@ -213,7 +213,7 @@ def test_straggler_sentence() -> None:
     report = build_report(analyse(load_run(_need(REF_RUN))))
     text = straggler_sentence(report)
     assert text is not None and text.startswith(
-        "Rank 1 is the straggler: data loading, ~43 ms/step"
+        "Rank 1 is the straggler: data loading. Its work before each step's collectives takes"
     )
     same = compare_metrics(report, report)
     assert (same["delta"] == 0).all()
@@ -512,3 +512,15 @@ def test_an_intermittent_stall_is_a_spike_at_its_step(
     _clean(at)
     heatmaps = [f for f in _plotly(at) if f.data and f.data[0].type == "heatmap"]
     assert heatmaps and all(_marked(f) == ["intermittent: rank 2, step 9"] for f in heatmaps)
+
+
+def test_gpu_page_on_a_cpu_run_says_what_it_needs(app: tuple[str, AppTest]) -> None:
+    """No blank table of rank numbers: the page says what it needs to draw anything."""
+    from rankscope.dashboard.analysis.wording import NO_GPU_CPU_ONLY
+
+    name, at = app
+    at.switch_page("views/gpu.py").run()
+    _clean(at)
+    assert all(list(t.value.columns) != ["rank"] for t in at.dataframe)
+    if name == "sample":
+        assert NO_GPU_CPU_ONLY in [i.value for i in at.info]

@@ -99,7 +99,10 @@ def test_text_opens_with_the_scope_and_the_straggler(report: Report) -> None:
         "2 rank(s) of 2, steps 3-5, 100.0 ms/step on average. Rank 0 is the straggler"
         " (data loading, high): the other ranks wait ~20.0 ms/step for it."
     )
-    assert _section(render_text(report), "Findings (worst first, estimated saving per step):") == [
+    assert _section(
+        render_text(report),
+        "Findings (most severe first, then the largest saving; estimated saving per step):",
+    ) == [
         "  1. [high] Rank 0 holds the others back  (~18.5 ms/step)",
         "     Its data ...",
     ]
@@ -215,3 +218,51 @@ def test_json_is_the_typed_report_with_rank_keys_as_text(report: Report) -> None
 def test_json_of_a_non_ascii_path_is_escaped_ascii() -> None:
     text = render_json(make_report(ranks=ROWS, path="runs/été"))
     assert text.isascii() and json.loads(text)["run"]["path"] == "runs/été"
+
+
+def _many_ranks(n: int) -> Report:
+    """``n`` ranks at 100 ms/step waiting 20 + rank/100 ms; rank 7 the straggler (waits 0),
+    rank 500 the one unusual other rank (compute 95 ms against ~50)."""
+    rows = [
+        rank_row(
+            r,
+            step_ms=100.0,
+            compute_ms=95.0 if r == 500 else 50.0 + (r % 10) / 10,
+            comm_wait_ms=0.0 if r == 7 else 20.0 + r / 100,
+            gpu_busy_pct=80.0,
+        )
+        for r in range(n)
+    ]
+    return make_report(
+        steps=[3, 4, 5],
+        step_ms=100.0,
+        has_gpu=True,
+        ranks=rows,
+        stragglers=[straggler(7, cause="data_loading", caused_wait_ms_per_step=20.0)],
+    )
+
+
+def test_past_32_ranks_the_text_table_names_ranks_then_percentiles() -> None:
+    report = _many_ranks(1024)
+    text = render_text(report)
+    table = _section(text, "Per rank (ms per step):")
+    assert table[0] == (
+        "  (1,024 ranks: ranks 7 and 500 (stragglers, then the most unusual ranks), then"
+        " percentiles over all ranks; --all-ranks prints every rank)"
+    )
+    ranks = [line.split()[0] for line in table[3:]]
+    assert ranks == ["7", "500", "p10", "p50", "p90", "max"]
+    wait = {line.split()[0]: line.split()[5] for line in table[3:]}
+    assert (wait["7"], wait["p50"], wait["max"]) == ("0.0", "25.1", "30.2")
+    assert len(text.splitlines()) < 60  # not 1,000 lines
+    gpu = _section(text, "GPU utilisation:")
+    assert [line.split()[0] for line in gpu[2:-1]] == ["7", "500", "p10", "p50", "p90", "max"]
+    assert gpu[-2].split()[1] == "80.0%"
+    # every rank on request, and in markdown the same summary
+    full = render_text(report, all_ranks=True)
+    assert len(_section(full, "Per rank (ms per step):")) == 2 + 1024
+    markdown = render_markdown(report)
+    assert "| p90 |" in markdown and "| 3 |" not in markdown
+    assert "| 3 |" in render_markdown(report, all_ranks=True)
+    # 32 ranks are still shown one by one
+    assert len(_section(render_text(_many_ranks(32)), "Per rank (ms per step):")) == 2 + 32

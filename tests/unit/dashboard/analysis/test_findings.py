@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from rankscope.dashboard.analysis import findings as fd
@@ -214,3 +215,20 @@ def test_findings_are_sorted_by_saving() -> None:
     assert fd.findings(facts(ranks), rules=(fd.host_bound_rule,))[0].kind == "host_bound"
     no_steps = fd.RunFacts({}, [], {}, has_gpu=True, step_ms=0.0)
     assert fd.findings(no_steps) == []
+
+
+def test_severity_orders_findings_before_saving() -> None:
+    """A [high] never follows a [low]: a low-confidence straggler with a large saving comes
+    after a high finding with a smaller one, and the heading names that order."""
+    from rankscope.dashboard.analysis import wording
+
+    ranks = [breakdown(r, compute_ms=40) for r in range(3)]
+    found = fd.findings(facts(ranks, (straggler(1, 30.0, "low"),), busy_pct=(10.0, 10.0, 10.0)))
+    assert [(f.kind, f.severity) for f in found] == [
+        ("low_gpu_utilisation", "high"),  # saves nothing by itself, yet high
+        ("straggler", "low"),
+    ]
+    order = ["high", "medium", "low"]
+    for a, b in itertools.pairwise(found):
+        assert order.index(a.severity) <= order.index(b.severity)
+    assert wording.FINDINGS_ORDER.startswith("most severe first")

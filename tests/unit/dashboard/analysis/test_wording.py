@@ -34,8 +34,12 @@ def test_straggler_sentences_name_the_cause_the_same_way() -> None:
     headline = wording.straggler_headline(1, "communication", None, 41.26, 150.0)
     assert headline == (
         "Rank 1 is the straggler: communication (its other collectives are what it was"
-        " doing); the other ranks wait ~41 ms/step for it (28% of the 150 ms step)."
+        " doing). The other ranks wait 41.3 ms/step for it (28% of the 150.0 ms step)."
     )
+    # the figures the straggler table and the finding print: one rounding rule (0.1 ms)
+    headline = wording.straggler_headline(1, "data_loading", 39.94, 44.26, 90.0)
+    assert "takes 39.9 ms/step more than the other ranks' median" in headline
+    assert "the other ranks wait 44.3 ms/step for it (49% of the 90.0 ms step)" in headline
     title, _ = wording.straggler_finding(1, "gpu_compute", 3, 41.26, "evidence")
     assert title == "Rank 1 holds the others back: more GPU compute"
 
@@ -65,3 +69,19 @@ def test_the_breakdown_names_the_top_components_with_numbers() -> None:
     assert wording.evidence_breakdown({"host": 60.1}, "untraced") == (
         "of which host-side work outside any traced op 60.1 ms/step"
     )
+
+
+def test_the_step_bars_caption_is_true_for_its_bars() -> None:
+    """ "Equal bars are normal" only above equal bars; bars apart are called apart."""
+    equal = wording.step_bars_caption(99.0, 101.5)
+    assert "within 3% of each other" in equal
+    apart = wording.step_bars_caption(81.0, 102.0)
+    assert apart.startswith("The bars range from 81.0 to 102.0 ms (26% apart).")
+    assert "equal" not in apart.lower()
+
+
+def test_a_trace_without_steps_is_one_window_not_a_step() -> None:
+    """hta/alexnet has no ProfilerStep: its 43 s are the trace, not "43425.4 ms/step"."""
+    scope = wording.run_scope(1, 1, [], "43425.4")
+    assert scope.startswith("1 rank(s) of 1, no steps marked (no ProfilerStep)")
+    assert "one window of 43425.4 ms" in scope and "ms/step on average" not in scope

@@ -93,3 +93,13 @@ def test_mark_cells_follows_uneven_rank_rows(rank: int, edges: tuple[float, floa
     charts.mark_cells(fig, matrix, _marks((rank, 10, 1.0, "intermittent", 1.0)))
     (shape,) = fig.layout.shapes
     assert (shape.y0, shape.y1) == edges
+
+
+def test_the_timeline_caption_names_only_colours_it_draws() -> None:
+    """A CPU step with no host-only time: the caption says nothing of blue."""
+    from rankscope.dashboard.app.charts import timeline_colours_caption
+
+    cpu = timeline_colours_caption({"compute", "comm_wait", "data", "idle"})
+    assert "blue" not in cpu and "orange (data loading)" in cpu and "green (compute)" in cpu
+    assert "blue (host only)" in timeline_colours_caption({"comm_wait", "host"})
+    assert "nothing is pink" in timeline_colours_caption({"compute"})
