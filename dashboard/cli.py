@@ -19,6 +19,7 @@ from rankscope.profiler.errors import EXIT_BAD_INPUT, RankscopeError
 
 REVIEW_COMMANDS = (
     ("report", "rankscope.dashboard.commands.report", "ReportCommand"),
+    ("compare", "rankscope.dashboard.commands.compare", "CompareCommand"),
     ("dashboard", "rankscope.dashboard.commands.dashboard", "DashboardCommand"),
     ("demo", "rankscope.dashboard.commands.demo", "DemoCommand"),
     ("ingest", "rankscope.dashboard.commands.ingest", "IngestCommand"),
