@@ -74,6 +74,7 @@ CONFIDENCE = 0.90
 BOOTSTRAP = 1000
 BOOTSTRAP_MAX_STEPS = 500
 WARMUP_STEPS = 2  # light basis: the first steps (compilation, caches) are left out
+ORIGIN_SHARE = 0.25  # an origin explains at least a quarter of the overall change
 TOP = 10  # collectives and kernels listed, by the size of their change
 
 
@@ -367,8 +368,9 @@ def decompose(
     return Decomposed(step, comps)
 
 
-def origin_of(ranks: Sequence[RankComparison], slower: bool) -> Origin | None:
-    """The rank and own-work component (``ORIGIN_COMPONENTS``) that changed most that way."""
+def origin_of(ranks: Sequence[RankComparison], slower: bool, overall_ms: float) -> Origin | None:
+    """The rank and own-work component (``ORIGIN_COMPONENTS``) that changed most that way;
+    None unless it moved at least ``ORIGIN_SHARE`` of the overall change and ``NOISE_MS``."""
     best: Origin | None = None
     for rc in ranks:
         for cc in rc.components:
@@ -377,6 +379,8 @@ def origin_of(ranks: Sequence[RankComparison], slower: bool) -> Origin | None:
             d = cc.delta_ms if slower else -cc.delta_ms
             if d > 0 and (best is None or d > abs(best.delta_ms)):
                 best = Origin(rank=rc.rank, component=cc.component, delta_ms=cc.delta_ms)
+    if best is None or abs(best.delta_ms) < max(NOISE_MS, ORIGIN_SHARE * abs(overall_ms)):
+        return None
     return best
 
 
@@ -644,7 +648,9 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
     verdict: Verdict = "no_significant_change"
     if overall.step.significant:
         verdict = "slower" if overall.step.delta_ms > 0 else "faster"
-    origin = origin_of(ranks, verdict == "slower") if verdict != "no_significant_change" else None
+    origin = None
+    if verdict != "no_significant_change":
+        origin = origin_of(ranks, verdict == "slower", overall.step.delta_ms)
     stragglers = straggler_changes(base.report, new.report, shared)
     conditions = [evaluate(r, overall.step, overall.components, stragglers) for r in rules]
     traced = (bool(base.analysis.steps), bool(new.analysis.steps))

@@ -120,9 +120,18 @@ def rank(r: int, deltas: dict[str, float]) -> cmp.RankComparison:
 
 def test_the_origin_is_own_work_never_the_waiting_it_causes() -> None:
     ranks = [rank(0, {"waiting": 58.0, "compute": 1.0}), rank(1, {"data_loading": 55.0})]
-    o = cmp.origin_of(ranks, slower=True)
+    o = cmp.origin_of(ranks, slower=True, overall_ms=57.0)
     assert o is not None and (o.rank, o.component, o.delta_ms) == (1, "data_loading", 55.0)
-    assert cmp.origin_of([rank(0, {"waiting": 5.0, "idle": 3.0})], slower=True) is None
+    assert cmp.origin_of([rank(0, {"waiting": 5.0, "idle": 3.0})], True, 8.0) is None
+
+
+def test_no_origin_when_no_own_work_explains_a_quarter_of_the_change() -> None:
+    # -8.6 ms overall, all of it untraced; data loading moved 0.1 ms
+    ranks = [rank(0, {"data_loading": -0.1, "untraced": -8.5})]
+    assert cmp.origin_of(ranks, slower=False, overall_ms=-8.6) is None
+    ranks = [rank(0, {"data_loading": -3.0, "untraced": -5.6})]
+    o = cmp.origin_of(ranks, slower=False, overall_ms=-8.6)
+    assert o is not None and o.delta_ms == -3.0
 
 
 @pytest.mark.parametrize(
