@@ -25,6 +25,12 @@ BASIS_TEXT = {
     "trace": "from the trace windows",
     "light": "from the step timer over every step (no trace window on both sides)",
 }
+# The dashboard's Compare page: A is BASE, B is NEW.
+STEP_CHANGE = "step time"
+WATERFALL_CAPTION = (
+    "A is BASE, B is NEW. Each bar is how much one part of the step changed (mean over"
+    " the ranks both have); they add up to the step-time change, the last bar."
+)
 VERDICT_TEXT = {
     "slower": "NEW is slower",
     "faster": "NEW is faster",

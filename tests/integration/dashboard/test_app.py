@@ -8,6 +8,7 @@ detection, the per-step timeline and the CLI's errors.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -512,3 +513,19 @@ def test_an_intermittent_stall_is_a_spike_at_its_step(
     _clean(at)
     heatmaps = [f for f in _plotly(at) if f.data and f.data[0].type == "heatmap"]
     assert heatmaps and all(_marked(f) == ["intermittent: rank 2, step 9"] for f in heatmaps)
+
+
+def test_compare_page_leads_with_the_verdict_and_its_waterfall(app: tuple[str, AppTest]) -> None:
+    """One run: A and B are its two halves; the page says the verdict before any table."""
+    _, at = app
+    at.switch_page("views/compare.py").run()
+    _clean(at)
+    headline = at.markdown[0].value
+    assert headline.startswith("**") and "step time" in headline
+    assert any(v in headline for v in ("No significant change", "NEW is slower", "NEW is faster"))
+    first_chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    (bars,) = first_chart["data"]
+    assert bars["type"] == "waterfall"
+    assert bars["measure"][-1] == "total" and bars["x"][-1] == "step time"
+    # the components add up to the step-time change, the last bar
+    assert abs(sum(bars["y"][:-1]) - bars["y"][-1]) < 0.05
