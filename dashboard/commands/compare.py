@@ -108,6 +108,9 @@ def compare_paths(
     from rankscope.dashboard.analysis.report import build_report
     from rankscope.dashboard.ingest.run import load_run, stderr_progress
 
+    for path in (base, new):  # before the other run is read, which may take minutes
+        if not Path(path).exists():
+            raise RankscopeError(f"{path}: no such file or directory")
     sides = []
     for label, path in (("BASE", base), ("NEW", new)):
         run = load_run(path, ranks=ranks, progress=stderr_progress(), digest=store_digest)
