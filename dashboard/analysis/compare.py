@@ -75,6 +75,7 @@ BOOTSTRAP = 1000
 BOOTSTRAP_MAX_STEPS = 500
 WARMUP_STEPS = 2  # light basis: the first steps (compilation, caches) are left out
 ORIGIN_SHARE = 0.25  # an origin explains at least a quarter of the overall change
+UNIFORM_RATIO = 1.25  # compute x1.25 (or /1.25) on every rank: the machine or all ranks' work
 TOP = 10  # collectives and kernels listed, by the size of their change
 
 
@@ -201,6 +202,9 @@ class Comparison(_Record, frozen=True, kw_only=True):
     scope: Scope
     conditions: list[Condition]
     regressed: bool  # some condition holds
+    # NEW / BASE compute where compute moved by ``UNIFORM_RATIO`` or more the same way on
+    # every shared rank (the machine, or heavier work everywhere); None otherwise
+    uniform_compute_ratio: float | None = None
 
 
 # ---------------------------------------------------------------- samples
@@ -366,6 +370,20 @@ def decompose(
         significant=is_significant(base_ms, d, float(lo[-1]), float(hi[-1])),
     )
     return Decomposed(step, comps)
+
+
+def uniform_compute_ratio(ranks: Sequence[RankComparison], overall: Decomposed) -> float | None:
+    """NEW / BASE compute overall, if every rank's compute changed that way by ``UNIFORM_RATIO``."""
+    ratios = []
+    for rc in [*ranks, None]:
+        comps = overall.components if rc is None else rc.components
+        c = next((x for x in comps if x.component == "compute"), None)
+        if c is None or c.base_ms <= 0 or c.new_ms <= 0:
+            return None
+        ratios.append(c.new_ms / c.base_ms)
+    if all(r >= UNIFORM_RATIO for r in ratios) or all(r <= 1 / UNIFORM_RATIO for r in ratios):
+        return _r(ratios[-1])
+    return None
 
 
 def origin_of(ranks: Sequence[RankComparison], slower: bool, overall_ms: float) -> Origin | None:
@@ -655,12 +673,15 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
     conditions = [evaluate(r, overall.step, overall.components, stragglers) for r in rules]
     traced = (bool(base.analysis.steps), bool(new.analysis.steps))
     scope = _scope(base, new, b, n, basis, traced)
+    uniform = uniform_compute_ratio(ranks, overall) if verdict != "no_significant_change" else None
     sentences = words.evidence(
         verdict,
         [(c.component, c.delta_ms) for c in overall.components],
         [(rc.rank, rc.step.delta_ms) for rc in ranks if rc.step.significant],
         [s.sentence for s in stragglers if s.kind != "same"],
     )
+    if uniform is not None:
+        sentences.insert(1, words.uniform_compute(uniform))
     return Comparison(
         base=base.report.run.path,
         new=new.report.run.path,
@@ -687,6 +708,7 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
         scope=scope,
         conditions=conditions,
         regressed=any(c.holds for c in conditions),
+        uniform_compute_ratio=uniform,
     )
 
 

@@ -180,3 +180,12 @@ def new_straggler_condition(ranks: list[int]) -> str:
     if ranks:
         return f"FAIL new-straggler: {ranks_text(ranks)} became straggler(s)."
     return "ok   new-straggler: no new straggler."
+
+
+def uniform_compute(ratio: float) -> str:
+    """Compute changed the same way on every rank: say what that usually means."""
+    return (
+        f"Compute changed x{ratio:.2f} on every rank: the same work on a busier or slower"
+        " machine (CPU contention, clocks, another job), or heavier work on every rank."
+        " Compare runs made under the same load before blaming the code."
+    )

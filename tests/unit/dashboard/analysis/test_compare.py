@@ -182,3 +182,25 @@ def test_the_committed_schema_is_the_one_the_types_give() -> None:
         "no_significant_change",
         "slower",
     ]
+
+
+def test_compute_that_moved_the_same_way_on_every_rank_is_uniform() -> None:
+    def ranks_with(compute: list[tuple[float, float]]) -> list[cmp.RankComparison]:
+        out = []
+        for r, (b, n) in enumerate(compute):
+            rc = rank(r, {})
+            comp = cmp.ComponentChange(
+                component="compute", base_ms=b, new_ms=n, delta_ms=n - b, low_ms=0, high_ms=0
+            )
+            out.append(cmp.RankComparison(
+                rank=r, base_steps=5, new_steps=5, step=rc.step, components=[comp]
+            ))  # fmt: skip
+        return out
+
+    def overall(b: float, n: float) -> cmp.Decomposed:
+        return decompose(steps_of((b,), (b,)), steps_of((n,), (n,)), ("compute",))
+
+    # 1 -> 7.5 ms on rank 0, 2 -> 8 ms on rank 1: x5.17 overall (15.5 / 3)
+    assert cmp.uniform_compute_ratio(ranks_with([(1, 7.5), (2, 8)]), overall(1.5, 7.75)) == 5.167
+    # one rank's compute grew, the other's did not: not uniform
+    assert cmp.uniform_compute_ratio(ranks_with([(1, 7.5), (2, 2.1)]), overall(1.5, 4.8)) is None
