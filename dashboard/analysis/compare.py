@@ -666,14 +666,16 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
     verdict: Verdict = "no_significant_change"
     if overall.step.significant:
         verdict = "slower" if overall.step.delta_ms > 0 else "faster"
-    origin = None
+    origin, uniform = None, None
     if verdict != "no_significant_change":
         origin = origin_of(ranks, verdict == "slower", overall.step.delta_ms)
+        uniform = uniform_compute_ratio(ranks, overall)
+    if uniform is not None and origin is not None and origin.component == "compute":
+        origin = None  # compute moved on every rank: no rank is where it starts
     stragglers = straggler_changes(base.report, new.report, shared)
     conditions = [evaluate(r, overall.step, overall.components, stragglers) for r in rules]
     traced = (bool(base.analysis.steps), bool(new.analysis.steps))
     scope = _scope(base, new, b, n, basis, traced)
-    uniform = uniform_compute_ratio(ranks, overall) if verdict != "no_significant_change" else None
     sentences = words.evidence(
         verdict,
         [(c.component, c.delta_ms) for c in overall.components],

@@ -185,7 +185,7 @@ def new_straggler_condition(ranks: list[int]) -> str:
 def uniform_compute(ratio: float) -> str:
     """Compute changed the same way on every rank: say what that usually means."""
     return (
-        f"Compute changed x{ratio:.2f} on every rank: the same work on a busier or slower"
-        " machine (CPU contention, clocks, another job), or heavier work on every rank."
-        " Compare runs made under the same load before blaming the code."
+        f"Compute changed x{ratio:.2f} on every rank: the same work on a machine under a"
+        " different load (CPU contention, clocks, another job), or a change of the work on"
+        " every rank. Compare runs made under the same load before blaming the code."
     )
