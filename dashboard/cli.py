@@ -20,6 +20,7 @@ from rankscope.profiler.settings import check_environment
 
 REVIEW_COMMANDS = (
     ("report", "rankscope.dashboard.commands.report", "ReportCommand"),
+    ("compare", "rankscope.dashboard.commands.compare", "CompareCommand"),
     ("dashboard", "rankscope.dashboard.commands.dashboard", "DashboardCommand"),
     ("demo", "rankscope.dashboard.commands.demo", "DemoCommand"),
     ("ingest", "rankscope.dashboard.commands.ingest", "IngestCommand"),

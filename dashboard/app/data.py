@@ -29,6 +29,7 @@ import streamlit as st
 from rankscope.dashboard.analysis import comms as comms_mod
 from rankscope.dashboard.analysis import timeline as timeline_mod
 from rankscope.dashboard.analysis.analyse import Analysis, analyse
+from rankscope.dashboard.analysis.compare import Comparison, Side, compare_runs
 from rankscope.dashboard.analysis.digest import store_digest
 from rankscope.dashboard.analysis.hang import HangVerdict
 from rankscope.dashboard.analysis.report import Report, build_report
@@ -390,6 +391,27 @@ def _compare(
     metrics = model.compare_metrics(ra, rb)
     ranks = model.compare_rank_matrix(model.compare_ranks(ra, rb))
     return metrics, model.compare_long(metrics), ranks
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _comparison(a: Selection, sig_a: Signature, b: Selection, sig_b: Signature) -> Comparison:
+    sides = [
+        Side(
+            _analyse(s.path, sig, s.ranks, s.steps), _report(s.path, sig, s.ranks, s.steps), s.steps
+        )
+        for s, sig in ((a, sig_a), (b, sig_b))
+    ]
+    return compare_runs(sides[0], sides[1])
+
+
+def comparison(a: Selection, b: Selection) -> Comparison | None:
+    """``rankscope compare``'s verdict on B against A (None: nothing both measured)."""
+    report(a)
+    report(b)
+    try:
+        return _comparison(a, signature(a.path), b, signature(b.path))
+    except ValueError:
+        return None
 
 
 def compare(a: Selection, b: Selection) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -5,9 +5,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
-from rankscope.dashboard.app import charts, data, model
+from rankscope.dashboard.analysis import compare_wording
+from rankscope.dashboard.app import charts, data, model, text
+
+
+def _verdict(sel_a: data.Selection, sel_b: data.Selection) -> None:
+    """``rankscope compare``'s verdict on B against A, and a waterfall of where it went."""
+    c = data.comparison(sel_a, sel_b)
+    if c is None:
+        return
+    st.markdown(f"**{text.md(c.headline)}**")
+    for sentence in c.sentences:
+        st.markdown(f"- {text.md(sentence)}")
+    names = [compare_wording.component_name(p.component) for p in c.components]
+    fig = go.Figure(
+        go.Waterfall(
+            x=[text.html(n) for n in [*names, compare_wording.STEP_CHANGE]],
+            y=[p.delta_ms for p in c.components] + [c.step.delta_ms],
+            measure=["relative"] * len(names) + ["total"],
+            increasing={"marker": {"color": "#d62728"}},
+            decreasing={"marker": {"color": "#1f77b4"}},
+        )
+    )
+    fig.update_yaxes(title="ms per step, B − A")
+    charts.show(charts.tidy(fig, height=320), compare_wording.WATERFALL_CAPTION)
 
 
 def _side(
@@ -54,6 +78,7 @@ def render() -> None:
         "With one run, A and B default to its first and second half: did something change mid-run?"
         " With several, B is the next newest run."
     )
+    _verdict(sel_a, sel_b)
     metrics, long, matrix = data.compare(sel_a, sel_b)
     left, right = st.columns(2)
     with left:

@@ -8,6 +8,7 @@ detection, the per-step timeline and the CLI's errors.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -524,3 +525,19 @@ def test_gpu_page_on_a_cpu_run_says_what_it_needs(app: tuple[str, AppTest]) -> N
     assert all(list(t.value.columns) != ["rank"] for t in at.dataframe)
     if name == "sample":
         assert NO_GPU_CPU_ONLY in [i.value for i in at.info]
+
+
+def test_compare_page_leads_with_the_verdict_and_its_waterfall(app: tuple[str, AppTest]) -> None:
+    """One run: A and B are its two halves; the page says the verdict before any table."""
+    _, at = app
+    at.switch_page("views/compare.py").run()
+    _clean(at)
+    headline = at.markdown[0].value
+    assert headline.startswith("**") and "step time" in headline
+    assert any(v in headline for v in ("No significant change", "NEW is slower", "NEW is faster"))
+    first_chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    (bars,) = first_chart["data"]
+    assert bars["type"] == "waterfall"
+    assert bars["measure"][-1] == "total" and bars["x"][-1] == "step time"
+    # the components add up to the step-time change, the last bar
+    assert abs(sum(bars["y"][:-1]) - bars["y"][-1]) < 0.05
