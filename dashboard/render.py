@@ -214,6 +214,43 @@ def _verdict(report: Report) -> str:
     return f"{head} {no_straggler}" if no_straggler else head
 
 
+def slow_node_lines(report: Report) -> list[str]:
+    """One sentence per slow node (``analysis.nodes``), worst first; none when no node is."""
+    nodes = report.nodes
+    if nodes is None:
+        return []
+    scope = {"window": "in the analysed steps", "whole_run": "over the whole run"}
+    return [
+        wording.slow_node_sentence(
+            n.node, n.host, n.ranks, n.slow_ranks, n.cause, n.excess_ms_per_step, scope[n.scope]
+        )
+        for n in nodes.slow
+    ]
+
+
+# More stragglers than this read as groups of alike ranks, one line each.
+MANY_STRAGGLERS = 4
+
+
+def straggler_lines(stragglers: list[Straggler]) -> list[str]:
+    """One verdict per straggler; with many, one line per group of ranks late alike
+    (same cause and pattern), the worst group first."""
+    if len(stragglers) <= MANY_STRAGGLERS:
+        return [_top_verdict(s) for s in stragglers]
+    groups: dict[tuple[str, str], list[Straggler]] = {}
+    for s in stragglers:
+        groups.setdefault((s.cause, s.pattern), []).append(s)
+    out = []
+    for (cause, pattern), alike in groups.items():
+        if len(alike) == 1:
+            out.append(_top_verdict(alike[0]))
+            continue
+        excess = sorted(s.excess_ms_per_step for s in alike)
+        ranks = [s.rank for s in alike]
+        out.append(wording.alike_stragglers(ranks, cause, pattern, excess[len(excess) // 2]))
+    return out
+
+
 def _whole_run_lines(report: Report) -> list[str]:
     """The light layer's whole-run picture, when a trace window also exists."""
     whole = report.whole_run
@@ -222,8 +259,7 @@ def _whole_run_lines(report: Report) -> list[str]:
     out = [wording.whole_run_heading(whole.first_step, whole.last_step, whole.n_steps)]
     if whole.capture_steps:
         out.append("  - " + wording.capture_steps_left_out(whole.capture_steps))
-    for s in whole.stragglers:
-        out.append(f"  - {_top_verdict(s)}")
+    out += [f"  - {line}" for line in straggler_lines(whole.stragglers)]
     if whole.rotating:
         out.append("  - " + wording.ROTATING_WHOLE_RUN)
     if not whole.stragglers and not whole.rotating:
@@ -278,6 +314,8 @@ def render_text(report: Report) -> str:
     run = report.run
     out = [f"rankscope report: {run.path}", "", *_hang_lines(report, False)]
     out += [_verdict(report), ""]
+    if nodes := slow_node_lines(report):
+        out += [*nodes, ""]
     if whole := _whole_run_lines(report):
         out += [*whole, ""]
     if report.findings:
@@ -308,6 +346,8 @@ def render_markdown(report: Report) -> str:
     run = report.run
     out = [f"# rankscope report: `{run.path}`", "", *_hang_lines(report, True)]
     out += [f"**{_verdict(report)}**", ""]
+    if nodes := slow_node_lines(report):
+        out += [f"**{line}**" for line in nodes] + [""]
     if whole := _whole_run_lines(report):
         out += [whole[0], "", *whole[1:], ""]
     out.append("## Findings")

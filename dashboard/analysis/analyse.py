@@ -29,6 +29,7 @@ from rankscope.dashboard.analysis.digest import (
     telemetry_sums_of,
 )
 from rankscope.dashboard.analysis.hang import HangVerdict
+from rankscope.dashboard.analysis.nodes import NodesResult, nodes_result
 from rankscope.dashboard.analysis.results import (
     BREAKDOWN_COLUMNS,
     CollectiveSummary,
@@ -80,6 +81,7 @@ class Analysis:
     # a crash during export or an attach that reached only some ranks
     missing_trace: list[int] = field(default_factory=list)
     n_comms: dict[int, int] = field(default_factory=dict)  # collectives in each rank's trace
+    nodes: NodesResult | None = None  # the job's nodes and the slow ones (analysis.nodes)
 
 
 class LazyActivities(Mapping[int, RankActivity]):
@@ -272,6 +274,11 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         missing_trace={r: per_rank[r].step_ms for r in missing},
         whole_run_ranks=[] if whole is None else [lr.rank for lr in lights],
     )
+    job = nodes_result(
+        {r: rd.meta.get("manifest") or {} for r, rd in run.ranks.items()},
+        stragglers if steps else [],
+        whole_stragglers,
+    )
     return Analysis(
         run=run,
         steps=steps,
@@ -300,6 +307,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         missing_trace=missing,
         n_comms={r: len(d.comms) for r, d in digests.items()},
         hang=hang,
+        nodes=job,
     )
 
 

@@ -9,7 +9,8 @@ and the dashboard's download) and ``json_schema()`` is the published schema
     Report {schema, run: RunInfo, ranks: [RankRow], imbalance: ImbalanceReport,
             stragglers: [Straggler], collectives: [CollectiveSummary],
             findings: [Finding], top_kernels: [KernelSummary], per_step: [StepRank],
-            whole_run: WholeRunReport | None, hang: HangVerdict | None}
+            whole_run: WholeRunReport | None, hang: HangVerdict | None,
+            nodes: NodesResult | None}
 
 A type's fields are its JSON fields, in order: fields are added (with a
 default, at the end of their type), never renamed. ``*_ms`` are per-step means
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from rankscope.dashboard.analysis.hang import HangVerdict
+from rankscope.dashboard.analysis.nodes import NodesResult
 from rankscope.dashboard.analysis.results import (
     CollectiveSummary,
     FieldStats,
@@ -253,6 +255,9 @@ class Report(_Record, frozen=True, kw_only=True):
     whole_run: WholeRunReport | None
     # extension: why the run did not finish (``analysis.hang``); null when it did
     hang: HangVerdict | None = None
+    # extension: the job's nodes and the slow ones (``analysis.nodes``); null when no
+    # rank manifest said where it ran
+    nodes: NodesResult | None = None
 
 
 # ---------------------------------------------------------------- building
@@ -353,6 +358,7 @@ def build_report(a: Analysis) -> Report:
         per_step=list(a.per_step),  # the diagnosis rounds them to the µs
         whole_run=_whole_run(a),
         hang=a.hang,
+        nodes=a.nodes,
     )
 
 

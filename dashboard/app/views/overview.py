@@ -16,6 +16,7 @@ from rankscope.dashboard.render import (
     no_straggler_sentence,
     render_json,
     render_markdown,
+    slow_node_lines,
 )
 
 if TYPE_CHECKING:
@@ -159,6 +160,9 @@ def render() -> None:
     if incomplete := incomplete_sentence(report):
         # first: every figure below was measured without the untraced ranks
         st.warning(incomplete, icon=":material/report:")
+    for line in slow_node_lines(report):
+        # a machine, not a rank: its ranks are late together
+        st.error(f"**{line}**", icon=":material/dns:")
     sentence = model.straggler_sentence(report)
     if sentence:
         st.warning(f"**{sentence}**", icon=":material/directions_run:")
