@@ -197,6 +197,8 @@ def rank_group(ranks: list[int], limit: int = 6) -> str:
             runs.append((r, r))
     items = [f"{a}-{b}" if b > a + 1 else (f"{a}, {b}" if b > a else str(a)) for a, b in runs]
     if len(items) <= limit and len(rs) <= 2 * limit:
+        if len(items) == 1:
+            return f"ranks {items[0]}"
         return "ranks " + ", ".join(items[:-1]) + f" and {items[-1]}"
     shown = ", ".join(items[:limit])
     return f"ranks {shown}, ... ({len(rs)} ranks)"
@@ -220,7 +222,7 @@ def slow_node_sentence(
     which steps, e.g. "over the whole run")."""
     name = node_name(node, host, ranks)
     which = (
-        f"all {len(ranks)} of its ranks"
+        ("both of its ranks" if len(ranks) == 2 else f"all {len(ranks)} of its ranks")
         if len(slow_ranks) == len(ranks)
         else f"{len(slow_ranks)} of its {len(ranks)} ranks ({rank_group(slow_ranks)})"
     )
