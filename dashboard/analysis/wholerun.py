@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rankscope.dashboard.analysis.arrivals import arrival_gaps
 from rankscope.dashboard.analysis.diagnosis import Diagnosis, Gaps, decide
 from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import distinct, isin
@@ -83,6 +84,7 @@ class LightRank:
     throttle: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     capture: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per step
     duration_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # by coll_key; NaN
+    clock_offset_ns: int = 0  # this rank's clock minus rank 0's (its manifest)
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,9 @@ def light_gaps(
     )
     steps = common[has]
     gap = (hi - lo) / NS_PER_MS
+    lagged = arrival_gaps(ranks, steps)  # many collectives a step (FSDP): arrival lags
+    if lagged is not None:
+        gap = lagged
     wait = gap.max(axis=0) - gap  # the others wait for the latest (no end times needed)
     gpu_wait, gpu, _ = _gpu_pass(ranks, steps)
     if gpu.any():
@@ -317,9 +322,16 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
                     if "capture" in marks
                     else np.zeros(len(marks), np.int64)
                 ),
+                clock_offset_ns=_clock_offset(rd),
             )
         )
     return out
+
+
+def _clock_offset(rd: RankData) -> int:
+    """The rank's clock minus rank 0's, from its manifest (0 when not measured)."""
+    offset = (rd.meta.get("manifest") or {}).get("clock_offset_ns")
+    return offset if isinstance(offset, int) and not isinstance(offset, bool) else 0
 
 
 def absent_reason(ranks: dict[int, RankData]) -> str | None:

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 
-FEATURES = 256
+FEATURES = 384
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--factor", type=int, default=2)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--blocks", type=int, default=4)
-    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--batch", type=int, default=512)
     args = p.parse_args()
 
     dist.init_process_group("gloo")
