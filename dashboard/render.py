@@ -251,6 +251,27 @@ def straggler_lines(stragglers: list[Straggler]) -> list[str]:
     return out
 
 
+def held_back_lines(report: Report, limit: int = 6) -> list[str]:
+    """For each straggler (the verdict's, else the whole run's), the process groups it holds
+    back (``analysis.groups``); at most ``limit`` lines."""
+    stragglers = report.stragglers or (report.whole_run.stragglers if report.whole_run else [])
+    named = {s.rank for s in stragglers}
+    out = [
+        wording.group_held_back(
+            g.held_back_by,
+            g.pg,
+            g.desc,
+            g.ranks,
+            g.last_arrivals[g.held_back_by],
+            g.instances,
+            g.mean_lag_ms[g.held_back_by],
+        )
+        for g in report.process_groups
+        if g.held_back_by is not None and g.held_back_by in named and len(g.ranks) > 1
+    ]
+    return out[:limit]
+
+
 def _whole_run_lines(report: Report) -> list[str]:
     """The light layer's whole-run picture, when a trace window also exists."""
     whole = report.whole_run
@@ -316,6 +337,8 @@ def render_text(report: Report) -> str:
     out += [_verdict(report), ""]
     if nodes := slow_node_lines(report):
         out += [*nodes, ""]
+    if groups := held_back_lines(report):
+        out += [*groups, ""]
     if whole := _whole_run_lines(report):
         out += [*whole, ""]
     if report.findings:
@@ -348,6 +371,8 @@ def render_markdown(report: Report) -> str:
     out += [f"**{_verdict(report)}**", ""]
     if nodes := slow_node_lines(report):
         out += [f"**{line}**" for line in nodes] + [""]
+    if groups := held_back_lines(report):
+        out += [f"- {line}" for line in groups] + [""]
     if whole := _whole_run_lines(report):
         out += [whole[0], "", *whole[1:], ""]
     out.append("## Findings")

@@ -28,6 +28,7 @@ from rankscope.dashboard.analysis.digest import (
     digest_of,
     telemetry_sums_of,
 )
+from rankscope.dashboard.analysis.groups import GroupSummary, group_summaries
 from rankscope.dashboard.analysis.hang import HangVerdict
 from rankscope.dashboard.analysis.nodes import NodesResult, nodes_result
 from rankscope.dashboard.analysis.results import (
@@ -82,6 +83,7 @@ class Analysis:
     missing_trace: list[int] = field(default_factory=list)
     n_comms: dict[int, int] = field(default_factory=dict)  # collectives in each rank's trace
     nodes: NodesResult | None = None  # the job's nodes and the slow ones (analysis.nodes)
+    process_groups: list[GroupSummary] = field(default_factory=list)  # analysis.groups
 
 
 class LazyActivities(Mapping[int, RankActivity]):
@@ -308,6 +310,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         n_comms={r: len(d.comms) for r, d in digests.items()},
         hang=hang,
         nodes=job,
+        process_groups=group_summaries(run.ranks) if whole is not None else [],
     )
 
 

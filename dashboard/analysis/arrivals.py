@@ -8,7 +8,8 @@ over the instances it issued in that step; None where the run has at most one
 collective per step (the whole-run evidence then stays "work before the step's
 last collective", which needs no cross-rank clock).
 
-Per instance every rank logged: ``lag = arrival - first arrival`` (arrival =
+Each process group is judged on its own, among its members (the ranks that
+logged it): per instance every member logged, ``lag = arrival - first arrival`` (arrival =
 ``enqueue_ns - clock_offset_ns``, on rank 0's clock). Part of a lag can be
 carried over from the instance before in the same group: a collective the ranks
 issue without waiting for it (DDP's bucketed all-reduces) leaves a late rank
@@ -65,30 +66,46 @@ def collectives_per_step(ranks: list[LightRank]) -> float:
 def arrival_gaps(ranks: list[LightRank], steps: np.ndarray) -> np.ndarray | None:
     """Each rank's own arrival lateness summed per step of ``steps`` (ms; module docstring).
 
-    None with fewer than two ranks, without an instance every rank logged, or with at
-    most one collective per step.
+    Each process group is judged among its members (the ranks that logged it) over
+    the instances they all logged. None with fewer than two ranks, without such an
+    instance, or with at most one collective per step.
     """
     n, m = len(ranks), len(steps)
     if n < 2 or not m or collectives_per_step(ranks) <= 1:
         return None
-    keys = None
-    for r in ranks:
-        logged = distinct(r.coll_key)
-        keys = logged if keys is None else keys[isin(keys, logged)]
-    if keys is None or not len(keys):
-        return None
+    gaps = np.zeros((n, m))
+    groups = [r.coll_key >> _PG_SHIFT for r in ranks]
+    found = False
+    for g in distinct(np.concatenate(groups)).tolist():
+        members = [k for k in range(n) if (groups[k] == g).any()]
+        if len(members) < 2:
+            continue
+        keys = None
+        for k in members:
+            logged = distinct(ranks[k].coll_key[groups[k] == g])
+            keys = logged if keys is None else keys[isin(keys, logged)]
+        if keys is None or not len(keys):
+            continue
+        found = True
+        own = _group_gaps([ranks[k] for k in members], keys, steps)
+        gaps[members] += own
+    return gaps if found else None
+
+
+def _group_gaps(ranks: list[LightRank], keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """The members' own lateness per step over one group's instances ``keys`` (sorted)."""
+    n, m = len(ranks), len(steps)
     rows = []
     for r in ranks:
         ok = isin(r.coll_key, keys)
         pos = np.searchsorted(keys, r.coll_key[ok])
         order = np.argsort(pos, kind="stable")
-        arrival = (r.enqueue_ns[ok] - int(getattr(r, "clock_offset_ns", 0)))[order]
+        arrival = (r.enqueue_ns[ok] - r.clock_offset_ns)[order]
         step = _step_of(r, r.enqueue_ns[ok])[order]
         col = np.clip(np.searchsorted(steps, step), 0, m - 1)
         col[steps[col] != step] = -1
         rows.append((pos[order], arrival, col))
     gaps = np.zeros((n, m))
-    group = keys >> _PG_SHIFT
     prev_lag = np.zeros(n)
     prev_release: int | None = None
     for c0 in range(0, len(keys), CHUNK):
@@ -104,10 +121,8 @@ def arrival_gaps(ranks: list[LightRank], steps: np.ndarray) -> np.ndarray | None
         last = arr.max(axis=0)
         own = np.empty_like(lag)
         for j in range(c1 - c0):
-            i = c0 + j
-            new_group = i == 0 or group[i] != group[i - 1]
-            if new_group or prev_release is None or first[j] >= prev_release:
-                own[:, j] = lag[:, j]  # the previous instance held every rank together
+            if prev_release is None or first[j] >= prev_release:
+                own[:, j] = lag[:, j]  # the previous instance held every member together
             else:
                 own[:, j] = np.maximum(lag[:, j] - prev_lag, 0.0)
             prev_lag, prev_release = lag[:, j], int(last[j])

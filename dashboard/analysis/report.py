@@ -10,7 +10,7 @@ and the dashboard's download) and ``json_schema()`` is the published schema
             stragglers: [Straggler], collectives: [CollectiveSummary],
             findings: [Finding], top_kernels: [KernelSummary], per_step: [StepRank],
             whole_run: WholeRunReport | None, hang: HangVerdict | None,
-            nodes: NodesResult | None}
+            nodes: NodesResult | None, process_groups: [GroupSummary]}
 
 A type's fields are its JSON fields, in order: fields are added (with a
 default, at the end of their type), never renamed. ``*_ms`` are per-step means
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from rankscope.dashboard.analysis.groups import GroupSummary
 from rankscope.dashboard.analysis.hang import HangVerdict
 from rankscope.dashboard.analysis.nodes import NodesResult
 from rankscope.dashboard.analysis.results import (
@@ -258,6 +259,8 @@ class Report(_Record, frozen=True, kw_only=True):
     # extension: the job's nodes and the slow ones (``analysis.nodes``); null when no
     # rank manifest said where it ran
     nodes: NodesResult | None = None
+    # extension: each process group's members and who it waits for (``analysis.groups``)
+    process_groups: list[GroupSummary] = []
 
 
 # ---------------------------------------------------------------- building
@@ -359,6 +362,7 @@ def build_report(a: Analysis) -> Report:
         whole_run=_whole_run(a),
         hang=a.hang,
         nodes=a.nodes,
+        process_groups=list(a.process_groups),
     )
 
 

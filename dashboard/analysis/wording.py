@@ -241,6 +241,17 @@ def alike_stragglers(ranks: list[int], cause: str, pattern: str, excess_ms: floa
     )
 
 
+def group_held_back(
+    rank: int, pg: str, desc: str, members: list[int], last: int, instances: int, lag_ms: float
+) -> str:
+    """One line on a process group a straggler holds back."""
+    name = f"process group {pg}" + (f" ({desc})" if desc and desc != pg else "")
+    return (
+        f"Rank {rank} holds back {name}, {rank_group(members)}: last to arrive at {last} of"
+        f" its {instances} collectives, ~{lag_ms:.1f} ms after the first on average."
+    )
+
+
 # --- an incomplete run: ranks with step timings but no trace ---
 
 
