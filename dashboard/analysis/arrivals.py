@@ -23,14 +23,30 @@ adds up its lateness at each.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from rankscope.dashboard.ingest.table import distinct, isin
 
-if TYPE_CHECKING:
-    from rankscope.dashboard.analysis.wholerun import LightRank
+
+class LightRank(Protocol):
+    """What this module reads of a ``wholerun.LightRank`` (its own module imports this one)."""
+
+    @property
+    def step(self) -> np.ndarray: ...
+    @property
+    def start_ns(self) -> np.ndarray: ...
+    @property
+    def end_ns(self) -> np.ndarray: ...
+    @property
+    def coll_key(self) -> np.ndarray: ...
+    @property
+    def enqueue_ns(self) -> np.ndarray: ...
+    @property
+    def clock_offset_ns(self) -> int: ...
+
 
 NS_PER_MS = 1e6
 # Instances handled together (bounds memory to ranks x CHUNK arrival times).
@@ -52,7 +68,7 @@ def _step_of(r: LightRank, ts: np.ndarray) -> np.ndarray:
     return out
 
 
-def collectives_per_step(ranks: list[LightRank]) -> float:
+def collectives_per_step(ranks: Sequence[LightRank]) -> float:
     """The median number of collectives a rank issued in a step (0 without any)."""
     counts: list[np.ndarray] = []
     for r in ranks:
@@ -63,7 +79,7 @@ def collectives_per_step(ranks: list[LightRank]) -> float:
     return float(np.median(np.concatenate(counts))) if counts else 0.0
 
 
-def arrival_gaps(ranks: list[LightRank], steps: np.ndarray) -> np.ndarray | None:
+def arrival_gaps(ranks: Sequence[LightRank], steps: np.ndarray) -> np.ndarray | None:
     """Each rank's own arrival lateness summed per step of ``steps`` (ms; module docstring).
 
     Each process group is judged among its members (the ranks that logged it) over
@@ -92,7 +108,7 @@ def arrival_gaps(ranks: list[LightRank], steps: np.ndarray) -> np.ndarray | None
     return gaps if found else None
 
 
-def _group_gaps(ranks: list[LightRank], keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
+def _group_gaps(ranks: Sequence[LightRank], keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """The members' own lateness per step over one group's instances ``keys`` (sorted)."""
     n, m = len(ranks), len(steps)
     rows = []
