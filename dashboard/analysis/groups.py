@@ -24,10 +24,10 @@ import numpy as np
 from rankscope.dashboard.ingest.run import RankData
 
 NS_PER_MS = 1e6
-HELD_BACK_SHARE = 0.6
+HELD_BACK_SHARE = 0.5
 MIN_INSTANCES = 5
 MIN_LAG_MS = 1.0
-LAG_RATIO = 3.0
+LAG_RATIO = 2.0
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,6 @@ def test_a_slow_tensor_parallel_pair_holds_back_the_data_parallel_groups(tmp_pat
     groups = {(g["desc"], tuple(g["ranks"])): g for g in r["process_groups"]}
     assert groups[("dp", (0, 2))]["held_back_by"] == 2
     assert groups[("dp", (1, 3))]["held_back_by"] == 3
-    assert groups[("dp", (0, 2))]["last_arrivals"]["2"] > 0.8 * groups[("dp", (0, 2))]["instances"]
+    assert groups[("dp", (0, 2))]["last_arrivals"]["2"] > 0.5 * groups[("dp", (0, 2))]["instances"]
     text = report("text")
     assert "Rank 2 holds back process group" in text and "(dp), ranks 0 and 2" in text
