@@ -162,7 +162,7 @@ def render() -> None:
         st.warning(incomplete, icon=":material/report:")
     for line in slow_node_lines(report):
         # a machine, not a rank: its ranks are late together
-        st.error(f"**{line}**", icon=":material/dns:")
+        st.warning(f"**{line}**", icon=":material/dns:")
     sentence = model.straggler_sentence(report)
     if sentence:
         st.warning(f"**{sentence}**", icon=":material/directions_run:")

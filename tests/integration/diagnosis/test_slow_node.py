@@ -13,13 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import needs_torch
+from conftest import REPO, needs_torch
 from jobs.collector_jobs import JOBS, job_env, rankscope
 
 pytestmark = [pytest.mark.slow, needs_torch]
 
 
-def test_the_slow_node_is_named_with_its_ranks(tmp_path: Path) -> None:
+def test_the_slow_node_is_named_with_its_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = tmp_path / "run"
     proc = rankscope(
         "run",
@@ -67,3 +69,15 @@ def test_the_slow_node_is_named_with_its_ranks(tmp_path: Path) -> None:
     assert slow["cause"] == "data_loading" and 45 < slow["excess_ms_per_step"] < 90
     host = meta["host"]
     assert f"Node 1 (host {host}, ranks 2, 3) is slow over the whole run" in report("text")
+
+    # The Overview's callout says the same.
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("RANKSCOPE_DASHBOARD_PATH", str(run))
+    monkeypatch.setenv("RANKSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(REPO / "dashboard" / "app" / "main.py"), default_timeout=120)
+    at.run()
+    at.switch_page("views/overview.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    callouts = " ".join(w.value for w in at.warning)
+    assert f"Node 1 (host {host}, ranks 2, 3) is slow over the whole run" in callouts
