@@ -3,8 +3,9 @@
 Input: each rank's collective log (``RankData.light_comms``: ``pg``, ``pg_desc``,
 ``seq``, ``enqueue_ns``) and its manifest's ``clock_offset_ns``. A group's
 members are the ranks that logged it; its instances are the sequence numbers
-every member logged. Per instance, a member's arrival lag is its issue time
-minus the first member's, on rank 0's clock. ``group_summaries`` returns one
+every member logged (the latest ``MAX_CELLS // members`` of them). Per
+instance, a member's arrival lag is its issue time minus the first member's, on
+rank 0's clock. ``group_summaries`` returns one
 ``GroupSummary`` per group with at least two members: how often each member
 arrived last, its mean lag, and ``held_back_by``, the member last at
 ``HELD_BACK_SHARE`` of the instances or more (at least ``MIN_INSTANCES``) with
@@ -28,6 +29,9 @@ HELD_BACK_SHARE = 0.5
 MIN_INSTANCES = 5
 MIN_LAG_MS = 1.0
 LAG_RATIO = 2.0
+# At most this many (member, instance) arrival times per group: a group's latest
+# instances only (32 MB), however many ranks and steps.
+MAX_CELLS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ def group_summaries(ranks: Mapping[int, RankData]) -> list[GroupSummary]:
             seqs = np.unique(logs[pg][r][0])
             common = seqs if common is None else np.intersect1d(common, seqs)
         assert common is not None
+        common = common[-max(1, MAX_CELLS // len(members)) :]  # the latest instances
         arr = np.zeros((len(members), len(common)), dtype=np.int64)
         for k, r in enumerate(members):
             seq, at = logs[pg][r]
