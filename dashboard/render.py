@@ -222,6 +222,64 @@ def _verdict(report: Report) -> str:
     return f"{head} {no_straggler}" if no_straggler else head
 
 
+def slow_node_lines(report: Report) -> list[str]:
+    """One sentence per slow node (``analysis.nodes``), worst first; none when no node is."""
+    nodes = report.nodes
+    if nodes is None:
+        return []
+    scope = {"window": "in the analysed steps", "whole_run": "over the whole run"}
+    return [
+        wording.slow_node_sentence(
+            n.node, n.host, n.ranks, n.slow_ranks, n.cause, n.excess_ms_per_step, scope[n.scope]
+        )
+        for n in nodes.slow
+    ]
+
+
+# More stragglers than this read as groups of alike ranks, one line each.
+MANY_STRAGGLERS = 4
+
+
+def straggler_lines(stragglers: list[Straggler]) -> list[str]:
+    """One verdict per straggler; with many, one line per group of ranks late alike
+    (same cause and pattern), the worst group first."""
+    if len(stragglers) <= MANY_STRAGGLERS:
+        return [wording.verdict_straggler(s) for s in stragglers]
+    groups: dict[tuple[str, str], list[Straggler]] = {}
+    for s in stragglers:
+        groups.setdefault((s.cause, s.pattern), []).append(s)
+    out = []
+    for (cause, pattern), alike in groups.items():
+        if len(alike) == 1:
+            out.append(wording.verdict_straggler(alike[0]))
+            continue
+        excess = sorted(s.excess_ms_per_step for s in alike)
+        ranks = [s.rank for s in alike]
+        out.append(wording.alike_stragglers(ranks, cause, pattern, excess[len(excess) // 2]))
+    return out
+
+
+def held_back_lines(report: Report, limit: int = 6) -> list[str]:
+    """For each straggler (the verdict's, else the whole run's), the process groups it holds
+    back (``analysis.groups``); at most ``limit`` lines."""
+    stragglers = report.stragglers or (report.whole_run.stragglers if report.whole_run else [])
+    named = {s.rank for s in stragglers}
+    out = [
+        wording.group_held_back(
+            g.held_back_by,
+            g.pg,
+            g.desc,
+            g.ranks,
+            g.last_arrivals[g.held_back_by],
+            g.instances,
+            g.mean_lag_ms[g.held_back_by],
+        )
+        for g in report.process_groups
+        if g.held_back_by is not None and g.held_back_by in named and len(g.ranks) > 1
+    ]
+    return out[:limit]
+
+
 def _whole_run_lines(report: Report) -> list[str]:
     """The light layer's whole-run picture, when a trace window also exists."""
     whole = report.whole_run
@@ -230,8 +288,7 @@ def _whole_run_lines(report: Report) -> list[str]:
     out = [wording.whole_run_heading(whole.first_step, whole.last_step, whole.n_steps)]
     if whole.capture_steps:
         out.append("  - " + wording.capture_steps_left_out(whole.capture_steps))
-    for s in whole.stragglers:
-        out.append(f"  - {wording.verdict_straggler(s)}")
+    out += [f"  - {line}" for line in straggler_lines(whole.stragglers)]
     if whole.rotating:
         out.append("  - " + wording.ROTATING_WHOLE_RUN)
     if not whole.stragglers and not whole.rotating:
@@ -356,6 +413,10 @@ def render_text(report: Report, all_ranks: bool = False) -> str:
     run = report.run
     out = [f"rankscope report: {run.path}", "", *_hang_lines(report, False)]
     out += [_verdict(report), ""]
+    if nodes := slow_node_lines(report):
+        out += [*nodes, ""]
+    if groups := held_back_lines(report):
+        out += [*groups, ""]
     if whole := _whole_run_lines(report):
         out += [*whole, ""]
     if report.findings:
@@ -390,6 +451,10 @@ def render_markdown(report: Report, all_ranks: bool = False) -> str:
     run = report.run
     out = [f"# rankscope report: `{run.path}`", "", *_hang_lines(report, True)]
     out += [f"**{_verdict(report)}**", ""]
+    if nodes := slow_node_lines(report):
+        out += [f"**{line}**" for line in nodes] + [""]
+    if groups := held_back_lines(report):
+        out += [f"- {line}" for line in groups] + [""]
     if whole := _whole_run_lines(report):
         out += [whole[0], "", *whole[1:], ""]
     out += ["## Findings", "", f"*{wording.FINDINGS_ORDER.capitalize()}.*", ""]

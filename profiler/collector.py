@@ -57,6 +57,7 @@ from rankscope.profiler import __version__, cputime, datawait, hooks, rundir, se
 from rankscope.profiler.control import AttachRequest, ControlChannel
 from rankscope.profiler.errors import RankscopeError
 from rankscope.profiler.faults import Faults
+from rankscope.profiler.placement import Placement, placement
 from rankscope.profiler.recorder import Recorder
 from rankscope.profiler.schedule import ProfilePlan, Window, parse_profile_steps
 from rankscope.profiler.telemetry import Sampler, open_sampler
@@ -206,6 +207,7 @@ class Collector:
         self.rank = 0
         self.world_size = 1
         self.local_rank = 0
+        self._place = Placement(socket.gethostname(), None, None, "hostname")
         self.faults = Faults("rank ?")
         self._started = False
         self._stopped = False
@@ -939,6 +941,9 @@ class Collector:
             self.rank = _env_int("RANK") or 0
             self.world_size = _env_int("WORLD_SIZE") or 1
         self.local_rank = _env_int("LOCAL_RANK") or 0
+        self._place = placement(os.environ)
+        if self._place.local_rank is not None and _env_int("LOCAL_RANK") is None:
+            self.local_rank = self._place.local_rank  # Slurm's SLURM_LOCALID
 
     def _telemetry_device(self) -> str | None:
         from rankscope.profiler.telemetry import cuda_visible_device
@@ -968,7 +973,9 @@ class Collector:
             "run_id": rundir.run_id_from_env(),
             "local_rank": self.local_rank,
             "world_size": self.world_size,
-            "host": socket.gethostname(),
+            "host": self._place.host,
+            "node_rank": self._place.node,
+            "placement_source": self._place.source,
             "pid": os.getpid(),
             "device_name": None,
             "torch_version": str(torch.__version__),

@@ -180,6 +180,18 @@ class RankMeta(Struct, omit_defaults=True):
     local_rank: Rank | None = None
     start_ns: Ns | None = None
     end_ns: Ns | None = None
+    # Where the rank ran (``rankscope.profiler.placement``): the machine's name and
+    # the node's index among the job's nodes (torchrun's GROUP_RANK, Slurm's SLURM_NODEID).
+    host: ShortStr | None = None
+    node_rank: Rank | None = None
+
+
+class NodeRecord(Struct):
+    """One node in ``run.json``'s ``nodes``: its index, its host and the ranks it ran."""
+
+    node: Rank
+    host: ShortStr
+    ranks: list[Rank]
 
 
 class RunManifest(Struct, omit_defaults=True):
@@ -191,6 +203,8 @@ class RunManifest(Struct, omit_defaults=True):
     end_ns: Ns | None = None
     exit_code: int | None = None
     run_id: ShortStr | None = None
+    # Added by ``rankscope run`` after the job: every rank's node (``placement.nodes_of``).
+    nodes: list[NodeRecord] | None = None
 
 
 class Heartbeat(Struct):

@@ -57,7 +57,9 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   ``TORCH_NCCL_ENABLE_TIMING=1``; else null); ``state`` is the recorder's
   ("scheduled", "started", "completed").
   Lines are in issue order per process group; ``read_collectives`` reads them.
-- ``rank{R}.meta.json``: schema, rank, local_rank, world_size, host, pid,
+- ``rank{R}.meta.json``: schema, rank, local_rank, world_size, host, node_rank
+  (the node's index: torchrun's GROUP_RANK, Slurm's SLURM_NODEID; null when no
+  launcher said it), placement_source ("torchrun" | "slurm" | "hostname"), pid,
   device_name ("cpu" without a GPU), torch/cuda/nccl/python versions, start_ns,
   end_ns, steps_recorded, steps_source ("manual" | "optimizer"), profile (the
   plan), telemetry_source, clock_offset_ns and clock_offset_method, windows,
@@ -73,8 +75,9 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   ranges are collector step N. A window taken on request also has ``request`` (its
   id) and, when auto-capture asked for it, ``trigger`` (the request's, below).
 - ``run.json``: schema, world_size, start_ns, command, config; under
-  ``rankscope run`` also ``exit_code`` and ``end_ns``, added by the launcher after
-  every rank has exited.
+  ``rankscope run`` also ``exit_code``, ``end_ns`` and ``nodes`` (one
+  ``{node, host, ranks}`` per node, from the rank manifests), added by the
+  launcher after every rank has exited.
 
 The control channel (``control/``) lets ``rankscope attach`` ask a running job
 for a torch.profiler window. It needs no network, only the run directory, so it

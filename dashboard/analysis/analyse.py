@@ -34,7 +34,9 @@ from rankscope.dashboard.analysis.digest import (
     digest_of,
     telemetry_sums_of,
 )
+from rankscope.dashboard.analysis.groups import GroupSummary, group_summaries
 from rankscope.dashboard.analysis.hang import HangVerdict
+from rankscope.dashboard.analysis.nodes import NodesResult, nodes_result
 from rankscope.dashboard.analysis.results import (
     BREAKDOWN_COLUMNS,
     CollectiveSummary,
@@ -90,6 +92,8 @@ class Analysis:
     evidence: list[evidence_mod.RankEvidence] = field(default_factory=list)
     n_comms: dict[int, int] = field(default_factory=dict)  # collectives in each rank's trace
     verdict: verdict_mod.RunVerdict | None = None  # the one verdict from both sources
+    nodes: NodesResult | None = None  # the job's nodes and the slow ones (analysis.nodes)
+    process_groups: list[GroupSummary] = field(default_factory=list)  # analysis.groups
 
 
 class LazyActivities(Mapping[int, RankActivity]):
@@ -295,6 +299,11 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         n_steps=n_steps,
         queued_ms=verdict_mod.queued_ms_at(whole, steps),
     )
+    job = nodes_result(
+        {r: rd.meta.get("manifest") or {} for r, rd in run.ranks.items()},
+        stragglers if steps else [],
+        whole_stragglers,
+    )
     return Analysis(
         run=run,
         steps=steps,
@@ -325,6 +334,8 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         evidence=evidence,
         n_comms={r: len(d.comms) for r, d in digests.items()},
         hang=hang,
+        nodes=job,
+        process_groups=group_summaries(run.ranks) if whole is not None else [],
     )
 
 

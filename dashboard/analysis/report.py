@@ -10,7 +10,8 @@ and the dashboard's download) and ``json_schema()`` is the published schema
             stragglers: [Straggler], collectives: [CollectiveSummary],
             findings: [Finding], top_kernels: [KernelSummary], per_step: [StepRank],
             whole_run: WholeRunReport | None, hang: HangVerdict | None,
-            verdict: RunVerdict | None}
+            verdict: RunVerdict | None,
+            nodes: NodesResult | None, process_groups: [GroupSummary]}
 
 A type's fields are its JSON fields, in order: fields are added (with a
 default, at the end of their type), never renamed. ``*_ms`` are per-step means
@@ -27,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from rankscope.dashboard.analysis.groups import GroupSummary
 from rankscope.dashboard.analysis.hang import HangVerdict
+from rankscope.dashboard.analysis.nodes import NodesResult
 from rankscope.dashboard.analysis.results import (
     CollectiveSummary,
     FieldStats,
@@ -268,6 +271,11 @@ class Report(_Record, frozen=True, kw_only=True):
     hang: HangVerdict | None = None
     # extension: the one verdict from the window and the whole run (``analysis.verdict``)
     verdict: RunVerdict | None = None
+    # extension: the job's nodes and the slow ones (``analysis.nodes``); null when no
+    # rank manifest said where it ran
+    nodes: NodesResult | None = None
+    # extension: each process group's members and who it waits for (``analysis.groups``)
+    process_groups: list[GroupSummary] = []
 
 
 # ---------------------------------------------------------------- building
@@ -379,6 +387,8 @@ def build_report(a: Analysis) -> Report:
         whole_run=_whole_run(a),
         hang=a.hang,
         verdict=a.verdict,
+        nodes=a.nodes,
+        process_groups=list(a.process_groups),
     )
 
 

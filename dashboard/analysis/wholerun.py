@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rankscope.dashboard.analysis.arrivals import arrival_gaps
 from rankscope.dashboard.analysis.diagnosis import Diagnosis, Gaps, decide
 from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import distinct, isin
@@ -91,6 +92,7 @@ class LightRank:
     # the training thread's run-queue wait per step (ns, -1: not recorded), by step row
     runq_ns: np.ndarray | None = None
     cpu_ns: np.ndarray | None = None  # its CPU time per step (ns, -1: not recorded)
+    clock_offset_ns: int = 0  # this rank's clock minus rank 0's (its manifest)
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,9 @@ def light_gaps(
     )
     steps = common[has]
     gap = (hi - lo) / NS_PER_MS
+    lagged = arrival_gaps(ranks, steps)  # many collectives a step (FSDP): arrival lags
+    if lagged is not None:
+        gap = lagged
     # Run-queue wait beyond the gap fell after the rank's last collective: woken when the
     # collective released it, it waited for a CPU before its next step could start. That
     # delay is its own, and the others pay it at the next collective: it counts.
@@ -380,9 +385,16 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
                     if "capture" in marks
                     else np.zeros(len(marks), np.int64)
                 ),
+                clock_offset_ns=_clock_offset(rd),
             )
         )
     return out
+
+
+def _clock_offset(rd: RankData) -> int:
+    """The rank's clock minus rank 0's, from its manifest (0 when not measured)."""
+    offset = (rd.meta.get("manifest") or {}).get("clock_offset_ns")
+    return offset if isinstance(offset, int) and not isinstance(offset, bool) else 0
 
 
 def absent_reason(ranks: dict[int, RankData]) -> str | None:

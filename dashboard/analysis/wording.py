@@ -258,6 +258,90 @@ def no_straggler_sentence(
     return "No straggler: the ranks arrive at collectives together."
 
 
+# --- many ranks and nodes (``analysis.nodes``) ---
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def rank_group(ranks: list[int], limit: int = 6) -> str:
+    """Many ranks in a few words: "rank 3", "ranks 24-31", "ranks 3, 7, 11, ... (32 ranks,
+    every 4th)", "ranks 0-3, 8-11 and 40 (9 ranks)"; at most ``limit`` items listed."""
+    rs = sorted(set(ranks))
+    if len(rs) == 1:
+        return f"rank {rs[0]}"
+    if len(rs) > 2 and rs[-1] - rs[0] == len(rs) - 1:
+        return f"ranks {rs[0]}-{rs[-1]}"
+    strides = {rs[i + 1] - rs[i] for i in range(len(rs) - 1)}
+    if len(rs) > limit and len(strides) == 1:
+        (stride,) = strides
+        head = ", ".join(map(str, rs[:3]))
+        return f"ranks {head}, ... ({len(rs)} ranks, every {_ordinal(stride)})"
+    runs: list[tuple[int, int]] = []
+    for r in rs:
+        if runs and runs[-1][1] == r - 1:
+            runs[-1] = (runs[-1][0], r)
+        else:
+            runs.append((r, r))
+    items = [f"{a}-{b}" if b > a + 1 else (f"{a}, {b}" if b > a else str(a)) for a, b in runs]
+    if len(items) <= limit and len(rs) <= 2 * limit:
+        if len(items) == 1:
+            return f"ranks {items[0]}"
+        return "ranks " + ", ".join(items[:-1]) + f" and {items[-1]}"
+    shown = ", ".join(items[:limit])
+    return f"ranks {shown}, ... ({len(rs)} ranks)"
+
+
+def node_name(node: int, host: str, ranks: list[int]) -> str:
+    """ "node 3 (host gpu-17, ranks 24-31)"."""
+    return f"node {node} (host {host}, {rank_group(ranks)})"
+
+
+def slow_node_sentence(
+    node: int,
+    host: str,
+    ranks: list[int],
+    slow_ranks: list[int],
+    cause: str,
+    excess_ms: float,
+    scope: str,
+) -> str:
+    """The report's one line on a node whose ranks are the stragglers (``scope``: over
+    which steps, e.g. "over the whole run")."""
+    name = node_name(node, host, ranks)
+    which = (
+        ("both of its ranks" if len(ranks) == 2 else f"all {len(ranks)} of its ranks")
+        if len(slow_ranks) == len(ranks)
+        else f"{len(slow_ranks)} of its {len(ranks)} ranks ({rank_group(slow_ranks)})"
+    )
+    return (
+        f"{name[0].upper()}{name[1:]} is slow {scope}: {which} are late"
+        f" ({cause_name(cause)}, ~{excess_ms:.1f} ms/step more than the other ranks);"
+        " look at that machine before the code."
+    )
+
+
+def alike_stragglers(ranks: list[int], cause: str, pattern: str, excess_ms: float) -> str:
+    """One line for many stragglers that are late the same way."""
+    return (
+        f"{rank_group(ranks)[0].upper()}{rank_group(ranks)[1:]} are late alike"
+        f" ({cause_name(cause)}, {pattern}, ~{excess_ms:.1f} ms/step more than the others)."
+    )
+
+
+def group_held_back(
+    rank: int, pg: str, desc: str, members: list[int], last: int, instances: int, lag_ms: float
+) -> str:
+    """One line on a process group a straggler holds back."""
+    name = f"process group {pg}" + (f" ({desc})" if desc and desc != pg else "")
+    return (
+        f"Rank {rank} holds back {name}, {rank_group(members)}: last to arrive at {last} of"
+        f" its {instances} collectives, ~{lag_ms:.1f} ms after the first on average."
+    )
+
+
 # --- an incomplete run: ranks with step timings but no trace ---
 
 
@@ -606,11 +690,6 @@ def when_text(
         at = f" (~{end_s:.1f} s in)" if end_s is not None else ""
         parts.append(f"until step {end_step}{at}")
     return " " + ", ".join(parts) if parts else ""
-
-
-def _ordinal(n: int) -> str:
-    suffix = {2: "nd", 3: "rd"}.get(n if n < 20 else n % 10, "th")
-    return f"{n}{suffix}"
 
 
 def verdict_straggler(s: Straggler) -> str:

@@ -36,7 +36,7 @@ class RankData:
       (may be empty; ``capture``: 1-4 = ``rundir.CAPTURE_PHASES``, NaN on other steps)
     - ``telemetry``: NVML/host samples: ts_ns and numeric fields (may be empty)
     - ``light_comms``: the flight recorder's log (``rank{R}.collectives.jsonl``): pg,
-      name (strings), seq, enqueue_ns; start_ns, end_ns (when NCCL's watchdog noticed
+      name, pg_desc (strings), seq, enqueue_ns; start_ns, end_ns (when NCCL's watchdog noticed
       it start / end: upper bounds; -1 unknown) and duration_ms (NCCL's GPU time
       from its start to its end event; NaN unknown, always with gloo); empty where
       the collector did not record it
@@ -184,6 +184,7 @@ def _light_comms_table(rows: list[dict[str, Any]]) -> Table:
         {
             "pg": [str(r["pg"]) for r in rows],
             "name": [str(r["name"]) for r in rows],
+            "pg_desc": [str(r.get("pg_desc", "")) for r in rows],
             "seq": np.array([r["seq"] for r in rows], dtype=np.int64),
             "enqueue_ns": np.array([r["enqueue_ns"] for r in rows], dtype=np.int64),
             "start_ns": _ns_or_minus_one([r["start_ns"] for r in rows]),
@@ -193,7 +194,7 @@ def _light_comms_table(rows: list[dict[str, Any]]) -> Table:
                 dtype=np.float64,
             ),
         },
-        strings=("pg", "name"),
+        strings=("pg", "name", "pg_desc"),
     )
 
 

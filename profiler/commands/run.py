@@ -37,6 +37,7 @@ from typing import Any
 from rankscope.profiler import rundir, settings
 from rankscope.profiler.collectives import DEFAULT_BUFFER
 from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
+from rankscope.profiler.placement import nodes_of
 from rankscope.profiler.schedule import parse_profile_steps
 
 DEFAULT_PROFILE = settings.BY_NAME["profile_steps"].run_default
@@ -259,6 +260,9 @@ def _finish_manifest(run_dir: Path, command: list[str], start_ns: int, code: int
         }
     manifest["exit_code"] = code
     manifest["end_ns"] = time.time_ns()
+    nodes = nodes_of(rundir.read_run_manifest(run_dir)["ranks"])
+    if nodes:
+        manifest["nodes"] = nodes
     try:
         rundir.write_json_atomic(path, manifest)
     except OSError as e:

@@ -31,6 +31,8 @@ size it):
   ``--at-step`` on, rank R's training thread shares one CPU with a busy-loop
   process (both pinned there): it is ready to run but waits for the CPU, as
   beside another job or under CPU throttling.
+- ``slow_node``: every rank of node ``--slow-node`` (torchrun's ``GROUP_RANK``) sleeps ms
+  per batch in ``__getitem__`` (``tests/jobs/two_nodes.py`` runs two "nodes" on one host).
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def main() -> None:
     p.add_argument("--scenario", default="balanced")
     p.add_argument("--rank", type=int, default=1)
     p.add_argument("--rank2", type=int, default=2)
+    p.add_argument("--slow-node", type=int, default=-1)
     p.add_argument("--ms", type=float, default=60.0)
     p.add_argument("--at-step", default="10")
     p.add_argument("--steps", type=int, default=24)
@@ -137,6 +140,8 @@ def main() -> None:
         sleep_item = stall_s / batch
     if sc == "two_slow" and rank == args.rank2:
         sleep_item = stall_s / 2 / batch
+    if sc == "slow_node" and os.environ.get("GROUP_RANK") == str(args.slow_node):
+        sleep_item = stall_s / batch
     workers = 2 if sc == "slow_workers" else 0
     collate = SlowBatches(stall_s if sc == "slow_workers" and me else 0.0)
     loader = DataLoader(

@@ -16,6 +16,7 @@ from rankscope.dashboard.render import (
     no_straggler_sentence,
     render_json,
     render_markdown,
+    slow_node_lines,
 )
 
 if TYPE_CHECKING:
@@ -165,6 +166,9 @@ def render() -> None:
     if incomplete := incomplete_sentence(report):
         # first: every figure below was measured without the untraced ranks
         st.warning(incomplete, icon=":material/report:")
+    for line in slow_node_lines(report):
+        # a machine, not a rank: its ranks are late together
+        st.warning(f"**{line}**", icon=":material/dns:")
     sentence = model.straggler_sentence(report)
     one = report.verdict
     # The one verdict (``analysis.verdict``) leads unless it is the window's own straggler,
