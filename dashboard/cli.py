@@ -22,6 +22,7 @@ REVIEW_COMMANDS = (
     ("dashboard", "rankscope.dashboard.commands.dashboard", "DashboardCommand"),
     ("demo", "rankscope.dashboard.commands.demo", "DemoCommand"),
     ("ingest", "rankscope.dashboard.commands.ingest", "IngestCommand"),
+    ("watch", "rankscope.dashboard.commands.watch", "WatchCommand"),
 )
 ALL_COMMANDS = REVIEW_COMMANDS + CAPTURE_COMMANDS
 
