@@ -74,6 +74,12 @@ def test_watch_shows_every_rank_then_ends_with_the_job(tmp_path: Path) -> None:
             live.communicate()
         job_out, _ = job.communicate(timeout=90)
     assert job.returncode == 0, job_out[-3000:]
+    # The same run shared as one page: the light layer's whole-run heatmap is in it.
+    pytest.importorskip("plotly")
+    page = tmp_path / "report.html"
+    res = rankscope("report", str(run), "--format", "html", "-o", str(page), timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert 'id="rs-whole-run"' in page.read_text(encoding="utf-8"), res.stderr
 
 
 def test_watch_of_a_missing_run_is_one_line_and_exit_2(tmp_path: Path) -> None:
