@@ -25,6 +25,7 @@ REVIEW_COMMANDS = (
     ("demo", "rankscope.dashboard.commands.demo", "DemoCommand"),
     ("ingest", "rankscope.dashboard.commands.ingest", "IngestCommand"),
     ("export", "rankscope.dashboard.commands.export", "ExportCommand"),
+    ("watch", "rankscope.dashboard.commands.watch", "WatchCommand"),
 )
 ALL_COMMANDS = REVIEW_COMMANDS + CAPTURE_COMMANDS
 

@@ -135,7 +135,8 @@ class RunResults:
         """Each rank step by step (the Overview's chart): ``column`` is one of
         ``excess_ms``, ``step_ms``, ``caused_wait_ms``, ``lag_ms``; stalls marked."""
         from rankscope.dashboard.analysis import wording
-        from rankscope.dashboard.app import charts, model
+        from rankscope.dashboard.app import figures as charts
+        from rankscope.dashboard.app import model
 
         allowed = model.PER_STEP_COLUMNS[2:]
         if column not in allowed:
@@ -153,7 +154,8 @@ class RunResults:
     def excess_heatmap(self) -> go.Figure:
         """Rank x step: extra work before each step's collectives beyond the other ranks'
         median (the Imbalance page's heatmap), what the diagnosis found outlined."""
-        from rankscope.dashboard.app import charts, model
+        from rankscope.dashboard.app import figures as charts
+        from rankscope.dashboard.app import model
 
         matrix = model.per_step_matrix(self.report, "excess_ms")
         if matrix.empty:
@@ -175,7 +177,8 @@ class RunResults:
         self, fields: tuple[str, ...] = ("gpu_util_pct",), scale: float = 1.0, unit: str = ""
     ) -> go.Figure:
         """Telemetry ``fields`` over time, a line per rank (the GPU page's charts)."""
-        from rankscope.dashboard.app import charts, model
+        from rankscope.dashboard.app import figures as charts
+        from rankscope.dashboard.app import model
 
         long = model.telemetry_long(self.telemetry, fields, scale, model.TELEMETRY_LABELS)
         if long.empty:

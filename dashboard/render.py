@@ -545,3 +545,15 @@ def json_safe(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return json_safe(o.tolist())
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# The HTML renderer (``render_html``) formats the same sentences and rows as text does.
+verdict_sentence = _verdict
+rank_rows = _rank_rows
+collective_rows = _coll_rows
+gpu_rows = _gpu_rows
+show_gpu = _show_gpu
+hang_lines = _hang_lines
+whole_run_lines = _whole_run_lines
+fmt = _fmt
+GPU_NOTE = _GPU_NOTE

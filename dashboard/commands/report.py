@@ -7,9 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from rankscope.profiler.errors import RankscopeError
+from rankscope.profiler.errors import EXIT_ENVIRONMENT, RankscopeError
 
-FORMATS = ("text", "markdown", "json")
+FORMATS = ("text", "markdown", "json", "html")
+HTML_INSTALL = 'pip install "rankscope[dashboard]"'
 
 
 def parse_ranks(text: str | None) -> list[int] | None:
@@ -77,9 +78,14 @@ class ReportCommand:
     or a single trace file (.json or .json.gz); a folder with one such run below
     it reads that run, and one with several names them.
 
+    --format html writes one self-contained page (verdict, findings, tables and the
+    dashboard's step chart and heatmaps; opens offline): use it with -o report.html.
+    It needs plotly, from the dashboard extra.
+
     Exit codes: 0 the report was written; 2 bad input (no such path, no usable
-    trace, a bad --steps or --ranks). Files that cannot be read are skipped with
-    a warning on stderr and listed in the JSON's run.skipped_files.
+    trace, a bad --steps or --ranks); 3 --format html without plotly installed.
+    Files that cannot be read are skipped with a warning on stderr and listed in
+    the JSON's run.skipped_files.
     """
 
     name = "report"
@@ -130,6 +136,8 @@ def write_report(
         check_output(path, output)
     # No BLAS work happens here: don't let numpy's import start a thread pool for it.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if fmt == "html":
+        _check_html_deps()  # before the analysis: fail in a second, not after a minute
     from rankscope.dashboard.analysis.analyse import analyse
     from rankscope.dashboard.analysis.digest import store_digest
     from rankscope.dashboard.analysis.report import build_report
@@ -143,7 +151,11 @@ def write_report(
     for w in analysis.warnings[len(run.warnings) :]:
         print(f"rankscope {command}: warning: {w}", file=sys.stderr)
     report = build_report(analysis)
-    if fmt == "json":
+    if fmt == "html":
+        from rankscope.dashboard.render_html import render_html
+
+        text = render_html(report, analysis)
+    elif fmt == "json":
         text = render_json(report)
     else:
         render = render_text if fmt == "text" else render_markdown
@@ -158,3 +170,14 @@ def write_report(
         sys.stdout.write(text)
         sys.stdout.flush()
     return 0
+
+
+def _check_html_deps() -> None:
+    """Exit 3 with the install command when the HTML renderer's plotly or pandas is missing."""
+    import importlib.util
+
+    for name in ("plotly", "pandas"):
+        if importlib.util.find_spec(name) is None:
+            raise RankscopeError(
+                f"--format html needs {name}: {HTML_INSTALL}", exit_code=EXIT_ENVIRONMENT
+            )

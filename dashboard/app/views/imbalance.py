@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from rankscope.dashboard.app import charts, data, model
+from rankscope.dashboard.app import charts, data, figures, model
 
 HEATMAPS = (
     (
@@ -52,19 +52,9 @@ def _excess_heatmap(marks: pd.DataFrame, first: list[int]) -> None:
     matrix = data.per_step_matrix("excess_ms")
     if matrix.empty or len(matrix) < 2:
         return
-    fig, shown = charts.rank_heatmap(
-        matrix,
-        marks,
-        first,
-        text_auto=".0f",
-        color_continuous_scale=charts.DIVERGING,
-        color_continuous_midpoint=0,
-        aspect="auto",
-        labels={"x": "step", "y": "rank", "color": "ms"},
-        title="Extra work before each step's collectives, beyond the other ranks' median (ms)",
-    )
+    fig, shown = figures.excess_heatmap(matrix, marks, first)
     charts.show(
-        charts.tidy(fig, height=charts.heat_height(shown, 260)),
+        fig,
         "Red: a rank that reached the step's collectives later than the others' median, so"
         " they waited; blue: earlier. A red row is a persistent straggler; one deep red cell"
         " is a stall at that step." + MARKS_CAPTION + charts.many_ranks_note(shown, len(matrix)),

@@ -15,10 +15,7 @@ import streamlit as st
 
 from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.analysis.wholerun import capture_spans
-from rankscope.dashboard.app import charts, data, model
-
-CAPTURE_COLOUR = "rgba(120, 120, 120, 0.35)"
-CAPTURE_LABEL = "capture"
+from rankscope.dashboard.app import charts, data, figures, model
 
 # (title, fields, unit, what to look for); the first with a recorded field is drawn
 TELEMETRY_CHARTS = (
@@ -86,24 +83,6 @@ def _pick_slow_step(sel: data.Selection) -> None:
         st.success(wording.window_chosen(int(pick["step"]), span))
 
 
-def _mark_capture(fig: go.Figure, spans: list[tuple[int, int]], labelled: bool = False) -> None:
-    """Shade the steps rankscope's own capture touched (grey, named "capture")."""
-    for first, last in spans:
-        fig.add_vrect(
-            x0=first - 0.5,
-            x1=last + 0.5,
-            fillcolor=CAPTURE_COLOUR,
-            line_width=0,
-            layer="above",
-            name=CAPTURE_LABEL,
-            **(
-                {"annotation_text": CAPTURE_LABEL, "annotation_position": "bottom left"}
-                if labelled
-                else {}
-            ),
-        )
-
-
 def _heatmap(
     heat: pd.DataFrame,
     width: int,
@@ -111,27 +90,9 @@ def _heatmap(
     n_ranks: int,
     spans: list[tuple[int, int]],
 ) -> None:
-    x = charts.column_centres([int(c) for c in heat.columns], width)
-    fig = go.Figure(
-        go.Heatmap(
-            z=heat.to_numpy(),
-            x=x,
-            y=[charts.rank_label(int(r)) for r in heat.index],
-            coloraxis="coloraxis",
-            hovertemplate="%{y}, step %{x:.0f}: %{z:.1f} ms<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title="Lateness per rank and step (ms beyond the others' median)",
-        coloraxis={"colorscale": charts.DIVERGING, "cmid": 0},
-    )
-    fig.update_yaxes(type="category", autorange="reversed")
-    fig.update_xaxes(title="step", tickformat="d")
-    charts.mark_windows(fig, windows)
-    _mark_capture(fig, spans, labelled=True)
-    height = max(220, min(900, 60 + 14 * len(heat.index)))
+    fig = figures.whole_run_heatmap(heat, width, windows, spans)
     charts.show(
-        charts.tidy(fig, height=height),
+        fig,
         wording.heatmap_caption(width, len(heat.index), n_ranks),
         key="wholerun_heatmap",
     )
@@ -196,7 +157,7 @@ def render() -> None:
     step_fig = _lines(steps, {"step_ms": "step time (median rank)"}, width, "Step time")
     if step_fig is not None:
         charts.mark_windows(step_fig, windows, labelled=False)
-        _mark_capture(step_fig, spans)
+        figures.mark_capture(step_fig, spans)
         charts.show(
             charts.tidy(step_fig, height=260),
             "A spike is a step every rank waited through; a plateau, a slow stretch.",
@@ -210,7 +171,7 @@ def render() -> None:
     )
     if data_fig is not None:
         charts.mark_windows(data_fig, windows, labelled=False)
-        _mark_capture(data_fig, spans)
+        figures.mark_capture(data_fig, spans)
         charts.show(
             charts.tidy(data_fig, height=260),
             "Time in the DataLoader per step: the slowest rank far above the median is one"
