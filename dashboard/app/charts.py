@@ -3,9 +3,9 @@
 The figures themselves are built in ``figures`` (no streamlit, so the HTML report
 and the notebook API, ``rankscope.load``, draw the same ones); this module puts
 them on the page (only ``show``, ``table`` and ``rank_table`` import streamlit):
-the chart + caption pair, tables without an index, a missing value shown as an em
-dash, a long rank table cut with a toggle to see all. The numbers come from the analysis engine through ``data``
-and ``model``.
+the chart + caption pair, tables without an index, a missing value shown as an
+em dash, a long rank table cut with a toggle to see all. The numbers come from
+the analysis engine through ``data`` and ``model``.
 """
 
 from __future__ import annotations
