@@ -241,10 +241,14 @@ def reconcile(
                 and w_top.cause != "unknown"
             ):
                 cause = w_top.cause
+            # The size is the window's (what its table and findings print at those
+            # steps: one number for one quantity on the page); the when is the run's.
             named = replace(
                 top,
                 cause=cause,
                 cause_detail=w_top.cause_detail if cause == w_top.cause else top.cause_detail,
+                caused_wait_ms_per_step=w_top.caused_wait_ms_per_step,
+                severity=w_top.severity,
             )
             return replace(
                 base,
