@@ -156,8 +156,8 @@ def _stream_light_comms(
     record, so memory is about what is kept (a 383 MB log: ~70 MB of columns)."""
     ints = {k: array("q") for k in ("seq", "enqueue_ns", "start_ns", "end_ns")}
     duration = array("d")
-    codes: dict[str, array[int]] = {"pg": array("i"), "name": array("i")}
-    vocab: dict[str, dict[str, int]] = {"pg": {}, "name": {}}
+    codes: dict[str, array[int]] = {"pg": array("i"), "name": array("i"), "pg_desc": array("i")}
+    vocab: dict[str, dict[str, int]] = {"pg": {}, "name": {}, "pg_desc": {}}
     path = rundir.collectives_path(run_dir, rank)
     for rec in rundir.iter_records(path, records.CollectiveRecord, bad=bad, run_id=run_id):
         ints["seq"].append(rec.seq)
@@ -165,16 +165,17 @@ def _stream_light_comms(
         ints["start_ns"].append(-1 if rec.start_ns is None else rec.start_ns)
         ints["end_ns"].append(-1 if rec.end_ns is None else rec.end_ns)
         duration.append(np.nan if rec.duration_ms is None else rec.duration_ms)
-        for key, value in (("pg", rec.pg), ("name", rec.name)):
+        for key, value in (("pg", rec.pg), ("name", rec.name), ("pg_desc", rec.pg_desc)):
             index = vocab[key]
             codes[key].append(index.setdefault(value, len(index)))
     cols: dict[str, np.ndarray] = {
         "pg": np.frombuffer(codes["pg"], dtype=np.int32),
         "name": np.frombuffer(codes["name"], dtype=np.int32),
+        "pg_desc": np.frombuffer(codes["pg_desc"], dtype=np.int32),
         **{k: np.frombuffer(v, dtype=np.int64) for k, v in ints.items()},
         "duration_ms": np.frombuffer(duration, dtype=np.float64),
     }
-    order = ("pg", "name", "seq", "enqueue_ns", "start_ns", "end_ns", "duration_ms")
+    order = ("pg", "name", "pg_desc", "seq", "enqueue_ns", "start_ns", "end_ns", "duration_ms")
     return Table({k: cols[k] for k in order}, {k: list(v) for k, v in vocab.items()})
 
 
