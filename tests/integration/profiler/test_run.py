@@ -35,6 +35,9 @@ def straggler(
     return straggler_run(tmp_path_factory.mktemp("straggler") / "run", kind="module")
 
 
+ALIGN_NS = 2_000_000 + int(sys.getswitchinterval() * 1e9)
+
+
 @pytest.mark.slow
 @needs_torch
 def test_every_rank_leaves_trace_telemetry_steps_and_manifest(straggler) -> None:
@@ -72,8 +75,11 @@ def test_every_rank_leaves_trace_telemetry_steps_and_manifest(straggler) -> None
         assert sorted(spans) == [5, 6, 7]
         by_step = {s["step"]: s for s in steps}
         for n, (start, end) in spans.items():
-            assert abs(start - by_step[n]["start_ns"]) < 2_000_000
-            assert abs(end - by_step[n]["end_ns"]) < 2_000_000
+            # Between the collector's timestamp and torch's, the training thread may wait
+            # up to one GIL switch interval (5 ms) for the collector's background threads
+            # (recorder, progress watch) on the 2 busy cores of two ranks: 2 ms + that.
+            assert abs(start - by_step[n]["start_ns"]) < ALIGN_NS
+            assert abs(end - by_step[n]["end_ns"]) < ALIGN_NS
         # Steps end when the optimizer step returns: torch's Optimizer.step range
         # nests inside its ProfilerStep instead of straddling two of them.
         base = int(trace["baseTimeNanoseconds"])
