@@ -247,7 +247,9 @@ def job() -> dict[str, Any]:
         if run_dir.is_dir():
             tar.add(run_dir, arcname="run")
     coll = run_dir / "rank0.collectives.jsonl"
-    rows = [json.loads(line) for line in coll.read_text().splitlines()] if coll.is_file() else []
+    lines = coll.read_text().splitlines() if coll.is_file() else []
+    # the header line ({"schema": ..., "run_id": ...}) is not a collective
+    rows = [r for r in map(json.loads, lines) if "schema" not in r]
     res["rows"] = len(rows)
     res["names"] = dict(Counter(r.get("name") for r in rows))
     res["states"] = dict(Counter(r.get("state") for r in rows))
