@@ -28,6 +28,9 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 pytestmark = pytest.mark.usefixtures("no_leftover_threads")
 
 
+ALIGN_NS = 1_000_000 + int(sys.getswitchinterval() * 1e9)
+
+
 def train(col: Collector | None, steps: int, sleep_s: float = 0.0, call_step: bool = True) -> int:
     """A tiny single-process training loop; returns the steps it completed."""
     torch.manual_seed(0)
@@ -73,8 +76,10 @@ def test_manual_steps_window_and_manifest(tmp_path: Path) -> None:
     by_step = {s["step"]: s for s in steps}
     for n, (start, end) in spans.items():
         # The profiler's step N is the collector's step N, to within a millisecond.
-        assert abs(start - by_step[n]["start_ns"]) < 1_000_000
-        assert abs(end - by_step[n]["end_ns"]) < 1_000_000
+        # plus one GIL switch interval: the collector's background threads (recorder,
+        # progress watch) may hold the GIL between its timestamp and torch's
+        assert abs(start - by_step[n]["start_ns"]) < ALIGN_NS
+        assert abs(end - by_step[n]["end_ns"]) < ALIGN_NS
     assert range_total_ms(trace, "data_loading") >= 3 * 5
 
     telemetry = rundir.read_telemetry(run, 0)
