@@ -150,3 +150,16 @@ def no_leftover_threads() -> Iterator[None]:
         time.sleep(0.05)
     left = rankscope_threads()
     assert not left, f"test left rankscope threads running: {left}"
+
+
+def report_of(run: Path, fmt: str) -> str:
+    """``rankscope report RUN --format FMT``'s output; a failing report fails the test."""
+    out = subprocess.run(
+        [sys.executable, "-m", "rankscope", "report", str(run), "--format", fmt],
+        capture_output=True,
+        text=True,
+        env=job_env(),
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout

@@ -8,13 +8,11 @@ pairs, and every rank logs only its own groups.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import needs_torch
-from jobs.collector_jobs import JOBS, job_env, launcher, rankscope
+from jobs.collector_jobs import JOBS, launcher, rankscope, report_of
 
 pytestmark = [pytest.mark.slow, needs_torch]
 
@@ -40,23 +38,12 @@ def test_a_slow_tensor_parallel_pair_holds_back_the_data_parallel_groups(tmp_pat
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    def report(fmt: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "rankscope", "report", str(run), "--format", fmt],
-            capture_output=True,
-            text=True,
-            env=job_env(),
-            timeout=120,
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-        return out.stdout
-
-    r = json.loads(report("json"))
+    r = json.loads(report_of(run, "json"))
     # Matched within each group: the whole run sees the pair, not "no straggler".
     assert sorted(s["rank"] for s in r["stragglers"]) == [2, 3]
     groups = {(g["desc"], tuple(g["ranks"])): g for g in r["process_groups"]}
     assert groups[("dp", (0, 2))]["held_back_by"] == 2
     assert groups[("dp", (1, 3))]["held_back_by"] == 3
     assert groups[("dp", (0, 2))]["last_arrivals"]["2"] > 0.5 * groups[("dp", (0, 2))]["instances"]
-    text = report("text")
+    text = report_of(run, "text")
     assert "Rank 2 holds back process group" in text and "(dp), ranks 0 and 2" in text

@@ -8,13 +8,12 @@ sets; the ranks of node 1 sleep in their Dataset's ``__getitem__``.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import REPO, needs_torch
-from jobs.collector_jobs import JOBS, job_env, rankscope
+from jobs.collector_jobs import JOBS, rankscope, report_of
 
 pytestmark = [pytest.mark.slow, needs_torch]
 
@@ -52,23 +51,12 @@ def test_the_slow_node_is_named_with_its_ranks(
     meta = json.loads((run / "rank3.meta.json").read_text())
     assert (meta["node_rank"], meta["local_rank"], meta["placement_source"]) == (1, 1, "torchrun")
 
-    def report(fmt: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "rankscope", "report", str(run), "--format", fmt],
-            capture_output=True,
-            text=True,
-            env=job_env(),
-            timeout=120,
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-        return out.stdout
-
-    r = json.loads(report("json"))
+    r = json.loads(report_of(run, "json"))
     (slow,) = r["nodes"]["slow"]
     assert (slow["node"], slow["slow_ranks"], slow["scope"]) == (1, [2, 3], "whole_run")
     assert slow["cause"] == "data_loading" and 45 < slow["excess_ms_per_step"] < 90
     host = meta["host"]
-    assert f"Node 1 (host {host}, ranks 2, 3) is slow over the whole run" in report("text")
+    assert f"Node 1 (host {host}, ranks 2, 3) is slow over the whole run" in report_of(run, "text")
 
     # The Overview's callout says the same.
     from streamlit.testing.v1 import AppTest
