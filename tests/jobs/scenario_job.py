@@ -91,26 +91,37 @@ def python_work(seconds: float) -> None:
     time.sleep(seconds / 2)
 
 
-def pin_beside_a_hog() -> subprocess.Popen[bytes]:
-    """Pin this thread to one CPU and start a busy loop pinned to the same CPU.
+def pin_beside_a_hog(hog: subprocess.Popen[bytes]) -> None:
+    """Pin this thread to the CPU of ``hog`` (a ``busy_loop(cpu, armed=True)``) and set it spinning.
 
-    The thread also lowers its own priority (nice 5: about a quarter of the CPU against
+    The loop was started and pinned beforehand: a new interpreter takes a few steps'
+    time to start on a loaded host, and the contention must begin at this step. The
+    thread also lowers its own priority (nice 5: about a quarter of the CPU against
     the loop): a thread that sleeps in every collective otherwise wins each wake-up
     against a busy loop, and how much it waits would depend on the machine's load.
     """
-    cpu = max(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})
+    os.sched_setaffinity(0, {HOG_CPU})
     os.setpriority(os.PRIO_PROCESS, 0, 5)  # this thread (Linux: a thread id is a "process")
-    return busy_loop(cpu)
+    assert hog.stdin is not None
+    hog.stdin.write(b"go\n")
+    hog.stdin.flush()
 
 
-def busy_loop(cpu: int) -> subprocess.Popen[bytes]:
-    """A process spinning on ``cpu`` until its parent exits (so a killed job leaves none)."""
+HOG_CPU = max(os.sched_getaffinity(0))
+
+
+def busy_loop(cpu: int, armed: bool = False) -> subprocess.Popen[bytes]:
+    """A process spinning on ``cpu`` until its parent exits (so a killed job leaves none).
+
+    ``armed``: it starts, pins itself and waits (asleep) for a line on its stdin before
+    it spins, so the spinning starts at once when that line is written.
+    """
+    wait = "import sys\nsys.stdin.readline()\n" if armed else ""
     code = (
-        f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nparent = os.getppid()\n"
+        f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nparent = os.getppid()\n{wait}"
         "while os.getppid() == parent:\n    for _ in range(100_000):\n        pass\n"
     )
-    return subprocess.Popen([sys.executable, "-c", code])
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE if armed else None)
 
 
 def main() -> None:
@@ -166,11 +177,13 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
     first = int(args.at_step.split(",")[0]) + 1  # the loop iteration of that collector step
-    hog: subprocess.Popen[bytes] | None = None
+    # started (asleep) before the loop: an interpreter's start-up must not delay the onset
+    hog = busy_loop(HOG_CPU, armed=True) if sc == "contended" and me else None
     batches = iter(loader)
     for step in range(args.steps):
         if sc == "contended" and me and step == first:
-            hog = pin_beside_a_hog()
+            assert hog is not None
+            pin_beside_a_hog(hog)
         if sc == "periodic" and me and step >= first and (step - first) % args.every == 0:
             python_work(stall_s)
         if sc == "python_work" and me:
