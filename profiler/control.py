@@ -421,6 +421,14 @@ class ControlChannel:
     def beat(self, state: str | None = None) -> None:
         now_ns = time.time_ns()
         step = int(self._current_step())
+        if step > 0:
+            # Beats from before the first step measure start-up (imports, rendezvous,
+            # data loading), not training: a rate through them is several times too
+            # slow, and attach's lead from it too short (the ranks passed the chosen
+            # step before they read the request). The rate starts at the second beat
+            # after training started.
+            while self._beats and self._beats[0][1] == 0:
+                self._beats.popleft()
         self._beats.append((now_ns, step))
         old_ns, old_step = self._beats[0]
         rate = (step - old_step) * 1e9 / (now_ns - old_ns) if now_ns > old_ns else None
