@@ -124,6 +124,9 @@ class GroupVerdict:
     late_s: float | None = None
     sides: tuple[tuple[str, int, tuple[int, ...]], ...] = ()  # desync: (op, bytes, ranks)
     blocked_elsewhere: tuple[tuple[int, str, int], ...] = ()  # (rank, pg, seq) it waits in
+    # crashed: missing ranks the launcher stopped (a signal, no stall) before they got
+    # there, after a rank in ``ranks`` died: collateral, not the cause
+    cut_short: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -364,6 +367,14 @@ def _replace_completed(x: ev.FrEntry, completed: bool) -> ev.FrEntry:
     return msgspec.structs.replace(x, completed=completed)
 
 
+_NO_WORD = "SIGKILL, the OOM killer or a lost host"
+
+
+def _status(states: dict[int, RankState], rank: int) -> RankStatus | None:
+    s = states.get(rank)
+    return s.status if s is not None else None
+
+
 def _waiting_in(seqs: dict[str, dict[int, dict[int, SeqEntry]]]) -> dict[int, tuple[str, int]]:
     """rank -> (pg, seq) of a collective it entered and never left (its newest such)."""
     out: dict[int, tuple[str, int, int]] = {}
@@ -423,13 +434,21 @@ def _group_verdicts(
             waiting = tuple(sorted(r for r, x in issuers.items() if not x.completed))
             first = min(issuers.values(), key=lambda x: x.enqueue_ns)
             waited = _waited_s(records, waiting, first.enqueue_ns)
+            cut_short: tuple[int, ...] = ()
             if missing:
-                dead = [
+                dead = tuple(r for r in missing if _status(states, r) in ("crashed", "silent"))
+                # A peer the launcher stopped on its way there (it never stalled) is
+                # collateral of a rank that died: the dead rank is the cause.
+                collateral = tuple(
                     r
                     for r in missing
-                    if states.get(r) and states[r].status in ("crashed", "silent")
-                ]
-                kind: Kind = "crashed" if dead and len(dead) == len(missing) else "missing_rank"
+                    if r not in dead
+                    and _status(states, r) == "signalled"
+                    and "stall" not in states[r].triggers
+                )
+                kind: Kind = "missing_rank"
+                if dead and len(dead) + len(collateral) == len(missing):
+                    kind, missing, cut_short = "crashed", dead, collateral
                 elsewhere = tuple(
                     (r, *waiting_in[r])
                     for r in missing
@@ -441,7 +460,7 @@ def _group_verdicts(
                 GroupVerdict(
                     kind, pg, desc, members, s, first.op, first.bytes,
                     ranks=missing, waiting=waiting, entered_ns=first.enqueue_ns,
-                    waited_s=waited, blocked_elsewhere=elsewhere,
+                    waited_s=waited, blocked_elsewhere=elsewhere, cut_short=cut_short,
                 )
             )  # fmt: skip
 
@@ -537,10 +556,15 @@ def hang_verdict(records: HangRecords) -> HangVerdict | None:
         )  # fmt: skip
     verdicts = _group_verdicts(records, seqs, groups, states)
     if not verdicts:
+        # The rank that raised; else one that died without a word (its peers, stopped
+        # by the launcher on their way to the next collective, wrote their evidence).
         crashed = [s for s in ranks if s.status == "crashed"]
+        crashed = crashed or [s for s in ranks if s.status == "silent" and failed]
         culprit = crashed[0] if crashed else None
         head = f"The job failed (exit code {records.exit_code}) with no collective pending"
-        if culprit is not None:
+        if culprit is not None and culprit.status == "silent":
+            head += f": rank {culprit.rank} died without a word ({_NO_WORD})"
+        elif culprit is not None:
             head += f": rank {culprit.rank} raised {culprit.exception}"
             if culprit.where is not None:
                 head += f" in {culprit.where}"
@@ -615,9 +639,13 @@ def headline_of(g: GroupVerdict, states: dict[int, RankState]) -> str:
         if s is not None and s.exception:
             how = f"raised {s.exception}"
         elif s is not None and s.status == "silent":
-            how = "died without a word (SIGKILL, the OOM killer or a lost host)"
+            how = f"died without a word ({_NO_WORD})"
         where = f" in {s.where}" if s is not None and s.where is not None else ""
-        return f"{who} {how}{where}{step} and never issued {at}{others}"
+        cut = ""
+        if g.cut_short:
+            pronoun = "it" if len(g.cut_short) == 1 else "they"
+            cut = f"; the launcher stopped {_ranks(g.cut_short)} before {pronoun} got there"
+        return f"{who} {how}{where}{step} and never issued {at}{others}{cut}"
     s = states.get(g.ranks[0]) if g.ranks else None
     where = f"; it is in {s.where}" if s is not None and s.where is not None else ""
     return f"{who} never issued {at}{step}{others}{where}"

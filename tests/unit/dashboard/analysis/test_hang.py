@@ -141,3 +141,39 @@ def test_a_failure_with_nothing_pending_names_the_exception() -> None:
     v = hang_verdict(records(ranks, 1))
     assert v is not None and v.kind == "exited" and v.rank == 1
     assert "KeyError" in v.headline and "save" in v.headline
+
+
+def test_a_peer_the_launcher_stopped_on_its_way_is_not_blamed_for_a_dead_rank() -> None:
+    # Rank 1 was SIGKILLed; rank 2 entered seq 5 and failed; torchrun's SIGTERM caught
+    # rank 0 before it got to seq 5. Rank 1 is the cause, rank 0 collateral.
+    ranks = {
+        0: RankRecords(0, (), (proof(0, "signal", done(4)),)),
+        1: RankRecords(1, tuple(done(3))),
+        2: RankRecords(2, (), (proof(2, "collective_error", [*done(4), entry(5)]),)),
+    }
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "crashed" and v.rank == 1
+    g = v.groups[0]
+    assert (g.seq, g.ranks, g.waiting, g.cut_short) == (5, (1,), (2,), (0,))
+    assert "the launcher stopped rank 0 before it got there" in v.headline
+
+
+def test_a_signalled_peer_that_had_stalled_is_still_missing() -> None:
+    # Rank 0 sat in its own code past the stall threshold before the signal: it is
+    # the missing rank, whatever else died.
+    ranks = {
+        0: RankRecords(0, (), (proof(0, "stall", done(4)), proof(0, "signal", done(4), at=12))),
+        1: RankRecords(1, tuple(done(3))),
+        2: RankRecords(2, (), (proof(2, "collective_error", [*done(4), entry(5)]),)),
+    }
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "missing_rank" and v.groups[0].ranks == (0, 1)
+
+
+def test_a_rank_gone_without_a_word_with_nothing_pending_is_named() -> None:
+    # Every peer was stopped by the launcher before the next collective.
+    ranks = {r: RankRecords(r, (), (proof(r, "signal", done(4)),)) for r in (0, 2)}
+    ranks[1] = RankRecords(1, tuple(done(4)))
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "exited" and v.rank == 1
+    assert "rank 1 died without a word" in v.headline
