@@ -387,19 +387,39 @@ def uniform_compute_ratio(ranks: Sequence[RankComparison], overall: Decomposed) 
 
 
 def origin_of(ranks: Sequence[RankComparison], slower: bool, overall_ms: float) -> Origin | None:
-    """The rank and own-work component (``ORIGIN_COMPONENTS``) that changed most that way;
-    None unless it moved at least ``ORIGIN_SHARE`` of the overall change and ``NOISE_MS``."""
-    best: Origin | None = None
+    """The rank and own-work component (``ORIGIN_COMPONENTS``) where the change starts.
+
+    The noise floor: a candidate's change has an interval that leaves out zero, and
+    it stands out from the same component's change on the other ranks (their median)
+    by at least ``ORIGIN_SHARE`` of the overall change and ``NOISE_MS``. A machine
+    that got busier between the runs moves every rank's work alike: no origin.
+    Of the candidates, the one that stands out most.
+    """
+    floor = max(NOISE_MS, ORIGIN_SHARE * abs(overall_ms))
+    sign = 1.0 if slower else -1.0
+    best: tuple[float, Origin] | None = None
     for rc in ranks:
         for cc in rc.components:
             if cc.component not in ORIGIN_COMPONENTS:
                 continue
-            d = cc.delta_ms if slower else -cc.delta_ms
-            if d > 0 and (best is None or d > abs(best.delta_ms)):
-                best = Origin(rank=rc.rank, component=cc.component, delta_ms=cc.delta_ms)
-    if best is None or abs(best.delta_ms) < max(NOISE_MS, ORIGIN_SHARE * abs(overall_ms)):
-        return None
-    return best
+            d = sign * cc.delta_ms
+            beyond = cc.low_ms > 0 if slower else cc.high_ms < 0
+            others = [
+                sign * x.delta_ms
+                for o in ranks
+                if o.rank != rc.rank
+                for x in o.components
+                if x.component == cc.component
+            ]
+            stands_out = d - (float(np.median(others)) if others else 0.0)
+            if d < floor or not beyond or stands_out < floor:
+                continue
+            if best is None or stands_out > best[0]:
+                best = (
+                    stands_out,
+                    Origin(rank=rc.rank, component=cc.component, delta_ms=cc.delta_ms),
+                )
+    return best[1] if best else None
 
 
 # ---------------------------------------------------------------- matching by name

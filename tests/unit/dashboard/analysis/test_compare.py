@@ -204,3 +204,21 @@ def test_compute_that_moved_the_same_way_on_every_rank_is_uniform() -> None:
     assert cmp.uniform_compute_ratio(ranks_with([(1, 7.5), (2, 8)]), overall(1.5, 7.75)) == 5.167
     # one rank's compute grew, the other's did not: not uniform
     assert cmp.uniform_compute_ratio(ranks_with([(1, 7.5), (2, 2.1)]), overall(1.5, 4.8)) is None
+
+
+def test_no_origin_when_every_rank_moved_alike_or_within_its_noise() -> None:
+    # a busier machine: compute +1.6 ms on rank 0 and +1.2 ms on rank 1 of +3.9 ms
+    ranks = [rank(0, {"compute": 1.6, "waiting": 2.3}), rank(1, {"compute": 1.2})]
+    assert cmp.origin_of(ranks, slower=True, overall_ms=3.9) is None
+    # +3 ms on one rank whose interval holds zero (-0.5 .. +6.5): noise
+    noisy = rank(0, {"compute": 3.0})
+    wide = noisy.components[0].__class__(
+        component="compute", base_ms=0, new_ms=3.0, delta_ms=3.0, low_ms=-0.5, high_ms=6.5
+    )
+    noisy = cmp.RankComparison(
+        rank=0, base_steps=5, new_steps=5, step=noisy.step, components=[wide]
+    )
+    assert cmp.origin_of([noisy, rank(1, {"compute": 0.0})], True, 3.5) is None
+    # the same +3 ms, beyond its noise, on one rank only: it starts there
+    o = cmp.origin_of([rank(0, {"compute": 3.0}), rank(1, {"compute": 0.2})], True, 3.5)
+    assert o is not None and (o.rank, o.component) == (0, "compute")
