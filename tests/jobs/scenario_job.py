@@ -170,7 +170,7 @@ def main() -> None:
     mix = torch.randn(FEATURES, FEATURES) / FEATURES**0.5
     # contended: every rank does ~30 ms of operator work a step, so a rank sharing
     # its CPU needs its share of it (a thread that mostly sleeps hardly notices a hog)
-    feature_depth = {"uneven_batch": 240, "contended": 1500}.get(sc, 0)
+    feature_depth = {"uneven_batch": 600, "contended": 1500}.get(sc, 0)
     model = nn.parallel.DistributedDataParallel(
         nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 16))
     )
