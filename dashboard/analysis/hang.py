@@ -437,13 +437,14 @@ def _group_verdicts(
             cut_short: tuple[int, ...] = ()
             if missing:
                 dead = tuple(r for r in missing if _status(states, r) in ("crashed", "silent"))
-                # A peer the launcher stopped on its way there (it never stalled) is
-                # collateral of a rank that died: the dead rank is the cause.
+                # A peer the launcher stopped on its way there, or whose own collective
+                # failed when the dead rank's connections closed (it never stalled), is
+                # collateral of the rank that died: the dead rank is the cause.
                 collateral = tuple(
                     r
                     for r in missing
                     if r not in dead
-                    and _status(states, r) == "signalled"
+                    and _status(states, r) in ("signalled", "failed")
                     and "stall" not in states[r].triggers
                 )
                 kind: Kind = "missing_rank"
@@ -642,9 +643,14 @@ def headline_of(g: GroupVerdict, states: dict[int, RankState]) -> str:
             how = f"died without a word ({_NO_WORD})"
         where = f" in {s.where}" if s is not None and s.where is not None else ""
         cut = ""
-        if g.cut_short:
-            pronoun = "it" if len(g.cut_short) == 1 else "they"
-            cut = f"; the launcher stopped {_ranks(g.cut_short)} before {pronoun} got there"
+        stopped = tuple(r for r in g.cut_short if _status(states, r) == "signalled")
+        lost = tuple(r for r in g.cut_short if r not in stopped)
+        if stopped:
+            pronoun = "it" if len(stopped) == 1 else "they"
+            cut += f"; the launcher stopped {_ranks(stopped)} before {pronoun} got there"
+        if lost:
+            pronoun = "it" if len(lost) == 1 else "they"
+            cut += f"; {_ranks(lost)} lost the connection and failed before {pronoun} got there"
         return f"{who} {how}{where}{step} and never issued {at}{others}{cut}"
     s = states.get(g.ranks[0]) if g.ranks else None
     where = f"; it is in {s.where}" if s is not None and s.where is not None else ""

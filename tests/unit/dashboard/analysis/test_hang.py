@@ -177,3 +177,18 @@ def test_a_rank_gone_without_a_word_with_nothing_pending_is_named() -> None:
     v = hang_verdict(records(ranks, 1))
     assert v is not None and v.kind == "exited" and v.rank == 1
     assert "rank 1 died without a word" in v.headline
+
+
+def test_a_peer_whose_collective_failed_on_the_lost_connection_is_collateral() -> None:
+    # Rank 1 was SIGKILLed; its closed connections failed rank 0 before its ring
+    # showed seq 5 (gloo raises at once), and rank 2 entered seq 5. Rank 1 is the cause.
+    ranks = {
+        0: RankRecords(0, (), (proof(0, "collective_error", done(4)),)),
+        1: RankRecords(1, tuple(done(3))),
+        2: RankRecords(2, (), (proof(2, "collective_error", [*done(4), entry(5)]),)),
+    }
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "crashed" and v.rank == 1
+    g = v.groups[0]
+    assert (g.seq, g.ranks, g.waiting, g.cut_short) == (5, (1,), (2,), (0,))
+    assert "rank 0 lost the connection and failed before it got there" in v.headline
