@@ -563,14 +563,25 @@ def hang_verdict(records: HangRecords) -> HangVerdict | None:
         crashed = crashed or [s for s in ranks if s.status == "silent" and failed]
         culprit = crashed[0] if crashed else None
         head = f"The job failed (exit code {records.exit_code}) with no collective pending"
-        if culprit is not None and culprit.status == "silent":
+        kind: Kind = "exited"
+        stuck = [s.rank for s in ranks if s.status == "stalled"]
+        if culprit is not None and culprit.status == "silent" and stuck:
+            # The others stalled after it but were killed before their evidence said
+            # where: a dead rank and a hang, the collective not on record.
+            kind = "crashed"
+            head = (
+                f"Rank {culprit.rank} died without a word ({_NO_WORD}); {_ranks(stuck)} "
+                "stalled after it, in a collective their records do not show (killed "
+                "before they wrote it)"
+            )
+        elif culprit is not None and culprit.status == "silent":
             head += f": rank {culprit.rank} died without a word ({_NO_WORD})"
         elif culprit is not None:
             head += f": rank {culprit.rank} raised {culprit.exception}"
             if culprit.where is not None:
                 head += f" in {culprit.where}"
         return HangVerdict(
-            "exited", culprit.rank if culprit else None, head, (), ranks, table,
+            kind, culprit.rank if culprit else None, head, (), ranks, table,
             records.exit_code, step=culprit.stuck_step if culprit else None,
             problems=records.problems,
         )  # fmt: skip

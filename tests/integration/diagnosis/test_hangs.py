@@ -175,17 +175,20 @@ def test_a_rank_that_raises_is_the_crashed_rank(tmp_path: Path) -> None:
     assert rank1.where is not None and rank1.where.function == "load_batch"
 
 
-# Known race (issue 18 stays open): when rank 1 is SIGKILLed, gloo fails rank 0's
-# collective at once; in some CI runs rank 0's evidence holds no entry for seq 7 and
-# the verdict names rank 0 ("missing_rank") instead of the silent rank 1.
-@pytest.mark.xfail(strict=False, reason="race: a peer fails before its ring shows seq 7")
+# When rank 1 is SIGKILLed its peers either fail at once (gloo sees the closed
+# connection) or stall in seq 7 and are killed by the launcher; in 1 of ~20 runs
+# here they were killed before their evidence named seq 7. The verdict still names
+# rank 1 as the crash and the collective wherever a record holds it.
 def test_a_rank_killed_without_a_word_is_named_from_the_others(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run_scenario(out, 3, "--scenario", "kill", "--rank", "1")
     assert proc.returncode != 0
     v = verdict_of(out)
-    assert v is not None and v.kind == "crashed" and v.rank == 1
-    assert (v.groups[0].pg, v.groups[0].seq, v.groups[0].op) == ("0", 7, "all_reduce")
+    assert v is not None and v.kind == "crashed" and v.rank == 1, v and v.headline
+    if v.groups:
+        assert (v.groups[0].pg, v.groups[0].seq, v.groups[0].op) == ("0", 7, "all_reduce")
+    else:
+        assert "stalled after it" in v.headline
     rank1 = next(r for r in v.ranks if r.rank == 1)
     assert rank1.status == "silent" and rank1.evidence_files == 0
     assert "without a word" in v.headline

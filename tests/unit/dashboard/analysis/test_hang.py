@@ -192,3 +192,21 @@ def test_a_peer_whose_collective_failed_on_the_lost_connection_is_collateral() -
     g = v.groups[0]
     assert (g.seq, g.ranks, g.waiting, g.cut_short) == (5, (1,), (2,), (0,))
     assert "rank 0 lost the connection and failed before it got there" in v.headline
+
+
+def stalled_progress(rank: int) -> ev.Progress:
+    return ev.Progress(
+        schema=ev.PROGRESS_SCHEMA, rank=rank, world_size=3, pid=100 + rank, host="h",
+        attempt=0, collector_start_ns=T0, ts_ns=T0 + 9 * S, state="stalled", threshold_s=2.0,
+        step=ev.StepState(4, None, None, 5, T0), stalled_since_ns=T0 + 7 * S,
+    )  # fmt: skip
+
+
+def test_a_dead_rank_whose_peers_stalled_without_evidence_is_still_the_crash() -> None:
+    # Rank 1 was SIGKILLed; ranks 0 and 2 said "stalled" in their progress records and
+    # were killed before their evidence was written: no collective on record.
+    ranks = {r: RankRecords(r, tuple(done(4)), (), stalled_progress(r)) for r in (0, 2)}
+    ranks[1] = RankRecords(1, tuple(done(4)))
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "crashed" and v.rank == 1 and v.groups == ()
+    assert "ranks 0 and 2 stalled after it" in v.headline
