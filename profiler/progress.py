@@ -18,15 +18,21 @@ an unhandled exception (``sys.excepthook``, chained; a c10d error or timeout is
 a ``collective_error``) and SIGTERM/SIGINT (handlers installed only from the
 main thread, chained to the previous handler; a default action is re-raised
 with the default disposition, an ignored signal stays ignored). Python runs
-signal handlers only between bytecodes: a rank blocked inside a C++ collective
-writes its signal evidence when the call returns, and its stall evidence
-(written by this thread) is what describes it. Nothing here raises into the job.
+signal handlers only between bytecodes, so a rank blocked inside a C++
+collective would run its handler only when the call returns (often never: the
+launcher's SIGKILL follows). The C-level handler, though, writes the signal's
+number to ``signal.set_wakeup_fd`` at once: where no one else set a wakeup fd,
+this thread owns one, sees SIGTERM/SIGINT within milliseconds and writes the
+signal evidence itself (the training thread's stack is the blocked frame); the
+handler's own write is then skipped. A forked child drops the wakeup fd. Nothing
+here raises into the job.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import sys
@@ -108,6 +114,9 @@ class ProgressWatch:
         self._pid = os.getpid()  # a forked child (a DataLoader worker) inherits the hooks
         self._prev_excepthook: Any = None
         self._prev_signals: dict[int, Any] = {}
+        self._wakeup: tuple[int, int] | None = None  # (read, write) of our wakeup pipe
+        self._signals_seen: set[int] = set()  # signal evidence written (or being written)
+        self._signal_lock = threading.RLock()  # held while it is written: the other waits
         self.written: list[Path] = []
 
     # --- the training thread ---
@@ -157,12 +166,50 @@ class ProgressWatch:
         )
 
     def _run(self) -> None:
-        while not self._stop.wait(self.tick_s):
+        while not self._wait(self.tick_s):
             try:
                 self.tick(time.time_ns())
             except Exception as e:
                 self.faults.disable("progress", e)
                 return
+
+    def _wait(self, timeout: float) -> bool:
+        """Sleep ``timeout`` (True once stopped), handling signals that arrive meanwhile."""
+        wakeup = self._wakeup
+        if wakeup is None:
+            return self._stop.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                ready, _, _ = select.select([wakeup[0]], [], [], min(left, 0.25))
+                data = os.read(wakeup[0], 64) if ready else b""
+            except OSError:
+                self._wakeup = None  # closed under us: back to the plain wait
+                return self._stop.wait(max(0.0, left))
+            for signum in set(data):
+                if signum in self._prev_signals:
+                    self._signal_evidence(signum)
+        return True
+
+    def _signal_evidence(self, signum: int) -> None:
+        """Signal evidence once per signal, from whichever thread sees it first.
+
+        The other waits (at most 5 s) until it is on disk: the main thread's handler
+        goes on to the default action, which ends the process.
+        """
+        got = self._signal_lock.acquire(timeout=5.0)
+        try:
+            if signum in self._signals_seen:
+                return
+            self._signals_seen.add(signum)
+            with contextlib.suppress(Exception):
+                self.write_evidence("signal", signal.Signals(signum).name)
+        finally:
+            if got:
+                self._signal_lock.release()
 
     def tick(self, now_ns: int) -> None:
         """One look at the training thread's progress (the watch thread; tests call it)."""
@@ -275,12 +322,55 @@ class ProgressWatch:
                 continue
             with contextlib.suppress(ValueError, OSError):
                 self._prev_signals[signum] = signal.signal(signum, self._on_signal)
+        if self._prev_signals:
+            self._own_wakeup_fd()
+
+    def _own_wakeup_fd(self) -> None:
+        """Take the process's signal wakeup fd, unless someone (asyncio) holds it."""
+        r, w = os.pipe()
+        try:
+            os.set_blocking(w, False)
+            os.set_blocking(r, False)
+            old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            os.close(r)
+            os.close(w)
+            return
+        if old != -1:
+            with contextlib.suppress(ValueError, OSError):
+                signal.set_wakeup_fd(old)
+            os.close(r)
+            os.close(w)
+            return
+        self._wakeup = (r, w)
+        with contextlib.suppress(Exception):
+            os.register_at_fork(after_in_child=self._forget_wakeup_fd)
+
+    def _forget_wakeup_fd(self) -> None:
+        # A forked child (a DataLoader worker): its signals are not the rank's.
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is None or os.getpid() == self._pid:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            signal.set_wakeup_fd(-1)
+        for fd in wakeup:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _uninstall_hooks(self) -> None:
         if sys.excepthook == self._excepthook:
             sys.excepthook = self._prev_excepthook
         if threading.current_thread() is not threading.main_thread():
             return
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
+            with contextlib.suppress(ValueError, OSError):
+                current = signal.set_wakeup_fd(-1)
+                if current != wakeup[1]:
+                    signal.set_wakeup_fd(current)  # someone took it since: leave theirs
+            for fd in wakeup:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         for signum, prev in self._prev_signals.items():
             with contextlib.suppress(ValueError, OSError, TypeError):
                 if signal.getsignal(signum) == self._on_signal:
@@ -301,8 +391,7 @@ class ProgressWatch:
         prev(kind, exc, tb)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(Exception):
-            self.write_evidence("signal", signal.Signals(signum).name)
+        self._signal_evidence(signum)
         prev = self._prev_signals.get(signum, signal.SIG_DFL)
         if callable(prev):
             prev(signum, frame)
