@@ -23,12 +23,21 @@ MAX_FRAMES frames, source lines cut to 200 characters; an exception message to
 entries and 32 threads of 48 frames; a few KB to tens of KB in practice), and a
 rank writes at most MAX_FILES of them per run directory (typically two: the stall,
 then the error or signal that ends it).
+
+- ``rank{R}.fatal.txt`` (``rank{R}.{n}.fatal.txt`` for a restarted attempt): where
+  the job had not enabled ``faulthandler`` itself, the rank's collector enables it
+  into this file, so a rank killed by SIGSEGV, SIGABRT (gloo aborts a rank on a
+  message of the wrong size; a C++ ``std::terminate``), SIGBUS, SIGFPE or SIGILL
+  leaves its Python stacks (faulthandler's own text: at most 100 threads of 100
+  frames, tens of KB). Empty while the rank runs; removed when the collector stops
+  with it still empty. ``read_fatal`` parses the error and the current thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 import traceback
@@ -332,6 +341,59 @@ def read_progress(run_dir: Path, rank: int) -> Progress | None:
 
 def read_evidence(path: Path) -> Evidence:
     return msgspec.json.decode(Path(path).read_bytes(), type=Evidence)
+
+
+def fatal_paths(run_dir: Path, rank: int) -> list[Path]:
+    """Every name rank ``rank``'s fatal-signal file may have, in the order they are taken."""
+    run_dir = Path(run_dir)
+    first = run_dir / f"rank{rank}.fatal.txt"
+    return [first] + [run_dir / f"rank{rank}.{n}.fatal.txt" for n in range(2, MAX_FILES + 1)]
+
+
+def open_fatal(run_dir: Path, rank: int) -> tuple[Path, Any] | None:
+    """The first free fatal-signal file, created and open for faulthandler; None when
+    all MAX_FILES names are taken (never an earlier attempt's file)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for path in fatal_paths(run_dir, rank):
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            continue
+        return path, os.fdopen(fd, "w", encoding="utf-8")
+    return None
+
+
+class Fatal(msgspec.Struct, frozen=True):
+    """What faulthandler wrote when a fatal signal ended the rank."""
+
+    error: str  # "Fatal Python error: Segmentation fault"
+    frames: list[Frame]  # the thread that took the signal, outermost first
+    mtime_ns: int = 0
+
+
+_FATAL_READ = 256 * 1024
+_FRAME_LINE = re.compile(r'^\s+File "(.*)", line (\d+) in (.+?)\s*$')
+
+
+def read_fatal(path: Path) -> Fatal | None:
+    """The fatal error in ``path`` (its first 256 KB); None when it holds none."""
+    with open(path, "rb") as f:
+        text = f.read(_FATAL_READ).decode("utf-8", "replace")
+    error = next((ln.strip() for ln in text.splitlines() if ln.startswith("Fatal Python")), "")
+    if not error:
+        return None
+    # "Current thread 0x... (most recent call first):" then its frames, innermost first;
+    # without one (a signal on a thread faulthandler does not know) the first thread.
+    blocks = re.split(r"\n\s*\n", text)
+    current = next((b for b in blocks if b.lstrip().startswith("Current thread")), None)
+    current = current or next((b for b in blocks if b.lstrip().startswith("Thread ")), "")
+    frames = []
+    for line in current.splitlines():
+        m = _FRAME_LINE.match(line)
+        if m:
+            frames.append(Frame(m.group(1), int(m.group(2)), m.group(3)))
+    frames.reverse()
+    return Fatal(error[:MAX_TEXT], frames[-MAX_FRAMES:], os.stat(path).st_mtime_ns)
 
 
 def ranks_with(run_dir: Path, suffix: str) -> list[int]:

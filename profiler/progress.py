@@ -31,6 +31,7 @@ here raises into the job.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import select
 import signal
@@ -115,6 +116,7 @@ class ProgressWatch:
         self._prev_excepthook: Any = None
         self._prev_signals: dict[int, Any] = {}
         self._wakeup: tuple[int, int] | None = None  # (read, write) of our wakeup pipe
+        self._fatal: tuple[Path, Any] | None = None  # our faulthandler file, while enabled
         self._signals_seen: set[int] = set()  # signal evidence written (or being written)
         self._signal_lock = threading.RLock()  # held while it is written: the other waits
         self.written: list[Path] = []
@@ -314,6 +316,7 @@ class ProgressWatch:
     def _install_hooks(self) -> None:
         self._prev_excepthook = sys.excepthook
         sys.excepthook = self._excepthook
+        self._enable_faulthandler()
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         for name in _SIGNALS:
@@ -357,9 +360,49 @@ class ProgressWatch:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def _enable_faulthandler(self) -> None:
+        """A fatal signal's Python stacks into ``rank{R}.fatal.txt`` (see evidence).
+
+        Only where the job has not enabled faulthandler itself (its choice stands).
+        """
+        if faulthandler.is_enabled():
+            return
+        try:
+            opened = ev.open_fatal(self.run_dir, self.rank)
+            if opened is None:
+                return
+            faulthandler.enable(file=opened[1], all_threads=True)
+        except Exception as e:
+            self.faults.report("progress", f"faulthandler not enabled: {e}")
+            return
+        self._fatal = opened
+        with contextlib.suppress(Exception):
+            os.register_at_fork(after_in_child=self._child_drops_faulthandler)
+
+    def _child_drops_faulthandler(self) -> None:
+        # A forked child (a DataLoader worker) must not write its crash as the rank's.
+        if self._fatal is not None and os.getpid() != self._pid:
+            self._fatal = None
+            with contextlib.suppress(Exception):
+                faulthandler.disable()
+
+    def _disable_faulthandler(self) -> None:
+        fatal, self._fatal = self._fatal, None
+        if fatal is None:
+            return
+        path, f = fatal
+        with contextlib.suppress(Exception):
+            faulthandler.disable()
+        with contextlib.suppress(Exception):
+            f.close()
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == 0:
+                path.unlink()
+
     def _uninstall_hooks(self) -> None:
         if sys.excepthook == self._excepthook:
             sys.excepthook = self._prev_excepthook
+        self._disable_faulthandler()
         if threading.current_thread() is not threading.main_thread():
             return
         wakeup, self._wakeup = self._wakeup, None

@@ -64,6 +64,7 @@ class RankRecords:
     collectives: tuple[ev.FrEntry, ...] = ()  # from the collective log (finished ones)
     evidence: tuple[ev.Evidence, ...] = ()  # oldest first
     progress: ev.Progress | None = None
+    fatal: ev.Fatal | None = None  # a fatal signal's stacks (faulthandler)
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ def read_hang_records(run_dir: Path) -> HangRecords:
         ev.ranks_with(run_dir, "progress.json")
     )
     ranks_seen |= {r for r, _ in rundir.ranks_with_files(run_dir, "rank*.collectives.jsonl")}
+    ranks_seen |= set(ev.ranks_with(run_dir, "fatal.txt"))
     ranks: dict[int, RankRecords] = {}
     for rank in sorted(ranks_seen):
         evidence = []
@@ -238,7 +240,8 @@ def read_hang_records(run_dir: Path) -> HangRecords:
         # A restarted attempt keeps the files of the one before: judge the newest.
         if evidence and progress is not None:
             evidence = [e for e in evidence if e.collector_start_ns >= progress.collector_start_ns]
-        ranks[rank] = RankRecords(rank, tuple(rows), tuple(evidence), progress)
+        fatal = _read_fatal(run_dir, rank, progress, problems)
+        ranks[rank] = RankRecords(rank, tuple(rows), tuple(evidence), progress, fatal)
         world = max(world, rank + 1, *(e.world_size for e in evidence))
     return HangRecords(
         world_size=world,
@@ -247,6 +250,29 @@ def read_hang_records(run_dir: Path) -> HangRecords:
         now_ns=time.time_ns(),
         problems=tuple(problems),
     )
+
+
+def _read_fatal(
+    run_dir: Path, rank: int, progress: ev.Progress | None, problems: list[str]
+) -> ev.Fatal | None:
+    """The newest fatal-signal record of this attempt (an earlier attempt's is older
+    than the attempt's collector start)."""
+    newest: ev.Fatal | None = None
+    for path in ev.fatal_paths(run_dir, rank):
+        try:
+            if not path.exists() or path.stat().st_size == 0:
+                continue
+            fatal = ev.read_fatal(path)
+        except (OSError, ValueError) as e:
+            problems.append(f"{path.name}: {e}")
+            continue
+        if fatal is None:
+            continue
+        if progress is not None and fatal.mtime_ns < progress.collector_start_ns:
+            continue
+        if newest is None or fatal.mtime_ns > newest.mtime_ns:
+            newest = fatal
+    return newest
 
 
 # ---------------------------------------------------------------------- the verdict
@@ -276,7 +302,7 @@ def _rank_state(rec: RankRecords, now_ns: int, run_over: bool) -> RankState:
     stalled = _first(evs, "stall")
     progress = rec.progress
     status: RankStatus
-    if crash is not None:
+    if crash is not None or rec.fatal is not None:
         status = "crashed"
     elif signalled is not None:
         status = "signalled"
@@ -301,7 +327,11 @@ def _rank_state(rec: RankRecords, now_ns: int, run_over: bool) -> RankState:
     # Where the training thread stood: the first of stall / signal evidence shows a
     # live stack; an exception's own traceback is where it was raised.
     live = stalled or signalled
-    if crash is not None and crash.exception is not None:
+    if rec.fatal is not None and crash is None:
+        # Killed by a fatal signal (SIGSEGV, SIGABRT, ...): faulthandler's stack.
+        exception = rec.fatal.error
+        stack = _where(rec.fatal.frames)
+    elif crash is not None and crash.exception is not None:
         stack = _where(crash.exception.frames)
     elif live is not None:
         training = next((t for t in live.threads if t.is_training), None)
@@ -367,7 +397,14 @@ def _replace_completed(x: ev.FrEntry, completed: bool) -> ev.FrEntry:
     return msgspec.structs.replace(x, completed=completed)
 
 
+_FATAL = "Fatal Python error"
 _NO_WORD = "SIGKILL, the OOM killer or a lost host"
+
+
+def _step_known(s: RankState) -> bool:
+    """Its step state is from its last word: not a progress record from seconds before
+    it died (a silent rank, one a fatal signal ended with no evidence written)."""
+    return s.status != "silent" and not (s.status == "crashed" and s.evidence_files == 0)
 
 
 def _status(states: dict[int, RankState], rank: int) -> RankStatus | None:
@@ -576,13 +613,18 @@ def hang_verdict(records: HangRecords) -> HangVerdict | None:
             )
         elif culprit is not None and culprit.status == "silent":
             head += f": rank {culprit.rank} died without a word ({_NO_WORD})"
+        elif culprit is not None and (culprit.exception or "").startswith(_FATAL):
+            head += f": rank {culprit.rank} died of a fatal signal ({culprit.exception})"
+            if culprit.where is not None:
+                head += f" in {culprit.where}"
         elif culprit is not None:
             head += f": rank {culprit.rank} raised {culprit.exception}"
             if culprit.where is not None:
                 head += f" in {culprit.where}"
         return HangVerdict(
             kind, culprit.rank if culprit else None, head, (), ranks, table,
-            records.exit_code, step=culprit.stuck_step if culprit else None,
+            records.exit_code,
+            step=culprit.stuck_step if culprit and _step_known(culprit) else None,
             problems=records.problems,
         )  # fmt: skip
     g = verdicts[0]
@@ -590,7 +632,7 @@ def hang_verdict(records: HangRecords) -> HangVerdict | None:
     return HangVerdict(
         g.kind, rank, headline_of(g, states), tuple(verdicts), ranks, table, records.exit_code,
         step=states[rank].stuck_step
-        if rank is not None and rank in states and states[rank].status != "silent"
+        if rank is not None and rank in states and _step_known(states[rank])
         else None,
         details=tuple(detail_of(v, states) for v in verdicts[1:]),
         problems=records.problems,
@@ -642,13 +684,17 @@ def headline_of(g: GroupVerdict, states: dict[int, RankState]) -> str:
     who = _ranks(g.ranks).capitalize()
     step = ""
     fault = states.get(g.ranks[0]) if g.ranks else None
-    if fault is not None and fault.stuck_step is not None and fault.status != "silent":
+    if fault is not None and fault.stuck_step is not None and _step_known(fault):
         step = f" at step {states[g.ranks[0]].stuck_step}"
     others = f"; {_ranks(g.waiting)} entered it{waited}" if g.waiting else ""
     if g.kind == "crashed":
         s = states.get(g.ranks[0])
-        how = "died"
-        if s is not None and s.exception:
+        how, verb = "died", "and never issued"
+        if s is not None and s.exception and s.exception.startswith(_FATAL):
+            how = f"died of a fatal signal ({s.exception})"
+            if s.stack and s.stack[-1].function == g.op:
+                verb = "while inside"  # it had issued it: it died in the call
+        elif s is not None and s.exception:
             how = f"raised {s.exception}"
         elif s is not None and s.status == "silent":
             how = f"died without a word ({_NO_WORD})"
@@ -662,7 +708,7 @@ def headline_of(g: GroupVerdict, states: dict[int, RankState]) -> str:
         if lost:
             pronoun = "it" if len(lost) == 1 else "they"
             cut += f"; {_ranks(lost)} lost the connection and failed before {pronoun} got there"
-        return f"{who} {how}{where}{step} and never issued {at}{others}{cut}"
+        return f"{who} {how}{where}{step} {verb} {at}{others}{cut}"
     s = states.get(g.ranks[0]) if g.ranks else None
     where = f"; it is in {s.where}" if s is not None and s.where is not None else ""
     return f"{who} never issued {at}{step}{others}{where}"

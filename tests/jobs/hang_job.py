@@ -11,6 +11,8 @@ all_reduce:
 - ``desync``: all-reduces a tensor one element longer than the others';
 - ``raise``: raises ``RuntimeError`` from ``load_batch``;
 - ``kill``: SIGKILLs itself;
+- ``abort``: ``os.abort()`` from ``native_crash`` (SIGABRT, as a C++ abort or a
+  segfault in an extension would end it);
 - ``healthy``: nothing.
 
 The process group timeout is ``--pg-timeout-s`` (short, so a hang ends fast).
@@ -37,6 +39,10 @@ def load_batch(step: int, fail_at: int) -> torch.Tensor:
 
 def wait_for_peers(seconds: float) -> None:
     time.sleep(seconds)  # the stack a stalled rank should show
+
+
+def native_crash() -> None:
+    os.abort()  # the stack a rank killed by a fatal signal should show
 
 
 def main() -> int:
@@ -76,6 +82,8 @@ def main() -> int:
                 wait_for_peers(args.sleep_s)
             elif args.scenario == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            elif args.scenario == "abort":
+                native_crash()
             elif args.scenario == "desync":
                 grads = torch.cat([grads, torch.zeros(1)])
         dist.all_reduce(grads, group=group)

@@ -195,6 +195,22 @@ def test_a_rank_killed_without_a_word_is_named_from_the_others(tmp_path: Path) -
     assert "without a word" in v.headline
 
 
+def test_a_rank_killed_by_a_fatal_signal_is_named_with_its_stack(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_scenario(out, 3, "--scenario", "abort", "--rank", "1")
+    assert proc.returncode != 0
+    v = verdict_of(out)
+    assert v is not None and v.kind == "crashed" and v.rank == 1, v and v.headline
+    rank1 = next(r for r in v.ranks if r.rank == 1)
+    assert rank1.exception == "Fatal Python error: Aborted"
+    assert rank1.where is not None and rank1.where.function == "native_crash"
+    assert "died of a fatal signal (Fatal Python error: Aborted)" in v.headline
+    assert " at step " not in v.headline  # its last progress record is seconds old
+    # only the rank a fatal signal ended wrote into its file
+    written = [p.name for p in out.glob("rank*.fatal.txt") if p.stat().st_size > 0]
+    assert written == ["rank1.fatal.txt"]
+
+
 def test_a_hang_inside_a_subgroup_blames_the_subgroup(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run_scenario(

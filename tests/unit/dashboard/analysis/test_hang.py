@@ -210,3 +210,22 @@ def test_a_dead_rank_whose_peers_stalled_without_evidence_is_still_the_crash() -
     v = hang_verdict(records(ranks, 1))
     assert v is not None and v.kind == "crashed" and v.rank == 1 and v.groups == ()
     assert "ranks 0 and 2 stalled after it" in v.headline
+
+
+def test_a_rank_ended_by_a_fatal_signal_inside_the_collective_died_there() -> None:
+    # gloo aborted rank 1 inside seq 5 (a message of the wrong size): faulthandler's
+    # stack ends in all_reduce; its collective log lags, its peers waited in seq 5.
+    c10d = "/venv/lib/python3.11/site-packages/torch/distributed/distributed_c10d.py"
+    frames = [ev.Frame("/job/train.py", 40, "main"), ev.Frame(c10d, 9, "all_reduce")]
+    fatal = ev.Fatal("Fatal Python error: Aborted", frames)
+    ranks = {
+        r: RankRecords(r, (), (proof(r, "collective_error", [*done(4), entry(5)]),)) for r in (0, 2)
+    }
+    ranks[1] = RankRecords(1, tuple(done(4)), fatal=fatal)
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "crashed" and v.rank == 1
+    assert v.ranks[1].exception == "Fatal Python error: Aborted"
+    assert v.ranks[1].where is not None and v.ranks[1].where.function == "main"
+    assert "died of a fatal signal (Fatal Python error: Aborted)" in v.headline
+    assert "while inside all_reduce seq 5" in v.headline
+    assert v.step is None  # no evidence of its own: its step is not known
