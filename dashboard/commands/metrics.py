@@ -89,6 +89,9 @@ class MetricsCommand:
 
         job = args.job or run_dir.absolute().name
         registry = prometheus.registry_for(run_dir, job, verdict_every_s=args.verdict_every)
+        # The first read of a large run is the slow one (1,024 ranks: seconds): before
+        # serving, so no scrape waits on it.
+        prometheus.exposition(registry)
         if args.once:
             sys.stdout.write(prometheus.exposition(registry))
             return 0

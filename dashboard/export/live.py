@@ -15,7 +15,8 @@ still being written waits for the next refresh); each rank keeps its last
 ``STEP_TAIL`` steps, ``COLLECTIVE_TAIL`` collectives and ``THROTTLE_TAIL``
 telemetry samples. A file replaced or truncated (``rankscope run --overwrite``)
 is read again from its tail. The straggler verdict (``analysis.wholerun``, the
-whole-run rule over the tails) is recomputed at most every ``verdict_every_s``.
+whole-run rule over the tails) is recomputed at most every ``verdict_every_s``, and
+no more often than keeps it under ``VERDICT_CPU_SHARE`` of the exporter's time.
 
 Arrival lag (``RankLive.lag_s``): in the process group most ranks logged
 (point-to-point records aside), at the latest instance every member logged,
@@ -50,7 +51,12 @@ COLLECTIVE_TAIL = 1024
 THROTTLE_TAIL = 256
 LAG_INSTANCES = 32
 HEARTBEAT_STALE_S = 15.0
+VERDICT_CPU_SHARE = 0.1
 STATES = ("running", "stalled", "stopped", "lost", "unknown")
+# pg: the process group's code in ``RunTail``'s vocabulary; duration_ms NaN: not timed
+COLL_DTYPE = np.dtype(
+    [("pg", np.int64), ("seq", np.int64), ("enqueue_ns", np.int64), ("duration_ms", np.float64)]
+)
 _FILE = re.compile(r"^rank(\d+)\.(steps|collectives|telemetry)\.jsonl$")
 _META = re.compile(r"^rank(\d+)\.meta\.json$")
 _NS = 1e9
@@ -105,9 +111,8 @@ class _Rank:
     rank: int
     files: dict[str, TailFile] = field(default_factory=dict)
     steps: deque[records.StepRecord] = field(default_factory=lambda: deque(maxlen=STEP_TAIL))
-    colls: deque[tuple[str, int, int, float]] = field(
-        default_factory=lambda: deque(maxlen=COLLECTIVE_TAIL)
-    )  # (pg, seq, enqueue_ns, duration_ms or NaN); point-to-point left out
+    # the last COLLECTIVE_TAIL collectives (point-to-point left out), compact: COLL_DTYPE rows
+    colls: np.ndarray = field(default_factory=lambda: np.zeros(0, COLL_DTYPE))
     throttle: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=THROTTLE_TAIL))
     sample: dict[str, Any] | None = None  # the latest telemetry sample
     meta: dict[str, Any] = field(default_factory=dict)
@@ -147,35 +152,56 @@ class Snapshot:
     refresh_s: float  # wall time this refresh took
 
 
-def _decode_steps(lines: list[bytes]) -> list[records.StepRecord]:
-    out = []
-    for raw in lines:
-        try:
-            out.append(records.decode(raw, records.StepRecord))
-        except records.BadRecord:
-            continue  # a header line or a bad row: the report names those, not the exporter
-    return out
-
-
+_step_decoder = msgspec.json.Decoder(records.StepRecord)
 _coll_decoder = msgspec.json.Decoder(records.CollectiveRecord)
 
 
-def _decode_colls(lines: list[bytes]) -> list[tuple[str, int, int, float]]:
+class _Throttle(msgspec.Struct):
+    ts_ns: int
+    throttle_reasons: int | float | None = None
+
+
+_throttle_decoder = msgspec.json.Decoder(_Throttle)
+
+
+def _decode_steps(lines: list[bytes]) -> list[records.StepRecord]:
     out = []
-    for raw in lines:
+    for raw in lines[-STEP_TAIL:]:  # older lines would fall out of the tail at once
         try:
-            c = _coll_decoder.decode(raw)
-        except msgspec.MsgspecError:
-            continue
-        if not c.p2p:
-            dur = float("nan") if c.duration_ms is None else float(c.duration_ms)
-            out.append((c.pg, c.seq, c.enqueue_ns, dur))
+            out.append(_step_decoder.decode(raw))
+        except (msgspec.MsgspecError, ValueError):
+            try:  # the slow path checks the bounds (and repairs what it can)
+                out.append(records.decode(raw, records.StepRecord))
+            except records.BadRecord:
+                continue  # a header line or a bad row: the report names those, not the exporter
     return out
 
 
-def _decode_samples(lines: list[bytes]) -> list[dict[str, Any]]:
-    out = []
-    for raw in lines:
+def _decode_colls(lines: list[bytes], pg_code: dict[str, int]) -> np.ndarray:
+    rows = []
+    for raw in lines[-COLLECTIVE_TAIL:]:
+        try:
+            c = _coll_decoder.decode(raw)
+        except (msgspec.MsgspecError, ValueError):
+            continue
+        if not c.p2p:
+            code = pg_code.setdefault(c.pg, len(pg_code))
+            dur = np.nan if c.duration_ms is None else float(c.duration_ms)
+            rows.append((code, c.seq, c.enqueue_ns, dur))
+    return np.array(rows, COLL_DTYPE)
+
+
+def _decode_samples(lines: list[bytes]) -> tuple[list[tuple[int, int]], dict[str, Any] | None]:
+    """(ts_ns, throttle reasons) of the lines that have them, and the last sample whole."""
+    throttle = []
+    for raw in lines[-THROTTLE_TAIL:]:
+        try:
+            t = _throttle_decoder.decode(raw)
+        except (msgspec.MsgspecError, ValueError):
+            continue
+        if isinstance(t.throttle_reasons, int | float) and t.throttle_reasons == t.throttle_reasons:
+            throttle.append((t.ts_ns, int(t.throttle_reasons)))
+    for raw in reversed(lines):
         try:
             obj = records.parse(raw)
         except records.BadRecord:
@@ -183,8 +209,8 @@ def _decode_samples(lines: list[bytes]) -> list[dict[str, Any]]:
         if isinstance(obj, dict) and "schema" not in obj:
             sample = rundir.clean_sample(obj)
             if sample is not None:
-                out.append(sample)
-    return out
+                return throttle, sample
+    return throttle, None
 
 
 def _median(values: list[float]) -> float | None:
@@ -198,10 +224,12 @@ class RunTail:
         self.run_dir = Path(run_dir)
         self.verdict_every_s = verdict_every_s
         self._ranks: dict[int, _Rank] = {}
+        self._pg_code: dict[str, int] = {}  # process group name -> code in COLL_DTYPE rows
         self._verdict: dict[int, float] = {}  # straggler rank -> excess s per step
         self._verdict_ranks: set[int] = set()  # ranks the verdict judged
         self._verdict_steps = 0
         self._verdict_at: float | None = None
+        self._verdict_cost = 0.0  # seconds the latest verdict took
 
     # --- reading -----------------------------------------------------------------
 
@@ -224,12 +252,14 @@ class RunTail:
         if "steps" in r.files:
             r.steps.extend(_decode_steps(r.files["steps"].read()))
         if "collectives" in r.files:
-            r.colls.extend(_decode_colls(r.files["collectives"].read()))
+            new = _decode_colls(r.files["collectives"].read(), self._pg_code)
+            if len(new):
+                r.colls = np.concatenate([r.colls, new])[-COLLECTIVE_TAIL:]
         if "telemetry" in r.files:
-            for s in _decode_samples(r.files["telemetry"].read()):
-                r.sample = s
-                if isinstance(s.get("throttle_reasons"), int | float):
-                    r.throttle.append((s["ts_ns"], int(s["throttle_reasons"])))
+            throttle, sample = _decode_samples(r.files["telemetry"].read())
+            r.throttle.extend(throttle)
+            if sample is not None:
+                r.sample = sample
         path = rundir.rank_meta_path(self.run_dir, r.rank)
         try:
             mtime = os.stat(path).st_mtime_ns
@@ -251,46 +281,50 @@ class RunTail:
 
     def _lags(self) -> dict[int, tuple[float, float]]:
         """rank -> (lag at the latest common instance, median over LAG_INSTANCES), in s."""
-        by_pg: dict[str, dict[int, dict[int, int]]] = {}
+        members: dict[int, list[_Rank]] = {}
         for r in self._ranks.values():
-            off = self._offset(r)
-            for pg, seq, enq, _ in r.colls:
-                by_pg.setdefault(pg, {}).setdefault(r.rank, {})[seq] = enq - off
-        if not by_pg:
+            for code in set(r.colls["pg"][-4 * LAG_INSTANCES :].tolist()):
+                members.setdefault(code, []).append(r)
+        if not members:
             return {}
-        pg = max(by_pg, key=lambda p: (len(by_pg[p]), p))
-        members = by_pg[pg]
-        if len(members) < 2:
+        pg = max(members, key=lambda c: (len(members[c]), -c))
+        ranks = members[pg]
+        if len(ranks) < 2:
             return {}
-        latest = min(max(seqs) for seqs in members.values())
-        lags: dict[int, list[float]] = {rank: [] for rank in members}
-        last: dict[int, float] = {}
-        seq, taken = latest, 0
-        oldest = max(min(seqs) for seqs in members.values())
-        while seq >= oldest and taken < LAG_INSTANCES:
-            arrivals = [seqs.get(seq) for seqs in members.values()]
-            if all(a is not None for a in arrivals):
-                first = min(a for a in arrivals if a is not None)
-                for rank, a in zip(members, arrivals, strict=True):
-                    assert a is not None
-                    lag = (a - first) / _NS
-                    lags[rank].append(lag)
-                    last.setdefault(rank, lag)
-                taken += 1
-            seq -= 1
-        return {rank: (last[rank], float(np.median(v))) for rank, v in lags.items() if rank in last}
+        seqs, arrivals = [], []
+        for r in ranks:
+            rows = r.colls[r.colls["pg"] == pg]
+            seqs.append(rows["seq"])
+            arrivals.append(rows["enqueue_ns"] - self._offset(r))
+        latest = min(int(q.max()) for q in seqs)
+        oldest = max(int(q.min()) for q in seqs)
+        wanted = np.arange(max(oldest, latest - 4 * LAG_INSTANCES + 1), latest + 1)
+        table = np.full((len(ranks), len(wanted)), -1, np.int64)
+        for k, (q, a) in enumerate(zip(seqs, arrivals, strict=True)):
+            pos = np.searchsorted(q, wanted) if np.all(np.diff(q) >= 0) else None
+            if pos is None:  # not in issue order: look each up
+                index = {int(x): int(v) for x, v in zip(q.tolist(), a.tolist(), strict=True)}
+                table[k] = [index.get(int(w), -1) for w in wanted.tolist()]
+                continue
+            pos = np.minimum(pos, len(q) - 1)
+            table[k] = np.where(q[pos] == wanted, a[pos], -1)
+        table = table[:, (table >= 0).all(axis=0)][:, -LAG_INSTANCES:]
+        if not table.shape[1]:
+            return {}
+        lags = (table - table.min(axis=0)) / _NS
+        return {
+            r.rank: (float(lags[k, -1]), float(np.median(lags[k]))) for k, r in enumerate(ranks)
+        }
 
     def _light_ranks(self) -> list[Any]:
         from rankscope.dashboard.analysis.wholerun import LightRank
 
-        pgs = sorted({pg for r in self._ranks.values() for pg, *_ in r.colls})
-        code = {pg: i for i, pg in enumerate(pgs)}
         out = []
         for r in sorted(self._ranks.values(), key=lambda x: x.rank):
-            if not r.steps or not r.colls:
+            if not r.steps or not len(r.colls):
                 continue
             steps = list(r.steps)
-            colls = list(r.colls)
+            colls = r.colls
             tel = list(r.throttle)
             out.append(
                 LightRank(
@@ -308,9 +342,9 @@ class RunTail:
                         ],
                         np.int64,
                     ),
-                    coll_key=np.array([(code[c[0]] << 40) | c[1] for c in colls], np.int64),
-                    enqueue_ns=np.array([c[2] for c in colls], np.int64),
-                    duration_ms=np.array([c[3] for c in colls], np.float64),
+                    coll_key=(colls["pg"] << 40) | colls["seq"],
+                    enqueue_ns=colls["enqueue_ns"].copy(),
+                    duration_ms=colls["duration_ms"].copy(),
                     tel_ts_ns=np.array([t[0] for t in tel], np.int64),
                     throttle=np.array([t[1] for t in tel], np.int64),
                     clock_offset_ns=self._offset(r),
@@ -319,11 +353,21 @@ class RunTail:
         return out
 
     def _update_verdict(self, now: float) -> None:
-        if self._verdict_at is not None and now - self._verdict_at < self.verdict_every_s:
+        # Never more than VERDICT_CPU_SHARE of the exporter's time on the verdict
+        # (1,024 ranks: ~2 s a verdict on a loaded core).
+        every = max(self.verdict_every_s, self._verdict_cost / VERDICT_CPU_SHARE)
+        if self._verdict_at is not None and now - self._verdict_at < every:
             return
         from rankscope.dashboard.analysis.wholerun import whole_run
 
         self._verdict_at = now
+        started = time.perf_counter()
+        try:
+            self._compute_verdict(whole_run)
+        finally:
+            self._verdict_cost = time.perf_counter() - started
+
+    def _compute_verdict(self, whole_run: Any) -> None:
         light = self._light_ranks()
         has_gpu = any(
             str(r.meta.get("device_name") or "cpu") != "cpu" for r in self._ranks.values()
