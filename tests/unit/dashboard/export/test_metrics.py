@@ -192,3 +192,19 @@ def test_launcher_side_warns_and_starts_nothing(
     monkeypatch.setattr(exporter.importlib.util, "find_spec", lambda name: None)
     assert exporter.start(tmp_path, 9464, said.append, who="test") is None
     assert len(said) == 1 and "prometheus_client" in said[0]
+
+
+def test_docs_and_grafana_dashboard_name_only_served_metrics() -> None:
+    import json
+    import re
+
+    served = {prometheus.PREFIX + name for name in prometheus.METRICS}
+    doc = (REPO / "docs" / "metrics.md").read_text()
+    assert {m for m in served if f"`{m}`" not in doc} == set()
+    dash = json.loads((REPO / "docs" / "grafana-rankscope.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in dash["templating"]["list"] if "definition" in v]
+    used = {m for e in exprs for m in re.findall(r"\brankscope_[a-z_]+", e)}
+    assert used and used <= served | {"rankscope_rank_state"}, used - served
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
