@@ -13,6 +13,7 @@ below is that list, one place).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ METRICS: dict[str, str] = {
     "verdict_steps": "steps the latest straggler verdict covered (0: no verdict yet)",
     "verdict_age_seconds": "time since the straggler verdict was computed",
     "exporter_refresh_seconds": "wall time of the exporter's latest read of the run directory",
+    "exporter_errors": "refreshes that failed since the exporter started (the last figures stay)",
 }
 RUN_METRICS = (
     "world_size",
@@ -65,6 +67,7 @@ RUN_METRICS = (
     "verdict_steps",
     "verdict_age_seconds",
     "exporter_refresh_seconds",
+    "exporter_errors",
 )
 # telemetry field -> (metric, scale)
 _GPU = {
@@ -89,7 +92,7 @@ def require() -> Any:
     return prometheus_client
 
 
-def families(snap: Snapshot, job: str) -> list[Any]:
+def families(snap: Snapshot, job: str, errors: int = 0) -> list[Any]:
     """The metric families of one snapshot (module docstring)."""
     from prometheus_client.core import GaugeMetricFamily, StateSetMetricFamily
 
@@ -130,6 +133,7 @@ def families(snap: Snapshot, job: str) -> list[Any]:
         "verdict_steps": snap.verdict_steps,
         "verdict_age_seconds": snap.verdict_age_s,
         "exporter_refresh_seconds": snap.refresh_s,
+        "exporter_errors": errors,
     }
     for name, value in run_values.items():
         if value is not None:
@@ -147,16 +151,33 @@ class LiveCollector:
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._at = 0.0
+        self.errors = 0
+        self._said: set[str] = set()
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> Snapshot | None:
+        """The latest snapshot; a refresh that fails keeps the one before (None: none yet).
+
+        A failure is counted (``exporter_errors``) and each distinct one printed once to
+        stderr: the exporter's stderr is the job's, and a bad file must not flood it.
+        """
         with self._lock:
             now = time.monotonic()
             if self._snapshot is None or now - self._at >= self.min_refresh_s:
-                self._snapshot, self._at = self.tail.refresh(), now
+                self._at = now
+                try:
+                    self._snapshot = self.tail.refresh()
+                except Exception as e:  # a bug or a file nobody foresaw: serve what we had
+                    self.errors += 1
+                    line = f"{type(e).__name__}: {e}"
+                    if line not in self._said and len(self._said) < 16:
+                        self._said.add(line)
+                        print(f"rankscope metrics: refresh failed: {line}", file=sys.stderr)
             return self._snapshot
 
     def collect(self) -> Iterator[Any]:
-        yield from families(self.snapshot(), self.job)
+        snap = self.snapshot()
+        if snap is not None:
+            yield from families(snap, self.job, self.errors)
 
 
 def registry_for(run_dir: Path, job: str, *, verdict_every_s: float = 5.0) -> Any:

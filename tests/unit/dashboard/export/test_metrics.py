@@ -208,3 +208,23 @@ def test_docs_and_grafana_dashboard_name_only_served_metrics() -> None:
     assert used and used <= served | {"rankscope_rank_state"}, used - served
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_a_failing_refresh_serves_the_last_figures_and_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    collector = prometheus.LiveCollector(
+        RunTail(make_run(tmp_path / "run")), "exp", min_refresh_s=0
+    )
+    first = {f.name: f for f in collector.collect()}
+
+    def broken() -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(collector.tail, "refresh", broken)
+    for _ in range(3):
+        again = {f.name: f for f in collector.collect()}
+    assert again["rankscope_last_step"].samples == first["rankscope_last_step"].samples
+    assert again["rankscope_exporter_errors"].samples[0].value == 3
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["rankscope metrics: refresh failed: RuntimeError: disk on fire"]
