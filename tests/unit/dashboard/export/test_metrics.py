@@ -228,3 +228,36 @@ def test_a_failing_refresh_serves_the_last_figures_and_counts(
     assert again["rankscope_exporter_errors"].samples[0].value == 3
     err = capsys.readouterr().err.splitlines()
     assert err == ["rankscope metrics: refresh failed: RuntimeError: disk on fire"]
+
+
+def test_a_taken_port_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    run = make_run(tmp_path / "run")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = str(held.getsockname()[1])
+        serve = ["metrics", str(run), "--port", port, "--addr", "127.0.0.1"]
+        assert main(serve) == EXIT_ENVIRONMENT
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"rankscope metrics: cannot serve on 127.0.0.1:{port}: Address already in use"
+        ]
+        # started for a job: worded as that launcher's warning
+        args = [
+            "metrics",
+            str(run),
+            "--port",
+            port,
+            "--addr",
+            "127.0.0.1",
+            "--warn-as",
+            "rankscope run",
+        ]
+        assert main(args) == EXIT_ENVIRONMENT
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"rankscope run: warning: metrics port {port}: Address already in use;"
+            " no metrics served (the job runs on)"
+        ]
