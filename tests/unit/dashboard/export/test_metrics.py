@@ -245,17 +245,7 @@ def test_a_taken_port_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
             f"rankscope metrics: cannot serve on 127.0.0.1:{port}: Address already in use"
         ]
         # started for a job: worded as that launcher's warning
-        args = [
-            "metrics",
-            str(run),
-            "--port",
-            port,
-            "--addr",
-            "127.0.0.1",
-            "--warn-as",
-            "rankscope run",
-        ]
-        assert main(args) == EXIT_ENVIRONMENT
+        assert main([*serve, "--warn-as", "rankscope run"]) == EXIT_ENVIRONMENT
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [
             f"rankscope run: warning: metrics port {port}: Address already in use;"
