@@ -14,9 +14,10 @@ tail, the torn first line dropped); only complete lines are decoded (a line
 still being written waits for the next refresh); each rank keeps its last
 ``STEP_TAIL`` steps, ``COLLECTIVE_TAIL`` collectives and ``THROTTLE_TAIL``
 telemetry samples. A file replaced or truncated (``rankscope run --overwrite``)
-is read again from its tail. The straggler verdict (``analysis.wholerun``, the
-whole-run rule over the tails) is recomputed at most every ``verdict_every_s``, and
-no more often than keeps it under ``VERDICT_CPU_SHARE`` of the exporter's time.
+is read again from its tail, and what was kept of it dropped. The straggler
+verdict (``analysis.wholerun``, the whole-run rule over the tails) is recomputed
+at most every ``verdict_every_s``, and no more often than keeps it under
+``VERDICT_CPU_SHARE`` of the exporter's time.
 
 Arrival lag (``RankLive.lag_s``): in the process group most ranks logged
 (point-to-point records aside), at the latest instance every member logged,
@@ -72,6 +73,7 @@ class TailFile:
         self.identity: tuple[int, int] | None = None
         self.partial = b""
         self.drop_first = False  # the next bytes start inside a line
+        self.restarts = 0  # times the file was replaced or truncated (its lines start over)
 
     def read(self) -> list[bytes]:
         try:
@@ -82,6 +84,8 @@ class TailFile:
             st = os.fstat(fd)
             identity = (st.st_dev, st.st_ino)
             if identity != self.identity or st.st_size < self.offset:
+                if self.identity is not None:
+                    self.restarts += 1
                 self.identity, self.offset, self.partial = identity, 0, b""
                 self.drop_first = False
             if st.st_size - self.offset > self.tail:
@@ -117,6 +121,22 @@ class _Rank:
     sample: dict[str, Any] | None = None  # the latest telemetry sample
     meta: dict[str, Any] = field(default_factory=dict)
     meta_mtime: int = -1
+    restarts: dict[str, int] = field(default_factory=dict)  # per file kind, as last seen
+
+    def lines(self, kind: str) -> list[bytes]:
+        """The new lines of one of its files; what was kept of it is dropped if it started over."""
+        tail = self.files[kind]
+        lines = tail.read()
+        if tail.restarts != self.restarts.setdefault(kind, tail.restarts):
+            self.restarts[kind] = tail.restarts
+            if kind == "steps":
+                self.steps.clear()
+            elif kind == "collectives":
+                self.colls = np.zeros(0, COLL_DTYPE)
+            else:
+                self.throttle.clear()
+                self.sample = None
+        return lines
 
 
 @dataclass(frozen=True)
@@ -250,13 +270,13 @@ class RunTail:
 
     def _read_rank(self, r: _Rank) -> None:
         if "steps" in r.files:
-            r.steps.extend(_decode_steps(r.files["steps"].read()))
+            r.steps.extend(_decode_steps(r.lines("steps")))
         if "collectives" in r.files:
-            new = _decode_colls(r.files["collectives"].read(), self._pg_code)
+            new = _decode_colls(r.lines("collectives"), self._pg_code)
             if len(new):
                 r.colls = np.concatenate([r.colls, new])[-COLLECTIVE_TAIL:]
         if "telemetry" in r.files:
-            throttle, sample = _decode_samples(r.files["telemetry"].read())
+            throttle, sample = _decode_samples(r.lines("telemetry"))
             r.throttle.extend(throttle)
             if sample is not None:
                 r.sample = sample

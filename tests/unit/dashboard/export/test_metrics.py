@@ -251,3 +251,15 @@ def test_a_taken_port_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
             f"rankscope run: warning: metrics port {port}: Address already in use;"
             " no metrics served (the job runs on)"
         ]
+
+
+def test_a_run_started_over_in_the_same_directory_is_read_afresh(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    tail = RunTail(run, verdict_every_s=0)
+    assert tail.refresh().ranks[0].last_step == 3
+    # `rankscope run --overwrite`: new files, a shorter run so far
+    header = records.encode_line(records.Header(rundir.STEPS_SCHEMA, 0))
+    rundir.steps_path(run, 0).unlink()
+    rundir.steps_path(run, 0).write_bytes(header + _steps(0, [150]))
+    rank0 = tail.refresh().ranks[0]
+    assert rank0.last_step == 0 and rank0.step_median_s == pytest.approx(0.150)
