@@ -26,6 +26,7 @@ REVIEW_COMMANDS = (
     ("ingest", "rankscope.dashboard.commands.ingest", "IngestCommand"),
     ("export", "rankscope.dashboard.commands.export", "ExportCommand"),
     ("watch", "rankscope.dashboard.commands.watch", "WatchCommand"),
+    ("metrics", "rankscope.dashboard.commands.metrics", "MetricsCommand"),
 )
 ALL_COMMANDS = REVIEW_COMMANDS + CAPTURE_COMMANDS
 

@@ -60,6 +60,7 @@ from rankscope.profiler.faults import Faults
 from rankscope.profiler.placement import Placement, placement
 from rankscope.profiler.recorder import Recorder
 from rankscope.profiler.schedule import ProfilePlan, Window, parse_profile_steps
+from rankscope.profiler.settings import parse_port
 from rankscope.profiler.telemetry import Sampler, open_sampler
 
 if TYPE_CHECKING:
@@ -144,6 +145,11 @@ class Collector:
     larger of it and 10x the median step): the rank then writes its progress and
     hang evidence (``rankscope.profiler.progress``), as it does on an unhandled
     exception and on SIGTERM/SIGINT.
+    ``metrics_port=P`` has rank 0 start ``rankscope metrics RUN --port P`` in a
+    process of its own (niced, ended by ``stop()`` or when this process exits):
+    Prometheus metrics of every rank's light layer, read from the run directory
+    (docs/metrics.md); a port in use or no ``prometheus_client`` is one warning
+    line, and training goes on.
 
     Each setting's default and meaning: ``rankscope.profiler.settings`` (README's table).
 
@@ -176,6 +182,7 @@ class Collector:
         auto_capture: Any = _DEFAULT["auto_capture"],
         ingest: bool = _DEFAULT["ingest"],
         stall_after_s: float | None = _DEFAULT["stall_after_s"],
+        metrics_port: int | None = _DEFAULT["metrics_port"],
     ) -> None:
         self.run_dir = Path(run_dir).absolute()
         self.plan: ProfilePlan = parse_profile_steps(profile_steps, warmup=warmup_steps)
@@ -201,6 +208,11 @@ class Collector:
         self.ingest = bool(ingest)
         self._ingest_proc: Any = None
         self.stall_after_s = stall_after_s
+        try:
+            self.metrics_port = None if metrics_port is None else parse_port(str(metrics_port))
+        except ValueError as e:
+            raise RankscopeError(f"metrics_port: {e}") from None
+        self._exporter: Any = None
         self._progress: ProgressWatch | None = None
         self._data_timed = False
 
@@ -384,6 +396,16 @@ class Collector:
                 from torch.optim.optimizer import register_optimizer_step_post_hook
 
                 self._optimizer_hook = register_optimizer_step_post_hook(self._on_optimizer_step)
+        if self.metrics_port is not None and self.rank == 0:
+            with self.faults.guard("metrics"):
+                from rankscope.profiler import exporter
+
+                self._exporter = exporter.start(
+                    self.run_dir,
+                    self.metrics_port,
+                    lambda text: self.faults.report("metrics", text),
+                    who=f"rankscope [{self.faults.label}]",
+                )
         atexit.register(self.stop)
         if not self.steps_from_optimizer:
             self._step_start_ns = time.time_ns()
@@ -422,6 +444,10 @@ class Collector:
                 self._meta["end_ns"] = time.time_ns()
                 self._meta["steps_recorded"] = self._step
                 self._meta_dirty = True
+            if self._exporter is not None:
+                from rankscope.profiler import exporter
+
+                exporter.stop(self._exporter)
             if self._progress is not None:
                 self._progress.stop()
             if self._recorder is not None:

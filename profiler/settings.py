@@ -137,6 +137,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def parse_port(text: str) -> int:
+    """A TCP port, 1..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 < value < 65536:
+        raise ValueError(f"not a TCP port (1..65535): {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class EnvVar:
     """A review-side environment variable: its default (unset or empty) and how it parses."""
@@ -314,6 +325,16 @@ SETTINGS: tuple[Setting, ...] = (
         env="RANKSCOPE_STALL_S",
         parse=float,
         metavar="S",
+    ),
+    Setting(
+        "metrics_port",
+        None,
+        "serve the light layer as Prometheus metrics on this port (`rankscope metrics`, "
+        "started by the launcher or rank 0; needs prometheus_client; unset: off)",
+        flag="--metrics-port",
+        env="RANKSCOPE_METRICS_PORT",
+        parse=parse_port,
+        metavar="P",
     ),
     Setting(
         "nccl_timing",

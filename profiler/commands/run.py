@@ -8,6 +8,8 @@ The light layer needs PyTorch's flight recorder to keep a ring of collectives:
 unless the environment already sets ``TORCH_FR_BUFFER_SIZE`` or
 ``TORCH_NCCL_TRACE_BUFFER_SIZE``, ``TORCH_FR_BUFFER_SIZE`` is set to
 ``collectives.DEFAULT_BUFFER`` (``--no-collectives`` leaves it alone).
+``--metrics-port P`` starts ``rankscope metrics RUN --port P`` beside the job
+(``rankscope.profiler.exporter``; a port in use is a warning, never an error).
 ``--nccl-timing`` sets ``TORCH_NCCL_ENABLE_TIMING=1`` (NCCL's GPU duration per
 collective, at the cost of two CUDA events per collective; off by default).
 The collector flags, their defaults and environment variables come from
@@ -34,7 +36,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rankscope.profiler import rundir, settings
+from rankscope.profiler import exporter, rundir, settings
 from rankscope.profiler.collectives import DEFAULT_BUFFER
 from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
 from rankscope.profiler.placement import nodes_of
@@ -191,11 +193,21 @@ class RunCommand:
 
         config["profile_steps"] = None if plan.empty else plan.spec
         nccl_timing = bool(config.pop("nccl_timing"))
+        # Served from this process's side (it outlives the ranks), never by a rank.
+        metrics_port = config.pop("metrics_port")
         env = bootstrap_env(run_dir, config, command, nccl_timing=nccl_timing)
         start_ns = time.time_ns()
         forwarder = SignalForwarder()
         previous = {s: signal.signal(s, forwarder) for s in FORWARDED_SIGNALS}
+        metrics = None
         try:
+            if metrics_port is not None:
+                metrics = exporter.start(
+                    run_dir,
+                    metrics_port,
+                    lambda text: print(f"rankscope run: warning: {text}", file=sys.stderr),
+                    who="rankscope run",
+                )
             try:
                 child = subprocess.Popen(command, env=env)
             except FileNotFoundError as e:
@@ -209,6 +221,7 @@ class RunCommand:
             # Still forwarding: a second signal now must not cut this write short.
             _finish_manifest(run_dir, command, start_ns, code)
         finally:
+            exporter.stop(metrics)
             for s, handler in previous.items():
                 if handler is not None:
                     signal.signal(s, handler)

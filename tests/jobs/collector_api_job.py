@@ -2,6 +2,8 @@
 
 ``python collector_api_job.py RUN_DIR [--slow-rank R] [--profile 3-5]`` under
 torchrun; every rank calls ``col.step()`` after its optimizer step.
+``--metrics-port P`` passes ``metrics_port=P``; ``--stop-file PATH`` ends the job
+at the first step after PATH exists (the ranks agree through an all_reduce).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ def main() -> None:
     parser.add_argument("--slow-rank", type=int, default=-1)
     parser.add_argument("--sleep-ms", type=float, default=40.0)
     parser.add_argument("--profile", default="3-5")
+    parser.add_argument("--metrics-port", type=int, default=None)
+    parser.add_argument("--stop-file", default="")
+    parser.add_argument("--step-ms", type=float, default=0.0)
     args = parser.parse_args()
 
     distributed = "RANK" in os.environ
@@ -34,8 +39,20 @@ def main() -> None:
     if distributed:
         model = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    with Collector(args.run_dir, profile_steps=args.profile, nvml_period_ms=50) as col:
+    with Collector(
+        args.run_dir,
+        profile_steps=args.profile,
+        nvml_period_ms=50,
+        metrics_port=args.metrics_port,
+    ) as col:
         for _ in range(args.steps):
+            if args.stop_file:
+                stop = torch.tensor([1 if os.path.exists(args.stop_file) else 0])
+                if distributed:
+                    dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+                if stop.item():
+                    break
+            time.sleep(args.step_ms / 1000)
             with torch.profiler.record_function("data_loading"):
                 if rank == args.slow_rank:
                     time.sleep(args.sleep_ms / 1000)
