@@ -238,8 +238,27 @@ def to_mlflow(
     """
     require("mlflow")
     uri = tracking_uri or default_tracking_uri()
-    if _is_file_store(uri):
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    allow = {"MLFLOW_ALLOW_FILE_STORE": "true"} if _is_file_store(uri) else {}
+    with _env_defaults(allow):
+        return _log_mlflow(record, uri, experiment, run_name)
+
+
+@contextlib.contextmanager
+def _env_defaults(values: dict[str, str]) -> Iterator[None]:
+    """Set each variable the environment does not set, for the block only."""
+    added = [name for name in values if name not in os.environ]
+    for name in added:
+        os.environ[name] = values[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _log_mlflow(
+    record: TrackerRecord, uri: str, experiment: str, run_name: str | None
+) -> ExportedRun:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
