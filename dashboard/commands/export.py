@@ -157,10 +157,10 @@ def export_to_tracker(args: argparse.Namespace) -> int:
     from rankscope.dashboard.export import trackers
 
     tracker: trackers.Tracker = args.to
-    trackers.require(tracker)  # before the analysis: fail in a second, not after a minute
     ranks = parse_ranks(args.ranks)
+    trackers.require(tracker)  # before the analysis: fail in a second, not after a minute
     analysis, report = analyse_report(args.path, ranks, args.steps, "export")
-    from rankscope.dashboard.render import render_json, verdict_sentence
+    from rankscope.dashboard.render import hang_lines, render_json, verdict_sentence
 
     artifacts = {"rankscope-report.json": render_json(report)}
     if missing := html_deps_missing():
@@ -173,7 +173,9 @@ def export_to_tracker(args: argparse.Namespace) -> int:
         from rankscope.dashboard.render_html import render_html
 
         artifacts["rankscope-report.html"] = render_html(report, analysis)
-    record = trackers.tracker_record(report, verdict_sentence(report), artifacts)
+    # a hung run's first line is the hang ("HUNG: rank 2 never reached ..."), as in the report
+    verdict = " ".join([*hang_lines(report, False)[:1], verdict_sentence(report)])
+    record = trackers.tracker_record(report, verdict, artifacts)
     if report.whole_run is None:
         print(
             "rankscope export: warning: no per-step series logged: the run has no whole-run"

@@ -115,7 +115,11 @@ def _straggler_metrics(prefix: str, stragglers: Sequence[Straggler]) -> dict[str
 def tracker_record(
     report: Report, verdict: str, artifacts: dict[str, str] | None = None
 ) -> TrackerRecord:
-    """The params, tags, metrics and series to log for ``report`` (``verdict``: its sentence)."""
+    """The params, tags, metrics and series to log for ``report``.
+
+    ``verdict`` is the sentence to show first: the report's verdict, after its hang
+    line when the run hung (``commands.export`` words it with ``render``).
+    """
     run = report.run
     whole = report.whole_run
     params = {
@@ -141,8 +145,11 @@ def tracker_record(
             labels.append(f"cause:{one.cause}")
     tags["rankscope.stragglers"] = ",".join(str(s.rank) for s in report.stragglers)
     if report.hang is not None:
-        tags["rankscope.hang"] = "true"
-        labels.append("hang")
+        tags["rankscope.hang"] = report.hang.kind
+        tags["rankscope.hang.headline"] = _clip(report.hang.headline)
+        if report.hang.rank is not None:
+            tags["rankscope.hang.rank"] = str(report.hang.rank)
+        labels.append(f"hang:{report.hang.kind}")
     metrics = _straggler_metrics("straggler.", report.stragglers)
     metrics["stragglers"] = float(len(report.stragglers))
     if _finite(run.step_ms):

@@ -258,3 +258,26 @@ def test_without_plotly_the_json_report_is_logged_alone(
     assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["rankscope-report.json"]
+
+
+def test_a_hung_run_is_logged_as_hung_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from rankscope.dashboard.cli import main
+
+    run_dir = REPO / "tests" / "data" / "hang_runs" / "stop"
+    hang = json.loads(report_of(run_dir, "json"))["hang"]
+    store = (tmp_path / "mlruns").as_uri()
+    assert main(["export", str(run_dir), "--to", "mlflow", "--tracking-uri", store]) == 0
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("rankscope")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    tags = run.data.tags
+    # as the text report's first line: "HUNG: Rank 2 never issued all_reduce ..."
+    assert tags["rankscope.verdict"].startswith(f"HUNG: {hang['headline']} ")
+    assert tags["rankscope.hang"] == hang["kind"] == "missing_rank"
+    assert tags["rankscope.hang.rank"] == str(hang["rank"]) == "2"
