@@ -132,7 +132,7 @@ def check_flags(args: argparse.Namespace) -> None:
         for flag, attr in PERFETTO_ONLY:
             if getattr(args, attr) is not None:
                 raise RankscopeError(
-                    f"{flag} is for --format perfetto, not --to {args.to}"
+                    f"{flag} is for the Perfetto export, not --to {args.to}"
                     " (a tracker export writes no file of its own)"
                 )
         if args.to == "wandb" and args.tracking_uri:

@@ -89,9 +89,12 @@ def test_missing_library_is_one_line_with_the_install_command(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--to", "mlflow", "-o", "x.json"], "-o is for --format perfetto, not --to mlflow"),
-        (["--to", "wandb", "--format", "perfetto"], "--format is for --format perfetto"),
-        (["--to", "mlflow", "--align", "none"], "--align is for --format perfetto"),
+        (["--to", "mlflow", "-o", "x.json"], "-o is for the Perfetto export, not --to mlflow"),
+        (
+            ["--to", "wandb", "--format", "perfetto"],
+            "--format is for the Perfetto export, not --to wandb",
+        ),
+        (["--to", "mlflow", "--align", "none"], "--align is for the Perfetto export"),
         (["--to", "wandb", "--tracking-uri", "file:x"], "--tracking-uri is for --to mlflow"),
         (["--to", "mlflow", "--dir", "x"], "--dir is for --to wandb"),
         (["-o", "x.json", "--project", "p"], "--project needs --to mlflow or --to wandb"),
