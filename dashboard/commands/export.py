@@ -47,7 +47,7 @@ class ExportCommand:
 
     Exit codes: 0 the trace was written or the run logged; 2 bad input (no such
     path, no usable trace, a bad --steps or --ranks, a trace past --max-gb, FILE
-    not writable, flags of the other kind of export); 3 the tracker's library is
+    or --dir not writable, flags of the other kind of export); 3 the tracker's library is
     not installed, or its client failed (shown in one line).
     """
 

@@ -334,7 +334,12 @@ def to_wandb(
     wandb = require("wandb")
     mode = os.environ.get("WANDB_MODE") or "offline"
     if directory:
-        Path(directory).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RankscopeError(
+                f"--dir {directory}: cannot create it: {e.strerror or e}"
+            ) from None
     run = None
     try:
         settings = wandb.Settings(console="off", silent=True, save_code=False, disable_git=True)

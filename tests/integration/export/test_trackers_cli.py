@@ -281,3 +281,39 @@ def test_a_hung_run_is_logged_as_hung_first(
     assert tags["rankscope.verdict"].startswith(f"HUNG: {hang['headline']} ")
     assert tags["rankscope.hang"] == hang["kind"] == "missing_rank"
     assert tags["rankscope.hang.rank"] == str(hang["rank"]) == "2"
+
+
+def test_wandb_client_error_is_one_line(tmp_path: Path) -> None:
+    # online without an API key: W&B refuses before any request (and its server is a
+    # closed local port, so nothing could leave the machine anyway)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = wandb_env(tmp_path) | {
+        "WANDB_MODE": "online",
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "HOME": str(home),
+        "NETRC": str(home / ".netrc"),
+    }
+    proc = rankscope("export", str(SAMPLE), "--to", "wandb", "--dir", str(tmp_path), env=env)
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("rankscope export: W&B: No API key configured")
+
+
+def test_wandb_dir_that_cannot_be_made_is_bad_input(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = rankscope(
+        "export",
+        str(SAMPLE),
+        "--to",
+        "wandb",
+        "--dir",
+        str(blocker / "runs"),
+        env=wandb_env(tmp_path),
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"rankscope export: --dir {blocker / 'runs'}: cannot create it: Not a directory"
+    )
