@@ -107,9 +107,14 @@ def _straggler_metrics(prefix: str, stragglers: Sequence[Straggler]) -> dict[str
             "est_saving_ms_per_step": s.est_saving_ms_per_step,
         }
         for name, value in values.items():
-            if _finite(value):
-                out[f"{prefix}rank{s.rank}.{name}"] = float(value)
+            _put(out, f"{prefix}rank{s.rank}.{name}", value)
     return out
+
+
+def _put(metrics: dict[str, float], name: str, value: float | None) -> None:
+    """``metrics[name] = value`` when the value is a number (no tracker takes NaN or None)."""
+    if value is not None and math.isfinite(value):
+        metrics[name] = float(value)
 
 
 def tracker_record(
@@ -152,18 +157,15 @@ def tracker_record(
         labels.append(f"hang:{report.hang.kind}")
     metrics = _straggler_metrics("straggler.", report.stragglers)
     metrics["stragglers"] = float(len(report.stragglers))
-    if _finite(run.step_ms):
-        metrics["step_ms_mean"] = float(run.step_ms)  # type: ignore[arg-type]
-    if _finite(report.imbalance.joint_saving_ms_per_step):
-        metrics["est_saving_ms_per_step"] = float(report.imbalance.joint_saving_ms_per_step)  # type: ignore[arg-type]
+    _put(metrics, "step_ms_mean", run.step_ms)
+    _put(metrics, "est_saving_ms_per_step", report.imbalance.joint_saving_ms_per_step)
     series: dict[str, list[tuple[int, float]]] = {name: [] for name in SERIES}
     if whole is not None:
         params["rankscope.whole_run_steps"] = _fmt_steps([whole.first_step, whole.last_step])
         tags["rankscope.whole_run.stragglers"] = ",".join(str(s.rank) for s in whole.stragglers)
         metrics |= _straggler_metrics("whole_run.straggler.", whole.stragglers)
         metrics["whole_run.stragglers"] = float(len(whole.stragglers))
-        if _finite(whole.joint_saving_ms_per_step):
-            metrics["whole_run.est_saving_ms_per_step"] = float(whole.joint_saving_ms_per_step)  # type: ignore[arg-type]
+        _put(metrics, "whole_run.est_saving_ms_per_step", whole.joint_saving_ms_per_step)
         for st in sorted(whole.steps, key=lambda s: s.step):
             if _finite(st.step_ms):
                 series["step_ms"].append((st.step, float(st.step_ms)))
