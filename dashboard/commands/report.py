@@ -6,11 +6,16 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rankscope.profiler.errors import EXIT_ENVIRONMENT, RankscopeError
 
 FORMATS = ("text", "markdown", "json", "html")
 HTML_INSTALL = 'pip install "rankscope[dashboard]"'
+
+if TYPE_CHECKING:
+    from rankscope.dashboard.analysis.analyse import Analysis
+    from rankscope.dashboard.analysis.report import Report
 
 
 def parse_ranks(text: str | None) -> list[int] | None:
@@ -138,19 +143,9 @@ def write_report(
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if fmt == "html":
         _check_html_deps()  # before the analysis: fail in a second, not after a minute
-    from rankscope.dashboard.analysis.analyse import analyse
-    from rankscope.dashboard.analysis.digest import store_digest
-    from rankscope.dashboard.analysis.report import build_report
-    from rankscope.dashboard.ingest.run import load_run, stderr_progress
     from rankscope.dashboard.render import render_json, render_markdown, render_text
 
-    run = load_run(path, ranks=ranks, progress=stderr_progress(), digest=store_digest)
-    for w in run.warnings:
-        print(f"rankscope {command}: warning: {w}", file=sys.stderr)
-    analysis = analyse(run, steps)
-    for w in analysis.warnings[len(run.warnings) :]:
-        print(f"rankscope {command}: warning: {w}", file=sys.stderr)
-    report = build_report(analysis)
+    analysis, report = analyse_report(path, ranks, steps, command)
     if fmt == "html":
         from rankscope.dashboard.render_html import render_html
 
@@ -172,12 +167,43 @@ def write_report(
     return 0
 
 
-def _check_html_deps() -> None:
-    """Exit 3 with the install command when the HTML renderer's plotly or pandas is missing."""
+def analyse_report(
+    path: str | Path,
+    ranks: list[int] | None = None,
+    steps: str | None = None,
+    command: str = "report",
+) -> tuple[Analysis, Report]:
+    """Load and analyse the run at ``path``: the analysis and the typed report every format reads.
+
+    Warnings go to stderr as ``rankscope COMMAND: warning: ...``.
+    """
+    from rankscope.dashboard.analysis.analyse import analyse
+    from rankscope.dashboard.analysis.digest import store_digest
+    from rankscope.dashboard.analysis.report import build_report
+    from rankscope.dashboard.ingest.run import load_run, stderr_progress
+
+    run = load_run(path, ranks=ranks, progress=stderr_progress(), digest=store_digest)
+    for w in run.warnings:
+        print(f"rankscope {command}: warning: {w}", file=sys.stderr)
+    analysis = analyse(run, steps)
+    for w in analysis.warnings[len(run.warnings) :]:
+        print(f"rankscope {command}: warning: {w}", file=sys.stderr)
+    return analysis, build_report(analysis)
+
+
+def html_deps_missing() -> str | None:
+    """The first of plotly and pandas (the HTML renderer's) that is not installed, else None."""
     import importlib.util
 
     for name in ("plotly", "pandas"):
         if importlib.util.find_spec(name) is None:
-            raise RankscopeError(
-                f"--format html needs {name}: {HTML_INSTALL}", exit_code=EXIT_ENVIRONMENT
-            )
+            return name
+    return None
+
+
+def _check_html_deps() -> None:
+    """Exit 3 with the install command when the HTML renderer's plotly or pandas is missing."""
+    if name := html_deps_missing():
+        raise RankscopeError(
+            f"--format html needs {name}: {HTML_INSTALL}", exit_code=EXIT_ENVIRONMENT
+        )
