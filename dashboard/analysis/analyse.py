@@ -325,7 +325,15 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         caused_wait_ms=caused,
         collective_summary=summary,
         findings=findings_mod.findings(facts),
-        verdict=_one_verdict(steps, stragglers, diag.rotating, facts, whole, whole_stragglers),
+        verdict=_one_verdict(
+            steps,
+            stragglers,
+            diag.rotating,
+            facts,
+            whole,
+            whole_stragglers,
+            comms_mod.p2p_wait_share(matched),
+        ),
         warnings=warnings,
         per_step=diag.per_step,
         whole_run=whole,
@@ -402,6 +410,7 @@ def _one_verdict(
     facts: findings_mod.RunFacts,
     whole: wholerun.WholeRun | None,
     whole_stragglers: list[Straggler],
+    p2p_share: float | None = None,
 ) -> verdict_mod.RunVerdict | None:
     """``verdict.reconcile`` over the window (if any) and the whole run (if any)."""
     window = None
@@ -413,6 +422,7 @@ def _one_verdict(
             steps[0],
             steps[-1],
             wait / facts.step_ms if facts.step_ms > 0 and wait == wait else None,
+            p2p_share,
         )
     whole_ev = None
     if whole is not None:

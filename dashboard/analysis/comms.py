@@ -16,6 +16,13 @@ row per (instance, rank):
 
 Instances seen on a single rank have no one to wait for (wait 0, last_rank -1).
 
+A one-way point-to-point operation (``send``, ``recv``) is matched only by
+sequence number. Without one (gloo's host ranges), a send is never paired with
+another rank's send by position, as collectives are: each is an instance of its
+own, and a receive's whole duration is ``wait_ms`` (blocked until the peer
+sends: in a pipeline, its bubble), not transfer. NCCL's ``send_recv`` kernel
+runs on both sides of an exchange and is matched as a collective.
+
 ``wait_intervals(matched)`` -> per rank, the merged time it waited;
 ``last_arrivals(matched)`` -> per rank, how many instances it arrived last at;
 ``collective_summary(matched, n_steps, n_ranks)`` -> ``CollectiveSummary`` per
@@ -28,9 +35,12 @@ import numpy as np
 
 from rankscope.dashboard.analysis import intervals as iv
 from rankscope.dashboard.analysis.results import CollectiveSummary
-from rankscope.dashboard.ingest.table import Table, distinct, first_indices
+from rankscope.dashboard.ingest.table import Table, distinct, first_indices, isin
 
 NS_PER_MS = 1e6
+P2P_NAMES = ("send", "recv", "send_recv", "isend", "irecv")
+_ONE_WAY = ("send", "recv", "isend", "irecv")
+_RECV_NAMES = ("recv", "irecv")
 
 
 def _step_of(ts: np.ndarray, windows: dict[int, tuple[int, int]], steps: list[int]) -> np.ndarray:
@@ -150,7 +160,11 @@ def match_collectives(
         first_of_base = np.searchsorted(sb, sb, side="left")
         counter = np.empty(len(base), dtype=np.int64)
         counter[by_base] = np.arange(len(base)) - first_of_base
-        key = _group_ids([c["pg"], c["name"], c["step"], counter])
+        # Point-to-point: no position pairs one rank's send with another's (see above).
+        p2p_code = [i for i, n in enumerate(c["names"]) if str(n) in _ONE_WAY]
+        p2p = isin(c["name"], np.asarray(p2p_code, dtype=np.int64))
+        counter = np.where(p2p, -1 - np.arange(len(counter)), counter)
+        key = _group_ids([c["pg"], c["name"], c["step"], counter, np.where(p2p, c["pos"], -1)])
 
     # A rank holds each instance once: its first occurrence in launch order.
     by_key_rank = np.lexsort((c["order"], c["pos"], key))
@@ -187,6 +201,13 @@ def match_collectives(
     wait = np.where(
         count[per_row] > 1, (dur - transfer[per_row]).astype(np.float64) / NS_PER_MS, 0.0
     )
+    transfer_row = transfer[per_row].astype(np.float64) / NS_PER_MS
+    if not (c["seq"] >= 0).all():
+        # An unpaired receive waits for its peer the whole time (see above).
+        recv_code = [i for i, n in enumerate(c["names"]) if str(n) in _RECV_NAMES]
+        recv = isin(c["name"][rows], np.asarray(recv_code, dtype=np.int64)) & (count[per_row] == 1)
+        wait = np.where(recv, dur.astype(np.float64) / NS_PER_MS, wait)
+        transfer_row = np.where(recv, 0.0, transfer_row)
     name_codes, names = _first_appearance_codes(c["name"][rows], c["names"])
     pg_codes, pgs = _first_appearance_codes(c["pg"][rows], c["pgs"])
     cols = {
@@ -198,7 +219,7 @@ def match_collectives(
         "bytes": c["bytes"][rows].astype(np.int64),
         "start_ns": c["ts"][rows].astype(np.int64),
         "dur_ms": dur.astype(np.float64) / NS_PER_MS,
-        "transfer_ms": transfer[per_row].astype(np.float64) / NS_PER_MS,
+        "transfer_ms": transfer_row,
         "wait_ms": wait,
         "last_rank": last_of[per_row].astype(np.int64),
     }
@@ -285,6 +306,19 @@ def waited_ns_by(matched: Table, group: np.ndarray) -> tuple[np.ndarray, np.ndar
     m = matched["wait_ms"] > 0
     start = matched["start_ns"][m]
     return union_lengths(group[m], start, start + _wait_ns(matched)[m])
+
+
+def p2p_wait_share(matched: Table) -> float | None:
+    """The share of the matched wait spent in point-to-point operations (None: no wait)."""
+    if not len(matched):
+        return None
+    wait = matched["wait_ms"]
+    total = float(wait.sum())
+    if total <= 0:
+        return None
+    codes = [i for i, n in enumerate(matched.vocab["name"]) if str(n) in P2P_NAMES]
+    p2p = isin(matched["name"], np.asarray(codes, dtype=np.int64))
+    return float(wait[p2p].sum()) / total
 
 
 def last_arrivals(matched: Table) -> dict[int, int]:

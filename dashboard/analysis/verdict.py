@@ -54,6 +54,7 @@ class Evidence:
     first_step: int
     last_step: int
     wait_share: float | None = None  # the ranks' mean collective wait / step
+    p2p_share: float | None = None  # of that wait, the share in point-to-point receives
 
 
 # A straggler's pattern, or a run-level one: the lateness rotates, or nobody is late.
@@ -198,7 +199,8 @@ def _single(ev: Evidence, source: Source) -> RunVerdict:
             end_step=s.end_step,
             period_steps=s.period_steps,
         )
-    return RunVerdict(wording.verdict_none(ev.wait_share), None, None, "none", source, "single")
+    headline = wording.verdict_none(ev.wait_share, _p2p(ev))
+    return RunVerdict(headline, None, None, "none", source, "single")
 
 
 def reconcile(
@@ -272,13 +274,23 @@ def reconcile(
         why = _window_rank_explained(window, whole, w_top, first, last)
         return replace(
             base,
-            headline=wording.verdict_none(whole_ev.wait_share or window.wait_share),
+            headline=wording.verdict_none(
+                whole_ev.wait_share or window.wait_share,
+                not whole_ev.wait_share and _p2p(window),
+            ),
             agreement="differ",
             explanation=why,
             window_steps=span,
         )
     wait = whole_ev.wait_share if whole_ev.wait_share is not None else window.wait_share
-    return replace(base, headline=wording.verdict_none(wait), agreement="agree", window_steps=span)
+    p2p = whole_ev.wait_share is None and _p2p(window)
+    headline = wording.verdict_none(wait, p2p)
+    return replace(base, headline=headline, agreement="agree", window_steps=span)
+
+
+def _p2p(ev: Evidence) -> bool:
+    """Most of the wait is in point-to-point receives (a pipeline), not collectives."""
+    return ev.p2p_share is not None and ev.p2p_share >= 0.5
 
 
 def _window_rank_explained(

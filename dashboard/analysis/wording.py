@@ -728,8 +728,18 @@ def verdict_rotating(ranks: list[int]) -> str:
     )
 
 
-def verdict_none(wait_share: float | None) -> str:
-    """No rank holds the others back; a large wait share is said, with why it is no straggler."""
+def verdict_none(wait_share: float | None, p2p: bool = False) -> str:
+    """No rank holds the others back; a large wait share is said, with why it is no straggler.
+
+    ``p2p``: most of that wait is in point-to-point receives, which name no rank waited
+    for (a pipeline stage waits on its neighbour by design).
+    """
+    if p2p and wait_share is not None and wait_share >= 0.20:
+        return (
+            f"No straggler at collectives, though the ranks wait {100 * wait_share:.0f}% of the"
+            " step blocked in point-to-point receives: a pipeline's bubble, or a slower"
+            " neighbouring stage (see the findings for a rank that computes more)."
+        )
     if wait_share is not None and wait_share >= 0.20:
         return (
             f"No straggler, though the ranks wait {100 * wait_share:.0f}% of the step in"

@@ -89,3 +89,29 @@ def test_collectives_outside_the_steps_are_left_out() -> None:
     windows = {r: {0: (0, 15 * MS)} for r in STARTS}  # only instance 1 was launched in step 0
     t = comms.match_collectives({r: comms_table(r) for r in STARTS}, windows, [0])
     assert len(t) == 3 and set(t["last_rank"].tolist()) == {2}
+
+
+def test_one_way_sends_and_receives_are_not_paired_by_position() -> None:
+    # A 2-stage pipeline traced by gloo (no sequence numbers): rank 0 sends at 0 and
+    # 24 ms; rank 1 receives, blocked 0-10 ms and 20-26 ms. Pairing rank 0's "send"
+    # with nothing and rank 1's "recv" with nothing: no last arrival, and the receive's
+    # whole duration is waiting, not transfer.
+    windows = {r: {0: (0, 100 * MS)} for r in (0, 1)}
+    t = comms.match_collectives(
+        {0: comms_table(0, name="send"), 1: comms_table(1, name="recv")}, windows, [0]
+    )
+    assert len(t) == 4 and len(set(t["instance"].tolist())) == 4
+    assert set(t["last_rank"].tolist()) == {-1}
+    recv = t["rank"] == 1
+    assert t["wait_ms"][recv].tolist() == [8.0, 6.0] and t["transfer_ms"][recv].tolist() == [0, 0]
+    assert t["wait_ms"][~recv].tolist() == [0.0, 0.0]
+    assert t["transfer_ms"][~recv].tolist() == [10.0, 2.0]
+    assert comms.p2p_wait_share(t) == 1.0
+
+
+def test_nccl_send_recv_kernels_are_still_matched_as_one_exchange() -> None:
+    windows = {r: {0: (0, 100 * MS)} for r in STARTS}
+    tables = {r: comms_table(r, name="send_recv") for r in STARTS}
+    t = comms.match_collectives(tables, windows, [0])
+    assert sorted(set(t["instance"].tolist())) == [0, 1]
+    assert set(column(t, 0, "last_rank").values()) == {2}

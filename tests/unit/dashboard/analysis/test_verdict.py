@@ -142,3 +142,14 @@ def test_a_window_straggler_that_was_waiting_for_a_cpu_is_contention() -> None:
     )
     assert s.cause == "cpu_compute"
     assert queued_ms_at(whole_of(np.zeros((3, 20)), queued), [10, 12])[2] == 4.0
+
+
+def test_a_wait_in_point_to_point_receives_reads_as_a_pipeline_not_rotation() -> None:
+    # A pipeline traced in a window, no light layer: 40% of the step blocked in recv.
+    window = Evidence([], None, 10, 15, 0.40, p2p_share=0.95)
+    v = reconcile(window, None, None)
+    assert v.rank is None
+    assert "40% of the step blocked in point-to-point receives" in v.headline
+    assert "changes from step to step" not in v.headline
+    collectives = reconcile(Evidence([], None, 10, 15, 0.40, p2p_share=0.1), None, None)
+    assert "in collectives" in collectives.headline

@@ -1,0 +1,98 @@
+"""A pipeline-parallel job on CPU (gloo): one stage per rank, GPipe schedule.
+
+It never imports rankscope; run it under ``rankscope run``::
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 pipeline_job.py
+
+Every step: ``--micro`` micro-batches forward (receive the activation from the
+previous stage, compute ``--fwd-ms``, send it on), then backward in reverse
+(receive the gradient from the next stage, compute twice ``--fwd-ms``, send it
+back), then the stage's optimizer step. Stage ``--slow-stage`` computes
+``--factor`` times as long. Compute is real CPU work (matmuls until the time is
+spent). Blocking ``send``/``recv``, or ``isend``/``irecv`` + ``wait`` with ``--async``.
+Each stage prints its own measured bubble (time blocked in receives / step time)
+as ``BUBBLE stage=S fraction=F`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def compute(layer: nn.Linear, x: torch.Tensor, ms: float) -> torch.Tensor:
+    end = time.perf_counter() + ms / 1000
+    y = layer(x)
+    while time.perf_counter() < end:
+        y = layer(y).tanh()
+    return y
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--micro", type=int, default=4)
+    p.add_argument("--fwd-ms", type=float, default=4.0)
+    p.add_argument("--slow-stage", type=int, default=-1)
+    p.add_argument("--factor", type=float, default=3.0)
+    p.add_argument("--async", dest="use_async", action="store_true")
+    args = p.parse_args()
+
+    dist.init_process_group("gloo")
+    stage, stages = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(stage)
+    torch.set_num_threads(1)
+    layer = nn.Linear(64, 64)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.001)
+    ms = args.fwd_ms * (args.factor if stage == args.slow_stage else 1.0)
+    act = torch.zeros(16, 64)
+    blocked = total = 0.0
+
+    def recv(t: torch.Tensor, src: int) -> None:
+        nonlocal blocked
+        t0 = time.perf_counter()
+        if args.use_async:
+            dist.irecv(t, src=src).wait()
+        else:
+            dist.recv(t, src=src)
+        blocked += time.perf_counter() - t0
+
+    def send(t: torch.Tensor, dst: int) -> None:
+        if args.use_async:
+            dist.isend(t, dst=dst).wait()
+        else:
+            dist.send(t, dst=dst)
+
+    for step in range(args.steps):
+        t_step = time.perf_counter()
+        for _ in range(args.micro):
+            if stage > 0:
+                recv(act, stage - 1)
+            out = compute(layer, act, ms)
+            if stage < stages - 1:
+                send(out.detach().contiguous(), stage + 1)
+        grad = torch.zeros(16, 64)
+        for _ in range(args.micro):
+            if stage < stages - 1:
+                recv(grad, stage + 1)
+            g = compute(layer, grad, 2 * ms)
+            g.square().mean().backward()
+            if stage > 0:
+                send(torch.zeros(16, 64), stage - 1)
+        opt.step()
+        opt.zero_grad()
+        if step >= 5:  # after warm-up, as the collector's whole-run steps
+            total += time.perf_counter() - t_step
+        else:
+            blocked = 0.0
+    print(f"BUBBLE stage={stage} fraction={blocked / total:.3f}", flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
