@@ -49,7 +49,7 @@ PAGES = (
     ("communication.png", "communication", "Arrival lag per collective"),
     ("gpu.png", "gpu", "Telemetry over time"),
     ("timeline.png", "timeline", "Timeline of one step"),
-    ("kernels.png", "kernels", "spread (cv)"),
+    ("kernels.png", "kernels", "spread (cv) near 0 means every"),
     ("compare.png", "compare", "Per rank"),
 )
 # Pages that need a run with the light layer's collective log (``--pages`` picks them).
