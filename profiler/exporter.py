@@ -31,6 +31,17 @@ ADDR = "0.0.0.0"
 STOP_WAIT_S = 5.0
 
 
+def pid_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists (someone else's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def port_problem(port: int, addr: str = ADDR) -> str | None:
     """Why ``addr:port`` cannot be served (in use, no permission), or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

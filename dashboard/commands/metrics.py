@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
+from rankscope.profiler import settings
 from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
+from rankscope.profiler.exporter import pid_exists
 
 
 def _port(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"not a TCP port (1..65535): {text!r}")
-    return value
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return settings.parse_port(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class MetricsCommand:
@@ -115,7 +103,7 @@ class MetricsCommand:
                 file=sys.stderr,
             )
         try:
-            while args.exit_with_pid is None or _alive(args.exit_with_pid):
+            while args.exit_with_pid is None or pid_exists(args.exit_with_pid):
                 time.sleep(0.5)
         finally:
             server.shutdown()

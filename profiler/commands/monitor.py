@@ -9,7 +9,6 @@ usable NVIDIA GPU it exits with EXIT_ENVIRONMENT and one line saying why.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -18,6 +17,7 @@ from typing import Any
 
 from rankscope.profiler import rundir
 from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
+from rankscope.profiler.exporter import pid_exists
 from rankscope.profiler.monitor import Monitor
 
 
@@ -34,16 +34,6 @@ def parse_pids(values: list[str]) -> set[int]:
     if not pids:
         raise RankscopeError("--pids: no process id given")
     return pids
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _nvml_error(e: BaseException) -> str:
@@ -117,7 +107,7 @@ class MonitorCommand:
         if args.duration is not None and args.duration <= 0:
             raise RankscopeError("--duration must be positive")
         pids = parse_pids(args.pids) if args.pids else None
-        if pids is not None and not any(_pid_exists(p) for p in pids):
+        if pids is not None and not any(pid_exists(p) for p in pids):
             raise RankscopeError(
                 f"--pids: no such process ({', '.join(map(str, sorted(pids)))})", EXIT_BAD_INPUT
             )
