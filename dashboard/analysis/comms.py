@@ -31,6 +31,8 @@ collective name and process group.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rankscope.dashboard.analysis import intervals as iv
@@ -41,6 +43,12 @@ NS_PER_MS = 1e6
 P2P_NAMES = ("send", "recv", "send_recv", "isend", "irecv")
 _ONE_WAY = ("send", "recv", "isend", "irecv")
 _RECV_NAMES = ("recv", "irecv")
+
+
+def _named(codes: np.ndarray, vocab: Any, wanted: tuple[str, ...]) -> np.ndarray:
+    """Which rows' name (a code into ``vocab``) is one of ``wanted``."""
+    hits = [i for i, n in enumerate(vocab) if str(n) in wanted]
+    return isin(codes, np.asarray(hits, dtype=np.int64))
 
 
 def _step_of(ts: np.ndarray, windows: dict[int, tuple[int, int]], steps: list[int]) -> np.ndarray:
@@ -161,8 +169,7 @@ def match_collectives(
         counter = np.empty(len(base), dtype=np.int64)
         counter[by_base] = np.arange(len(base)) - first_of_base
         # Point-to-point: no position pairs one rank's send with another's (see above).
-        p2p_code = [i for i, n in enumerate(c["names"]) if str(n) in _ONE_WAY]
-        p2p = isin(c["name"], np.asarray(p2p_code, dtype=np.int64))
+        p2p = _named(c["name"], c["names"], _ONE_WAY)
         counter = np.where(p2p, -1 - np.arange(len(counter)), counter)
         key = _group_ids([c["pg"], c["name"], c["step"], counter, np.where(p2p, c["pos"], -1)])
 
@@ -204,8 +211,7 @@ def match_collectives(
     transfer_row = transfer[per_row].astype(np.float64) / NS_PER_MS
     if not (c["seq"] >= 0).all():
         # An unpaired receive waits for its peer the whole time (see above).
-        recv_code = [i for i, n in enumerate(c["names"]) if str(n) in _RECV_NAMES]
-        recv = isin(c["name"][rows], np.asarray(recv_code, dtype=np.int64)) & (count[per_row] == 1)
+        recv = _named(c["name"][rows], c["names"], _RECV_NAMES) & (count[per_row] == 1)
         wait = np.where(recv, dur.astype(np.float64) / NS_PER_MS, wait)
         transfer_row = np.where(recv, 0.0, transfer_row)
     name_codes, names = _first_appearance_codes(c["name"][rows], c["names"])
@@ -316,8 +322,7 @@ def p2p_wait_share(matched: Table) -> float | None:
     total = float(wait.sum())
     if total <= 0:
         return None
-    codes = [i for i, n in enumerate(matched.vocab["name"]) if str(n) in P2P_NAMES]
-    p2p = isin(matched["name"], np.asarray(codes, dtype=np.int64))
+    p2p = _named(matched["name"], matched.vocab["name"], P2P_NAMES)
     return float(wait[p2p].sum()) / total
 
 
