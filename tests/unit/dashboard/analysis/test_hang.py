@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rankscope.dashboard.analysis.hang import (
     HangRecords,
     RankRecords,
@@ -143,11 +145,22 @@ def test_a_failure_with_nothing_pending_names_the_exception() -> None:
     assert "KeyError" in v.headline and "save" in v.headline
 
 
-def test_a_peer_the_launcher_stopped_on_its_way_is_not_blamed_for_a_dead_rank() -> None:
-    # Rank 1 was SIGKILLed; rank 2 entered seq 5 and failed; torchrun's SIGTERM caught
-    # rank 0 before it got to seq 5. Rank 1 is the cause, rank 0 collateral.
+@pytest.mark.parametrize(
+    ("trigger", "said"),
+    [
+        # torchrun's SIGTERM caught rank 0 before it got to seq 5
+        ("signal", "the launcher stopped rank 0 before it got there"),
+        # rank 1's closed connections failed rank 0 before its ring showed seq 5
+        ("collective_error", "rank 0 lost the connection and failed before it got there"),
+    ],
+)
+def test_a_peer_cut_short_on_its_way_is_not_blamed_for_a_dead_rank(
+    trigger: ev.Trigger, said: str
+) -> None:
+    # Rank 1 was SIGKILLed; rank 2 entered seq 5 and failed; rank 0 never got there
+    # and never stalled. Rank 1 is the cause, rank 0 collateral.
     ranks = {
-        0: RankRecords(0, (), (proof(0, "signal", done(4)),)),
+        0: RankRecords(0, (), (proof(0, trigger, done(4)),)),
         1: RankRecords(1, tuple(done(3))),
         2: RankRecords(2, (), (proof(2, "collective_error", [*done(4), entry(5)]),)),
     }
@@ -155,7 +168,7 @@ def test_a_peer_the_launcher_stopped_on_its_way_is_not_blamed_for_a_dead_rank() 
     assert v is not None and v.kind == "crashed" and v.rank == 1
     g = v.groups[0]
     assert (g.seq, g.ranks, g.waiting, g.cut_short) == (5, (1,), (2,), (0,))
-    assert "the launcher stopped rank 0 before it got there" in v.headline
+    assert said in v.headline
 
 
 def test_a_signalled_peer_that_had_stalled_is_still_missing() -> None:
@@ -177,21 +190,6 @@ def test_a_rank_gone_without_a_word_with_nothing_pending_is_named() -> None:
     v = hang_verdict(records(ranks, 1))
     assert v is not None and v.kind == "exited" and v.rank == 1
     assert "rank 1 died without a word" in v.headline
-
-
-def test_a_peer_whose_collective_failed_on_the_lost_connection_is_collateral() -> None:
-    # Rank 1 was SIGKILLed; its closed connections failed rank 0 before its ring
-    # showed seq 5 (gloo raises at once), and rank 2 entered seq 5. Rank 1 is the cause.
-    ranks = {
-        0: RankRecords(0, (), (proof(0, "collective_error", done(4)),)),
-        1: RankRecords(1, tuple(done(3))),
-        2: RankRecords(2, (), (proof(2, "collective_error", [*done(4), entry(5)]),)),
-    }
-    v = hang_verdict(records(ranks, 1))
-    assert v is not None and v.kind == "crashed" and v.rank == 1
-    g = v.groups[0]
-    assert (g.seq, g.ranks, g.waiting, g.cut_short) == (5, (1,), (2,), (0,))
-    assert "rank 0 lost the connection and failed before it got there" in v.headline
 
 
 def stalled_progress(rank: int) -> ev.Progress:
