@@ -19,9 +19,10 @@ Instances seen on a single rank have no one to wait for (wait 0, last_rank -1).
 A one-way point-to-point operation (``send``, ``recv``) is matched only by
 sequence number. Without one (gloo's host ranges), a send is never paired with
 another rank's send by position, as collectives are: each is an instance of its
-own, and a receive's whole duration is ``wait_ms`` (blocked until the peer
-sends: in a pipeline, its bubble), not transfer. NCCL's ``send_recv`` kernel
-runs on both sides of an exchange and is matched as a collective.
+own, and its whole duration is ``wait_ms``, not transfer: a receive is blocked
+until the peer sends, a blocking send until the peer receives (in a pipeline,
+its bubble; the message itself, activations of a micro-batch, takes a small
+part). NCCL's ``send_recv`` kernel runs on both sides of an exchange and is matched as a collective.
 
 ``wait_intervals(matched)`` -> per rank, the merged time it waited;
 ``last_arrivals(matched)`` -> per rank, how many instances it arrived last at;
@@ -42,7 +43,6 @@ from rankscope.dashboard.ingest.table import Table, distinct, first_indices, isi
 NS_PER_MS = 1e6
 P2P_NAMES = ("send", "recv", "send_recv", "isend", "irecv")
 _ONE_WAY = ("send", "recv", "isend", "irecv")
-_RECV_NAMES = ("recv", "irecv")
 
 
 def _named(codes: np.ndarray, vocab: Any, wanted: tuple[str, ...]) -> np.ndarray:
@@ -210,10 +210,10 @@ def match_collectives(
     )
     transfer_row = transfer[per_row].astype(np.float64) / NS_PER_MS
     if not (c["seq"] >= 0).all():
-        # An unpaired receive waits for its peer the whole time (see above).
-        recv = _named(c["name"][rows], c["names"], _RECV_NAMES) & (count[per_row] == 1)
-        wait = np.where(recv, dur.astype(np.float64) / NS_PER_MS, wait)
-        transfer_row = np.where(recv, 0.0, transfer_row)
+        # An unpaired send or receive waits for its peer the whole time (see above).
+        one_way = _named(c["name"][rows], c["names"], _ONE_WAY) & (count[per_row] == 1)
+        wait = np.where(one_way, dur.astype(np.float64) / NS_PER_MS, wait)
+        transfer_row = np.where(one_way, 0.0, transfer_row)
     name_codes, names = _first_appearance_codes(c["name"][rows], c["names"])
     pg_codes, pgs = _first_appearance_codes(c["pg"][rows], c["pgs"])
     cols = {

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pyarrow as pa  # noqa: F401
 
 # Bump whenever parse_trace's output changes, so old entries are never read.
-INGEST_VERSION = 6
+INGEST_VERSION = 7
 # Parsing under ~1 MB of traces (gzipped) takes about as long as importing pyarrow
 # to write the cache, so a run whose trace files hold less in all is parsed every
 # time unless $RANKSCOPE_CACHE_MIN_BYTES says otherwise (0 caches everything). The

@@ -7,10 +7,18 @@
 ``record_param_comms`` args by External id, gloo/nccl host ranges) into the
 ``comms`` table, from one source per trace: GPU kernels when there are any,
 else host ranges.
+
+A blocking gloo ``send``/``recv`` shows as two ranges: the dispatcher's
+``c10d::send``/``c10d::recv_`` op, then the ``gloo:send``/``gloo:recv`` range of
+the wait, which starts inside it or as it ends. A ``send`` blocks in the first
+(until the peer posts its receive), a ``recv`` in the second. Each such pair is
+one row from the op's start to the later end, so time blocked on either side of
+a point-to-point exchange is in the table (``merge_p2p``).
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Any
 
@@ -120,9 +128,37 @@ def comm_bytes(args: Args) -> int:
 # Host ranges of a collective on a CPU backend (and NCCL's, seen from the host).
 HOST_COMM_PREFIXES = ("gloo:", "nccl:", "mpi:", "ucc:")
 
+# The dispatcher's ops around a gloo send/recv (see the module docstring), by the
+# gloo range each one opens.
+HOST_P2P_OPS = {"c10d::send": "gloo:send", "c10d::recv_": "gloo:recv"}
+_P2P_GAP_US = 50.0  # how far after the op's end its gloo range may start (µs)
+
 # Set aside by the column builder, in Kineto's microseconds:
 NcclRow = tuple[float, float, str, Args, int]  # ts, dur, kernel name, args, External id
 HostCommRow = tuple[float, float, str, Args]  # ts, dur, range name, args
+
+
+def merge_p2p(ranges: list[HostCommRow], ops: list[HostCommRow]) -> list[HostCommRow]:
+    """``ranges`` with each gloo send/recv widened to the dispatcher op it belongs to: the
+    latest ``c10d::send``/``c10d::recv_`` that starts at or before it and ends no more
+    than ``_P2P_GAP_US`` before it starts (the module docstring says why)."""
+    if not ops:
+        return ranges
+    by_range: dict[str, list[tuple[float, float]]] = {}
+    for ts, dur, name, _ in sorted(ops, key=lambda r: r[0]):
+        by_range.setdefault(HOST_P2P_OPS[name], []).append((ts, ts + dur))
+    starts = {k: [a for a, _ in v] for k, v in by_range.items()}
+    out = []
+    for row in ranges:
+        ts, dur, name, args = row
+        found = by_range.get(name)
+        if found:
+            i = bisect.bisect_right(starts[name], ts) - 1
+            if i >= 0 and found[i][1] + _P2P_GAP_US >= ts:
+                begin, end = found[i][0], max(found[i][1], ts + dur)
+                row = (begin, end - begin, name, args)
+        out.append(row)
+    return out
 
 
 def comms_table(
@@ -176,8 +212,11 @@ def comms_table(
             comm_size.append(comm_bytes(info))
     else:
         source = "cpu"
-        gloo = [r for r in host_comm_rows if not r[2].startswith("nccl:")]
-        for ts, dur, name, args in gloo or host_comm_rows:
+        ranges = [r for r in host_comm_rows if r[2] not in HOST_P2P_OPS]
+        gloo = [r for r in ranges if not r[2].startswith("nccl:")]
+        if gloo:
+            gloo = merge_p2p(gloo, [r for r in host_comm_rows if r[2] in HOST_P2P_OPS])
+        for ts, dur, name, args in gloo or ranges:
             comm_ts.append(ts)
             comm_launch.append(ts)
             comm_dur.append(dur)

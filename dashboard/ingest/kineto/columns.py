@@ -21,6 +21,7 @@ import numpy as np
 
 from rankscope.dashboard.ingest.kineto.collectives import (
     HOST_COMM_PREFIXES,
+    HOST_P2P_OPS,
     NCCL_KERNEL_RE,
     HostCommRow,
     NcclRow,
@@ -165,7 +166,7 @@ def _name_flags(name: str) -> int:
     return (
         (_IS_NCCL if NCCL_KERNEL_RE.match(name) else 0)
         | (_IS_PARAM if name == "record_param_comms" else 0)
-        | (_IS_HOST if name.startswith(HOST_COMM_PREFIXES) else 0)
+        | (_IS_HOST if name.startswith(HOST_COMM_PREFIXES) or name in HOST_P2P_OPS else 0)
     )
 
 

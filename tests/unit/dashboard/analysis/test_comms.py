@@ -94,8 +94,8 @@ def test_collectives_outside_the_steps_are_left_out() -> None:
 def test_one_way_sends_and_receives_are_not_paired_by_position() -> None:
     # A 2-stage pipeline traced by gloo (no sequence numbers): rank 0 sends at 0 and
     # 24 ms; rank 1 receives, blocked 0-10 ms and 20-26 ms. Pairing rank 0's "send"
-    # with nothing and rank 1's "recv" with nothing: no last arrival, and the receive's
-    # whole duration is waiting, not transfer.
+    # with nothing and rank 1's "recv" with nothing: no last arrival, and each side's
+    # whole duration is waiting (a blocking send waits for its receiver), not transfer.
     windows = {r: {0: (0, 100 * MS)} for r in (0, 1)}
     t = comms.match_collectives(
         {0: comms_table(0, name="send"), 1: comms_table(1, name="recv")}, windows, [0]
@@ -104,8 +104,8 @@ def test_one_way_sends_and_receives_are_not_paired_by_position() -> None:
     assert set(t["last_rank"].tolist()) == {-1}
     recv = t["rank"] == 1
     assert t["wait_ms"][recv].tolist() == [8.0, 6.0] and t["transfer_ms"][recv].tolist() == [0, 0]
-    assert t["wait_ms"][~recv].tolist() == [0.0, 0.0]
-    assert t["transfer_ms"][~recv].tolist() == [10.0, 2.0]
+    assert t["wait_ms"][~recv].tolist() == [10.0, 2.0]
+    assert t["transfer_ms"][~recv].tolist() == [0.0, 0.0]
     assert comms.p2p_wait_share(t) == 1.0
 
 
