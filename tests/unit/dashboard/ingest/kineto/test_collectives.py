@@ -39,4 +39,4 @@ def test_the_comms_table_holds_the_blocked_time_and_no_dispatcher_rows() -> None
     )
     assert source == "cpu"
     assert table.strings("name").tolist() == ["send", "recv"]
-    assert table["dur"].tolist() == [4_267_000, 74_987.000]  # ns
+    assert table["dur"].tolist() == [4_267_000, 74_987_000]  # ns
