@@ -280,6 +280,21 @@ def held_back_lines(report: Report, limit: int = 6) -> list[str]:
     return out[:limit]
 
 
+def pipeline_lines(report: Report) -> list[str]:
+    """One line per pipeline (``analysis.pipeline``): its stages, bubble and bottleneck."""
+    out = []
+    for p in report.pipelines:
+        shape = wording.pipeline_shape(p.ranks, p.micro_batches)
+        ideal = wording.ideal_bubble_text(len(p.ranks), p.micro_batches, p.ideal_bubble)
+        slow = (
+            f"stage {p.bottleneck_stage} (rank {p.bottleneck_rank})"
+            if p.bottleneck_stage is not None
+            else None
+        )
+        out.append(wording.pipeline_line(shape, p.bubble, ideal, slow))
+    return out
+
+
 def _whole_run_lines(report: Report) -> list[str]:
     """The light layer's whole-run picture, when a trace window also exists."""
     whole = report.whole_run
@@ -427,6 +442,8 @@ def render_text(report: Report, all_ranks: bool = False) -> str:
         out += [*nodes, ""]
     if groups := held_back_lines(report):
         out += [*groups, ""]
+    if pipes := pipeline_lines(report):
+        out += [*pipes, ""]
     if whole := _whole_run_lines(report):
         out += [*whole, ""]
     if report.findings:
@@ -465,6 +482,8 @@ def render_markdown(report: Report, all_ranks: bool = False) -> str:
         out += [f"**{line}**" for line in nodes] + [""]
     if groups := held_back_lines(report):
         out += [f"- {line}" for line in groups] + [""]
+    if pipes := pipeline_lines(report):
+        out += [f"- {line}" for line in pipes] + [""]
     if whole := _whole_run_lines(report):
         out += [whole[0], "", *whole[1:], ""]
     out += ["## Findings", "", f"*{wording.FINDINGS_ORDER.capitalize()}.*", ""]

@@ -20,6 +20,7 @@ from rankscope.dashboard.analysis import evidence as evidence_mod
 from rankscope.dashboard.analysis import findings as findings_mod
 from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun, wording
 from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis import pipeline as pipeline_mod
 from rankscope.dashboard.analysis import verdict as verdict_mod
 from rankscope.dashboard.analysis.activity import (
     RankActivity,
@@ -94,6 +95,7 @@ class Analysis:
     verdict: verdict_mod.RunVerdict | None = None  # the one verdict from both sources
     nodes: NodesResult | None = None  # the job's nodes and the slow ones (analysis.nodes)
     process_groups: list[GroupSummary] = field(default_factory=list)  # analysis.groups
+    pipelines: list[pipeline_mod.Pipeline] = field(default_factory=list)  # analysis.pipeline
 
 
 class LazyActivities(Mapping[int, RankActivity]):
@@ -278,6 +280,9 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         noise_ms=diag.noise_ms if diag.n_steps else None,
     )
     summary = comms_mod.collective_summary(matched, n_steps, len(run.ranks))
+    pipes = pipeline_mod.pipelines_of(
+        {r: d.comms for r, d in digests.items()}, windows, steps, _clock_offsets(run)
+    )
     if len(run.ranks) > 1 and steps and not len(matched):
         warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")
 
@@ -298,6 +303,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         collectives=summary,
         n_steps=n_steps,
         queued_ms=verdict_mod.queued_ms_at(whole, steps),
+        pipelines=pipes,
     )
     job = nodes_result(
         {r: rd.meta.get("manifest") or {} for r, rd in run.ranks.items()},
@@ -325,14 +331,18 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         caused_wait_ms=caused,
         collective_summary=summary,
         findings=findings_mod.findings(facts),
-        verdict=_one_verdict(
-            steps,
-            stragglers,
-            diag.rotating,
-            facts,
-            whole,
-            whole_stragglers,
-            comms_mod.p2p_wait_share(matched),
+        verdict=verdict_mod.with_pipeline(
+            _one_verdict(
+                steps,
+                stragglers,
+                diag.rotating,
+                facts,
+                whole,
+                whole_stragglers,
+                comms_mod.p2p_wait_share(matched),
+            ),
+            pipes,
+            has_gpu,
         ),
         warnings=warnings,
         per_step=diag.per_step,
@@ -344,6 +354,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         hang=hang,
         nodes=job,
         process_groups=group_summaries(run.ranks) if whole is not None else [],
+        pipelines=pipes,
     )
 
 
@@ -396,6 +407,16 @@ def _step_breakdown(
     cols["rank"] = cols["rank"].astype(np.int64)
     cols["step"] = cols["step"].astype(np.int64)
     return Table(cols)
+
+
+def _clock_offsets(run: Run) -> dict[int, int]:
+    """Per rank, the clock offset its collector measured at start (rank's clock - rank 0's)."""
+    out = {}
+    for r, rd in run.ranks.items():
+        v = (rd.meta.get("manifest") or {}).get("clock_offset_ns")
+        if isinstance(v, int) and not isinstance(v, bool):
+            out[r] = v
+    return out
 
 
 def _whole_step_ms(whole: wholerun.WholeRun) -> float:

@@ -23,6 +23,7 @@ import numpy as np
 from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.analysis.diagnosis import MIN_MS, severity
 from rankscope.dashboard.analysis.imbalance import median
+from rankscope.dashboard.analysis.pipeline import Pipeline
 from rankscope.dashboard.analysis.results import (
     CollectiveSummary,
     Finding,
@@ -60,6 +61,7 @@ class RunFacts:
     # rank -> its training thread's run-queue wait, ms per step over the analysed steps
     # (light layer; empty without it): time it was ready but not scheduled
     queued_ms: dict[int, float] = field(default_factory=dict)
+    pipelines: list[Pipeline] = field(default_factory=list)  # analysis.pipeline
 
     @property
     def ranks(self) -> list[int]:
@@ -228,6 +230,8 @@ def compute_imbalance_rule(f: RunFacts) -> list[Finding]:
     comp = {r: f.per_rank[r].compute_ms for r in f.ranks}
     med = median(list(comp.values()))
     worst = max(comp, key=lambda r: comp[r])
+    if any(worst in p.ranks for p in f.pipelines):
+        return []  # a pipeline's stages are compared with each other (pipeline_rule)
     extra = comp[worst] - med
     if worst in f.queued_ms:
         # Operators stretched while the thread waited for a CPU: the host's, not the work's.
@@ -240,6 +244,35 @@ def compute_imbalance_rule(f: RunFacts) -> list[Finding]:
         return []
     text = wording.compute_imbalance_finding(worst, comp[worst], med)
     return [finding("compute_imbalance", text, [worst], extra, f.step_ms)]
+
+
+def pipeline_rule(f: RunFacts) -> list[Finding]:
+    """Per pipeline: the bottleneck stage with its rebalancing saving, else a large bubble
+    with what twice the micro-batches would save (the schedule's ideal at 2m)."""
+    out = []
+    for p in f.pipelines:
+        shape = wording.pipeline_shape(p.ranks, p.micro_batches)
+        ideal = wording.ideal_bubble_text(len(p.ranks), p.micro_batches, p.ideal_bubble)
+        if p.bottleneck_stage is not None and p.bottleneck_rank is not None:
+            st = p.stages[p.bottleneck_stage]
+            med = median([s.busy_ms for s in p.stages])
+            text = wording.pipeline_bottleneck_finding(
+                st.stage, st.rank, st.busy_ms, med, shape, p.bubble, ideal
+            )
+            out.append(
+                finding("pipeline_bottleneck", text, [st.rank], p.saving_ms_per_step, f.step_ms)
+            )
+            continue
+        if p.bubble < MIN_SHARE * 3:
+            continue
+        doubled, saving = None, 0.0
+        if p.micro_batches and p.ideal_bubble is not None:
+            n = len(p.ranks) - 1
+            doubled = n / (2 * p.micro_batches + n)
+            saving = max(p.ideal_bubble - doubled, 0.0) * p.step_ms
+        text = wording.pipeline_bubble_finding(shape, p.bubble, ideal, doubled)
+        out.append(finding("pipeline_bubble", text, list(p.ranks), saving, f.step_ms))
+    return out
 
 
 def low_gpu_utilisation_rule(f: RunFacts) -> list[Finding]:
@@ -272,6 +305,7 @@ RULES: tuple[Rule, ...] = (
     data_loading_rule,
     host_bound_rule,
     compute_imbalance_rule,
+    pipeline_rule,
     low_gpu_utilisation_rule,
 )
 

@@ -11,7 +11,8 @@ and the dashboard's download) and ``json_schema()`` is the published schema
             findings: [Finding], top_kernels: [KernelSummary], per_step: [StepRank],
             whole_run: WholeRunReport | None, hang: HangVerdict | None,
             verdict: RunVerdict | None,
-            nodes: NodesResult | None, process_groups: [GroupSummary]}
+            nodes: NodesResult | None, process_groups: [GroupSummary],
+            pipelines: [Pipeline]}
 
 A type's fields are its JSON fields, in order: fields are added (with a
 default, at the end of their type), never renamed. ``*_ms`` are per-step means
@@ -31,6 +32,7 @@ import msgspec
 from rankscope.dashboard.analysis.groups import GroupSummary
 from rankscope.dashboard.analysis.hang import HangVerdict
 from rankscope.dashboard.analysis.nodes import NodesResult
+from rankscope.dashboard.analysis.pipeline import Pipeline
 from rankscope.dashboard.analysis.results import (
     CollectiveSummary,
     FieldStats,
@@ -276,6 +278,8 @@ class Report(_Record, frozen=True, kw_only=True):
     nodes: NodesResult | None = None
     # extension: each process group's members and who it waits for (``analysis.groups``)
     process_groups: list[GroupSummary] = []
+    # chains of ranks passing activations, per stage (analysis.pipeline)
+    pipelines: list[Pipeline] = []
 
 
 # ---------------------------------------------------------------- building
@@ -389,6 +393,7 @@ def build_report(a: Analysis) -> Report:
         verdict=a.verdict,
         nodes=a.nodes,
         process_groups=list(a.process_groups),
+        pipelines=list(a.pipelines),
     )
 
 

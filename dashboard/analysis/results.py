@@ -61,6 +61,8 @@ FindingKind = Literal[
     "host_bound",
     "compute_imbalance",
     "low_gpu_utilisation",
+    "pipeline_bottleneck",
+    "pipeline_bubble",
 ]
 FINDING_KINDS: tuple[FindingKind, ...] = get_args(FindingKind)
 

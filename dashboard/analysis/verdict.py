@@ -21,6 +21,12 @@ disagreement is explained, never printed as a second headline:
   window's single rank.
 
 Without a light layer (or without a window) the one source there is decides.
+
+``with_pipeline(verdict, pipelines, has_gpu)``: in a pipeline, a stage waits on its
+neighbours by design, so no rank "arrives last" at a receive; a stage that
+computes more than the others (``analysis.pipeline``'s bottleneck) holds them
+back all the same. When the verdict names nobody, or names that stage, the
+headline names the stage, its rank and what rebalancing would save.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from rankscope.dashboard.analysis.diagnosis import (
     _median_rows,
 )
 from rankscope.dashboard.analysis.imbalance import median
+from rankscope.dashboard.analysis.pipeline import Pipeline
 from rankscope.dashboard.analysis.results import Cause, Pattern, RotatingLateness, Straggler
 from rankscope.dashboard.analysis.wholerun import WholeRun
 
@@ -303,3 +310,38 @@ def _window_rank_explained(
     if excess is not None and excess < _threshold(whole):
         return wording.window_within_noise(s.rank, first, last, excess)
     return wording.window_only(s.rank, first, last)
+
+
+def with_pipeline(
+    verdict: RunVerdict | None, pipelines: list[Pipeline], has_gpu: bool
+) -> RunVerdict | None:
+    """The verdict, naming a pipeline's bottleneck stage (module docstring)."""
+    slow = [
+        p for p in pipelines if p.bottleneck_rank is not None and p.bottleneck_stage is not None
+    ]
+    if verdict is None or not slow:
+        return verdict
+    if verdict.pattern != "none" and verdict.rank not in {p.bottleneck_rank for p in slow}:
+        return verdict  # another rank holds the job back over the whole run: that leads
+    p = max(slow, key=lambda q: q.saving_ms_per_step)
+    assert p.bottleneck_rank is not None and p.bottleneck_stage is not None
+    others = [s.bubble for s in p.stages if s.stage != p.bottleneck_stage]
+    cause: Cause = "gpu_compute" if has_gpu else "cpu_compute"
+    headline = wording.verdict_pipeline(
+        p.bottleneck_stage,
+        p.bottleneck_rank,
+        cause,
+        p.busy_ratio,
+        float(np.mean(others)) if others else 0.0,
+        p.saving_ms_per_step,
+    )
+    return replace(
+        verdict,
+        headline=headline,
+        rank=p.bottleneck_rank,
+        cause=cause,
+        pattern="persistent",
+        source="window"
+        if verdict.source == "whole_run" and verdict.pattern == "none"
+        else verdict.source,
+    )

@@ -827,3 +827,75 @@ def no_whole_run(why: str, unused: list[str]) -> str:
     """Warning: the run has no whole-run verdict, and the files that could not be used."""
     named = f"; not usable: {'; '.join(unused[:8])}" if unused else ""
     return f"no whole-run verdict: {why}{named}"
+
+
+# --- pipelines (analysis.pipeline) ---
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def pipeline_shape(ranks: list[int], micro_batches: int | None) -> str:
+    """'ranks 0 -> 1 -> 2 -> 3 (4 stages, 4 micro-batches)'."""
+    chain = " -> ".join(map(str, ranks)) if len(ranks) <= 8 else f"{ranks[0]} -> ... -> {ranks[-1]}"
+    m = f", {micro_batches} micro-batches" if micro_batches else ""
+    return f"ranks {chain} ({len(ranks)} stages{m})"
+
+
+def ideal_bubble_text(stages: int, micro_batches: int | None, ideal: float | None) -> str:
+    if ideal is None or not micro_batches:
+        return "the schedule's ideal is unknown (no sends seen on the first stage)"
+    return f"the ideal for {stages} stages and {micro_batches} micro-batches is {_pct(ideal)}"
+
+
+def verdict_pipeline(
+    stage: int, rank: int, cause: str, ratio: float, others_bubble: float, saving_ms: float
+) -> str:
+    return (
+        f"Pipeline stage {stage} (rank {rank}) is the bottleneck ({cause_name(cause)}): it"
+        f" is busy {ratio:.1f}x as long as the median stage, and the other stages spend"
+        f" {_pct(others_bubble)} of the step blocked waiting on their neighbours;"
+        f" rebalancing the stages would save ~{saving_ms:.0f} ms/step."
+    )
+
+
+def pipeline_bottleneck_finding(
+    stage: int,
+    rank: int,
+    busy_ms: float,
+    median_ms: float,
+    shape: str,
+    bubble: float,
+    ideal: str,
+) -> tuple[str, str]:
+    return (
+        f"Pipeline stage {stage} (rank {rank}) is busy {busy_ms / median_ms:.1f}x as long as"
+        " the median stage: the other stages wait for it",
+        f"Pipeline {shape}: stage {stage} is busy {busy_ms:.1f} ms/step (all but its time"
+        f" blocked on neighbours) against {median_ms:.1f} ms for the median stage. The"
+        " stages are blocked in sends and"
+        f" receives {_pct(bubble)} of the step on average ({ideal}). Move layers off stage"
+        f" {stage} so that each stage computes the same; the saving assumes a GPipe or 1F1B"
+        " schedule.",
+    )
+
+
+def pipeline_bubble_finding(
+    shape: str, bubble: float, ideal: str, doubled: float | None
+) -> tuple[str, str]:
+    more = (
+        f" With twice the micro-batches per step the ideal would be {_pct(doubled)}."
+        if doubled is not None
+        else ""
+    )
+    return (
+        f"The pipeline's stages are blocked {_pct(bubble)} of the step (its bubble)",
+        f"Pipeline {shape}: no stage holds the others back; the idle time is the"
+        f" schedule's fill and drain ({ideal}).{more} An interleaved schedule also shrinks it.",
+    )
+
+
+def pipeline_line(shape: str, bubble: float, ideal: str, bottleneck: str | None) -> str:
+    tail = f"; the bottleneck is {bottleneck}" if bottleneck else "; no stage holds the others back"
+    return f"Pipeline {shape}: blocked {_pct(bubble)} of the step ({ideal}){tail}."

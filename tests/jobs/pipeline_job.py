@@ -10,8 +10,10 @@ previous stage, compute ``--fwd-ms``, send it on), then backward in reverse
 back), then the stage's optimizer step. Stage ``--slow-stage`` computes
 ``--factor`` times as long. Compute is real CPU work (matmuls until the time is
 spent). Blocking ``send``/``recv``, or ``isend``/``irecv`` + ``wait`` with ``--async``.
-Each stage prints its own measured bubble (time blocked in receives / step time)
-as ``BUBBLE stage=S fraction=F`` at the end.
+Each stage prints its own measured bubble (time blocked in sends and receives /
+step time, over the steps from 5 on)
+as ``BUBBLE stage=S fraction=F traced=T`` at the end (T: over the steps a
+profiler was recording, the trace window's).
 """
 
 from __future__ import annotations
@@ -62,13 +64,18 @@ def main() -> None:
         blocked += time.perf_counter() - t0
 
     def send(t: torch.Tensor, dst: int) -> None:
+        nonlocal blocked
+        t0 = time.perf_counter()
         if args.use_async:
             dist.isend(t, dst=dst).wait()
         else:
             dist.send(t, dst=dst)
+        blocked += time.perf_counter() - t0
 
+    traced = [0.0, 0.0]  # blocked and step seconds over the steps a profiler traced
     for step in range(args.steps):
         t_step = time.perf_counter()
+        before = blocked
         for _ in range(args.micro):
             if stage > 0:
                 recv(act, stage - 1)
@@ -85,11 +92,16 @@ def main() -> None:
                 send(torch.zeros(16, 64), stage - 1)
         opt.step()
         opt.zero_grad()
+        seconds = time.perf_counter() - t_step
+        if torch._C._autograd._profiler_enabled():  # a step of rankscope's trace window
+            traced[0] += blocked - before
+            traced[1] += seconds
         if step >= 5:  # after warm-up, as the collector's whole-run steps
-            total += time.perf_counter() - t_step
+            total += seconds
         else:
             blocked = 0.0
-    print(f"BUBBLE stage={stage} fraction={blocked / total:.3f}", flush=True)
+    window = f" traced={traced[0] / traced[1]:.3f}" if traced[1] else ""
+    print(f"BUBBLE stage={stage} fraction={blocked / total:.3f}{window}", flush=True)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -1,0 +1,287 @@
+"""Pipelines from the trace window: stages, their bubble, and the stage that holds them back.
+
+``pipelines_of(comms, windows, steps, offsets)`` reads each rank's point-to-point
+rows (``send``/``recv``/``isend``/``irecv`` in the ingest's ``comms`` table) over
+the analysed steps and returns one ``Pipeline`` per chain of ranks that pass
+messages to their neighbours.
+
+**Who talks to whom.** gloo's host ranges carry no peer, so peers are found by
+timing: a blocking send and the receive it feeds run at the same time on the two
+ranks and end together (the send returns once the receiver has the data). Each
+send is paired with the receive on another rank that overlaps it and ends
+closest to it (clocks put on rank 0's by the manifests' ``clock_offset_ns``); a
+pair of ranks' weight is the number of sends paired between them, either way.
+Timing on a busy host is rough (a rank woken late ends its receive late), so
+each rank keeps its two heaviest partners only (a stage has two neighbours at
+most), and two ranks are neighbours when each keeps the other and they paired
+at least ``MIN_PAIRS`` sends. Ranks and edges form a graph; each connected part that is a chain
+(no rank with three neighbours, no cycle) of two ranks or more is a pipeline.
+Stage 0 is the end of the chain whose first point-to-point operation in a step
+is a send (the first stage computes, then sends; every other stage first
+receives); if that does not decide, the end with the lower rank.
+
+**Per stage**, means over the analysed steps: ``step_ms`` (its step window),
+``blocked_ms`` (the union of its point-to-point rows inside the step: blocked
+in a receive until the neighbour sends, or in a send until it receives),
+``busy_ms`` = step - blocked (its own work: compute, host work and gaps alike;
+the per-rank table splits it further), and ``bubble`` = blocked / step.
+
+**The schedule's ideal.** ``micro_batches`` (m) is the median number of sends per
+step of stage 0 (it sends one activation per micro-batch and nothing else); the
+ideal bubble of GPipe and 1F1B with p stages is (p-1)/(m+p-1).
+
+**The bottleneck.** The busiest stage, when it is busy at least
+``BUSY_RATIO`` x the median stage and ``MIN_EXTRA_SHARE`` of the step more.
+What-if: with per-micro-batch stage times c_s = B_s/m (B: busy per step), a
+GPipe/1F1B step takes about (m-1) max c + sum c; spread evenly it would take
+(m+p-1) mean c, so rebalancing saves about (m-1)(B_max - B_mean)/m per step
+(without m: step x (1 - B_mean/B_max)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+import numpy as np
+
+from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.ingest.table import Table
+
+NS_PER_MS = 1e6
+_SENDS = ("send", "isend")
+_RECVS = ("recv", "irecv")
+MIN_PAIRS = 3  # sends paired between two ranks before they count as neighbours
+BUSY_RATIO = 1.2  # the bottleneck is busy this much more than the median stage
+MIN_EXTRA_SHARE = 0.05  # ... and this share of the step more
+
+
+class PipelineStage(msgspec.Struct, frozen=True, kw_only=True):
+    """One stage of a pipeline: its rank and where its step goes (ms per step)."""
+
+    stage: int
+    rank: int
+    step_ms: float
+    busy_ms: float  # step - blocked: its own work (compute, host work, gaps)
+    blocked_ms: float  # in point-to-point sends and receives: waiting for a neighbour
+    bubble: float  # blocked / step
+    sends_per_step: float
+    recvs_per_step: float
+
+
+class Pipeline(msgspec.Struct, frozen=True, kw_only=True):
+    """A chain of ranks passing activations (module docstring)."""
+
+    ranks: list[int]  # in stage order
+    stages: list[PipelineStage]
+    order_source: str  # "first send" or "rank order": how stage 0 was told from the last
+    micro_batches: int | None
+    ideal_bubble: float | None  # (p-1)/(m+p-1)
+    bubble: float  # the stages' mean
+    bottleneck_stage: int | None
+    bottleneck_rank: int | None
+    busy_ratio: float  # the busiest stage's busy time / the median stage's
+    saving_ms_per_step: float  # from rebalancing the stages' work (0 without a bottleneck)
+    step_ms: float
+
+
+def _rows(
+    t: Table, windows: Mapping[int, tuple[int, int]], steps: list[int], offset: int
+) -> dict[str, np.ndarray] | None:
+    """A rank's point-to-point rows inside the analysed steps, on rank 0's clock."""
+    if not len(t):
+        return None
+    names = t.strings("name")
+    send = np.isin(names, _SENDS)
+    p2p = send | np.isin(names, _RECVS)
+    step = np.full(len(t), -(1 << 62), dtype=np.int64)
+    for s in steps:
+        if s in windows:
+            lo, hi = windows[s]
+            step[(t["launch_ts"] >= lo) & (t["launch_ts"] < hi)] = s
+    keep = p2p & (step > -(1 << 62))
+    if not keep.any():
+        return None
+    start = t["ts"][keep].astype(np.int64) - offset
+    return {
+        "start": start,
+        "end": start + t["dur"][keep].astype(np.int64),
+        "send": send[keep],
+        "step": step[keep],
+    }
+
+
+def _neighbours(rows: dict[int, dict[str, np.ndarray]]) -> dict[int, set[int]]:
+    """Each rank's neighbours, from its sends paired with other ranks' receives by time."""
+    recv_ranks, recv_start, recv_end = [], [], []
+    for r, d in rows.items():
+        m = ~d["send"]
+        recv_ranks.append(np.full(int(m.sum()), r, dtype=np.int64))
+        recv_start.append(d["start"][m])
+        recv_end.append(d["end"][m])
+    rr, rs, re_ = (np.concatenate(x) for x in (recv_ranks, recv_start, recv_end))
+    out: dict[int, set[int]] = {r: set() for r in rows}
+    weight: dict[tuple[int, int], int] = {}  # (a, b), a < b: sends paired either way
+    if not len(rr):
+        return out
+    for r, d in rows.items():
+        m = d["send"]
+        votes: dict[int, int] = {}
+        for s, e in zip(d["start"][m].tolist(), d["end"][m].tolist(), strict=True):
+            cand = (rr != r) & (rs <= e) & (re_ >= s)
+            if not cand.any():
+                continue
+            idx = np.flatnonzero(cand)
+            best = idx[np.argmin(np.abs(re_[idx] - e))]
+            peer = int(rr[best])
+            votes[peer] = votes.get(peer, 0) + 1
+        for peer, n in votes.items():
+            weight[(min(r, peer), max(r, peer))] = weight.get((min(r, peer), max(r, peer)), 0) + n
+    # Each rank keeps its two strongest partners (a stage has two neighbours at most); an
+    # edge is one both ends keep, paired at least MIN_PAIRS times.
+    kept: dict[int, set[int]] = {}
+    for r in rows:
+        mine = sorted(
+            (
+                (n, b if a == r else a)
+                for (a, b), n in weight.items()
+                if r in (a, b) and n >= MIN_PAIRS
+            ),
+            reverse=True,
+        )
+        kept[r] = {peer for _, peer in mine[:2]}
+    for r in rows:
+        out[r] = {peer for peer in kept[r] if r in kept.get(peer, set())}
+    return out
+
+
+def _chains(adj: dict[int, set[int]]) -> list[list[int]]:
+    """The connected parts of ``adj`` that are chains of two ranks or more, end to end."""
+    seen: set[int] = set()
+    out = []
+    for start in sorted(adj):
+        if start in seen or not adj[start]:
+            continue
+        part, todo = set(), [start]
+        while todo:
+            r = todo.pop()
+            if r in part:
+                continue
+            part.add(r)
+            todo += adj[r] - part
+        seen |= part
+        edges = sum(len(adj[r]) for r in part) // 2
+        if any(len(adj[r]) > 2 for r in part) or edges != len(part) - 1:
+            continue  # a tree or a ring, not a chain
+        end = min(r for r in part if len(adj[r]) == 1)
+        chain, prev = [end], None
+        while len(chain) < len(part):
+            nxt = next(iter(adj[chain[-1]] - {prev} if prev is not None else adj[chain[-1]]))
+            prev = chain[-1]
+            chain.append(nxt)
+        out.append(chain)
+    return out
+
+
+def _sends_first(d: dict[str, np.ndarray]) -> bool:
+    """Whether the rank's first point-to-point operation of its first step is a send."""
+    first = d["step"] == d["step"].min()
+    return bool(d["send"][first][np.argmin(d["start"][first])])
+
+
+def _stage(stage: int, rank: int, d: dict[str, np.ndarray], windows: dict[int, tuple[int, int]],
+           steps: list[int]) -> PipelineStage:  # fmt: skip
+    step_ns, blocked_ns, sends, recvs = [], [], [], []
+    for s in steps:
+        if s not in windows:
+            continue
+        lo, hi = windows[s]
+        m = d["step"] == s
+        a = np.clip(d["start"][m], lo, hi)
+        b = np.clip(d["end"][m], lo, hi)
+        step_ns.append(hi - lo)
+        blocked_ns.append(iv.length(iv.union(a, b)))
+        sends.append(int(d["send"][m].sum()))
+        recvs.append(int((~d["send"][m]).sum()))
+    step = float(np.mean(step_ns)) / NS_PER_MS if step_ns else 0.0
+    blocked = float(np.mean(blocked_ns)) / NS_PER_MS if blocked_ns else 0.0
+    return PipelineStage(
+        stage=stage,
+        rank=rank,
+        step_ms=round(step, 3),
+        busy_ms=round(step - blocked, 3),
+        blocked_ms=round(blocked, 3),
+        bubble=round(blocked / step, 4) if step > 0 else 0.0,
+        sends_per_step=float(np.mean(sends)) if sends else 0.0,
+        recvs_per_step=float(np.mean(recvs)) if recvs else 0.0,
+    )
+
+
+def _micro_batches(d: dict[str, np.ndarray], steps: list[int]) -> int | None:
+    counts = [int((d["send"] & (d["step"] == s)).sum()) for s in steps]
+    m = int(np.median(counts)) if counts else 0
+    return m if m > 0 else None
+
+
+def pipelines_of(
+    comms: Mapping[int, Table],
+    windows: Mapping[int, dict[int, tuple[int, int]]],
+    steps: list[int],
+    offsets: Mapping[int, int] | None = None,
+) -> list[Pipeline]:
+    """Every pipeline among the ranks (module docstring); [] when no rank passes messages."""
+    offsets = offsets or {}
+    rows = {}
+    for r in sorted(comms):
+        d = _rows(comms[r], windows.get(r, {}), steps, offsets.get(r, 0))
+        if d is not None:
+            rows[r] = d
+    if len(rows) < 2:
+        return []
+    out = []
+    for chain in _chains(_neighbours(rows)):
+        first, last = rows[chain[0]], rows[chain[-1]]
+        source = "first send"
+        if _sends_first(last) and not _sends_first(first):
+            chain = chain[::-1]
+        elif _sends_first(first) == _sends_first(last):
+            source = "rank order"
+            if chain[-1] < chain[0]:
+                chain = chain[::-1]
+        out.append(_pipeline(chain, rows, windows, steps, source))
+    return out
+
+
+def _pipeline(
+    chain: list[int],
+    rows: dict[int, dict[str, np.ndarray]],
+    windows: Mapping[int, dict[int, tuple[int, int]]],
+    steps: list[int],
+    source: str,
+) -> Pipeline:
+    stages = [_stage(i, r, rows[r], windows.get(r, {}), steps) for i, r in enumerate(chain)]
+    p = len(stages)
+    m = _micro_batches(rows[chain[0]], steps)
+    ideal = (p - 1) / (m + p - 1) if m else None
+    busy = np.array([s.busy_ms for s in stages])
+    step = float(np.mean([s.step_ms for s in stages]))
+    med, top = float(np.median(busy)), int(np.argmax(busy))
+    ratio = float(busy[top] / med) if med > 0 else 1.0
+    bottleneck = top if ratio >= BUSY_RATIO and busy[top] - med >= MIN_EXTRA_SHARE * step else None
+    saving = 0.0
+    if bottleneck is not None:
+        extra = float(busy[top] - busy.mean())
+        saving = (m - 1) * extra / m if m else step * extra / float(busy[top])
+    return Pipeline(
+        ranks=chain,
+        stages=stages,
+        order_source=source,
+        micro_batches=m,
+        ideal_bubble=None if ideal is None else round(ideal, 4),
+        bubble=round(float(np.mean([s.bubble for s in stages])), 4),
+        bottleneck_stage=bottleneck,
+        bottleneck_rank=None if bottleneck is None else chain[bottleneck],
+        busy_ratio=round(ratio, 3),
+        saving_ms_per_step=round(max(saving, 0.0), 3),
+        step_ms=round(step, 3),
+    )

@@ -1,0 +1,155 @@
+"""Pipelines (``analysis.pipeline``) on hand-simulated GPipe schedules.
+
+``gpipe`` plays a GPipe step on p stages: every micro-batch forward (receive from
+the stage before, compute ``fwd[s]`` ms, send on), then every backward (receive
+from the stage after, compute 2 x ``fwd[s]``, send back). A send and its receive
+are a rendezvous: both end 1 µs (the transfer) after the later of the two has
+started. With equal stages of f ms the step takes (m+p-1) x 3f and each stage is
+blocked (p-1) x 3f of it: the schedule's ideal bubble (p-1)/(m+p-1), exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rankscope.dashboard.analysis.pipeline import pipelines_of
+from rankscope.dashboard.ingest.table import Table
+
+MS = 1_000_000
+TRANSFER_MS = 0.001
+
+
+def _program(s: int, p: int, m: int, fwd: float) -> list[tuple[str, float, tuple[int, ...]]]:
+    ops: list[tuple[str, float, tuple[int, ...]]] = []
+    for i in range(m):
+        if s > 0:
+            ops.append(("recv", 0, (s - 1, s, i, 0)))
+        ops.append(("compute", fwd, ()))
+        if s < p - 1:
+            ops.append(("send", 0, (s, s + 1, i, 0)))
+    for i in range(m):
+        if s < p - 1:
+            ops.append(("recv", 0, (s + 1, s, i, 1)))
+        ops.append(("compute", 2 * fwd, ()))
+        if s > 0:
+            ops.append(("send", 0, (s, s - 1, i, 1)))
+    return ops
+
+
+def gpipe(fwd: list[float], m: int, steps: int) -> dict[int, list[tuple[str, float, float]]]:
+    """Per stage, ``steps`` steps played back to back: its send/recv ops as (kind, start
+    ms, end ms), and a ("step", start, start) mark where each of its steps begins."""
+    p = len(fwd)
+    progs = []
+    for s in range(p):
+        prog: list[tuple[str, float, tuple[int, ...]]] = []
+        for k in range(steps):
+            prog.append(("step", 0, (k,)))
+            prog += [(kind, ms, (*key, k)) for kind, ms, key in _program(s, p, m, fwd[s])]
+        progs.append(prog)
+    pc, clock = [0] * p, [0.0] * p
+    out: dict[int, list[tuple[str, float, float]]] = {s: [] for s in range(p)}
+    while any(pc[s] < len(progs[s]) for s in range(p)):
+        moved = False
+        for s in range(p):
+            while pc[s] < len(progs[s]) and progs[s][pc[s]][0] in ("compute", "step"):
+                if progs[s][pc[s]][0] == "step":
+                    out[s].append(("step", clock[s], clock[s]))
+                clock[s] += progs[s][pc[s]][1]
+                pc[s] += 1
+                moved = True
+            if pc[s] >= len(progs[s]):
+                continue
+            kind, _, key = progs[s][pc[s]]
+            peer = key[1] if kind == "send" else key[0]
+            other = "recv" if kind == "send" else "send"
+            if pc[peer] < len(progs[peer]) and progs[peer][pc[peer]] == (other, 0, key):
+                end = max(clock[s], clock[peer]) + TRANSFER_MS
+                out[s].append((kind, clock[s], end))
+                out[peer].append((other, clock[peer], end))
+                clock[s] = clock[peer] = end
+                pc[s] += 1
+                pc[peer] += 1
+                moved = True
+        assert moved, "the simulated schedule deadlocked"
+    for s in range(p):
+        out[s].append(("step", clock[s], clock[s]))  # where the next step would begin
+    return out
+
+
+def tables(
+    fwd: list[float], m: int, ranks: list[int] | None = None, steps: int = 3, shift_ms: float = 0.0
+) -> tuple[dict[int, Table], dict[int, dict[int, tuple[int, int]]]]:
+    """Each rank's comms table and step windows for ``steps`` steps of ``gpipe``; stage s
+    runs on ``ranks[s]``; every time moved by ``shift_ms``."""
+    ranks = ranks or list(range(len(fwd)))
+    sched = gpipe(fwd, m, steps)
+    comms, windows = {}, {}
+    for s, rank in enumerate(ranks):
+        rows = [(a + shift_ms, b - a, kind) for kind, a, b in sched[s] if kind != "step"]
+        marks = [a + shift_ms for kind, a, _ in sched[s] if kind == "step"]
+        start = np.array([r[0] for r in rows]) * MS
+        comms[rank] = Table.build(
+            {
+                "ts": start.astype(np.int64),
+                "launch_ts": start.astype(np.int64),
+                "dur": (np.array([r[1] for r in rows]) * MS).astype(np.int64),
+                "seq": np.full(len(rows), -1, dtype=np.int64),
+                "bytes": np.full(len(rows), -1, dtype=np.int64),
+                "name": [r[2] for r in rows],
+                "pg": ["0"] * len(rows),
+            },
+            strings=("name", "pg"),
+        )
+        windows[rank] = {
+            k: (int(marks[k] * MS), int(marks[k + 1] * MS)) for k in range(len(marks) - 1)
+        }
+    return comms, windows
+
+
+STEADY = [1, 2]  # step 0 fills the pipeline from cold
+
+
+def test_a_balanced_pipeline_has_the_schedules_ideal_bubble_and_no_bottleneck() -> None:
+    comms, windows = tables([1.0] * 4, m=4)
+    (p,) = pipelines_of(comms, windows, STEADY)
+    assert p.ranks == [0, 1, 2, 3] and p.order_source == "first send"
+    assert p.micro_batches == 4 and p.ideal_bubble == pytest.approx(3 / 7, abs=1e-4)
+    assert p.step_ms == pytest.approx(21.0, abs=0.05)  # (m + p - 1) x 3 ms
+    assert [s.bubble for s in p.stages] == pytest.approx([3 / 7] * 4, abs=2e-3)
+    assert [s.busy_ms for s in p.stages] == pytest.approx([12.0] * 4, abs=0.05)
+    assert p.bottleneck_stage is None and p.saving_ms_per_step == 0.0
+
+
+def test_a_slow_stage_is_the_bottleneck_with_the_rebalancing_saving() -> None:
+    comms, windows = tables([1.0, 1.0, 3.0, 1.0], m=4)
+    (p,) = pipelines_of(comms, windows, STEADY)
+    assert p.bottleneck_stage == 2 and p.bottleneck_rank == 2
+    assert p.busy_ratio == pytest.approx(3.0, abs=0.01)
+    # busy 12, 12, 36, 12 ms: mean 18, so (m - 1)(36 - 18)/m = 13.5 ms
+    assert p.saving_ms_per_step == pytest.approx(13.5, abs=0.05)
+    assert p.stages[2].bubble < min(s.bubble for s in p.stages if s.stage != 2)
+
+
+def test_stages_are_ordered_by_who_talks_to_whom_not_by_rank() -> None:
+    comms, windows = tables([1.0, 1.0, 1.0, 2.5], m=4, ranks=[2, 0, 3, 1])
+    (p,) = pipelines_of(comms, windows, STEADY)
+    assert p.ranks == [2, 0, 3, 1]
+    assert p.bottleneck_stage == 3 and p.bottleneck_rank == 1
+
+
+def test_two_pipelines_side_by_side_are_two_pipelines() -> None:
+    # Data parallel x pipeline: ranks 0 -> 1 and 2 -> 3, the second 0.3 ms behind.
+    a, wa = tables([1.0, 1.0], m=4, ranks=[0, 1])
+    b, wb = tables([1.0, 2.0], m=4, ranks=[2, 3], shift_ms=0.3)
+    found = pipelines_of({**a, **b}, {**wa, **wb}, STEADY)
+    assert [p.ranks for p in found] == [[0, 1], [2, 3]]
+    assert [p.bottleneck_rank for p in found] == [None, 3]
+
+
+def test_no_point_to_point_is_no_pipeline() -> None:
+    comms, windows = tables([1.0, 1.0], m=2)
+    for t in comms.values():
+        t.vocab["name"] = ["all_reduce" for _ in t.vocab["name"]]
+    assert pipelines_of(comms, windows, STEADY) == []
