@@ -238,6 +238,12 @@ _FRAMES: dict[str, Callable[[Analysis, Report, Any], pd.DataFrame]] = {
         model.collective_time_by_rank(a.collectives, len(a.steps))
     ),
     "arrival_lag_matrix": lambda a, r, _: model.arrival_lag_matrix(a.collectives),
+    "pipeline_stages": lambda a, r, i: model.pipeline_stages_long(r.pipelines[i]),
+    "pipeline_step": lambda a, r, arg: model.pipeline_step_blocks(
+        a.collectives, a.windows, r.pipelines[arg[0]], arg[1]
+    ),
+    "groups": lambda a, r, _: model.groups_frame(r.process_groups),
+    "group_lag_matrix": lambda a, r, _: model.group_lag_matrix(r.process_groups),
     "kernels": lambda a, r, _: model.kernels_frame(a.kernels),
     "utilisation": lambda a, r, _: model.utilisation_frame(r),
     "utilisation_long": lambda a, r, _: model.utilisation_long(model.utilisation_frame(r)),

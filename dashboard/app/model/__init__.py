@@ -55,7 +55,19 @@ from rankscope.dashboard.app.model.comms import (
     collectives_frame as collectives_frame,
 )
 from rankscope.dashboard.app.model.comms import (
+    group_lag_matrix as group_lag_matrix,
+)
+from rankscope.dashboard.app.model.comms import (
+    groups_frame as groups_frame,
+)
+from rankscope.dashboard.app.model.comms import (
     last_arrival_matrix as last_arrival_matrix,
+)
+from rankscope.dashboard.app.model.comms import (
+    pipeline_stages_long as pipeline_stages_long,
+)
+from rankscope.dashboard.app.model.comms import (
+    pipeline_step_blocks as pipeline_step_blocks,
 )
 from rankscope.dashboard.app.model.compare import (
     COMPARE_METRICS as COMPARE_METRICS,

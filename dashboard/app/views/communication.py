@@ -1,10 +1,13 @@
-"""Communication: per-collective table, wait vs transfer per rank, last arrivals, arrival lag."""
+"""Communication: per-collective table, wait vs transfer per rank, last arrivals, arrival lag;
+pipelines (stages, their bubble, one step over time) and process groups."""
 
 from __future__ import annotations
 
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
+from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.app import charts, data, model
 
 
@@ -16,7 +19,9 @@ def render() -> None:
             "No collectives in the analysed steps (a single-rank trace, or a job without"
             " torch.distributed communication)."
         )
+        _groups()
         return
+    _pipelines()
 
     st.subheader("Per collective")
     charts.table(
@@ -56,6 +61,16 @@ def render() -> None:
             "Transfer is the same for everyone; the rank with the least waiting is the one the"
             " others wait for." + charts.bars_note(bars, total),
         )
+    shared = bool((a.collectives["last_rank"] >= 0).any())
+    if not shared:
+        with right:
+            st.info(
+                "Point-to-point only: no operation here is shared by several ranks (each send"
+                " and receive is one rank's), so no rank arrives last and there is no arrival"
+                " lag. The pipeline section above says which stage the others wait for."
+            )
+        _groups()
+        return
     with right:
         last, total = model.limit_rank_bars(
             per_rank[["rank", "last_arrivals"]], "last_arrivals", None, first, how="total"
@@ -96,6 +111,95 @@ def render() -> None:
         " free of clock skew). A hot row is a late rank; a hot column is one slow step."
         + charts.many_ranks_note(shown, len(matrix)),
         key="heat-arrival-lag",
+    )
+
+    _groups()
+
+
+def _pipelines() -> None:
+    """Each pipeline: its stages' busy and blocked time, and one step of it over time."""
+    report = data.report()
+    steps = [s for s in data.analysis().steps if s >= 0]
+    for i, p in enumerate(report.pipelines):
+        shape = wording.pipeline_shape(p.ranks, p.micro_batches)
+        ideal = wording.ideal_bubble_text(len(p.ranks), p.micro_batches, p.ideal_bubble)
+        st.subheader(f"Pipeline {i + 1}" if len(report.pipelines) > 1 else "Pipeline")
+        slow = (
+            f"stage {p.bottleneck_stage} (rank {p.bottleneck_rank})"
+            if p.bottleneck_stage is not None
+            else None
+        )
+        line = wording.pipeline_line(shape, p.bubble, ideal, slow)
+        (st.warning if slow else st.info)(line)
+        left, right = st.columns(2)
+        with left:
+            stages = data.frame("pipeline_stages", i)
+            fig = px.bar(
+                stages,
+                x="ms",
+                y="stage",
+                color="part",
+                orientation="h",
+                color_discrete_map={"busy": "#1565c0", "blocked on a neighbour": "#e57373"},
+                labels={"ms": "ms per step", "stage": ""},
+                title="Each stage's step",
+            )
+            fig.update_yaxes(autorange="reversed")
+            charts.show(
+                charts.tidy(fig, height=120 + 40 * len(p.stages)),
+                "Busy: the stage's own work (everything but waiting). Blocked: inside a send"
+                " or receive, waiting for a neighbour. The busiest stage sets the pace; the"
+                " others' blocked time beyond the schedule's ideal is what it costs.",
+            )
+        with right:
+            if steps:
+                blocks = data.frame("pipeline_step", (i, steps[0]))
+                fig = go.Figure()
+                for kind, colour in (("recv", "#e57373"), ("send", "#ffb74d")):
+                    part = blocks[blocks["kind"] == kind]
+                    fig.add_bar(
+                        x=part["ms"],
+                        base=part["start_ms"],
+                        y=part["stage"],
+                        orientation="h",
+                        name=f"blocked in {kind}",
+                        marker_color=colour,
+                    )
+                fig.update_layout(
+                    title=f"Step {steps[0]} over time", barmode="overlay", xaxis_title="ms"
+                )
+                fig.update_yaxes(autorange="reversed")
+                charts.show(
+                    charts.tidy(fig, height=120 + 40 * len(p.stages)),
+                    "Where each stage waited during one step, from its own step start; the gaps"
+                    " are its work. The fill at the start and the drain at the end are the"
+                    " schedule's bubble.",
+                    key=f"pipeline-step-{i}",
+                )
+
+
+def _groups() -> None:
+    """The process groups the flight recorder logged: members, and whom each one waits for."""
+    report = data.report()
+    groups = [g for g in report.process_groups if len(g.ranks) > 1]
+    if len(groups) < 2:
+        return  # one group is the whole job: the sections above already say it
+    st.subheader("Process groups")
+    charts.table(data.frame("groups"), {"its lag ms": "%.1f"})
+    matrix = data.frame("group_lag_matrix")
+    fig = px.imshow(
+        matrix,
+        color_continuous_scale=charts.HEAT,
+        aspect="auto",
+        labels={"x": "rank", "y": "process group", "color": "ms late"},
+    )
+    fig.update_xaxes(type="category")
+    charts.show(
+        charts.tidy(fig, height=max(240, 100 + 28 * len(matrix))),
+        "Each member's mean arrival lag behind its group's first member, from the flight"
+        " recorder over the whole run (blank: not a member). A hot cell is the rank that"
+        " group waits for.",
+        key="heat-group-lag",
     )
 
 
