@@ -295,7 +295,11 @@ class Collector:
                     f"a Collector for {self.run_dir} defers to the one already collecting "
                     f"into {owner.run_dir} (rankscope run's settings win)",
                 )
-                owner._take_manual_steps()
+                if not self.steps_from_optimizer:
+                    owner._take_manual_steps()
+                # else the owner goes on counting optimizer steps until this one's first
+                # step() call, which then takes over (_manual_step), as on a Collector of
+                # its own with steps_from_optimizer (the framework callbacks' way).
                 return self
             self._start()
         except Exception as e:
