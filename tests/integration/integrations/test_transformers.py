@@ -3,18 +3,29 @@
 Two ranks on CPU (gloo) under torchrun, rank 1's forward 40 ms slower: the run
 directory holds each rank's step log (one step per optimizer step), the profiler
 window, and ``rankscope report`` names rank 1; rank 0 logs the report to an MLflow
-file store at the end. Under ``rankscope run`` the callback defers to its collector.
+file store at the end. ``rankscope attach`` captures a window of a running Trainer.
+Under ``rankscope run`` the callback defers to its collector.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from conftest import needs_torch
-from jobs.collector_jobs import JOBS, SLOW_RANK, job_env, launcher, rankscope, report_of
+from jobs.collector_jobs import (
+    JOBS,
+    SLOW_RANK,
+    job_env,
+    launcher,
+    profiler_step_spans,
+    rankscope,
+    read_trace,
+    report_of,
+)
 
 from rankscope.profiler import rundir
 
@@ -92,3 +103,36 @@ def test_under_rankscope_run_the_callback_defers(tmp_path: Path) -> None:
     for rank in (0, 1):
         # Not counted from the optimizer (which would miss the first step): the callback's.
         assert [s["step"] for s in rundir.read_steps(run, rank)] == list(range(6))
+
+
+def test_attach_captures_a_window_of_a_running_trainer(tmp_path: Path) -> None:
+    run, stop_file = tmp_path / "run", tmp_path / "stop"
+    args = ["--steps", "100000", "--step-ms", "15", "--stop-file", str(stop_file)]
+    job = subprocess.Popen(
+        [*launcher("module", 2), str(JOB), str(run), *args],
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            beats = rundir.read_heartbeats(run)
+            if len(beats) == 2 and all(h["step"] >= 5 for h in beats.values()):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the job never reached step 5 on both ranks")
+        attach = rankscope("attach", str(run), "--steps", "3", timeout=90)
+        assert attach.returncode == 0, attach.stdout + attach.stderr
+        assert "on 2 of 2 rank(s)" in attach.stdout
+        (first,) = {a["first_step"] for a in rundir.read_acks(run).values()}
+        for rank in (0, 1):
+            trace = read_trace(rundir.trace_path(run, rank, first, first + 2))
+            assert sorted(profiler_step_spans(trace)) == [first, first + 1, first + 2]
+    finally:
+        stop_file.touch()
+        out, _ = job.communicate(timeout=60)
+    assert job.returncode == 0, out[-3000:]
