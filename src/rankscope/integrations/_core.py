@@ -74,6 +74,7 @@ class CallbackCollector:
         self.collector._register_optimizer_hook = False
         self._begun = False
         self._done = False
+        self._again = False
 
     @property
     def owner(self) -> Collector:
@@ -82,11 +83,13 @@ class CallbackCollector:
 
     def train_begin(self) -> None:
         if self.collector._started:
-            if not self._done:
+            # A Collector starts once: a second train() would overwrite the first's files.
+            if not self._again:
+                self._again = True
                 _say(
                     f"{self.framework}: training began again: not collected (one run per callback)"
                 )
-                self._done = True
+            self._done = True
             return
         try:
             self.collector.start()

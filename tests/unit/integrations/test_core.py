@@ -1,0 +1,66 @@
+"""``CallbackCollector``, what both framework callbacks share: steps, one run, the export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import needs_torch
+
+from rankscope.integrations._core import CallbackCollector
+from rankscope.profiler import rundir
+from rankscope.profiler.errors import RankscopeError
+
+QUIET = {"nvml_period_ms": 0, "control_period_s": 0, "collectives": False}
+
+
+def _callback(run: Path, export_to: tuple[str, ...] = ()) -> CallbackCollector:
+    return CallbackCollector("test", run, "off", export_to, None, dict(QUIET))
+
+
+def test_a_bad_setting_fails_where_the_callback_is_made(tmp_path: Path) -> None:
+    with pytest.raises(RankscopeError, match="'neptune' is not a tracker"):
+        _callback(tmp_path, ("neptune",))
+    with pytest.raises(RankscopeError, match="nvml_period_ms"):
+        CallbackCollector("test", tmp_path, "off", (), None, {"nvml_period_ms": float("nan")})
+
+
+@needs_torch
+def test_steps_begin_at_the_first_step_and_one_run_is_collected(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    cb = _callback(run)
+    cb.step_end()  # before training began: nothing
+    cb.train_begin()
+    assert cb.collector.current_step == 0 and not rundir.read_steps(run, 0)
+    for _ in range(3):
+        cb.step_begin()
+        cb.step_end()
+    cb.train_end()
+    cb.train_end()  # idempotent
+    assert [s["step"] for s in rundir.read_steps(run, 0)] == [0, 1, 2]
+    cb.train_begin()  # a second train() with the same callback: said, not collected
+    cb.step_begin()
+    cb.step_end()
+    assert [s["step"] for s in rundir.read_steps(run, 0)] == [0, 1, 2]
+    assert "training began again: not collected" in capfd.readouterr().err
+
+
+@needs_torch
+def test_a_failed_export_is_one_line_and_training_ends_normally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("mlflow")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the MLflow store should be")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (blocker / "mlruns").as_uri())
+    cb = _callback(tmp_path / "run", ("mlflow",))
+    cb.train_begin()
+    for _ in range(4):
+        cb.step_begin()
+        cb.step_end()
+    cb.train_end()  # never raises
+    err = capfd.readouterr().err
+    assert "rankscope: test: rankscope export: MLflow at" in err
+    assert "Traceback" not in err
