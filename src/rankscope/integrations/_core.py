@@ -61,20 +61,39 @@ class CallbackCollector:
                     f"export_to: {tracker!r} is not a tracker (choose from {', '.join(TRACKERS)})"
                 )
         self.export_project = export_project
+        self._settings = (run_dir, profile_steps, dict(collector_kwargs))
         # Built here, so that a bad setting is an error where the callback is made.
-        # steps_from_optimizer: no step begins when the collector starts (step_begin
-        # begins step 0), and none is marked by the optimizer: the callback feeds it.
-        self.collector = Collector(
-            run_dir,
-            profile_steps,
-            steps_from_optimizer=True,
-            run_config={"launcher": f"{framework} callback"},
-            **collector_kwargs,
-        )
-        self.collector._register_optimizer_hook = False
+        self.collector = self._make_collector()
         self._begun = False
         self._done = False
         self._again = False
+
+    def _make_collector(self) -> Collector:
+        run_dir, profile_steps, kwargs = self._settings
+        # steps_from_optimizer: no step begins when the collector starts (step_begin
+        # begins step 0), and none is marked by the optimizer: the callback feeds it.
+        collector = Collector(
+            run_dir,
+            profile_steps,
+            steps_from_optimizer=True,
+            run_config={"launcher": f"{self.framework} callback"},
+            **kwargs,
+        )
+        collector._register_optimizer_hook = False
+        return collector
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Lightning's ddp_spawn (and a deepcopy) pickles callbacks before training:
+        # a collector not started yet travels as its settings and is made anew.
+        if self.collector._started:
+            raise TypeError("a callback whose collector has started cannot be copied")
+        state = dict(self.__dict__)
+        del state["collector"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.collector = self._make_collector()
 
     @property
     def owner(self) -> Collector:

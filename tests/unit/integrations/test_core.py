@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,21 @@ def test_a_failed_export_is_one_line_and_training_ends_normally(
     err = capfd.readouterr().err
     assert "rankscope: test: rankscope export: MLflow at" in err
     assert "Traceback" not in err
+
+
+def test_a_callback_not_started_yet_can_be_pickled(tmp_path: Path) -> None:
+    """Lightning's ddp_spawn pickles the Trainer's callbacks into each process."""
+    cb = CallbackCollector("test", tmp_path / "run", "3-5", ("mlflow",), "p", dict(QUIET))
+    copy = pickle.loads(pickle.dumps(cb))
+    assert copy.collector is not cb.collector and not copy.collector._started
+    assert copy.collector.run_dir == cb.collector.run_dir
+    assert copy.collector.plan.spec == cb.collector.plan.spec
+    assert (copy.export_to, copy.export_project) == (("mlflow",), "p")
+
+
+def test_the_lightning_callback_can_be_pickled(tmp_path: Path) -> None:
+    pytest.importorskip("lightning", reason="lightning is not installed")
+    from rankscope.integrations.lightning import RankscopeCallback
+
+    copy = pickle.loads(pickle.dumps(RankscopeCallback(tmp_path / "run", **QUIET)))
+    assert copy.collector.run_dir == tmp_path / "run"
