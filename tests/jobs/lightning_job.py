@@ -39,7 +39,7 @@ def main() -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     sleep_s = args.sleep_ms / 1000 if rank == args.slow_rank else 0.0
 
-    class Tiny(pl.LightningModule):  # type: ignore[misc, name-defined]
+    class Tiny(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
             self.body = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1))
