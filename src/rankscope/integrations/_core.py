@@ -76,7 +76,8 @@ class CallbackCollector:
             run_dir,
             profile_steps,
             steps_from_optimizer=True,
-            run_config={"launcher": f"{self.framework} callback"},
+            # run.json's steps_source as the ranks' manifests say it: the calls mark steps
+            run_config={"launcher": f"{self.framework} callback", "steps_source": "manual"},
             **kwargs,
         )
         collector._register_optimizer_hook = False

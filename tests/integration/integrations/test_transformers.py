@@ -63,6 +63,7 @@ def test_trainer_callback_on_two_ranks_names_the_slow_rank(
     manifest = rundir.read_run_manifest(run)
     assert manifest["world_size"] == 2 and sorted(manifest["ranks"]) == [0, 1]
     assert manifest["config"]["launcher"] == "transformers callback"
+    assert manifest["config"]["steps_source"] == "manual"
     for rank in (0, 1):
         # One step per optimizer step: step 0 began at the first on_step_begin.
         assert [s["step"] for s in rundir.read_steps(run, rank)] == list(range(STEPS))
