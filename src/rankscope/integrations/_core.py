@@ -35,6 +35,9 @@ from rankscope.profiler.errors import RankscopeError
 TRACKERS = ("mlflow", "wandb")
 EXPORT_WAIT_S = 120.0  # how long rank 0 waits for the other ranks to stop before exporting
 EXPORT_TIMEOUT_S = 600.0
+# How far another node's clock may be behind this one's when telling this run's
+# end from an earlier run's in the same directory.
+CLOCK_SLACK_NS = 10_000_000_000
 
 
 def _say(text: str) -> None:
@@ -159,8 +162,13 @@ class CallbackCollector:
             self._export_one(run_dir, tracker)
 
     def _wait_for_ranks(self, world_size: int, timeout_s: float) -> list[int]:
-        """Wait until every rank's manifest says it stopped; the ranks that did not."""
+        """Wait until every rank's manifest says it stopped; the ranks that did not.
+
+        A manifest that ended before this rank started (an earlier run in the same
+        directory) is not this run's: rank 0 waits for it to be rewritten.
+        """
         run_dir = self.collector.run_dir
+        started = int(self.collector._meta.get("start_ns") or 0) - CLOCK_SLACK_NS
         deadline = time.monotonic() + timeout_s
         while True:
             missing = []
@@ -169,7 +177,8 @@ class CallbackCollector:
                     meta = rundir.read_json(rundir.rank_meta_path(run_dir, rank))
                 except (OSError, ValueError):
                     meta = None
-                if not isinstance(meta, dict) or "end_ns" not in meta:
+                end = meta.get("end_ns") if isinstance(meta, dict) else None
+                if not isinstance(end, int) or end < started:
                     missing.append(rank)
             if not missing or time.monotonic() > deadline:
                 return missing

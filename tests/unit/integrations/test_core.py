@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,17 @@ def test_the_lightning_callback_can_be_pickled(tmp_path: Path) -> None:
 
     copy = pickle.loads(pickle.dumps(RankscopeCallback(tmp_path / "run", **QUIET)))
     assert copy.collector.run_dir == tmp_path / "run"
+
+
+@needs_torch
+def test_rank_zero_waits_for_this_runs_manifests_not_an_earlier_runs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    # rank 1's manifest from an earlier job in the same directory: it ended long ago
+    rundir.write_json_atomic(rundir.rank_meta_path(run, 1), {"rank": 1, "end_ns": 1})
+    cb = _callback(run)
+    cb.train_begin()
+    cb.train_end()
+    assert cb._wait_for_ranks(2, timeout_s=0.3) == [1]
+    rundir.write_json_atomic(rundir.rank_meta_path(run, 1), {"rank": 1, "end_ns": time.time_ns()})
+    assert cb._wait_for_ranks(2, timeout_s=0.3) == []
