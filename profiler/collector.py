@@ -57,7 +57,7 @@ from rankscope.profiler import __version__, cputime, datawait, hooks, rundir, se
 from rankscope.profiler.control import AttachRequest, ControlChannel
 from rankscope.profiler.errors import RankscopeError
 from rankscope.profiler.faults import Faults
-from rankscope.profiler.placement import Placement, placement
+from rankscope.profiler.placement import Placement, placement, rank_and_world
 from rankscope.profiler.recorder import Recorder
 from rankscope.profiler.schedule import ProfilePlan, Window, parse_profile_steps
 from rankscope.profiler.settings import parse_port
@@ -154,7 +154,9 @@ class Collector:
     Each setting's default and meaning: ``rankscope.profiler.settings`` (README's table).
 
     Rank and world size come from torch.distributed when it is initialised,
-    else from torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else 0/1. The clock
+    else from torchrun's RANK/WORLD_SIZE/LOCAL_RANK, else from Slurm's
+    SLURM_PROCID/SLURM_STEP_NUM_TASKS (or SLURM_NTASKS)/SLURM_LOCALID (a task
+    that ``srun`` started), else 0/1 (``placement.rank_and_world``). The clock
     offset against rank 0 is measured once through the c10d store when
     torch.distributed is (or becomes) initialised. Importing torch happens in
     ``start()``, never at import time.
@@ -293,7 +295,11 @@ class Collector:
                     f"a Collector for {self.run_dir} defers to the one already collecting "
                     f"into {owner.run_dir} (rankscope run's settings win)",
                 )
-                owner._take_manual_steps()
+                if not self.steps_from_optimizer:
+                    owner._take_manual_steps()
+                # else the owner goes on counting optimizer steps until this one's first
+                # step() call, which then takes over (_manual_step), as on a Collector of
+                # its own with steps_from_optimizer (the framework callbacks' way).
                 return self
             self._start()
         except Exception as e:
@@ -964,8 +970,7 @@ class Collector:
             self.rank = int(dist.get_rank())
             self.world_size = int(dist.get_world_size())
         else:
-            self.rank = _env_int("RANK") or 0
-            self.world_size = _env_int("WORLD_SIZE") or 1
+            self.rank, self.world_size = rank_and_world(os.environ)
         self.local_rank = _env_int("LOCAL_RANK") or 0
         self._place = placement(os.environ)
         if self._place.local_rank is not None and _env_int("LOCAL_RANK") is None:

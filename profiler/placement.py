@@ -9,7 +9,10 @@ host), ``local_rank`` (None when unknown) and ``source`` ("torchrun", "slurm"
 or "hostname"). Values that are not non-negative integers are ignored. Each
 rank writes it into its manifest (``rank{R}.meta.json``: ``host``,
 ``node_rank``, ``local_rank``, ``placement_source``); ``rankscope run`` gathers
-the ranks' into ``run.json``'s ``nodes`` (``nodes_of``).
+the ranks' into ``run.json``'s ``nodes`` (``nodes_of``). ``rank_and_world(env)``
+is a rank's number and the job's size by the same launchers' variables (torchrun's
+``RANK``/``WORLD_SIZE``, Slurm's ``SLURM_PROCID``/``SLURM_STEP_NUM_TASKS``), for a
+collector that starts before torch.distributed is initialised.
 """
 
 from __future__ import annotations
@@ -49,6 +52,25 @@ def placement(env: Mapping[str, str], hostname: str | None = None) -> Placement:
         if node is not None:
             return Placement(host, node, local, source)
     return Placement(host, None, local, "hostname")
+
+
+def rank_and_world(env: Mapping[str, str]) -> tuple[int, int]:
+    """(rank, world size) from the launcher, for a process without a process group yet.
+
+    torchrun's ``RANK``/``WORLD_SIZE`` first, then Slurm's: ``SLURM_PROCID`` and the
+    step's task count (``SLURM_STEP_NUM_TASKS``, which ``srun`` sets in every task;
+    else the job's ``SLURM_NTASKS``), else 0/1. One launcher's pair is used whole,
+    never a rank from one and a world size from the other; a Slurm rank outside its
+    task count is ignored.
+    """
+    rank, world = _int(env, "RANK"), _int(env, "WORLD_SIZE")
+    if rank is not None or world is not None:
+        return rank or 0, world or 1
+    rank = _int(env, "SLURM_PROCID")
+    world = _int(env, "SLURM_STEP_NUM_TASKS") or _int(env, "SLURM_NTASKS")
+    if rank is not None and world is not None and rank < world:
+        return rank, world
+    return 0, 1
 
 
 def nodes_of(ranks: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -122,9 +122,9 @@ class RunCommand:
     """Run a training command with the collector in every rank (no code change).
 
     Every Python process the command starts loads rankscope's bootstrap; each
-    torch.distributed worker (torchrun, python -m torch.distributed.run or plain
-    python) records step times from its optimizer, GPU telemetry, and one
-    torch.profiler window, into the run directory. The command's exit code is
+    torch.distributed worker (torchrun, python -m torch.distributed.run, srun's
+    tasks or plain python) records step times from its optimizer, GPU telemetry,
+    and one torch.profiler window, into the run directory. The command's exit code is
     passed through. Steps are counted between optimizer steps: step 0 runs from
     the end of the first optimizer.step() to the end of the second, so the default
     window 5-7 covers the 7th to 9th training iterations.
@@ -134,6 +134,7 @@ class RunCommand:
       rankscope run --out runs/exp2 --profile 20-22 -- python train.py --epochs 1
       rankscope run --out runs/exp3 --profile off -- torchrun ... train.py
       rankscope run --out runs/exp4 --profile off --auto-capture -- torchrun ... train.py
+      rankscope run --out /shared/runs/exp5 -- srun python train.py   # Slurm: once, outside srun
 
     The light layer (always on) also records each step's DataLoader wait and
     every collective's arrival (PyTorch's flight recorder). --auto-capture lets

@@ -52,6 +52,8 @@ def test_wheel_installs_one_top_level_package(wheel: Path) -> None:
     assert {t for t in top if not t.endswith(".dist-info")} == {"rankscope"}
     assert "rankscope/profiler/collector.py" in names
     assert "rankscope/dashboard/cli.py" in names
+    assert "rankscope/integrations/transformers.py" in names  # the framework callbacks
+    assert "rankscope/integrations/lightning.py" in names
     assert "rankscope/profiler/bootstrap/sitecustomize.py" in names
     assert "rankscope/dashboard/app/.streamlit/config.toml" in names
     sample = "rankscope/dashboard/sample_traces/ddp3_dataloader_straggler/"

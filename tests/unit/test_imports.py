@@ -12,7 +12,16 @@ import pytest
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("rankscope.profiler", ("torch", "streamlit", "rankscope.dashboard")),
+        (
+            "rankscope.profiler",
+            ("torch", "streamlit", "rankscope.dashboard", "rankscope.integrations"),
+        ),
+        # `import rankscope` (and `from rankscope import Collector`) never loads a framework
+        ("rankscope", ("torch", "transformers", "lightning", "pytorch_lightning")),
+        (
+            "rankscope.integrations",
+            ("torch", "transformers", "lightning", "pytorch_lightning", "rankscope.dashboard"),
+        ),
         ("rankscope.dashboard.analysis", ("torch", "streamlit")),
         ("rankscope.dashboard.analysis.analyse", ("torch", "streamlit", "pandas", "plotly")),
     ],

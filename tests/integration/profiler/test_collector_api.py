@@ -116,6 +116,21 @@ def test_second_collector_in_a_process_defers(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+def test_a_deferring_collector_on_optimizer_steps_leaves_the_owner_counting(
+    tmp_path: Path,
+) -> None:
+    """It takes over at its first step() call (a framework callback's way), not at start."""
+    with Collector(tmp_path / "a", steps_from_optimizer=True, nvml_period_ms=0) as outer:
+        with Collector(tmp_path / "b", steps_from_optimizer=True, nvml_period_ms=0) as inner:
+            train(inner, 4, call_step=False)
+            assert outer.current_step == 3  # still the optimizer's: 4 steps, step 0 at the 1st
+            inner.step()  # takes over; the boundary the last optimizer step marked stands for it
+            assert outer.current_step == 3
+            inner.step()
+        assert outer.current_step == 4
+    assert not (tmp_path / "b").exists()
+
+
 def test_unwritable_run_directory_does_not_stop_training(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
