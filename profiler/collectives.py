@@ -111,11 +111,24 @@ _CANONICAL = {
 _SOURCES = (("nccl", "_dump_nccl_trace"), ("fr", "_dump_fr_trace"))
 
 
+# profiling_name -> canonical name: a job has a handful of names and a read converts
+# up to a ring of entries, so each is worked out once (bounded: cleared when full).
+_NAMES: dict[str, str] = {}
+_NAMES_MAX = 4096
+
+
 def canonical_name(profiling_name: str) -> str:
     """``"gloo:all_reduce"`` -> ``"all_reduce"``; ``"nccl:send 0->1"`` -> ``"send"``."""
+    known = _NAMES.get(profiling_name)
+    if known is not None:
+        return known
     op = profiling_name.split(":", 1)[-1].strip()
     op = op.split(" ", 1)[0] if op else op
-    return _CANONICAL.get(op, op)
+    name = _CANONICAL.get(op, op)
+    if len(_NAMES) >= _NAMES_MAX:
+        _NAMES.clear()
+    _NAMES[profiling_name] = name
+    return name
 
 
 def entry_bytes(sizes: Any, dtypes: Any) -> int:
@@ -124,11 +137,12 @@ def entry_bytes(sizes: Any, dtypes: Any) -> int:
         return -1
     total = 0
     for shape, dtype in zip(sizes, dtypes, strict=True):
-        width = DTYPE_BYTES.get(dtype) if isinstance(dtype, str) else None
-        if width is None or not isinstance(shape, list):
+        width = DTYPE_BYTES.get(dtype) if type(dtype) is str else None
+        if width is None or type(shape) is not list:
             return -1
-        if not all(type(d) is int and d >= 0 for d in shape):
-            return -1
+        for d in shape:  # a plain loop: a generator costs more per (short) shape
+            if type(d) is not int or d < 0:
+                return -1
         total += math.prod(shape) * width
     return total
 
