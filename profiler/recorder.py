@@ -150,8 +150,11 @@ class Recorder(threading.Thread):
         while not self._stop_event.is_set():
             now = time.monotonic()
             due = now + slack
+            # Duties are timed from the sampling tick this wake-up serves, not from
+            # when the thread got to run: the next ones then fall on ticks too.
+            tick = next_sample if self.sampler is not None and now >= next_sample else now
             if control is not None:
-                control.tick(now, due)  # never raises: it disables attach instead
+                control.tick(tick, due)  # never raises: it disables attach instead
             if self.sampler is not None and now >= next_sample:
                 self._sample()
                 # Keep the period (not drift by the sampling cost); skip missed ticks.
@@ -162,14 +165,14 @@ class Recorder(threading.Thread):
             fr = self.collectives
             if fr is not None and (self.poll_collectives or due >= fr.next_deadline()):
                 self.poll_collectives = False
-                self._collective_rows.extend(fr.poll(now))
+                self._collective_rows.extend(fr.poll(tick))
             if control is not None and control.flush_wanted:
                 control.flush_wanted = False
                 self._flush_requested.set()
             if due >= next_flush or self._flush_requested.is_set():
                 self._flush_requested.clear()
                 self._flush()
-                next_flush = now + self._flush_s
+                next_flush = tick + self._flush_s
             wake = min(next_flush, next_sample if self.sampler is not None else next_flush)
             if control is not None and not control.disabled:
                 wake = min(wake, control.next_deadline())
