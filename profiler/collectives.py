@@ -375,7 +375,12 @@ class FlightRecorderLog:
         self._saw_pg = False
         self._sources = {source: _SourceState(dump) for source, dump in dumps}
         self._next_poll = clock() + MIN_PERIOD_S
-        self._last_poll: float | None = None
+        # From the start: the first read's rate (what the ring holds over the time since)
+        # sets the second read's time. Without it the second read came MAX_PERIOD_S
+        # later whatever the rate, and a job issuing more than buffer / MAX_PERIOD_S
+        # collectives a second lost entries from the ring meanwhile. A ring that held
+        # entries from before makes the rate look higher: the read only comes sooner.
+        self._last_poll: float | None = clock()
         self.polls = 0
         self.entries_written = 0
         self.dump_s = 0.0  # total time spent dumping and decoding (benchmark)

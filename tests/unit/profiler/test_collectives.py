@@ -177,6 +177,17 @@ def test_polls_follow_the_collective_rate_within_bounds() -> None:
     assert 1 / BUDGET >= 50  # a dump never takes more than 2% of the time between polls
 
 
+def test_the_first_read_times_the_second_from_the_rate_since_the_start() -> None:
+    # 400 collectives a second: the ring (2000) would be lost many times over if the
+    # second read waited MAX_PERIOD_S; half of it fills in 2.5 s.
+    dump = FakeDump()
+    t = [100.0]
+    log = FlightRecorderLog([("fr", dump)], Faults("t"), buffer_size=2000, clock=lambda: t[0])
+    dump.entries = [entry(i) for i in range(800)]
+    assert len(log.poll(102.0)) == 800
+    assert log.next_deadline() == 102.0 + 2.5
+
+
 def test_a_failing_dump_turns_this_part_off_and_never_raises() -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("no flight recorder")
