@@ -7,8 +7,9 @@ keeping both cores of a 2-core machine busy). Each repetition runs a block of
 log, DataLoader timer), in alternating order. In the light block, after the
 collector has settled, each rank reads for every thread of the process
 
-- its CPU time and its count of voluntary context switches (each one is a
-  wake-up: the thread slept and was woken) from ``/proc/self/task/TID/schedstat``
+- its CPU time and its counts of voluntary context switches ("sleeps": each is a
+  wake-up, the thread slept on a timer, an event, I/O or the GIL and was woken)
+  and of involuntary ones ("preempted") from ``/proc/self/task/TID/schedstat``
   and ``.../status``, keyed by the Python thread's name;
 
 and times each of the collector's duties with ``time.thread_time_ns`` on the
@@ -134,11 +135,18 @@ def _instrument(col: Any) -> dict[str, list[int]]:
     return acc
 
 
-def _fr_counters(col: Any) -> tuple[float, int, int]:
+def _fr_counters(col: Any) -> tuple[float, int, int, int, int]:
+    """Flight recorder: (dump seconds, reads, entries dumped, entries written, dropped)."""
     fr = getattr(getattr(col, "_recorder", None), "collectives", None)
     if fr is None:
-        return 0.0, 0, 0
-    return float(fr.dump_s), int(fr.polls), int(fr.dumped_entries)
+        return 0.0, 0, 0, 0, 0
+    return (
+        float(fr.dump_s),
+        int(fr.polls),
+        int(fr.dumped_entries),
+        int(fr.entries_written),
+        int(fr.dropped),
+    )
 
 
 def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str) -> None:
@@ -219,7 +227,7 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
                     "step_call_ns": step_ns,
                     "duties": duties,
                     "threads": threads,
-                    "fr": [fr1[0] - fr0[0], fr1[1] - fr0[1], fr1[2] - fr0[2]],
+                    "fr": [a - b for a, b in zip(fr1, fr0, strict=True)],
                 }
             )
     Path(out, f"rank{rank}.json").write_text(json.dumps(blocks))
@@ -299,7 +307,7 @@ def summarise(blocks: list[dict[str, Any]], data_ns: float, steps: int) -> dict[
         for name, vals in b["threads"].items():
             for i, v in enumerate(vals):
                 threads[name][i] += v
-    fr = [sum(b["fr"][i] for b in light) for i in range(3)]
+    fr = [sum(b["fr"][i] for b in light) for i in range(5)]
     # Wall per step, paired: each repetition's two blocks ran back to back.
     ratios = []
     for rep in {b["rep"] for b in blocks}:
@@ -351,7 +359,7 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
         + " | ".join(f"{_pct(totals[t], results[t]['train_cpu_ns'])} | " for t in trees)
         + " |"
     )
-    head = " | ".join(f"{t}: CPU share | {t}: wake-ups/s | {t}: preempted/s" for t in trees)
+    head = " | ".join(f"{t}: CPU share | {t}: sleeps/s | {t}: preempted/s" for t in trees)
     print(f"\n| thread | {head} |")
     print("|---|" + "---|---|---|" * len(trees))
     names: list[str] = []
@@ -376,7 +384,7 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
     print()
     for t in trees:
         s = results[t]
-        dump_s, polls, entries = s["fr"]
+        dump_s, polls, entries, written, dropped = s["fr"]
         on_training = sum(
             ns for k, (ns, _) in s["duties"].items() if k.endswith("(training thread)")
         )
@@ -385,7 +393,8 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
             f"{_pct(bg[t] + on_training, s['train_cpu_ns'])} of the training thread's CPU; "
             f"flight recorder: {polls} reads in {s['wall_ns'] / 1e9:.0f} rank-s, "
             + (
-                f"{1e3 * dump_s / polls:.1f} ms GIL hold per read ({entries / polls:.0f} entries); "
+                f"{1e3 * dump_s / polls:.1f} ms GIL hold per read ({entries / polls:.0f} entries), "
+                f"{written} entries written, {dropped} dropped; "
                 if polls
                 else ""
             )
