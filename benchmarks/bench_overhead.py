@@ -33,6 +33,11 @@ flight-recorder read of a full ring (per entry) are timed directly.
 
     python benchmarks/bench_overhead.py            # ~1-2 minutes on 2 cores
     python benchmarks/bench_overhead.py --quick    # ~20 seconds
+
+``--old-src OLD/src`` (``git archive COMMIT | tar -x -C OLD``) runs only baseline
+and light, from that tree and from this checkout, job after job (``--rounds``),
+and prints light / baseline for each tree. ``bench_collector_cpu.py`` measures
+the light layer's own CPU time per duty, which machine noise moves far less.
 """
 
 from __future__ import annotations
