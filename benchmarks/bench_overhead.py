@@ -33,11 +33,17 @@ flight-recorder read of a full ring (per entry) are timed directly.
 
     python benchmarks/bench_overhead.py            # ~1-2 minutes on 2 cores
     python benchmarks/bench_overhead.py --quick    # ~20 seconds
+
+``--old-src OLD/src`` (``git archive COMMIT | tar -x -C OLD``) runs only baseline
+and light, from that tree and from this checkout, job after job (``--rounds``),
+and prints light / baseline for each tree. ``bench_collector_cpu.py`` measures
+the light layer's own CPU time per duty, which machine noise moves far less.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -47,7 +53,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # rankscope, uninstalled
+REPO = Path(__file__).resolve().parents[1]
+SRC_ENV = "RANKSCOPE_BENCH_SRC"  # the source tree a --old-src job imports rankscope from
+sys.path.insert(0, os.environ.get(SRC_ENV) or str(REPO / "src"))  # rankscope, uninstalled
 
 CONFIGS = (
     "baseline",
@@ -122,8 +130,9 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
 
     window_steps = WINDOW_AT + 4  # steps 0..7: step 7 begins after the save
     window_keep = range(WINDOW_AT - 1, WINDOW_AT + 4)
+    configs = tuple(c for c in CONFIGS if c in args.configs)
     for rep in range(args.reps):
-        order = CONFIGS if rep % 2 == 0 else tuple(reversed(CONFIGS))
+        order = configs if rep % 2 == 0 else tuple(reversed(configs))
         for config in order:
             dist.barrier()
             if config == "baseline":
@@ -180,7 +189,10 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
             results[config].append(times)
     dist.barrier()
     if rank == 0:
-        _print_table(results, args)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(results))
+        else:
+            _print_table(results, args)
     dist.destroy_process_group()
 
 
@@ -191,7 +203,8 @@ def _print_table(results: dict[str, list[list[float]]], args: argparse.Namespace
     print(f"\n2 ranks, gloo on CPU, {args.reps} interleaved repetitions")
     print(f"{'configuration':<18} {'steps':>6} {'median ms':>10} {'mean ms':>9}")
     for c in CONFIGS:
-        print(f"{c:<18} {len(flat[c]):>6} {med[c]:>10.3f} {mean[c]:>9.3f}")
+        if c in flat:
+            print(f"{c:<18} {len(flat[c]):>6} {med[c]:>10.3f} {mean[c]:>9.3f}")
     print()
     for a, b, goal in (
         ("light", "baseline", "goal < +1%"),
@@ -200,6 +213,8 @@ def _print_table(results: dict[str, list[list[float]]], args: argparse.Namespace
         ("collector window", "torch.profiler", "goal <= +1%"),
         ("attach window", "torch.profiler", "goal <= +1%"),
     ):
+        if not (results.get(a) and results.get(b)):
+            continue
         # Paired: each repetition's two blocks ran back to back, so a slow spell on a
         # shared machine hits both; the median over repetitions of their ratio is the
         # figure least moved by noise. Pooled medians and means are printed beside it.
@@ -313,7 +328,22 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions")
     parser.add_argument("--steps", type=int, default=250, help="timed steps per light block")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--configs", default=",".join(CONFIGS), help="comma-separated configurations to run"
+    )
+    parser.add_argument(
+        "--old-src",
+        type=Path,
+        help="src/ of an older checkout: run baseline and light from it and from this "
+        "checkout, job after job (--rounds), and compare light / baseline side by side",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="jobs per tree with --old-src")
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.configs = [c.strip() for c in args.configs.split(",")]
+    if args.old_src is not None:
+        compare_trees(args)
+        return
     if args.reps is None:
         args.reps = 3 if args.quick else 16
     if args.quick:
@@ -324,6 +354,11 @@ def main() -> None:
 
     os.environ.setdefault("TORCH_FR_BUFFER_SIZE", str(DEFAULT_BUFFER))
     import torch.multiprocessing as mp
+
+    if args.json_out:  # one job of compare_trees: the blocks only
+        with tempfile.TemporaryDirectory(prefix="rankscope-bench-") as out:
+            mp.spawn(_worker, args=(2, _free_port(), args, out), nprocs=2, join=True)
+        return
 
     us = poll_cost_us()
     print(
@@ -344,6 +379,55 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="rankscope-bench-") as out:
         mp.spawn(_worker, args=(2, _free_port(), args, out), nprocs=2, join=True)
+
+
+def compare_trees(args: argparse.Namespace) -> None:
+    """Baseline and light from ``--old-src`` and from this checkout, job after job.
+
+    Each job runs ``--reps`` interleaved repetitions of the two configurations in
+    its own two processes; trees alternate job by job (old, new, new, old, ...), so
+    a slow spell of the machine falls on both. Per tree: light / baseline paired by
+    repetition (median over all repetitions of all its jobs), and pooled medians.
+    """
+    import subprocess
+
+    trees = {"old": args.old_src.resolve(), "new": REPO / "src"}
+    per_tree: dict[str, dict[str, list[list[float]]]] = {
+        t: {"baseline": [], "light": []} for t in trees
+    }
+    for r in range(args.rounds):
+        for t in list(trees) if r % 2 == 0 else list(reversed(trees)):
+            with tempfile.TemporaryDirectory(prefix="rankscope-cmp-") as d:
+                out = Path(d) / "results.json"
+                cmd = [sys.executable, __file__, "--configs", "baseline,light"]
+                cmd += ["--reps", str(args.reps), "--steps", str(args.steps)]
+                cmd += ["--batch", str(args.batch), "--json-out", str(out)]
+                env = dict(os.environ, **{SRC_ENV: str(trees[t])}, PYTHONPATH=str(trees[t]))
+                subprocess.run(cmd, env=env, check=True, capture_output=True)
+                got = json.loads(out.read_text())
+            for c in ("baseline", "light"):
+                per_tree[t][c] += got[c]
+            print(f"round {r}: {t} done", file=sys.stderr)
+    print(
+        f"\n2 ranks, gloo on CPU; per tree {args.rounds} jobs x {args.reps} interleaved "
+        f"repetitions x {args.steps} steps; light / baseline"
+    )
+    widths = {"baseline ms": 12, "light ms": 9, "paired": 8, "median": 8, "mean": 8}
+    print(f"{'tree':<5} " + " ".join(f"{h:>{w}}" for h, w in widths.items()))
+    for t, res in per_tree.items():
+        base = [x for rep in res["baseline"] for x in rep]
+        light = [x for rep in res["light"] for x in rep]
+        paired = statistics.median(
+            statistics.fmean(a) / statistics.fmean(b)
+            for a, b in zip(res["light"], res["baseline"], strict=True)
+        )
+        med = statistics.median(light) / statistics.median(base)
+        mean = statistics.fmean(light) / statistics.fmean(base)
+        print(
+            f"{t:<5} {statistics.median(base) * 1e3:>12.3f} "
+            f"{statistics.median(light) * 1e3:>9.3f} {(paired - 1) * 100:>+7.2f}% "
+            f"{(med - 1) * 100:>+7.2f}% {(mean - 1) * 100:>+7.2f}%"
+        )
 
 
 if __name__ == "__main__":

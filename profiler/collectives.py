@@ -36,7 +36,12 @@ Cost: a dump holds the GIL for the whole ring (about 10-30 us per entry on a
 2-core CPU machine, so ~20-60 ms for 2000 entries), whatever is new. So a poll
 happens when the ring is expected to be about half full of new entries (from the
 rate seen so far), at least every MAX_PERIOD_S and at most every MIN_PERIOD_S, and
-never more often than keeps dump time under BUDGET of wall time. Entries that
+never more often than keeps dump time under BUDGET of wall time. Once the last
+STEADY_READS reads saw a steady rate (within STEADY_SPREAD of each other) and no
+entry was ever lost, a read waits until STEADY_FILL of the ring is new at the
+fastest of those rates: each entry is then dumped ~1.3 times instead of ~2 (the
+dump is most of a read's cost); the rate must jump by a third within one period to
+lose an entry, and the first loss puts the log back on half a ring for good. Entries that
 left the ring before a poll (a job issuing collectives faster than that budget
 allows) are counted as ``dropped`` (record ids skipped) and said once in the log.
 An entry still in flight is held back until it completes (NCCL) or retires
@@ -52,6 +57,7 @@ import math
 import pickle
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +67,10 @@ DEFAULT_BUFFER = 2000
 MIN_PERIOD_S = 2.0
 MAX_PERIOD_S = 30.0
 BUDGET = 0.01  # share of wall time the dumps may take (they hold the GIL)
+FILL = 0.5  # share of the ring expected new at a read
+STEADY_FILL = 0.75  # ... once the rate has been steady (see the module docstring)
+STEADY_READS = 3
+STEADY_SPREAD = 1.25  # the fastest of the last reads' rates over the slowest, at most
 
 # Bytes per element of the dtype names the flight recorder writes (c10 ScalarType names).
 DTYPE_BYTES = {
@@ -111,11 +121,24 @@ _CANONICAL = {
 _SOURCES = (("nccl", "_dump_nccl_trace"), ("fr", "_dump_fr_trace"))
 
 
+# profiling_name -> canonical name: a job has a handful of names and a read converts
+# up to a ring of entries, so each is worked out once (bounded: cleared when full).
+_NAMES: dict[str, str] = {}
+_NAMES_MAX = 4096
+
+
 def canonical_name(profiling_name: str) -> str:
     """``"gloo:all_reduce"`` -> ``"all_reduce"``; ``"nccl:send 0->1"`` -> ``"send"``."""
+    known = _NAMES.get(profiling_name)
+    if known is not None:
+        return known
     op = profiling_name.split(":", 1)[-1].strip()
     op = op.split(" ", 1)[0] if op else op
-    return _CANONICAL.get(op, op)
+    name = _CANONICAL.get(op, op)
+    if len(_NAMES) >= _NAMES_MAX:
+        _NAMES.clear()
+    _NAMES[profiling_name] = name
+    return name
 
 
 def entry_bytes(sizes: Any, dtypes: Any) -> int:
@@ -124,11 +147,12 @@ def entry_bytes(sizes: Any, dtypes: Any) -> int:
         return -1
     total = 0
     for shape, dtype in zip(sizes, dtypes, strict=True):
-        width = DTYPE_BYTES.get(dtype) if isinstance(dtype, str) else None
-        if width is None or not isinstance(shape, list):
+        width = DTYPE_BYTES.get(dtype) if type(dtype) is str else None
+        if width is None or type(shape) is not list:
             return -1
-        if not all(type(d) is int and d >= 0 for d in shape):
-            return -1
+        for d in shape:  # a plain loop: a generator costs more per (short) shape
+            if type(d) is not int or d < 0:
+                return -1
         total += math.prod(shape) * width
     return total
 
@@ -361,7 +385,13 @@ class FlightRecorderLog:
         self._saw_pg = False
         self._sources = {source: _SourceState(dump) for source, dump in dumps}
         self._next_poll = clock() + MIN_PERIOD_S
-        self._last_poll: float | None = None
+        # From the start: the first read's rate (what the ring holds over the time since)
+        # sets the second read's time. Without it the second read came MAX_PERIOD_S
+        # later whatever the rate, and a job issuing more than buffer / MAX_PERIOD_S
+        # collectives a second lost entries from the ring meanwhile. A ring that held
+        # entries from before makes the rate look higher: the read only comes sooner.
+        self._last_poll: float | None = clock()
+        self._rates: deque[float] = deque(maxlen=STEADY_READS)  # entries/s between reads
         self.polls = 0
         self.entries_written = 0
         self.dump_s = 0.0  # total time spent dumping and decoding (benchmark)
@@ -446,7 +476,18 @@ class FlightRecorderLog:
         period = MAX_PERIOD_S
         if self._last_poll is not None and new > 0 and now > self._last_poll:
             rate = new / (now - self._last_poll)
-            period = 0.5 * self.buffer_size / rate
+            self._rates.append(rate)
+            fastest = max(self._rates)
+            if (
+                len(self._rates) == STEADY_READS
+                and fastest <= STEADY_SPREAD * min(self._rates)
+                and self.dropped == 0
+            ):
+                period = STEADY_FILL * self.buffer_size / fastest
+            else:
+                period = FILL * self.buffer_size / rate
+        else:
+            self._rates.clear()  # no collective since the last read: start over
         period = min(MAX_PERIOD_S, max(MIN_PERIOD_S, period, cost / BUDGET))
         self._last_poll = now
         self._next_poll = now + period

@@ -75,6 +75,10 @@ _EXPORT_WAIT_S = 120.0
 # ``rankscope.profiler.autostart`` (which imports this module, never the reverse).
 _owner_lookup: Callable[[], Collector | None] | None = None
 _DEFAULT = settings.DEFAULTS  # each setting's default, defined once in profiler.settings
+# This process's pid, refreshed in a forked child (_forget_in_child): the step
+# boundary compares it with the collector's own instead of calling os.getpid(),
+# a system call on every step.
+_pid = os.getpid()
 
 
 def set_owner_lookup(lookup: Callable[[], Collector | None] | None) -> None:
@@ -557,7 +561,7 @@ class Collector:
         sys.setprofile(on_event)
 
     def _boundary(self, source: str) -> None:
-        if not self._started or self._stopped or os.getpid() != self._pid:
+        if not self._started or self._stopped or _pid != self._pid:
             return
         if self.faults.disabled("steps"):
             return
@@ -1082,8 +1086,9 @@ def _jsonable(value: Any) -> Any:
 def _forget_in_child() -> None:
     # After fork the child has the collector's objects but none of its threads;
     # the child must not write the parent's rank files.
-    global _active
+    global _active, _pid
     _active = None
+    _pid = os.getpid()
 
 
 if hasattr(os, "register_at_fork"):

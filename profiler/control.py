@@ -316,14 +316,19 @@ class ControlChannel:
     def next_deadline(self) -> float:
         return min(self._next_poll, self._next_beat)
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, due: float | None = None) -> None:
+        """Poll and beat if their time has come by ``due`` (default ``now``); the
+        next ones are timed from ``now``. The recorder passes a ``due`` a little
+        after ``now`` so that a poll or beat falling just after one of its wake-ups
+        is done in it, not in a wake-up of its own."""
         if self.disabled:
             return
+        due = now if due is None else due
         try:
-            if now >= self._next_poll:
+            if due >= self._next_poll:
                 self._next_poll = now + self.poll_s
                 self.poll()
-            if now >= self._next_beat:
+            if due >= self._next_beat:
                 self._next_beat = now + self.beat_s
                 self.beat()
         except Exception as e:

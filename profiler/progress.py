@@ -139,6 +139,11 @@ class ProgressWatch:
 
     def stop(self) -> None:
         self._stop.set()
+        wakeup = self._wakeup
+        if wakeup is not None:
+            # Wake the watch thread out of its tick-long select (byte 0 is no signal).
+            with contextlib.suppress(OSError):
+                os.write(wakeup[1], b"\0")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
         self._uninstall_hooks()
@@ -176,7 +181,11 @@ class ProgressWatch:
                 return
 
     def _wait(self, timeout: float) -> bool:
-        """Sleep ``timeout`` (True once stopped), handling signals that arrive meanwhile."""
+        """Sleep ``timeout`` (True once stopped), handling signals that arrive meanwhile.
+
+        One wake-up per tick: a signal's byte or ``stop()``'s (byte 0) on the wakeup
+        pipe ends the wait early, so there is no shorter poll for either.
+        """
         wakeup = self._wakeup
         if wakeup is None:
             return self._stop.wait(timeout)
@@ -186,7 +195,7 @@ class ProgressWatch:
             if left <= 0:
                 return False
             try:
-                ready, _, _ = select.select([wakeup[0]], [], [], min(left, 0.25))
+                ready, _, _ = select.select([wakeup[0]], [], [], left)
                 data = os.read(wakeup[0], 64) if ready else b""
             except OSError:
                 self._wakeup = None  # closed under us: back to the plain wait

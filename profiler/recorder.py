@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 StepRecord = tuple[int, int, int, int, str, int, int]
 
 _BUFFER_LIMIT = 100_000
+# The most a duty (attach poll, heartbeat, flush, flight-recorder read) is moved
+# earlier to share a telemetry tick's wake-up.
+_MAX_SLACK_S = 0.05
 
 
 def _line(record: Any) -> str:
@@ -140,10 +143,18 @@ class Recorder(threading.Thread):
         self._flush()
         next_sample = time.monotonic()
         next_flush = next_sample + self._flush_s
+        # One wake-up serves every duty due within ``slack`` of it: polls, beats,
+        # flushes and flight-recorder reads ride on the sampling ticks instead of
+        # waking the thread (and taking the GIL) between them.
+        slack = min(self._period_s / 2, _MAX_SLACK_S) if self.sampler is not None else 0.0
         while not self._stop_event.is_set():
             now = time.monotonic()
+            due = now + slack
+            # Duties are timed from the sampling tick this wake-up serves, not from
+            # when the thread got to run: the next ones then fall on ticks too.
+            tick = next_sample if self.sampler is not None and now >= next_sample else now
             if control is not None:
-                control.tick(now)  # never raises: it disables attach instead
+                control.tick(tick, due)  # never raises: it disables attach instead
             if self.sampler is not None and now >= next_sample:
                 self._sample()
                 # Keep the period (not drift by the sampling cost); skip missed ticks.
@@ -152,16 +163,16 @@ class Recorder(threading.Thread):
                 )
             self._take_steps()
             fr = self.collectives
-            if fr is not None and (self.poll_collectives or now >= fr.next_deadline()):
+            if fr is not None and (self.poll_collectives or due >= fr.next_deadline()):
                 self.poll_collectives = False
-                self._collective_rows.extend(fr.poll(now))
+                self._collective_rows.extend(fr.poll(tick))
             if control is not None and control.flush_wanted:
                 control.flush_wanted = False
                 self._flush_requested.set()
-            if now >= next_flush or self._flush_requested.is_set():
+            if due >= next_flush or self._flush_requested.is_set():
                 self._flush_requested.clear()
                 self._flush()
-                next_flush = time.monotonic() + self._flush_s
+                next_flush = tick + self._flush_s
             wake = min(next_flush, next_sample if self.sampler is not None else next_flush)
             if control is not None and not control.disabled:
                 wake = min(wake, control.next_deadline())

@@ -291,31 +291,84 @@ class NvmlSampler:
                 self._nvml.nvmlShutdown()
 
 
+def _cpu_busy_total(stat_line: bytes) -> tuple[int, int]:
+    """(busy, total) jiffies from ``/proc/stat``'s ``cpu`` line, as psutil counts them.
+
+    Total leaves out guest and guest_nice (already inside user and nice); busy is
+    total less idle and iowait.
+    """
+    fields = [int(x) for x in stat_line.split()[1:]]
+    total = sum(fields) - sum(fields[8:10])
+    return total - sum(fields[3:5]), total
+
+
 class HostSampler:
-    """Host CPU utilisation and this process's RSS: the telemetry of a GPU-less rank."""
+    """Host CPU utilisation and this process's RSS: the telemetry of a GPU-less rank.
+
+    On Linux each sample is two ``os.pread`` calls on descriptors kept open
+    (``/proc/stat``'s first line and ``/proc/self/statm``), the same figures psutil's
+    ``cpu_percent(interval=None)`` and ``memory_info().rss`` give at about a third
+    of their cost (this runs ten times a second beside training); elsewhere psutil.
+    """
 
     source = "host"
 
     def __init__(self) -> None:
-        import psutil
+        self._fds: tuple[int, int] | None = None
+        self._page = 4096
+        try:
+            stat_fd = os.open("/proc/stat", os.O_RDONLY)
+            try:
+                statm_fd = os.open("/proc/self/statm", os.O_RDONLY)
+            except OSError:
+                os.close(stat_fd)
+                raise
+            self._fds = (stat_fd, statm_fd)
+            self._page = os.sysconf("SC_PAGE_SIZE")
+            self._last = _cpu_busy_total(self._cpu_line())
+            int(os.pread(statm_fd, 128, 0).split()[1])
+        except (OSError, ValueError, IndexError):
+            self.close()
+            import psutil
 
-        self._psutil = psutil
-        self._process = psutil.Process()
-        psutil.cpu_percent(interval=None)  # the first reading is meaningless: prime it
+            self._psutil = psutil
+            self._process = psutil.Process()
+            psutil.cpu_percent(interval=None)  # the first reading is meaningless: prime it
+
+    def _cpu_line(self) -> bytes:
+        assert self._fds is not None
+        # The aggregate "cpu" line comes first; 512 bytes hold it on any machine.
+        return os.pread(self._fds[0], 512, 0).split(b"\n", 1)[0]
 
     def describe(self) -> dict[str, Any]:
         return {"telemetry_source": "host"}
 
     def sample(self) -> dict[str, Any]:
+        if self._fds is None:
+            return {
+                "ts_ns": time.time_ns(),
+                "source": "host",
+                "host_cpu_pct": round(float(self._psutil.cpu_percent(interval=None)), 1),
+                "rss_b": int(self._process.memory_info().rss),
+            }
+        busy, total = _cpu_busy_total(self._cpu_line())
+        busy0, total0 = self._last
+        self._last = (busy, total)
+        pct = 0.0
+        if total > total0:
+            pct = min(100.0, max(0.0, 100.0 * (busy - busy0) / (total - total0)))
         return {
             "ts_ns": time.time_ns(),
             "source": "host",
-            "host_cpu_pct": round(float(self._psutil.cpu_percent(interval=None)), 1),
-            "rss_b": int(self._process.memory_info().rss),
+            "host_cpu_pct": round(pct, 1),
+            "rss_b": int(os.pread(self._fds[1], 128, 0).split()[1]) * self._page,
         }
 
     def close(self) -> None:
-        pass
+        fds, self._fds = self._fds, None
+        for fd in fds or ():
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def open_sampler(nvml: Any, device: str | None, report: Report) -> Sampler:

@@ -9,6 +9,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from rankscope.profiler import rundir
 from rankscope.profiler.collectives import (
     BUDGET,
@@ -175,6 +177,44 @@ def test_polls_follow_the_collective_rate_within_bounds() -> None:
     log.poll(114.0)
     assert log.next_deadline() == 114.0 + MAX_PERIOD_S
     assert 1 / BUDGET >= 50  # a dump never takes more than 2% of the time between polls
+
+
+def test_the_first_read_times_the_second_from_the_rate_since_the_start() -> None:
+    # 400 collectives a second: the ring (2000) would be lost many times over if the
+    # second read waited MAX_PERIOD_S; half of it fills in 2.5 s.
+    dump = FakeDump()
+    t = [100.0]
+    log = FlightRecorderLog([("fr", dump)], Faults("t"), buffer_size=2000, clock=lambda: t[0])
+    dump.entries = [entry(i) for i in range(800)]
+    assert len(log.poll(102.0)) == 800
+    assert log.next_deadline() == 102.0 + 2.5
+
+
+def test_a_steady_rate_lets_three_quarters_of_the_ring_fill_until_an_entry_is_lost() -> None:
+    dump = FakeDump()
+    t = [0.0]
+    log = FlightRecorderLog([("fr", dump)], Faults("t"), buffer_size=2000, clock=lambda: t[0])
+    first = 0
+
+    def read(at: float, n: int) -> float:
+        nonlocal first
+        dump.entries = [entry(i) for i in range(max(0, first + n - 2000), first + n)]
+        first += n
+        log.poll(at)
+        return log.next_deadline() - at
+
+    assert read(4.0, 400) == 10.0  # 100/s: half the ring is 10 s
+    assert read(14.0, 1000) == 10.0
+    # Three steady rates in a row (the first included): three quarters of the ring, at
+    # the fastest of them.
+    assert read(24.0, 1100) == pytest.approx(0.75 * 2000 / 110)
+    # A jump (300/s) is not steady: half the ring at that rate.
+    assert read(30.0, 1800) == pytest.approx(0.5 * 2000 / 300)
+    # The rate steadies again but an entry was lost: half a ring from then on.
+    for at in (35.0, 40.0, 45.0, 50.0):
+        read(at, 1500 if at != 35.0 else 2500)
+    assert log.dropped > 0
+    assert log.next_deadline() - 50.0 == pytest.approx(0.5 * 2000 / 300)
 
 
 def test_a_failing_dump_turns_this_part_off_and_never_raises() -> None:
