@@ -246,6 +246,7 @@ class ControlChannel:
         # (ts_ns, step) of the last beats: the rate spans ~3 s, recent enough that a
         # start-up pause does not make it look slow (a slow rate shortens attach's lead).
         self._beats: deque[tuple[int, int]] = deque(maxlen=4)
+        self._anchor: tuple[int, int] | None = None  # (end ns, step + 1) of the first step
         self._host = socket.gethostname()
         self._next_poll = 0.0
         self._next_beat = 0.0
@@ -423,6 +424,11 @@ class ControlChannel:
         ack.history = list(self._history)
         write_json_at(self._check_dir(), rundir.ack_path(self.run_dir, self.rank).name, ack)
 
+    def training_started(self, ts_ns: int, step: int) -> None:
+        """The recorder saw the first finished step: at ``ts_ns`` step ``step`` began."""
+        if self._anchor is None:
+            self._anchor = (ts_ns, step)
+
     def beat(self, state: str | None = None) -> None:
         now_ns = time.time_ns()
         step = int(self._current_step())
@@ -430,10 +436,14 @@ class ControlChannel:
             # Beats from before the first step measure start-up (imports, rendezvous,
             # data loading), not training: a rate through them is several times too
             # slow, and attach's lead from it too short (the ranks passed the chosen
-            # step before they read the request). The rate starts at the second beat
-            # after training started.
+            # step before they read the request). The rate starts from the end of the
+            # first finished step.
             while self._beats and self._beats[0][1] == 0:
                 self._beats.popleft()
+            if not self._beats and self._anchor is not None and self._anchor[0] < now_ns:
+                # A job that trained for less than two beats still has a rate: from
+                # the end of its first finished step to now.
+                self._beats.append(self._anchor)
         self._beats.append((now_ns, step))
         old_ns, old_step = self._beats[0]
         rate = (step - old_step) * 1e9 / (now_ns - old_ns) if now_ns > old_ns else None

@@ -253,6 +253,9 @@ class Recorder(threading.Thread):
         """Move finished steps off the training thread's deque (and show them to auto)."""
         steps = [self.steps.popleft() for _ in range(len(self.steps))]
         if steps:
+            if self.control is not None and not self.control.disabled:
+                # Where the heartbeat's rate starts: the end of the first finished step.
+                self.control.training_started(steps[0][2], steps[0][0] + 1)
             self._finished_steps.extend(steps)
             if self.auto is not None:
                 self.auto.feed(steps)

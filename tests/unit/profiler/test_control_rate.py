@@ -17,7 +17,10 @@ from rankscope.profiler.faults import Faults
 
 
 def _rates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beats: list[tuple[float, int]]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    beats: list[tuple[float, int]],
+    first_step_end: tuple[float, int] | None = None,
 ) -> list[float | None]:
     clock = {"ns": 0, "step": 0}
     monkeypatch.setattr(control.time, "time_ns", lambda: clock["ns"])
@@ -26,6 +29,8 @@ def _rates(
         capturing=lambda: False, offer=lambda r: None,
     )  # fmt: skip
     ch.open()
+    if first_step_end is not None:  # as the recorder says when it takes the first step
+        ch.training_started(int(first_step_end[0] * 1e9), first_step_end[1])
     out = []
     for t_s, step in beats:
         clock["ns"], clock["step"] = int(t_s * 1e9), step
@@ -47,3 +52,12 @@ def test_a_rank_still_starting_reports_zero_steps_a_second(
 ) -> None:
     rates = _rates(tmp_path, monkeypatch, [(1.0, 0), (2.0, 0)])
     assert rates[-1] == 0.0  # no step yet: attach waits for a positive rate
+
+
+def test_a_short_run_has_a_rate_from_its_first_finished_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # step 0 ended at t=10.5 s (step 1 began); at the next beat, t=11 s, step 26:
+    # 25 steps in 0.5 s. The start-up beats before still do not count.
+    rates = _rates(tmp_path, monkeypatch, [(1.0, 0), (10.0, 0), (11.0, 26)], (10.5, 1))
+    assert rates[-1] == pytest.approx(50.0)
