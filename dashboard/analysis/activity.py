@@ -5,7 +5,12 @@
 - ``gpu``: any GPU work (kernels, memcpy, memset; not syncs)
 - ``compute``: compute kernels (HTA's rule: not NCCL, not Memcpy/Memset/Sync), or,
   in a trace without GPU events, host operators outside communication and data loading
-- ``comm``: communication (NCCL kernels, else gloo:/nccl: host ranges)
+- ``comm``: communication (NCCL kernels, else gloo:/nccl: host ranges; in a job
+  without a GPU, a point-to-point range counts only where the rank runs no
+  operator: an ``isend``/``irecv`` in flight while the rank computes is not
+  waiting, and its range must not hide that compute)
+- ``p2p``: the part of ``comm`` in point-to-point sends and receives (a
+  pipeline stage's time blocked on its neighbours)
 - ``memcpy``: memcpy and memset on the GPU
 - ``data``: data loading (``data_loading``-like annotations, DataLoader ``__next__``)
 - ``host``: host operators and CUDA API calls (not synchronisation waits)
@@ -35,6 +40,11 @@ DATA_LOADING_RE = re.compile(
     re.IGNORECASE,
 )
 PROFILER_STEP_RE = re.compile(r"^ProfilerStep#(\d+)$")
+# The comms table's names of point-to-point operations (ingest's canonical names).
+P2P_NAMES = frozenset({"send", "recv", "isend", "irecv"})
+# Between two of a rank's operators, a gap this short is Python running its loop, not
+# waiting (a blocked receive lasts as long as the neighbour takes, milliseconds).
+OP_GAP_NS = 200_000
 
 
 def profiler_step(name: str) -> int | None:
@@ -67,6 +77,7 @@ class RankActivity:
     memcpy: iv.Intervals
     data: iv.Intervals
     host: iv.Intervals
+    p2p: iv.Intervals = (np.empty(0, np.int64), np.empty(0, np.int64))
 
 
 def _ends(ts: np.ndarray, dur: np.ndarray) -> np.ndarray:
@@ -93,15 +104,28 @@ def rank_activity(rd: RankData) -> RankActivity:
     )
     host_mask = cat_host & not_wait & ~data_mask & ~is_comm_name
 
-    comm = iv.union(comms["ts"], _ends(comms["ts"], comms["dur"]))
+    p2p_mask = (
+        comms.vocab_mask("name", lambda n: n in P2P_NAMES)
+        if len(comms)
+        else np.zeros(0, dtype=bool)
+    )
+    comm_end = _ends(comms["ts"], comms["dur"])
     data = iv.union(cts[data_mask], cend[data_mask])
     host = iv.union(cts[host_mask], cend[host_mask])
+    p2p = iv.union(comms["ts"][p2p_mask], comm_end[p2p_mask])
     if has_gpu:
+        comm = iv.union(comms["ts"], comm_end)
         compute = iv.union(gts[compute_mask], gend[compute_mask])
     else:
         # A CPU-only job computes on the host: its operators outside comm and data.
         ops = cpu.vocab_mask("cat", lambda c: c == "cpu_op") & ~is_comm_name & ~data_mask
-        compute = iv.subtract(iv.subtract(iv.union(cts[ops], cend[ops]), comm), data)
+        op_time = iv.union(cts[ops], cend[ops])
+        # An isend/irecv whose wait comes later (torch.distributed.pipelining) spans
+        # the compute issued meanwhile: only the time no operator ran is waiting, and
+        # the interpreter's short gaps between a loop's operators are that compute too.
+        p2p = iv.subtract(p2p, iv.close_gaps(op_time, OP_GAP_NS))
+        comm = iv.combine(iv.union(comms["ts"][~p2p_mask], comm_end[~p2p_mask]), p2p)
+        compute = iv.subtract(iv.subtract(op_time, comm), data)
     return RankActivity(
         rank=rd.rank,
         has_gpu=has_gpu,
@@ -111,6 +135,7 @@ def rank_activity(rd: RankData) -> RankActivity:
         memcpy=iv.union(gts[mem_mask], gend[mem_mask]),
         data=data,
         host=host,
+        p2p=p2p,
     )
 
 

@@ -281,7 +281,11 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     )
     summary = comms_mod.collective_summary(matched, n_steps, len(run.ranks))
     pipes = pipeline_mod.pipelines_of(
-        {r: d.comms for r, d in digests.items()}, windows, steps, _clock_offsets(run)
+        {r: d.comms for r, d in digests.items()},
+        windows,
+        steps,
+        _clock_offsets(run),
+        {r: d.p2p for r, d in digests.items()},
     )
     if len(run.ranks) > 1 and steps and not len(matched):
         warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")

@@ -57,7 +57,7 @@ from rankscope.dashboard.ingest.table import Table, distinct
 T = TypeVar("T")
 
 # Bump whenever what a digest holds, or how any of it is computed, changes.
-DIGEST_VERSION = 2
+DIGEST_VERSION = 3
 
 
 @dataclass
@@ -78,6 +78,8 @@ class RankDigest:
     kernels: utilisation.KernelSums
     # identity of the step timer file when the windows come from it (None: from the trace)
     steps_identity: str | None = None
+    # time blocked in point-to-point sends and receives (``RankActivity.p2p``), own clock
+    p2p: iv.Intervals | None = None
 
     def coverage(self, run_has_gpu: bool) -> CoverageLookup:
         cov = self.cov_gpu_run if run_has_gpu or self.cov_cpu_run is None else self.cov_cpu_run
@@ -181,6 +183,7 @@ def compute(rd: RankData, act: RankActivity | None = None) -> RankDigest:
         steps_identity=_identity(rd.steps_file)
         if source == "collector" and rd.steps_file
         else None,
+        p2p=act.p2p,
     )
 
 
@@ -389,6 +392,7 @@ def encode(d: RankDigest) -> bytes:
             "idle": _sums(d.idle),
             "kernels": _sums(d.kernels),
             "steps_identity": d.steps_identity,
+            "p2p": None if d.p2p is None else [_arr(d.p2p[0]), _arr(d.p2p[1])],
         }
     )
 
@@ -422,6 +426,7 @@ def decode(blob: bytes) -> RankDigest:
         idle=_unsums(utilisation.IdleSums, v["idle"]),
         kernels=_unsums(utilisation.KernelSums, v["kernels"]),
         steps_identity=None if v["steps_identity"] is None else str(v["steps_identity"]),
+        p2p=None if v.get("p2p") is None else (_unarr(v["p2p"][0]), _unarr(v["p2p"][1])),
     )
     if len(d.breakdown) != len(d.windows) or len(d.util.steps) != len(d.windows):
         raise ValueError("digest: step tables do not match the windows")

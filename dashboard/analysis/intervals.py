@@ -41,6 +41,18 @@ def combine(*sets: Intervals) -> Intervals:
     return union(np.concatenate([s for s, _ in sets]), np.concatenate([e for _, e in sets]))
 
 
+def close_gaps(iv: Intervals, max_gap: int) -> Intervals:
+    """A merged set with every gap of at most ``max_gap`` between two intervals filled."""
+    s, e = iv
+    if len(s) < 2:
+        return iv
+    new_group = np.empty(len(s), dtype=bool)
+    new_group[0] = True
+    new_group[1:] = s[1:] - e[:-1] > max_gap
+    idx = np.flatnonzero(new_group)
+    return s[idx], e[np.append(idx[1:] - 1, len(s) - 1)]
+
+
 def length(iv: Intervals) -> int:
     s, e = iv
     return int((e - s).sum()) if len(s) else 0

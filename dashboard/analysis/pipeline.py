@@ -6,15 +6,17 @@ the analysed steps and returns one ``Pipeline`` per chain of ranks that pass
 messages to their neighbours.
 
 **Who talks to whom.** gloo's host ranges carry no peer, so peers are found by
-timing: a blocking send and the receive it feeds run at the same time on the two
-ranks and end together (the send returns once the receiver has the data). Each
-send is paired with the receive on another rank that overlaps it and ends
-closest to it (clocks put on rank 0's by the manifests' ``clock_offset_ns``); a
-pair of ranks' weight is the number of sends paired between them, either way.
-Timing on a busy host is rough (a rank woken late ends its receive late), so
+timing: a receive that waits ends just after its sender starts the send. Each
+receive is paired with the send on another rank that started last inside it
+(clocks put on rank 0's by the manifests' ``clock_offset_ns``); a receive with
+no send inside it did not wait and pairs with nothing. A send's end says less:
+an ``isend`` whose wait comes later (``torch.distributed.pipelining``) ends
+whenever it is waited for, and its range covers every receive meanwhile. A pair
+of ranks' weight is the number of receives paired between them, either way.
+Timing on a busy host is rough (a rank woken late starts its send late), so
 each rank keeps its two heaviest partners only (a stage has two neighbours at
 most), and two ranks are neighbours when each keeps the other and they paired
-at least ``MIN_PAIRS`` sends. Ranks and edges form a graph; each connected part that is a chain
+at least ``MIN_PAIRS`` receives. Ranks and edges form a graph; each connected part that is a chain
 (no rank with three neighbours, no cycle) of two ranks or more is a pipeline.
 Stage 0 is the end of the chain whose first point-to-point operation in a step
 is a send (the first stage computes, then sends; every other stage first
@@ -22,7 +24,10 @@ receives); if that does not decide, the end with the lower rank.
 
 **Per stage**, means over the analysed steps: ``step_ms`` (its step window),
 ``blocked_ms`` (the union of its point-to-point rows inside the step: blocked
-in a receive until the neighbour sends, or in a send until it receives),
+in a receive until the neighbour sends, or in a send until it receives; given
+the rank's ``blocked`` intervals, ``RankActivity.p2p``, only the part of those
+rows where it ran no operator: an ``isend`` whose wait comes later spans the
+compute issued meanwhile, as ``torch.distributed.pipelining`` does),
 ``busy_ms`` = step - blocked (its own work: compute, host work and gaps alike;
 the per-rank table splits it further), and ``bubble`` = blocked / step.
 
@@ -112,28 +117,34 @@ def _rows(
 
 
 def _neighbours(rows: dict[int, dict[str, np.ndarray]]) -> dict[int, set[int]]:
-    """Each rank's neighbours, from its sends paired with other ranks' receives by time."""
-    recv_ranks, recv_start, recv_end = [], [], []
-    for r, d in rows.items():
-        m = ~d["send"]
-        recv_ranks.append(np.full(int(m.sum()), r, dtype=np.int64))
-        recv_start.append(d["start"][m])
-        recv_end.append(d["end"][m])
-    rr, rs, re_ = (np.concatenate(x) for x in (recv_ranks, recv_start, recv_end))
-    out: dict[int, set[int]] = {r: set() for r in rows}
-    weight: dict[tuple[int, int], int] = {}  # (a, b), a < b: sends paired either way
-    if not len(rr):
-        return out
+    """Each rank's neighbours, from its receives paired with other ranks' sends by time.
+
+    A receive that waits ends just after its sender starts the send: its partner is
+    the rank whose send started last inside the receive. (A send's end says less: an
+    ``isend`` whose wait comes later ends whenever it is waited for.)"""
+    send_ranks, send_start = [], []
     for r, d in rows.items():
         m = d["send"]
+        send_ranks.append(np.full(int(m.sum()), r, dtype=np.int64))
+        send_start.append(d["start"][m])
+    sr, ss = np.concatenate(send_ranks), np.concatenate(send_start)
+    order = np.argsort(ss, kind="stable")
+    sr, ss = sr[order], ss[order]
+    out: dict[int, set[int]] = {r: set() for r in rows}
+    weight: dict[tuple[int, int], int] = {}  # (a, b), a < b: receives paired either way
+    if not len(sr):
+        return out
+    for r, d in rows.items():
+        m = ~d["send"]
         votes: dict[int, int] = {}
         for s, e in zip(d["start"][m].tolist(), d["end"][m].tolist(), strict=True):
-            cand = (rr != r) & (rs <= e) & (re_ >= s)
-            if not cand.any():
-                continue
-            idx = np.flatnonzero(cand)
-            best = idx[np.argmin(np.abs(re_[idx] - e))]
-            peer = int(rr[best])
+            # sends that started inside it, before it ended (one starting as it ends did not
+            # feed it)
+            lo, hi = np.searchsorted(ss, s, "left"), np.searchsorted(ss, e, "left")
+            idx = np.arange(lo, hi)[sr[lo:hi] != r]
+            if not len(idx):
+                continue  # the data was there already: the receive did not wait
+            peer = int(sr[idx[-1]])
             votes[peer] = votes.get(peer, 0) + 1
         for peer, n in votes.items():
             weight[(min(r, peer), max(r, peer))] = weight.get((min(r, peer), max(r, peer)), 0) + n
@@ -197,10 +208,13 @@ def _stage(stage: int, rank: int, d: dict[str, np.ndarray], windows: dict[int, t
             continue
         lo, hi = windows[s]
         m = d["step"] == s
-        a = np.clip(d["start"][m], lo, hi)
-        b = np.clip(d["end"][m], lo, hi)
         step_ns.append(hi - lo)
-        blocked_ns.append(iv.length(iv.union(a, b)))
+        if "blocked_start" in d:
+            blocked_ns.append(iv.clipped_length((d["blocked_start"], d["blocked_end"]), lo, hi))
+        else:
+            a = np.clip(d["start"][m], lo, hi)
+            b = np.clip(d["end"][m], lo, hi)
+            blocked_ns.append(iv.length(iv.union(a, b)))
         sends.append(int(d["send"][m].sum()))
         recvs.append(int((~d["send"][m]).sum()))
     step = float(np.mean(step_ns)) / NS_PER_MS if step_ns else 0.0
@@ -228,13 +242,21 @@ def pipelines_of(
     windows: Mapping[int, dict[int, tuple[int, int]]],
     steps: list[int],
     offsets: Mapping[int, int] | None = None,
+    blocked: Mapping[int, iv.Intervals | None] | None = None,
 ) -> list[Pipeline]:
-    """Every pipeline among the ranks (module docstring); [] when no rank passes messages."""
+    """Every pipeline among the ranks (module docstring); [] when no rank passes messages.
+
+    ``blocked``: per rank, its time blocked in sends and receives on its own clock
+    (``RankActivity.p2p``); without it, the union of its point-to-point rows."""
     offsets = offsets or {}
     rows = {}
     for r in sorted(comms):
         d = _rows(comms[r], windows.get(r, {}), steps, offsets.get(r, 0))
         if d is not None:
+            b = (blocked or {}).get(r)
+            if b is not None:
+                d["blocked_start"] = b[0] - offsets.get(r, 0)
+                d["blocked_end"] = b[1] - offsets.get(r, 0)
             rows[r] = d
     if len(rows) < 2:
         return []

@@ -319,6 +319,15 @@ def with_pipeline(
     slow = [
         p for p in pipelines if p.bottleneck_rank is not None and p.bottleneck_stage is not None
     ]
+    if verdict is not None and not slow and pipelines and verdict.pattern == "none":
+        # No rank is late and no stage is slow: the waiting is the pipeline's bubble.
+        p = max(pipelines, key=lambda q: len(q.stages))
+        return replace(
+            verdict,
+            headline=wording.verdict_balanced_pipeline(
+                len(p.stages), p.busy_ratio, p.bubble, p.ideal_bubble
+            ),
+        )
     if verdict is None or not slow:
         return verdict
     if verdict.pattern != "none" and verdict.rank not in {p.bottleneck_rank for p in slow}:

@@ -860,6 +860,16 @@ def verdict_pipeline(
     )
 
 
+def verdict_balanced_pipeline(stages: int, ratio: float, bubble: float, ideal: float | None) -> str:
+    """No straggler in a pipeline job: its stages are balanced; its bubble against the ideal."""
+    against = "" if ideal is None else f" (the schedule's ideal is {_pct(ideal)})"
+    return (
+        f"No straggler: the pipeline's {stages} stages are balanced (the busiest is busy"
+        f" {ratio:.2f}x the median stage); they are blocked on their neighbours"
+        f" {_pct(bubble)} of the step{against}."
+    )
+
+
 def pipeline_bottleneck_finding(
     stage: int,
     rank: int,

@@ -153,3 +153,17 @@ def test_no_point_to_point_is_no_pipeline() -> None:
     for t in comms.values():
         t.vocab["name"] = ["all_reduce" for _ in t.vocab["name"]]
     assert pipelines_of(comms, windows, STEADY) == []
+
+
+def test_the_verdict_of_a_balanced_pipeline_names_its_bubble_not_a_rank() -> None:
+    from rankscope.dashboard.analysis.verdict import Evidence, reconcile, with_pipeline
+
+    comms, windows = tables([1.0] * 4, m=4)
+    pipes = pipelines_of(comms, windows, STEADY)
+    plain = reconcile(Evidence([], None, 1, 2, 3 / 7, p2p_share=1.0), None, None)
+    v = with_pipeline(plain, pipes, has_gpu=False)
+    assert v is not None and v.rank is None
+    assert v.headline.startswith("No straggler: the pipeline's 4 stages are balanced")
+    assert "blocked on their neighbours 43% of the step (the schedule's ideal is 43%)" in (
+        v.headline
+    )
