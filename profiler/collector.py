@@ -226,6 +226,7 @@ class Collector:
         self.world_size = 1
         self.local_rank = 0
         self._place = Placement(socket.gethostname(), None, None, "hostname")
+        self._attempt = 0  # torchrun's restart count (rundir.restart_count), set at start
         self.faults = Faults("rank ?")
         self._started = False
         self._stopped = False
@@ -317,6 +318,11 @@ class Collector:
         start_ns = time.time_ns()
         self._identify()
         self.faults = Faults(f"rank {self.rank}")
+        self._attempt = rundir.restart_count()
+        if self._attempt > 0:
+            # torchrun restarted the job: the attempt before keeps its files, in attemptK/.
+            with self.faults.guard("restart"):
+                rundir.set_aside_attempt(self.run_dir, self.rank, self.world_size, self._attempt)
         self._meta = self._initial_meta(start_ns)
         self._meta_dirty = True
         run_manifest = self._run_manifest(start_ns) if self.rank == 0 else None
@@ -1006,6 +1012,7 @@ class Collector:
             "schema": rundir.RANK_SCHEMA,
             "rank": self.rank,
             "run_id": rundir.run_id_from_env(),
+            "attempt": self._attempt,
             "local_rank": self.local_rank,
             "world_size": self.world_size,
             "host": self._place.host,
@@ -1030,6 +1037,7 @@ class Collector:
         return {
             "schema": rundir.RUN_SCHEMA,
             "run_id": rundir.run_id_from_env(),
+            "attempt": self._attempt,
             "world_size": self.world_size,
             "start_ns": start_ns,
             "command": self._command if self._command is not None else list(sys.orig_argv),

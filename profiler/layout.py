@@ -67,6 +67,105 @@ def run_id_from_env(environ: Any = None) -> str | None:
     return None
 
 
+# torchrun's count of restarts of the job's workers (0: the first attempt).
+RESTART_VARIABLE = "TORCHELASTIC_RESTART_COUNT"
+ATTEMPT_DIR_RE = re.compile(r"^attempt(\d{1,6})$")
+_MAX_ATTEMPT = 999_999
+
+
+def restart_count(environ: Any = None) -> int:
+    """Which attempt this process belongs to: torchrun's restart count, 0 when absent."""
+    env = os.environ if environ is None else environ
+    try:
+        n = int(str(env.get(RESTART_VARIABLE) or "0").strip())
+    except ValueError:
+        return 0
+    return n if 0 <= n <= _MAX_ATTEMPT else 0
+
+
+def attempt_dir(run_dir: Path, attempt: int) -> Path:
+    """Where an earlier attempt's files go when torchrun restarts the job."""
+    return Path(run_dir) / f"attempt{attempt}"
+
+
+def attempt_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    """The earlier attempts set aside in ``run_dir``, oldest first."""
+    out = []
+    try:
+        children = list(Path(run_dir).iterdir())
+    except OSError:
+        return []
+    for child in children:
+        m = ATTEMPT_DIR_RE.match(child.name)
+        if m and child.is_dir() and not child.is_symlink():
+            out.append((int(m.group(1)), child))
+    return sorted(out)
+
+
+def set_aside_attempt(run_dir: Path, rank: int, world_size: int, attempt: int) -> list[str]:
+    """Move the files an earlier attempt of the job left for ``rank`` into
+    ``attempt{K}/`` (K: the attempt their manifest names, else ``attempt - 1``), so
+    that a restarted attempt never writes over them. Rank 0 also moves the files of
+    ranks at or past ``world_size`` (a smaller restarted world) and copies
+    ``run.json``. Returns the names moved; never raises for a file it cannot move."""
+    run_dir = Path(run_dir)
+    moved: list[str] = []
+    try:
+        names = [p.name for p in run_dir.iterdir() if p.is_file() and not p.is_symlink()]
+    except OSError:
+        return moved
+    owners: dict[int, list[str]] = {}
+    for name in names:
+        r = rank_from_filename(name)
+        if r is None or not name.startswith(f"rank{r}."):
+            continue
+        if r == rank or (rank == 0 and r >= world_size):
+            owners.setdefault(r, []).append(name)
+    for r, files in owners.items():
+        old = _attempt_of(run_dir / f"rank{r}.meta.json")
+        if old is None:
+            old = attempt - 1
+        if old >= attempt:
+            continue  # this attempt's own files (a second collector in the process)
+        dest = attempt_dir(run_dir, old)
+        try:
+            dest.mkdir(exist_ok=True)
+        except OSError:
+            continue
+        for name in files:
+            with contextlib.suppress(OSError):
+                os.replace(run_dir / name, dest / name)
+                moved.append(name)
+    if rank == 0 and moved:
+        manifest = run_dir / RUN_MANIFEST
+        old = _attempt_of(manifest)
+        dest = attempt_dir(run_dir, attempt - 1 if old is None else old)
+        if old is None or old < attempt:
+            # A copy (this attempt's rank 0 rewrites run.json) that says how it ended.
+            with contextlib.suppress(OSError, ValueError, msgspec.DecodeError):
+                dest.mkdir(exist_ok=True)
+                loaded = (
+                    msgspec.json.decode(manifest.read_bytes()[: 1 << 20])
+                    if manifest.is_file()
+                    else {"schema": RUN_SCHEMA, "attempt": attempt - 1}
+                )
+                if isinstance(loaded, dict):
+                    loaded["ended"] = "restarted"
+                    write_json_atomic(dest / RUN_MANIFEST, loaded)
+    return moved
+
+
+def _attempt_of(path: Path) -> int | None:
+    """The ``attempt`` a manifest names (None: no manifest, or one from before attempts)."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1 << 20:
+            return None
+        value = msgspec.json.decode(path.read_bytes()).get("attempt")
+    except (OSError, ValueError, AttributeError, msgspec.DecodeError):
+        return None
+    return value if type(value) is int and 0 <= value <= _MAX_ATTEMPT else None
+
+
 def rank_meta_path(run_dir: Path, rank: int) -> Path:
     return Path(run_dir) / f"rank{rank}.meta.json"
 

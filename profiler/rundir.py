@@ -74,6 +74,13 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   ``{first_step, last_step, file, profiler_steps}``: the trace's ``ProfilerStep#N``
   ranges are collector step N. A window taken on request also has ``request`` (its
   id) and, when auto-capture asked for it, ``trigger`` (the request's, below).
+- ``attempt`` (in ``run.json`` and each ``rank{R}.meta.json``): torchrun's restart
+  count (``TORCHELASTIC_RESTART_COUNT``, 0 for the first attempt). When torchrun
+  restarts the job, each rank of the new attempt first moves the files the attempt
+  before left for it into ``attempt{K}/`` (K: the attempt they name), rank 0 also
+  those of ranks past the new world size and a copy of ``run.json`` with
+  ``"ended": "restarted"`` (``set_aside_attempt``): the run directory holds the
+  latest attempt, and each ``attempt{K}/`` is a run directory of its own.
 - ``run.json``: schema, world_size, start_ns, command, config; under
   ``rankscope run`` also ``exit_code``, ``end_ns`` and ``nodes`` (one
   ``{node, host, ranks}`` per node, from the rank manifests), added by the
@@ -155,6 +162,7 @@ from rankscope.profiler.discovery import (
 from rankscope.profiler.layout import (
     ACK_SCHEMA,
     ACK_STATES,
+    ATTEMPT_DIR_RE,
     CAPTURE_PHASES,
     COLLECTIVES_SCHEMA,
     CONTROL_DIR,
@@ -176,6 +184,8 @@ from rankscope.profiler.layout import (
     TELEMETRY_SCHEMA,
     TRACE_SUFFIXES,
     ack_path,
+    attempt_dir,
+    attempt_dirs,
     collectives_path,
     control_dir,
     control_dir_problem,
@@ -188,7 +198,9 @@ from rankscope.profiler.layout import (
     rank_from_filename,
     rank_meta_path,
     request_path,
+    restart_count,
     run_id_from_env,
+    set_aside_attempt,
     steps_path,
     telemetry_path,
     trace_path,
@@ -220,6 +232,7 @@ from rankscope.profiler.readers import (
 __all__ = [
     "ACK_SCHEMA",
     "ACK_STATES",
+    "ATTEMPT_DIR_RE",
     "CAPTURE_PHASES",
     "COLLECTIVES_SCHEMA",
     "CONTROL_DIR",
@@ -245,6 +258,8 @@ __all__ = [
     "CaptureWindow",
     "FoundRun",
     "ack_path",
+    "attempt_dir",
+    "attempt_dirs",
     "capture_windows",
     "clean_sample",
     "collectives_path",
@@ -275,7 +290,9 @@ __all__ = [
     "read_steps",
     "read_telemetry",
     "request_path",
+    "restart_count",
     "run_id_from_env",
+    "set_aside_attempt",
     "steps_path",
     "telemetry_path",
     "trace_path",

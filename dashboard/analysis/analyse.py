@@ -374,6 +374,15 @@ def _hang_of(
     if not path.is_dir():
         return None, steps
     verdict = hang_mod.hang_verdict(hang_mod.read_hang_records(path))
+    for folder in run.earlier_attempts[-3:]:
+        # Why torchrun restarted the job: each recent earlier attempt's own verdict.
+        try:
+            before = hang_mod.hang_verdict(hang_mod.read_hang_records(Path(folder)))
+        except (OSError, ValueError) as e:
+            warnings.append(f"{Path(folder).name}: its records could not be read ({e})")
+            continue
+        said = before.headline if before is not None else "no hang or crash on record"
+        warnings.append(f"{Path(folder).name} ended: {said}")
     cut = verdict.unfinished_step if verdict is not None else None
     if cut is not None and any(s >= cut for s in steps):
         steps = [s for s in steps if s < cut]

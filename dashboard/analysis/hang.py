@@ -74,6 +74,9 @@ class HangRecords:
     exit_code: int | None = None
     now_ns: int = 0  # when the records were read (a live run's stall ages)
     problems: tuple[str, ...] = ()  # files that failed to decode, by name
+    # an earlier attempt, set aside when torchrun restarted the job: it is over (its
+    # exit code unknown), and torchrun restarts workers when one of them failed
+    restarted: bool = False
 
 
 # ---------------------------------------------------------------------- results
@@ -210,6 +213,7 @@ def read_hang_records(run_dir: Path) -> HangRecords:
     manifest = rundir.read_run_manifest(run_dir) if (run_dir / rundir.RUN_MANIFEST).exists() else {}
     world = int(manifest.get("world_size") or 0)
     exit_code = manifest.get("exit_code")
+    restarted = manifest.get("ended") == "restarted"
     problems: list[str] = []
     ranks_seen = set(ev.ranks_with(run_dir, "hang.json")) | set(
         ev.ranks_with(run_dir, "progress.json")
@@ -249,6 +253,7 @@ def read_hang_records(run_dir: Path) -> HangRecords:
         exit_code=exit_code if isinstance(exit_code, int) else None,
         now_ns=time.time_ns(),
         problems=tuple(problems),
+        restarted=restarted,
     )
 
 
@@ -570,11 +575,12 @@ def _stuck(rec: RankRecords) -> bool:
 def hang_verdict(records: HangRecords) -> HangVerdict | None:
     """The verdict for a run that hung, desynced or crashed; None for a healthy one."""
     any_evidence = any(r.evidence for r in records.ranks.values())
-    stalled_now = records.exit_code is None and any(_stuck(r) for r in records.ranks.values())
-    failed = records.exit_code not in (None, 0)
+    over = records.exit_code is not None or records.restarted
+    stalled_now = not over and any(_stuck(r) for r in records.ranks.values())
+    failed = records.exit_code not in (None, 0) or records.restarted
     if not (any_evidence or stalled_now or failed):
         return None
-    run_over = records.exit_code is not None
+    run_over = over
     states = {r: _rank_state(rec, records.now_ns, run_over) for r, rec in records.ranks.items()}
     seqs, groups = _tables(records)
     table = tuple(
@@ -599,7 +605,11 @@ def hang_verdict(records: HangRecords) -> HangVerdict | None:
         crashed = [s for s in ranks if s.status == "crashed"]
         crashed = crashed or [s for s in ranks if s.status == "silent" and failed]
         culprit = crashed[0] if crashed else None
-        head = f"The job failed (exit code {records.exit_code}) with no collective pending"
+        head = (
+            "This attempt ended (torchrun restarted the job) with no collective pending"
+            if records.exit_code is None
+            else f"The job failed (exit code {records.exit_code}) with no collective pending"
+        )
         kind: Kind = "exited"
         stuck = [s.rank for s in ranks if s.status == "stalled"]
         if culprit is not None and culprit.status == "silent" and stuck:

@@ -93,6 +93,10 @@ class RunInfo(_Record, frozen=True):
     warnings: list[str]
     missing_trace: list[int]  # ranks with step timings but no trace beside traced ranks
     evidence: list[RankEvidenceReport] = []  # per rank: sources used, and why not
+    # torchrun restarts: the attempt this run directory holds (0: the first; None: not
+    # recorded), and the folders of the attempts before it, oldest first
+    attempt: int | None = None
+    earlier_attempts: list[str] = []
 
 
 class RankTelemetry:
@@ -373,6 +377,8 @@ def build_report(a: Analysis) -> Report:
                 )
                 for e in a.evidence
             ],
+            attempt=run.attempt,
+            earlier_attempts=list(run.earlier_attempts),
         ),
         ranks=[_rank_row(a, r) for r in sorted(a.per_rank)],
         imbalance=ImbalanceReport(

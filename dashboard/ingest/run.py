@@ -73,6 +73,10 @@ class Run:
     manifest: dict[str, Any] = field(default_factory=dict)
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # torchrun restarts: which attempt this directory holds (None: not known), and the
+    # folders holding the attempts before it (``attempt{K}/``, oldest first)
+    attempt: int | None = None
+    earlier_attempts: list[str] = field(default_factory=list)
 
 
 def discover_trace_files(path: Path) -> tuple[Path, str, list[Path]]:
@@ -179,6 +183,9 @@ def load_run(
     if not out:
         reasons = "; ".join(s["reason"] for s in skipped[:3])
         raise RankscopeError(f"{path}: no usable trace ({reasons or 'nothing to read'})")
+    attempt, earlier = (
+        _attempts(Path(path), manifest, warnings) if kind == "run_dir" else (None, [])
+    )
     return Run(
         path=str(path),
         kind=kind,
@@ -187,7 +194,36 @@ def load_run(
         manifest=manifest,
         skipped_files=skipped,
         warnings=warnings,
+        attempt=attempt,
+        earlier_attempts=earlier,
     )
+
+
+def _attempts(
+    path: Path, manifest: dict[str, Any], warnings: list[str]
+) -> tuple[int | None, list[str]]:
+    """Which torchrun attempt the run directory holds, the earlier ones beside it, and a
+    warning that says so (``rundir.set_aside_attempt``)."""
+    seen = [manifest.get("attempt")]
+    seen += [m.get("attempt") for m in manifest.get("ranks", {}).values()]
+    known = [a for a in seen if type(a) is int and a >= 0]
+    attempt = max(known) if known else None
+    earlier = [str(folder) for _, folder in rundir.attempt_dirs(path)]
+    if earlier:
+        names = ", ".join(Path(f).name + "/" for f in earlier[:8])
+        names += " ..." if len(earlier) > 8 else ""
+        warnings.append(
+            f"torchrun restarted this job: this report is of attempt"
+            f" {attempt if attempt is not None else len(earlier)}, the last; the attempts before"
+            f" it are in {names} (rankscope report {earlier[0]})"
+        )
+    elif rundir.ATTEMPT_DIR_RE.match(path.name) and rundir.is_run_dir(path.parent):
+        warnings.append(
+            f"this is attempt {path.name.removeprefix('attempt')} of a job torchrun"
+            f" restarted, set aside when the next attempt started; the last attempt is in"
+            f" {path.parent}"
+        )
+    return attempt, earlier
 
 
 def _distinct_windows(

@@ -115,6 +115,15 @@ def _clear_previous_run(run_dir: Path) -> None:
     ):
         for p in run_dir.glob(pattern):
             p.unlink()
+    # The earlier job's restarted attempts (attempt0/, ...): run directories of its own.
+    for _, folder in rundir.attempt_dirs(run_dir):
+        for p in folder.iterdir():
+            if (
+                p.name == rundir.RUN_MANIFEST or rundir.rank_from_filename(p.name) is not None
+            ) and (p.is_file() or p.is_symlink()):
+                p.unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # kept if it holds anything rankscope did not write
     clear_temp_files(run_dir)
 
 

@@ -16,6 +16,8 @@ all_reduce:
 - ``healthy``: nothing.
 
 The process group timeout is ``--pg-timeout-s`` (short, so a hang ends fast).
+``--first-attempt-only``: the scenario happens only when torchrun has not restarted
+the job (``TORCHELASTIC_RESTART_COUNT`` 0), so a restarted attempt runs healthy.
 """
 
 from __future__ import annotations
@@ -55,9 +57,27 @@ def main() -> int:
     p.add_argument("--pg-timeout-s", type=float, default=6.0)
     p.add_argument("--groups", type=int, default=1)
     p.add_argument("--step-ms", type=float, default=20.0)
+    p.add_argument("--first-attempt-only", action="store_true")
     args = p.parse_args()
 
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=args.pg_timeout_s))
+    timeout = datetime.timedelta(seconds=args.pg_timeout_s)
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if restart == "0":
+        dist.init_process_group("gloo", timeout=timeout)
+    else:
+        # gloo publishes each rank's address in torchrun's store, which outlives an
+        # attempt: a restarted attempt uses a prefix of its own, or it may read a dead
+        # rank's address and fail to connect.
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False
+        )
+        dist.init_process_group(
+            "gloo",
+            store=dist.PrefixStore(f"attempt{restart}", store),
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+            timeout=timeout,
+        )
     rank, world = dist.get_rank(), dist.get_world_size()
     group = None
     if args.groups > 1:
@@ -71,6 +91,8 @@ def main() -> int:
     model = nn.Linear(16, 4)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     me = rank == args.rank
+    if args.first_attempt_only and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        me = False
     for step in range(args.steps):
         x = load_batch(step, args.at if me and args.scenario == "raise" else -1)
         loss = model(x).square().mean()
