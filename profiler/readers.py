@@ -176,7 +176,8 @@ def read_steps(
     nanoseconds, or which end before they start are skipped; a bad ``data_ns``,
     ``cpu_ns`` or ``runq_ns``, or a ``capture`` not in ``CAPTURE_PHASES``, is left out
     of its record. So is a ``data_ns`` longer than its step (the DataLoader wait is
-    part of the step: more is impossible), named in ``bad`` with the step.
+    part of the step: more is impossible), named in ``bad`` with the step. A record
+    of a step already read is skipped (the first is kept), and the repeats named.
     """
     path = steps_path(run_dir, rank)
     rows = iter_records(
@@ -187,7 +188,15 @@ def read_steps(
         run_id=run_id,
     )
     out = []
+    seen: set[int] = set()
+    repeated: list[int] = []
     for r in rows:
+        if r.step in seen:
+            # A step recorded twice (a file appended to itself, two writers): the first
+            # is kept; a repeat would count the step twice and break the run's order.
+            repeated.append(r.step)
+            continue
+        seen.add(r.step)
         if r.data_ns is not None and r.data_ns > r.end_ns - r.start_ns:
             if bad is not None:
                 bad.append(
@@ -196,6 +205,11 @@ def read_steps(
                 )
             r.data_ns = None
         out.append(records.as_dict(r))
+    if repeated and bad is not None:
+        bad.append(
+            f"{path.name}: {len(repeated)} record(s) repeat a step already recorded (steps"
+            f" {min(repeated)}-{max(repeated)}); the first record of each step is kept"
+        )
     return out
 
 

@@ -398,7 +398,7 @@ def _clock_offset(rd: RankData) -> int:
 
 
 def absent_reason(ranks: dict[int, RankData]) -> str | None:
-    """Why a run has no whole-run verdict (None when it can have one), for the report.
+    """Why a run has no whole-run verdict, for the report (called when it has none).
 
     Where a rank logged no collective, its manifest's ``collectives.absent`` (the
     collector's reason: no buffer, no dump function, no process group, a failed
@@ -406,7 +406,14 @@ def absent_reason(ranks: dict[int, RankData]) -> str | None:
     """
     usable = light_ranks(ranks)
     if len(usable) >= 2:
-        return None
+        # Logs enough, yet no verdict: say so rather than drop the section unnamed.
+        return (
+            f"ranks {', '.join(str(r.rank) for r in usable[:8])}"
+            f"{' ...' if len(usable) > 8 else ''} have a step timer and a collective log,"
+            " but no step that two of them both cover and that a profiler window left alone"
+            " (steps out of order, collective sequence numbers that do not line up, or every"
+            " step touched by a capture)"
+        )
     reasons = []
     for r, rd in sorted(ranks.items()):
         info = (rd.meta.get("manifest") or {}).get("collectives") or {}

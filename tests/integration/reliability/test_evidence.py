@@ -136,6 +136,13 @@ def _bad_records(run: Path) -> None:
     path.write_text("".join(lines))
 
 
+def _steps_appended_twice(run: Path) -> None:
+    # Rank 1's step records appended a second time: the whole run used to vanish, unsaid.
+    path = _steps(run)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines + lines[1:]))
+
+
 def _duplicate_window(run: Path) -> None:
     window = next(run.glob("rank0.step*.pt.trace.json.gz"))
     shutil.copy(window, run / f"copy of {window.name}")
@@ -223,6 +230,13 @@ CASES = [
         _counted_records(2),
     ),
     Case("duplicated-window", _duplicate_window, "counted once", SLOW_RANK),
+    Case(
+        "steps-appended-twice",
+        _steps_appended_twice,
+        "rank1.steps.jsonl: 11 record(s) repeat a step already recorded (steps 0-10)",
+        SLOW_RANK,
+        _counted_records(1),
+    ),
 ]
 
 
