@@ -47,6 +47,7 @@ from typing import Any
 
 from rankscope.profiler import evidence as ev
 from rankscope.profiler.faults import Faults
+from rankscope.profiler.layout import restart_count
 
 ENV_STALL_S = "RANKSCOPE_STALL_S"
 DEFAULT_STALL_S = 60.0
@@ -99,7 +100,7 @@ class ProgressWatch:
         self._current = current  # () -> (current step, its start ns or None)
         self.floor_s = stall_floor_s(stall_after_s)
         self.tick_s = tick_s if tick_s is not None else min(1.0, self.floor_s / 4)
-        self._attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+        self._attempt = restart_count()
         self._host = socket.gethostname()
         self._durations: deque[int] = deque(maxlen=64)
         self._last: tuple[int, int, int] | None = None  # (step, start_ns, end_ns)

@@ -580,8 +580,7 @@ def hang_verdict(records: HangRecords) -> HangVerdict | None:
     failed = records.exit_code not in (None, 0) or records.restarted
     if not (any_evidence or stalled_now or failed):
         return None
-    run_over = over
-    states = {r: _rank_state(rec, records.now_ns, run_over) for r, rec in records.ranks.items()}
+    states = {r: _rank_state(rec, records.now_ns, over) for r, rec in records.ranks.items()}
     seqs, groups = _tables(records)
     table = tuple(
         GroupState(pg, groups[pg][0], rank, max(t.values(), key=lambda x: x.seq) if t else None)
