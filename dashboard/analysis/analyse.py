@@ -96,6 +96,8 @@ class Analysis:
     nodes: NodesResult | None = None  # the job's nodes and the slow ones (analysis.nodes)
     process_groups: list[GroupSummary] = field(default_factory=list)  # analysis.groups
     pipelines: list[pipeline_mod.Pipeline] = field(default_factory=list)  # analysis.pipeline
+    # CPU operators by self time, top 15, in a run with no GPU (utilisation.operator_sums)
+    operators: list[KernelSummary] = field(default_factory=list)
 
 
 class LazyActivities(Mapping[int, RankActivity]):
@@ -243,6 +245,8 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     }
     idle = {r: utilisation.idle_of(d.idle, steps) for r, d in digests.items()}
     kernels = utilisation.top_kernels_of({r: d.kernels for r, d in digests.items()}, steps)
+    op_sums = {r: d.ops for r, d in digests.items() if d.ops is not None}
+    operators = utilisation.top_kernels_of(op_sums, steps) if op_sums and not has_gpu else []
     coverage = {r: coverage_of(run.ranks[r], digests[r], has_gpu) for r in traced}
     stragglers, caused, diag = imbalance.find_stragglers(
         matched, traced, coverage, windows, n_steps, has_gpu
@@ -330,6 +334,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         telemetry=tel,
         idle=idle,
         kernels=kernels,
+        operators=operators,
         imbalance=imb,
         stragglers=stragglers,
         caused_wait_ms=caused,

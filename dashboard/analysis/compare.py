@@ -30,7 +30,7 @@ out zero *and* it is at least ``NOISE_MS`` and ``NOISE_PCT`` % of BASE.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -77,6 +77,7 @@ WARMUP_STEPS = 2  # light basis: the first steps (compilation, caches) are left 
 ORIGIN_SHARE = 0.25  # an origin explains at least a quarter of the overall change
 UNIFORM_RATIO = 1.25  # compute x1.25 (or /1.25) on every rank: the machine or all ranks' work
 TOP = 10  # collectives and kernels listed, by the size of their change
+CALLS_CHANGED = 0.10  # a kernel's calls per step moved by over 10%: the work changed
 
 
 class _Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -150,13 +151,15 @@ class CollectiveChange(_Record, frozen=True):
 
 
 class KernelChange(_Record, frozen=True):
-    """One kernel or operator matched by name: ms per step and rank."""
+    """One kernel or operator matched by name: ms and calls per step and rank."""
 
     name: str
     kind: MatchKind
     base_ms: float
     new_ms: float
     delta_ms: float
+    base_calls: float = 0.0  # calls per step and rank (0 where the run has none)
+    new_calls: float = 0.0
 
 
 class Scope(_Record, frozen=True):
@@ -374,6 +377,9 @@ def decompose(
 
 def uniform_compute_ratio(ranks: Sequence[RankComparison], overall: Decomposed) -> float | None:
     """NEW / BASE compute overall, if every rank's compute changed that way by ``UNIFORM_RATIO``."""
+    total = next((x for x in overall.components if x.component == "compute"), None)
+    if total is None or abs(total.delta_ms) < NOISE_MS or total.low_ms <= 0 <= total.high_ms:
+        return None  # compute hardly moved: nothing to say about it
     ratios = []
     for rc in [*ranks, None]:
         comps = overall.components if rc is None else rc.components
@@ -386,21 +392,65 @@ def uniform_compute_ratio(ranks: Sequence[RankComparison], overall: Decomposed) 
     return None
 
 
-def origin_of(ranks: Sequence[RankComparison], slower: bool, overall_ms: float) -> Origin | None:
+def work_changes(kernels: Sequence[KernelChange]) -> list[KernelChange]:
+    """The kernels (operators on CPU) whose calls a step changed, if they carry at least
+    half of the listed kernels' change: the work itself changed, not only its speed.
+
+    A kernel's calls changed where it was added or vanished, or its calls per step and
+    rank moved by over ``CALLS_CHANGED`` (relative). Empty where the same kernels ran as
+    often and only took longer or shorter (the machine, or larger inputs to them).
+    """
+    total = sum(abs(k.delta_ms) for k in kernels)
+    changed = [
+        k
+        for k in kernels
+        if k.kind != "matched"
+        or abs(k.new_calls - k.base_calls) > CALLS_CHANGED * max(k.base_calls, 1e-9)
+    ]
+    if total <= 0 or sum(abs(k.delta_ms) for k in changed) < 0.5 * total:
+        return []
+    return sorted(changed, key=lambda k: -abs(k.delta_ms))
+
+
+def origin_of(
+    ranks: Sequence[RankComparison],
+    slower: bool,
+    overall_ms: float,
+    named: Collection[int] = (),
+) -> Origin | None:
     """The rank and own-work component (``ORIGIN_COMPONENTS``) where the change starts.
 
     The noise floor: a candidate's change has an interval that leaves out zero, and
     it stands out from the same component's change on the other ranks (their median)
     by at least ``ORIGIN_SHARE`` of the overall change and ``NOISE_MS``. A machine
     that got busier between the runs moves every rank's work alike: no origin.
-    Of the candidates, the one that stands out most.
+    And the other ranks wait for it: their waiting (``untraced`` from the step timer)
+    moved the same way by at least half of the candidate's change, as when ranks meet
+    at every step's collectives; a few ms on one rank of a noisy machine does not
+    pass. Of the candidates, the one that stands out most.
+
+    ``idle`` (a trace's gaps: Python or I/O outside any traced op) is a rank's own
+    work only on a rank in ``named`` (the diagnosis calls it a straggler in the slower
+    run and not the same one in the other: its own confidence rules) and where the
+    other ranks' waiting in collectives moved the same way by the floor and by at least
+    half of that idle change: they wait for most of it. Otherwise idle is where
+    another's slowdown lands (or a few ms of noise in a short step on a busy machine).
     """
     floor = max(NOISE_MS, ORIGIN_SHARE * abs(overall_ms))
     sign = 1.0 if slower else -1.0
     best: tuple[float, Origin] | None = None
     for rc in ranks:
+        others_wait = _others_wait(ranks, rc.rank, sign)
         for cc in rc.components:
-            if cc.component not in ORIGIN_COMPONENTS:
+            if cc.component not in ORIGIN_COMPONENTS and not (
+                cc.component == "idle" and rc.rank in named and others_wait is not None
+            ):
+                continue
+            # the others wait for it (in a job whose ranks meet every step): most of a
+            # rank's own change shows as the others' waiting; noise on one rank does not
+            if others_wait is not None and others_wait < max(
+                floor if cc.component == "idle" else 0.0, 0.5 * sign * cc.delta_ms
+            ):
                 continue
             d = sign * cc.delta_ms
             beyond = cc.low_ms > 0 if slower else cc.high_ms < 0
@@ -420,6 +470,22 @@ def origin_of(ranks: Sequence[RankComparison], slower: bool, overall_ms: float) 
                     Origin(rank=rc.rank, component=cc.component, delta_ms=cc.delta_ms),
                 )
     return best[1] if best else None
+
+
+def _others_wait(ranks: Sequence[RankComparison], rank: int, sign: float) -> float | None:
+    """The median change (signed) of the time the ranks other than ``rank`` wait for
+    others: ``waiting`` in a trace, ``untraced`` from the step timer (where the wait in
+    collectives lies). None where there is no other rank."""
+    waits = [
+        sign * x.delta_ms
+        for o in ranks
+        if o.rank != rank
+        for x in o.components
+        if x.component in ("waiting", "untraced")
+    ]
+    if not any(o.rank != rank for o in ranks):
+        return None
+    return float(np.median(waits)) if waits else 0.0
 
 
 # ---------------------------------------------------------------- matching by name
@@ -495,17 +561,28 @@ def collective_changes(base: Report, new: Report) -> list[CollectiveChange]:
 
 
 def kernel_changes(base: Report, new: Report) -> list[KernelChange]:
-    """Top kernels (operators on CPU) matched by name, the largest change first."""
-    b = {k.name: k.ms_per_step for k in base.top_kernels}
-    n = {k.name: k.ms_per_step for k in new.top_kernels}
+    """Top kernels (operators by self time in CPU-only runs) matched by name, the largest
+    change first."""
+    gpu = bool(base.top_kernels or new.top_kernels)
+    b = {k.name: k for k in (base.top_kernels if gpu else base.top_operators)}
+    n = {k.name: k for k in (new.top_kernels if gpu else new.top_operators)}
     out = []
     for name in set(b) | set(n):
         kind: MatchKind = (
             "matched" if name in b and name in n else ("added" if name in n else "vanished")
         )
-        vb, vn = b.get(name, 0.0), n.get(name, 0.0)
+        kb, kn = b.get(name), n.get(name)
+        vb, vn = (kb.ms_per_step if kb else 0.0), (kn.ms_per_step if kn else 0.0)
         out.append(
-            KernelChange(name=name, kind=kind, base_ms=_r(vb), new_ms=_r(vn), delta_ms=_r(vn - vb))
+            KernelChange(
+                name=name,
+                kind=kind,
+                base_ms=_r(vb),
+                new_ms=_r(vn),
+                delta_ms=_r(vn - vb),
+                base_calls=kb.calls_per_step if kb else 0.0,
+                new_calls=kn.calls_per_step if kn else 0.0,
+            )
         )
     out.sort(key=lambda k: (-abs(k.delta_ms), k.name))
     return out[:TOP]
@@ -687,12 +764,17 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
     if overall.step.significant:
         verdict = "slower" if overall.step.delta_ms > 0 else "faster"
     origin, uniform = None, None
+    stragglers = straggler_changes(base.report, new.report, shared)
     if verdict != "no_significant_change":
-        origin = origin_of(ranks, verdict == "slower", overall.step.delta_ms)
+        slower = verdict == "slower"
+        # stragglers of the slower run (above low severity) the other did not have the same way
+        moved = {s.rank for s in stragglers if s.kind != "same"}
+        slow_side = new.report if slower else base.report
+        named = {s.rank for s in slow_side.stragglers if s.severity != "low" and s.rank in moved}
+        origin = origin_of(ranks, slower, overall.step.delta_ms, named)
         uniform = uniform_compute_ratio(ranks, overall)
     if uniform is not None and origin is not None and origin.component == "compute":
         origin = None  # compute moved on every rank: no rank is where it starts
-    stragglers = straggler_changes(base.report, new.report, shared)
     conditions = [evaluate(r, overall.step, overall.components, stragglers) for r in rules]
     traced = (bool(base.analysis.steps), bool(new.analysis.steps))
     scope = _scope(base, new, b, n, basis, traced)
@@ -702,8 +784,10 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
         [(rc.rank, rc.step.delta_ms) for rc in ranks if rc.step.significant],
         [s.sentence for s in stragglers if s.kind != "same"],
     )
+    kernels = kernel_changes(base.report, new.report) if basis == "trace" else []
     if uniform is not None:
-        sentences.insert(1, words.uniform_compute(uniform))
+        work = [(k.name, k.base_calls, k.new_calls, k.delta_ms) for k in work_changes(kernels)]
+        sentences.insert(1, words.uniform_compute(uniform, work, basis == "trace"))
     return Comparison(
         base=base.report.run.path,
         new=new.report.run.path,
@@ -726,7 +810,7 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
         ranks=ranks,
         stragglers=stragglers,
         collectives=collective_changes(base.report, new.report) if basis == "trace" else [],
-        kernels=kernel_changes(base.report, new.report) if basis == "trace" else [],
+        kernels=kernels,
         scope=scope,
         conditions=conditions,
         regressed=any(c.holds for c in conditions),

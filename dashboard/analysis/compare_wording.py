@@ -70,7 +70,13 @@ def headline(
     )
     if origin is not None:
         rank, component, d = origin
-        text += f" It starts on rank {rank}: {component_name(component)} {_signed(d)}."
+        if component == "idle":
+            text += (
+                f" It starts on rank {rank}: time outside any traced op {_signed(d)} (Python or"
+                " I/O the profiler does not see), which the other ranks wait for."
+            )
+        else:
+            text += f" It starts on rank {rank}: {component_name(component)} {_signed(d)}."
     return text
 
 
@@ -95,8 +101,14 @@ def evidence(
 
 
 def _cause(c: tuple[str, str, str | None]) -> str:
+    """ "persistent straggler (data loading)": the pattern, then the cause in brackets
+    (a cause reads "host-side work outside any traced op", too long to sit inside)."""
     cause, pattern, detail = c
-    return f"{pattern} {cause_name(cause, detail)}"
+    return f"{pattern} straggler ({cause_name(cause, detail)})"
+
+
+def _an(word: str) -> str:
+    return f"an {word}" if word[:1].lower() in "aeiou" else f"a {word}"
 
 
 def straggler_change(
@@ -105,15 +117,17 @@ def straggler_change(
     base: tuple[str, str, str | None] | None,
     new: tuple[str, str, str | None] | None,
 ) -> str:
-    """ "Rank 3 became a persistent data loading straggler." and the like."""
+    """ "Rank 3 became a persistent straggler (data loading)." and the like."""
     if kind == "appeared" and new is not None:
-        return f"Rank {rank} became a {_cause(new)} straggler."
+        return f"Rank {rank} became {_an(_cause(new))}."
     if kind == "gone" and base is not None:
-        return f"The straggler on rank {rank} ({_cause(base)}) is gone."
+        return f"The {_cause(base)} on rank {rank} is gone."
     if kind == "changed" and base is not None and new is not None:
-        return f"Rank {rank} is still a straggler, now {_cause(new)} (was {_cause(base)})."
+        return (
+            f"Rank {rank} is still a straggler, now {_an(_cause(new))} (was {_an(_cause(base))})."
+        )
     if new is not None:
-        return f"Rank {rank} is a {_cause(new)} straggler in both runs."
+        return f"Rank {rank} is {_an(_cause(new))} in both runs."
     return f"Rank {rank}: no straggler."
 
 
@@ -182,10 +196,36 @@ def new_straggler_condition(ranks: list[int]) -> str:
     return "ok   new-straggler: no new straggler."
 
 
-def uniform_compute(ratio: float) -> str:
-    """Compute changed the same way on every rank: say what that usually means."""
+def uniform_compute(
+    ratio: float, work: list[tuple[str, float, float, float]], traced: bool = True
+) -> str:
+    """Compute changed the same way on every rank: say what the kernels say it is.
+
+    ``work``: (name, calls a step in BASE, in NEW, ms change) of the kernels whose calls
+    changed (``compare.work_changes``); empty where the same kernels ran as often."""
+    lead = f"Compute changed x{ratio:.2f} on every rank"
+    if work:
+        listed = ", ".join(
+            f"{name} {calls_text(b)} -> {calls_text(n)} calls a step ({_signed(d)})"
+            for name, b, n, d in work[:3]
+        )
+        return (
+            f"{lead}, and so did the work: {listed}. The code or the model changed, not only"
+            " the machine."
+        )
+    if not traced:
+        return (
+            f"{lead}: the same work on a machine under a different load (CPU contention,"
+            " clocks, another job), or a change of the work on every rank. Compare runs made"
+            " under the same load before blaming the code."
+        )
     return (
-        f"Compute changed x{ratio:.2f} on every rank: the same work on a machine under a"
-        " different load (CPU contention, clocks, another job), or a change of the work on"
-        " every rank. Compare runs made under the same load before blaming the code."
+        f"{lead}, with the same kernels called as often, each taking longer or shorter:"
+        " a machine under a different load (CPU contention, clocks, another job), or"
+        " larger inputs to the same kernels (a wider model, a bigger batch; record shapes"
+        " to tell). Compare runs made under the same load before blaming the code."
     )
+
+
+def calls_text(calls: float) -> str:
+    return f"{calls:.0f}" if calls >= 10 or calls == int(calls) else f"{calls:.1f}"

@@ -57,7 +57,7 @@ from rankscope.dashboard.ingest.table import Table, distinct
 T = TypeVar("T")
 
 # Bump whenever what a digest holds, or how any of it is computed, changes.
-DIGEST_VERSION = 3
+DIGEST_VERSION = 4
 
 
 @dataclass
@@ -80,6 +80,8 @@ class RankDigest:
     steps_identity: str | None = None
     # time blocked in point-to-point sends and receives (``RankActivity.p2p``), own clock
     p2p: iv.Intervals | None = None
+    # CPU operators by self time (``utilisation.operator_sums``), in a rank with no GPU
+    ops: utilisation.KernelSums | None = None
 
     def coverage(self, run_has_gpu: bool) -> CoverageLookup:
         cov = self.cov_gpu_run if run_has_gpu or self.cov_cpu_run is None else self.cov_cpu_run
@@ -184,6 +186,7 @@ def compute(rd: RankData, act: RankActivity | None = None) -> RankDigest:
         if source == "collector" and rd.steps_file
         else None,
         p2p=act.p2p,
+        ops=None if act.has_gpu else utilisation.operator_sums(rd, windows),
     )
 
 
@@ -393,6 +396,7 @@ def encode(d: RankDigest) -> bytes:
             "kernels": _sums(d.kernels),
             "steps_identity": d.steps_identity,
             "p2p": None if d.p2p is None else [_arr(d.p2p[0]), _arr(d.p2p[1])],
+            "ops": None if d.ops is None else _sums(d.ops),
         }
     )
 
@@ -427,6 +431,7 @@ def decode(blob: bytes) -> RankDigest:
         kernels=_unsums(utilisation.KernelSums, v["kernels"]),
         steps_identity=None if v["steps_identity"] is None else str(v["steps_identity"]),
         p2p=None if v.get("p2p") is None else (_unarr(v["p2p"][0]), _unarr(v["p2p"][1])),
+        ops=None if v.get("ops") is None else _unsums(utilisation.KernelSums, v["ops"]),
     )
     if len(d.breakdown) != len(d.windows) or len(d.util.steps) != len(d.windows):
         raise ValueError("digest: step tables do not match the windows")

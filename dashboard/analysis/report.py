@@ -284,6 +284,9 @@ class Report(_Record, frozen=True, kw_only=True):
     process_groups: list[GroupSummary] = []
     # chains of ranks passing activations, per stage (analysis.pipeline)
     pipelines: list[Pipeline] = []
+    # extension: in a run with no GPU, the CPU operators by self time (an operator less
+    # the operators inside it), as top_kernels are for GPU kernels; [] with a GPU
+    top_operators: list[KernelSummary] = []
 
 
 # ---------------------------------------------------------------- building
@@ -400,6 +403,7 @@ def build_report(a: Analysis) -> Report:
         nodes=a.nodes,
         process_groups=list(a.process_groups),
         pipelines=list(a.pipelines),
+        top_operators=list(a.operators),
     )
 
 

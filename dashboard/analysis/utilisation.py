@@ -45,7 +45,7 @@ from rankscope.dashboard.analysis.results import (
     TelemetrySummary,
 )
 from rankscope.dashboard.ingest.run import RankData
-from rankscope.dashboard.ingest.table import distinct, isin
+from rankscope.dashboard.ingest.table import Table, distinct, isin
 from rankscope.profiler.telemetry import HOST_FIELDS, NVML_FIELDS, PROCESS_FIELDS
 
 NS_PER_MS = 1e6
@@ -356,31 +356,77 @@ class KernelSums:
     calls: np.ndarray
 
 
-def kernel_sums(rd: RankData, windows: dict[int, tuple[int, int]]) -> KernelSums:
-    gpu = rd.gpu
+def _sums_by_name(
+    table: Table, m: np.ndarray, dur: np.ndarray, windows: dict[int, tuple[int, int]]
+) -> KernelSums:
+    """Rows ``m`` of ``table`` summed by (step window, name): ``dur`` ns and calls."""
     empty = np.zeros(0, dtype=np.int64)
-    if not len(gpu):
-        return KernelSums([], empty, empty, empty, empty)
-    pos = step_position(gpu["ts"], windows)
-    m = (gpu["kind"] == gpu.code_of("kind", "kernel")) & (pos >= 0)
+    pos = step_position(table["ts"], windows)
+    m = m & (pos >= 0)
     if not m.any():
         return KernelSums([], empty, empty, empty, empty)
-    n_names = len(gpu.vocab["name"])
-    key = pos[m] * n_names + gpu["name"][m]
+    n_names = len(table.vocab["name"])
+    key = pos[m] * n_names + table["name"][m]
     uniq = distinct(key)
     at = np.searchsorted(uniq, key)
-    dur = np.bincount(at, weights=gpu["dur"][m].astype(np.float64), minlength=len(uniq))
+    total = np.bincount(at, weights=dur[m].astype(np.float64), minlength=len(uniq))
     calls = np.bincount(at, minlength=len(uniq))
     codes = uniq % n_names
     used = distinct(codes)
     steps = window_steps(windows)
     return KernelSums(
-        names=[gpu.vocab["name"][c] for c in used.tolist()],
+        names=[table.vocab["name"][c] for c in used.tolist()],
         name=np.searchsorted(used, codes).astype(np.int64),
         step=steps[uniq // n_names],
-        dur_ns=np.rint(dur).astype(np.int64),
+        dur_ns=np.rint(total).astype(np.int64),
         calls=calls.astype(np.int64),
     )
+
+
+def operator_sums(rd: RankData, windows: dict[int, tuple[int, int]]) -> KernelSums:
+    """One rank's CPU operators (``cpu_op``) by name and step window: self time and calls.
+
+    Self time is an operator's duration less that of the operators directly inside it
+    on the same thread (``aten::linear`` less its ``aten::addmm``), so the sums add up
+    to the time operators ran, nothing counted twice: where a CPU-only run's compute
+    went, as kernels say it for a GPU.
+    """
+    cpu = rd.cpu
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(cpu):
+        return KernelSums([], empty, empty, empty, empty)
+    ops = np.flatnonzero(cpu.vocab_mask("cat", lambda c: c == "cpu_op"))
+    if not len(ops):
+        return KernelSums([], empty, empty, empty, empty)
+    ts, dur, tid = cpu["ts"][ops], cpu["dur"][ops], cpu["tid"][ops]
+    order = np.lexsort((-dur, ts, tid))  # by thread, start, the enclosing one first
+    self_ns = dur.astype(np.float64).copy()
+    stack: list[int] = []  # open operators (indices into ops' order) on this thread
+    last_tid = None
+    for i in order.tolist():
+        if tid[i] != last_tid:
+            stack.clear()
+            last_tid = tid[i]
+        start = ts[i]
+        while stack and ts[stack[-1]] + dur[stack[-1]] <= start:
+            stack.pop()
+        if stack:
+            self_ns[stack[-1]] -= dur[i]
+        stack.append(i)
+    np.maximum(self_ns, 0.0, out=self_ns)
+    full = np.zeros(len(cpu), dtype=np.float64)
+    full[ops] = self_ns
+    mask = np.zeros(len(cpu), dtype=bool)
+    mask[ops] = True
+    return _sums_by_name(cpu, mask, full, windows)
+
+
+def kernel_sums(rd: RankData, windows: dict[int, tuple[int, int]]) -> KernelSums:
+    gpu = rd.gpu
+    if not len(gpu):
+        empty = np.zeros(0, dtype=np.int64)
+        return KernelSums([], empty, empty, empty, empty)
+    return _sums_by_name(gpu, gpu["kind"] == gpu.code_of("kind", "kernel"), gpu["dur"], windows)
 
 
 def top_kernels_of(

@@ -25,8 +25,10 @@ class CompareCommand:
     and kernels.
 
     BASE and NEW are what `rankscope report` reads. --ranks and --steps apply to
-    both. Both runs' trace windows are compared where both have one; otherwise the
-    collector's step timer over every step (runs made with --profile off).
+    both; --base-steps/--new-steps narrow one side (the same run twice compares two
+    step ranges of it: before and after a change in one job). Both runs' trace
+    windows are compared where both have one; otherwise the collector's step timer
+    over every step (runs made with --profile off).
     A change is significant when its 90% bootstrap interval leaves out zero and it
     is at least 1 ms and 5% of BASE's step (docs/compare.md).
 
@@ -37,6 +39,7 @@ class CompareCommand:
     Examples:
       rankscope compare runs/last_week runs/today
       rankscope compare base new --fail-if 'step_ms>+5%' --fail-if new-straggler
+      rankscope compare run run --base-steps :99 --new-steps 100:
 
     Exit codes: 0 compared (and no --fail-if condition holds); 4 a --fail-if
     condition holds; 2 bad input (no such path, nothing to compare, a bad
@@ -53,6 +56,17 @@ class CompareCommand:
         )
         parser.add_argument("--ranks", help="only these ranks (both runs), e.g. 0,2,5-7")
         parser.add_argument("--steps", help="only these steps (both runs): A:B, A:, :B or A")
+        parser.add_argument(
+            "--base-steps",
+            metavar="STEPS",
+            help="only these steps of BASE (overrides --steps for BASE); with NEW the same run, "
+            "compares two step ranges of one run",
+        )
+        parser.add_argument(
+            "--new-steps",
+            metavar="STEPS",
+            help="only these steps of NEW (overrides --steps for NEW)",
+        )
         parser.add_argument("-o", "--output", help="write to this file instead of stdout")
         parser.add_argument(
             "--fail-if",
@@ -70,7 +84,17 @@ class CompareCommand:
         except ValueError as e:
             raise RankscopeError(str(e)) from None
         ranks = parse_ranks(args.ranks)
-        comparison = compare_paths(args.base, args.new, ranks, args.steps, rules)
+        base_steps = args.base_steps if args.base_steps is not None else args.steps
+        new_steps = args.new_steps if args.new_steps is not None else args.steps
+        comparison = compare_paths(
+            args.base,
+            args.new,
+            ranks,
+            args.steps,
+            rules,
+            base_steps=base_steps,
+            new_steps=new_steps,
+        )
         from rankscope.dashboard import compare_render
 
         render = {
@@ -99,8 +123,14 @@ def compare_paths(
     ranks: list[int] | None = None,
     steps: str | None = None,
     rules: Sequence[GateRule] = (),
+    *,
+    base_steps: str | None = None,
+    new_steps: str | None = None,
 ) -> Comparison:
-    """Load, analyse and compare two runs (warnings on stderr, named by side)."""
+    """Load, analyse and compare two runs (warnings on stderr, named by side).
+
+    ``steps`` narrows both sides; ``base_steps``/``new_steps`` replace it for one side
+    (two step ranges of one run: the same path twice)."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from rankscope.dashboard.analysis.analyse import analyse
     from rankscope.dashboard.analysis.compare import Side, compare_runs
@@ -112,12 +142,13 @@ def compare_paths(
         if not Path(path).exists():
             raise RankscopeError(f"{path}: no such file or directory")
     sides = []
-    for label, path in (("BASE", base), ("NEW", new)):
+    ranges = (base_steps or steps, new_steps or steps)
+    for label, path, step_range in (("BASE", base, ranges[0]), ("NEW", new, ranges[1])):
         run = load_run(path, ranks=ranks, progress=stderr_progress(), digest=store_digest)
-        analysis = analyse(run, steps)
+        analysis = analyse(run, step_range)
         for w in analysis.warnings:
             print(f"rankscope compare: warning: {label}: {w}", file=sys.stderr)
-        sides.append(Side(analysis, build_report(analysis), steps))
+        sides.append(Side(analysis, build_report(analysis), step_range))
     try:
         return compare_runs(sides[0], sides[1], rules)
     except ValueError as e:

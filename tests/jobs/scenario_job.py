@@ -10,8 +10,8 @@ optimizer step. ``--scenario`` picks what is slowed (``--rank``/``--ms``/``--at-
 size it):
 
 - ``balanced``: nothing induced.
-- ``comm_heavy``: nothing induced, but a model whose gradients are ~16 MB, so
-  the all-reduce is a large share of the step.
+- ``comm_heavy``: nothing induced, but a wider model (hidden 2048: ~1.2 MB of
+  gradients, against ~0.2 MB), so the all-reduce is a larger share of the step.
 - ``data_getitem``: rank R's ``Dataset.__getitem__`` sleeps (ms / batch) per sample.
 - ``slow_workers``: every rank loads with 2 DataLoader workers; rank R's workers
   sleep (ms) per batch, one batch at a time each.
@@ -135,6 +135,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--every", type=int, default=4)
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="extra parameter-free operator layers a step on every rank (more compute, "
+        "no more communication); default: the scenario's",
+    )
+    p.add_argument(
+        "--comm-mb",
+        type=float,
+        default=0.0,
+        help="a buffer of this many MB all-reduced a step on every rank besides the "
+        "gradients (more communication, no more compute)",
+    )
     args = p.parse_args()
 
     dist.init_process_group("gloo")
@@ -171,9 +185,13 @@ def main() -> None:
     # contended: every rank does ~30 ms of operator work a step, so a rank sharing
     # its CPU needs its share of it (a thread that mostly sleeps hardly notices a hog)
     feature_depth = {"uneven_batch": 600, "contended": 1500}.get(sc, 0)
-    model = nn.parallel.DistributedDataParallel(
-        nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 16))
-    )
+    if args.depth is not None:
+        feature_depth = args.depth
+    net = nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 16))
+    model = nn.parallel.DistributedDataParallel(net)
+    # --comm-mb: a buffer all-reduced every step besides the gradients (state or metrics
+    # kept in sync): more communication, allocated once, so no more compute
+    extra = torch.zeros(int(args.comm_mb * 2**20 / 4)) if args.comm_mb else None
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
     first = int(args.at_step.split(",")[0]) + 1  # the loop iteration of that collector step
@@ -199,6 +217,8 @@ def main() -> None:
             x = torch.tanh(x @ mix)
         loss = (model(x) - y).square().mean()
         loss.backward()
+        if extra is not None:
+            dist.all_reduce(extra)
         opt.step()
         opt.zero_grad()
     if hog is not None:

@@ -2,11 +2,15 @@
 data-loading slowdown on one rank is named (rank and component) and fails the gate.
 
 Runs of ``tests/jobs/scenario_job.py`` (2 ranks, gloo on CPU) under ``rankscope
-run``, made once per module: two balanced runs, one with rank 1's
-``Dataset.__getitem__`` sleeping 60 ms a step, each with a trace window, and two
-light-layer runs (``--profile off``: balanced, and slowed). The induced 60 ms is
-several times the step of a balanced run; the noise rule, not the test, must keep
-two balanced runs from being called different.
+run``, made once per module: three balanced runs, one with rank 1's
+``Dataset.__getitem__`` sleeping 60 ms a step, each with a trace window, two
+light-layer runs (``--profile off``: balanced, and slowed), a heavier model (1,500
+parameter-free layers: more compute, the same communication), a model with 16 MB
+more gradients (more communication, little more compute) and one run whose rank 1
+starts stalling 60 ms every 3rd step at step 16, with a window before (4-11) and
+one after (16-31). The induced changes are several times the step of a balanced
+run; the noise rule, not the test, must keep balanced runs from being called
+different.
 
 Runs that are compared run at the same time, as an A/B benchmark on a shared
 machine must: on this loaded 2-core machine, one job run twice in a row was 3x
@@ -35,9 +39,10 @@ SLOW = ("--scenario", "data_getitem", "--rank", "1", "--ms", "60")
 
 
 def make_run(out: Path, *job_args: str, profile: str = WINDOW) -> Path:
+    steps = () if "--steps" in job_args else ("--steps", "24")
     proc = rankscope(
         "run", "--out", str(out), "--profile", profile, "--nvml-period-ms", "200", "--",
-        *launcher("module", 2), str(SCENARIO_JOB), "--steps", "24", *job_args,
+        *launcher("module", 2), str(SCENARIO_JOB), *steps, *job_args,
         timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -59,17 +64,34 @@ def compare(*args: str) -> tuple[int, dict[str, Any], str]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("compare")
-    with ThreadPoolExecutor(3) as pool:  # each group at the same time (module doc)
+    with ThreadPoolExecutor(4) as pool:  # each group at the same time (module doc)
         traced = {
             name: pool.submit(make_run, d / name, *args)
-            for name, args in (("a", BALANCED), ("b", BALANCED), ("slow", SLOW))
+            for name, args in (("a", BALANCED), ("b", BALANCED), ("c", BALANCED), ("slow", SLOW))
         }
         runs = {name: f.result() for name, f in traced.items()}
-        light = {
-            name: pool.submit(make_run, d / name, *args, profile="off")
-            for name, args in (("light_a", BALANCED), ("light_slow", SLOW))
-        }
-        runs.update({name: f.result() for name, f in light.items()})
+        # the heavier-gradients run beside a balanced one: memory-bound copies and the
+        # all-reduce slow down under the load of other jobs as much as they grow
+        later = (
+            ("a2", BALANCED, WINDOW),
+            ("heavy", (*BALANCED, "--comm-mb", "16"), WINDOW),
+            ("light_slow", SLOW, "off"),
+        ), (
+            ("light_a", BALANCED, "off"),
+            ("deep", (*BALANCED, "--depth", "1500"), WINDOW),
+            (
+                "stall",
+                ("--scenario", "periodic", "--rank", "1", "--ms", "60", "--at-step", "16",
+                 "--every", "3", "--steps", "34"),
+                "4-11,16-31",
+            ),
+        )  # fmt: skip
+        for group in later:
+            made = {
+                name: pool.submit(make_run, d / name, *args, profile=profile)
+                for name, args, profile in group
+            }
+            runs.update({name: f.result() for name, f in made.items()})
     return runs
 
 
@@ -80,11 +102,11 @@ def parts_add_up(c: dict[str, Any]) -> None:
         assert abs(sum(p["delta_ms"] for p in r["components"]) - r["step"]["delta_ms"]) < 0.05
 
 
-def test_the_same_job_twice_is_never_blamed_on_a_rank(runs: dict[str, Path]) -> None:
+def test_the_same_job_three_times_is_never_blamed_on_a_rank(runs: dict[str, Path]) -> None:
     """No significant change, or, where this machine's load changed between the runs
     (seen: 5.8 vs 25.7 ms a step, and 5.8 vs 9.7 ms, for one job run twice at once),
     a change that no rank is blamed for: the machine moved every rank alike."""
-    for base, new in (("a", "b"), ("b", "a")):
+    for base, new in (("a", "b"), ("b", "a"), ("a", "c"), ("c", "b")):
         code, c, _ = compare(str(runs[base]), str(runs[new]), "--fail-if", "data_ms>+20ms")
         assert code == 0 and not c["regressed"], c["conditions"]
         assert c["basis"] == "trace" and c["scope"]["shared_ranks"] == [0, 1]
@@ -132,3 +154,51 @@ def test_a_trace_run_against_a_light_run_compares_the_step_timer(runs: dict[str,
     assert c["basis"] == "light" and c["scope"]["shared_ranks"] == [1]
     assert any("Only BASE has a trace window" in n for n in c["scope"]["notes"])
     assert code == 0
+
+
+def test_a_heavier_model_is_more_compute_on_every_rank_and_the_work_changed(
+    runs: dict[str, Path],
+) -> None:
+    code, c, _ = compare(str(runs["a"]), str(runs["deep"]), "--fail-if", "compute_ms>+5ms")
+    assert c["verdict"] == "slower", c["headline"]
+    top = max(c["components"], key=lambda p: p["delta_ms"])
+    assert top["component"] == "compute", c["components"]
+    assert c["origin"] is None  # every rank alike: no rank is where it starts
+    # the kernels say the work changed (1,500 tanh a step), not only the machine
+    assert "so did the work" in c["sentences"][1] and "aten::tanh 0 -> 1500" in c["sentences"][1]
+    (tanh,) = [k for k in c["kernels"] if k["name"] == "aten::tanh"]
+    assert tanh["kind"] == "added" and tanh["new_calls"] == 1500
+    assert code == 4
+    parts_add_up(c)
+
+
+def test_more_gradients_is_a_communication_change(runs: dict[str, Path]) -> None:
+    code, c, _ = compare(str(runs["a2"]), str(runs["heavy"]), "--fail-if", "comm_ms>+2ms")
+    assert c["verdict"] == "slower", c["headline"]
+    top = max(c["components"], key=lambda p: p["delta_ms"])
+    assert top["component"] == "communication", c["components"]
+    (ar,) = [k for k in c["collectives"] if k["name"] == "all_reduce"]
+    assert ar["kind"] == "matched" and ar["delta_ms"] > 0.3 * c["step"]["delta_ms"], ar
+    assert code == 4
+    parts_add_up(c)
+
+
+def test_two_windows_of_one_run_name_the_stall_that_began_between_them(
+    runs: dict[str, Path],
+) -> None:
+    run = str(runs["stall"])
+    code, c, err = compare(
+        run, run, "--base-steps", "4:11", "--new-steps", "16:31", "--fail-if", "new-straggler"
+    )
+    assert c["verdict"] == "slower", c["headline"]
+    assert c["scope"]["base_steps"] == 8 and c["scope"]["new_steps"] == 16
+    # the stall is Python outside any op: idle on rank 1, which rank 0 waits for
+    assert c["origin"] is not None and c["origin"]["rank"] == 1, c["headline"]
+    assert c["origin"]["component"] == "idle" and "rank 1" in c["headline"]
+    (s1,) = [s for s in c["stragglers"] if s["rank"] == 1]
+    assert s1["kind"] == "appeared" and s1["new_pattern"] != "persistent", s1
+    assert code == 4 and "new-straggler" in err
+    parts_add_up(c)
+    # the same window on both sides: nothing changed
+    code, same, _ = compare(run, run, "--base-steps", "4:11", "--new-steps", "4:11")
+    assert same["verdict"] == "no_significant_change" and code == 0

@@ -219,6 +219,45 @@ def test_no_origin_when_every_rank_moved_alike_or_within_its_noise() -> None:
         rank=0, base_steps=5, new_steps=5, step=noisy.step, components=[wide]
     )
     assert cmp.origin_of([noisy, rank(1, {"compute": 0.0})], True, 3.5) is None
-    # the same +3 ms, beyond its noise, on one rank only: it starts there
-    o = cmp.origin_of([rank(0, {"compute": 3.0}), rank(1, {"compute": 0.2})], True, 3.5)
+    # the same +3 ms, beyond its noise, on one rank only, which rank 1 waits for: it starts there
+    waited = rank(1, {"compute": 0.2, "waiting": 2.8})
+    o = cmp.origin_of([rank(0, {"compute": 3.0}), waited], True, 3.5)
     assert o is not None and (o.rank, o.component) == (0, "compute")
+    # ... but nobody waits for it: not where the change starts (seen on two runs of one
+    # balanced job on a loaded machine: "compute +1.9 ms" on rank 0, rank 1 not waiting)
+    assert cmp.origin_of([rank(0, {"compute": 3.0}), rank(1, {"compute": 0.2})], True, 3.5) is None
+
+
+def test_untraced_time_names_the_origin_only_on_a_named_straggler_that_others_wait_for() -> None:
+    # rank 1 stalls in Python (idle +22 ms); rank 0 waits for it (+21 ms)
+    ranks = [rank(0, {"waiting": 21.0, "idle": 0.5}), rank(1, {"idle": 22.0})]
+    o = cmp.origin_of(ranks, slower=True, overall_ms=21.5, named={1})
+    assert o is not None and (o.rank, o.component) == (1, "idle")
+    # the diagnosis did not name rank 1: a few ms of idle is noise, no origin
+    assert cmp.origin_of(ranks, slower=True, overall_ms=21.5) is None
+    # named, but nobody waits for it: idle is where something else's slowdown landed
+    alone = [rank(0, {"waiting": 0.2}), rank(1, {"idle": 22.0})]
+    assert cmp.origin_of(alone, slower=True, overall_ms=11.0, named={1}) is None
+
+
+def kernel(name: str, kind: str, b_ms: float, n_ms: float, b: float, n: float) -> cmp.KernelChange:
+    return cmp.KernelChange(
+        name=name, kind=kind, base_ms=b_ms, new_ms=n_ms, delta_ms=n_ms - b_ms,  # type: ignore[arg-type]
+        base_calls=b, new_calls=n,
+    )  # fmt: skip
+
+
+def test_the_work_changed_where_the_kernels_calls_changed() -> None:
+    # 1,500 tanh a step added (+10 ms) and mm 3 -> 1,503 calls (+34 ms); softmax as often
+    ks = [
+        kernel("aten::mm", "matched", 0.2, 34.2, 3, 1503),
+        kernel("aten::tanh", "added", 0, 10, 0, 1500),
+        kernel("aten::softmax", "matched", 1, 2, 4, 4),
+    ]
+    assert [k.name for k in cmp.work_changes(ks)] == ["aten::mm", "aten::tanh"]
+    # the same kernels as often, each slower: the machine (or larger inputs), not new work
+    same = [kernel("aten::mm", "matched", 1, 3, 3, 3), kernel("aten::add", "matched", 1, 2, 8, 8.4)]
+    assert cmp.work_changes(same) == []
+    # calls changed on a kernel that carries under half of the change: not the work
+    mixed = [kernel("aten::mm", "matched", 1, 9, 3, 3), kernel("aten::add", "matched", 1, 2, 8, 16)]
+    assert cmp.work_changes(mixed) == []
