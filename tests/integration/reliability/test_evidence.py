@@ -143,6 +143,13 @@ def _steps_appended_twice(run: Path) -> None:
     path.write_text("".join(lines + lines[1:]))
 
 
+def _collectives_appended_twice(run: Path) -> None:
+    # Rank 1's collective log appended to itself: the verdict held, the repeats went unsaid.
+    path = _collectives(run)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines + lines[1:]))
+
+
 def _duplicate_window(run: Path) -> None:
     window = next(run.glob("rank0.step*.pt.trace.json.gz"))
     shutil.copy(window, run / f"copy of {window.name}")
@@ -234,6 +241,14 @@ CASES = [
         "steps-appended-twice",
         _steps_appended_twice,
         "rank1.steps.jsonl: 11 record(s) repeat a step already recorded (steps 0-10)",
+        SLOW_RANK,
+        _counted_records(1),
+    ),
+    Case(
+        "collectives-appended-twice",
+        _collectives_appended_twice,
+        "rank1.collectives.jsonl: 18 record(s) repeat a collective already recorded"
+        " (process group 0, seq 1-18); the first record of each is kept",
         SLOW_RANK,
         _counted_records(1),
     ),
