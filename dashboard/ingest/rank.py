@@ -39,7 +39,8 @@ class RankData:
       name, pg_desc (strings), seq, enqueue_ns; start_ns, end_ns (when NCCL's watchdog noticed
       it start / end: upper bounds; -1 unknown) and duration_ms (NCCL's GPU time
       from its start to its end event; NaN unknown, always with gloo); empty where
-      the collector did not record it
+      the collector did not record it; p2p (1: a send or receive, whose seq counts the
+      group's p2p operations apart from its collectives)
 
     Each is read when first used: a report over many ranks reads each rank's
     digest (``analysis.digest``), not its events. ``steps_file`` and
@@ -158,8 +159,9 @@ def _stream_light_comms(
     duration = array("d")
     codes: dict[str, array[int]] = {"pg": array("i"), "name": array("i"), "pg_desc": array("i")}
     vocab: dict[str, dict[str, int]] = {"pg": {}, "name": {}, "pg_desc": {}}
+    p2p = array("b")
     # Only to find the records that repeat one (``_repeats``): not kept in the table.
-    p2p, score, rest = array("b"), array("b"), array("q")
+    score, rest = array("b"), array("q")
     path = rundir.collectives_path(run_dir, rank)
     for rec in rundir.iter_records(path, records.CollectiveRecord, bad=bad, run_id=run_id):
         p2p.append(rec.p2p)
@@ -179,12 +181,12 @@ def _stream_light_comms(
         "pg_desc": np.frombuffer(codes["pg_desc"], dtype=np.int32),
         **{k: np.frombuffer(v, dtype=np.int64) for k, v in ints.items()},
         "duration_ms": np.frombuffer(duration, dtype=np.float64),
+        "p2p": np.frombuffer(p2p, dtype=np.int8),
     }
     order = ("pg", "name", "pg_desc", "seq", "enqueue_ns", "start_ns", "end_ns", "duration_ms")
-    table = Table({k: cols[k] for k in order}, {k: list(v) for k, v in vocab.items()})
+    table = Table({k: cols[k] for k in (*order, "p2p")}, {k: list(v) for k, v in vocab.items()})
     found = _repeats(
         table,
-        np.frombuffer(p2p, dtype=np.int8),
         np.frombuffer(score, dtype=np.int8),
         np.frombuffer(rest, dtype=np.int64),
     )
@@ -201,9 +203,7 @@ def _stream_light_comms(
     return table.filter(take)
 
 
-def _repeats(
-    t: Table, p2p: np.ndarray, score: np.ndarray, rest: np.ndarray
-) -> tuple[np.ndarray, np.ndarray] | None:
+def _repeats(t: Table, score: np.ndarray, rest: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The rows of a collective log to keep (in file order), and those that repeat one.
 
     ``readers.read_collectives``'s rule, on columns (a log may hold millions of rows):
@@ -216,7 +216,7 @@ def _repeats(
     n = len(t)
     if n < 2:
         return None
-    pg, seq, enq = t["pg"].astype(np.int64), t["seq"], t["enqueue_ns"]
+    pg, seq, enq, p2p = t["pg"].astype(np.int64), t["seq"], t["enqueue_ns"], t["p2p"]
     # A key that differs wherever the identity does (wrapping multiplication: equal
     # identities give equal keys, and two entries rarely share one; the sort checks).
     with np.errstate(over="ignore"):
@@ -274,6 +274,7 @@ def _light_comms_table(rows: list[dict[str, Any]]) -> Table:
                 [np.nan if r["duration_ms"] is None else r["duration_ms"] for r in rows],
                 dtype=np.float64,
             ),
+            "p2p": np.array([bool(r.get("p2p", False)) for r in rows], dtype=np.int8),
         },
         strings=("pg", "name", "pg_desc"),
     )
