@@ -213,17 +213,77 @@ def read_steps(
     return out
 
 
+def collective_identity(r: records.CollectiveRecord) -> tuple[str, bool, int, int]:
+    """What makes two records of one rank's collective log the same flight-recorder entry.
+
+    The collector's own key (``collectives.FlightRecorderLog.poll``): process group,
+    p2p or not (p2p and collective sequence numbers are separate counters), sequence
+    number and enqueue time. The sequence number alone is not enough: the entries of
+    one coalesced group share it.
+    """
+    return (r.pg, r.p2p, r.seq, r.enqueue_ns)
+
+
+def completeness(state: str, start_ns: int | None, end_ns: int | None, dur: float | None) -> int:
+    """How much a record of a collective says (a later dump knows more: its end, its GPU time)."""
+    return (
+        8 * (state == "completed")
+        + 4 * (end_ns is not None)
+        + 2 * (start_ns is not None)
+        + (dur is not None)
+    )
+
+
+def repeated_collectives(name: str, repeats: list[tuple[str, int]]) -> str:
+    """The ``bad`` line for records that repeat one already read: ``(pg, seq)`` of each."""
+    pgs = sorted({pg for pg, _ in repeats})
+    seqs = [seq for _, seq in repeats]
+    groups = f"process group {pgs[0]}" if len(pgs) == 1 else f"process groups {', '.join(pgs)}"
+    return (
+        f"{name}: {len(repeats)} record(s) repeat a collective already recorded ({groups},"
+        f" seq {min(seqs)}-{max(seqs)}); the first record of each is kept"
+    )
+
+
 def read_collectives(run_dir: Path, rank: int, bad: Problems = None) -> list[dict[str, Any]]:
     """The flight-recorder records of a rank (``records.CollectiveRecord`` as dicts).
 
     Records missing a field, with ``seq`` outside 0..MAX_STEP, times that are not
     int64 nanoseconds (or null where allowed), or a non-finite ``duration_ms`` are
     skipped; the rest are returned in file order. Nulls are kept (the format has them).
+
+    Each flight-recorder entry (``collective_identity``) is read once. A record equal
+    to one already read (a file appended to itself) is skipped, the first kept, and
+    the repeats named in ``bad``. Records of one entry that differ (the same entry
+    seen again with its state or times filled in) are no fault: the most complete
+    (``completeness``; the later on a tie) is kept, in the place of the first.
     """
     path = collectives_path(run_dir, rank)
     rows = iter_records(path, records.CollectiveRecord, bad=bad)
     fields = records.CollectiveRecord.__struct_fields__
-    return [{f: getattr(r, f) for f in fields} for r in rows]
+    out: list[dict[str, Any]] = []
+    where: dict[tuple[str, bool, int, int], int] = {}
+    seen: set[tuple[Any, ...]] = set()
+    repeated: list[tuple[str, int]] = []
+    for r in rows:
+        values = tuple(getattr(r, f) for f in fields)
+        if values in seen:
+            repeated.append((r.pg, r.seq))
+            continue
+        seen.add(values)
+        row = dict(zip(fields, values, strict=True))
+        key = collective_identity(r)
+        j = where.get(key)
+        if j is None:
+            where[key] = len(out)
+            out.append(row)
+        elif completeness(r.state, r.start_ns, r.end_ns, r.duration_ms) >= completeness(
+            out[j]["state"], out[j]["start_ns"], out[j]["end_ns"], out[j]["duration_ms"]
+        ):
+            out[j] = row
+    if repeated and bad is not None:
+        bad.append(repeated_collectives(path.name, repeated))
+    return out
 
 
 def _finite_scalar(value: Any) -> bool:

@@ -57,6 +57,9 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   ``TORCH_NCCL_ENABLE_TIMING=1``; else null); ``state`` is the recorder's
   ("scheduled", "started", "completed").
   Lines are in issue order per process group; ``read_collectives`` reads them.
+  The collector writes each flight-recorder entry once (by its record id), so a
+  line equal to an earlier one is a copy (a file appended to itself): readers
+  keep the first and name the repeats.
 - ``rank{R}.meta.json``: schema, rank, local_rank, world_size, host, node_rank
   (the node's index: torchrun's GROUP_RANK, Slurm's SLURM_NODEID; null when no
   launcher said it), placement_source ("torchrun" | "slurm" | "hostname"), pid,

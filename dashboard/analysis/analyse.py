@@ -57,6 +57,9 @@ from rankscope.dashboard.ingest.run import Run
 from rankscope.dashboard.ingest.table import Table
 from rankscope.profiler.errors import RankscopeError
 
+# Ranks (per process group) whose sequence numbers do not line up: each named in a warning.
+MAX_SHIFT_WARNINGS = 8
+
 
 @dataclass
 class Analysis:
@@ -252,7 +255,20 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         matched, traced, coverage, windows, n_steps, has_gpu
     )
     lights = wholerun.light_ranks(run.ranks)
-    whole = wholerun.whole_run(lights, has_gpu)
+    shifts = wholerun.seq_shifts(lights)
+    whole = wholerun.whole_run(lights, has_gpu, shifts)
+    shown = shifts[:MAX_SHIFT_WARNINGS]
+    warnings += [
+        wording.seq_shift(s.pg, s.rank, s.reference, s.offset, s.steps, s.compared) for s in shown
+    ]
+    if len(shifts) > len(shown):
+        warnings.append(
+            f"{len(shifts) - len(shown)} more (rank, process group) with sequence numbers"
+            " that do not line up"
+        )
+    if hang is not None:
+        # The hang verdict pairs ranks by (group, seq): shifted numbers pair different ones.
+        warnings += [wording.hang_seq_shift(s.pg, s.rank, s.offset) for s in shown]
     whole_stragglers = imbalance.whole_run_stragglers(whole) if whole else []
     evidence = evidence_mod.run_evidence(run)
     warnings += [wording.evidence_warning(e) for e in evidence if not e.complete]
@@ -362,7 +378,9 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         n_comms={r: len(d.comms) for r, d in digests.items()},
         hang=hang,
         nodes=job,
-        process_groups=group_summaries(run.ranks) if whole is not None else [],
+        process_groups=group_summaries(run.ranks, {s.pg for s in shifts})
+        if whole is not None
+        else [],
         pipelines=pipes,
     )
 

@@ -17,7 +17,7 @@ the data-parallel groups it delays.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,8 +53,15 @@ def _offset(rd: RankData) -> int:
     return offset if isinstance(offset, int) and not isinstance(offset, bool) else 0
 
 
-def group_summaries(ranks: Mapping[int, RankData]) -> list[GroupSummary]:
-    """One summary per process group two ranks or more logged, in group order."""
+def group_summaries(
+    ranks: Mapping[int, RankData], unaligned: Collection[str] = ()
+) -> list[GroupSummary]:
+    """One summary per process group two ranks or more logged, in group order.
+
+    The groups in ``unaligned`` (``wholerun.seq_shifts``: members whose sequence
+    numbers do not line up) are left out: pairing by seq would pair different
+    collectives.
+    """
     logs: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     descs: dict[str, str] = {}
     for r, rd in sorted(ranks.items()):
@@ -73,7 +80,7 @@ def group_summaries(ranks: Mapping[int, RankData]) -> list[GroupSummary]:
     out = []
     for pg in sorted(logs, key=lambda p: (len(p), p)):
         members = sorted(logs[pg])
-        if len(members) < 2:
+        if len(members) < 2 or pg in unaligned:
             continue
         common = None
         for r in members:

@@ -37,6 +37,11 @@ steps a window was taken to explain (attach and auto-capture aim it at a stall).
 Collectives are matched across ranks by (process group, sequence number) to
 check that the ranks' logs agree (``matched_collectives`` /
 ``unmatched_collectives``: a ring buffer that overflowed, a rank that died).
+Where one rank's sequence numbers are another's plus a constant at the same
+steps (``seq_shifts``: a log altered after the run, or ranks that issued
+different collectives), nothing is matched by number: no arrival lags, no GPU
+times; the evidence stays each rank's own work before its last collective, and
+``WholeRun.seq_shifts`` names the ranks for the report's warnings.
 
 NCCL with ``TORCH_NCCL_ENABLE_TIMING=1``: the enqueue time says when the CPU
 issued a collective, but a GPU job's CPU runs ahead of its GPU, so a rank whose
@@ -93,6 +98,22 @@ class LightRank:
     runq_ns: np.ndarray | None = None
     cpu_ns: np.ndarray | None = None  # its CPU time per step (ns, -1: not recorded)
     clock_offset_ns: int = 0  # this rank's clock minus rank 0's (its manifest)
+    # by coll_key row: a send or receive (its seq counts apart from the collectives')
+    p2p: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    pg_names: tuple[str, ...] = ()  # process group code -> its name (every rank's the same)
+
+
+@dataclass(frozen=True)
+class SeqShift:
+    """A rank whose sequence numbers in a process group are another rank's plus ``offset``
+    at the same steps' collectives (``seq_shifts``): they cannot be matched by number."""
+
+    pg: str
+    rank: int
+    reference: int  # the rank it is compared with (the lowest of those that agree)
+    offset: int  # its seq minus the reference's at the same step's first collective
+    steps: int  # shared steps that show this offset
+    compared: int  # shared steps compared
 
 
 @dataclass(frozen=True)
@@ -119,6 +140,93 @@ class StepSummary:
     capture: str = ""
 
 
+# A shift is named when at least this many shared steps, and SHIFT_SHARE of them, show
+# the same offset (a ring that lost a step's first entry on one rank moves one step).
+MIN_SHIFT_STEPS = 3
+SHIFT_SHARE = 0.75
+_SEQ_MASK = (1 << 40) - 1
+
+
+def _first_seq_per_step(r: LightRank, pg: int) -> tuple[np.ndarray, np.ndarray]:
+    """(step, smallest seq issued in it) of rank r's collectives in group ``pg``, by step.
+
+    Sends and receives are left out: their seq counts a rank's own p2p operations,
+    which differ between the ranks of a pipeline.
+    """
+    mine = (r.coll_key >> 40) == pg
+    if len(r.p2p) == len(r.coll_key):
+        mine &= ~r.p2p
+    idx = _step_index(r, r.enqueue_ns[mine])
+    ok = idx >= 0
+    first = np.full(len(r.step), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, idx[ok], (r.coll_key[mine] & _SEQ_MASK)[ok])
+    has = first < np.iinfo(np.int64).max
+    step, first = r.step[has], first[has]
+    order = np.argsort(step, kind="stable")
+    return step[order], first[order]
+
+
+def _usual_offset(diff: np.ndarray) -> tuple[int, int]:
+    """The most frequent value of ``diff`` and how often it occurs (the smaller on a tie)."""
+    values = np.sort(diff)
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    counts = np.diff(np.r_[starts, len(values)])
+    k = int(counts.argmax())
+    return int(values[starts[k]]), int(counts[k])
+
+
+def seq_shifts(ranks: list[LightRank]) -> list[SeqShift]:
+    """Ranks whose collective sequence numbers do not line up with the others'.
+
+    In one process group every member's n-th collective has the same seq (torch
+    counts them per group), so the first collective each rank issued in a step
+    carries the same number on every rank. Per group, each member's offset to the
+    lowest member is the offset seen at most shared steps (``MIN_SHIFT_STEPS`` and
+    ``SHIFT_SHARE`` of them at least; else 0: a few lost entries are no shift). The
+    largest set of members with one offset (the lowest member's on a tie) is the
+    reference; every other member is a ``SeqShift``: a file altered after the run
+    (its seq ids moved), or ranks that issued different collectives. Either way,
+    matching its collectives by (group, seq) would pair different ones.
+    """
+    ranks = sorted(ranks, key=lambda r: r.rank)
+    if len(ranks) < 2:
+        return []
+    names = next((r.pg_names for r in ranks if r.pg_names), ())
+    out = []
+    for pg in distinct(np.concatenate([r.coll_key >> 40 for r in ranks])).tolist():
+        firsts = [(r.rank, *_first_seq_per_step(r, pg)) for r in ranks]
+        firsts = [f for f in firsts if len(f[1])]
+        if len(firsts) < 2:
+            continue
+        _, ref_steps, ref_seqs = firsts[0]
+        offsets = {firsts[0][0]: (0, 0, 0)}  # rank -> (offset, steps showing it, compared)
+        for rank, steps, seqs in firsts[1:]:
+            common = ref_steps[isin(ref_steps, steps)]
+            if not len(common):
+                continue
+            diff = (
+                seqs[np.searchsorted(steps, common)] - ref_seqs[np.searchsorted(ref_steps, common)]
+            )
+            value, count = _usual_offset(diff)
+            if value and count >= MIN_SHIFT_STEPS and count >= SHIFT_SHARE * len(common):
+                offsets[rank] = (value, count, len(common))
+            else:
+                offsets[rank] = (0, count, len(common))
+        by_offset: dict[int, list[int]] = {}
+        for rank, (value, _, _) in offsets.items():
+            by_offset.setdefault(value, []).append(rank)
+        usual = max(by_offset, key=lambda v: (len(by_offset[v]), v == 0))
+        reference = min(by_offset[usual])
+        name = names[pg] if pg < len(names) else str(pg)
+        for rank, (value, count, compared) in sorted(offsets.items()):
+            if value == usual:
+                continue
+            if rank == firsts[0][0]:  # the lowest member is the odd one: as its reference saw it
+                count, compared = offsets[reference][1:]
+            out.append(SeqShift(name, rank, reference, value - usual, count, compared))
+    return out
+
+
 @dataclass
 class WholeRun:
     diagnosis: Diagnosis
@@ -138,6 +246,9 @@ class WholeRun:
     queued_ms: np.ndarray | None = None
     steps_index: np.ndarray | None = None
     wait_share: float | None = None  # the ranks' mean wait for the latest / the step
+    # ranks whose collective seq ids do not line up (``seq_shifts``): nothing was matched
+    # by seq (no arrival lags, no GPU times), and the match counts above pair by number
+    seq_shifts: list[SeqShift] = field(default_factory=list)
 
 
 def _step_index(r: LightRank, ts: np.ndarray) -> np.ndarray:
@@ -218,9 +329,14 @@ def gpu_split(ranks: list[LightRank]) -> GpuSplit | None:
 
 
 def light_gaps(
-    ranks: list[LightRank],
+    ranks: list[LightRank], seq_aligned: bool = True
 ) -> tuple[Gaps, dict[str, np.ndarray], np.ndarray, tuple[int, int]] | None:
-    """Gaps (one per rank and shared step), components, step lengths and match counts."""
+    """Gaps (one per rank and shared step), components, step lengths and match counts.
+
+    Without ``seq_aligned`` (``seq_shifts`` found ranks whose sequence numbers do not
+    line up), nothing is matched across ranks by (group, seq): no arrival lags, no
+    NCCL GPU times; each rank's evidence is its own work before its last collective.
+    """
     if len(ranks) < 2:
         return None
     common = None
@@ -280,7 +396,8 @@ def light_gaps(
     )
     steps = common[has]
     gap = (hi - lo) / NS_PER_MS
-    lagged = arrival_gaps(ranks, steps)  # many collectives a step (FSDP): arrival lags
+    # many collectives a step (FSDP): arrival lags
+    lagged = arrival_gaps(ranks, steps) if seq_aligned else None
     if lagged is not None:
         gap = lagged
     # Run-queue wait beyond the gap fell after the rank's last collective: woken when the
@@ -288,7 +405,7 @@ def light_gaps(
     # delay is its own, and the others pay it at the next collective: it counts.
     gap = gap + np.clip(runq - gap, 0.0, None)
     wait = gap.max(axis=0) - gap  # the others wait for the latest (no end times needed)
-    gpu_wait, gpu, _ = _gpu_pass(ranks, steps)
+    gpu_wait, gpu, _ = _gpu_pass(ranks if seq_aligned else [], steps)
     if gpu.any():
         # NCCL's GPU times (module docstring): the rank that waited least arrived last.
         late = gpu_wait[:, gpu].max(axis=0) - gpu_wait[:, gpu]
@@ -386,6 +503,8 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
                     else np.zeros(len(marks), np.int64)
                 ),
                 clock_offset_ns=_clock_offset(rd),
+                p2p=comms["p2p"] != 0 if "p2p" in comms else np.zeros(len(comms), dtype=bool),
+                pg_names=tuple(pgs),
             )
         )
     return out
@@ -476,15 +595,22 @@ def _columns(gaps: Gaps, keep: np.ndarray) -> Gaps:
     )
 
 
-def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
+def whole_run(
+    ranks: list[LightRank], has_gpu: bool, shifts: list[SeqShift] | None = None
+) -> WholeRun | None:
     """The diagnosis over every step the ranks share but a window's edges (``LEFT_OUT``);
-    None without two ranks' logs or without such a step."""
+    None without two ranks' logs or without such a step.
+
+    ``shifts``: ``seq_shifts(ranks)`` (worked out here when not given); where there are
+    any, nothing is matched across ranks by sequence number (``light_gaps``).
+    """
     ranks = sorted(ranks, key=lambda r: r.rank)
-    built = light_gaps(ranks)
+    shifts = seq_shifts(ranks) if shifts is None else shifts
+    built = light_gaps(ranks, seq_aligned=not shifts)
     if built is None:
         return None
     gaps, comps, step_ms, (matched, unmatched) = built
-    _, gpu, split = _gpu_pass(ranks, gaps.step)
+    _, gpu, split = _gpu_pass([] if shifts else ranks, gaps.step)
     capture = capture_labels(ranks, gaps.step)
     keep = np.array([c not in LEFT_OUT for c in capture], dtype=bool)
     if not keep.any():
@@ -536,6 +662,7 @@ def whole_run(ranks: list[LightRank], has_gpu: bool) -> WholeRun | None:
         unmatched_collectives=unmatched,
         gpu_steps=int(gpu.sum()),
         gpu_split=split,
+        seq_shifts=list(shifts),
         capture_steps=int((~keep).sum()),
         ranks=[int(r) for r in gaps.ranks.tolist()],
         queued_ms=comps["host_contention"],

@@ -909,3 +909,24 @@ def pipeline_bubble_finding(
 def pipeline_line(shape: str, bubble: float, ideal: str, bottleneck: str | None) -> str:
     tail = f"; the bottleneck is {bottleneck}" if bottleneck else "; no stage holds the others back"
     return f"Pipeline {shape}: blocked {_pct(bubble)} of the step ({ideal}){tail}."
+
+
+def seq_shift(pg: str, rank: int, reference: int, offset: int, steps: int, compared: int) -> str:
+    """Warning: rank ``rank``'s collective seq ids in ``pg`` are ``reference``'s + ``offset``."""
+    return (
+        f"rank{rank}.collectives.jsonl: rank {rank}'s collective sequence numbers in process"
+        f" group {pg} are rank {reference}'s {offset:+d} at the same steps ({steps} of"
+        f" {compared} shared steps): the logs do not line up (a file altered after the run,"
+        " or ranks that issued different collectives); no collective is matched across"
+        " ranks by sequence number in the whole-run verdict (each rank's own step timing"
+        " instead) or in that group's summary"
+    )
+
+
+def hang_seq_shift(pg: str, rank: int, offset: int) -> str:
+    """Warning: the hang verdict pairs ranks by seq, and rank ``rank``'s are off by ``offset``."""
+    return (
+        f"the hang verdict matches ranks by (process group, sequence number), and rank {rank}'s"
+        f" sequence numbers in process group {pg} are off by {offset:+d}: the collective it"
+        " names may not be the same one on every rank"
+    )

@@ -22,7 +22,7 @@ import numpy as np
 from rankscope.dashboard.ingest.kineto import empty_trace
 from rankscope.dashboard.ingest.table import Table
 from rankscope.dashboard.ingest.tracefile import TraceRef
-from rankscope.profiler import records, rundir
+from rankscope.profiler import readers, records, rundir
 
 _TRACE_TABLES = ("gpu", "cpu", "gpu_ann", "comms")
 
@@ -39,7 +39,8 @@ class RankData:
       name, pg_desc (strings), seq, enqueue_ns; start_ns, end_ns (when NCCL's watchdog noticed
       it start / end: upper bounds; -1 unknown) and duration_ms (NCCL's GPU time
       from its start to its end event; NaN unknown, always with gloo); empty where
-      the collector did not record it
+      the collector did not record it; p2p (1: a send or receive, whose seq counts the
+      group's p2p operations apart from its collectives)
 
     Each is read when first used: a report over many ranks reads each rank's
     digest (``analysis.digest``), not its events. ``steps_file`` and
@@ -158,8 +159,14 @@ def _stream_light_comms(
     duration = array("d")
     codes: dict[str, array[int]] = {"pg": array("i"), "name": array("i"), "pg_desc": array("i")}
     vocab: dict[str, dict[str, int]] = {"pg": {}, "name": {}, "pg_desc": {}}
+    p2p = array("b")
+    # Only to find the records that repeat one (``_repeats``): not kept in the table.
+    score, rest = array("b"), array("q")
     path = rundir.collectives_path(run_dir, rank)
     for rec in rundir.iter_records(path, records.CollectiveRecord, bad=bad, run_id=run_id):
+        p2p.append(rec.p2p)
+        score.append(readers.completeness(rec.state, rec.start_ns, rec.end_ns, rec.duration_ms))
+        rest.append(hash((rec.bytes, rec.state)))
         ints["seq"].append(rec.seq)
         ints["enqueue_ns"].append(rec.enqueue_ns)
         ints["start_ns"].append(-1 if rec.start_ns is None else rec.start_ns)
@@ -174,9 +181,82 @@ def _stream_light_comms(
         "pg_desc": np.frombuffer(codes["pg_desc"], dtype=np.int32),
         **{k: np.frombuffer(v, dtype=np.int64) for k, v in ints.items()},
         "duration_ms": np.frombuffer(duration, dtype=np.float64),
+        "p2p": np.frombuffer(p2p, dtype=np.int8),
     }
     order = ("pg", "name", "pg_desc", "seq", "enqueue_ns", "start_ns", "end_ns", "duration_ms")
-    return Table({k: cols[k] for k in order}, {k: list(v) for k, v in vocab.items()})
+    table = Table({k: cols[k] for k in (*order, "p2p")}, {k: list(v) for k, v in vocab.items()})
+    found = _repeats(
+        table,
+        np.frombuffer(score, dtype=np.int8),
+        np.frombuffer(rest, dtype=np.int64),
+    )
+    if found is None:
+        return table
+    take, repeated = found
+    if len(repeated) and bad is not None:
+        pgs, seqs = table.strings("pg")[repeated], table["seq"][repeated]
+        bad.append(
+            readers.repeated_collectives(
+                path.name, list(zip(pgs.tolist(), seqs.tolist(), strict=True))
+            )
+        )
+    return table.filter(take)
+
+
+def _repeats(t: Table, score: np.ndarray, rest: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows of a collective log to keep (in file order), and those that repeat one.
+
+    ``readers.read_collectives``'s rule, on columns (a log may hold millions of rows):
+    a row equal in every field to an earlier one (``rest``: a hash of the fields the
+    table does not keep) is a repeat, the first kept; of the rows of one
+    flight-recorder entry (``readers.collective_identity``) that differ, the most
+    complete (``score``; the later on a tie) is kept, in the first one's place. None
+    (the usual case, one sort of one key) when no entry has two rows.
+    """
+    n = len(t)
+    if n < 2:
+        return None
+    pg, seq, enq, p2p = t["pg"].astype(np.int64), t["seq"], t["enqueue_ns"], t["p2p"]
+    # A key that differs wherever the identity does (wrapping multiplication: equal
+    # identities give equal keys, and two entries rarely share one; the sort checks).
+    with np.errstate(over="ignore"):
+        key = enq * np.int64(1000003) + seq * np.int64(8191) + pg * np.int64(31) + p2p
+    s = np.sort(key)
+    if not (s[1:] == s[:-1]).any():
+        return None
+    row = np.arange(n, dtype=np.int64)
+    ident = (pg, p2p.astype(np.int64), seq, enq)
+    content = (
+        t["name"].astype(np.int64),
+        t["pg_desc"].astype(np.int64),
+        t["start_ns"],
+        t["end_ns"],
+        t["duration_ms"].view(np.int64),  # by bits: NaN (unknown) equals NaN
+        rest,
+    )
+    # Rows equal in every field, in file order: all but the first are repeats.
+    order = np.lexsort((row, *content[::-1], *ident[::-1]))
+    same = np.ones(n - 1, dtype=bool)
+    for col in (*ident, *content):
+        c = col[order]
+        same &= c[1:] == c[:-1]
+    drop = np.zeros(n, dtype=bool)
+    drop[order[1:][same]] = True
+    repeated = np.flatnonzero(drop)
+    # Of the rest, each entry's most complete row (the later on a tie) in the first's place.
+    left = np.flatnonzero(~drop)
+    order = left[np.lexsort((left, score[left], *(c[left] for c in ident[::-1])))]
+    again = np.zeros(len(order), dtype=bool)  # the same entry as the row before
+    again[1:] = True
+    for col in ident:
+        c = col[order]
+        again[1:] &= c[1:] == c[:-1]
+    # The last row of each entry's run is its best; the run's first file position is
+    # where that row goes.
+    starts = np.flatnonzero(~again)
+    ends = np.append(starts[1:], len(order)) - 1
+    best, place = order[ends], np.minimum.reduceat(order, starts)
+    return best[np.argsort(place, kind="stable")], repeated
 
 
 def _light_comms_table(rows: list[dict[str, Any]]) -> Table:
@@ -194,6 +274,7 @@ def _light_comms_table(rows: list[dict[str, Any]]) -> Table:
                 [np.nan if r["duration_ms"] is None else r["duration_ms"] for r in rows],
                 dtype=np.float64,
             ),
+            "p2p": np.array([bool(r.get("p2p", False)) for r in rows], dtype=np.int8),
         },
         strings=("pg", "name", "pg_desc"),
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import needs_torch, rankscope_cmd
+from conftest import REPO, needs_torch, rankscope_cmd
 from jobs.collector_jobs import JOBS, launcher, rankscope
 
 SLOW_RANK = 1
@@ -143,6 +143,29 @@ def _steps_appended_twice(run: Path) -> None:
     path.write_text("".join(lines + lines[1:]))
 
 
+def _collectives_appended_twice(run: Path) -> None:
+    # Rank 1's collective log appended to itself: the verdict held, the repeats went unsaid.
+    path = _collectives(run)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines + lines[1:]))
+
+
+def _shift_seqs(path: Path, by: int) -> None:
+    out = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if "seq" in row:
+            row["seq"] += by
+        out.append(json.dumps(row))
+    path.write_text("\n".join(out) + "\n")
+
+
+def _seqs_shifted(run: Path) -> None:
+    # Every seq of rank 1 moved by 5: the verdict held (it uses each step's last
+    # collective by time), but nothing said the logs no longer line up.
+    _shift_seqs(_collectives(run), 5)
+
+
 def _duplicate_window(run: Path) -> None:
     window = next(run.glob("rank0.step*.pt.trace.json.gz"))
     shutil.copy(window, run / f"copy of {window.name}")
@@ -169,6 +192,12 @@ def _counted_records(count: int) -> Callable[[dict[str, Any]], None]:
         assert evidence_of(rep, SLOW_RANK)["problem_count"] == count
 
     return check
+
+
+def _unaligned_group_left_out(rep: dict[str, Any]) -> None:
+    # No record is bad, but the group's summary would pair collectives 5 apart: left out.
+    assert evidence_of(rep, SLOW_RANK)["problem_count"] == 0
+    assert rep["process_groups"] == []
 
 
 CASES = [
@@ -237,6 +266,22 @@ CASES = [
         SLOW_RANK,
         _counted_records(1),
     ),
+    Case(
+        "collectives-appended-twice",
+        _collectives_appended_twice,
+        "rank1.collectives.jsonl: 18 record(s) repeat a collective already recorded"
+        " (process group 0, seq 1-18); the first record of each is kept",
+        SLOW_RANK,
+        _counted_records(1),
+    ),
+    Case(
+        "collective-seqs-shifted",
+        _seqs_shifted,
+        "rank1.collectives.jsonl: rank 1's collective sequence numbers in process group 0"
+        " are rank 0's +5 at the same steps",
+        SLOW_RANK,
+        _unaligned_group_left_out,
+    ),
 ]
 
 
@@ -294,3 +339,19 @@ def test_windows_of_the_real_run_are_valid_gzip_json(real_run: Path) -> None:
     for window in real_run.glob("rank*.pt.trace.json.gz"):
         with gzip.open(window, "rt") as f:
             assert json.load(f)["traceEvents"]
+
+
+def test_a_hang_verdict_over_shifted_seqs_says_so(tmp_path: Path) -> None:
+    # A recorded hang (rank 2 never issued all_reduce seq 7): the hang verdict pairs the
+    # ranks by (group, seq), so rank 1's moved numbers are named as a doubt on it too.
+    run = tmp_path / "stop"
+    shutil.copytree(REPO / "tests" / "data" / "hang_runs" / "stop", run)
+    _shift_seqs(_collectives(run), 5)
+    rep, stderr = report(run)
+    said = (
+        "the hang verdict matches ranks by (process group, sequence number), and rank 1's"
+        " sequence numbers in process group 0 are off by +5"
+    )
+    assert said in stderr and any(said in w for w in rep["run"]["warnings"])
+    assert "rank 1's collective sequence numbers in process group 0 are rank 0's +5" in stderr
+    assert rep["hang"]["rank"] == 2
