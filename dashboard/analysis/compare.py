@@ -187,6 +187,21 @@ class Condition(_Record, frozen=True):
     sentence: str
 
 
+class MachineChange(_Record, frozen=True):
+    """The machine's part of a step change, from the step timer: how much longer (or
+    shorter) a training thread waited for a CPU (run queue), and whether the job's own
+    CPU time moved. ``discounted``: the change less that wait is no significant change,
+    with the same CPU time, so the verdict is no significant change (docs/compare.md)."""
+
+    rank: int  # the rank whose run-queue wait moved most the way the step did
+    base_runq_ms: float  # its mean wait for a CPU a step
+    new_runq_ms: float
+    runq_delta_ms: float
+    cpu_delta_ms: float  # the training threads' CPU time a step, change (mean over ranks)
+    net_delta_ms: float  # the step change less runq_delta_ms (at most all of it)
+    discounted: bool
+
+
 class Comparison(_Record, frozen=True, kw_only=True):
     schema: SchemaName = SCHEMA
     base: str
@@ -208,6 +223,8 @@ class Comparison(_Record, frozen=True, kw_only=True):
     # NEW / BASE compute where compute moved by ``UNIFORM_RATIO`` or more the same way on
     # every shared rank (the machine, or heavier work everywhere); None otherwise
     uniform_compute_ratio: float | None = None
+    # the training threads' wait for a CPU, where both runs' step timers recorded it
+    machine: MachineChange | None = None
 
 
 # ---------------------------------------------------------------- samples
@@ -488,6 +505,100 @@ def _others_wait(ranks: Sequence[RankComparison], rank: int, sign: float) -> flo
     return float(np.median(waits)) if waits else 0.0
 
 
+# ---------------------------------------------------------------- the machine
+
+
+def queue_means(
+    marks: Mapping[str, np.ndarray] | None, steps: np.ndarray
+) -> tuple[float, float] | None:
+    """Mean run-queue wait and CPU time (ms a step) of a rank's step timer over ``steps``;
+    None where it did not record them (an older collector, or not on Linux)."""
+    if marks is None or "runq_ns" not in marks or "cpu_ns" not in marks or not len(steps):
+        return None
+    at = np.isin(np.asarray(marks["step"], np.int64), steps)
+    q = np.asarray(marks["runq_ns"], np.float64)[at]
+    c = np.asarray(marks["cpu_ns"], np.float64)[at]
+    ok = np.isfinite(q) & np.isfinite(c) & (q >= 0) & (c >= 0)
+    if not ok.any():
+        return None
+    return float(q[ok].mean()) / 1e6, float(c[ok].mean()) / 1e6
+
+
+def machine_change(
+    base: Mapping[int, tuple[float, float]],
+    new: Mapping[int, tuple[float, float]],
+    step: Change,
+) -> MachineChange | None:
+    """The machine's part of ``step`` (the overall change) from each shared rank's mean
+    run-queue wait and CPU time a step (``queue_means``) on both sides.
+
+    In a job whose ranks meet every step, the rank that waited longest for a CPU holds
+    the others back, so the machine's part is the largest change of one rank's wait
+    the way the step moved. It is discounted, and the verdict is no significant change,
+    when the step change less it passes no noise rule (the interval shifted by it)
+    and the training threads' CPU time did not move by the noise floor: the same work,
+    on a busier (or quieter) machine.
+    """
+    ranks = sorted(set(base) & set(new))
+    if not ranks:
+        return None
+    sign = 1.0 if step.delta_ms >= 0 else -1.0
+    rank = max(ranks, key=lambda r: (sign * (new[r][0] - base[r][0]), -r))
+    dq = new[rank][0] - base[rank][0]
+    cpu = float(np.mean([new[r][1] - base[r][1] for r in ranks]))
+    # the machine explains at most the whole change (a wait longer than the change
+    # leaves nothing of it, not a change the other way)
+    part = sign * min(sign * dq, sign * step.delta_ms)
+    net = step.delta_ms - part
+    same_work = abs(cpu) < max(NOISE_MS, NOISE_PCT / 100 * abs(step.base_ms))
+    discounted = (
+        step.significant
+        and sign * dq > 0
+        and same_work
+        and not is_significant(step.base_ms, net, step.low_ms - part, step.high_ms - part)
+    )
+    return MachineChange(
+        rank=rank,
+        base_runq_ms=_r(base[rank][0]),
+        new_runq_ms=_r(new[rank][0]),
+        runq_delta_ms=_r(dq),
+        cpu_delta_ms=_r(cpu),
+        net_delta_ms=_r(net),
+        discounted=discounted,
+    )
+
+
+def _machine(
+    sides: tuple[Side, Side], samples: tuple[dict[int, RankSamples], dict[int, RankSamples]],
+    shared: Sequence[int], step: Change,
+) -> MachineChange | None:  # fmt: skip
+    means: list[dict[int, tuple[float, float]]] = []
+    for side, got in zip(sides, samples, strict=True):
+        out = {}
+        for r in shared:
+            rd = side.analysis.run.ranks.get(r)
+            marks = rd.step_marks.cols if rd is not None and len(rd.step_marks) else None
+            m = queue_means(marks, got[r].steps)
+            if m is None:
+                return None  # every shared rank on both sides, or no rule
+            out[r] = m
+        means.append(out)
+    return machine_change(means[0], means[1], step)
+
+
+def _less(c: Change, ms: float) -> Change:
+    """``c`` less ``ms`` (the machine's part): the change and its interval shifted."""
+    return Change(
+        base_ms=c.base_ms,
+        new_ms=_r(c.new_ms - ms),
+        delta_ms=_r(c.delta_ms - ms),
+        delta_pct=_r(100 * (c.delta_ms - ms) / c.base_ms) if c.base_ms > 0 else None,
+        low_ms=_r(c.low_ms - ms),
+        high_ms=_r(c.high_ms - ms),
+        significant=is_significant(c.base_ms, c.delta_ms - ms, c.low_ms - ms, c.high_ms - ms),
+    )
+
+
 # ---------------------------------------------------------------- matching by name
 
 
@@ -761,8 +872,13 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
         overall_samples([b[r] for r in shared]), overall_samples([n[r] for r in shared]), comps
     )
     verdict: Verdict = "no_significant_change"
-    if overall.step.significant:
+    machine = _machine((base, new), (b, n), shared, overall.step)
+    if overall.step.significant and not (machine is not None and machine.discounted):
         verdict = "slower" if overall.step.delta_ms > 0 else "faster"
+    # the gate judges the step less the machine's part where that part was discounted
+    gate_step = overall.step
+    if machine is not None and machine.discounted:
+        gate_step = _less(overall.step, overall.step.delta_ms - machine.net_delta_ms)
     origin, uniform = None, None
     stragglers = straggler_changes(base.report, new.report, shared)
     if verdict != "no_significant_change":
@@ -775,7 +891,7 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
         uniform = uniform_compute_ratio(ranks, overall)
     if uniform is not None and origin is not None and origin.component == "compute":
         origin = None  # compute moved on every rank: no rank is where it starts
-    conditions = [evaluate(r, overall.step, overall.components, stragglers) for r in rules]
+    conditions = [evaluate(r, gate_step, overall.components, stragglers) for r in rules]
     traced = (bool(base.analysis.steps), bool(new.analysis.steps))
     scope = _scope(base, new, b, n, basis, traced)
     sentences = words.evidence(
@@ -788,6 +904,14 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
     if uniform is not None:
         work = [(k.name, k.base_calls, k.new_calls, k.delta_ms) for k in work_changes(kernels)]
         sentences.insert(1, words.uniform_compute(uniform, work, basis == "trace"))
+    if machine is not None:
+        said = words.machine_sentence(
+            verdict,
+            machine.rank, machine.runq_delta_ms, machine.cpu_delta_ms, overall.step.delta_ms,
+            machine.discounted,
+        )  # fmt: skip
+        if said:
+            sentences.insert(0 if machine.discounted else len(sentences), said)
     return Comparison(
         base=base.report.run.path,
         new=new.report.run.path,
@@ -802,6 +926,7 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
             overall.step.low_ms,
             overall.step.high_ms,
             (origin.rank, origin.component, origin.delta_ms) if origin else None,
+            (machine.rank, machine.runq_delta_ms) if machine and machine.discounted else None,
         ),
         step=overall.step,
         components=overall.components,
@@ -815,6 +940,7 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
         conditions=conditions,
         regressed=any(c.holds for c in conditions),
         uniform_compute_ratio=uniform,
+        machine=machine,
     )
 
 

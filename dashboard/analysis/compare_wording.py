@@ -59,15 +59,23 @@ def headline(
     low_ms: float,
     high_ms: float,
     origin: tuple[int, str, float] | None,
+    machine: tuple[int, float] | None = None,
 ) -> str:
     """ "NEW is slower: step time 40.1 -> 101.3 ms (+61.2 ms, +153%; 90% interval ...).
     It starts on rank 2: data loading +59.8 ms." """
     pct = f", {delta_pct:+.0f}%" if delta_pct is not None else ""
-    noise = "; within noise" if verdict == "no_significant_change" else ""
+    noise = "; within noise" if verdict == "no_significant_change" and machine is None else ""
     text = (
         f"{VERDICT_TEXT[verdict]}: step time {base_ms:.1f} -> {new_ms:.1f} ms"
         f" ({_signed(delta_ms)}{pct}; {interval_text(low_ms, high_ms)}{noise})."
     )
+    if machine is not None:
+        rank, runq = machine
+        text = (
+            f"No significant change in the job: step time {base_ms:.1f} -> {new_ms:.1f} ms"
+            f" ({_signed(delta_ms)}{pct}), the machine's load: rank {rank} waited"
+            f" {_more_or_less(runq)} a step for a CPU, with the same CPU time."
+        )
     if origin is not None:
         rank, component, d = origin
         if component == "idle":
@@ -229,3 +237,28 @@ def uniform_compute(
 
 def calls_text(calls: float) -> str:
     return f"{calls:.0f}" if calls >= 10 or calls == int(calls) else f"{calls:.1f}"
+
+
+def _more_or_less(ms: float) -> str:
+    return f"{abs(ms):.1f} ms {'more' if ms >= 0 else 'less'}"
+
+
+def machine_sentence(
+    verdict: str, rank: int, runq_ms: float, cpu_ms: float, step_ms: float, discounted: bool
+) -> str | None:
+    """The machine's part of the change: the training threads' wait for a CPU."""
+    if discounted:
+        return (
+            f"The step is {_signed(step_ms)} in NEW, but rank {rank}'s training thread waited"
+            f" {_more_or_less(runq_ms)} a step for a CPU (run queue) while the threads' CPU"
+            f" time moved {_signed(cpu_ms)}: the same work on a machine under a different"
+            " load, not a change of the job."
+        )
+    moved = verdict != "no_significant_change" and runq_ms * step_ms > 0
+    if moved and abs(runq_ms) >= 0.25 * abs(step_ms):
+        return (
+            f"Part of it is the machine: rank {rank}'s training thread waited"
+            f" {_more_or_less(runq_ms)} a step for a CPU (run queue); the threads' CPU"
+            f" time moved {_signed(cpu_ms)}."
+        )
+    return None

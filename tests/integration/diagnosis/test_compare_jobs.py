@@ -102,12 +102,17 @@ def parts_add_up(c: dict[str, Any]) -> None:
         assert abs(sum(p["delta_ms"] for p in r["components"]) - r["step"]["delta_ms"]) < 0.05
 
 
-def test_the_same_job_three_times_is_never_blamed_on_a_rank(runs: dict[str, Path]) -> None:
-    """No significant change, or, where this machine's load changed between the runs
-    (seen: 5.8 vs 25.7 ms a step, and 5.8 vs 9.7 ms, for one job run twice at once),
-    a change that no rank is blamed for: the machine moved every rank alike."""
+def test_the_same_job_three_times_is_no_significant_change(runs: dict[str, Path]) -> None:
+    """No significant change, also where this machine's load changed between the runs
+    (seen: 4.8 vs 7.7 ms a step for one job run twice at once, rank 0's training thread
+    waiting 2.7 ms more a step for a CPU with the same CPU time): the run queue is the
+    machine's part, and the gate on the step time does not fail on it."""
     for base, new in (("a", "b"), ("b", "a"), ("a", "c"), ("c", "b")):
-        code, c, _ = compare(str(runs[base]), str(runs[new]), "--fail-if", "data_ms>+20ms")
+        code, c, _ = compare(
+            str(runs[base]), str(runs[new]), "--fail-if", "data_ms>+20ms",
+            "--fail-if", "step_ms>+10%",
+        )  # fmt: skip
+        assert c["verdict"] == "no_significant_change", (c["headline"], c["sentences"])
         assert code == 0 and not c["regressed"], c["conditions"]
         assert c["basis"] == "trace" and c["scope"]["shared_ranks"] == [0, 1]
         assert c["origin"] is None, c["headline"]

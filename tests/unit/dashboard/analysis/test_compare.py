@@ -261,3 +261,38 @@ def test_the_work_changed_where_the_kernels_calls_changed() -> None:
     # calls changed on a kernel that carries under half of the change: not the work
     mixed = [kernel("aten::mm", "matched", 1, 9, 3, 3), kernel("aten::add", "matched", 1, 2, 8, 16)]
     assert cmp.work_changes(mixed) == []
+
+
+def change(base: float, delta: float, low: float, high: float) -> cmp.Change:
+    return cmp.Change(
+        base_ms=base, new_ms=base + delta, delta_ms=delta, delta_pct=100 * delta / base,
+        low_ms=low, high_ms=high, significant=cmp.is_significant(base, delta, low, high),
+    )  # fmt: skip
+
+
+def test_a_step_change_that_is_the_run_queue_is_the_machine() -> None:
+    # +3.0 ms (+1.3 .. +4.4) on a 4.8 ms step; rank 0 waited 2.5 -> 5.2 ms a step for a
+    # CPU, rank 1 0.3 -> 1.3; CPU time 1.4 ms a step on both sides: the same work
+    step = change(4.8, 3.0, 1.3, 4.4)
+    m = cmp.machine_change({0: (2.5, 1.4), 1: (0.3, 1.4)}, {0: (5.2, 1.4), 1: (1.3, 1.45)}, step)
+    assert m is not None and (m.rank, m.runq_delta_ms, m.discounted) == (0, 2.7, True)
+    assert m.net_delta_ms == 0.3  # 3.0 - 2.7, inside its shifted interval (-1.4 .. +1.7)
+    # a wait longer than the change explains all of it, no more
+    m = cmp.machine_change({0: (2.0, 1.4)}, {0: (6.1, 1.4)}, change(4.2, 2.0, 0.6, 3.4))
+    assert m is not None and m.discounted and m.net_delta_ms == 0.0
+    # the same wait, but the threads' CPU time grew 25 ms a step: the work changed
+    m = cmp.machine_change({0: (2.5, 1.4)}, {0: (5.2, 26.4)}, step)
+    assert m is not None and not m.discounted
+    # a change beyond the wait (+30 ms, 2.7 of it the run queue): still a change
+    m = cmp.machine_change({0: (2.5, 1.4)}, {0: (5.2, 1.4)}, change(4.8, 30.0, 27.0, 33.0))
+    assert m is not None and not m.discounted and m.net_delta_ms == 27.3
+
+
+def test_queue_means_read_the_step_timer_at_the_compared_steps() -> None:
+    marks = {
+        "step": np.array([3, 4, 5, 6]),
+        "runq_ns": np.array([9e6, 1e6, 3e6, -1.0]),  # -1: not recorded
+        "cpu_ns": np.array([9e6, 2e6, 2e6, 2e6]),
+    }
+    assert cmp.queue_means(marks, np.array([4, 5, 6])) == (2.0, 2.0)
+    assert cmp.queue_means({"step": np.array([4])}, np.array([4])) is None  # older collector
