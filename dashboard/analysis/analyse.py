@@ -103,6 +103,18 @@ class Analysis:
     operators: list[KernelSummary] = field(default_factory=list)
 
 
+def _cpu_ms(run: Run, steps: list[int]) -> dict[int, float]:
+    """Per rank, its training thread's mean CPU time a step over ``steps`` (step timer),
+    where recorded."""
+    out = {}
+    for r, rd in run.ranks.items():
+        marks = rd.step_marks.cols if len(rd.step_marks) else None
+        m = wholerun.queue_means(marks, np.asarray(steps))
+        if m is not None:
+            out[r] = m[1]
+    return out
+
+
 class LazyActivities(Mapping[int, RankActivity]):
     """Each rank's ``RankActivity``, made from its tables on first use."""
 
@@ -306,6 +318,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         steps,
         _clock_offsets(run),
         {r: d.p2p for r, d in digests.items()},
+        {} if has_gpu else _cpu_ms(run, steps),
     )
     if len(run.ranks) > 1 and steps and not len(matched):
         warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")

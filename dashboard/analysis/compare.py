@@ -39,6 +39,7 @@ import numpy as np
 
 from rankscope.dashboard.analysis import compare_wording as words
 from rankscope.dashboard.analysis.analyse import parse_step_range
+from rankscope.dashboard.analysis.wholerun import queue_means
 
 if TYPE_CHECKING:
     from rankscope.dashboard.analysis.analyse import Analysis
@@ -506,22 +507,6 @@ def _others_wait(ranks: Sequence[RankComparison], rank: int, sign: float) -> flo
 
 
 # ---------------------------------------------------------------- the machine
-
-
-def queue_means(
-    marks: Mapping[str, np.ndarray] | None, steps: np.ndarray
-) -> tuple[float, float] | None:
-    """Mean run-queue wait and CPU time (ms a step) of a rank's step timer over ``steps``;
-    None where it did not record them (an older collector, or not on Linux)."""
-    if marks is None or "runq_ns" not in marks or "cpu_ns" not in marks or not len(steps):
-        return None
-    at = np.isin(np.asarray(marks["step"], np.int64), steps)
-    q = np.asarray(marks["runq_ns"], np.float64)[at]
-    c = np.asarray(marks["cpu_ns"], np.float64)[at]
-    ok = np.isfinite(q) & np.isfinite(c) & (q >= 0) & (c >= 0)
-    if not ok.any():
-        return None
-    return float(q[ok].mean()) / 1e6, float(c[ok].mean()) / 1e6
 
 
 def machine_change(

@@ -37,6 +37,13 @@ ideal bubble of GPipe and 1F1B with p stages is (p-1)/(m+p-1).
 
 **The bottleneck.** The busiest stage, when it is busy at least
 ``BUSY_RATIO`` x the median stage and ``MIN_EXTRA_SHARE`` of the step more.
+In a run with no GPU where every stage's step timer recorded the training
+thread's CPU time (``cpu_ms``), that stage must also use ``BUSY_RATIO`` x the
+median stage's CPU time: a stage on a shared, loaded host that waits for a CPU
+(or for I/O) looks busier by the wall clock without more work of its own (seen:
+a balanced 4-stage GPipe job on 2 loaded cores read stage 0 1.25x busier by the
+wall clock, 1.05x by CPU time). ``cpu_ratio`` is that stage's CPU time / the
+median stage's.
 What-if: with per-micro-batch stage times c_s = B_s/m (B: busy per step), a
 GPipe/1F1B step takes about (m-1) max c + sum c; spread evenly it would take
 (m+p-1) mean c, so rebalancing saves about (m-1)(B_max - B_mean)/m per step
@@ -72,6 +79,9 @@ class PipelineStage(msgspec.Struct, frozen=True, kw_only=True):
     bubble: float  # blocked / step
     sends_per_step: float
     recvs_per_step: float
+    # the rank's training thread's CPU time a step (step timer), in a run with no GPU;
+    # null where not recorded
+    cpu_ms: float | None = None
 
 
 class Pipeline(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,6 +98,8 @@ class Pipeline(msgspec.Struct, frozen=True, kw_only=True):
     busy_ratio: float  # the busiest stage's busy time / the median stage's
     saving_ms_per_step: float  # from rebalancing the stages' work (0 without a bottleneck)
     step_ms: float
+    # the busiest stage's CPU time / the median stage's (no GPU, step timer); null otherwise
+    cpu_ratio: float | None = None
 
 
 def _rows(
@@ -243,11 +255,14 @@ def pipelines_of(
     steps: list[int],
     offsets: Mapping[int, int] | None = None,
     blocked: Mapping[int, iv.Intervals | None] | None = None,
+    cpu_ms: Mapping[int, float] | None = None,
 ) -> list[Pipeline]:
     """Every pipeline among the ranks (module docstring); [] when no rank passes messages.
 
     ``blocked``: per rank, its time blocked in sends and receives on its own clock
-    (``RankActivity.p2p``); without it, the union of its point-to-point rows."""
+    (``RankActivity.p2p``); without it, the union of its point-to-point rows.
+    ``cpu_ms``: per rank, its training thread's mean CPU time a step over ``steps``
+    (the step timer's ``cpu_ns``), given only for a run with no GPU."""
     offsets = offsets or {}
     rows = {}
     for r in sorted(comms):
@@ -270,7 +285,7 @@ def pipelines_of(
             source = "rank order"
             if chain[-1] < chain[0]:
                 chain = chain[::-1]
-        out.append(_pipeline(chain, rows, windows, steps, source))
+        out.append(_pipeline(chain, rows, windows, steps, source, cpu_ms or {}))
     return out
 
 
@@ -280,8 +295,13 @@ def _pipeline(
     windows: Mapping[int, dict[int, tuple[int, int]]],
     steps: list[int],
     source: str,
+    cpu_ms: Mapping[int, float],
 ) -> Pipeline:
     stages = [_stage(i, r, rows[r], windows.get(r, {}), steps) for i, r in enumerate(chain)]
+    cpu = None
+    if chain and all(r in cpu_ms for r in chain):
+        stages = [msgspec.structs.replace(s, cpu_ms=round(cpu_ms[s.rank], 3)) for s in stages]
+        cpu = np.array([cpu_ms[r] for r in chain])
     p = len(stages)
     m = _micro_batches(rows[chain[0]], steps)
     ideal = (p - 1) / (m + p - 1) if m else None
@@ -290,6 +310,12 @@ def _pipeline(
     med, top = float(np.median(busy)), int(np.argmax(busy))
     ratio = float(busy[top] / med) if med > 0 else 1.0
     bottleneck = top if ratio >= BUSY_RATIO and busy[top] - med >= MIN_EXTRA_SHARE * step else None
+    cpu_ratio = None
+    if cpu is not None:
+        cpu_med = float(np.median(cpu))
+        cpu_ratio = float(cpu[top] / cpu_med) if cpu_med > 0 else None
+        if cpu_ratio is not None and cpu_ratio < BUSY_RATIO:
+            bottleneck = None  # busier by the wall clock only: a wait for a CPU or for I/O
     saving = 0.0
     if bottleneck is not None:
         extra = float(busy[top] - busy.mean())
@@ -304,6 +330,7 @@ def _pipeline(
         bottleneck_stage=bottleneck,
         bottleneck_rank=None if bottleneck is None else chain[bottleneck],
         busy_ratio=round(ratio, 3),
+        cpu_ratio=None if cpu_ratio is None else round(cpu_ratio, 3),
         saving_ms_per_step=round(max(saving, 0.0), 3),
         step_ms=round(step, 3),
     )

@@ -45,7 +45,7 @@ from rankscope.dashboard.analysis.diagnosis import (
     _median_rows,
 )
 from rankscope.dashboard.analysis.imbalance import median
-from rankscope.dashboard.analysis.pipeline import Pipeline
+from rankscope.dashboard.analysis.pipeline import BUSY_RATIO, Pipeline
 from rankscope.dashboard.analysis.results import Cause, Pattern, RotatingLateness, Straggler
 from rankscope.dashboard.analysis.wholerun import WholeRun
 
@@ -325,7 +325,14 @@ def with_pipeline(
         return replace(
             verdict,
             headline=wording.verdict_balanced_pipeline(
-                len(p.stages), p.busy_ratio, p.bubble, p.ideal_bubble
+                len(p.stages),
+                p.busy_ratio,
+                p.bubble,
+                p.ideal_bubble,
+                p.cpu_ratio,
+                wall_only=p.busy_ratio >= BUSY_RATIO
+                and p.cpu_ratio is not None
+                and p.cpu_ratio < BUSY_RATIO,
             ),
         )
     if verdict is None or not slow:

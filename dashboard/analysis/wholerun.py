@@ -62,6 +62,7 @@ NCCL's ``start_ns``/``end_ns`` are when its watchdog *noticed* the events (every
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -672,3 +673,19 @@ def whole_run(
         if step_ms[keep].sum() > 0
         else None,
     )
+
+
+def queue_means(
+    marks: Mapping[str, np.ndarray] | None, steps: np.ndarray
+) -> tuple[float, float] | None:
+    """Mean run-queue wait and CPU time (ms a step) of a rank's step timer over ``steps``;
+    None where it did not record them (an older collector, or not on Linux)."""
+    if marks is None or "runq_ns" not in marks or "cpu_ns" not in marks or not len(steps):
+        return None
+    at = np.isin(np.asarray(marks["step"], np.int64), steps)
+    q = np.asarray(marks["runq_ns"], np.float64)[at]
+    c = np.asarray(marks["cpu_ns"], np.float64)[at]
+    ok = np.isfinite(q) & np.isfinite(c) & (q >= 0) & (c >= 0)
+    if not ok.any():
+        return None
+    return float(q[ok].mean()) / 1e6, float(c[ok].mean()) / 1e6

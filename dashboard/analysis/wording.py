@@ -860,12 +860,25 @@ def verdict_pipeline(
     )
 
 
-def verdict_balanced_pipeline(stages: int, ratio: float, bubble: float, ideal: float | None) -> str:
-    """No straggler in a pipeline job: its stages are balanced; its bubble against the ideal."""
+def verdict_balanced_pipeline(
+    stages: int,
+    ratio: float,
+    bubble: float,
+    ideal: float | None,
+    cpu_ratio: float | None = None,
+    wall_only: bool = False,
+) -> str:
+    """No straggler in a pipeline job: its stages are balanced; its bubble against the ideal.
+    ``wall_only``: the busiest stage passed the bottleneck's ratio by the wall clock only."""
     against = "" if ideal is None else f" (the schedule's ideal is {_pct(ideal)})"
+    cpu = ""
+    if cpu_ratio is not None and wall_only:
+        cpu = f", {cpu_ratio:.2f}x by CPU time: it waited for a CPU or for I/O, not on more work"
+    elif cpu_ratio is not None:
+        cpu = f", {cpu_ratio:.2f}x by CPU time"
     return (
         f"No straggler: the pipeline's {stages} stages are balanced (the busiest is busy"
-        f" {ratio:.2f}x the median stage); they are blocked on their neighbours"
+        f" {ratio:.2f}x the median stage{cpu}); they are blocked on their neighbours"
         f" {_pct(bubble)} of the step{against}."
     )
 

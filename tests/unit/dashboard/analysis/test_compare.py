@@ -19,6 +19,7 @@ from rankscope.dashboard.analysis.compare import (
     parse_condition,
     trace_samples,
 )
+from rankscope.dashboard.analysis.wholerun import queue_means
 
 REPO = Path(__file__).resolve().parents[4]
 
@@ -294,5 +295,5 @@ def test_queue_means_read_the_step_timer_at_the_compared_steps() -> None:
         "runq_ns": np.array([9e6, 1e6, 3e6, -1.0]),  # -1: not recorded
         "cpu_ns": np.array([9e6, 2e6, 2e6, 2e6]),
     }
-    assert cmp.queue_means(marks, np.array([4, 5, 6])) == (2.0, 2.0)
-    assert cmp.queue_means({"step": np.array([4])}, np.array([4])) is None  # older collector
+    assert queue_means(marks, np.array([4, 5, 6])) == (2.0, 2.0)
+    assert queue_means({"step": np.array([4])}, np.array([4])) is None  # older collector

@@ -132,6 +132,22 @@ def test_a_slow_stage_is_the_bottleneck_with_the_rebalancing_saving() -> None:
     assert p.stages[2].bubble < min(s.bubble for s in p.stages if s.stage != 2)
 
 
+def test_a_stage_busier_by_the_wall_clock_only_is_no_bottleneck() -> None:
+    # stage 2 busy 36 ms a step against 12, but its thread ran 12.5 ms of CPU like the
+    # others' 12: it waited for a CPU (a loaded host) or for I/O, not on more work
+    comms, windows = tables([1.0, 1.0, 3.0, 1.0], m=4)
+    cpu = {0: 12.0, 1: 12.2, 2: 12.5, 3: 11.9}
+    (p,) = pipelines_of(comms, windows, STEADY, cpu_ms=cpu)
+    assert p.busy_ratio == pytest.approx(3.0, abs=0.01)
+    assert p.cpu_ratio == pytest.approx(12.5 / 12.1, abs=1e-3)
+    assert p.bottleneck_stage is None and p.saving_ms_per_step == 0.0
+    assert [s.cpu_ms for s in p.stages] == [12.0, 12.2, 12.5, 11.9]
+    # the same wall clock with 3x the CPU time: the bottleneck
+    cpu[2] = 36.0
+    (p,) = pipelines_of(comms, windows, STEADY, cpu_ms=cpu)
+    assert p.bottleneck_stage == 2 and p.cpu_ratio == pytest.approx(36 / 12.1, abs=1e-3)
+
+
 def test_stages_are_ordered_by_who_talks_to_whom_not_by_rank() -> None:
     comms, windows = tables([1.0, 1.0, 1.0, 2.5], m=4, ranks=[2, 0, 3, 1])
     (p,) = pipelines_of(comms, windows, STEADY)
