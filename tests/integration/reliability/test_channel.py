@@ -7,6 +7,7 @@ Real processes: ``rankscope run -- python job.py`` for signals, a live ``Collect
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import resource
@@ -258,6 +259,15 @@ def test_far_future_start_step_is_refused(live_run: tuple[Path, Any]) -> None:
     assert "steps ahead" in rundir.read_acks(run)[0]["reason"]
 
 
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, bytes(a), at_fdcwd, bytes(b), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(b))
+
+
 @needs_torch
 def test_control_dir_swapped_for_a_symlink_stops_attach(
     live_run: tuple[Path, Any], tmp_path: Path
@@ -265,8 +275,11 @@ def test_control_dir_swapped_for_a_symlink_stops_attach(
     run, col = live_run
     outside = tmp_path / "outside"
     outside.mkdir()
-    os.rename(run / "control", tmp_path / "old-control")
-    (run / "control").symlink_to(outside)
+    # Swapped in one step (renameat2 RENAME_EXCHANGE): a rename then a symlink
+    # leaves a moment with no control/ at all, which the collector reports as
+    # "gone" instead, as it should.
+    (run / "control.new").symlink_to(outside)
+    _exchange(run / "control.new", run / "control")
     time.sleep(1.5)  # a few polls and at least one heartbeat period
     col.flush()
     assert list(outside.iterdir()) == []
