@@ -11,6 +11,8 @@ fields as written, defaults left out), so callers index them as before.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,10 +169,63 @@ def iter_records(
                 bad.append(f"{Path(path).name} line {number}: {e.reason}")
 
 
+def read_whole(path: Path, cls: type[T], run_id: str | None = None) -> list[T] | None:
+    """Every record of a JSONL file decoded in one call, or None: then ``iter_records``
+    reads it line by line (and names what it skips).
+
+    The fast path for a file with nothing to skip: one read, one UTF-8 check and one
+    ``decode_lines`` for the whole file (a 1,000-step log: ~10x fewer Python calls
+    than a decode per line). A leading header line (``schema``) of this run is
+    left out; anything else (a file that cannot be read or is over the size
+    bound, a line over ``MAX_LINE_BYTES``, a bad or foreign record, a header
+    further down, a partly written last line) gives None, and the careful path
+    gives exactly what it always did.
+    """
+    try:
+        fd = safeio.open_regular(path)
+    except (OSError, safeio.UnsafeFile):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(fd).st_size
+        if size > safeio.max_jsonl_bytes():
+            return None
+        data = f.read(size)
+    if len(data) > safeio.MAX_LINE_BYTES and any(
+        len(line) > safeio.MAX_LINE_BYTES for line in data.split(b"\n")
+    ):
+        return None
+    body = data.lstrip()
+    if body.startswith(b'{"schema"'):
+        first, _, body = body.partition(b"\n")
+        try:
+            header = records.parse(first)
+        except BadRecord:
+            return None
+        if not isinstance(header, dict) or header_problem(header, path, run_id) is not None:
+            return None
+    try:
+        return _decoder(cls).decode_lines(body.decode("utf-8"))
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError, ValueError):
+        return None
+
+
+@functools.cache
+def _decoder(cls: type[T]) -> msgspec.json.Decoder[T]:
+    return msgspec.json.Decoder(cls)
+
+
 def read_steps(
     run_dir: Path, rank: int, bad: Problems = None, run_id: str | None = None
 ) -> list[dict[str, Any]]:
-    """The step timer's records for a rank (``records.StepRecord`` as dicts).
+    """The step timer's records for a rank (``records.StepRecord`` as dicts):
+    ``read_step_records``'s, the same rules."""
+    return [records.as_dict(r) for r in read_step_records(run_dir, rank, bad, run_id)]
+
+
+def read_step_records(
+    run_dir: Path, rank: int, bad: Problems = None, run_id: str | None = None
+) -> list[records.StepRecord]:
+    """The step timer's records for a rank.
 
     Records whose step is not in 0..MAX_STEP, whose times are not int64
     nanoseconds, or which end before they start are skipped; a bad ``data_ns``,
@@ -180,14 +235,16 @@ def read_steps(
     of a step already read is skipped (the first is kept), and the repeats named.
     """
     path = steps_path(run_dir, rank)
-    rows = iter_records(
-        path,
-        records.StepRecord,
-        optional=("data_ns", "cpu_ns", "runq_ns", "capture"),
-        bad=bad,
-        run_id=run_id,
-    )
-    out = []
+    rows: Iterable[records.StepRecord] | None = read_whole(path, records.StepRecord, run_id)
+    if rows is None:
+        rows = iter_records(
+            path,
+            records.StepRecord,
+            optional=("data_ns", "cpu_ns", "runq_ns", "capture"),
+            bad=bad,
+            run_id=run_id,
+        )
+    out: list[records.StepRecord] = []
     seen: set[int] = set()
     repeated: list[int] = []
     for r in rows:
@@ -204,7 +261,7 @@ def read_steps(
                     f" than the step ({(r.end_ns - r.start_ns) / 1e6:.1f} ms); left out"
                 )
             r.data_ns = None
-        out.append(records.as_dict(r))
+        out.append(r)
     if repeated and bad is not None:
         bad.append(
             f"{path.name}: {len(repeated)} record(s) repeat a step already recorded (steps"

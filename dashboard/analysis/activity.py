@@ -176,8 +176,9 @@ def step_windows(rd: RankData) -> tuple[dict[int, tuple[int, int]], str]:
     if steps:
         return steps, "profiler"
     span = trace_span(rd)
-    marks = rd.step_marks
-    if span is not None and len(marks) and "start_ns" in marks:
+    # A rank with no trace has no windows: its step log is not read for nothing.
+    marks = rd.step_marks if span is not None else None
+    if span is not None and marks is not None and len(marks) and "start_ns" in marks:
         lo, hi = span
         inside = (marks["start_ns"] >= lo) & (marks["end_ns"] <= hi)
         if inside.any():

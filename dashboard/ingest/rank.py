@@ -11,6 +11,7 @@ int64 times).
 
 from __future__ import annotations
 
+import operator
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -369,17 +370,28 @@ def _tables_loader(refs: list[TraceRef]) -> Callable[[], dict[str, Table]]:
 def _steps_loader(
     run_dir: Path | None, rank: int, bad: list[str], run_id: str | None
 ) -> Callable[[], Table]:
-    return lambda: _numeric_table(
-        _capture_codes(rundir.read_steps(run_dir, rank, bad, run_id) if run_dir else [])
+    return lambda: steps_table(
+        rundir.read_step_records(run_dir, rank, bad, run_id) if run_dir else []
     )
 
 
-def _capture_codes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A step's ``capture`` phase as its number: k = rundir.CAPTURE_PHASES[k-1] (no field: 0)."""
-    for row in rows:
-        if "capture" in row:
-            row["capture"] = rundir.CAPTURE_PHASES.index(row["capture"]) + 1
-    return rows
+def steps_table(recs: list[records.StepRecord]) -> Table:
+    """Step records -> their Table, column by column (a column per field some record
+    has): times int64 (-1: absent), ``capture`` its phase's number k =
+    ``rundir.CAPTURE_PHASES[k-1]`` as a float (NaN: none)."""
+    cols: dict[str, np.ndarray] = {}
+    for name in ("step", "start_ns", "end_ns", "data_ns", "cpu_ns", "runq_ns"):
+        values = list(map(operator.attrgetter(name), recs))
+        if None in values:
+            if values.count(None) == len(values):
+                continue
+            values = [-1 if v is None else v for v in values]
+        cols[name] = np.array(values, dtype=np.int64)
+    phases = [r.capture for r in recs]
+    if any(p is not None for p in phases):
+        code = {p: float(k) for k, p in enumerate(rundir.CAPTURE_PHASES, 1)}
+        cols["capture"] = np.array([np.nan if p is None else code[p] for p in phases])
+    return Table(cols)
 
 
 def _telemetry_loader(
