@@ -21,7 +21,10 @@ savings). Causes from the light layer: ``data_loading`` (``data_ns``),
 ``hardware`` (the rank's GPU reported a throttle reason during the step, bit 0
 "idle" aside), ``host_contention`` (``runq_ns``: the training thread was
 runnable but not scheduled, beyond what its CPU time ``cpu_ns`` would queue at
-the other ranks' rate), else ``unknown``: capture a trace window to see more.
+the other ranks' rate), in a run with no GPU ``cpu_compute`` (``cpu_ns`` beyond
+the step's median over the others: more work on its own thread; a GPU job's
+thread spins while it waits for the GPU, so there it says nothing), else
+``unknown``: capture a trace window to see more.
 
 A window's edges are the collector's own footprint: its start, its stop (torch
 post-processes every event on the training thread) and the trace's export cost
@@ -420,11 +423,18 @@ def light_gaps(
     contention = np.clip(
         np.minimum(runq - cpu * _others_queue_rate(runq, cpu), gap - data - hardware), 0.0, None
     )
+    # More CPU time on the training thread than the step's others (their median), at
+    # most what the gap holds beside the causes above: more work of its own. Only a run
+    # with no GPU keeps it (``whole_run``): a GPU job's thread spins in synchronize.
+    cpu_work = np.clip(
+        np.minimum(cpu - _others_median(cpu), gap - data - hardware - contention), 0.0, None
+    )
     comps = {
         "data_loading": data,
         "hardware": hardware,
         "host_contention": contention,
-        "other": gap - data - hardware - contention,
+        CPU_WORK: cpu_work,
+        "other": gap - data - hardware - contention - cpu_work,
     }
     gaps = Gaps(
         ranks=np.array([r.rank for r in ranks], dtype=np.int64),
@@ -437,6 +447,22 @@ def light_gaps(
     )
     step_ms = np.array([float(np.sort(col)[len(col) // 2]) for col in lengths.T])
     return gaps, comps, step_ms, _match_counts(ranks)
+
+
+CPU_WORK = "cpu_work"  # the component of extra CPU time (reported as cpu_compute)
+
+
+def _others_median(v: np.ndarray) -> np.ndarray:
+    """Per rank and step (ranks x steps), the step's median over the ranks: over the
+    other rank where there are two, over all of them otherwise (one rank moves a
+    median of three or more little, and a per-rank median of the others costs n^2)."""
+    n = v.shape[0]
+    if n == 2:
+        return v[::-1]
+    s = np.sort(v, axis=0)
+    mid = n // 2
+    med = s[mid] if n % 2 else (s[mid - 1] + s[mid]) / 2
+    return np.broadcast_to(med, v.shape)
 
 
 def _others_queue_rate(runq: np.ndarray, cpu: np.ndarray) -> np.ndarray:
@@ -611,6 +637,8 @@ def whole_run(
     if built is None:
         return None
     gaps, comps, step_ms, (matched, unmatched) = built
+    if has_gpu:
+        comps["other"] = comps["other"] + comps.pop(CPU_WORK)
     _, gpu, split = _gpu_pass([] if shifts else ranks, gaps.step)
     capture = capture_labels(ranks, gaps.step)
     keep = np.array([c not in LEFT_OUT for c in capture], dtype=bool)

@@ -57,14 +57,19 @@ def test_slow_dataloader_workers(tmp_path: Path) -> None:
     assert s["pattern"] == "persistent" or s["period_steps"] == 2, s
 
 
-# Rank 1's extra operator work is ~14 ms a step (feature depth 600): well above the
-# straggler rule's 5 ms floor, which a 5 ms difference sat on (once "no straggler"
-# on a busy 2-core host, the run-queue discount taking it under). Still missed once
-# in 5 runs beside a CPU hog (issue 20 stays open); kept visible, not strict.
-@pytest.mark.xfail(strict=False, reason="missed once in 5 runs beside a CPU hog (issue 20)")
+# Rank 1's extra operator work is ~14 ms a step (feature depth 600). Over the window's
+# 18 steps on a loaded 2-core host its lateness sometimes does not stand out from the
+# noise (2 of 5 runs beside a CI run); over the whole run it does, and the light
+# layer's CPU time (rank 1: ~18 ms a step, rank 0: ~9) names the cause. The answer is
+# the run's one verdict; the window may stay silent, never name another rank. Beside
+# a running CI job (load ~4 on 2 cores), 2 runs of 4 said "No straggler": rank 0's
+# run-queue waits (up to 36 ms a step) made it as late as rank 1 (issue 20 stays open).
+@pytest.mark.xfail(strict=False, reason="missed under heavy load: run-queue waits mask it")
 def test_uneven_batch_is_cpu_compute(tmp_path: Path) -> None:
     r = scenario(tmp_path, 2, "uneven_batch", "--rank", "1")
-    assert [(s[0], s[1], s[2]) for s in summary(r)] == [(1, "persistent", "cpu_compute")]
+    v = r["verdict"]
+    assert (v["rank"], v["pattern"], v["cause"]) == (1, "persistent", "cpu_compute"), v
+    assert [(s[0], s[2]) for s in summary(r)] in ([], [(1, "cpu_compute")]), summary(r)
 
 
 def test_python_work_outside_torch_ops_is_untraced_host_time(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ ranks' median, and its run-queue wait is exactly ``runq[r][s]``.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rankscope.dashboard.analysis.wholerun import LightRank, light_gaps, whole_run
 
@@ -17,7 +18,9 @@ MS = 1_000_000
 T0 = 1_700_000_000_000_000_000
 
 
-def run_of(work: np.ndarray, runq: np.ndarray | None = None) -> list[LightRank]:
+def run_of(
+    work: np.ndarray, runq: np.ndarray | None = None, cpu: np.ndarray | None = None
+) -> list[LightRank]:
     n, m = work.shape
     starts = np.zeros(m, dtype=np.int64)
     t = T0
@@ -35,6 +38,7 @@ def run_of(work: np.ndarray, runq: np.ndarray | None = None) -> list[LightRank]:
             coll_key=np.arange(m, dtype=np.int64),
             enqueue_ns=starts + (work[r] * MS).astype(np.int64),
             runq_ns=None if runq is None else (runq[r] * MS).astype(np.int64),
+            cpu_ns=None if cpu is None else (cpu[r] * MS).astype(np.int64),
         )
         for r in range(n)
     ]
@@ -57,6 +61,22 @@ def test_run_queue_wait_is_its_own_component() -> None:
     assert np.allclose(comps["host_contention"], [[1.0, 0.0], [18.0, 50.0]])
     assert np.allclose(comps["other"], [[9.0, 10.0], [12.0, 0.0]])
     assert np.allclose(gaps.wait_ms, [[20.0, 40.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize(("has_gpu", "cause"), [(False, "cpu_compute"), (True, "unknown")])
+def test_more_cpu_time_than_the_others_is_cpu_compute_without_a_gpu(
+    has_gpu: bool, cause: str
+) -> None:
+    # Rank 1 of 3 does 3x the batch: 9 ms late a step, and 9 ms more CPU time.
+    work = flat(3, 30)
+    work[1] += 9.0
+    cpu = work * 0.9
+    wr = whole_run(run_of(work, np.zeros((3, 30)), cpu), has_gpu=has_gpu)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.rank, v.pattern, v.cause) == (1, "persistent", cause)
+    if not has_gpu:  # ~8.1 ms more CPU time of ~9 ms late
+        assert 7.0 < v.cause_breakdown["cpu_compute"] < 9.0, v.cause_breakdown
 
 
 def test_a_rank_slowed_by_contention_from_step_15_has_cause_and_onset() -> None:
