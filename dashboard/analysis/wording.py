@@ -958,25 +958,29 @@ MEMORY_RULES = (
     " least 256 MiB above it (GPU memory, and CPU tensors from a trace; a process's RSS is"
     " shown, never judged). Near the limit: a GPU's peak reserved at 90% of its memory or"
     " more. Growth: the allocated level at the start of each step rising by 256 MiB and"
-    " 5% of the peak or more over 3 steps or more."
+    " 5% of the peak or more over 3 steps or more. A trace's CPU figures count only the"
+    " tensors allocated while the profiler recorded memory."
 )
 MEMORY_SOURCE = {
     "trace": "from the trace's [memory] events over the analysed steps",
     "light_layer": "the CUDA caching allocator's peak over the run so far (light layer)",
 }
-DEVICE_WORD = {"cuda": "GPU", "cpu": "CPU (torch tensors)", "host": "host (process RSS)"}
+DEVICE_WORD = {"cuda": "GPU", "cpu": "CPU tensors", "host": "host RSS"}
 
 
 def memory_size(n_bytes: float) -> str:
     """Bytes the way every memory figure is shown: GiB with one decimal from 1 GiB,
-    else MiB (one rounding rule, so the report and the dashboard agree)."""
+    whole MiB from 10 MiB, else MiB with one decimal (one rounding rule, so the report
+    and the dashboard agree)."""
     if abs(n_bytes) >= 1 << 30:
         return f"{n_bytes / (1 << 30):.1f} GiB"
-    return f"{n_bytes / (1 << 20):.0f} MiB"
+    if abs(n_bytes) >= 10 << 20:
+        return f"{n_bytes / (1 << 20):.0f} MiB"
+    return f"{n_bytes / (1 << 20):.1f} MiB"
 
 
 def device_word(device: str) -> str:
-    """ "GPU", "CPU (torch tensors)" or "host (process RSS)" for "cuda:0", "cpu", "host"."""
+    """ "GPU", "CPU tensors" or "host RSS" for "cuda:0", "cpu", "host"."""
     return DEVICE_WORD.get(device.split(":", 1)[0], device)
 
 
@@ -995,8 +999,9 @@ def memory_imbalance_finding(
         if reserved_pct is not None
         else ""
     )
+    times = f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
     return (
-        f"Rank {rank} peaks at {memory_size(peak_b)} allocated ({on}), {ratio:.1f}x the"
+        f"Rank {rank} peaks at {memory_size(peak_b)} allocated ({on}), {times} the"
         f" others' median {memory_size(others_median_b)}",
         f"Rank {rank} holds {memory_size(peak_b - others_median_b)} more at its peak than"
         f" the median of the other ranks ({MEMORY_SOURCE.get(source, source)}).{fullness}"
