@@ -402,6 +402,54 @@ def _rank_table(
     return _summarised(header, body, named), wording.rank_table_summary(len(body), named)
 
 
+def memory_rows(report: Report, all_ranks: bool) -> tuple[list[str], list[list[str]], str | None]:
+    """The memory table (header, rows) and what it leaves out (None: every rank shown).
+
+    Past ``MAX_TEXT_RANKS`` ranks, unless ``all_ranks``: the ranks a memory finding
+    names and the rank with the highest peak.
+    """
+    m = report.memory
+    header = ["rank", "device", "peak allocated", "peak reserved", "capacity", "headroom"]
+    if m is None:
+        return header, [], None
+    devices = m.devices
+    ranks = {d.rank for d in devices}
+    note = None
+    if not all_ranks and len(ranks) > MAX_TEXT_RANKS:
+        keep = {r for f in report.findings if f.kind.startswith("memory") for r in f.ranks}
+        judged = [d for d in devices if d.device != "host"] or devices
+        keep.add(max(judged, key=lambda d: d.peak_allocated_b).rank)
+        devices = [d for d in devices if d.rank in keep]
+        note = f"{len(keep)} of {len(ranks)} ranks: those a finding names and the highest peak"
+
+    def size(b: int | None) -> str:
+        return "-" if b is None else wording.memory_size(b)
+
+    rows = [
+        [
+            str(d.rank),
+            d.device + ("" if d.source == "trace" else " (light layer)"),
+            size(d.peak_allocated_b),
+            size(d.peak_reserved_b),
+            size(d.capacity_b),
+            "-"
+            if d.headroom_b is None
+            else f"{size(d.headroom_b)} ({100 - (d.reserved_pct or 0):.0f}%)",
+        ]
+        for d in devices
+    ]
+    return header, rows, note
+
+
+def memory_caption(report: Report) -> str:
+    """Where the memory figures come from, or how to get them."""
+    m = report.memory
+    if m is None or not m.has_data:
+        return wording.NO_MEMORY_DATA
+    sources = sorted({d.source for d in m.devices if d.device != "host"})
+    return "; ".join(f"{s.replace('_', ' ')}: {wording.MEMORY_SOURCE[s]}" for s in sources)
+
+
 def _hang_lines(report: Report, md: bool) -> list[str]:
     """The hang verdict first (``dashboard.analysis.hang``): who stopped, where, who waited."""
     h = report.hang
@@ -467,6 +515,10 @@ def render_text(report: Report, all_ranks: bool = False) -> str:
     if _show_gpu(report):
         table, note = _rank_table(_gpu_rows(report), report, all_ranks)
         out += ["", "GPU utilisation:", _table_text(*table), f"  ({_GPU_NOTE})"]
+    header, rows, note = memory_rows(report, all_ranks)
+    out += ["", f"Memory ({memory_caption(report)}):"]
+    if rows:
+        out += [*([f"  ({note})"] if note else []), _table_text(header, rows)]
     if line := _evidence_line(report):
         out += ["", line]
     if run.warnings:
@@ -502,6 +554,10 @@ def render_markdown(report: Report, all_ranks: bool = False) -> str:
     if _show_gpu(report):
         table, _ = _rank_table(_gpu_rows(report), report, all_ranks)
         out += ["", "## GPU utilisation", "", _table_md(*table), "", _GPU_NOTE]
+    header, rows, note = memory_rows(report, all_ranks)
+    out += ["", "## Memory", "", f"*{memory_caption(report)}*"]
+    if rows:
+        out += ["", *([f"*{note}*", ""] if note else []), _table_md(header, rows)]
     if report.top_kernels:
         out += ["", "## Top kernels", ""]
         rows = [

@@ -61,7 +61,7 @@ from rankscope.profiler.placement import Placement, placement, rank_and_world
 from rankscope.profiler.recorder import Recorder
 from rankscope.profiler.schedule import ProfilePlan, Window, parse_profile_steps
 from rankscope.profiler.settings import parse_port
-from rankscope.profiler.telemetry import Sampler, open_sampler
+from rankscope.profiler.telemetry import Sampler, open_sampler, with_torch_memory
 
 if TYPE_CHECKING:
     from rankscope.profiler.progress import ProgressWatch
@@ -430,10 +430,11 @@ class Collector:
     def _sampler_factory(self) -> Callable[[], Sampler]:
         device = self._telemetry_device()
         nvml, report = self._nvml, self.faults.report
+        torch, local_rank = self._torch, self.local_rank
 
         def open_it() -> Sampler:
             # Runs on the recorder thread: nvmlInit can take a while.
-            return open_sampler(nvml, device, report)
+            return with_torch_memory(open_sampler(nvml, device, report), torch, local_rank, report)
 
         return open_it
 

@@ -154,6 +154,10 @@ class TelemetrySample(Struct, omit_defaults=True):
     proc_sm_util_pct: Number | None = None
     proc_mem_util_pct: Number | None = None
     proc_mem_used_b: Number | None = None
+    cuda_alloc_b: Number | None = None
+    cuda_alloc_peak_b: Number | None = None
+    cuda_reserved_b: Number | None = None
+    cuda_reserved_peak_b: Number | None = None
 
 
 # --- JSON files -----------------------------------------------------------------

@@ -8,6 +8,11 @@ fields are those listed in ``NVML_FIELDS`` / ``HOST_FIELDS`` that could be read
 ``records.encode_line`` (strict JSON: a NaN or infinite value becomes null) and
 read back as ``records.TelemetrySample``.
 
+Where the job's torch has initialised CUDA, ``with_torch_memory`` adds the CUDA
+caching allocator's figures (``TORCH_MEMORY_FIELDS``) to a row at most once every
+``TORCH_MEMORY_PERIOD_S``: its peaks are high-water marks, so a rare reading
+loses none of them.
+
 The NVML module is injected (``pynvml`` from nvidia-ml-py in production, a fake in
 tests), so everything here runs without a GPU. A metric whose NVML call fails is
 reported once through ``report(part, error)`` and never asked for again: a broken
@@ -46,6 +51,16 @@ HOST_FIELDS = ("host_cpu_pct", "rss_b")
 # Per-process fields that ``rankscope monitor`` adds to the device's fields: this
 # rank's process's share of the GPU (NVML process utilisation samples) and memory.
 PROCESS_FIELDS = ("proc_sm_util_pct", "proc_mem_util_pct", "proc_mem_used_b")
+# torch's CUDA caching allocator on this rank's device (``TorchMemory``): bytes in
+# tensors and held from the driver, now and at their highest since the process started
+# (or since the job last called torch.cuda.reset_peak_memory_stats).
+TORCH_MEMORY_FIELDS = (
+    "cuda_alloc_b",
+    "cuda_alloc_peak_b",
+    "cuda_reserved_b",
+    "cuda_reserved_peak_b",
+)
+TORCH_MEMORY_PERIOD_S = 1.0
 
 # NVML field-value scope meaning "all NVLink links together".
 _ALL_LINKS = 0xFFFFFFFF
@@ -369,6 +384,91 @@ class HostSampler:
         for fd in fds or ():
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class TorchMemory:
+    """The CUDA caching allocator's figures, read from the sampler's thread.
+
+    Never initialises CUDA and never imports anything: it asks the job's own torch
+    module, and only once ``torch.cuda.is_initialized()`` (a CUDA context made here
+    would break a job that forks later). The device is this rank's by torchrun's
+    convention, ``local_rank`` modulo the devices the process sees (the sampler's
+    thread has its own current device, so ``current_device()`` would say 0). Any
+    failure turns it off for good, said once through ``report``; the row is never
+    lost for it.
+    """
+
+    def __init__(
+        self,
+        torch: Any,
+        local_rank: int,
+        report: Report,
+        period_s: float = TORCH_MEMORY_PERIOD_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._torch = torch
+        self._local_rank = local_rank
+        self._report = report
+        self._period_s = period_s
+        self._clock = clock
+        self._next = 0.0
+        self._index: int | None = None
+        self.disabled = False
+
+    def read(self, row: dict[str, Any]) -> None:
+        """Add ``TORCH_MEMORY_FIELDS`` to ``row`` when due and CUDA is up; never raises."""
+        if self.disabled:
+            return
+        now = self._clock()
+        if now < self._next:
+            return
+        try:
+            cuda = self._torch.cuda
+            if not cuda.is_initialized():
+                return  # asked again at the next sample: the job may initialise it later
+            self._next = now + self._period_s
+            if self._index is None:
+                self._index = self._local_rank % max(int(cuda.device_count()), 1)
+            stats = cuda.memory_stats_as_nested_dict(self._index)
+            allocated, reserved = stats["allocated_bytes"]["all"], stats["reserved_bytes"]["all"]
+            fields = {
+                "cuda_alloc_b": int(allocated["current"]),
+                "cuda_alloc_peak_b": int(allocated["peak"]),
+                "cuda_reserved_b": int(reserved["current"]),
+                "cuda_reserved_peak_b": int(reserved["peak"]),
+            }
+        except Exception as e:
+            self.disabled = True
+            self._report("telemetry torch memory", f"disabled ({type(e).__name__}: {e})")
+            return
+        row.update(fields)
+
+
+class WithTorchMemory:
+    """A sampler whose rows also carry ``TorchMemory``'s fields when it has them."""
+
+    def __init__(self, inner: Sampler, memory: TorchMemory) -> None:
+        self.source = inner.source
+        self._inner = inner
+        self._memory = memory
+
+    def sample(self) -> dict[str, Any]:
+        row = self._inner.sample()
+        self._memory.read(row)
+        return row
+
+    def describe(self) -> dict[str, Any]:
+        return self._inner.describe()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def with_torch_memory(inner: Sampler, torch: Any, local_rank: int, report: Report) -> Sampler:
+    """``inner`` with torch's allocator figures added, where the job has torch at all."""
+    if torch is None or not hasattr(torch, "cuda"):
+        return inner
+    return WithTorchMemory(inner, TorchMemory(torch, local_rank, report))
 
 
 def open_sampler(nvml: Any, device: str | None, report: Report) -> Sampler:

@@ -20,6 +20,7 @@ from rankscope.dashboard.analysis import evidence as evidence_mod
 from rankscope.dashboard.analysis import findings as findings_mod
 from rankscope.dashboard.analysis import hta_compat, imbalance, utilisation, wholerun, wording
 from rankscope.dashboard.analysis import intervals as iv
+from rankscope.dashboard.analysis import memory as memory_mod
 from rankscope.dashboard.analysis import pipeline as pipeline_mod
 from rankscope.dashboard.analysis import verdict as verdict_mod
 from rankscope.dashboard.analysis.activity import (
@@ -101,6 +102,8 @@ class Analysis:
     pipelines: list[pipeline_mod.Pipeline] = field(default_factory=list)  # analysis.pipeline
     # CPU operators by self time, top 15, in a run with no GPU (utilisation.operator_sums)
     operators: list[KernelSummary] = field(default_factory=list)
+    # each rank's peak memory and what stands out (analysis.memory)
+    memory: memory_mod.MemoryResult = field(default_factory=memory_mod.MemoryResult)
 
 
 def _cpu_ms(run: Run, steps: list[int]) -> dict[int, float]:
@@ -259,6 +262,12 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         for r, d in digests.items()
     }
     idle = {r: utilisation.idle_of(d.idle, steps) for r, d in digests.items()}
+    memory = memory_mod.memory_result(
+        {r: d.memory for r, d in digests.items()},
+        {r: rd.meta for r, rd in run.ranks.items()},
+        tel,
+        steps,
+    )
     kernels = utilisation.top_kernels_of({r: d.kernels for r, d in digests.items()}, steps)
     op_sums = {r: d.ops for r, d in digests.items() if d.ops is not None}
     operators = utilisation.top_kernels_of(op_sums, steps) if op_sums and not has_gpu else []
@@ -341,6 +350,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         n_steps=n_steps,
         queued_ms=verdict_mod.queued_ms_at(whole, steps),
         pipelines=pipes,
+        memory=memory,
     )
     job = nodes_result(
         {r: rd.meta.get("manifest") or {} for r, rd in run.ranks.items()},
@@ -395,6 +405,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         if whole is not None
         else [],
         pipelines=pipes,
+        memory=memory,
     )
 
 

@@ -14,7 +14,9 @@ ranks reads 1,024 small files instead of every event:
   breakdown is two lookups (``CoverageLookup``);
 - the per-step sums behind GPU utilisation, idle time and top kernels
   (``utilisation.*Sums``), and HTA's metrics both ways (with and without the
-  last-ProfilerStep filter, chosen run-wide).
+  last-ProfilerStep filter, chosen run-wide);
+- ``memory``: the ``[memory]`` figures per device and step window of a trace
+  recorded with ``profile_memory`` (``memory.MemorySums``; None without).
 
 Digests are cached beside the trace tables (``cache.store_blob``), keyed on the
 identity (path, size, mtime) of the rank's trace files and on
@@ -49,6 +51,7 @@ from rankscope.dashboard.analysis.diagnosis import (
     Coverage,
     coverage_upto,
 )
+from rankscope.dashboard.analysis.memory import MemorySums, memory_sums
 from rankscope.dashboard.analysis.results import HtaMetrics, TemporalBreakdown
 from rankscope.dashboard.ingest import cache
 from rankscope.dashboard.ingest.run import RankData
@@ -57,7 +60,7 @@ from rankscope.dashboard.ingest.table import Table, distinct
 T = TypeVar("T")
 
 # Bump whenever what a digest holds, or how any of it is computed, changes.
-DIGEST_VERSION = 4
+DIGEST_VERSION = 5  # 5: memory; the torch allocator's telemetry fields
 
 
 @dataclass
@@ -82,6 +85,8 @@ class RankDigest:
     p2p: iv.Intervals | None = None
     # CPU operators by self time (``utilisation.operator_sums``), in a rank with no GPU
     ops: utilisation.KernelSums | None = None
+    # [memory] figures per device and window (``memory.memory_sums``); None without them
+    memory: MemorySums | None = None
 
     def coverage(self, run_has_gpu: bool) -> CoverageLookup:
         cov = self.cov_gpu_run if run_has_gpu or self.cov_cpu_run is None else self.cov_cpu_run
@@ -187,6 +192,7 @@ def compute(rd: RankData, act: RankActivity | None = None) -> RankDigest:
         else None,
         p2p=act.p2p,
         ops=None if act.has_gpu else utilisation.operator_sums(rd, windows),
+        memory=memory_sums(rd, windows),
     )
 
 
@@ -397,6 +403,7 @@ def encode(d: RankDigest) -> bytes:
             "steps_identity": d.steps_identity,
             "p2p": None if d.p2p is None else [_arr(d.p2p[0]), _arr(d.p2p[1])],
             "ops": None if d.ops is None else _sums(d.ops),
+            "memory": _sums(d.memory),
         }
     )
 
@@ -432,7 +439,11 @@ def decode(blob: bytes) -> RankDigest:
         steps_identity=None if v["steps_identity"] is None else str(v["steps_identity"]),
         p2p=None if v.get("p2p") is None else (_unarr(v["p2p"][0]), _unarr(v["p2p"][1])),
         ops=None if v.get("ops") is None else _unsums(utilisation.KernelSums, v["ops"]),
+        memory=_unsums(MemorySums, v.get("memory")),
     )
     if len(d.breakdown) != len(d.windows) or len(d.util.steps) != len(d.windows):
         raise ValueError("digest: step tables do not match the windows")
+    m = d.memory
+    if m is not None and m.peak_allocated.shape != (len(m.device_type), len(d.windows)):
+        raise ValueError("digest: memory figures do not match the windows")
     return d

@@ -10,7 +10,10 @@ save, largest first, so a [high] never follows a [low]. A rule is a function
 Severity follows the saving as a share of the step: high from 20%, medium from
 10%, low below (a straggler's is its diagnosis' severity, a low-GPU finding's its
 busy share). Savings are estimates of what the *step* would gain, not sums over
-ranks, so they can be compared with each other.
+ranks, so they can be compared with each other. Memory findings (``memory``'s
+rules) save no step time: their severity is how near they bring a rank to running
+out (near the limit: high from ``MEMORY_HIGH_PCT``; imbalance: medium on a GPU
+``MEMORY_TIGHT_PCT`` reserved or more, else low; growth: medium).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.analysis.diagnosis import MIN_MS, severity
 from rankscope.dashboard.analysis.imbalance import median
+from rankscope.dashboard.analysis.memory import MemoryResult
 from rankscope.dashboard.analysis.pipeline import Pipeline
 from rankscope.dashboard.analysis.results import (
     CollectiveSummary,
@@ -40,6 +44,8 @@ MIN_SHARE = 0.05  # findings that would save less than 5% of the step are not wo
 FLOOR_GBPS = 1.0
 LOW_GPU_BUSY_PCT = 50.0
 COMPUTE_IMBALANCE_RATIO = 1.2
+MEMORY_HIGH_PCT = 95.0
+MEMORY_TIGHT_PCT = 75.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class RunFacts:
     # (light layer; empty without it): time it was ready but not scheduled
     queued_ms: dict[int, float] = field(default_factory=dict)
     pipelines: list[Pipeline] = field(default_factory=list)  # analysis.pipeline
+    memory: MemoryResult | None = None  # analysis.memory
 
     @property
     def ranks(self) -> list[int]:
@@ -297,6 +304,78 @@ def low_gpu_utilisation_rule(f: RunFacts) -> list[Finding]:
     ]
 
 
+def memory_rule(f: RunFacts) -> list[Finding]:
+    """A GPU near its memory limit (one finding for all such ranks), each rank whose peak
+    stands out from the others', each rank whose memory grows from step to step."""
+    m = f.memory
+    if m is None:
+        return []
+    out = []
+    if m.near_limit:
+        top = max(m.near_limit, key=lambda d: d.reserved_pct or 0.0)
+        pct = top.reserved_pct or 0.0
+        title, detail = wording.memory_near_limit_finding(
+            sorted({d.rank for d in m.near_limit}),
+            pct,
+            top.peak_reserved_b or 0,
+            top.capacity_b or 0,
+            top.headroom_b or 0,
+        )
+        out.append(
+            Finding(
+                kind="memory_near_limit",
+                severity="high" if pct >= MEMORY_HIGH_PCT else "medium",
+                title=title,
+                detail=detail,
+                ranks=sorted({d.rank for d in m.near_limit}),
+                est_saving_ms_per_step=0.0,
+            )
+        )
+    for imb in m.imbalance:
+        tight = imb.reserved_pct is not None and imb.reserved_pct >= MEMORY_TIGHT_PCT
+        title, detail = wording.memory_imbalance_finding(
+            imb.rank,
+            imb.device,
+            imb.peak_allocated_b,
+            imb.others_median_b,
+            imb.ratio,
+            imb.source,
+            imb.reserved_pct,
+        )
+        out.append(
+            Finding(
+                kind="memory_imbalance",
+                severity="medium" if tight else "low",
+                title=title,
+                detail=detail,
+                ranks=[imb.rank],
+                est_saving_ms_per_step=0.0,
+            )
+        )
+    for g in m.growth:
+        title, detail = wording.memory_growth_finding(
+            g.rank,
+            g.device,
+            g.first_step,
+            g.last_step,
+            g.start_b,
+            g.end_b,
+            g.rising_steps,
+            g.of_steps,
+        )
+        out.append(
+            Finding(
+                kind="memory_growth",
+                severity="medium",
+                title=title,
+                detail=detail,
+                ranks=[g.rank],
+                est_saving_ms_per_step=0.0,
+            )
+        )
+    return out
+
+
 RULES: tuple[Rule, ...] = (
     missing_trace_rule,
     straggler_rule,
@@ -307,6 +386,7 @@ RULES: tuple[Rule, ...] = (
     compute_imbalance_rule,
     pipeline_rule,
     low_gpu_utilisation_rule,
+    memory_rule,
 )
 
 

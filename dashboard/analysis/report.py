@@ -12,7 +12,8 @@ and the dashboard's download) and ``json_schema()`` is the published schema
             whole_run: WholeRunReport | None, hang: HangVerdict | None,
             verdict: RunVerdict | None,
             nodes: NodesResult | None, process_groups: [GroupSummary],
-            pipelines: [Pipeline]}
+            pipelines: [Pipeline], top_operators: [KernelSummary],
+            memory: MemoryResult | None}
 
 A type's fields are its JSON fields, in order: fields are added (with a
 default, at the end of their type), never renamed. ``*_ms`` are per-step means
@@ -31,6 +32,7 @@ import msgspec
 
 from rankscope.dashboard.analysis.groups import GroupSummary
 from rankscope.dashboard.analysis.hang import HangVerdict
+from rankscope.dashboard.analysis.memory import MemoryResult
 from rankscope.dashboard.analysis.nodes import NodesResult
 from rankscope.dashboard.analysis.pipeline import Pipeline
 from rankscope.dashboard.analysis.results import (
@@ -287,6 +289,9 @@ class Report(_Record, frozen=True, kw_only=True):
     # extension: in a run with no GPU, the CPU operators by self time (an operator less
     # the operators inside it), as top_kernels are for GPU kernels; [] with a GPU
     top_operators: list[KernelSummary] = []
+    # extension: each rank's peak memory per device, and the ranks that stand out
+    # (``analysis.memory``); null when no rank recorded any memory figure
+    memory: MemoryResult | None = None
 
 
 # ---------------------------------------------------------------- building
@@ -404,6 +409,7 @@ def build_report(a: Analysis) -> Report:
         process_groups=list(a.process_groups),
         pipelines=list(a.pipelines),
         top_operators=list(a.operators),
+        memory=a.memory if a.memory.devices else None,
     )
 
 

@@ -63,6 +63,9 @@ FindingKind = Literal[
     "low_gpu_utilisation",
     "pipeline_bottleneck",
     "pipeline_bubble",
+    "memory_near_limit",
+    "memory_imbalance",
+    "memory_growth",
 ]
 FINDING_KINDS: tuple[FindingKind, ...] = get_args(FindingKind)
 

@@ -46,14 +46,21 @@ from rankscope.dashboard.analysis.results import (
 )
 from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import Table, distinct, isin
-from rankscope.profiler.telemetry import HOST_FIELDS, NVML_FIELDS, PROCESS_FIELDS
+from rankscope.profiler.telemetry import (
+    HOST_FIELDS,
+    NVML_FIELDS,
+    PROCESS_FIELDS,
+    TORCH_MEMORY_FIELDS,
+)
 
 NS_PER_MS = 1e6
 KERNEL_WAIT_MAX_NS = 50_000  # gaps between queued kernels shorter than this are launch overhead
 
 # The collector's and the monitor's field names: one definition, in rankscope.profiler.telemetry.
 TELEMETRY_FIELDS = tuple(
-    f for f in (*NVML_FIELDS, *HOST_FIELDS, *PROCESS_FIELDS) if f != "throttle_reasons"
+    f
+    for f in (*NVML_FIELDS, *HOST_FIELDS, *PROCESS_FIELDS, *TORCH_MEMORY_FIELDS)
+    if f != "throttle_reasons"
 )
 
 

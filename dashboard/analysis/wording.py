@@ -943,3 +943,104 @@ def hang_seq_shift(pg: str, rank: int, offset: int) -> str:
         f" sequence numbers in process group {pg} are off by {offset:+d}: the collective it"
         " names may not be the same one on every rank"
     )
+
+
+# --- memory (``analysis.memory``) ---
+
+NO_MEMORY_DATA = (
+    "No memory data: record with --profile-memory (`rankscope run --profile-memory ...`,"
+    " or `profile_memory=True` in torch.profiler) to see each rank's peak allocated and"
+    " reserved memory; on a GPU the collector's telemetry also records torch's allocator"
+    " peaks once the job has initialised CUDA."
+)
+MEMORY_RULES = (
+    "Imbalance: a rank's peak allocated at least 1.25x the other ranks' median and at"
+    " least 256 MiB above it (GPU memory, and CPU tensors from a trace; a process's RSS is"
+    " shown, never judged). Near the limit: a GPU's peak reserved at 90% of its memory or"
+    " more. Growth: the allocated level at the start of each step rising by 256 MiB and"
+    " 5% of the peak or more over 3 steps or more. A trace's CPU figures count only the"
+    " tensors allocated while the profiler recorded memory."
+)
+MEMORY_SOURCE = {
+    "trace": "from the trace's [memory] events over the analysed steps",
+    "light_layer": "the CUDA caching allocator's peak over the run so far (light layer)",
+}
+DEVICE_WORD = {"cuda": "GPU", "cpu": "CPU tensors", "host": "host RSS"}
+
+
+def memory_size(n_bytes: float) -> str:
+    """Bytes the way every memory figure is shown: GiB with one decimal from 1 GiB,
+    whole MiB from 10 MiB, else MiB with one decimal (one rounding rule, so the report
+    and the dashboard agree)."""
+    if abs(n_bytes) >= 1 << 30:
+        return f"{n_bytes / (1 << 30):.1f} GiB"
+    if abs(n_bytes) >= 10 << 20:
+        return f"{n_bytes / (1 << 20):.0f} MiB"
+    return f"{n_bytes / (1 << 20):.1f} MiB"
+
+
+def device_word(device: str) -> str:
+    """ "GPU", "CPU tensors" or "host RSS" for "cuda:0", "cpu", "host"."""
+    return DEVICE_WORD.get(device.split(":", 1)[0], device)
+
+
+def memory_imbalance_finding(
+    rank: int,
+    device: str,
+    peak_b: int,
+    others_median_b: int,
+    ratio: float,
+    source: str,
+    reserved_pct: float | None,
+) -> tuple[str, str]:
+    on = device_word(device)
+    fullness = (
+        f" Its GPU is {reserved_pct:.0f}% reserved at that peak."
+        if reserved_pct is not None
+        else ""
+    )
+    times = f"{ratio:.1f}x" if ratio < 10 else f"{ratio:.0f}x"
+    return (
+        f"Rank {rank} peaks at {memory_size(peak_b)} allocated ({on}), {times} the"
+        f" others' median {memory_size(others_median_b)}",
+        f"Rank {rank} holds {memory_size(peak_b - others_median_b)} more at its peak than"
+        f" the median of the other ranks ({MEMORY_SOURCE.get(source, source)}).{fullness}"
+        " The rank with the most memory runs out first: look for uneven sharding or batch"
+        " sizes, or extra buffers on that rank (metrics, checkpoints or outputs gathered"
+        " there).",
+    )
+
+
+def memory_near_limit_finding(
+    ranks: list[int], top_pct: float, reserved_b: int, capacity_b: int, headroom_b: int
+) -> tuple[str, str]:
+    who = rank_group(ranks)
+    return (
+        f"GPU memory near the limit on {who}: up to {top_pct:.0f}% reserved",
+        f"At its peak the fullest GPU has {memory_size(reserved_b)} reserved of"
+        f" {memory_size(capacity_b)} ({memory_size(headroom_b)} headroom). Near the limit"
+        " the caching allocator frees its cache and retries (slow steps), and a longer"
+        " sequence or larger batch runs out of memory. Activation checkpointing, a smaller"
+        " micro-batch or sharded optimizer state make room;"
+        " PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True helps against fragmentation.",
+    )
+
+
+def memory_growth_finding(
+    rank: int,
+    device: str,
+    first_step: int,
+    last_step: int,
+    start_b: int,
+    end_b: int,
+    rising: int,
+    of_steps: int,
+) -> tuple[str, str]:
+    return (
+        f"Rank {rank}'s allocated {device_word(device)} memory grew"
+        f" {memory_size(end_b - start_b)} over steps {first_step}-{last_step}",
+        f"At the start of each step it held {memory_size(start_b)} first and"
+        f" {memory_size(end_b)} last, higher after {rising} of {of_steps} steps: memory kept"
+        " from one step to the next (a tensor appended to a list, a loss kept with its graph,"
+        " a growing cache) ends in out-of-memory. A longer window shows whether it levels off.",
+    )

@@ -1,6 +1,6 @@
 """Parquet cache of parsed traces, keyed on file identity and ingest version.
 
-An entry is a folder: ``{gpu,cpu,gpu_ann,comms}.parquet``, ``meta.json`` and
+An entry is a folder: ``{gpu,cpu,gpu_ann,comms,memory}.parquet``, ``meta.json`` and
 ``summary.json`` (``summarise``: a few numbers per file, for cross-rank views).
 
 A trace's key is the hash of (absolute path, size, mtime_ns, INGEST_VERSION), so
@@ -33,13 +33,13 @@ if TYPE_CHECKING:
     import pyarrow as pa  # noqa: F401
 
 # Bump whenever parse_trace's output changes, so old entries are never read.
-INGEST_VERSION = 7
+INGEST_VERSION = 8  # 8: the memory table and meta's device_memory
 # Parsing under ~1 MB of traces (gzipped) takes about as long as importing pyarrow
 # to write the cache, so a run whose trace files hold less in all is parsed every
 # time unless $RANKSCOPE_CACHE_MIN_BYTES says otherwise (0 caches everything). The
 # sum, not each file: a thousand small traces are worth caching, one is not.
 MIN_CACHED_BYTES = 1_000_000
-_TABLES = ("gpu", "cpu", "gpu_ann", "comms")
+_TABLES = ("gpu", "cpu", "gpu_ann", "comms", "memory")
 
 
 def cache_root() -> Path:

@@ -25,14 +25,14 @@ from rankscope.dashboard.ingest.table import Table
 from rankscope.dashboard.ingest.tracefile import TraceRef
 from rankscope.profiler import readers, records, rundir
 
-_TRACE_TABLES = ("gpu", "cpu", "gpu_ann", "comms")
+_TRACE_TABLES = ("gpu", "cpu", "gpu_ann", "comms", "memory")
 
 
 class RankData:
     """One rank: its trace tables (every capture window concatenated), the
     collector's step timer and telemetry, and the flight recorder's log.
 
-    - ``gpu``, ``cpu``, ``gpu_ann``, ``comms``: trace tables (``kineto``)
+    - ``gpu``, ``cpu``, ``gpu_ann``, ``comms``, ``memory``: trace tables (``kineto``)
     - ``step_marks``: collector step timer: step, start_ns, end_ns[, data_ns, capture]
       (may be empty; ``capture``: 1-4 = ``rundir.CAPTURE_PHASES``, NaN on other steps)
     - ``telemetry``: NVML/host samples: ts_ns and numeric fields (may be empty)
@@ -77,7 +77,7 @@ class RankData:
         self.rank = rank
         self.files = files
         self.meta = meta
-        given = {"gpu": gpu, "cpu": cpu, "gpu_ann": gpu_ann, "comms": comms}
+        given = {"gpu": gpu, "cpu": cpu, "gpu_ann": gpu_ann, "comms": comms, "memory": None}
         self._tables: dict[str, Table] | None = (
             None
             if load_tables is not None
@@ -121,6 +121,10 @@ class RankData:
     @property
     def comms(self) -> Table:
         return self._table("comms")
+
+    @property
+    def memory(self) -> Table:
+        return self._table("memory")
 
     @property
     def step_marks(self) -> Table:

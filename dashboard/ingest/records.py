@@ -33,6 +33,7 @@ class TraceMeta(Struct):
     comm_source: str | None = None
     pg_ranks: dict[str, list[Int64]] = {}
     dropped_events: Count = 0
+    device_memory: dict[str, Count] = {}
 
 
 class TraceSummary(Struct):

@@ -149,6 +149,12 @@ def main() -> None:
         help="a buffer of this many MB all-reduced a step on every rank besides the "
         "gradients (more communication, no more compute)",
     )
+    p.add_argument(
+        "--mb",
+        type=float,
+        default=512.0,
+        help="memory_hog: MB of CPU tensor the chosen rank holds during every step",
+    )
     args = p.parse_args()
 
     dist.init_process_group("gloo")
@@ -193,6 +199,7 @@ def main() -> None:
     # kept in sync): more communication, allocated once, so no more compute
     extra = torch.zeros(int(args.comm_mb * 2**20 / 4)) if args.comm_mb else None
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    hoard_bytes = int(args.mb * 2**20) if sc == "memory_hog" and me else 0
 
     first = int(args.at_step.split(",")[0]) + 1  # the loop iteration of that collector step
     # started (asleep) before the loop: an interpreter's start-up must not delay the onset
@@ -210,6 +217,10 @@ def main() -> None:
             python_work(stall_s)
         if sc == "rotating" and step % world == rank:
             python_work(stall_s)
+        # memory_hog: a tensor held through the step, made anew each step (torch's CPU
+        # allocator reports only what it allocates while the profiler records memory);
+        # torch.empty never touches its pages, so the machine's memory is not spent
+        hoard = torch.empty(hoard_bytes, dtype=torch.uint8) if hoard_bytes else None
         x, y = next(batches)
         if repeat > 1:
             x, y = x.repeat(repeat, 1), y.repeat(repeat, 1)
@@ -221,6 +232,7 @@ def main() -> None:
             dist.all_reduce(extra)
         opt.step()
         opt.zero_grad()
+        del hoard
     if hog is not None:
         hog.kill()
         hog.wait()

@@ -21,8 +21,10 @@ def scenario(
     *args: str,
     profile: str = WINDOW,
     steps: int = 24,
+    run_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The JSON report of one scenario run (``profile="off"``: the light layer only)."""
+    """The JSON report of one scenario run (``profile="off"``: the light layer only;
+    ``run_args``: more ``rankscope run`` options, e.g. ``--profile-memory``)."""
     run = tmp_path / "run"
     proc = rankscope(
         "run",
@@ -32,6 +34,7 @@ def scenario(
         profile,
         "--nvml-period-ms",
         "200",
+        *run_args,
         "--",
         *launcher("module", nproc),
         str(SCENARIO_JOB),

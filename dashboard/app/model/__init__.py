@@ -16,6 +16,7 @@ call ``model.<name>``:
 - ``comms``: collectives; ``compare``: run A against run B
 - ``telemetry``: samples over time; ``wholerun``: the light layer's whole run
 - ``many_ranks``: which ranks a chart draws one by one, and the rest's summary
+- ``memory``: peak allocated and reserved per rank, and the GPUs' capacity
 """
 
 from rankscope.dashboard.app.model.basics import (
@@ -125,6 +126,12 @@ from rankscope.dashboard.app.model.many_ranks import (
 )
 from rankscope.dashboard.app.model.many_ranks import (
     shown_ranks as shown_ranks,
+)
+from rankscope.dashboard.app.model.memory import (
+    memory_bars as memory_bars,
+)
+from rankscope.dashboard.app.model.memory import (
+    memory_capacity_gib as memory_capacity_gib,
 )
 from rankscope.dashboard.app.model.ranks import (
     IDLE_REASONS as IDLE_REASONS,

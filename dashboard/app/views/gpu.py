@@ -1,4 +1,5 @@
-"""GPU utilisation: trace busy % and SM efficiency beside NVML/GPM, and telemetry timelines."""
+"""GPU utilisation: trace busy % and SM efficiency beside NVML/GPM, memory per rank, and
+telemetry timelines."""
 
 from __future__ import annotations
 
@@ -147,6 +148,8 @@ def render() -> None:
             " feed the GPU." + charts.bars_note(bars, total),
         )
 
+    _memory(first)
+
     st.subheader("Telemetry over time")
     t0 = data.telemetry_start_ns()
     if t0 is None:
@@ -181,6 +184,38 @@ def render() -> None:
         "Blue band: the profiler window (where the trace has events). Grey bands: analysed steps."
         + many
     )
+
+
+def _memory(first: list[int]) -> None:
+    """Peak allocated and reserved per rank, the GPU's memory as a line, and the findings."""
+    report = data.report()
+    st.subheader("Memory per rank")
+    bars = model.memory_bars(report)
+    if report.memory is None or not report.memory.has_data:
+        st.info(wording.NO_MEMORY_DATA)  # RSS alone, if any, is drawn below it
+    if bars.empty:
+        return
+    bars, total = model.limit_rank_bars(bars, "gib", "measure", first)
+    fig = px.bar(
+        bars, x="rank", y="gib", color="measure", barmode="group", labels={"gib": "GiB", "rank": ""}
+    )
+    fig.update_xaxes(type="category")
+    capacity = model.memory_capacity_gib(report)
+    if capacity is not None:
+        fig.add_hline(
+            y=capacity, line_dash="dash", annotation_text=f"GPU memory {capacity:.1f} GiB"
+        )
+    m = report.memory
+    assert m is not None
+    sources = sorted({d.source for d in m.devices if d.device != "host"})
+    caption = "; ".join(wording.MEMORY_SOURCE[s] for s in sources) or "process RSS (light layer)"
+    charts.show(
+        charts.tidy(fig, height=340),
+        f"Peaks {caption}. {wording.MEMORY_RULES}" + charts.bars_note(bars, total),
+    )
+    for f in report.findings:
+        if f.kind.startswith("memory"):
+            st.warning(f"**{f.title}**  \n{f.detail}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Kineto (torch.profiler) JSON to columnar tables, one ``RankTrace`` per file.
 
 ``parse_trace(path)`` reads a ``.json`` or ``.json.gz`` trace with msgspec (typed,
-skipping ``args`` keys it does not use) and returns four Tables plus metadata.
+skipping ``args`` keys it does not use) and returns five Tables plus metadata.
 Every timestamp is int64 nanoseconds on the trace's own clock (Kineto
 microseconds + ``baseTimeNanoseconds`` when the trace has it, which makes them
 CLOCK_REALTIME), every duration int64 ns.
@@ -19,8 +19,16 @@ CLOCK_REALTIME), every duration int64 ns.
              e.g. all_reduce), raw_name, pg, seq (-1 when unknown), bytes
              (-1 when unknown), source (gpu: an NCCL kernel; cpu: a gloo:* /
              nccl:* host range).
+``memory``   one row per ``[memory]`` instant (traces recorded with
+             ``profile_memory=True``; empty otherwise), in time order: ts,
+             device_type (0 CPU, 1 CUDA), device_id (-1 on the CPU), allocated
+             and reserved (the allocator's totals in bytes after the event;
+             reserved is 0 on the CPU, -1 when absent), bytes (the event's
+             own change: negative for a free).
 ``meta``     rank, world_size, backend, device_name, base_time_ns, trace_name,
-             has_gpu, pg_ranks (process group name -> global ranks).
+             has_gpu, pg_ranks (process group name -> global ranks),
+             device_memory (GPU id as a string -> its memory in bytes, from
+             ``deviceProperties``' ``totalGlobalMem``).
 
 The raw event dicts are dropped as soon as their columns are built. The work is
 split by job: ``stream`` (the traceEvents array in byte batches), ``events``

@@ -5,8 +5,10 @@
 or cpu (every other host range) columns, still in Kineto's microseconds; names
 and categories become int32 codes of per-table vocabularies. It also sets aside
 what the ``comms`` table is made of (NCCL kernels, ``record_param_comms`` args by
-External id, gloo/nccl host ranges: see ``collectives``). ``joined`` concatenates
-a table's batches, with the dtypes of ``GPU_COLS`` / ``CPU_COLS`` / ``ANN_COLS``.
+External id, gloo/nccl host ranges: see ``collectives``). ``[memory]`` instants
+(``profile_memory``) go to the memory columns (``MEMORY_COLS``). ``joined``
+concatenates a table's batches, with the dtypes of ``GPU_COLS`` / ``CPU_COLS`` /
+``ANN_COLS`` / ``MEMORY_COLS``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from rankscope.dashboard.ingest.kineto.collectives import (
 from rankscope.dashboard.ingest.kineto.events import (
     INT64_MAX,
     INT64_MIN,
+    MEMORY_EVENT,
     NAN,
     Args,
     Event,
+    Instant,
     kept,
 )
 from rankscope.dashboard.ingest.table import first_indices
@@ -63,6 +67,13 @@ _ARG_INTS = ("args.correlation", "args.external_id", "args.stream", "args.device
 _CORRELATION, _EXTERNAL_ID, _STREAM, _DEVICE, _BYTES = range(len(_ARG_INTS))
 _KERNEL_FLOATS = ("args.blocks_per_sm", "args.occupancy")
 _NAME, _CAT, _TID, _ARGS = (attrgetter(f) for f in ("name", "cat", "tid", "args"))
+_MEMORY_INTS = (
+    "args.total_allocated",
+    "args.total_reserved",
+    "args.device_type",
+    "args.device_id",
+    "args.bytes",
+)
 
 
 def _floats(values: list[Any]) -> np.ndarray:
@@ -170,10 +181,9 @@ def _name_flags(name: str) -> int:
     )
 
 
-def _complete(events: Iterable[Any]) -> list[Event]:
-    """The complete events of a decoded batch (the others are empty placeholders)."""
-    events = list(events)
-    return list(compress(events, map(operator.is_, map(type, events), repeat(Event))))
+def _of_type(events: list[Any], kinds: list[type], cls: type) -> list[Any]:
+    """The events of ``events`` (whose types are ``kinds``) that are ``cls`` exactly."""
+    return list(compress(events, map(operator.is_, kinds, repeat(cls))))
 
 
 class ColumnBuilder:
@@ -194,6 +204,7 @@ class ColumnBuilder:
         self.g: dict[str, list[np.ndarray]] = {}
         self.c: dict[str, list[np.ndarray]] = {}
         self.a: dict[str, list[np.ndarray]] = {}
+        self.m: dict[str, list[np.ndarray]] = {}  # [memory] instants (MEMORY_COLS)
         # Collectives: from NCCL kernels (args carry the collective in new Kineto, else
         # the enclosing record_param_comms op does, linked by External id) or host ranges.
         self.nccl_rows: list[NcclRow] = []
@@ -206,7 +217,13 @@ class ColumnBuilder:
             table.setdefault(k, []).append(v)
 
     def add(self, batch: Iterable[Any]) -> None:
-        events = _complete(batch)
+        every = batch if isinstance(batch, list) else list(batch)
+        kinds = list(map(type, every))
+        # A trace without profile_memory holds a couple of instants: one scan (identity
+        # compares in C) is all it costs.
+        if Instant in kinds:
+            self._add_memory(_of_type(every, kinds, Instant))
+        events: list[Event] = _of_type(every, kinds, Event)
         if not events:
             return
         times = _fields(events, _TIMES, np.float64)
@@ -248,6 +265,24 @@ class ColumnBuilder:
             )
         if c_mask.any():
             self._add_cpu(events, names, cats, ts, dur, ints, c_tid, c_mask)
+
+    def _add_memory(self, instants: list[Instant]) -> None:
+        """The ``[memory]`` instants' allocator totals, in Kineto's microseconds."""
+        mem = [e for e in instants if e.name == MEMORY_EVENT]
+        if not mem:
+            return
+        ts = _floats(list(map(attrgetter("ts"), mem)))
+        ints = _fields(mem, _MEMORY_INTS, np.int64)
+        keep = ~np.isnan(ts)
+        self._put(
+            self.m,
+            ts=ts[keep],
+            allocated=ints[keep, 0],
+            reserved=ints[keep, 1],
+            device_type=ints[keep, 2],
+            device_id=ints[keep, 3],
+            bytes=ints[keep, 4],
+        )
 
     @staticmethod
     def _tids(
@@ -368,3 +403,11 @@ CPU_COLS = {
     "external_id": np.int64,
 }
 ANN_COLS = {"ts": np.float64, "dur": np.float64, "name": np.int32, "stream": np.int64}
+MEMORY_COLS = {
+    "ts": np.float64,
+    "device_type": np.int64,
+    "device_id": np.int64,
+    "allocated": np.int64,
+    "reserved": np.int64,
+    "bytes": np.int64,
+}

@@ -2,9 +2,11 @@
 
 ``TraceDoc`` is a whole document (``DOC_DECODER`` decodes it), ``decode_batch``
 one ``[event, ...]`` slice of its ``traceEvents`` (see ``stream``),
-``load_trace_doc`` a whole file. Only complete events (``"ph": "X"``) come out
-as ``Event`` (cat, name, ts and dur in Kineto's microseconds, tid, ``Args``); any
-other phase decodes to an empty placeholder, skipped without being built.
+``load_trace_doc`` a whole file. Complete events (``"ph": "X"``) come out as
+``Event`` (cat, name, ts and dur in Kineto's microseconds, tid, ``Args``) and
+instant events (``"ph": "i"``) as ``Instant`` (name, ts, ``MemoryArgs``: the
+allocator totals of ``profile_memory``'s ``[memory]`` events); any other phase
+decodes to an empty placeholder, skipped without being built.
 
 Two paths, same values: the typed decoder (fast, strict), and for valid JSON of
 an unusual shape (a string where a number belongs, a bare event array) a
@@ -71,7 +73,7 @@ def kept(args: Args) -> Args:
 
 
 class Event(msgspec.Struct, gc=False, tag_field="ph", tag="X"):
-    """A complete event (``"ph": "X"``), the only phase rankscope reads."""
+    """A complete event (``"ph": "X"``): every range rankscope reads."""
 
     cat: str = ""
     name: str = ""
@@ -81,19 +83,48 @@ class Event(msgspec.Struct, gc=False, tag_field="ph", tag="X"):
     args: Args = NO_ARGS
 
 
+class MemoryArgs(msgspec.Struct, frozen=True, gc=False):
+    """What a ``[memory]`` instant says (``profile_memory=True``); -1 where absent.
+
+    ``device_type`` is c10's DeviceType (0 CPU, 1 CUDA); a CPU event's ``device_id`` is -1.
+    """
+
+    total_allocated: int = msgspec.field(default=-1, name="Total Allocated")
+    total_reserved: int = msgspec.field(default=-1, name="Total Reserved")
+    device_type: int = msgspec.field(default=-1, name="Device Type")
+    device_id: int = msgspec.field(default=-1, name="Device Id")
+    bytes: int = msgspec.field(default=0, name="Bytes")  # this event's change (< 0: a free)
+
+
+NO_MEMORY_ARGS = MemoryArgs()
+MEMORY_EVENT = "[memory]"
+
+
+class Instant(msgspec.Struct, gc=False, tag_field="ph", tag="i"):
+    """An instant event (``"ph": "i"``): ``[memory]`` is the one rankscope reads.
+
+    A trace recorded without ``profile_memory`` has a couple of these, so decoding
+    them costs nothing there; one recorded with it has one per allocation and free.
+    """
+
+    name: str = ""
+    ts: float | None = None
+    args: MemoryArgs = NO_MEMORY_ARGS
+
+
 # Every other Chrome-trace phase decodes to an empty struct: msgspec checks its JSON
-# and skips its contents without building a thing (flow and instant events are a
-# third of a Kineto trace). A phase not listed here, or an event without one, fails
-# the schema and takes the forgiving path.
-_OTHER_PHASES = "BEIiCbnestfPONDMVvRcTpSF()"
+# and skips its contents without building a thing (flow events are a third of a
+# Kineto trace). A phase not listed here, or an event without one, fails the schema
+# and takes the forgiving path.
+_OTHER_PHASES = "BEICbnestfPONDMVvRcTpSF()"
 _SKIPPED = tuple(
     msgspec.defstruct(f"_Phase{ord(ph)}", [], tag_field="ph", tag=ph, gc=False)
     for ph in _OTHER_PHASES
 )
 if TYPE_CHECKING:
-    AnyEvent = Event
+    AnyEvent = Event | Instant
 else:
-    AnyEvent = functools.reduce(operator.or_, (Event, *_SKIPPED))
+    AnyEvent = functools.reduce(operator.or_, (Event, Instant, *_SKIPPED))
 
 
 class TraceDoc(msgspec.Struct):
@@ -151,8 +182,30 @@ def _float_or_nan(value: Any) -> float:
         return NAN
 
 
-def _is_complete(e: Any) -> bool:
-    return isinstance(e, dict) and e.get("ph") == "X"
+def _is_read(e: Any) -> bool:
+    """A complete event, or a ``[memory]`` instant: the events the typed path builds."""
+    return isinstance(e, dict) and (
+        e.get("ph") == "X" or (e.get("ph") == "i" and e.get("name") == MEMORY_EVENT)
+    )
+
+
+def _memory_from_dict(e: dict[str, Any]) -> Instant:
+    """A ``[memory]`` instant, converted as the typed decoder would (an int64 or -1)."""
+    args = NO_MEMORY_ARGS
+    raw_args = e.get("args")
+    if isinstance(raw_args, dict):
+        args = MemoryArgs(
+            **{
+                f.name: int_or(raw_args.get(f.encode_name))
+                for f in msgspec.structs.fields(MemoryArgs)
+                if f.encode_name in raw_args
+            }
+        )
+    return Instant(name=MEMORY_EVENT, ts=_float_or_none(e.get("ts")), args=args)
+
+
+def _read_from_dict(e: dict[str, Any]) -> Event | Instant:
+    return _memory_from_dict(e) if e.get("ph") == "i" else _event_from_dict(e)
 
 
 def _event_from_dict(e: dict[str, Any]) -> Event:
@@ -196,7 +249,7 @@ def _read_doc(raw: bytes | bytearray, path: Path) -> TraceDoc:
         doc = {"traceEvents": doc}
     if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
         raise RankscopeError(f"{path} is not a torch.profiler trace (no traceEvents list)")
-    events: list[AnyEvent] = [_event_from_dict(e) for e in doc["traceEvents"] if _is_complete(e)]
+    events: list[AnyEvent] = [_read_from_dict(e) for e in doc["traceEvents"] if _is_read(e)]
     keep = {
         k: doc.get(k)
         for k in ("distributedInfo", "baseTimeNanoseconds", "deviceProperties", "traceName")
@@ -212,7 +265,7 @@ def load_trace_doc(path: Path) -> TraceDoc:
 def decode_batch(raw: bytes | memoryview) -> list[AnyEvent] | None:
     """One ``[event, ...]`` slice as events; None when the slice is not valid JSON.
 
-    Only complete events come out whole; the others are empty placeholders.
+    Complete events and instants come out whole; the others are empty placeholders.
     """
     try:
         return _BATCH_DECODER.decode(raw)
@@ -224,4 +277,4 @@ def decode_batch(raw: bytes | memoryview) -> list[AnyEvent] | None:
         items = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return None
-    return [_event_from_dict(e) for e in items if _is_complete(e)]
+    return [_read_from_dict(e) for e in items if _is_read(e)]

@@ -1,4 +1,4 @@
-"""One Kineto trace file -> a ``RankTrace``: its four tables and its metadata.
+"""One Kineto trace file -> a ``RankTrace``: its five tables and its metadata.
 
 ``parse_trace(path)`` decodes the file batch by batch while decompressing
 (``stream`` splits, ``events`` decodes, ``columns`` builds), or whole for a
@@ -25,6 +25,7 @@ from rankscope.dashboard.ingest.kineto.columns import (
     ANN_COLS,
     CPU_COLS,
     GPU_COLS,
+    MEMORY_COLS,
     ColumnBuilder,
     joined,
 )
@@ -35,7 +36,13 @@ from rankscope.dashboard.ingest.kineto.events import (
     int_or,
     load_trace_doc,
 )
-from rankscope.dashboard.ingest.kineto.times import MAX_BASE_NS, dur_ns, sane_times, to_ns
+from rankscope.dashboard.ingest.kineto.times import (
+    MAX_BASE_NS,
+    MAX_TS_US,
+    dur_ns,
+    sane_times,
+    to_ns,
+)
 from rankscope.dashboard.ingest.table import Table
 from rankscope.profiler import safeio
 from rankscope.profiler.errors import RankscopeError
@@ -53,6 +60,7 @@ class RankTrace:
     cpu: Table
     gpu_ann: Table
     comms: Table
+    memory: Table
 
 
 def _parse_mapping(value: Any) -> dict[str, Any]:
@@ -152,6 +160,9 @@ def _finish(b: ColumnBuilder, doc: TraceDoc, path: str) -> RankTrace:
     cpu = Table(timed(cpu_raw), {"name": b.c_names.values(), "cat": b.c_cats.values()})
     b.c.clear()
     gpu_ann = Table(timed(joined(b.a, ANN_COLS)), {"name": b.a_names.values()})
+    memory, bad_memory = _memory_table(joined(b.m, MEMORY_COLS), base_ns)
+    b.m.clear()
+    dropped += bad_memory
     comms, comm_source = comms_table(
         b.nccl_rows, b.param_comms, b.host_comm_rows, cpu_ts, cpu_corr, base_ns
     )
@@ -178,5 +189,34 @@ def _finish(b: ColumnBuilder, doc: TraceDoc, path: str) -> RankTrace:
         "comm_source": comm_source,
         "pg_ranks": pg_ranks,
         "dropped_events": dropped,
+        "device_memory": _device_memory(props),
     }
-    return RankTrace(path, meta, gpu, cpu, gpu_ann, comms)
+    return RankTrace(path, meta, gpu, cpu, gpu_ann, comms, memory)
+
+
+def _memory_table(cols: dict[str, np.ndarray], base_ns: int) -> tuple[Table, int]:
+    """The ``[memory]`` rows in time order, ts in int64 ns; and how many were dropped
+    (a time out of range, or a total that is not a count)."""
+    ts = cols["ts"]
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(ts) & (np.abs(ts) <= MAX_TS_US) & (cols["allocated"] >= 0)
+    dropped = int(len(ok) - ok.sum())
+    if dropped:
+        cols = {k: v[ok] for k, v in cols.items()}
+    cols["ts"] = to_ns(cols["ts"], base_ns)
+    order = np.argsort(cols["ts"], kind="stable")
+    if len(order) and (order[1:] < order[:-1]).any():
+        cols = {k: v[order] for k, v in cols.items()}
+    return Table(cols), dropped
+
+
+def _device_memory(props: Any) -> dict[str, int]:
+    """Each GPU's memory in bytes by its device id (``deviceProperties``' ``totalGlobalMem``)."""
+    out: dict[str, int] = {}
+    if isinstance(props, list):
+        for p in props:
+            if isinstance(p, dict):
+                dev, total = int_or(p.get("id")), int_or(p.get("totalGlobalMem"))
+                if dev >= 0 and total > 0:
+                    out[str(dev)] = total
+    return out

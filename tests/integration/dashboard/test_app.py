@@ -541,3 +541,20 @@ def test_compare_page_leads_with_the_verdict_and_its_waterfall(app: tuple[str, A
     assert bars["measure"][-1] == "total" and bars["x"][-1] == "step time"
     # the components add up to the step-time change, the last bar
     assert abs(sum(bars["y"][:-1]) - bars["y"][-1]) < 0.05
+
+
+def test_gpu_page_shows_memory_or_says_how_to_record_it(app: tuple[str, AppTest]) -> None:
+    """Peak allocated and reserved per rank where a trace or the light layer has them;
+    else the one command that records them."""
+    from rankscope.dashboard.analysis.wording import NO_MEMORY_DATA
+
+    name, at = app
+    at.switch_page("views/gpu.py").run()
+    _clean(at)
+    charts = [f for f in _figures(at) if any(t.get("name") == "peak allocated" for t in f["data"])]
+    if name == "reference":  # the H200 run was recorded with memory profiling
+        (chart,) = charts
+        assert {t["name"] for t in chart["data"]} == {"peak allocated", "peak reserved"}
+        assert all(len(t["x"]) == 4 for t in chart["data"])
+    else:  # the sample has each process's RSS (drawn), no allocator figures
+        assert NO_MEMORY_DATA in [i.value for i in at.info]

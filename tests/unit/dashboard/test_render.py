@@ -198,7 +198,7 @@ def test_json_is_the_typed_report_with_rank_keys_as_text(report: Report) -> None
     assert list(doc) == [
         "schema", "run", "ranks", "imbalance", "stragglers", "collectives", "findings",
         "top_kernels", "per_step", "whole_run", "hang", "verdict", "nodes",
-        "process_groups", "pipelines", "top_operators",
+        "process_groups", "pipelines", "top_operators", "memory",
     ]  # fmt: skip
     assert doc["collectives"][0]["last_arrival_counts"] == {"1": 3, "0": 9}
     assert doc["ranks"][0]["telemetry"] == {
