@@ -128,6 +128,9 @@ from rankscope.dashboard.app.model.many_ranks import (
     shown_ranks as shown_ranks,
 )
 from rankscope.dashboard.app.model.memory import (
+    CAPACITY_LINE_SHARE as CAPACITY_LINE_SHARE,
+)
+from rankscope.dashboard.app.model.memory import (
     memory_bars as memory_bars,
 )
 from rankscope.dashboard.app.model.memory import (

@@ -16,6 +16,9 @@ from rankscope.dashboard.analysis.report import Report
 from rankscope.dashboard.app.model.basics import rank_label
 
 GIB = float(1 << 30)
+# The GPU's memory is drawn as a line when the highest bar reaches this share of it;
+# below, the line would flatten the bars (the caption gives the figure instead).
+CAPACITY_LINE_SHARE = 0.25
 
 
 def judged_devices(report: Report) -> list[DeviceMemory]:

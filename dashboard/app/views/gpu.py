@@ -201,17 +201,23 @@ def _memory(first: list[int]) -> None:
     )
     fig.update_xaxes(type="category")
     capacity = model.memory_capacity_gib(report)
-    if capacity is not None:
+    limit = ""
+    if capacity is not None and float(bars["gib"].max()) >= model.CAPACITY_LINE_SHARE * capacity:
         fig.add_hline(
             y=capacity, line_dash="dash", annotation_text=f"GPU memory {capacity:.1f} GiB"
         )
+    elif capacity is not None:
+        # Far below the limit: a line at the GPU's memory would flatten the bars that
+        # show the ranks' differences; the caption gives it.
+        limit = f" Each GPU has {capacity:.1f} GiB, off the chart's scale."
     m = report.memory
     assert m is not None
     sources = sorted({d.source for d in m.devices if d.device != "host"})
     caption = "; ".join(wording.MEMORY_SOURCE[s] for s in sources) or "process RSS (light layer)"
+    caption += "." + limit
     charts.show(
         charts.tidy(fig, height=340),
-        f"Peaks {caption}. {wording.MEMORY_RULES}" + charts.bars_note(bars, total),
+        f"Peaks {caption} {wording.MEMORY_RULES}" + charts.bars_note(bars, total),
     )
     for f in report.findings:
         if f.kind.startswith("memory"):
