@@ -270,7 +270,7 @@ def held_back_lines(report: Report, limit: int = 6) -> list[str]:
             g.pg,
             g.desc,
             g.ranks,
-            g.last_arrivals[g.held_back_by],
+            g.last_arrivals[g.held_back_by] if g.held_last_or_tied is None else g.held_last_or_tied,
             g.instances,
             g.mean_lag_ms[g.held_back_by],
         )

@@ -7,10 +7,11 @@ every member logged (the latest ``MAX_CELLS // members`` of them). Per
 instance, a member's arrival lag is its issue time minus the first member's, on
 rank 0's clock. ``group_summaries`` returns one
 ``GroupSummary`` per group with at least two members: how often each member
-arrived last, its mean lag, and ``held_back_by``, the member last at
-``HELD_BACK_SHARE`` of the instances or more (at least ``MIN_INSTANCES``) with
-a mean lag of ``MIN_LAG_MS`` or more and ``LAG_RATIO`` times any other
-member's (noise makes every member last now and then); else None. A straggler is named with the
+arrived last, its mean lag, and ``held_back_by``, the member with the largest
+mean lag, last (or within ``TIE_MS`` of the last) at ``HELD_BACK_SHARE`` of the
+instances or more (at least ``MIN_INSTANCES``), with a mean lag of ``MIN_LAG_MS``
+or more and ``LAG_RATIO`` times any other member's (noise makes every member last
+now and then); else None. A straggler is named with the
 groups it holds back (``held_back``), so a slow tensor-parallel pair reads as
 the data-parallel groups it delays.
 """
@@ -29,6 +30,7 @@ NS_PER_MS = 1e6
 HELD_BACK_SHARE = 0.5
 MIN_INSTANCES = 5
 MIN_LAG_MS = 1.0
+TIE_MS = 0.5  # arrivals this close count as together (``_summary``)
 LAG_RATIO = 2.0
 # At most this many (member, instance) arrival times per group: a group's latest
 # instances only (32 MB), however many ranks and steps.
@@ -46,6 +48,8 @@ class GroupSummary:
     last_arrivals: dict[int, int]  # member -> instances at which it arrived last
     mean_lag_ms: dict[int, float]  # member -> mean arrival lag behind the first member
     held_back_by: int | None  # the member it waits for (module docstring), else None
+    # instances at which ``held_back_by`` arrived last or within TIE_MS of the last
+    held_last_or_tied: int | None = None
 
 
 def _offset(rd: RankData) -> int:
@@ -105,12 +109,18 @@ def _summary(pg: str, desc: str, members: list[int], arr: np.ndarray) -> GroupSu
     lag = (arr - arr.min(axis=0)) / NS_PER_MS
     last = np.bincount(arr.argmax(axis=0), minlength=len(members))
     mean = lag.mean(axis=1)
-    k = int(last.argmax())
+    # The candidate is the member latest on average. It counts as last wherever it is
+    # within TIE_MS of the last: a second collective issued as soon as the first
+    # released everyone finds the members together, and which one is a few us later
+    # there is noise (a slow rank of a pair, 30 ms late at one of two collectives a
+    # step, was "last" at 30 of 60 and its partner at the other 30).
+    k = int(mean.argmax())
+    last_or_tied = int((lag[k] >= lag.max(axis=0) - TIE_MS).sum())
     others = np.delete(mean, k)
     held = (
         members[k]
         if n >= MIN_INSTANCES
-        and last[k] >= HELD_BACK_SHARE * n
+        and last_or_tied >= HELD_BACK_SHARE * n
         and mean[k] >= max(MIN_LAG_MS, LAG_RATIO * float(others.max(initial=0.0)))
         else None
     )
@@ -122,6 +132,7 @@ def _summary(pg: str, desc: str, members: list[int], arr: np.ndarray) -> GroupSu
         last_arrivals={r: int(c) for r, c in zip(members, last, strict=True)},
         mean_lag_ms={r: round(float(v), 3) for r, v in zip(members, mean, strict=True)},
         held_back_by=held,
+        held_last_or_tied=last_or_tied if held is not None else None,
     )
 
 

@@ -337,8 +337,9 @@ def group_held_back(
     """One line on a process group a straggler holds back."""
     name = f"process group {pg}" + (f" ({desc})" if desc and desc != pg else "")
     return (
-        f"Rank {rank} holds back {name}, {rank_group(members)}: last to arrive at {last} of"
-        f" its {instances} collectives, ~{lag_ms:.1f} ms after the first on average."
+        f"Rank {rank} holds back {name}, {rank_group(members)}: last to arrive (or with"
+        f" the last) at {last} of its {instances} collectives, ~{lag_ms:.1f} ms after the"
+        " first on average."
     )
 
 
