@@ -516,7 +516,10 @@ def render_text(report: Report, all_ranks: bool = False) -> str:
         table, note = _rank_table(_gpu_rows(report), report, all_ranks)
         out += ["", "GPU utilisation:", _table_text(*table), f"  ({_GPU_NOTE})"]
     header, rows, note = memory_rows(report, all_ranks)
-    out += ["", f"Memory ({memory_caption(report)}):"]
+    if report.memory is not None and report.memory.has_data:
+        out += ["", f"Memory ({memory_caption(report)}):"]
+    else:  # how to get it, on a line of its own
+        out += ["", "Memory:", f"  {memory_caption(report)}"]
     if rows:
         out += [*([f"  ({note})"] if note else []), _table_text(header, rows)]
     if line := _evidence_line(report):
