@@ -482,9 +482,20 @@ def _evidence_line(report: Report) -> str | None:
     return wording.evidence_line(report.run.evidence)
 
 
+def live_lines(report: Report) -> list[str]:
+    """A line saying the job still ran when the report was made, or none."""
+    live = report.run.live
+    if live is None:
+        return []
+    import time
+
+    at = time.strftime("%H:%M:%S UTC", time.gmtime(live.read_ns / 1e9))
+    return [wording.live_line(len(live.running), live.world_size, live.step, at)]
+
+
 def render_text(report: Report, all_ranks: bool = False) -> str:
     run = report.run
-    out = [f"rankscope report: {run.path}", "", *_hang_lines(report, False)]
+    out = [f"rankscope report: {run.path}", "", *live_lines(report), *_hang_lines(report, False)]
     out += [_verdict(report), ""]
     if nodes := slow_node_lines(report):
         out += [*nodes, ""]
@@ -531,7 +542,8 @@ def render_text(report: Report, all_ranks: bool = False) -> str:
 
 def render_markdown(report: Report, all_ranks: bool = False) -> str:
     run = report.run
-    out = [f"# rankscope report: `{run.path}`", "", *_hang_lines(report, True)]
+    live = [f"**{line}**" for line in live_lines(report)]
+    out = [f"# rankscope report: `{run.path}`", "", *live, *_hang_lines(report, True)]
     out += [f"**{_verdict(report)}**", ""]
     if nodes := slow_node_lines(report):
         out += [f"**{line}**" for line in nodes] + [""]

@@ -37,7 +37,7 @@ from rankscope.dashboard.analysis.digest import (
     telemetry_sums_of,
 )
 from rankscope.dashboard.analysis.groups import GroupSummary, group_summaries
-from rankscope.dashboard.analysis.hang import HangVerdict
+from rankscope.dashboard.analysis.hang import HangVerdict, LiveRun
 from rankscope.dashboard.analysis.nodes import NodesResult, nodes_result
 from rankscope.dashboard.analysis.results import (
     BREAKDOWN_COLUMNS,
@@ -90,6 +90,7 @@ class Analysis:
     whole_run: wholerun.WholeRun | None = None
     whole_run_stragglers: list[Straggler] = field(default_factory=list)
     hang: HangVerdict | None = None  # a run that hung, desynced or crashed (hang.py)
+    live: LiveRun | None = None  # the job still ran when its files were read (hang.py)
     # ranks with step timings (or telemetry) but no trace while other ranks have one:
     # a crash during export or an attach that reached only some ranks
     missing_trace: list[int] = field(default_factory=list)
@@ -201,7 +202,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     windows = {rank: d.windows for rank, d in digests.items()}
     sources = {d.source for d in digests.values()}
     steps = _choose_steps(windows, lo, hi, warnings)
-    hang, steps = _hang_of(run, steps, warnings)
+    hang, steps, live = _hang_of(run, steps, warnings)
     if not steps:
         if step_range:
             available = sorted(set().union(*[set(w) for w in windows.values()]))
@@ -400,6 +401,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         evidence=evidence,
         n_comms={r: len(d.comms) for r, d in digests.items()},
         hang=hang,
+        live=live,
         nodes=job,
         process_groups=group_summaries(run.ranks, {s.pg for s in shifts})
         if whole is not None
@@ -411,16 +413,19 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
 
 def _hang_of(
     run: Run, steps: list[int], warnings: list[str]
-) -> tuple[HangVerdict | None, list[int]]:
-    """The hang verdict, and the analysed steps without those the hang cut short."""
+) -> tuple[HangVerdict | None, list[int], LiveRun | None]:
+    """The hang verdict, the analysed steps without those the hang cut short, and
+    whether the job still runs (``hang.live_run``)."""
     from pathlib import Path
 
     from rankscope.dashboard.analysis import hang as hang_mod
 
     path = Path(run.path)
     if not path.is_dir():
-        return None, steps
-    verdict = hang_mod.hang_verdict(hang_mod.read_hang_records(path))
+        return None, steps, None
+    records = hang_mod.read_hang_records(path)
+    verdict = hang_mod.hang_verdict(records)
+    live = hang_mod.live_run(records)
     for folder in run.earlier_attempts[-3:]:
         # Why torchrun restarted the job: each recent earlier attempt's own verdict.
         try:
@@ -436,7 +441,7 @@ def _hang_of(
         warnings.append(
             f"the run stopped in step {cut}: performance findings come from the steps before it"
         )
-    return verdict, steps
+    return verdict, steps, live
 
 
 def _step_breakdown(

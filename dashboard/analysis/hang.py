@@ -572,6 +572,38 @@ def _stuck(rec: RankRecords) -> bool:
     return stall is not None and (p is None or (p.state != "stopped" and p.ts_ns <= stall.ts_ns))
 
 
+LIVE_S = 10.0  # a rank whose progress record is younger than this still runs
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """A job still running when its records were read (``live_run``)."""
+
+    running: tuple[int, ...]  # ranks whose progress record is under LIVE_S old
+    world_size: int
+    step: int  # the furthest step under way on those ranks
+    read_ns: int  # when the records were read (wall clock, ns)
+
+
+def live_run(records: HangRecords) -> LiveRun | None:
+    """The job is still running: no exit code, not set aside by a restart, and a rank's
+    progress record (written by its collector about every second) is under ``LIVE_S``
+    old and says running; else None."""
+    if records.exit_code is not None or records.restarted:
+        return None
+    running = tuple(
+        r
+        for r, rec in sorted(records.ranks.items())
+        if rec.progress is not None
+        and rec.progress.state == "running"
+        and (records.now_ns - rec.progress.ts_ns) / 1e9 < LIVE_S
+    )
+    if not running:
+        return None
+    step = max(records.ranks[r].progress.step.current_step for r in running)  # type: ignore[union-attr]
+    return LiveRun(running, records.world_size, step, records.now_ns)
+
+
 def hang_verdict(records: HangRecords) -> HangVerdict | None:
     """The verdict for a run that hung, desynced or crashed; None for a healthy one."""
     any_evidence = any(r.evidence for r in records.ranks.values())

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from rankscope.dashboard.analysis.groups import GroupSummary
-from rankscope.dashboard.analysis.hang import HangVerdict
+from rankscope.dashboard.analysis.hang import HangVerdict, LiveRun
 from rankscope.dashboard.analysis.memory import MemoryResult
 from rankscope.dashboard.analysis.nodes import NodesResult
 from rankscope.dashboard.analysis.pipeline import Pipeline
@@ -99,6 +99,9 @@ class RunInfo(_Record, frozen=True):
     # recorded), and the folders of the attempts before it, oldest first
     attempt: int | None = None
     earlier_attempts: list[str] = []
+    # the job still ran when the report was made (``analysis.hang.live_run``): its ranks
+    # running, the furthest step under way; the report covers what was on disk then
+    live: LiveRun | None = None
 
 
 class RankTelemetry:
@@ -387,6 +390,7 @@ def build_report(a: Analysis) -> Report:
             ],
             attempt=run.attempt,
             earlier_attempts=list(run.earlier_attempts),
+            live=a.live,
         ),
         ranks=[_rank_row(a, r) for r in sorted(a.per_rank)],
         imbalance=ImbalanceReport(

@@ -1045,3 +1045,14 @@ def memory_growth_finding(
         " from one step to the next (a tensor appended to a list, a loss kept with its graph,"
         " a growing cache) ends in out-of-memory. A longer window shows whether it levels off.",
     )
+
+
+def live_line(running: int, world_size: int, step: int, read_at: str) -> str:
+    """The first line of a report on a job that still runs (``hang.live_run``)."""
+    of = f" of {world_size}" if world_size > running else ""
+    return (
+        f"LIVE: the job is still running ({running}{of} rank(s), at step {step}, {read_at}):"
+        " this report covers what was on disk then; steps to come and a trace window still"
+        " being written are not in it. Report again later, or follow it with"
+        " `rankscope watch RUN`."
+    )

@@ -13,6 +13,7 @@ from rankscope.dashboard.analysis import wording
 from rankscope.dashboard.app import charts, data, model, runs, text
 from rankscope.dashboard.render import (
     incomplete_sentence,
+    live_lines,
     no_straggler_sentence,
     render_json,
     render_markdown,
@@ -163,6 +164,9 @@ def render() -> None:
             + wording.whole_trace_window(window).replace("below ", "on these pages ")
         )
 
+    for line in live_lines(report):
+        # the job still runs: what follows is what was on disk when it was read
+        st.info(text.md(line), icon=":material/sensors:")
     if incomplete := incomplete_sentence(report):
         # first: every figure below was measured without the untraced ranks
         st.warning(incomplete, icon=":material/report:")
