@@ -46,6 +46,7 @@ def _rank_rows(report: Report) -> tuple[list[str], list[list[str]]]:
         "idle",
         "GPU busy",
         "HTA idle/compute/non-compute %",
+        "HTA comm overlap %",
     ]
     rows = []
     for r in report.ranks:
@@ -65,6 +66,7 @@ def _rank_rows(report: Report) -> tuple[list[str], list[list[str]]]:
                 f"{tb.idle_pct:.2f} / {tb.compute_pct:.2f} / {tb.non_compute_pct:.2f}"
                 if tb
                 else "-",
+                _fmt(r.comm_overlap_pct, 1, "%"),
             ]
         )
     return header, rows

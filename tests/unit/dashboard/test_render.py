@@ -50,6 +50,7 @@ ROWS = [
         idle_ms=10.0,
         gpu_busy_pct=80.0,
         temporal_breakdown=TemporalBreakdown(10.0, 70.0, 20.0),
+        comm_overlap_pct=33.3333,
         telemetry=TELEMETRY,
     ),
     rank_row(
@@ -112,14 +113,15 @@ def test_text_rank_table_formats_each_number_and_dashes_the_unmeasured(report: R
     table = _section(render_text(report), "Per rank (ms per step):")
     assert table[0].split() == [
         "rank", "step", "ms", "compute", "comm", "exposed", "wait", "data", "host-only",
-        "idle", "GPU", "busy", "HTA", "idle/compute/non-compute", "%",
+        "idle", "GPU", "busy", "HTA", "idle/compute/non-compute", "%", "HTA", "comm",
+        "overlap", "%",
     ]  # fmt: skip
     assert table[2].split() == [
         "0", "100.0", "60.0", "30.0", "20.0", "5.0", "10.0", "0.0", "10.0", "80.0%",
-        "10.00", "/", "70.00", "/", "20.00",
+        "10.00", "/", "70.00", "/", "20.00", "33.3%",
     ]  # fmt: skip
     assert table[3].split() == [
-        "1", "100.0", "50.0", "30.0", "30.0", "25.0", "15.0", "5.0", "0.0", "-", "-",
+        "1", "100.0", "50.0", "30.0", "30.0", "25.0", "15.0", "5.0", "0.0", "-", "-", "-",
     ]  # fmt: skip
     assert len({len(line) for line in table}) == 1  # right-aligned columns
 
