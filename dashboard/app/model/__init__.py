@@ -173,6 +173,9 @@ from rankscope.dashboard.app.model.steps import (
     PER_STEP_COLUMNS as PER_STEP_COLUMNS,
 )
 from rankscope.dashboard.app.model.steps import (
+    finding_step as finding_step,
+)
+from rankscope.dashboard.app.model.steps import (
     per_step_frame as per_step_frame,
 )
 from rankscope.dashboard.app.model.steps import (

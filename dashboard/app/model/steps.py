@@ -5,11 +5,13 @@ same with rank labels; ``step_rows`` -> one step, one row per rank;
 ``rank_step_matrix`` -> index rank, columns step; ``per_step_frame`` -> rank, step,
 step_ms, excess_ms, caused_wait_ms, lag_ms (the report's ``per_step``);
 ``per_step_matrix`` -> index rank, columns step; ``stall_marks`` -> rank, step,
-lag_ms, kind, value (what the diagnosis found, where charts mark it).
+lag_ms, kind, value (what the diagnosis found, where charts mark it);
+``finding_step`` -> the step the Timeline opens at from a finding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from rankscope.dashboard.ingest.table import Table
 
 if TYPE_CHECKING:
     from rankscope.dashboard.analysis.report import Report
+    from rankscope.dashboard.analysis.results import StepRank
 
 
 def steps_frame(breakdown: Table) -> pd.DataFrame:
@@ -117,3 +120,18 @@ def stall_marks(report: Report, column: str = "excess_ms") -> pd.DataFrame:
         for rank, step in zip(marks["rank"], marks["step"], strict=True)
     ]
     return marks
+
+
+def finding_step(
+    per_step: Sequence[StepRank], ranks: Sequence[int], steps: list[int], fallback: int
+) -> int:
+    """The analysed step that shows a finding best: where its first rank's own work
+    stood out most (its excess over the others' median), else ``fallback`` (the
+    slowest step)."""
+    if not ranks:
+        return fallback
+    rows = [p for p in per_step if p.rank == ranks[0] and p.step in steps]
+    if not rows:
+        return fallback
+    best = max(rows, key=lambda p: (p.excess_ms, p.lag_ms))
+    return best.step if best.excess_ms > 0 else fallback

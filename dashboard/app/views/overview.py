@@ -145,6 +145,19 @@ def _per_step_chart() -> None:
     )
 
 
+TIMELINE_PAGE = "views/timeline.py"  # relative to main.py, as st.navigation lists it
+
+
+def _timeline_link(i: int, ranks: list[int], step: int) -> None:
+    """A button opening the Timeline at ``step`` with ``ranks`` drawn first."""
+    shown = ", ".join(map(str, ranks[:4])) + (" ..." if len(ranks) > 4 else "")
+    label = f"Timeline: rank{'s' if len(ranks) > 1 else ''} {shown}, step {step}"
+    if st.button(label, key=f"rs_finding_timeline_{i}", icon=":material/view_timeline:"):
+        st.session_state["rs_timeline_step"] = step
+        st.session_state["rs_timeline_focus"] = list(ranks)
+        st.switch_page(TIMELINE_PAGE)
+
+
 def render() -> None:
     report = data.report()
     a = data.analysis()
@@ -233,6 +246,10 @@ def render() -> None:
             + (f" · saves ~**{saving:.1f} ms/step**" if saving else "")
         )
         st.caption(f.detail)
+        if f.ranks and steps and steps != [-1]:
+            _timeline_link(
+                i, f.ranks, model.finding_step(report.per_step, f.ranks, steps, data.slowest_step())
+            )
 
     stragglers = model.straggler_ranks(report)
     left, right = st.columns(2)

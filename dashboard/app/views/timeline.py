@@ -19,21 +19,28 @@ def render() -> None:
             " `rankscope attach RUN --steps 3` while the job runs."
         )
         return
-    # Start on the slowest step: that is where a straggler shows most.
-    slowest = data.slowest_step()
+    # Start on the slowest step (a straggler shows most there), or where a finding's
+    # link asked (the Overview sets the key before the page runs).
+    if st.session_state.get("rs_timeline_step") not in steps:
+        slowest = data.slowest_step()
+        st.session_state["rs_timeline_step"] = slowest if slowest in steps else steps[0]
     step = st.selectbox(
         "Step",
         steps,
-        index=steps.index(slowest) if slowest in steps else 0,
         format_func=lambda s: "whole trace" if s < 0 else f"step {s}",
         key="rs_timeline_step",
     )
+    focus = [int(r) for r in st.session_state.get("rs_timeline_focus") or []]
     segments = data.step_timeline(step).to_pandas()
     if segments.empty:
         st.info("No rank has this step.")
         return
     rows = data.step_rows(step)
-    first = model.straggler_ranks(data.report())
+    first = focus + [r for r in model.straggler_ranks(data.report()) if r not in focus]
+    if focus:
+        st.caption(
+            f"Drawn first: rank(s) {', '.join(map(str, focus))}, from the finding you followed."
+        )
     measures = [c for c in rows.columns if c.endswith("_ms")]
     total = segments["rank"].nunique()
     # Hundreds of ranks: a bar each is a page of bars; the stragglers and outliers of this step.

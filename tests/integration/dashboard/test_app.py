@@ -76,6 +76,32 @@ def test_overview_names_the_straggler(app: tuple[str, AppTest]) -> None:
     assert len(at.get("plotly_chart")) >= 2  # step time per rank, stacked breakdown
 
 
+def test_a_finding_opens_the_timeline_at_its_rank_and_step(app: tuple[str, AppTest]) -> None:
+    name, at = app
+    at.switch_page("views/overview.py").run()
+    links = [b for b in at.button if b.key and b.key.startswith("rs_finding_timeline_")]
+    straggler = next(b for b in links if b.label.startswith("Timeline: rank 1, step "))
+    step = int(straggler.label.rsplit(" ", 1)[1])
+    # the step where rank 1's own work stood out most (the report's per_step evidence)
+    rows = [p for p in data_report(at).per_step if p.rank == 1]
+    assert step == max(rows, key=lambda p: (p.excess_ms, p.lag_ms)).step, name
+    straggler.click().run()
+    _clean(at)
+    assert at.title[0].value == "Timeline of one step"
+    assert at.selectbox[0].value == step
+    assert any("Drawn first: rank(s) 1" in c.value for c in at.caption)
+    at.session_state["rs_timeline_focus"] = []  # leave the shared app as it was
+
+
+def data_report(at: AppTest) -> Any:
+    """The report the app shows (the same analysis, made here)."""
+    from rankscope.dashboard.analysis.analyse import analyse
+    from rankscope.dashboard.analysis.report import build_report
+    from rankscope.dashboard.ingest.run import load_run
+
+    return build_report(analyse(load_run(os.environ["RANKSCOPE_DASHBOARD_PATH"])))
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders(app: tuple[str, AppTest], page: str) -> None:
     name, at = app
