@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -417,15 +418,21 @@ def memory_rows(report: Report, all_ranks: bool) -> tuple[list[str], list[list[s
     devices = m.devices
     ranks = {d.rank for d in devices}
     note = None
+    summary: list[list[str]] = []
+
+    def size(b: float | None) -> str:
+        return "-" if b is None else wording.memory_size(int(b))
+
     if not all_ranks and len(ranks) > MAX_TEXT_RANKS:
         keep = {r for f in report.findings if f.kind.startswith("memory") for r in f.ranks}
         judged = [d for d in devices if d.device != "host"] or devices
         keep.add(max(judged, key=lambda d: d.peak_allocated_b).rank)
+        summary = _memory_percentiles(devices, size)
         devices = [d for d in devices if d.rank in keep]
-        note = f"{len(keep)} of {len(ranks)} ranks: those a finding names and the highest peak"
-
-    def size(b: int | None) -> str:
-        return "-" if b is None else wording.memory_size(b)
+        note = (
+            f"{len(keep)} of {len(ranks)} ranks: those a finding names and the highest peak,"
+            " then percentiles over all ranks per kind of device; --all-ranks prints every rank"
+        )
 
     rows = [
         [
@@ -440,7 +447,33 @@ def memory_rows(report: Report, all_ranks: bool) -> tuple[list[str], list[list[s
         ]
         for d in devices
     ]
-    return header, rows, note
+    return header, rows + summary, note
+
+
+def _memory_percentiles(devices: list[Any], size: Callable[[float | None], str]) -> list[list[str]]:
+    """p50 and max rows of peak allocated and reserved per kind of device (cuda, cpu, host),
+    the least capacity and headroom beside them."""
+    out: list[list[str]] = []
+    kinds: dict[str, list[Any]] = {}
+    for d in devices:
+        kinds.setdefault(d.device.split(":")[0], []).append(d)
+    for kind, ds in kinds.items():
+        alloc = sorted(d.peak_allocated_b for d in ds)
+        reserved = sorted(d.peak_reserved_b for d in ds if d.peak_reserved_b is not None)
+        caps = [d.capacity_b for d in ds if d.capacity_b is not None]
+        rooms = [d.headroom_b for d in ds if d.headroom_b is not None]
+        for label, pick in (("p50", lambda v: v[len(v) // 2]), ("max", lambda v: v[-1])):
+            out.append(
+                [
+                    label,
+                    kind,
+                    size(pick(alloc)),
+                    size(pick(reserved)) if reserved else "-",
+                    size(min(caps)) if caps else "-",
+                    f"min {size(min(rooms))}" if rooms and label == "max" else "-",
+                ]
+            )
+    return out
 
 
 def memory_caption(report: Report) -> str:

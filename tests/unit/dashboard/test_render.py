@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from report_factory import make_report, rank_row, rotating, straggler
 
@@ -269,3 +270,35 @@ def test_past_32_ranks_the_text_table_names_ranks_then_percentiles() -> None:
     assert "| 3 |" in render_markdown(report, all_ranks=True)
     # 32 ranks are still shown one by one
     assert len(_section(render_text(_many_ranks(32)), "Per rank (ms per step):")) == 2 + 32
+
+
+def test_memory_past_32_ranks_keeps_the_highest_and_adds_percentiles() -> None:
+    from rankscope.dashboard.analysis.memory import DeviceMemory, MemoryResult
+    from rankscope.dashboard.render import memory_rows
+
+    gib = 1 << 30
+    devices = [
+        DeviceMemory(
+            rank=r,
+            device=f"cuda:{r % 8}",
+            source="trace",
+            peak_allocated_b=(3 if r == 17 else 1) * gib,
+            peak_reserved_b=(4 if r == 17 else 2) * gib,
+            capacity_b=80 * gib,
+            headroom_b=(76 if r == 17 else 78) * gib,
+            reserved_pct=5.0 if r == 17 else 2.5,
+        )
+        for r in range(40)
+    ]
+    report = msgspec.structs.replace(
+        make_report(steps=[1], ranks=[]), memory=MemoryResult(devices=devices)
+    )
+    _, rows, note = memory_rows(report, all_ranks=False)
+    assert [r[:4] for r in rows] == [
+        ["17", "cuda:1", "3.0 GiB", "4.0 GiB"],  # the highest peak
+        ["p50", "cuda", "1.0 GiB", "2.0 GiB"],
+        ["max", "cuda", "3.0 GiB", "4.0 GiB"],
+    ]
+    assert rows[2][5] == "min 76.0 GiB"
+    assert note is not None and note.startswith("1 of 40 ranks")
+    assert len(memory_rows(report, all_ranks=True)[1]) == 40
