@@ -19,7 +19,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -122,11 +122,13 @@ def _report(path: str, sig: Signature, ranks: Ranks, steps: str | None) -> Repor
     return build_report(_analyse(path, sig, ranks, steps))
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _timeline(path: str, sig: Signature, ranks: Ranks, steps: str | None, step: int) -> Table:
+@st.cache_resource(max_entries=64, show_spinner="Reading the step's events...")
+def _timeline(
+    path: str, sig: Signature, ranks: Ranks, steps: str | None, step: int, drawn: Ranks
+) -> Table:
     a = _analyse(path, sig, ranks, steps)
     waits = comms_mod.wait_intervals(a.collectives)
-    return timeline_mod.step_timeline(a.activities, a.windows, waits, step)
+    return timeline_mod.step_timeline(a.activities, a.windows, waits, step, ranks=drawn)
 
 
 def selection() -> Selection:
@@ -170,10 +172,15 @@ def report(sel: Selection | None = None) -> Report:
     return _report(sel.path, signature(sel.path), sel.ranks, sel.steps)
 
 
-def step_timeline(step: int, sel: Selection | None = None) -> Table:
+def step_timeline(
+    step: int, sel: Selection | None = None, drawn: Sequence[int] | None = None
+) -> Table:
+    """``step``'s segments for the ranks ``drawn`` (None: every rank): only their events
+    are read, so a 1,024-rank run draws its few chosen ranks without reading the rest."""
     sel = sel or selection()
     analysis(sel)
-    return _timeline(sel.path, signature(sel.path), sel.ranks, sel.steps, step)
+    chosen = tuple(sorted(drawn)) if drawn is not None else None
+    return _timeline(sel.path, signature(sel.path), sel.ranks, sel.steps, step, chosen)
 
 
 def _step_jump(path: str) -> tuple[int, int, int] | None:

@@ -31,10 +31,6 @@ def render() -> None:
         key="rs_timeline_step",
     )
     focus = [int(r) for r in st.session_state.get("rs_timeline_focus") or []]
-    segments = data.step_timeline(step).to_pandas()
-    if segments.empty:
-        st.info("No rank has this step.")
-        return
     rows = data.step_rows(step)
     first = focus + [r for r in model.straggler_ranks(data.report()) if r not in focus]
     if focus:
@@ -42,13 +38,17 @@ def render() -> None:
             f"Drawn first: rank(s) {', '.join(map(str, focus))}, from the finding you followed."
         )
     measures = [c for c in rows.columns if c.endswith("_ms")]
-    total = segments["rank"].nunique()
-    # Hundreds of ranks: a bar each is a page of bars; the stragglers and outliers of this step.
+    total = len(rows)
+    # Hundreds of ranks: a bar each is a page of bars; the stragglers and outliers of this
+    # step, chosen from its breakdown before any event is read (only theirs are).
     ranks = model.shown_ranks(rows.set_index("rank")[measures], first, model.MAX_BAR_RANKS)
+    drawn = ranks if len(ranks) < total else None
+    segments = data.step_timeline(step, drawn=drawn).to_pandas()
+    if segments.empty:
+        st.info("No rank has this step.")
+        return
     ranks = [r for r in ranks if r in set(segments["rank"])]
-    if len(ranks) < total:
-        segments = segments[segments["rank"].isin(ranks)]
-    else:
+    if drawn is None:
         ranks = sorted(segments["rank"].unique())
     fig = go.Figure()
     for cat in CATEGORIES:
