@@ -1,6 +1,6 @@
 """Arrival lag per collective instance: the light layer's evidence with many collectives a step.
 
-Input: ``wholerun.LightRank``s (``coll_key`` = process group code << 40 | seq,
+Input: ``wholerun.LightRank``s (``coll_key`` = ``wholerun.coll_keys``: group, p2p, seq,
 ``enqueue_ns``: when the rank issued the instance, ``clock_offset_ns``: its clock
 minus rank 0's, and its steps) and the steps to judge. Output of
 ``arrival_gaps``: a (rank, step) matrix of ms, each rank's *own* lateness summed
@@ -51,7 +51,7 @@ class LightRank(Protocol):
 NS_PER_MS = 1e6
 # Instances handled together (bounds memory to ranks x CHUNK arrival times).
 CHUNK = 4096
-_PG_SHIFT = 40
+_PG_SHIFT = 41  # wholerun.PG_SHIFT (that module imports this one)
 
 
 def _step_of(r: LightRank, ts: np.ndarray) -> np.ndarray:

@@ -92,7 +92,7 @@ class LightRank:
     start_ns: np.ndarray
     end_ns: np.ndarray
     data_ns: np.ndarray  # -1: not recorded
-    coll_key: np.ndarray  # (process group code << 40) | sequence number
+    coll_key: np.ndarray  # ``coll_keys``: process group code, p2p bit, sequence number
     enqueue_ns: np.ndarray
     tel_ts_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     throttle: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -148,7 +148,20 @@ class StepSummary:
 # the same offset (a ring that lost a step's first entry on one rank moves one step).
 MIN_SHIFT_STEPS = 3
 SHIFT_SHARE = 0.75
-_SEQ_MASK = (1 << 40) - 1
+# A collective's key across ranks (``coll_keys``): its group's code, whether it is a
+# send/receive (their seq counts a group's p2p operations apart from its collectives,
+# so p2p #5 and all_reduce #5 of one group are different instances) and its seq.
+PG_SHIFT = 41
+P2P_BIT = 1 << 40
+_SEQ_MASK = P2P_BIT - 1
+
+
+def coll_keys(pg: np.ndarray, seq: np.ndarray, p2p: np.ndarray | None = None) -> np.ndarray:
+    """``(pg << PG_SHIFT) | (P2P_BIT if p2p) | seq``, one int64 per collective."""
+    key = (np.asarray(pg, np.int64) << PG_SHIFT) | np.asarray(seq, np.int64)
+    if p2p is not None and len(p2p) == len(key):
+        key = key | np.where(np.asarray(p2p, bool), np.int64(P2P_BIT), np.int64(0))
+    return key
 
 
 def _first_seq_per_step(r: LightRank, pg: int) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +170,7 @@ def _first_seq_per_step(r: LightRank, pg: int) -> tuple[np.ndarray, np.ndarray]:
     Sends and receives are left out: their seq counts a rank's own p2p operations,
     which differ between the ranks of a pipeline.
     """
-    mine = (r.coll_key >> 40) == pg
+    mine = (r.coll_key >> PG_SHIFT) == pg
     if len(r.p2p) == len(r.coll_key):
         mine &= ~r.p2p
     idx = _step_index(r, r.enqueue_ns[mine])
@@ -197,7 +210,7 @@ def seq_shifts(ranks: list[LightRank]) -> list[SeqShift]:
         return []
     names = next((r.pg_names for r in ranks if r.pg_names), ())
     out = []
-    for pg in distinct(np.concatenate([r.coll_key >> 40 for r in ranks])).tolist():
+    for pg in distinct(np.concatenate([r.coll_key >> PG_SHIFT for r in ranks])).tolist():
         firsts = [(r.rank, *_first_seq_per_step(r, pg)) for r in ranks]
         firsts = [f for f in firsts if len(f[1])]
         if len(firsts) < 2:
@@ -518,7 +531,9 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
                 cpu_ns=np.nan_to_num(marks["cpu_ns"], nan=-1).astype(np.int64)
                 if "cpu_ns" in marks
                 else None,
-                coll_key=(codes[comms["pg"]] << 40) | comms["seq"],
+                coll_key=coll_keys(
+                    codes[comms["pg"]], comms["seq"], comms["p2p"] != 0 if "p2p" in comms else None
+                ),
                 enqueue_ns=comms["enqueue_ns"],
                 tel_ts_ns=tel["ts_ns"] if has_throttle else np.zeros(0, np.int64),
                 # NaN (a sample without the field) reads as "no throttle reason"

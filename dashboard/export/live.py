@@ -337,7 +337,7 @@ class RunTail:
         }
 
     def _light_ranks(self) -> list[Any]:
-        from rankscope.dashboard.analysis.wholerun import LightRank
+        from rankscope.dashboard.analysis.wholerun import LightRank, coll_keys
 
         out = []
         for r in sorted(self._ranks.values(), key=lambda x: x.rank):
@@ -362,7 +362,7 @@ class RunTail:
                         ],
                         np.int64,
                     ),
-                    coll_key=(colls["pg"] << 40) | colls["seq"],
+                    coll_key=coll_keys(colls["pg"], colls["seq"]),
                     enqueue_ns=colls["enqueue_ns"].copy(),
                     duration_ms=colls["duration_ms"].copy(),
                     tel_ts_ns=np.array([t[0] for t in tel], np.int64),

@@ -11,6 +11,7 @@ import numpy as np
 from rankscope.dashboard.analysis.wholerun import (
     LightRank,
     SeqShift,
+    coll_keys,
     light_gaps,
     seq_shifts,
     whole_run,
@@ -49,7 +50,7 @@ def rank_of(
         start_ns=starts,
         end_ns=starts + 9 * MS,
         data_ns=np.full(STEPS, -1, dtype=np.int64),
-        coll_key=(np.int64(pg) << 40) | seqs,
+        coll_key=coll_keys(np.full(len(seqs), pg), seqs, np.array(p2p, dtype=bool)),
         enqueue_ns=np.array(enq, dtype=np.int64),
         duration_ms=np.where(np.array(p2p), np.nan, 1.0) if durations else np.zeros(0),
         p2p=np.array(p2p, dtype=bool),
@@ -115,3 +116,22 @@ def test_the_whole_run_matches_nothing_by_seq_when_they_do_not_line_up() -> None
     assert np.allclose(built[0].gap_ms, [[2.2] * STEPS, [6.2] * STEPS])
     paired = light_gaps(moved)
     assert paired is not None and not np.allclose(paired[0].gap_ms, built[0].gap_ms)
+
+
+def test_a_send_and_a_collective_with_the_same_seq_are_different_instances() -> None:
+    from rankscope.dashboard.analysis.wholerun import _match_counts
+
+    # Rank 0 sends p2p #5..; rank 1 issues all_reduce #5.. of the same group: before p2p
+    # had a bit of its own in the key, each pair read as one instance both ranks logged.
+    a = LightRank(
+        rank=0, step=np.arange(1), start_ns=np.zeros(1, np.int64), end_ns=np.ones(1, np.int64),
+        data_ns=np.full(1, -1), coll_key=coll_keys(np.zeros(3), np.array([5, 6, 7]),
+        np.ones(3, bool)), enqueue_ns=np.zeros(3, np.int64), p2p=np.ones(3, bool),
+    )  # fmt: skip
+    b = LightRank(
+        rank=1, step=np.arange(1), start_ns=np.zeros(1, np.int64), end_ns=np.ones(1, np.int64),
+        data_ns=np.full(1, -1), coll_key=coll_keys(np.zeros(3), np.array([5, 6, 7])),
+        enqueue_ns=np.zeros(3, np.int64), p2p=np.zeros(3, bool),
+    )  # fmt: skip
+    assert _match_counts([a, b]) == (0, 6)
+    assert _match_counts([a, a]) == (3, 0)
