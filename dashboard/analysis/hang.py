@@ -380,13 +380,19 @@ def _tables(
                 if g.ranks:
                     config[name] = tuple(sorted(g.ranks))
         for entries, _ in sources:
+            # Within one source, entries sharing a seq are one coalesced collective (FSDP's
+            # grouped all-gathers): summed, so the last member does not stand for the whole;
+            # a later source's entry of that seq replaces an earlier one's.
+            local: dict[tuple[str, int], SeqEntry] = {}
             for x in entries:
                 if x.p2p:
                     continue
                 descs.setdefault(x.pg, x.pg_desc)
-                seqs.setdefault(x.pg, {}).setdefault(rank, {})[x.seq] = SeqEntry(
-                    x.seq, x.name, x.bytes, x.enqueue_ns, x.completed
-                )
+                one = SeqEntry(x.seq, x.name, x.bytes, x.enqueue_ns, x.completed)
+                had = local.get((x.pg, x.seq))
+                local[(x.pg, x.seq)] = one if had is None else _coalesced(had, one)
+            for (pg, seq), one in local.items():
+                seqs.setdefault(pg, {}).setdefault(rank, {})[seq] = one
     groups: dict[str, tuple[str, tuple[int, ...]]] = {}
     for pg, by_rank in seqs.items():
         members = config.get(pg) or tuple(sorted(by_rank))
@@ -394,6 +400,16 @@ def _tables(
             members = tuple(range(records.world_size)) or members
         groups[pg] = (descs.get(pg, ""), members)
     return seqs, groups
+
+
+def _coalesced(a: SeqEntry, b: SeqEntry) -> SeqEntry:
+    """Two members of one coalesced collective as one: bytes summed, the ops named once
+    each, issued at the first, completed when both did."""
+    ops = sorted(set(a.op.split("+")) | set(b.op.split("+")))
+    return SeqEntry(
+        a.seq, "+".join(ops), a.bytes + b.bytes, min(a.enqueue_ns, b.enqueue_ns),
+        a.completed and b.completed,
+    )  # fmt: skip
 
 
 def _replace_completed(x: ev.FrEntry, completed: bool) -> ev.FrEntry:

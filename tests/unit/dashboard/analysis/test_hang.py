@@ -68,6 +68,18 @@ def test_the_rank_that_never_issued_the_collective_is_missing() -> None:
     assert v.unfinished_step == 5
 
 
+def test_a_coalesced_collective_counts_all_its_members() -> None:
+    # FSDP groups all-gathers under one seq: two entries of seq 5 (64 + 32 bytes).
+    pair = [entry(5, op="all_gather", done=False), entry(5, op="all_gather", nbytes=32, done=False)]
+    waiting = [*done(4), *pair]
+    ranks = {r: RankRecords(r, (), (proof(r, "stall", waiting),)) for r in (0, 1)}
+    ranks[2] = RankRecords(2, (), (proof(2, "stall", done(4), func="load"),))
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "missing_rank" and v.rank == 2
+    g = v.groups[0]
+    assert (g.seq, g.op, g.bytes, g.waiting) == (5, "all_gather", 96, (0, 1))
+
+
 def test_different_sizes_at_one_seq_are_a_desync_blaming_the_odd_side() -> None:
     ring = [*done(4), entry(5, done=False)]
     odd = [*done(4), entry(5, nbytes=68, done=False)]
