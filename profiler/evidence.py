@@ -166,6 +166,14 @@ def evidence_paths(run_dir: Path, rank: int) -> list[Path]:
     return [first] + [run_dir / f"rank{rank}.{n}.hang.json" for n in range(2, MAX_FILES + 1)]
 
 
+def unfinished_paths(run_dir: Path, rank: int) -> list[Path]:
+    """Rank ``rank``'s evidence written but never linked into place (``write_evidence``'s
+    temporary files: the rank was killed in between), oldest name first."""
+    with contextlib.suppress(OSError):
+        return sorted(Path(run_dir).glob(f".rank{rank}.hang.*.tmp"))
+    return []
+
+
 # ---------------------------------------------------------------------- capture
 
 
@@ -306,14 +314,20 @@ def write_progress(path: Path, progress: Progress) -> None:
 
 def write_evidence(run_dir: Path, rank: int, evidence: Evidence) -> Path | None:
     """Write under the first free evidence name (never replacing one); None when all
-    MAX_FILES are taken. Linked into place whole, so a reader never sees half."""
+    MAX_FILES are taken. Linked into place whole, so a reader never sees half.
+
+    No fsync: evidence is written as a job fails, and the launcher kills the other
+    ranks moments later; a rank killed in an fsync left its evidence in the temporary
+    file, never linked (seen in CI: ranks 0 and 2's, so the SIGKILLed rank 1 was not the
+    odd one out). A killed process loses nothing the kernel holds; a lost host does,
+    and then its rank is named from the others. ``unfinished_paths`` lets readers use a
+    temporary file that is whole.
+    """
     data = _encoder.encode(evidence)
     run_dir = Path(run_dir)
     tmp = run_dir / f".rank{rank}.hang.{os.getpid()}.{threading.get_ident()}.tmp"
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     try:
         for path in evidence_paths(run_dir, rank):
             try:

@@ -220,6 +220,11 @@ def read_hang_records(run_dir: Path) -> HangRecords:
     )
     ranks_seen |= {r for r, _ in rundir.ranks_with_files(run_dir, "rank*.collectives.jsonl")}
     ranks_seen |= set(ev.ranks_with(run_dir, "fatal.txt"))
+    ranks_seen |= {
+        int(m.group(1))
+        for p in run_dir.glob(".rank*.hang.*.tmp")
+        if (m := re.match(r"^\.rank(\d+)\.hang\.", p.name))
+    }
     ranks: dict[int, RankRecords] = {}
     for rank in sorted(ranks_seen):
         evidence = []
@@ -230,6 +235,15 @@ def read_hang_records(run_dir: Path) -> HangRecords:
                 evidence.append(ev.read_evidence(path))
             except Exception as e:
                 problems.append(f"{path.name}: {e}")
+        for path in ev.unfinished_paths(run_dir, rank):
+            # Written whole but never linked into place: the rank was killed in between.
+            try:
+                found = ev.read_evidence(path)
+            except Exception:
+                problems.append(f"{path.name}: evidence cut short while being written; not used")
+                continue
+            if not any((e.ts_ns, e.trigger) == (found.ts_ns, found.trigger) for e in evidence):
+                evidence.append(found)
         progress = None
         try:
             progress = ev.read_progress(run_dir, rank)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rankscope.dashboard.analysis.hang import (
@@ -239,3 +241,23 @@ def test_a_rank_ended_by_a_fatal_signal_inside_the_collective_died_there() -> No
     assert "died of a fatal signal (Fatal Python error: Aborted)" in v.headline
     assert "while inside all_reduce seq 5" in v.headline
     assert v.step is None  # no evidence of its own: its step is not known
+
+
+def test_evidence_written_but_never_linked_into_place_is_read(tmp_path: Path) -> None:
+    # Ranks 0 and 2 were killed by the launcher between writing their evidence and
+    # linking it into place; rank 1 (SIGKILLed first) wrote nothing.
+    import msgspec
+
+    from rankscope.dashboard.analysis.hang import read_hang_records
+
+    ring = [*done(6), entry(7, done=False)]
+    for r in (0, 2):
+        e = proof(r, "collective_error", ring, exc=ev.ExceptionInfo("RuntimeError", "reset", []))
+        (tmp_path / f".rank{r}.hang.{100 + r}.7.tmp").write_bytes(msgspec.json.encode(e))
+    (tmp_path / ".rank1.hang.101.7.tmp").write_bytes(b'{"schema": "rankscope.hang/1", "ra')
+    recs = read_hang_records(tmp_path)
+    assert sorted(recs.ranks) == [0, 1, 2]
+    assert [len(recs.ranks[r].evidence) for r in (0, 1, 2)] == [1, 0, 1]
+    assert any("cut short while being written" in p for p in recs.problems), recs.problems
+    v = hang_verdict(HangRecords(recs.world_size, recs.ranks, exit_code=1, now_ns=T0 + 60 * S))
+    assert v is not None and v.rank == 1, v and v.headline
