@@ -5,10 +5,13 @@
 ``rankscope run`` and returns the run directory; review-side tests can reuse it
 (``SLOW_RANK`` is the rank to expect as the straggler). ``no_leftover_threads``
 is an autouse-able fixture that fails a test leaving a rankscope thread alive.
+``stepping_collector(run, **kwargs)`` is a started ``Collector`` whose tiny model
+takes a step about every 10 ms on a thread, stopped on leaving the block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -163,3 +166,33 @@ def report_of(run: Path, fmt: str) -> str:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
+
+
+@contextlib.contextmanager
+def stepping_collector(run: Path, **kwargs: Any) -> Iterator[Any]:
+    """A started ``Collector(run, **kwargs)`` stepping a tiny model on a thread about
+    every 10 ms, in this process; the thread and the collector stop on leaving."""
+    torch = pytest.importorskip("torch")
+    from rankscope import Collector
+
+    stop = threading.Event()
+    col = Collector(run, **kwargs)
+    col.start()
+
+    def loop() -> None:
+        model = torch.nn.Linear(8, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        while not stop.is_set():
+            time.sleep(0.01)
+            model(torch.randn(4, 8)).square().mean().backward()
+            opt.step()
+            col.step()
+
+    t = threading.Thread(target=loop, name="test-training")
+    t.start()
+    try:
+        yield col
+    finally:
+        stop.set()
+        t.join(10)
+        col.stop()

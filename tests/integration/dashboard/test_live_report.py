@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO, needs_torch
+from jobs.collector_jobs import stepping_collector
 
 
 def _report(run: Path, fmt: str = "text") -> subprocess.CompletedProcess[str]:
@@ -23,48 +22,24 @@ def _report(run: Path, fmt: str = "text") -> subprocess.CompletedProcess[str]:
     )
 
 
-def _overview_infos(run: Path, tmp_path: Path) -> list[str]:
+def _overview_infos(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The info boxes of the dashboard's Overview on ``run`` (Streamlit's AppTest)."""
     from streamlit.testing.v1 import AppTest
 
-    env = {"RANKSCOPE_DASHBOARD_PATH": str(run), "RANKSCOPE_CACHE_DIR": str(tmp_path / "c")}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        at = AppTest.from_file(str(REPO / "dashboard" / "app" / "main.py"), default_timeout=120)
-        at.run()
-        assert not at.exception, at.exception
-        return [i.value.replace("\\", "") for i in at.info]
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    monkeypatch.setenv("RANKSCOPE_DASHBOARD_PATH", str(run))
+    monkeypatch.setenv("RANKSCOPE_CACHE_DIR", str(tmp_path / "c"))
+    at = AppTest.from_file(str(REPO / "dashboard" / "app" / "main.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return [i.value.replace("\\", "") for i in at.info]
 
 
 @needs_torch
-def test_a_report_on_a_running_job_says_it_is_live(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
-    from rankscope import Collector
-
+def test_a_report_on_a_running_job_says_it_is_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = tmp_path / "run"
-    stop = threading.Event()
-    col = Collector(run, nvml_period_ms=0, profile_steps=None)
-    col.start()
-
-    def loop() -> None:
-        model = torch.nn.Linear(8, 2)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        while not stop.is_set():
-            time.sleep(0.01)
-            model(torch.randn(4, 8)).square().mean().backward()
-            opt.step()
-            col.step()
-
-    t = threading.Thread(target=loop, name="test-training")
-    t.start()
-    try:
+    with stepping_collector(run, nvml_period_ms=0, profile_steps=None) as col:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not list(run.glob("rank0.progress.json")):
             time.sleep(0.2)
@@ -74,17 +49,12 @@ def test_a_report_on_a_running_job_says_it_is_live(tmp_path: Path) -> None:
         text = _report(run)
         live = json.loads(_report(run, "json").stdout)["run"]["live"]
         now = col.current_step
-        overview = _overview_infos(run, tmp_path)
-    finally:
-        stop.set()
-        t.join(10)
-        col.stop()
+        overview = _overview_infos(run, tmp_path, monkeypatch)
     assert text.returncode == 0, text.stderr
     body = text.stdout.split("\n", 2)[2]
     assert body.startswith("LIVE: the job is still running (1 rank(s), at step"), text.stdout
     # the step its progress record (about a second old at most) says
     assert live["running"] == [0] and 1 <= live["step"] <= now, (live, now)
-
     assert any(i.startswith("LIVE: the job is still running") for i in overview), overview
 
     after = _report(run)

@@ -14,7 +14,6 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import needs_torch, rankscope_cmd
+from jobs.collector_jobs import stepping_collector
 
 from rankscope.profiler import rundir
 from rankscope.profiler.commands.attach import answer_for
@@ -185,32 +185,12 @@ def test_symlinked_control_dir_is_refused(args: list[str], tmp_path: Path) -> No
 @pytest.fixture
 def live_run(tmp_path: Path) -> Iterator[tuple[Path, Any]]:
     """A Collector stepping a tiny model on a thread about every 10 ms."""
-    torch = pytest.importorskip("torch")
-    from rankscope import Collector
-
     run = tmp_path / "run"
-    stop = threading.Event()
-    col = Collector(run, nvml_period_ms=0, control_period_s=0.05, profile_steps=None)
-    col.start()
-
-    def loop() -> None:
-        model = torch.nn.Linear(8, 2)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        while not stop.is_set():
-            time.sleep(0.01)
-            model(torch.randn(4, 8)).square().mean().backward()
-            opt.step()
-            col.step()
-
-    t = threading.Thread(target=loop, name="test-training")
-    t.start()
-    try:
+    with stepping_collector(
+        run, nvml_period_ms=0, control_period_s=0.05, profile_steps=None
+    ) as col:
         wait_for(lambda: col.current_step >= 3 and rundir.read_heartbeats(run))
         yield run, col
-    finally:
-        stop.set()
-        t.join(10)
-        col.stop()
 
 
 def ack_state(run: Path, request_id: str) -> str | None:
