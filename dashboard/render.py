@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rankscope.dashboard.analysis import wording
+from rankscope.dashboard.analysis.memory import device_kind
 from rankscope.dashboard.analysis.results import Straggler
 
 if TYPE_CHECKING:
+    from rankscope.dashboard.analysis.memory import DeviceMemory
     from rankscope.dashboard.analysis.report import RankTelemetry, Report
 
 _SEV_MARK = {"high": "!!!", "medium": "!! ", "low": "!  "}
@@ -450,25 +452,27 @@ def memory_rows(report: Report, all_ranks: bool) -> tuple[list[str], list[list[s
     return header, rows + summary, note
 
 
-def _memory_percentiles(devices: list[Any], size: Callable[[float | None], str]) -> list[list[str]]:
+def _memory_percentiles(
+    devices: list[DeviceMemory], size: Callable[[float | None], str]
+) -> list[list[str]]:
     """p50 and max rows of peak allocated and reserved per kind of device (cuda, cpu, host),
     the least capacity and headroom beside them."""
     out: list[list[str]] = []
-    kinds: dict[str, list[Any]] = {}
+    kinds: dict[str, list[DeviceMemory]] = {}
     for d in devices:
-        kinds.setdefault(d.device.split(":")[0], []).append(d)
+        kinds.setdefault(device_kind(d.device), []).append(d)
     for kind, ds in kinds.items():
-        alloc = sorted(d.peak_allocated_b for d in ds)
-        reserved = sorted(d.peak_reserved_b for d in ds if d.peak_reserved_b is not None)
+        alloc = np.array([d.peak_allocated_b for d in ds], dtype=np.float64)
+        reserved = np.array([d.peak_reserved_b for d in ds if d.peak_reserved_b is not None])
         caps = [d.capacity_b for d in ds if d.capacity_b is not None]
         rooms = [d.headroom_b for d in ds if d.headroom_b is not None]
-        for label, pick in (("p50", lambda v: v[len(v) // 2]), ("max", lambda v: v[-1])):
+        for label, q in (("p50", 50), ("max", 100)):
             out.append(
                 [
                     label,
                     kind,
-                    size(pick(alloc)),
-                    size(pick(reserved)) if reserved else "-",
+                    size(_percentile(alloc, q)),
+                    size(_percentile(reserved, q)) if len(reserved) else "-",
                     size(min(caps)) if caps else "-",
                     f"min {size(min(rooms))}" if rooms and label == "max" else "-",
                 ]

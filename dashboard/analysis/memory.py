@@ -303,7 +303,8 @@ def _light_devices(rank: int, t: TelemetrySummary | None) -> list[DeviceMemory]:
     return out
 
 
-def _kind(device: str) -> str:
+def device_kind(device: str) -> str:
+    """ "cuda" of "cuda:3"; "cpu" and "host" as they are."""
     return device.split(":", 1)[0]
 
 
@@ -354,7 +355,7 @@ def memory_result(
             devices += found
             growth += grew
         devices += _light_devices(r, tel)
-    trace_gpu = [d for d in devices if d.source == "trace" and _kind(d.device) == "cuda"]
+    trace_gpu = [d for d in devices if d.source == "trace" and device_kind(d.device) == "cuda"]
     light_gpu = [d for d in devices if d.source == "light_layer" and d.device == "cuda"]
     # One source judges GPU memory, never a mix (a window's peak is not the whole run's):
     # the trace where any rank has it, else the light layer.
