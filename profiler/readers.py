@@ -12,7 +12,6 @@ fields as written, defaults left out), so callers index them as before.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,14 +181,9 @@ def read_whole(path: Path, cls: type[T], run_id: str | None = None) -> list[T] |
     gives exactly what it always did.
     """
     try:
-        fd = safeio.open_regular(path)
+        data = safeio.read_bytes(path, safeio.max_jsonl_bytes())
     except (OSError, safeio.UnsafeFile):
         return None
-    with os.fdopen(fd, "rb") as f:
-        size = os.fstat(fd).st_size
-        if size > safeio.max_jsonl_bytes():
-            return None
-        data = f.read(size)
     if len(data) > safeio.MAX_LINE_BYTES and any(
         len(line) > safeio.MAX_LINE_BYTES for line in data.split(b"\n")
     ):
