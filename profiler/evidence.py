@@ -174,6 +174,19 @@ def unfinished_paths(run_dir: Path, rank: int) -> list[Path]:
     return []
 
 
+def unfinished_ranks(run_dir: Path) -> set[int]:
+    """The ranks with evidence never linked into place (``unfinished_paths``)."""
+    import re
+
+    with contextlib.suppress(OSError):
+        return {
+            int(m.group(1))
+            for p in Path(run_dir).glob(".rank*.hang.*.tmp")
+            if (m := re.match(r"^\.rank(\d+)\.hang\.", p.name))
+        }
+    return set()
+
+
 # ---------------------------------------------------------------------- capture
 
 

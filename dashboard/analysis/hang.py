@@ -220,11 +220,7 @@ def read_hang_records(run_dir: Path) -> HangRecords:
     )
     ranks_seen |= {r for r, _ in rundir.ranks_with_files(run_dir, "rank*.collectives.jsonl")}
     ranks_seen |= set(ev.ranks_with(run_dir, "fatal.txt"))
-    ranks_seen |= {
-        int(m.group(1))
-        for p in run_dir.glob(".rank*.hang.*.tmp")
-        if (m := re.match(r"^\.rank(\d+)\.hang\.", p.name))
-    }
+    ranks_seen |= ev.unfinished_ranks(run_dir)
     ranks: dict[int, RankRecords] = {}
     for rank in sorted(ranks_seen):
         evidence = []
@@ -621,17 +617,17 @@ def live_run(records: HangRecords) -> LiveRun | None:
     old and says running; else None."""
     if records.exit_code is not None or records.restarted:
         return None
-    running = tuple(
-        r
+    fresh = {
+        r: p
         for r, rec in sorted(records.ranks.items())
-        if rec.progress is not None
-        and rec.progress.state == "running"
-        and (records.now_ns - rec.progress.ts_ns) / 1e9 < LIVE_S
-    )
-    if not running:
+        if (p := rec.progress) is not None
+        and p.state == "running"
+        and (records.now_ns - p.ts_ns) / 1e9 < LIVE_S
+    }
+    if not fresh:
         return None
-    step = max(records.ranks[r].progress.step.current_step for r in running)  # type: ignore[union-attr]
-    return LiveRun(running, records.world_size, step, records.now_ns)
+    step = max(p.step.current_step for p in fresh.values())
+    return LiveRun(tuple(fresh), records.world_size, step, records.now_ns)
 
 
 def hang_verdict(records: HangRecords) -> HangVerdict | None:
