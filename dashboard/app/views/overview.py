@@ -239,6 +239,8 @@ def render() -> None:
     st.caption(wording.FINDINGS_ORDER.capitalize() + ".")
     if not report.findings:
         st.write(wording.NO_FINDINGS)
+    linked = bool(steps) and steps != [-1]  # a step to open the Timeline at
+    slowest = data.slowest_step() if linked else -1
     for i, f in enumerate(report.findings, 1):
         saving = f.est_saving_ms_per_step
         st.markdown(
@@ -246,10 +248,8 @@ def render() -> None:
             + (f" · saves ~**{saving:.1f} ms/step**" if saving else "")
         )
         st.caption(f.detail)
-        if f.ranks and steps and steps != [-1]:
-            _timeline_link(
-                i, f.ranks, model.finding_step(report.per_step, f.ranks, steps, data.slowest_step())
-            )
+        if f.ranks and linked:
+            _timeline_link(i, f.ranks, model.finding_step(report.per_step, f.ranks, steps, slowest))
 
     stragglers = model.straggler_ranks(report)
     left, right = st.columns(2)
