@@ -35,6 +35,7 @@ from rankscope.dashboard.analysis.results import (
     GpuUtilisation,
     RankBreakdown,
     RotatingLateness,
+    Severity,
     Straggler,
 )
 
@@ -304,6 +305,14 @@ def low_gpu_utilisation_rule(f: RunFacts) -> list[Finding]:
     ]
 
 
+def _memory_finding(
+    kind: FindingKind, severity: Severity, text: tuple[str, str], ranks: list[int]
+) -> Finding:
+    """A memory finding: it saves no step time, so its severity is given (module docstring)."""
+    title, detail = text
+    return Finding(kind, severity, title, detail, ranks, est_saving_ms_per_step=0.0)
+
+
 def memory_rule(f: RunFacts) -> list[Finding]:
     """A GPU near its memory limit (one finding for all such ranks), each rank whose peak
     stands out from the others', each rank whose memory grows from step to step."""
@@ -314,26 +323,15 @@ def memory_rule(f: RunFacts) -> list[Finding]:
     if m.near_limit:
         top = max(m.near_limit, key=lambda d: d.reserved_pct or 0.0)
         pct = top.reserved_pct or 0.0
-        title, detail = wording.memory_near_limit_finding(
-            sorted({d.rank for d in m.near_limit}),
-            pct,
-            top.peak_reserved_b or 0,
-            top.capacity_b or 0,
-            top.headroom_b or 0,
+        ranks = sorted({d.rank for d in m.near_limit})
+        text = wording.memory_near_limit_finding(
+            ranks, pct, top.peak_reserved_b or 0, top.capacity_b or 0, top.headroom_b or 0
         )
-        out.append(
-            Finding(
-                kind="memory_near_limit",
-                severity="high" if pct >= MEMORY_HIGH_PCT else "medium",
-                title=title,
-                detail=detail,
-                ranks=sorted({d.rank for d in m.near_limit}),
-                est_saving_ms_per_step=0.0,
-            )
-        )
+        severity: Severity = "high" if pct >= MEMORY_HIGH_PCT else "medium"
+        out.append(_memory_finding("memory_near_limit", severity, text, ranks))
     for imb in m.imbalance:
         tight = imb.reserved_pct is not None and imb.reserved_pct >= MEMORY_TIGHT_PCT
-        title, detail = wording.memory_imbalance_finding(
+        text = wording.memory_imbalance_finding(
             imb.rank,
             imb.device,
             imb.peak_allocated_b,
@@ -343,17 +341,10 @@ def memory_rule(f: RunFacts) -> list[Finding]:
             imb.reserved_pct,
         )
         out.append(
-            Finding(
-                kind="memory_imbalance",
-                severity="medium" if tight else "low",
-                title=title,
-                detail=detail,
-                ranks=[imb.rank],
-                est_saving_ms_per_step=0.0,
-            )
+            _memory_finding("memory_imbalance", "medium" if tight else "low", text, [imb.rank])
         )
     for g in m.growth:
-        title, detail = wording.memory_growth_finding(
+        text = wording.memory_growth_finding(
             g.rank,
             g.device,
             g.first_step,
@@ -363,16 +354,7 @@ def memory_rule(f: RunFacts) -> list[Finding]:
             g.rising_steps,
             g.of_steps,
         )
-        out.append(
-            Finding(
-                kind="memory_growth",
-                severity="medium",
-                title=title,
-                detail=detail,
-                ranks=[g.rank],
-                est_saving_ms_per_step=0.0,
-            )
-        )
+        out.append(_memory_finding("memory_growth", "medium", text, [g.rank]))
     return out
 
 
