@@ -39,6 +39,7 @@ import numpy as np
 
 from rankscope.dashboard.analysis.imbalance import median
 from rankscope.dashboard.analysis.results import TelemetrySummary
+from rankscope.dashboard.analysis.wording import memory_size
 from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import isin
 
@@ -50,6 +51,18 @@ NEAR_LIMIT_PCT = 90.0
 GROWTH_MIN_STEPS = 3
 GROWTH_FLOOR_B = 256 * MiB
 GROWTH_SHARE = 0.05
+
+# The rules above in a user's words, from the same constants (the GPU page's caption).
+RULES_TEXT = (
+    f"Imbalance: a rank's peak allocated at least {IMBALANCE_RATIO:g}x the other ranks'"
+    f" median and at least {memory_size(IMBALANCE_FLOOR_B)} above it (GPU memory, and CPU"
+    " tensors from a trace; a process's RSS is shown, never judged). Near the limit: a"
+    f" GPU's peak reserved at {NEAR_LIMIT_PCT:.0f}% of its memory or more. Growth: the"
+    " allocated level at the start of each step rising by"
+    f" {memory_size(GROWTH_FLOOR_B)} and {GROWTH_SHARE:.0%} of the peak or more over"
+    f" {GROWTH_MIN_STEPS} steps or more. A trace's CPU figures count only the tensors"
+    " allocated while the profiler recorded memory."
+)
 
 CPU, CUDA = 0, 1  # c10's DeviceType in a [memory] event
 MemorySource = Literal["trace", "light_layer"]

@@ -954,14 +954,6 @@ NO_MEMORY_DATA = (
     " reserved memory; on a GPU the collector's telemetry also records torch's allocator"
     " peaks once the job has initialised CUDA."
 )
-MEMORY_RULES = (
-    "Imbalance: a rank's peak allocated at least 1.25x the other ranks' median and at"
-    " least 256 MiB above it (GPU memory, and CPU tensors from a trace; a process's RSS is"
-    " shown, never judged). Near the limit: a GPU's peak reserved at 90% of its memory or"
-    " more. Growth: the allocated level at the start of each step rising by 256 MiB and"
-    " 5% of the peak or more over 3 steps or more. A trace's CPU figures count only the"
-    " tensors allocated while the profiler recorded memory."
-)
 MEMORY_SOURCE = {
     "trace": "from the trace's [memory] events over the analysed steps",
     "light_layer": "the CUDA caching allocator's peak over the run so far (light layer)",

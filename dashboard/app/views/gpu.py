@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from rankscope.dashboard.analysis import wording
+from rankscope.dashboard.analysis.memory import RULES_TEXT as MEMORY_RULES
 from rankscope.dashboard.app import charts, data, model
 
 # (title, fields, scale to the unit shown, unit, what to look for)
@@ -217,7 +218,7 @@ def _memory(first: list[int]) -> None:
     caption += "." + limit
     charts.show(
         charts.tidy(fig, height=340),
-        f"Peaks {caption} {wording.MEMORY_RULES}" + charts.bars_note(bars, total),
+        f"Peaks {caption} {MEMORY_RULES}" + charts.bars_note(bars, total),
     )
     for f in report.findings:
         if f.kind.startswith("memory"):
