@@ -204,6 +204,8 @@ class Verdict:
     shared_contention: bool = False  # its run-queue wait is the host's load, not its own
     onset_s: float | None = None  # the same, in seconds from the first step (light layer)
     end_s: float | None = None
+    # the other ranks' run-queue wait (ms a step) that hid its lateness (light layer)
+    hidden_by_queue_ms: float | None = None
 
 
 @dataclass

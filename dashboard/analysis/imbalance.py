@@ -184,6 +184,7 @@ def to_straggler(
         end_s=v.end_s,
         period_steps=v.period_steps,
         shared_contention=v.shared_contention,
+        hidden_by_queue_ms=v.hidden_by_queue_ms,
     )
 
 

@@ -284,6 +284,9 @@ class Straggler:
     end_s: float | None = None
     period_steps: int | None = None
     shared_contention: bool = False
+    # Light layer, a host short of CPU: the other ranks' run-queue wait (ms a step) after
+    # waiting for it, which hid its lateness; the verdict judged each rank without it.
+    hidden_by_queue_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -666,6 +666,8 @@ def whole_run(
         has_gpu,
         step_rows=False,
     )
+    if not has_gpu and not diag.stragglers and diag.rotating is None:
+        diag = _unmasked(gaps, comps, step_ms, keep) or diag
     row = {int(s): j for j, s in enumerate(gaps.step.tolist())}
     for v in diag.stragglers:
         if v.cause in ("unknown", "hardware") and v.hint is None:
@@ -716,6 +718,60 @@ def whole_run(
         if step_ms[keep].sum() > 0
         else None,
     )
+
+
+# A rank's extra CPU work hidden by the others' run-queue waits: said with the verdict.
+MASKED_HINT = (
+    "its training thread uses more CPU a step than the others': look for a larger batch or"
+    " more work on this rank; the host is short of CPU too (the others queued ~{queued:.1f}"
+    " ms a step for one), so the saving is what evening out the work saves on a quiet host"
+)
+
+
+def _unmasked(
+    gaps: Gaps, comps: dict[str, np.ndarray], step_ms: np.ndarray, keep: np.ndarray
+) -> Diagnosis | None:
+    """The decision on each rank's evidence less its host contention, where that names a
+    persistent straggler of more CPU work (no-GPU runs whose first decision named none).
+
+    On a host short of CPU, a rank that waits for a slower one sleeps in the collective,
+    its core goes to another process, and once released it queues for a CPU: its run-queue
+    wait makes it as late as the rank it waited for, and the rank that does twice the
+    work of the others (an uneven batch: CPU time 14 vs 7 ms a step, measured on the
+    thread itself) stands out no more. Without each rank's contention the evidence is its
+    own work; only a verdict whose cause is that work (``cpu_compute``) is kept: the
+    thread's CPU time does not depend on the scheduler, so a balanced run under load
+    stays silent. Its hint says the host was contended and by how much.
+    """
+    queued = comps["host_contention"]
+    gap = np.clip(gaps.gap_ms - queued, 0.0, None)
+    plain = Gaps(
+        ranks=gaps.ranks,
+        step=gaps.step,
+        lo_ns=gaps.lo_ns,
+        hi_ns=gaps.hi_ns,
+        gap_ms=gap,
+        wait_ms=gap.max(axis=0) - gap,
+        queued_ms=gaps.queued_ms,
+    )
+    parts = dict(comps, host_contention=np.zeros_like(queued))
+    diag = decide(
+        _columns(plain, keep),
+        {c: v[:, keep] for c, v in parts.items()},
+        step_ms[keep],
+        False,
+        step_rows=False,
+    )
+    found = [v for v in diag.stragglers if v.pattern == "persistent" and v.cause == "cpu_compute"]
+    if not found or diag.rotating is not None:
+        return None
+    for v in found:
+        k = int(np.flatnonzero(gaps.ranks == v.rank)[0])
+        others = np.delete(queued[:, keep], k, axis=0)
+        v.hidden_by_queue_ms = round(float(others.mean()), 3)
+        v.hint = MASKED_HINT.format(queued=v.hidden_by_queue_ms)
+    diag.stragglers = found
+    return diag
 
 
 def queue_means(

@@ -715,6 +715,13 @@ def verdict_straggler(s: Straggler) -> str:
             [(st.step, st.lag_ms) for st in s.steps],
             s.cause_detail,
         )
+    if s.hidden_by_queue_ms is not None:
+        return (
+            f"Rank {s.rank} is the straggler{when} ({name}, {s.severity}): ~"
+            f"{s.caused_wait_ms_per_step:.1f} ms/step more work of its own, which the other"
+            " ranks wait for on a host with CPU to spare; on this one they also queued ~"
+            f"{s.hidden_by_queue_ms:.1f} ms/step for a CPU, which hid part of it."
+        )
     return (
         f"Rank {s.rank} is the straggler{when} ({name}, {s.severity}): the other ranks wait"
         f" ~{s.caused_wait_ms_per_step:.1f} ms/step for it."

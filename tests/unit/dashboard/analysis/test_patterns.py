@@ -178,3 +178,36 @@ def test_heavy_tailed_noise_has_no_onset_end_or_period() -> None:
         assert wr is not None
         for v in wr.diagnosis.stragglers:
             assert (v.onset_step, v.end_step, v.period_steps) == (None, None, None), seed
+
+
+def test_more_work_hidden_by_the_others_run_queue_waits_is_still_named() -> None:
+    # A host short of CPU (an uneven batch beside a busy process, seen on a real run):
+    # rank 1 computes 14 ms a step, rank 0 7 ms, but rank 0 then queues ~5 ms for a CPU
+    # after each collective that held it, so it reaches the next one at ~12 ms: rank 1
+    # is only ~2 ms late, under the 5 ms a persistent straggler needs.
+    rng = np.random.default_rng(7)
+    cpu = np.vstack([7.0 + rng.uniform(-0.5, 0.5, 30), 14.0 + rng.uniform(-0.5, 0.5, 30)])
+    runq = np.vstack([rng.uniform(3.0, 7.0, 30), rng.uniform(0.0, 0.3, 30)])
+    work = cpu + runq
+    wr = whole_run(run_of(work, runq, cpu), has_gpu=False)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.rank, v.pattern, v.cause) == (1, "persistent", "cpu_compute")
+    assert 6.0 < v.excess_ms_per_step < 8.0  # the 7 ms of extra work, less rank 0's noise
+    assert v.hidden_by_queue_ms is not None and 4.0 < v.hidden_by_queue_ms < 6.0
+    assert v.hint is not None and "short of CPU" in v.hint
+    # The same run on a GPU: the thread's CPU time says nothing, so nothing is unmasked.
+    gpu = whole_run(run_of(work, runq, cpu), has_gpu=True)
+    assert gpu is not None and gpu.diagnosis.stragglers == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_balanced_ranks_on_a_host_short_of_cpu_stay_silent(seed: int) -> None:
+    # The same work on every rank, each queued 0-10 ms a step at random: no pass names one.
+    rng = np.random.default_rng(seed)
+    cpu = 7.0 + rng.uniform(-0.7, 0.7, (4, 40))
+    runq = rng.uniform(0.0, 10.0, (4, 40))
+    wr = whole_run(run_of(cpu + runq, runq, cpu), has_gpu=False)
+    assert wr is not None
+    assert [v for v in wr.diagnosis.stragglers if v.severity != "low"] == []
+    assert all(v.hidden_by_queue_ms is None for v in wr.diagnosis.stragglers)
