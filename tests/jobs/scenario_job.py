@@ -27,6 +27,9 @@ size it):
 - ``two_slow``: rank R sleeps ms in ``__getitem__``, rank R2 half of that.
 - ``periodic``: rank R stalls ms (pure Python) at every ``--every``-th step
   (collector steps ``--at-step``, ``--at-step`` + every, ...).
+- ``long_batches``: rank R's batch is 4x longer (4x the operator work) at every
+  ``--every``-th step (collector steps ``--at-step``, ``--at-step`` + every, ...), as
+  long sequences bucketed onto one rank.
 - ``contended``: every rank does the same operator work; from collector step
   ``--at-step`` on, rank R's training thread shares one CPU with a busy-loop
   process (both pinned there): it is ready to run but waits for the CPU, as
@@ -190,7 +193,7 @@ def main() -> None:
     mix = torch.randn(FEATURES, FEATURES) / FEATURES**0.5
     # contended: every rank does ~30 ms of operator work a step, so a rank sharing
     # its CPU needs its share of it (a thread that mostly sleeps hardly notices a hog)
-    feature_depth = {"uneven_batch": 600, "contended": 1500}.get(sc, 0)
+    feature_depth = {"uneven_batch": 600, "long_batches": 600, "contended": 1500}.get(sc, 0)
     if args.depth is not None:
         feature_depth = args.depth
     net = nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 16))
@@ -222,8 +225,10 @@ def main() -> None:
         # torch.empty never touches its pages, so the machine's memory is not spent
         hoard = torch.empty(hoard_bytes, dtype=torch.uint8) if hoard_bytes else None
         x, y = next(batches)
-        if repeat > 1:
-            x, y = x.repeat(repeat, 1), y.repeat(repeat, 1)
+        long = sc == "long_batches" and me and step >= first and (step - first) % args.every == 0
+        if repeat > 1 or long:
+            times = 4 if long else repeat
+            x, y = x.repeat(times, 1), y.repeat(times, 1)
         for _ in range(feature_depth):
             x = torch.tanh(x @ mix)
         loss = (model(x) - y).square().mean()

@@ -93,3 +93,29 @@ def test_a_stall_every_fourth_step_has_period_four(tmp_path: Path) -> None:
     assert (s["rank"], s["period_steps"]) == (1, 4), s
     assert all(st["step"] % 4 == 2 for st in s["steps"])
     assert "every 4th step" in r["verdict"]["headline"]
+
+
+def test_four_times_the_work_every_fourth_step_is_cpu_compute_with_period_four(
+    tmp_path: Path,
+) -> None:
+    # Long sequences bucketed onto one rank: rank 1's batch is 4x at steps 2, 6, 10, ...
+    # (~3x its usual operator time more on those steps, nothing on the others).
+    r = scenario(
+        tmp_path,
+        2,
+        "long_batches",
+        "--rank",
+        "1",
+        "--at-step",
+        "2",
+        "--every",
+        "4",
+        profile="off",
+        steps=42,
+    )
+    (s,) = r["whole_run"]["stragglers"]
+    assert (s["rank"], s["cause"], s["period_steps"]) == (1, "cpu_compute", 4), s
+    assert all(st["step"] % 4 == 2 for st in s["steps"])
+    v = r["verdict"]
+    assert (v["rank"], v["cause"], v["period_steps"]) == (1, "cpu_compute", 4)
+    assert "every 4th step" in v["headline"]
