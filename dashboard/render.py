@@ -206,9 +206,9 @@ def _verdict(report: Report) -> str:
     s = report.stragglers
     whole = report.whole_run
     if run.step_source == "none":
-        head = wording.telemetry_only(len(run.ranks), run.world_size)
         if whole is None:
-            return head
+            why = any(w.startswith(wording.NO_WHOLE_RUN) for w in run.warnings)
+            return wording.telemetry_only(len(run.ranks), run.world_size, why)
         head = wording.whole_run_scope(
             len(run.ranks), run.world_size, whole.first_step, whole.last_step
         )

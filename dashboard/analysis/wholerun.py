@@ -566,6 +566,20 @@ def absent_reason(ranks: dict[int, RankData]) -> str | None:
     source) is quoted.
     """
     usable = light_ranks(ranks)
+    if len(usable) >= 2 and not any((_step_index(r, r.enqueue_ns) >= 0).any() for r in usable):
+        # Steps and collectives, but never a collective inside a step: a pipeline's
+        # send/recv on gloo (its flight recorder logs collectives only), or a job whose
+        # only collectives come before its first step or after its last.
+        logged = sorted(
+            {str(n) for r in usable for n in ranks[r.rank].light_comms.vocab.get("name", [])}
+        )
+        return (
+            f"the ranks' collective logs hold no collective inside a step (only"
+            f" {', '.join(logged[:4]) or 'none'}, before or after the steps), so no step"
+            " shows who arrived last; point-to-point send/recv (a pipeline) are not in"
+            " gloo's flight recorder: capture a trace window (`--profile`) to see the"
+            " stages and their waits"
+        )
     if len(usable) >= 2:
         # Logs enough, yet no verdict: say so rather than drop the section unnamed.
         return (

@@ -167,7 +167,14 @@ ROTATING_WHOLE_RUN = "Lateness rotates between ranks over the run (no single str
 NO_STRAGGLER_WHOLE_RUN = "No straggler over the whole run."
 
 
-def telemetry_only(n_ranks: int, world_size: int) -> str:
+def telemetry_only(n_ranks: int, world_size: int, light_steps: bool = False) -> str:
+    """The run line of a run with no trace window and no whole-run verdict; ``light_steps``:
+    its ranks recorded steps, yet the whole run could not be judged (the warnings say why)."""
+    if light_steps:
+        return (
+            f"{n_ranks} rank(s) of {world_size}: the light layer only (step timer, no profiler"
+            " trace window), and no whole-run verdict from it (see the warnings for why)."
+        )
     return f"{n_ranks} rank(s) of {world_size}: {TELEMETRY_ONLY_TEXT}"
 
 
@@ -831,10 +838,13 @@ def evidence_line(evidence: Sequence[RankEvidence]) -> str | None:
     return f"Evidence: {shown}{more}; see the warnings for why."
 
 
+NO_WHOLE_RUN = "no whole-run verdict: "
+
+
 def no_whole_run(why: str, unused: list[str]) -> str:
     """Warning: the run has no whole-run verdict, and the files that could not be used."""
     named = f"; not usable: {'; '.join(unused[:8])}" if unused else ""
-    return f"no whole-run verdict: {why}{named}"
+    return f"{NO_WHOLE_RUN}{why}{named}"
 
 
 # --- pipelines (analysis.pipeline) ---

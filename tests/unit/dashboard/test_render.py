@@ -177,6 +177,17 @@ def test_missing_traces_open_the_verdict() -> None:
     assert incomplete_sentence(make_report(ranks=ROWS)) is None
 
 
+def test_a_light_run_with_no_whole_run_verdict_says_so_in_its_first_line() -> None:
+    why = wording.no_whole_run("the ranks' collective logs hold no collective inside a step", [])
+    light = make_report(step_source="none", steps=[], step_ms=None, warnings=[why])
+    assert render_text(light).splitlines()[2] == (
+        "3 rank(s) of 3: the light layer only (step timer, no profiler trace window),"
+        " and no whole-run verdict from it (see the warnings for why)."
+    )
+    bare = make_report(step_source="none", steps=[], step_ms=None)
+    assert render_text(bare).splitlines()[2] == "3 rank(s) of 3: " + wording.TELEMETRY_ONLY_TEXT
+
+
 def test_whole_run_lines_follow_the_verdict() -> None:
     whole = WholeRunReport(
         first_step=0,

@@ -171,3 +171,39 @@ def test_the_report_can_say_why_there_is_no_whole_run(tmp_path: Path) -> None:
         "the whole-run verdict compares ranks; this run has 1"
         " (rank 0: no process group (torch.distributed was never initialised))"
     )
+
+
+def test_no_collective_inside_a_step_is_said_with_the_pipeline_hint(tmp_path: Path) -> None:
+    # A gloo pipeline: its send/recv are not in the flight recorder, so each rank's
+    # collective log holds only the barrier after its last step.
+    rundir.write_json_atomic(
+        tmp_path / rundir.RUN_MANIFEST,
+        {"schema": rundir.RUN_SCHEMA, "world_size": 2, "start_ns": T0, "command": [], "config": {}},
+    )
+    for r in range(2):
+        rundir.write_json_atomic(
+            rundir.rank_meta_path(tmp_path, r),
+            {"schema": rundir.RANK_SCHEMA, "rank": r, "world_size": 2, "start_ns": T0},
+        )
+        steps = [{"step": s, "start_ns": T0 + s * 10 * MS, "end_ns": T0 + (s + 1) * 10 * MS}
+                 for s in range(5)]  # fmt: skip
+        rundir.steps_path(tmp_path, r).write_text(
+            "\n".join(json.dumps(x) for x in [{"schema": rundir.STEPS_SCHEMA, "rank": r}, *steps])
+            + "\n"
+        )
+        barrier = {"seq": 1, "pg": "0", "pg_desc": "default_pg", "name": "barrier",
+                   "p2p": False, "bytes": 0, "enqueue_ns": T0 + 60 * MS, "start_ns": None,
+                   "end_ns": None, "duration_ms": None, "state": "scheduled"}  # fmt: skip
+        rundir.collectives_path(tmp_path, r).write_text(
+            json.dumps({"schema": rundir.COLLECTIVES_SCHEMA, "rank": r})
+            + "\n"
+            + json.dumps(barrier)
+            + "\n"
+        )
+    run = load_run(tmp_path)
+    assert len(light_ranks(run.ranks)) == 2
+    why = absent_reason(run.ranks)
+    assert why is not None and why.startswith(
+        "the ranks' collective logs hold no collective inside a step (only barrier,"
+    )
+    assert "capture a trace window" in why
