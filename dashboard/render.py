@@ -207,8 +207,8 @@ def _verdict(report: Report) -> str:
     whole = report.whole_run
     if run.step_source == "none":
         if whole is None:
-            why = any(w.startswith(wording.NO_WHOLE_RUN) for w in run.warnings)
-            return wording.telemetry_only(len(run.ranks), run.world_size, why)
+            said = any(w.startswith(wording.NO_WHOLE_RUN) for w in run.warnings)
+            return wording.telemetry_only(len(run.ranks), run.world_size, said)
         head = wording.whole_run_scope(
             len(run.ranks), run.world_size, whole.first_step, whole.last_step
         )
