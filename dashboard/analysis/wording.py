@@ -39,7 +39,7 @@ CAUSE_NAME = {
     "data_loading": "data loading",
     "host": "host-side work",
     "gpu_compute": "more GPU compute",
-    "cpu_compute": "more CPU operator work",
+    "cpu_compute": "more CPU work",
     "communication": "communication",
     "hardware": "a throttled GPU",
     "host_contention": "host CPU contention",
@@ -50,6 +50,10 @@ CAUSE_EXPLANATION = {
     "communication": "its other collectives are what it was doing",
     "unknown": "see the breakdown of its extra time",
     "host_contention": CONTENTION_EXPLANATION,
+    "cpu_compute": (
+        "its CPU operators in a trace window; over the whole run, its training thread's CPU"
+        " time, operators and Python alike"
+    ),
 }
 UNTRACED_NAME = "host-side work outside any traced op"
 
