@@ -733,7 +733,10 @@ def _size(n: int) -> str:
 
 def headline_of(g: GroupVerdict, states: dict[int, RankState]) -> str:
     at = f"{g.op} seq {g.seq} ({_size(g.bytes)}) on {group_name(g.pg, g.pg_desc)}"
-    waited = f" and waited {g.waited_s:.0f} s" if g.waited_s is not None else ""
+    waited = ""
+    if g.waited_s is not None:  # under a second: a peer's death ended their wait at once
+        w = f"{g.waited_s:.0f} s" if g.waited_s >= 1 else f"{1000 * g.waited_s:.0f} ms"
+        waited = f" and waited {w}"
     if g.kind == "desync":
         sides = "; ".join(f"{_ranks(r)}: {op} {_size(b)}" for op, b, r in g.sides)
         return f"Desync at seq {g.seq} on {group_name(g.pg, g.pg_desc)}: {sides}"

@@ -113,6 +113,17 @@ def test_an_exception_makes_the_crashed_rank() -> None:
     assert v.ranks[1].where is not None and v.ranks[1].where.function == "load"
 
 
+@pytest.mark.parametrize(("at", "said"), [(10.0, "waited 5 s"), (5.4, "waited 400 ms")])
+def test_how_long_the_others_waited_is_said_in_ms_under_a_second(at: float, said: str) -> None:
+    # The peers' error came 5 s, or 0.4 s (a dead peer's closed connection), after seq 5.
+    ring = [*done(4), entry(5)]
+    exc = ev.ExceptionInfo("ValueError", "bad batch", [ev.Frame("/job/data.py", 7, "load")])
+    ranks = {r: RankRecords(r, (), (proof(r, "collective_error", ring, at=at),)) for r in (0, 2)}
+    ranks[1] = RankRecords(1, tuple(done(4)), (proof(1, "exception", done(4), exc=exc),))
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and f"ranks 0 and 2 entered it and {said}" in v.headline, v
+
+
 def test_a_rank_gone_without_evidence_is_named_by_the_others() -> None:
     ring = [*done(4), entry(5)]
     ranks = {r: RankRecords(r, (), (proof(r, "collective_error", ring),)) for r in (0, 2)}
