@@ -494,9 +494,23 @@ def _median(v: np.ndarray) -> float:
     return float(s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2)
 
 
-def _match_counts(ranks: list[LightRank]) -> tuple[int, int]:
-    """Instances (process group, seq) every rank logged, and those only some did."""
+def _match_counts(ranks: list[LightRank], shifts: list[SeqShift] | None = None) -> tuple[int, int]:
+    """Instances (process group, seq) every rank logged, and those only some did.
+
+    ``shifts``: each shifted rank's collectives in that group count with its offset
+    taken off (its n-th collective is the others' n-th), not by the numbers it logged,
+    which would pair different collectives and call every shifted one unmatched.
+    """
     keys = [distinct(r.coll_key) for r in ranks]
+    for sh in shifts or []:
+        k = next((i for i, r in enumerate(ranks) if r.rank == sh.rank), None)
+        if k is None:
+            continue
+        names = ranks[k].pg_names
+        code = names.index(sh.pg) if sh.pg in names else int(sh.pg) if sh.pg.isdigit() else -1
+        own = keys[k]
+        hit = ((own >> PG_SHIFT) == code) & ((own & P2P_BIT) == 0)
+        keys[k] = distinct(np.where(hit, own - sh.offset, own))
     everyone = keys[0]
     for k in keys[1:]:
         everyone = everyone[isin(everyone, k)]
@@ -666,6 +680,8 @@ def whole_run(
     if built is None:
         return None
     gaps, comps, step_ms, (matched, unmatched) = built
+    if shifts:
+        matched, unmatched = _match_counts(ranks, shifts)
     if has_gpu:
         comps["other"] = comps["other"] + comps.pop(CPU_WORK)
     _, gpu, split = _gpu_pass([] if shifts else ranks, gaps.step)

@@ -6,6 +6,8 @@ process group 0, the n-th with seq ``FIRST + n`` on every rank unless shifted.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from rankscope.dashboard.analysis.wholerun import (
@@ -109,6 +111,18 @@ def test_the_whole_run_matches_nothing_by_seq_when_they_do_not_line_up() -> None
     wr = whole_run(moved, True)
     assert wr is not None and wr.gpu_steps == 0 and wr.gpu_split is None
     assert wr.seq_shifts == [SeqShift("0", 1, 0, 5, STEPS, STEPS)]
+    # Counted with the offset taken off: all 24 collectives on both ranks, none missing
+    # (by the logged numbers, 19 matched and 10 "unmatched": 5 at each end).
+    assert (wr.matched_collectives, wr.unmatched_collectives) == (STEPS * PER_STEP, 0)
+    lost = rank_of(1, shift=5, work_ms=6, durations=True)
+    keep = lost.coll_key != lost.coll_key.max()  # its last collective never logged
+    lost = replace(
+        lost, coll_key=lost.coll_key[keep], enqueue_ns=lost.enqueue_ns[keep],
+        duration_ms=lost.duration_ms[keep], p2p=lost.p2p[keep],
+    )  # fmt: skip
+    one_short = whole_run([rank_of(0, durations=True), lost], True)
+    assert one_short is not None
+    assert (one_short.matched_collectives, one_short.unmatched_collectives) == (23, 1)
     # Arrival lags (several collectives a step) pair by seq too: rank 1's moved numbers
     # pair collectives steps apart. Without them, each rank's work before its last one.
     built = light_gaps(moved, seq_aligned=False)
