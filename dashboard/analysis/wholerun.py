@@ -503,14 +503,14 @@ def _match_counts(ranks: list[LightRank], shifts: list[SeqShift] | None = None) 
     """
     keys = [distinct(r.coll_key) for r in ranks]
     for sh in shifts or []:
-        k = next((i for i, r in enumerate(ranks) if r.rank == sh.rank), None)
-        if k is None:
+        at = next((i for i, r in enumerate(ranks) if r.rank == sh.rank), None)
+        if at is None:
             continue
-        names = ranks[k].pg_names
+        names = ranks[at].pg_names
         code = names.index(sh.pg) if sh.pg in names else int(sh.pg) if sh.pg.isdigit() else -1
-        own = keys[k]
+        own = keys[at]
         hit = ((own >> PG_SHIFT) == code) & ((own & P2P_BIT) == 0)
-        keys[k] = distinct(np.where(hit, own - sh.offset, own))
+        keys[at] = distinct(np.where(hit, own - sh.offset, own))
     everyone = keys[0]
     for k in keys[1:]:
         everyone = everyone[isin(everyone, k)]
