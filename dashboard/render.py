@@ -497,6 +497,8 @@ def _hang_lines(report: Report, md: bool) -> list[str]:
     label = "HUNG" if h.kind != "late_arrival" else "SLOW, NOT HUNG"
     if h.kind in ("crashed", "exited"):
         label = "CRASHED"
+    elif h.kind == "desync":  # different collectives at one seq: hung or failed, not slow
+        label = "DESYNC"
     head = f"{label}: {h.headline}"
     out = [f"**{head}**" if md else head]
     bullet = "- " if md else "  "
@@ -505,7 +507,8 @@ def _hang_lines(report: Report, md: bool) -> list[str]:
         out.append(f"{bullet}the job exited with code {h.exit_code}")
     for r in h.ranks if h.kind != "late_arrival" else ():
         where = r.where
-        text = f"rank {r.rank}: {r.status}, last step {r.last_step}"
+        last = f"last step {r.last_step}" if r.last_step >= 0 else "no step on record"
+        text = f"rank {r.rank}: {r.status}, {last}"
         if r.exception:
             text += f"; {r.exception}"
         if where:

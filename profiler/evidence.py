@@ -409,18 +409,29 @@ def read_fatal(path: Path) -> Fatal | None:
     error = next((ln.strip() for ln in text.splitlines() if ln.startswith("Fatal Python")), "")
     if not error:
         return None
-    # "Current thread 0x... (most recent call first):" then its frames, innermost first;
-    # without one (a signal on a thread faulthandler does not know) the first thread.
+    # "Current thread 0x... (most recent call first):" then its frames, innermost first.
+    # Without one (the signal hit a thread Python does not run: gloo's abort on a
+    # transport thread, a segfault in a C++ worker) the main thread, where the training
+    # loop runs: the thread whose outermost frame is a module's code, not threading's
+    # bootstrap (faulthandler names no thread); else the last listed (the oldest).
     blocks = re.split(r"\n\s*\n", text)
-    current = next((b for b in blocks if b.lstrip().startswith("Current thread")), None)
-    current = current or next((b for b in blocks if b.lstrip().startswith("Thread ")), "")
+    stacks = [_frames(b) for b in blocks if b.lstrip().startswith(("Current thread", "Thread "))]
+    current = next((_frames(b) for b in blocks if b.lstrip().startswith("Current thread")), None)
+    if current is None:
+        mains = [f for f in stacks if f and f[0].function == "<module>"]
+        current = mains[0] if mains else (stacks[-1] if stacks else [])
+    return Fatal(error[:MAX_TEXT], current[-MAX_FRAMES:], os.stat(path).st_mtime_ns)
+
+
+def _frames(block: str) -> list[Frame]:
+    """A faulthandler thread block's frames, outermost first."""
     frames = []
-    for line in current.splitlines():
+    for line in block.splitlines():
         m = _FRAME_LINE.match(line)
         if m:
             frames.append(Frame(m.group(1), int(m.group(2)), m.group(3)))
     frames.reverse()
-    return Fatal(error[:MAX_TEXT], frames[-MAX_FRAMES:], os.stat(path).st_mtime_ns)
+    return frames
 
 
 def ranks_with(run_dir: Path, suffix: str) -> list[int]:

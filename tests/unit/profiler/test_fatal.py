@@ -52,3 +52,42 @@ def test_an_empty_or_unrelated_file_holds_no_error(tmp_path: Path) -> None:
     assert ev.read_fatal(path) is None
     path.write_text("hello\n")
     assert ev.read_fatal(path) is None
+
+
+# faulthandler's dump when gloo aborted a desynced rank from its transport thread: no
+# "Current thread" (Python does not run that thread), the collector's two threads first.
+GLOO_ABORT = """Fatal Python error: Aborted
+
+Thread 0x00007f69e55106c0 (most recent call first):
+  File "/x/rankscope/profiler/progress.py", line 199 in _wait
+  File "/x/rankscope/profiler/progress.py", line 177 in _run
+  File "/py/lib/python3.11/threading.py", line 982 in run
+  File "/py/lib/python3.11/threading.py", line 1045 in _bootstrap_inner
+  File "/py/lib/python3.11/threading.py", line 1002 in _bootstrap
+
+Thread 0x00007f69e5d116c0 (most recent call first):
+  File "/py/lib/python3.11/threading.py", line 331 in wait
+  File "/x/rankscope/profiler/recorder.py", line 181 in run
+  File "/py/lib/python3.11/threading.py", line 1002 in _bootstrap
+
+Thread 0x00007f6a06ff6b80 (most recent call first):
+  File "/venv/torch/distributed/distributed_c10d.py", line 3252 in all_reduce
+  File "/job/hang_job.py", line 111 in main
+  File "/job/hang_job.py", line 121 in <module>
+
+Extension modules: numpy._core._multiarray_umath, torch._C (total: 2)
+"""
+
+
+def test_a_signal_on_a_thread_python_does_not_run_gives_the_main_threads_stack(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rank1.fatal.txt"
+    path.write_text(GLOO_ABORT)
+    fatal = ev.read_fatal(path)
+    assert fatal is not None and fatal.error == "Fatal Python error: Aborted"
+    assert [f.function for f in fatal.frames] == ["<module>", "main", "all_reduce"]
+    # no thread runs a module's code: the oldest listed (the last)
+    path.write_text(GLOO_ABORT.replace("in <module>", "in run_forever"))
+    fatal = ev.read_fatal(path)
+    assert fatal is not None and fatal.frames[-1].function == "all_reduce"
