@@ -44,7 +44,7 @@ Cause = Literal[
 ]
 CAUSES: tuple[Cause, ...] = get_args(Cause)
 # What a cause says more precisely: ``host`` time that no traced op covers.
-CauseDetail = Literal["untraced"]
+CauseDetail = Literal["untraced", "off_cpu"]
 # How a straggler is late over the analysed steps (see ``diagnosis``).
 Pattern = Literal["persistent", "intermittent"]
 PATTERNS: tuple[Pattern, ...] = get_args(Pattern)

@@ -71,7 +71,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rankscope.dashboard.analysis.arrivals import arrival_gaps
-from rankscope.dashboard.analysis.diagnosis import Diagnosis, Gaps, decide
+from rankscope.dashboard.analysis.diagnosis import (
+    CAUSE_MIN_SHARE,
+    Diagnosis,
+    Gaps,
+    Verdict,
+    decide,
+)
 from rankscope.dashboard.ingest.run import RankData
 from rankscope.dashboard.ingest.table import distinct, isin
 from rankscope.profiler.rundir import CAPTURE_PHASES
@@ -699,7 +705,10 @@ def whole_run(
     if not has_gpu and not diag.stragglers and diag.rotating is None:
         diag = _unmasked(gaps, comps, step_ms, keep) or diag
     row = {int(s): j for j, s in enumerate(gaps.step.tolist())}
+    timed = not has_gpu and all(r.cpu_ns is not None and len(r.cpu_ns) for r in ranks)
     for v in diag.stragglers:
+        if timed and v.cause == "unknown" and v.cause_detail is None:
+            _off_cpu(v)
         if v.cause in ("unknown", "hardware") and v.hint is None:
             v.hint = LIGHT_HINT
         # onset and end in seconds from the first shared step, on the rank's own clock
@@ -748,6 +757,24 @@ def whole_run(
         if step_ms[keep].sum() > 0
         else None,
     )
+
+
+OFF_CPU_HINT = (
+    "its training thread was neither running, nor waiting for a CPU, for data or in a"
+    " collective: blocking I/O, a sleep, a lock or another thread it waits on;"
+    " `py-spy dump --pid PID` on that rank shows where"
+)
+
+
+def _off_cpu(v: Verdict) -> None:
+    """A no-GPU rank late mostly by time that is not CPU time, run-queue wait or data
+    loading (the ``other`` component, with every rank's CPU time recorded) was off the
+    CPU and not runnable: said as ``cause_detail`` "off_cpu" (cause stays ``unknown``)."""
+    pos = {c: ms for c, ms in v.cause_breakdown.items() if ms > 0}
+    total = sum(pos.values())
+    if total > 0 and pos.get("unknown", 0.0) >= CAUSE_MIN_SHARE * total:
+        v.cause_detail = "off_cpu"
+        v.hint = OFF_CPU_HINT
 
 
 # A rank's extra CPU work hidden by the others' run-queue waits: said with the verdict.

@@ -56,6 +56,8 @@ CAUSE_EXPLANATION = {
     ),
 }
 UNTRACED_NAME = "host-side work outside any traced op"
+# Light layer, no GPU: the lateness is neither CPU time, run-queue wait nor data loading.
+OFF_CPU_NAME = "time off the CPU (blocking I/O, a sleep or a lock)"
 
 NO_FINDINGS = "No findings worth a line: nothing would save 5% of the step."
 # The Overview's waiting tile: every rank's wait, averaged (the per-rank table's wait column).
@@ -111,6 +113,8 @@ TELEMETRY_ONLY_TEXT = "telemetry only, no profiler trace yet."
 def cause_name(cause: str, detail: str | None = None) -> str:
     if cause == "host" and detail == "untraced":
         return UNTRACED_NAME
+    if detail == "off_cpu":
+        return OFF_CPU_NAME
     return CAUSE_NAME.get(cause, cause.replace("_", " "))
 
 

@@ -211,3 +211,22 @@ def test_balanced_ranks_on_a_host_short_of_cpu_stay_silent(seed: int) -> None:
     assert wr is not None
     assert [v for v in wr.diagnosis.stragglers if v.severity != "low"] == []
     assert all(v.hidden_by_queue_ms is None for v in wr.diagnosis.stragglers)
+
+
+def test_late_by_time_neither_on_a_cpu_nor_queued_is_off_cpu() -> None:
+    # Rank 1 of 3 is 20 ms late a step with the others' CPU time and no run-queue wait:
+    # it slept, blocked on I/O or on a lock.
+    work = flat(3, 30)
+    work[1] += 20.0
+    cpu = np.full((3, 30), 8.0)
+    wr = whole_run(run_of(work, np.zeros((3, 30)), cpu), has_gpu=False)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.rank, v.cause, v.cause_detail) == (1, "unknown", "off_cpu")
+    assert v.hint is not None and "py-spy dump" in v.hint
+    # Half of it on the CPU: no single cause, so nothing more is said.
+    cpu[1] += 10.0
+    wr = whole_run(run_of(work, np.zeros((3, 30)), cpu), has_gpu=False)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert v.cause_detail is None
