@@ -766,15 +766,23 @@ OFF_CPU_HINT = (
 )
 
 
+OFF_CPU_MAX_CPU = 0.25  # off_cpu: at most a quarter of the extra time on the CPU
+
+
 def _off_cpu(v: Verdict) -> None:
     """A no-GPU rank late mostly by time that is not CPU time, run-queue wait or data
     loading (the ``other`` component, with every rank's CPU time recorded) was off the
     CPU and not runnable: said as ``cause_detail`` "off_cpu" (cause stays ``unknown``)."""
     pos = {c: ms for c, ms in v.cause_breakdown.items() if ms > 0}
     total = sum(pos.values())
-    if total > 0 and pos.get("unknown", 0.0) >= CAUSE_MIN_SHARE * total:
+    # Mostly off the CPU, and little on it: a stall half busy and half asleep is neither.
+    if (
+        total > 0
+        and pos.get("unknown", 0.0) >= CAUSE_MIN_SHARE * total
+        and pos.get("cpu_compute", 0.0) <= OFF_CPU_MAX_CPU * total
+    ):
         v.cause_detail = "off_cpu"
-        v.hint = OFF_CPU_HINT
+        v.hint = f"{OFF_CPU_HINT}; {LIGHT_HINT}"
 
 
 # A rank's extra CPU work hidden by the others' run-queue waits: said with the verdict.
