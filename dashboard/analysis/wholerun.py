@@ -695,13 +695,7 @@ def whole_run(
     keep = np.array([c not in LEFT_OUT for c in capture], dtype=bool)
     if not keep.any():
         return None
-    diag = decide(
-        _columns(gaps, keep),
-        {c: v[:, keep] for c, v in comps.items()},
-        step_ms[keep],
-        has_gpu,
-        step_rows=False,
-    )
+    diag = _decide_kept(gaps, comps, step_ms, keep, has_gpu)
     if not has_gpu and not diag.stragglers and diag.rotating is None:
         diag = _unmasked(gaps, comps, step_ms, keep) or diag
     row = {int(s): j for j, s in enumerate(gaps.step.tolist())}
@@ -756,6 +750,19 @@ def whole_run(
         wait_share=round(float(gaps.wait_ms[:, keep].mean(axis=0).sum() / step_ms[keep].sum()), 3)
         if step_ms[keep].sum() > 0
         else None,
+    )
+
+
+def _decide_kept(
+    gaps: Gaps, comps: dict[str, np.ndarray], step_ms: np.ndarray, keep: np.ndarray, gpu: bool
+) -> Diagnosis:
+    """``decide`` over the steps ``keep`` marks (a window's edges left out)."""
+    return decide(
+        _columns(gaps, keep),
+        {c: v[:, keep] for c, v in comps.items()},
+        step_ms[keep],
+        gpu,
+        step_rows=False,
     )
 
 
@@ -820,13 +827,7 @@ def _unmasked(
         queued_ms=gaps.queued_ms,
     )
     parts = dict(comps, host_contention=np.zeros_like(queued))
-    diag = decide(
-        _columns(plain, keep),
-        {c: v[:, keep] for c, v in parts.items()},
-        step_ms[keep],
-        False,
-        step_rows=False,
-    )
+    diag = _decide_kept(plain, parts, step_ms, keep, False)
     found = [v for v in diag.stragglers if v.pattern == "persistent" and v.cause == "cpu_compute"]
     if not found or diag.rotating is not None:
         return None
