@@ -176,8 +176,6 @@ def unfinished_paths(run_dir: Path, rank: int) -> list[Path]:
 
 def unfinished_ranks(run_dir: Path) -> set[int]:
     """The ranks with evidence never linked into place (``unfinished_paths``)."""
-    import re
-
     with contextlib.suppress(OSError):
         return {
             int(m.group(1))
@@ -414,12 +412,15 @@ def read_fatal(path: Path) -> Fatal | None:
     # transport thread, a segfault in a C++ worker) the main thread, where the training
     # loop runs: the thread whose outermost frame is a module's code, not threading's
     # bootstrap (faulthandler names no thread); else the last listed (the oldest).
-    blocks = re.split(r"\n\s*\n", text)
-    stacks = [_frames(b) for b in blocks if b.lstrip().startswith(("Current thread", "Thread "))]
-    current = next((_frames(b) for b in blocks if b.lstrip().startswith("Current thread")), None)
+    threads = [
+        (b.lstrip().startswith("Current thread"), _frames(b))
+        for b in re.split(r"\n\s*\n", text)
+        if b.lstrip().startswith(("Current thread", "Thread "))
+    ]
+    current = next((frames for is_current, frames in threads if is_current), None)
     if current is None:
-        mains = [f for f in stacks if f and f[0].function == "<module>"]
-        current = mains[0] if mains else (stacks[-1] if stacks else [])
+        mains = [f for _, f in threads if f and f[0].function == "<module>"]
+        current = mains[0] if mains else (threads[-1][1] if threads else [])
     return Fatal(error[:MAX_TEXT], current[-MAX_FRAMES:], os.stat(path).st_mtime_ns)
 
 
@@ -436,8 +437,6 @@ def _frames(block: str) -> list[Frame]:
 
 def ranks_with(run_dir: Path, suffix: str) -> list[int]:
     """Ranks that have a ``rank{R}...{suffix}`` file in ``run_dir``."""
-    import re
-
     pattern = re.compile(r"^rank(\d+)\.(?:\d+\.)?" + re.escape(suffix) + "$")
     out = set()
     with contextlib.suppress(OSError):
