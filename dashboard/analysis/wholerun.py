@@ -352,13 +352,14 @@ def gpu_split(ranks: list[LightRank]) -> GpuSplit | None:
 
 
 def light_gaps(
-    ranks: list[LightRank], seq_aligned: bool = True
+    ranks: list[LightRank], seq_aligned: bool = True, shifts: list[SeqShift] | None = None
 ) -> tuple[Gaps, dict[str, np.ndarray], np.ndarray, tuple[int, int]] | None:
     """Gaps (one per rank and shared step), components, step lengths and match counts.
 
     Without ``seq_aligned`` (``seq_shifts`` found ranks whose sequence numbers do not
     line up), nothing is matched across ranks by (group, seq): no arrival lags, no
     NCCL GPU times; each rank's evidence is its own work before its last collective.
+    ``shifts``: those ranks' offsets, taken off in the match counts (``_match_counts``).
     """
     if len(ranks) < 2:
         return None
@@ -465,7 +466,7 @@ def light_gaps(
         queued_ms=runq,
     )
     step_ms = np.array([float(np.sort(col)[len(col) // 2]) for col in lengths.T])
-    return gaps, comps, step_ms, _match_counts(ranks)
+    return gaps, comps, step_ms, _match_counts(ranks, shifts)
 
 
 CPU_WORK = "cpu_work"  # the component of extra CPU time (reported as cpu_compute)
@@ -682,12 +683,10 @@ def whole_run(
     """
     ranks = sorted(ranks, key=lambda r: r.rank)
     shifts = seq_shifts(ranks) if shifts is None else shifts
-    built = light_gaps(ranks, seq_aligned=not shifts)
+    built = light_gaps(ranks, seq_aligned=not shifts, shifts=shifts)
     if built is None:
         return None
     gaps, comps, step_ms, (matched, unmatched) = built
-    if shifts:
-        matched, unmatched = _match_counts(ranks, shifts)
     if has_gpu:
         comps["other"] = comps["other"] + comps.pop(CPU_WORK)
     _, gpu, split = _gpu_pass([] if shifts else ranks, gaps.step)
