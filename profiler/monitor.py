@@ -27,12 +27,11 @@ import contextlib
 import functools
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from rankscope.profiler import __version__, records, rundir
 from rankscope.profiler.telemetry import NvmlSampler, Report
@@ -68,6 +67,14 @@ def _env_int(env: dict[str, str] | None, key: str) -> int | None:
         return int(env[key]) if env is not None else None
     except (KeyError, ValueError):
         return None
+
+
+class Stop(Protocol):
+    """What ``Monitor.run`` waits on: a ``threading.Event`` or the command's SignalStop."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool: ...
 
 
 @dataclass
@@ -130,7 +137,7 @@ class Monitor:
         self._write_run_manifest(end_ns=None)
         return count
 
-    def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
+    def run(self, stop: Stop, duration_s: float | None = None) -> None:
         """Sample every period until ``stop`` is set (a signal) or ``duration_s`` passed."""
         deadline = None if duration_s is None else time.monotonic() + duration_s
         next_flush = time.monotonic() + self.flush_s

@@ -9,10 +9,13 @@ usable NVIDIA GPU it exits with EXIT_ENVIRONMENT and one line saying why.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import select
 import signal
 import sys
-import threading
 from pathlib import Path
+from types import FrameType, TracebackType
 from typing import Any
 
 from rankscope.profiler import rundir
@@ -34,6 +37,59 @@ def parse_pids(values: list[str]) -> set[int]:
     if not pids:
         raise RankscopeError("--pids: no process id given")
     return pids
+
+
+class SignalStop:
+    """Set by SIGINT/SIGTERM without taking a lock; ``Monitor.run`` waits on it.
+
+    A ``threading.Event`` set from a signal handler can deadlock: the handler
+    runs in the main thread, which may be inside ``Event.wait`` holding the
+    Event's own lock at that moment (seen as a monitor that never stopped on
+    SIGTERM). Here the handler only stores the signal number, and the wait is a
+    ``select`` on the wakeup fd the interpreter writes to on every signal, so
+    a signal ends the wait at once whenever it comes.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)
+        self._old_fd: int | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> SignalStop:
+        with contextlib.suppress(ValueError):  # not the main thread: poll instead
+            self._old_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._previous[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        if self._old_fd is not None:
+            signal.set_wakeup_fd(self._old_fd)
+        for fd in (self._read, self._write):
+            os.close(fd)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def is_set(self) -> bool:
+        return self.signum is not None
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds or until a signal; True once stopped."""
+        if self.signum is None:
+            wait = timeout if self._old_fd is not None else min(timeout, 0.1)
+            readable, _, _ = select.select([self._read], [], [], wait)
+            if readable:
+                with contextlib.suppress(OSError):
+                    os.read(self._read, 512)
+        return self.signum is not None
 
 
 def _nvml_error(e: BaseException) -> str:
@@ -130,38 +186,36 @@ class MonitorCommand:
             report=report,
             command=["rankscope", *sys.argv[1:]],
         )
-        stop = threading.Event()
-
-        def on_signal(signum: int, _frame: Any) -> None:
-            stop.set()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        # A second signal while it closes is caught too: close() always finishes.
+        with SignalStop() as stop:
             try:
-                gpus = monitor.open()
-            except RankscopeError:
-                raise
-            except Exception as e:
-                raise RankscopeError(
-                    f"no NVIDIA GPU here: NVML could not start ({_nvml_error(e)})",
-                    EXIT_ENVIRONMENT,
-                ) from e
-            if gpus == 0:
-                raise RankscopeError("no NVIDIA GPU here: NVML sees no device", EXIT_ENVIRONMENT)
-            which = (
-                "every process" if pids is None else f"pid(s) {', '.join(map(str, sorted(pids)))}"
-            )
-            print(
-                f"rankscope monitor: {gpus} GPU(s), following {which} every "
-                f"{args.period_ms:g} ms into {args.out}; Ctrl-C to stop",
-                file=sys.stderr,
-                flush=True,
-            )
-            monitor.run(stop, args.duration)
-        finally:
-            monitor.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+                try:
+                    gpus = monitor.open()
+                except RankscopeError:
+                    raise
+                except Exception as e:
+                    raise RankscopeError(
+                        f"no NVIDIA GPU here: NVML could not start ({_nvml_error(e)})",
+                        EXIT_ENVIRONMENT,
+                    ) from e
+                if gpus == 0:
+                    raise RankscopeError(
+                        "no NVIDIA GPU here: NVML sees no device", EXIT_ENVIRONMENT
+                    )
+                which = (
+                    "every process"
+                    if pids is None
+                    else f"pid(s) {', '.join(map(str, sorted(pids)))}"
+                )
+                print(
+                    f"rankscope monitor: {gpus} GPU(s), following {which} every "
+                    f"{args.period_ms:g} ms into {args.out}; Ctrl-C to stop",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                monitor.run(stop, args.duration)
+            finally:
+                monitor.close()
         ranks = sorted(t.rank for t in monitor.tracked.values())
         samples = sum(t.samples for t in monitor.tracked.values())
         if ranks:

@@ -147,6 +147,8 @@ def test_sigterm_stops_it_with_every_sample_on_disk(tmp_path: Path, ranks: dict[
     proc = subprocess.Popen(
         [
             sys.executable,
+            "-X",
+            "faulthandler",  # a monitor that never stops shows where it is (SIGABRT below)
             str(JOBS / "attach_fake_monitor.py"),
             json.dumps(processes),
             "--out",
@@ -163,8 +165,13 @@ def test_sigterm_stops_it_with_every_sample_on_disk(tmp_path: Path, ranks: dict[
     assert "Ctrl-C to stop" in first, first
     time.sleep(1.5)  # one periodic flush at 1 s, then more samples only close() can flush
     proc.send_signal(signal.SIGTERM)
-    rest = proc.stderr.read()
-    assert proc.wait(30) == 0, rest
+    try:
+        _, rest = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, rest = proc.communicate()
+        pytest.fail(f"monitor still running 60 s after SIGTERM; its stacks:\n{rest}")
+    assert proc.returncode == 0, rest
     assert "sample(s) for rank(s) 0, 1" in rest
     manifest = rundir.read_run_manifest(run)
     assert "end_ns" in manifest
