@@ -34,6 +34,16 @@ def _overview_infos(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     return [i.value.replace("\\", "") for i in at.info]
 
 
+def _progress_step(run: Path) -> int:
+    from rankscope.profiler.evidence import read_progress
+
+    try:
+        p = read_progress(run, 0)
+    except Exception:  # a record caught half-written: look again
+        return 0
+    return 0 if p is None else p.step.current_step
+
+
 @needs_torch
 def test_a_report_on_a_running_job_says_it_is_live(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -43,7 +53,9 @@ def test_a_report_on_a_running_job_says_it_is_live(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not list(run.glob("rank0.progress.json")):
             time.sleep(0.2)
-        while time.monotonic() < deadline and col.current_step < 20:
+        # the progress record is rewritten every PROGRESS_PERIOD_S (2 s): wait for one
+        # written after a step finished (the first is written at start, at step 0)
+        while time.monotonic() < deadline and _progress_step(run) < 1:
             time.sleep(0.1)
         col.flush()
         text = _report(run)
@@ -53,7 +65,7 @@ def test_a_report_on_a_running_job_says_it_is_live(
     assert text.returncode == 0, text.stderr
     body = text.stdout.split("\n", 2)[2]
     assert body.startswith("LIVE: the job is still running (1 rank(s), at step"), text.stdout
-    # the step its progress record (about a second old at most) says
+    # the step its progress record (at most PROGRESS_PERIOD_S old) says
     assert live["running"] == [0] and 1 <= live["step"] <= now, (live, now)
     assert any(i.startswith("LIVE: the job is still running") for i in overview), overview
 
