@@ -12,6 +12,8 @@ fields as written, defaults left out), so callers index them as before.
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +144,7 @@ def iter_records(
     than ``run_id`` (nothing of it is used).
     """
     fast = msgspec.json.Decoder(cls)
+    dropped: dict[str, list[int]] = {}  # an optional field's bad value: the lines it was in
     for number, raw in iter_lines(path, bad):
         try:
             # One pass for a good line; the slow path explains (or repairs) a bad one.
@@ -162,10 +165,17 @@ def iter_records(
                 if bad is not None:
                     bad.append(problem)
                 return
-            yield records.convert(obj, cls, optional=optional)
+            left: list[BadRecord] = []
+            yield records.convert(obj, cls, optional=optional, dropped=left)
+            for e in left:
+                dropped.setdefault(e.reason, []).append(number)
         except BadRecord as e:
             if bad is not None:
                 bad.append(f"{Path(path).name} line {number}: {e.reason}")
+    if bad is not None:
+        for reason, lines in dropped.items():
+            more = f" (and {len(lines) - 1} more line(s))" if len(lines) > 1 else ""
+            bad.append(f"{Path(path).name} line {lines[0]}{more}: {reason}; left out of the record")
 
 
 def read_whole(path: Path, cls: type[T], run_id: str | None = None) -> list[T] | None:
@@ -224,9 +234,11 @@ def read_step_records(
     Records whose step is not in 0..MAX_STEP, whose times are not int64
     nanoseconds, or which end before they start are skipped; a bad ``data_ns``,
     ``cpu_ns`` or ``runq_ns``, or a ``capture`` not in ``CAPTURE_PHASES``, is left out
-    of its record. So is a ``data_ns`` longer than its step (the DataLoader wait is
-    part of the step: more is impossible), named in ``bad`` with the step. A record
-    of a step already read is skipped (the first is kept), and the repeats named.
+    of its record, named. So is a ``data_ns``, ``cpu_ns`` or ``runq_ns`` longer than its
+    step (each is part of the step: more is impossible), named in
+    ``bad`` with the first step and how many more. A record of a step already read is
+    skipped (the first is kept), so is one longer than ``MAX_STEP_NS`` and one that
+    starts before the step before it ended (steps by number); each kind named.
     """
     path = steps_path(run_dir, rank)
     rows: Iterable[records.StepRecord] | None = read_whole(path, records.StepRecord, run_id)
@@ -241,6 +253,9 @@ def read_step_records(
     out: list[records.StepRecord] = []
     seen: set[int] = set()
     repeated: list[int] = []
+    # per field: (step, value, the step's length) of each record it was left out of
+    too_long: dict[str, list[tuple[int, int, int]]] = {}
+    endless: list[int] = []
     for r in rows:
         if r.step in seen:
             # A step recorded twice (a file appended to itself, two writers): the first
@@ -248,20 +263,68 @@ def read_step_records(
             repeated.append(r.step)
             continue
         seen.add(r.step)
-        if r.data_ns is not None and r.data_ns > r.end_ns - r.start_ns:
-            if bad is not None:
-                bad.append(
-                    f"{path.name} step {r.step}: data_ns ({r.data_ns / 1e6:.1f} ms) is longer"
-                    f" than the step ({(r.end_ns - r.start_ns) / 1e6:.1f} ms); left out"
-                )
-            r.data_ns = None
+        wall = r.end_ns - r.start_ns
+        if wall > MAX_STEP_NS:
+            endless.append(r.step)  # an end time no clock gives: the record says nothing
+            continue
+        for name in ("data_ns", "cpu_ns", "runq_ns"):
+            value = getattr(r, name)
+            # The DataLoader wait, the thread's CPU time and its run-queue wait are each
+            # part of the step (a thread runs on one CPU at a time): more is impossible
+            # (a negative one is not an Ns: the decoder leaves it out, named). CPU and
+            # queue times come from another clock than the step's: SLACK_NS of
+            # difference is reading, not error.
+            slack = 0 if name == "data_ns" else SLACK_NS
+            if value is not None and value > wall + slack:
+                too_long.setdefault(name, []).append((r.step, value, wall))
+                setattr(r, name, None)
         out.append(r)
-    if repeated and bad is not None:
-        bad.append(
-            f"{path.name}: {len(repeated)} record(s) repeat a step already recorded (steps"
-            f" {min(repeated)}-{max(repeated)}); the first record of each step is kept"
-        )
+    overlapping = _overlapping(out)
+    if overlapping:
+        out = [r for r in out if r.step not in overlapping]
+    if bad is not None:
+        for name, hits in too_long.items():
+            step, value, wall = hits[0]
+            more = (
+                f" (and at {len(hits) - 1} more step(s), up to step {hits[-1][0]})"
+                if len(hits) > 1
+                else ""
+            )
+            bad.append(
+                f"{path.name} step {step}: {name} ({value / 1e6:.1f} ms) is longer than the"
+                f" step ({wall / 1e6:.1f} ms){more}; left out"
+            )
+        if endless:
+            bad.append(
+                f"{path.name}: {len(endless)} record(s) end more than"
+                f" {MAX_STEP_NS // DAY_NS} days after they start (steps {min(endless)}-"
+                f"{max(endless)}): no clock gives that; left out"
+            )
+        if overlapping:
+            steps = sorted(overlapping)
+            bad.append(
+                f"{path.name}: {len(steps)} step(s) start before the step before them ended"
+                f" (steps {steps[0]}-{steps[-1]}): one thread runs one step at a time, so"
+                " the times are wrong (a clock set back, two writers); left out"
+            )
+        if repeated:
+            bad.append(
+                f"{path.name}: {len(repeated)} record(s) repeat a step already recorded"
+                f" (steps {min(repeated)}-{max(repeated)}); the first record of each step"
+                " is kept"
+            )
     return out
+
+
+DAY_NS = 86_400 * 10**9
+MAX_STEP_NS = 7 * DAY_NS  # no training step lasts a week: an end time past it is wrong
+SLACK_NS = 1_000_000  # CPU and run-queue times read on another clock than the step's
+
+
+def _overlapping(recs: list[records.StepRecord]) -> set[int]:
+    """The steps whose record starts before the previous step's (by number) ended."""
+    ordered = sorted(recs, key=operator.attrgetter("step"))
+    return {cur.step for prev, cur in itertools.pairwise(ordered) if cur.start_ns < prev.end_ns}
 
 
 def collective_identity(r: records.CollectiveRecord) -> tuple[str, bool, int, int]:

@@ -314,11 +314,18 @@ def parse(raw: bytes | str) -> Any:
         raise BadRecord("not valid JSON") from None
 
 
-def convert(obj: Any, cls: type[T], *, optional: tuple[str, ...] = ()) -> T:
+def convert(
+    obj: Any,
+    cls: type[T],
+    *,
+    optional: tuple[str, ...] = (),
+    dropped: list[BadRecord] | None = None,
+) -> T:
     """``obj`` (decoded JSON values) as a ``cls``; ``BadRecord`` naming the bad field.
 
     A bad value in one of the ``optional`` fields is dropped instead (the record
-    stays), as the readers have always done for ``data_ns`` and telemetry metrics.
+    stays), as the readers have always done for ``data_ns`` and telemetry metrics;
+    the reason for each is added to ``dropped``.
     """
     if not isinstance(obj, dict):
         raise BadRecord(f"not a JSON object but {type(obj).__name__}")
@@ -329,6 +336,8 @@ def convert(obj: Any, cls: type[T], *, optional: tuple[str, ...] = ()) -> T:
             bad = _bad(cls, e)
             if bad.field not in optional or bad.field not in obj:
                 raise bad from None
+            if dropped is not None:
+                dropped.append(bad)
             obj = {k: v for k, v in obj.items() if k != bad.field}
     raise BadRecord("too many bad fields")  # pragma: no cover - each pass drops one
 

@@ -206,8 +206,12 @@ def _single(ev: Evidence, source: Source) -> RunVerdict:
             end_step=s.end_step,
             period_steps=s.period_steps,
         )
-    headline = wording.verdict_none(ev.wait_share, _p2p(ev))
+    headline = wording.verdict_none(ev.wait_share, _p2p(ev), _n_steps(ev))
     return RunVerdict(headline, None, None, "none", source, "single")
+
+
+def _n_steps(ev: Evidence) -> int:
+    return ev.last_step - ev.first_step + 1
 
 
 def reconcile(
@@ -284,6 +288,7 @@ def reconcile(
             headline=wording.verdict_none(
                 whole_ev.wait_share or window.wait_share,
                 not whole_ev.wait_share and _p2p(window),
+                max(_n_steps(whole_ev), _n_steps(window)),
             ),
             agreement="differ",
             explanation=why,
@@ -291,7 +296,7 @@ def reconcile(
         )
     wait = whole_ev.wait_share if whole_ev.wait_share is not None else window.wait_share
     p2p = whole_ev.wait_share is None and _p2p(window)
-    headline = wording.verdict_none(wait, p2p)
+    headline = wording.verdict_none(wait, p2p, max(_n_steps(whole_ev), _n_steps(window)))
     return replace(base, headline=headline, agreement="agree", window_steps=span)
 
 

@@ -743,6 +743,9 @@ def verdict_straggler(s: Straggler) -> str:
     )
 
 
+FEW_STEPS = 3  # diagnosis.MIN_STEPS_FOR_PERSISTENT: fewer steps cannot clear a rank
+
+
 def verdict_rotating(ranks: list[int]) -> str:
     return (
         "No single straggler: the lateness rotates between "
@@ -751,12 +754,18 @@ def verdict_rotating(ranks: list[int]) -> str:
     )
 
 
-def verdict_none(wait_share: float | None, p2p: bool = False) -> str:
+def verdict_none(wait_share: float | None, p2p: bool = False, n_steps: int | None = None) -> str:
     """No rank holds the others back; a large wait share is said, with why it is no straggler.
 
     ``p2p``: most of that wait is in point-to-point receives, which name no rank waited
-    for (a pipeline stage waits on its neighbour by design).
+    for (a pipeline stage waits on its neighbour by design). ``n_steps`` below
+    ``FEW_STEPS``: too few steps to say nobody is late (a straggler needs three).
     """
+    if n_steps is not None and n_steps < FEW_STEPS:
+        return (
+            f"No straggler seen, but over {n_steps} step(s) only: too few to judge (a"
+            f" straggler needs {FEW_STEPS}; see the warnings for the steps left out)."
+        )
     if p2p and wait_share is not None and wait_share >= 0.20:
         return (
             f"No straggler at collectives, though the ranks wait {100 * wait_share:.0f}% of the"

@@ -119,3 +119,45 @@ def test_steps_table_has_a_column_per_field_some_record_has(tmp_path: Path) -> N
     stop = rundir.CAPTURE_PHASES.index("stop") + 1
     assert np.isnan(t["capture"][0]) and t["capture"][1] == stop
     assert t["end_ns"][2] - t["start_ns"][2] == 9_000_000
+
+
+def test_cpu_and_queue_times_outside_their_step_are_left_out_and_named(tmp_path: Path) -> None:
+    # steps of 9 ms: a 10 s run-queue wait, a CPU time 50x the step, a negative one
+    rows = [
+        _step(0, runq_ns=10**10, cpu_ns=8_000_000),
+        _step(1, cpu_ns=450_000_000, runq_ns=100),
+        _step(2, cpu_ns=90_000_000, data_ns=-1_000_000),
+        _step(3, cpu_ns=9_500_000),  # within the 1 ms the two clocks may differ by
+    ]
+    _write(tmp_path, _lines(*rows))
+    bad: list[str] = []
+    recs = rundir.read_step_records(tmp_path, 0, bad)
+    assert [(r.cpu_ns, r.runq_ns, r.data_ns) for r in recs] == [
+        (8_000_000, None, None),
+        (None, 100, None),
+        (None, None, None),
+        (9_500_000, None, None),
+    ]
+    assert (
+        "rank0.steps.jsonl step 0: runq_ns (10000.0 ms) is longer than the step (9.0 ms);"
+        " left out" in bad
+    ), bad
+    assert (
+        "rank0.steps.jsonl step 1: cpu_ns (450.0 ms) is longer than the step (9.0 ms)"
+        " (and at 1 more step(s), up to step 2); left out" in bad
+    ), bad
+    assert (
+        "rank0.steps.jsonl line 3: data_ns is not an int64 of nanoseconds; left out of the record"
+        in bad
+    )
+
+
+def test_overlapping_and_endless_steps_are_left_out_and_named(tmp_path: Path) -> None:
+    rows = [_step(0), _step(1), _step(2), _step(3), _step(4)]
+    rows[2]["start_ns"] = rows[1]["end_ns"] - 1_000_000  # starts before step 1 ended
+    rows[4]["end_ns"] = 2**63 - 1
+    _write(tmp_path, _lines(*rows))
+    bad: list[str] = []
+    assert [r.step for r in rundir.read_step_records(tmp_path, 0, bad)] == [0, 1, 3]
+    assert any("1 step(s) start before the step before them ended (steps 2-2)" in b for b in bad)
+    assert any("1 record(s) end more than 7 days after they start (steps 4-4)" in b for b in bad)

@@ -125,7 +125,12 @@ def test_skipped_jsonl_records_are_listed_with_line_and_field(tmp_path: Path) ->
         {"step": 0, "start_ns": 10, "end_ns": 20},
         {"step": 2, "start_ns": 30, "end_ns": 40},
     ]
-    assert bad == ["rank0.steps.jsonl line 3: start_ns is not an int64 of nanoseconds"]
+    assert bad == [
+        "rank0.steps.jsonl line 3: start_ns is not an int64 of nanoseconds",
+        # an optional field's bad value leaves the record, and is named too
+        "rank0.steps.jsonl line 4: data_ns is not an int64 of nanoseconds; left out of the"
+        " record",
+    ]
 
 
 def test_collectives_keep_their_nulls_and_drop_a_nan_duration(tmp_path: Path) -> None:

@@ -103,6 +103,16 @@ def test_no_straggler_next_to_a_large_wait_says_why() -> None:
     assert quiet.headline == "No straggler: no rank holds the others back."
 
 
+def test_no_straggler_over_fewer_than_three_steps_is_too_few_to_judge() -> None:
+    # steps left out as inconsistent leave the whole run one step: no clearing on it
+    v = reconcile(None, whole_of(np.zeros((2, 1))), ev([], 0, 0))
+    assert v.rank is None and v.headline.startswith(
+        "No straggler seen, but over 1 step(s) only: too few to judge"
+    )
+    three = reconcile(None, whole_of(np.zeros((2, 3))), ev([], 0, 2))
+    assert three.headline == "No straggler: no rank holds the others back."
+
+
 def test_one_source_alone_decides() -> None:
     v = reconcile(ev([straggler(3, "data_loading")], 4, 21), None, None)
     assert (v.rank, v.cause, v.source, v.agreement) == (3, "data_loading", "window", "single")
