@@ -128,8 +128,7 @@ def test_skipped_jsonl_records_are_listed_with_line_and_field(tmp_path: Path) ->
     assert bad == [
         "rank0.steps.jsonl line 3: start_ns is not an int64 of nanoseconds",
         # an optional field's bad value leaves the record, and is named too
-        "rank0.steps.jsonl line 4: data_ns is not an int64 of nanoseconds; left out of the"
-        " record",
+        "rank0.steps.jsonl line 4: data_ns is not an int64 of nanoseconds; left out of the record",
     ]
 
 
