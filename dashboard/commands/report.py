@@ -57,7 +57,8 @@ def check_output(path: str | Path, output: str) -> None:
 
     That is the trace file PATH itself, or, under a run folder PATH, any file the
     run is read from (``rundir.is_run_input_name``: manifests, JSONL logs, traces,
-    per-rank files). Symlinks are resolved first, so a link to an input is refused too.
+    per-rank files). Symlinks are resolved first, so a link to an input is refused too;
+    so is a hard link to one (the same file under another name, anywhere).
     """
     from rankscope.profiler.rundir import is_run_input_name
 
@@ -68,11 +69,41 @@ def check_output(path: str | Path, output: str) -> None:
         refused = inside and is_run_input_name(target.name)
     else:
         refused = target == source
+    refused = refused or _hard_link_to_input(source, target)
     if refused:
         raise RankscopeError(
             f"-o {output}: refusing to overwrite {target.name}, one of the inputs of {path}"
             " (write the report outside the run folder, or under a name such as report.md)"
         )
+
+
+def _hard_link_to_input(source: Path, target: Path) -> bool:
+    """``target`` exists and is, by device and inode, the file ``source`` or a run input
+    under the folder ``source`` (only a file with more than one name can be)."""
+    from rankscope.profiler.rundir import is_run_input_name
+
+    try:
+        st = target.stat()
+    except OSError:
+        return False
+    if st.st_nlink < 2:
+        return False
+    key = (st.st_dev, st.st_ino)
+    if not source.is_dir():
+        return source.is_file() and _key(source) == key
+    for dirpath, _, names in os.walk(source):
+        for name in names:
+            if is_run_input_name(name) and _key(Path(dirpath) / name) == key:
+                return True
+    return False
+
+
+def _key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 class ReportCommand:

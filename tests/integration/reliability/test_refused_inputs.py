@@ -57,6 +57,22 @@ def test_output_through_a_symlink_to_an_input_is_refused(tmp_path: Path) -> None
     assert (run / "run.json").read_bytes() == before
 
 
+@pytest.mark.parametrize("name", ["run.json", trace_name(0)])
+def test_output_through_a_hard_link_to_an_input_is_refused(tmp_path: Path, name: str) -> None:
+    run = make_run(tmp_path / "run")
+    link = tmp_path / "report.json"  # outside the run folder, the same file as an input
+    os.link(run / name, link)
+    before = (run / name).read_bytes()
+    proc = cli("report", str(run), "--format", "json", "-o", str(link))
+    assert_one_line_exit_2(proc)
+    assert "refusing to overwrite" in proc.stderr
+    assert (run / name).read_bytes() == before
+    if name != "run.json":  # a trace file given alone, through its hard link, too
+        alone = cli("report", str(run / name), "-o", str(link))
+        assert_one_line_exit_2(alone)
+        assert "refusing to overwrite" in alone.stderr
+
+
 def test_output_over_the_trace_file_read_is_refused(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run")
     trace = run / trace_name(0)
