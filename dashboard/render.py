@@ -514,7 +514,9 @@ def _hang_lines(report: Report, md: bool) -> list[str]:
         if where:
             text += f"; in {where.function} ({where.file.rsplit('/', 1)[-1]}:{where.line})"
         out.append(f"{bullet}{text}")
-    if h.unfinished_step is not None:
+    if h.unfinished_step == 0:
+        out.append(f"{bullet}it stopped in its first step: no step finished to analyse")
+    elif h.unfinished_step is not None:
         out.append(f"{bullet}findings below come from the steps before step {h.unfinished_step}")
     return [*out, ""]
 

@@ -211,8 +211,10 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
                 f"{', '.join(map(str, available)) or 'none'})"
             )
         telemetry_only = any(len(rd.telemetry) or len(rd.step_marks) for rd in run.ranks.values())
-        if not telemetry_only:
+        if not telemetry_only and hang is None and live is None:
             raise RankscopeError(f"{run.path}: no events to analyse in any trace")
+        # A job that hung or died before its first step still has its verdict: what
+        # the ranks' hang records say (who never reached the first collective).
         # A monitor run, or a collector run before its first profiler window:
         # report what was recorded (step times, telemetry, the collective log).
         if not any(len(rd.light_comms) for rd in run.ranks.values()):

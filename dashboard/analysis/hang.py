@@ -52,7 +52,15 @@ Kind = Literal[
     "exited",
 ]
 RankStatus = Literal["running", "stalled", "stopped", "crashed", "failed", "signalled", "silent"]
-_LIBRARY_PARTS = (f"{os.sep}torch{os.sep}", f"{os.sep}site-packages{os.sep}", "<frozen ")
+_LIBRARY_PARTS = (
+    f"{os.sep}torch{os.sep}",
+    f"{os.sep}site-packages{os.sep}",
+    f"{os.sep}dist-packages{os.sep}",
+    "<frozen ",
+)
+# The standard library, wherever the job's Python lives (.../lib/python3.11/queue.py):
+# a rank blocked in queue.get or threading's wait is stuck in the job line that called it.
+_STDLIB = re.compile(r"[/\\]lib[/\\]python\d+(\.\d+)?[/\\]")
 
 
 # ---------------------------------------------------------------------- inputs
@@ -298,9 +306,10 @@ def _where(frames: Iterable[ev.Frame]) -> tuple[Where, ...]:
 
 
 def _own_frame(stack: tuple[Where, ...]) -> Where | None:
-    """The innermost frame of the job's own code (else the innermost one)."""
+    """The innermost frame of the job's own code, not torch's, an installed package's or
+    the standard library's (else the innermost one)."""
     for w in reversed(stack):
-        if not any(part in w.file for part in _LIBRARY_PARTS):
+        if not any(part in w.file for part in _LIBRARY_PARTS) and not _STDLIB.search(w.file):
             return w
     return stack[-1] if stack else None
 

@@ -254,3 +254,23 @@ def test_a_healthy_run_gets_no_hang_verdict(tmp_path: Path) -> None:
     assert progress is not None and progress.state == "stopped"
     report = json.loads(rankscope("report", str(out), "--format", "json").stdout)
     assert report["hang"] is None
+
+
+def test_a_hang_before_the_first_step_is_reported_from_the_hang_records() -> None:
+    # A real run (tests/data/README.md): rank 2 blocked on a queue before its first
+    # all_reduce; no step and no collective on record, only the ranks' hang records.
+    run = REPO / "tests" / "data" / "hang_runs" / "startup"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rankscope", "report", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr  # it said "no events to analyse" (exit 2)
+    headline = proc.stdout.split("\n", 2)[2].splitlines()[0]
+    assert headline.startswith("HUNG: Rank 2 never issued all_reduce seq 1"), proc.stdout
+    assert "ranks 0 and 1 entered it" in headline
+    # the job's own line, not threading.py's wait under queue.get
+    assert headline.endswith("it is in read_next_record (job.py:10)"), headline
+    assert "it stopped in its first step: no step finished to analyse" in proc.stdout
+    assert "steps before step 0" not in proc.stdout
