@@ -41,6 +41,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -471,18 +472,27 @@ def _who(ranks: list[int]) -> str:
 
 def stall_lines(records: dict[int, ev.Progress], now_ns: int) -> list[str]:
     """One line per stalled rank: how long without a step, and where it stands against
-    the others in each group (the ranks' last collectives, read at the stall)."""
+    the others in each group (the ranks' last collectives, read at the stall).
+
+    A rank "has not issued" a group's newest collective only while some rank waits in
+    it (issued, not completed): a collective one rank completed, every member issued,
+    so a rank without it is no member. A rank with no entry of a group at all is said
+    to be behind in the default group only (everyone's); a subgroup's membership is
+    not in the progress records, and a guess would name a rank outside it.
+    """
     lines = []
-    # pg -> seq -> (ranks that issued it and have not completed it, op, earliest enqueue)
-    front: dict[str, tuple[int, str, str, list[int], int]] = {}
+    front: dict[str, _Front] = {}
     for rank, p in records.items():
         for x in p.last_collectives:
-            best = front.get(x.pg)
-            if best is None or x.seq > best[0]:
-                front[x.pg] = (x.seq, x.name, x.pg_desc, [rank], x.enqueue_ns)
-            elif x.seq == best[0]:
-                best[3].append(rank)
-                front[x.pg] = (*best[:4], min(best[4], x.enqueue_ns))
+            f = front.get(x.pg)
+            if f is None or x.seq > f.seq:
+                front[x.pg] = f = _Front(x.seq, x.name, x.pg_desc)
+            if x.seq == f.seq:
+                if x.completed:
+                    f.completed = True
+                else:
+                    f.waiting.append(rank)
+                    f.entered_ns = min(f.entered_ns or x.enqueue_ns, x.enqueue_ns)
     for rank, p in sorted(records.items()):
         if p.state != "stalled":
             continue
@@ -493,16 +503,31 @@ def stall_lines(records: dict[int, ev.Progress], now_ns: int) -> list[str]:
         mine = {x.pg: x for x in p.last_collectives}
         behind, inside = [], []
         # A rank that has not read its ring yet (its first stalled record) says nothing.
-        for pg, (seq, op, desc, ranks, entered) in sorted(front.items()) if mine else ():
+        for pg, f in sorted(front.items()) if mine else ():
             last = mine.get(pg)
-            if last is None or last.seq < seq:
-                ago = (now_ns - entered) / 1e9
+            if last is not None and not last.completed and last.seq >= f.seq:
+                inside.append(f"waits in {last.name} seq {last.seq} on {_group(pg, f.desc)}")
+                continue
+            missing = last is None and _group(pg, f.desc) == "the default group"
+            behind_it = missing or (last is not None and last.seq < f.seq)
+            if behind_it and f.waiting and f.entered_ns is not None and not f.completed:
+                ago = (now_ns - f.entered_ns) / 1e9
                 behind.append(
-                    f"has not issued {op} seq {seq} on {_group(pg, desc)} that "
-                    f"{_who(sorted(ranks))} entered {ago:.0f} s ago"
+                    f"has not issued {f.op} seq {f.seq} on {_group(pg, f.desc)} that "
+                    f"{_who(sorted(f.waiting))} entered {ago:.0f} s ago"
                 )
-            elif not last.completed:
-                inside.append(f"waits in {last.name} seq {last.seq} on {_group(pg, desc)}")
         parts = behind or inside
         lines.append(text + ("; " + "; ".join(parts) if parts else ""))
     return lines
+
+
+@dataclass
+class _Front:
+    """A group's newest collective among the ranks' last ones."""
+
+    seq: int
+    op: str
+    desc: str
+    waiting: list[int] = field(default_factory=list)  # issued it, not completed
+    entered_ns: int | None = None  # the earliest of their enqueue times
+    completed: bool = False  # some rank completed it: every member issued it

@@ -153,3 +153,28 @@ def test_a_rank_that_has_not_read_its_ring_yet_is_not_blamed() -> None:
     last = [ev.FrEntry(7, "0", "default_pg", 7, "all_reduce", False, 64, T0, False)]
     lines = stall_lines({0: _progress(0, last), 1: _progress(1, [])}, T0 + 5 * S)
     assert lines[1] == "rank 1: no step for 5 s (step 19)"
+
+
+def test_status_lines_name_no_rank_outside_the_group_and_no_completed_entry() -> None:
+    def entry(pg: str, seq: int, done: bool) -> ev.FrEntry:
+        desc = "default_pg" if pg == "0" else "sub"
+        return ev.FrEntry(seq, pg, desc, seq, "all_reduce", False, 64, T0, done)
+
+    # group 1 is ranks 0 and 1: both completed its seq 7; the world's seq 45 waits for
+    # rank 2 (rank 3 waits in it too); rank 2 is in no entry of group 1
+    records = {
+        0: _progress(0, [entry("1", 7, True), entry("0", 45, False)]),
+        1: _progress(1, [entry("1", 7, True), entry("0", 45, False)]),
+        2: _progress(2, [entry("0", 44, True)]),
+        3: _progress(3, [entry("0", 45, False)]),
+    }
+    lines = stall_lines(records, T0 + 95 * S)
+    assert lines[2] == (
+        "rank 2: no step for 95 s (step 19); has not issued all_reduce seq 45 on the default "
+        "group that ranks 0, 1 and 3 entered 95 s ago"
+    )
+    # ranks 0 and 1 completed group 1's seq 7: nobody is blamed for it; they wait in seq 45
+    assert lines[0].endswith("waits in all_reduce seq 45 on the default group"), lines[0]
+    # a subgroup in which rank 3 has no entry: not said to be behind (membership unknown)
+    records[0] = _progress(0, [entry("2", 3, False), entry("0", 45, False)])
+    assert "group 2" not in stall_lines(records, T0 + 95 * S)[3]
