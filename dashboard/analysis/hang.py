@@ -379,8 +379,11 @@ def _rank_state(rec: RankRecords, now_ns: int, run_over: bool) -> RankState:
 
 def _tables(
     records: HangRecords,
-) -> tuple[dict[str, dict[int, dict[int, SeqEntry]]], dict[str, tuple[str, tuple[int, ...]]]]:
-    """pg -> rank -> seq -> entry, and pg -> (desc, members)."""
+) -> tuple[
+    dict[str, dict[int, dict[int, SeqEntry]]], dict[str, tuple[str, tuple[int, ...]]], set[str]
+]:
+    """pg -> rank -> seq -> entry, pg -> (desc, members), and the groups whose members
+    are only the ranks seen in them (no process-group config named them)."""
     seqs: dict[str, dict[int, dict[int, SeqEntry]]] = {}
     descs: dict[str, str] = {}
     config: dict[str, tuple[int, ...]] = {}
@@ -413,12 +416,15 @@ def _tables(
             for (pg, seq), one in local.items():
                 seqs.setdefault(pg, {}).setdefault(rank, {})[seq] = one
     groups: dict[str, tuple[str, tuple[int, ...]]] = {}
+    inferred: set[str] = set()
     for pg, by_rank in seqs.items():
         members = config.get(pg) or tuple(sorted(by_rank))
         if pg == "0" and not config.get(pg):
             members = tuple(range(records.world_size)) or members
+        elif not config.get(pg):
+            inferred.add(pg)
         groups[pg] = (descs.get(pg, ""), members)
-    return seqs, groups
+    return seqs, groups, inferred
 
 
 def _coalesced(a: SeqEntry, b: SeqEntry) -> SeqEntry:
@@ -468,8 +474,12 @@ def _group_verdicts(
     seqs: dict[str, dict[int, dict[int, SeqEntry]]],
     groups: dict[str, tuple[str, tuple[int, ...]]],
     states: dict[int, RankState],
+    inferred: set[str],
 ) -> list[GroupVerdict]:
     waiting_in = _waiting_in(seqs)
+    # Ranks that died without a record of their own: a member of any group, for all
+    # we know (gloo's flight recorder does not always say who a subgroup holds).
+    unseen = {r for r, st in states.items() if st.status in ("crashed", "silent")}
     out = []
     for pg, by_rank in seqs.items():
         desc, members = groups[pg]
@@ -533,6 +543,11 @@ def _group_verdicts(
                     if r in waiting_in and waiting_in[r][0] != pg
                 )
             else:
+                if pg in inferred and unseen - set(members):
+                    # "Every member entered" rests on who the group holds: a dead rank
+                    # seen nowhere may be the member that never came. Said by the rank's
+                    # own verdict, not claimed here.
+                    continue
                 kind, elsewhere = "all_entered_none_completed", ()
             out.append(
                 GroupVerdict(
@@ -648,7 +663,7 @@ def hang_verdict(records: HangRecords) -> HangVerdict | None:
     if not (any_evidence or stalled_now or failed):
         return None
     states = {r: _rank_state(rec, records.now_ns, over) for r, rec in records.ranks.items()}
-    seqs, groups = _tables(records)
+    seqs, groups, inferred = _tables(records)
     table = tuple(
         GroupState(pg, groups[pg][0], rank, max(t.values(), key=lambda x: x.seq) if t else None)
         for pg in sorted(seqs)
@@ -664,7 +679,7 @@ def hang_verdict(records: HangRecords) -> HangVerdict | None:
             "late_arrival", g.ranks[0], headline_of(g, states), tuple(late), ranks, table,
             records.exit_code, problems=records.problems,
         )  # fmt: skip
-    verdicts = _group_verdicts(records, seqs, groups, states)
+    verdicts = _group_verdicts(records, seqs, groups, states, inferred)
     if not verdicts:
         # The rank that raised; else one that died without a word (its peers, stopped
         # by the launcher on their way to the next collective, wrote their evidence).

@@ -274,3 +274,20 @@ def test_a_hang_before_the_first_step_is_reported_from_the_hang_records() -> Non
     assert headline.endswith("it is in read_next_record (job.py:10)"), headline
     assert "it stopped in its first step: no step finished to analyse" in proc.stdout
     assert "steps before step 0" not in proc.stdout
+
+
+def test_a_killed_subgroup_member_is_no_transport_fault() -> None:
+    # A real run (tests/data/README.md): rank 1 was SIGKILLed before a subgroup
+    # all_reduce; its peer in the subgroup waited in it alone. Who the subgroup holds
+    # is not on record, so "every rank entered it" would rest on a guess.
+    run = REPO / "tests" / "data" / "hang_runs" / "subkill"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rankscope", "report", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n", 2)[2].startswith("CRASHED: Rank 1 died without a word")
+    assert "none completed it" not in proc.stdout, proc.stdout
+    assert "transport" not in proc.stdout
