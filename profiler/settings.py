@@ -93,6 +93,15 @@ def parse_finite(text: str) -> float:
     return value
 
 
+def parse_positive_s(text: str) -> float:
+    """A finite number of seconds above 0 (0, a negative, ``nan`` and ``inf`` refused:
+    none of them is a threshold, and each was once read as the default)."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"not a number of seconds above 0: {text!r}")
+    return value
+
+
 _SCHEDULER = re.compile(
     r"^(?:(?:tcp|tls|ucx|ws|wss|inproc)://)?"  # the protocols distributed.Client knows
     r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])"  # a host name, an IPv4 or a bracketed IPv6
@@ -323,7 +332,7 @@ SETTINGS: tuple[Setting, ...] = (
         "evidence; the threshold is the larger of it and 10x the median step (unset: 60)",
         flag="--stall-after-s",
         env="RANKSCOPE_STALL_S",
-        parse=float,
+        parse=parse_positive_s,
         metavar="S",
     ),
     Setting(

@@ -101,6 +101,19 @@ def test_the_nvml_period_refuses_what_used_to_turn_telemetry_off(text: str) -> N
         settings.parse_period_ms(text)
 
 
+@pytest.mark.parametrize("text", ["nan", "inf", "-5", "0"])
+def test_a_stall_threshold_that_is_no_threshold_is_refused_by_name(text: str) -> None:
+    # each of these was read as the 60 s default (inf: never stalled), without a word
+    with pytest.raises(ValueError, match=r"\$RANKSCOPE_STALL_S: not a number of seconds above 0"):
+        settings.add_flags(argparse.ArgumentParser(), {"RANKSCOPE_STALL_S": text})
+    parser = argparse.ArgumentParser()
+    settings.add_flags(parser, {})
+    assert (
+        settings.config_from_args(parser.parse_args(["--stall-after-s", "2.5"]))["stall_after_s"]
+        == 2.5
+    )
+
+
 def test_the_nvml_period_accepts_off_and_milliseconds() -> None:
     assert [settings.parse_period_ms(t) for t in ("0", "0.5", "100", "3600000")] == [
         0.0,
