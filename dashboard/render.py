@@ -497,6 +497,8 @@ def _hang_lines(report: Report, md: bool) -> list[str]:
     label = "HUNG" if h.kind != "late_arrival" else "SLOW, NOT HUNG"
     if h.kind in ("crashed", "exited"):
         label = "CRASHED"
+    elif h.kind == "stopped":
+        label = "STOPPED"
     elif h.kind == "desync":  # different collectives at one seq: hung or failed, not slow
         label = "DESYNC"
     head = f"{label}: {h.headline}"

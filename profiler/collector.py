@@ -396,7 +396,7 @@ class Collector:
             self._progress = ProgressWatch(
                 self.run_dir, self.rank, self.world_size, self.faults, torch,
                 start_ns=start_ns, current=lambda: (self._step, self._step_start_ns),
-                stall_after_s=self.stall_after_s,
+                stall_after_s=self.stall_after_s, on_terminate=self._on_terminate,
             )  # fmt: skip
             self._progress.start()
 
@@ -475,6 +475,21 @@ class Collector:
             with _active_lock:
                 if _active is self:
                     _active = None
+
+    def _on_terminate(self, wait_s: float) -> None:
+        """A signal is about to end the process (SIGTERM, SIGHUP: no atexit, no
+        ``stop``): its end time into the meta record and what is buffered onto disk,
+        waiting at most ``wait_s``. Runs in the signal handler, on the main thread,
+        which may hold a lock: each lock is taken with a timeout, never waited on."""
+        if self._meta_lock.acquire(timeout=0.5):
+            try:
+                self._meta["end_ns"] = time.time_ns()
+                self._meta["steps_recorded"] = self._step
+                self._meta_dirty = True
+            finally:
+                self._meta_lock.release()
+        if self._recorder is not None:
+            self._recorder.request_flush(wait_s)
 
     def flush(self, wait_s: float = 10.0) -> None:
         """Write out what is buffered now (bounded wait); collection goes on."""

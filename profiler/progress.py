@@ -55,7 +55,8 @@ DEFAULT_STALL_S = 60.0
 STEP_MULTIPLE = 10.0
 PROGRESS_PERIOD_S = 2.0
 STALLED_RING_PERIOD_S = 5.0
-_SIGNALS = ("SIGTERM", "SIGINT")
+_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")  # SIGHUP: the terminal closed
+FINAL_FLUSH_S = 2.0  # the most a terminating signal waits for the rank's last records
 _COLLECTIVE_ERRORS = ("DistBackendError", "DistError", "DistNetworkError", "DistStoreError")
 _COLLECTIVE_WORDS = ("timed out", "timeout", "gloo", "nccl", "connection closed by peer")
 
@@ -91,6 +92,7 @@ class ProgressWatch:
         current: Callable[[], tuple[int, int | None]],
         stall_after_s: float | None = None,
         tick_s: float | None = None,
+        on_terminate: Callable[[float], None] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.rank = rank
@@ -99,6 +101,8 @@ class ProgressWatch:
         self._torch = torch
         self._start_ns = start_ns
         self._current = current  # () -> (current step, its start ns or None)
+        # (wait_s) -> None: write what the rank holds, before a signal ends the process
+        self._on_terminate = on_terminate
         self.floor_s = stall_floor_s(stall_after_s)
         self.tick_s = tick_s if tick_s is not None else min(1.0, self.floor_s / 4)
         self._attempt = restart_count()
@@ -335,6 +339,8 @@ class ProgressWatch:
             if signum is None:
                 continue
             with contextlib.suppress(ValueError, OSError):
+                if signal.getsignal(signum) == signal.SIG_IGN:
+                    continue  # ignored (nohup): it ends nothing, so it is no evidence
                 self._prev_signals[signum] = signal.signal(signum, self._on_signal)
         if self._prev_signals:
             self._own_wakeup_fd()
@@ -452,7 +458,11 @@ class ProgressWatch:
         elif prev == signal.SIG_IGN:
             return
         else:
-            # The default action (terminate): restore it and deliver the signal again.
+            # The default action (terminate): first the records the rank holds (steps,
+            # collectives, its end time), bounded; then restore it and deliver again.
+            if self._on_terminate is not None:
+                with contextlib.suppress(Exception):
+                    self._on_terminate(FINAL_FLUSH_S)
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
 

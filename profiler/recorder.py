@@ -100,13 +100,20 @@ class Recorder(threading.Thread):
         """Ask for a flush now; with ``wait_s`` wait (bounded) until it happened."""
         # A flush already under way may have taken its data before this call: wait for
         # one that starts after it (a flush serves the requests made before it began).
-        with self._flushed:
+        # Bounded lock taking: a signal handler calls this on a thread that may hold it.
+        if not self._flushed.acquire(timeout=max(wait_s, 1.0)):
+            return
+        try:
             self._requests += 1
             target = self._requests
+        finally:
+            self._flushed.release()
         self._flush_requested.set()
-        if wait_s > 0 and self.is_alive():
-            with self._flushed:
+        if wait_s > 0 and self.is_alive() and self._flushed.acquire(timeout=wait_s):
+            try:
                 self._flushed.wait_for(lambda: self._served >= target, timeout=wait_s)
+            finally:
+                self._flushed.release()
 
     def stop(self, wait_s: float = 10.0) -> None:
         self._stop_event.set()

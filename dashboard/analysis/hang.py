@@ -50,6 +50,7 @@ Kind = Literal[
     "all_entered_none_completed",
     "late_arrival",
     "exited",
+    "stopped",  # every rank was sent a signal (the launcher's SIGTERM) and none had stalled
 ]
 RankStatus = Literal["running", "stalled", "stopped", "crashed", "failed", "signalled", "silent"]
 _LIBRARY_PARTS = (
@@ -312,6 +313,25 @@ def _own_frame(stack: tuple[Where, ...]) -> Where | None:
         if not any(part in w.file for part in _LIBRARY_PARTS) and not _STDLIB.search(w.file):
             return w
     return stack[-1] if stack else None
+
+
+def _stopped(
+    records: HangRecords, ranks: tuple[RankState, ...], verdicts: list[GroupVerdict]
+) -> bool:
+    """Every rank was signalled while it ran: none had stalled, and no collective had
+    kept a rank waiting as long as the stall threshold (a rank stuck before its first
+    step is never judged stalled, but its peers' wait says it hung)."""
+    if not ranks or any(s.status != "signalled" or "stall" in s.triggers for s in ranks):
+        return False
+    thresholds = [e.threshold_s for r in records.ranks.values() for e in r.evidence]
+    threshold = min(thresholds) if thresholds else 60.0
+    return all((g.waited_s or 0.0) < threshold for g in verdicts)
+
+
+def _signal_name(rec: RankRecords) -> str:
+    """The signal a rank's evidence names ("SIGTERM"), or ""."""
+    e = _first(rec.evidence, "signal")
+    return e.detail if e is not None and e.detail.startswith("SIG") else ""
 
 
 def _first(evidence: tuple[ev.Evidence, ...], *triggers: str) -> ev.Evidence | None:
@@ -680,6 +700,21 @@ def hang_verdict(records: HangRecords) -> HangVerdict | None:
             records.exit_code, problems=records.problems,
         )  # fmt: skip
     verdicts = _group_verdicts(records, seqs, groups, states, inferred)
+    if _stopped(records, ranks, verdicts):
+        # Stopped, not hung: each rank was running when the signal came (a scheduler's
+        # or a user's SIGTERM, a closed terminal); a collective it was in is no fault.
+        names = sorted({_signal_name(records.ranks[s.rank]) for s in ranks} - {""})
+        steps = sorted({s.stuck_step for s in ranks if s.stuck_step is not None and _step_known(s)})
+        where = f" in step {steps[0]}" if len(steps) == 1 else ""
+        code = f", exit code {records.exit_code}" if records.exit_code is not None else ""
+        head = (
+            f"The job was stopped by a signal ({', '.join(names) or 'a signal'} to every"
+            f" rank{code}){where}: no rank had stalled, so this is no hang"
+        )
+        return HangVerdict(
+            "stopped", None, head, (), ranks, table, records.exit_code,
+            step=steps[0] if len(steps) == 1 else None, problems=records.problems,
+        )  # fmt: skip
     if not verdicts:
         # The rank that raised; else one that died without a word (its peers, stopped
         # by the launcher on their way to the next collective, wrote their evidence).

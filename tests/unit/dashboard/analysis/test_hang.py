@@ -208,6 +208,28 @@ def test_a_signalled_peer_that_had_stalled_is_still_missing() -> None:
     assert v is not None and v.kind == "missing_rank" and v.groups[0].ranks == (0, 1)
 
 
+def test_every_rank_signalled_while_running_is_stopped_not_hung() -> None:
+    # The launcher's SIGTERM reached every rank inside all_reduce seq 5 (in flight, not
+    # completed anywhere) and none had stalled: no transport fault, no rank at fault.
+    ring = [*done(4), entry(5, done=False)]  # seq 5 entered at 5 s; the signal at 5.5 s
+    ranks = {r: RankRecords(r, (), (proof(r, "signal", ring, at=5.5),)) for r in range(3)}
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and (v.kind, v.rank, v.groups) == ("stopped", None, ())
+    assert v.headline == (
+        "The job was stopped by a signal (a signal to every rank, exit code 1) in step 5:"
+        " no rank had stalled, so this is no hang"
+    )
+    # the signal came 5 s into seq 5, past the 2 s stall threshold: a hang, though no
+    # rank's watch said so (a rank is judged only once its first step began)
+    late = {r: RankRecords(r, (), (proof(r, "signal", ring, at=10),)) for r in range(3)}
+    v = hang_verdict(records(late, 1))
+    assert v is not None and v.kind == "all_entered_none_completed"
+    # one of them had stalled before the signal: that is a hang again
+    ranks[2] = RankRecords(2, (), (proof(2, "stall", done(4)), proof(2, "signal", done(4))))
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "missing_rank" and v.rank == 2
+
+
 def test_a_rank_gone_without_a_word_with_nothing_pending_is_named() -> None:
     # Every peer was stopped by the launcher before the next collective.
     ranks = {r: RankRecords(r, (), (proof(r, "signal", done(4)),)) for r in (0, 2)}
