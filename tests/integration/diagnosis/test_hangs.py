@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_torch
-from jobs.collector_jobs import JOBS, REPO, job_env, launcher, rankscope
+from jobs.collector_jobs import JOBS, REPO, job_env, launcher, rankscope, report_of
 
 from rankscope.dashboard.analysis.hang import HangVerdict, hang_verdict, read_hang_records
 from rankscope.profiler import evidence
@@ -259,35 +259,22 @@ def test_a_healthy_run_gets_no_hang_verdict(tmp_path: Path) -> None:
 def test_a_hang_before_the_first_step_is_reported_from_the_hang_records() -> None:
     # A real run (tests/data/README.md): rank 2 blocked on a queue before its first
     # all_reduce; no step and no collective on record, only the ranks' hang records.
-    run = REPO / "tests" / "data" / "hang_runs" / "startup"
-    proc = subprocess.run(
-        [sys.executable, "-m", "rankscope", "report", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr  # it said "no events to analyse" (exit 2)
-    headline = proc.stdout.split("\n", 2)[2].splitlines()[0]
-    assert headline.startswith("HUNG: Rank 2 never issued all_reduce seq 1"), proc.stdout
+    # it said "no events to analyse" (exit 2); report_of fails the test on that
+    text = report_of(REPO / "tests" / "data" / "hang_runs" / "startup", "text")
+    headline = text.split("\n", 2)[2].splitlines()[0]
+    assert headline.startswith("HUNG: Rank 2 never issued all_reduce seq 1"), text
     assert "ranks 0 and 1 entered it" in headline
     # the job's own line, not threading.py's wait under queue.get
     assert headline.endswith("it is in read_next_record (job.py:10)"), headline
-    assert "it stopped in its first step: no step finished to analyse" in proc.stdout
-    assert "steps before step 0" not in proc.stdout
+    assert "it stopped in its first step: no step finished to analyse" in text
+    assert "steps before step 0" not in text
 
 
 def test_a_killed_subgroup_member_is_no_transport_fault() -> None:
     # A real run (tests/data/README.md): rank 1 was SIGKILLed before a subgroup
     # all_reduce; its peer in the subgroup waited in it alone. Who the subgroup holds
     # is not on record, so "every rank entered it" would rest on a guess.
-    run = REPO / "tests" / "data" / "hang_runs" / "subkill"
-    proc = subprocess.run(
-        [sys.executable, "-m", "rankscope", "report", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n", 2)[2].startswith("CRASHED: Rank 1 died without a word")
-    assert "none completed it" not in proc.stdout, proc.stdout
-    assert "transport" not in proc.stdout
+    text = report_of(REPO / "tests" / "data" / "hang_runs" / "subkill", "text")
+    assert text.split("\n", 2)[2].startswith("CRASHED: Rank 1 died without a word")
+    assert "none completed it" not in text, text
+    assert "transport" not in text

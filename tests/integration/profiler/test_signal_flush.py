@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from conftest import needs_torch
-from jobs.collector_jobs import JOBS, REPO, job_env, launcher
+from jobs.collector_jobs import JOBS, REPO, job_env, launcher, report_of
 
 pytestmark = needs_torch
 
@@ -58,14 +58,6 @@ def test_sigterm_keeps_the_records_up_to_the_signal_and_reads_as_stopped(
         assert sent_ns - last_end < 0.5e9, (rank, (sent_ns - last_end) / 1e9)
         meta = json.loads((run / f"rank{rank}.meta.json").read_text())
         assert meta["end_ns"] is not None and meta["end_ns"] >= sent_ns, meta.get("end_ns")
-    report = subprocess.run(
-        [sys.executable, "-m", "rankscope", "report", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert report.returncode == 0, report.stderr
-    headline = report.stdout.split("\n", 2)[2].splitlines()[0]
-    assert headline.startswith("STOPPED: The job was stopped by a signal (SIGTERM to every"), (
-        report.stdout
-    )
+    text = report_of(run, "text")
+    headline = text.split("\n", 2)[2].splitlines()[0]
+    assert headline.startswith("STOPPED: The job was stopped by a signal (SIGTERM to every"), text
