@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,14 +94,33 @@ def iter_lines(path: Path, bad: Problems = None) -> Iterator[tuple[int, bytes]]:
         return
 
 
-def header_problem(obj: dict[str, Any], path: Path, run_id: str | None) -> str | None:
-    """Why a file's header line shows it belongs to another run, or None.
+_NAMED_RANK = re.compile(r"rank(\d{1,9})\.")
 
-    ``run_id`` is the run's own (``run.json``); a file or run without one is not checked.
+
+def named_rank(path: Path) -> int | None:
+    """The rank a run file's name gives (``rank{R}.…``), or None."""
+    m = _NAMED_RANK.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def rank_problem(said: Any, path: Path) -> str | None:
+    """Why a file that says it is rank ``said`` is not the rank its name gives, or None
+    (a file whose name or content gives no rank is not checked)."""
+    named = named_rank(path)
+    if named is None or not valid_rank(said) or said == named:
+        return None
+    return f"{Path(path).name}: written by rank {said}, not rank {named} (its name); not used"
+
+
+def header_problem(obj: dict[str, Any], path: Path, run_id: str | None) -> str | None:
+    """Why a file's header line shows it belongs to another run or rank, or None.
+
+    ``run_id`` is the run's own (``run.json``); a file or run without one is not checked,
+    nor a header without a rank.
     """
     theirs = obj.get("run_id")
     if run_id is None or theirs is None or theirs == run_id:
-        return None
+        return rank_problem(obj.get("rank"), path)
     return (
         f"{Path(path).name}: written by another run (run_id {str(theirs)[:40]},"
         f" this run's is {run_id}); not used"
@@ -533,11 +553,26 @@ def read_run_manifest(run_dir: Path) -> dict[str, Any]:
         if not isinstance(meta, dict) or not valid_rank(meta.get("rank")):
             problems.append(f"{p.name}: no rank in 0..{MAX_WORLD_SIZE - 1}; ignored")
             continue
+        other = rank_problem(meta["rank"], p) or _other_run(meta, p, manifest.get("run_id"))
+        if other is not None:
+            problems.append(other)
+            continue
         _drop_bad(meta, records.RankMeta, optional)
         ranks[meta["rank"]] = meta
     manifest["ranks"] = ranks
     manifest["problems"] = problems
     return manifest
+
+
+def _other_run(meta: dict[str, Any], path: Path, run_id: Any) -> str | None:
+    """Why a rank manifest belongs to another run than ``run.json``'s id, or None."""
+    theirs = meta.get("run_id")
+    if not isinstance(run_id, str) or not isinstance(theirs, str) or theirs == run_id:
+        return None
+    return (
+        f"{path.name}: written by another run (run_id {theirs[:40]}, this run's is"
+        f" {run_id[:40]}); not used"
+    )
 
 
 def capture_windows(run_dir: Path) -> list[CaptureWindow]:

@@ -35,7 +35,8 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   absent where unreadable and in files written before they existed.
 - ``run_id`` (in ``run.json``, each ``rank{R}.meta.json`` and each JSONL header,
   where the launcher gave one: ``layout.RUN_ID_VARIABLES``): the job the file
-  belongs to; readers leave out, and name, a file whose id is not run.json's.
+  belongs to; readers leave out, and name, a file whose id is not run.json's,
+  and a JSONL file or rank manifest whose ``rank`` is not the one its name gives.
 - ``rank{R}.collectives.jsonl`` (a header line ``{"schema": COLLECTIVES_SCHEMA,
   "rank": R, "run_id": ...}`` since the run id; none before): one JSON object per collective
   this rank issued, as PyTorch's flight recorder saw it, appended every few

@@ -110,6 +110,18 @@ def _from_another_run(run: Path) -> None:
         path.write_text(json.dumps(header) + "\n" + "".join(lines[1:]))
 
 
+def _from_another_rank(run: Path) -> None:
+    # Rank 0's logs under rank 1's names: the whole run used to read rank 0's steps as
+    # rank 1's, silently.
+    shutil.copy(_steps(run, 0), _steps(run))
+    shutil.copy(_collectives(run, 0), _collectives(run))
+
+
+def _meta_of_another_rank(run: Path) -> None:
+    # rank1.meta.json replaced by rank 0's: it used to overwrite rank 0's manifest.
+    shutil.copy(run / "rank0.meta.json", run / "rank1.meta.json")
+
+
 def _data_wait_50x_step(run: Path) -> None:
     # Rank 0 (the fast one) claims a DataLoader wait 50 times its step.
     path = _steps(run, 0)
@@ -237,6 +249,18 @@ CASES = [
     ),
     # Copied from another run, rank 1's logs used to make the whole run name rank 0.
     Case("other-run", _from_another_run, "rank1.steps.jsonl: written by another run", None),
+    Case(
+        "other-rank",
+        _from_another_rank,
+        "rank1.steps.jsonl: written by rank 0, not rank 1 (its name); not used",
+        None,
+    ),
+    Case(
+        "other-rank-meta",
+        _meta_of_another_rank,
+        "rank1.meta.json: written by rank 0, not rank 1 (its name); not used",
+        SLOW_RANK,
+    ),
     # A wait 50x the step made rank 0 "data loading (high)" in the whole run.
     Case(
         "data-wait-longer-than-step",
