@@ -132,6 +132,9 @@ class StragglerChange(_Record, frozen=True):
     new_cause: str | None
     new_pattern: str | None
     sentence: str
+    # the diagnosis' severity on each side ("low", "medium", "high"); None where not named
+    base_severity: str | None = None
+    new_severity: str | None = None
 
 
 class CollectiveChange(_Record, frozen=True):
@@ -627,6 +630,8 @@ def straggler_changes(
                 base_pattern=sb.pattern if sb else None,
                 new_cause=sn.cause if sn else None,
                 new_pattern=sn.pattern if sn else None,
+                base_severity=sb.severity if sb else None,
+                new_severity=sn.severity if sn else None,
                 sentence=words.straggler_change(
                     rank,
                     kind,
@@ -747,17 +752,19 @@ def evaluate(
     stragglers: list[StragglerChange],
 ) -> Condition:
     """Does the condition hold beyond noise: the change passes its threshold and its
-    90% interval leaves out zero (a new straggler: one the diagnosis names in NEW only)."""
+    90% interval leaves out zero (a new straggler: one the diagnosis names in NEW only,
+    above low severity: a low one is within what a busy machine does to a balanced run)."""
     if rule.unit == "flag":
         appeared = [s.rank for s in stragglers if s.kind == "appeared"]
+        real = [s.rank for s in stragglers if s.kind == "appeared" and s.new_severity != "low"]
         return Condition(
             text=rule.text,
             metric=rule.metric,
             unit=rule.unit,
             threshold=0.0,
-            value=float(len(appeared)),
-            holds=bool(appeared),
-            sentence=words.new_straggler_condition(appeared),
+            value=float(len(real)),
+            holds=bool(real),
+            sentence=words.new_straggler_condition(real, sorted(set(appeared) - set(real))),
         )
     name = GATE_METRICS[rule.metric]
     found: Change | ComponentChange | None = step

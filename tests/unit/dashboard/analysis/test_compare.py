@@ -173,6 +173,33 @@ def test_a_condition_holds_only_past_its_threshold_and_beyond_noise() -> None:
     assert c.value is not None and c.value > 5 and not c.holds  # +8% inside the noise
 
 
+def test_a_new_straggler_of_low_severity_does_not_fail_the_gate() -> None:
+    # A balanced run on a busy machine: rank 0 named a low "host" straggler (seen beside
+    # two busy loops); rank 2 a real one, medium.
+    def appeared(rank: int, severity: str) -> cmp.StragglerChange:
+        return cmp.StragglerChange(
+            rank=rank, kind="appeared", base_cause=None, base_pattern=None,
+            new_cause="host", new_pattern="persistent", sentence="", new_severity=severity,
+        )  # fmt: skip
+
+    d = decompose(steps_of((0, 10), (0, 10)), steps_of((0, 10), (0, 10)), LIGHT_COMPONENTS)
+    rule = parse_condition("new-straggler")
+    low = cmp.evaluate(rule, d.step, d.components, [appeared(0, "low")])
+    assert not low.holds and low.value == 0.0
+    assert low.sentence == (
+        "ok   new-straggler: no new straggler (rank 0 named at low severity only: within"
+        " a busy machine's noise)."
+    )
+    both = cmp.evaluate(rule, d.step, d.components, [appeared(0, "low"), appeared(2, "medium")])
+    assert (
+        both.holds
+        and both.value == 1.0
+        and both.sentence.startswith(
+            "FAIL new-straggler: rank 2 became straggler(s) (rank 0 named at low"
+        )
+    )
+
+
 def test_the_committed_schema_is_the_one_the_types_give() -> None:
     """Regenerate with: python -c "from rankscope.dashboard.analysis.compare import
     schema_text; open('docs/compare.schema.json', 'w').write(schema_text())" """
