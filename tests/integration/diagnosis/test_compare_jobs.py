@@ -106,14 +106,28 @@ def test_the_same_job_three_times_is_no_significant_change(runs: dict[str, Path]
     """No significant change, also where this machine's load changed between the runs
     (seen: 4.8 vs 7.7 ms a step for one job run twice at once, rank 0's training thread
     waiting 2.7 ms more a step for a CPU with the same CPU time): the run queue is the
-    machine's part, and the gate on the step time does not fail on it."""
+    machine's part, and the gate on the step time does not fail on it.
+
+    Under a heavier load the training threads' wait is only part of the machine's:
+    gloo's communication threads queue for a CPU too, unseen (seen: 5.5 -> 9.2 ms, 2.2
+    ms of it rank 1's wait; 14.9 -> 3.3 ms, 7.9 of it). There the step change is
+    called, but never the job's: the machine is named for most of it, with the same CPU
+    time, no rank is blamed and no component condition fails (docs/compare.md)."""
     for base, new in (("a", "b"), ("b", "a"), ("a", "c"), ("c", "b")):
         code, c, _ = compare(
             str(runs[base]), str(runs[new]), "--fail-if", "data_ms>+20ms",
             "--fail-if", "step_ms>+10%",
         )  # fmt: skip
-        assert c["verdict"] == "no_significant_change", (c["headline"], c["sentences"])
-        assert code == 0 and not c["regressed"], c["conditions"]
+        if c["verdict"] != "no_significant_change":
+            m, delta = c["machine"], c["step"]["delta_ms"]
+            assert m is not None, c["headline"]
+            part = max(abs(m["runq_delta_ms"]), abs(m["job_runq_delta_ms"] or 0.0))
+            assert m["runq_delta_ms"] * delta > 0 and part >= 0.5 * abs(delta), m
+            assert abs(m["cpu_delta_ms"]) < 1.0, m
+            assert any(t.startswith("Part of it is the machine") for t in c["sentences"])
+            assert [x["text"] for x in c["conditions"] if x["holds"]] in ([], ["step_ms>+10%"])
+        else:
+            assert code == 0 and not c["regressed"], c["conditions"]
         assert c["basis"] == "trace" and c["scope"]["shared_ranks"] == [0, 1]
         assert c["origin"] is None, c["headline"]
         if c["uniform_compute_ratio"] is not None:
