@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from rankscope.profiler import __version__
 from rankscope.profiler.commands import CAPTURE_COMMANDS, Command, load_command
-from rankscope.profiler.errors import EXIT_BAD_INPUT, RankscopeError
+from rankscope.profiler.errors import EXIT_BAD_INPUT, RankscopeError, one_line
 from rankscope.profiler.settings import check_environment
 
 REVIEW_COMMANDS = (
@@ -75,12 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cmd.name in {name for name, _, _ in REVIEW_COMMANDS}:
             check_environment()
     except ValueError as e:
-        print(f"rankscope {cmd.name}: {e}", file=sys.stderr)
+        print(f"rankscope {cmd.name}: {one_line(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         return int(cmd.run(args) or 0)
     except RankscopeError as e:
-        print(f"rankscope {cmd.name}: {e}", file=sys.stderr)
+        print(f"rankscope {cmd.name}: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"rankscope {cmd.name}: interrupted", file=sys.stderr)

@@ -553,6 +553,9 @@ def read_run_manifest(run_dir: Path) -> dict[str, Any]:
         if not isinstance(meta, dict) or not valid_rank(meta.get("rank")):
             problems.append(f"{p.name}: no rank in 0..{MAX_WORLD_SIZE - 1}; ignored")
             continue
+        if named_rank(p) is None:
+            problems.append(f"{p.name}: not named rank{{R}}.meta.json; ignored")
+            continue
         other = rank_problem(meta["rank"], p) or _other_run(meta, p, manifest.get("run_id"))
         if other is not None:
             problems.append(other)

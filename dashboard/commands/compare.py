@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rankscope.dashboard.commands.report import FORMATS, parse_ranks
-from rankscope.profiler.errors import RankscopeError
+from rankscope.profiler.errors import RankscopeError, one_line, terminal_safe
 
 if TYPE_CHECKING:
     from rankscope.dashboard.analysis.compare import Comparison, GateRule
@@ -103,6 +103,8 @@ class CompareCommand:
             "json": compare_render.render_json,
         }[args.format]
         text = render(comparison)
+        if args.format != "json":  # names from the runs' files are shown, never obeyed
+            text = terminal_safe(text)
         if args.output:
             try:
                 Path(args.output).write_text(text, encoding="utf-8")
@@ -147,7 +149,7 @@ def compare_paths(
         run = load_run(path, ranks=ranks, progress=stderr_progress(), digest=store_digest)
         analysis = analyse(run, step_range)
         for w in analysis.warnings:
-            print(f"rankscope compare: warning: {label}: {w}", file=sys.stderr)
+            print(f"rankscope compare: warning: {label}: {one_line(w)}", file=sys.stderr)
         sides.append(Side(analysis, build_report(analysis), step_range))
     try:
         return compare_runs(sides[0], sides[1], rules)

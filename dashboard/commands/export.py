@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from rankscope.profiler.errors import RankscopeError
+from rankscope.profiler.errors import RankscopeError, one_line
 
 FORMATS = ("perfetto",)
 TRACKERS = ("mlflow", "wandb")
@@ -117,7 +117,7 @@ class ExportCommand:
             max_bytes=int(max_gb * 1e9),
         )
         for note in summary.alignment.notes:
-            print(f"rankscope export: warning: {note}", file=sys.stderr)
+            print(f"rankscope export: warning: {one_line(note)}", file=sys.stderr)
         print(
             f"wrote {summary.path}: {len(summary.ranks)} rank(s), {summary.events:,} events,"
             f" {summary.flows} collective(s) linked across ranks, {summary.bytes / 1e6:.1f} MB"

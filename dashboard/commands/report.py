@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rankscope.profiler.errors import EXIT_ENVIRONMENT, RankscopeError
+from rankscope.profiler.errors import EXIT_ENVIRONMENT, RankscopeError, one_line, terminal_safe
 
 FORMATS = ("text", "markdown", "json", "html")
 HTML_INSTALL = 'pip install "rankscope[dashboard]"'
@@ -185,7 +185,8 @@ def write_report(
         text = render_json(report)
     else:
         render = render_text if fmt == "text" else render_markdown
-        text = render(report, all_ranks=all_ranks)
+        # names from the run's files (a group's description, a path) are shown, never obeyed
+        text = terminal_safe(render(report, all_ranks=all_ranks))
     if output:
         try:
             with open(output, "w", encoding="utf-8") as f:
@@ -215,10 +216,10 @@ def analyse_report(
 
     run = load_run(path, ranks=ranks, progress=stderr_progress(), digest=store_digest)
     for w in run.warnings:
-        print(f"rankscope {command}: warning: {w}", file=sys.stderr)
+        print(f"rankscope {command}: warning: {one_line(w)}", file=sys.stderr)
     analysis = analyse(run, steps)
     for w in analysis.warnings[len(run.warnings) :]:
-        print(f"rankscope {command}: warning: {w}", file=sys.stderr)
+        print(f"rankscope {command}: warning: {one_line(w)}", file=sys.stderr)
     return analysis, build_report(analysis)
 
 

@@ -38,7 +38,12 @@ from typing import Any
 
 from rankscope.profiler import exporter, rundir, settings
 from rankscope.profiler.collectives import DEFAULT_BUFFER
-from rankscope.profiler.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, RankscopeError
+from rankscope.profiler.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_ENVIRONMENT,
+    RankscopeError,
+    one_line,
+)
 from rankscope.profiler.placement import nodes_of
 from rankscope.profiler.schedule import parse_profile_steps
 
@@ -215,7 +220,9 @@ class RunCommand:
                 metrics = exporter.start(
                     run_dir,
                     metrics_port,
-                    lambda text: print(f"rankscope run: warning: {text}", file=sys.stderr),
+                    lambda text: print(
+                        f"rankscope run: warning: {one_line(text)}", file=sys.stderr
+                    ),
                     who="rankscope run",
                 )
             try:

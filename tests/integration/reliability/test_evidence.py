@@ -379,3 +379,43 @@ def test_a_hang_verdict_over_shifted_seqs_says_so(tmp_path: Path) -> None:
     assert said in stderr and any(said in w for w in rep["run"]["warnings"])
     assert "rank 1's collective sequence numbers in process group 0 are rank 0's +5" in stderr
     assert rep["hang"]["rank"] == 2
+
+
+ESCAPE = "\x1b]0;owned\x07\x1b[2J"  # retitle the terminal, then clear it
+SHOWN = "\\x1b]0;owned\\x07\\x1b[2J"
+
+
+@needs_torch
+def test_names_from_the_run_files_are_shown_never_obeyed(real_run: Path, tmp_path: Path) -> None:
+    # The run folder's name, a file the report warns about and a process group's
+    # description carry terminal escapes: the text and markdown reports and the
+    # warnings show them as \x1b, the JSON report keeps the string (JSON escapes it).
+    run = tmp_path / f"run{ESCAPE}"
+    shutil.copytree(real_run, run)
+    for rank in (0, 1):
+        path = _collectives(run, rank)
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for row in rows:
+            if "pg_desc" in row:
+                row["pg_desc"] = ESCAPE + row["pg_desc"]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.copy(run / "rank0.meta.json", run / f"rank{ESCAPE}.meta.json")
+    for fmt in ("text", "markdown"):
+        proc = subprocess.run(
+            [*rankscope_cmd(), "report", str(run), "--format", fmt],
+            capture_output=True, text=True, timeout=TIMEOUT_S,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        for out in (proc.stdout, proc.stderr):
+            assert "\x1b" not in out and "\x07" not in out, out
+        assert f"run{SHOWN}" in proc.stdout, proc.stdout
+        assert f"rank{SHOWN}.meta.json: not named rank{{R}}.meta.json; ignored" in proc.stderr
+    rep, _ = report(run)
+    assert [g["desc"] for g in rep["process_groups"]] == [ESCAPE + "default_pg"]
+    # an error that names a path of the user's: one line, shown
+    proc = subprocess.run(
+        [*rankscope_cmd(), "report", str(tmp_path / f"no{ESCAPE}\nsuch")],
+        capture_output=True, text=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"no{SHOWN}\\x0asuch" in proc.stderr
