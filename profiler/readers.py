@@ -83,6 +83,14 @@ def iter_lines(path: Path, bad: Problems = None) -> Iterator[tuple[int, bytes]]:
                     f"{Path(path).name} line {number}: longer than"
                     f" {safeio.MAX_LINE_BYTES} bytes; skipped"
                 )
+            if raw is safeio.CUT_SHORT:
+                if bad is not None:
+                    bad.append(
+                        f"{Path(path).name}: longer than RANKSCOPE_MAX_JSONL_BYTES"
+                        f" ({safeio.max_jsonl_bytes()} bytes); only the records before"
+                        " that were read"
+                    )
+                return
             raw = raw.strip()
             if raw:
                 yield number, raw

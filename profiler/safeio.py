@@ -32,6 +32,7 @@ import stat
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 DEFAULT_MAX_TRACE_BYTES = 1 << 30
 DEFAULT_MAX_JSONL_BYTES = 1 << 30
@@ -143,6 +144,8 @@ def read_bytes(
 
 # What ``read_lines(..., mark_long=True)`` yields in place of a line it skipped.
 LONG_LINE = b"\n"
+# What it yields last where the file is longer than the limit (the rest is not read).
+CUT_SHORT = b"\r\n"
 
 
 def read_lines(
@@ -156,25 +159,38 @@ def read_lines(
 
     Reading stops after ``limit`` bytes (``max_jsonl_bytes()`` by default); a line
     longer than ``max_line`` is skipped, never held whole (with ``mark_long``, the
-    ``LONG_LINE`` object is yielded in its place, so callers can count and number it).
+    ``LONG_LINE`` object is yielded in its place, so callers can count and number it,
+    and, where the file is longer than ``limit``, the ``CUT_SHORT`` object last).
     """
     limit = max_jsonl_bytes() if limit is None else limit
     fd = open_regular(path)
     with os.fdopen(fd, "rb", buffering=_CHUNK) as f:
-        remaining = min(os.fstat(fd).st_size, limit)
-        skipping = False
-        while remaining > 0:
-            line = f.readline(min(max_line + 1, remaining))
-            if not line:
-                return
-            remaining -= len(line)
-            complete = line.endswith(b"\n")
-            if skipping or len(line) > max_line:
-                if mark_long and not skipping:
-                    yield LONG_LINE
-                skipping = not complete
-                continue
-            yield line
+        size = os.fstat(fd).st_size
+        yield from _bounded_lines(f, min(size, limit), max_line, mark_long, size > limit)
+    if mark_long and size > limit:
+        yield CUT_SHORT
+
+
+def _bounded_lines(
+    f: BinaryIO, remaining: int, max_line: int, mark_long: bool, cut: bool
+) -> Iterator[bytes]:
+    """Lines of the next ``remaining`` bytes; ``cut``: the file goes on past them, so a
+    line they end inside is not given (it is not torn, only not read)."""
+    skipping = False
+    while remaining > 0:
+        line = f.readline(min(max_line + 1, remaining))
+        if not line:
+            return
+        remaining -= len(line)
+        complete = line.endswith(b"\n")
+        if cut and remaining == 0 and not complete:
+            return
+        if skipping or len(line) > max_line:
+            if mark_long and not skipping:
+                yield LONG_LINE
+            skipping = not complete
+            continue
+        yield line
 
 
 # Deflate expands at most ~1032:1: a gzip trailer claiming more is a lie.

@@ -161,3 +161,21 @@ def test_overlapping_and_endless_steps_are_left_out_and_named(tmp_path: Path) ->
     assert [r.step for r in rundir.read_step_records(tmp_path, 0, bad)] == [0, 1, 3]
     assert any("1 step(s) start before the step before them ended (steps 2-2)" in b for b in bad)
     assert any("1 record(s) end more than 7 days after they start (steps 4-4)" in b for b in bad)
+
+
+def test_a_log_longer_than_the_byte_limit_is_read_up_to_it_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 20 steps of ~90 bytes; a 1,000-byte limit reads the first ten or so, and says so
+    # (the rest used to be dropped in silence).
+    path = _write(tmp_path, _lines(HEADER, *(_step(i) for i in range(20))))
+    monkeypatch.setenv("RANKSCOPE_MAX_JSONL_BYTES", "1000")
+    assert readers.read_whole(path, records.StepRecord) is None
+    rows, bad = _line_by_line(path)
+    assert 5 < len(rows) < 20 and [r.step for r in rows] == list(range(len(rows)))
+    assert bad == [
+        "rank0.steps.jsonl: longer than RANKSCOPE_MAX_JSONL_BYTES (1000 bytes); only the"
+        " records before that were read"
+    ]
+    monkeypatch.setenv("RANKSCOPE_MAX_JSONL_BYTES", "1M")
+    assert _line_by_line(path) == (readers.read_whole(path, records.StepRecord), [])

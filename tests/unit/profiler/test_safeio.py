@@ -74,7 +74,14 @@ def test_lines_skip_overlong_lines_and_stop_at_the_limit(tmp_path: Path) -> None
     p = tmp_path / "x.jsonl"
     p.write_bytes(b"a\n" + b"b" * 100 + b"\nc\n")
     assert list(safeio.read_lines(p, max_line=10)) == [b"a\n", b"c\n"]
-    assert list(safeio.read_lines(p, limit=3)) == [b"a\n", b"b"]
+    # a line the limit ends inside is not read, and with mark_long the cut is marked
+    assert list(safeio.read_lines(p, limit=3)) == [b"a\n"]
+    marked = list(safeio.read_lines(p, limit=3, max_line=10, mark_long=True))
+    assert marked == [b"a\n", safeio.CUT_SHORT] and marked[-1] is safeio.CUT_SHORT
+    marked = list(safeio.read_lines(p, limit=200, max_line=10, mark_long=True))
+    assert marked == [b"a\n", safeio.LONG_LINE, b"c\n"]  # the whole file: not cut short
+    marked = list(safeio.read_lines(p, limit=2, mark_long=True))
+    assert marked == [b"a\n", safeio.CUT_SHORT] and marked[-1] is safeio.CUT_SHORT
 
 
 def test_env_limit(monkeypatch: pytest.MonkeyPatch) -> None:
