@@ -9,9 +9,11 @@ side may import the collector side but never the other way round.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from rankscope.profiler import __version__
 from rankscope.profiler.commands import CAPTURE_COMMANDS, Command, load_command
@@ -61,6 +63,30 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def cache_dir_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the cache a user named (``$RANKSCOPE_CACHE_DIR``) cannot be used, or None.
+
+    The cache is never required (a trace is parsed again), but one the user set on
+    purpose and that cannot be written is said, once, instead of skipped in silence."""
+    where = (os.environ if environ is None else environ).get("RANKSCOPE_CACHE_DIR")
+    if not where:
+        return None
+    path = Path(where)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent  # the folder it would be made in
+    if probe.exists() and not probe.is_dir():
+        why = "is not a directory" if probe == path else f"{probe} is not a directory"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        why = "cannot be written" if probe == path else f"{probe} cannot be written"
+    else:
+        return None
+    return (
+        f"$RANKSCOPE_CACHE_DIR={where}: {why}; parsed traces are not cached (each"
+        " report parses them again)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     names = {name for name, _, _ in ALL_COMMANDS}
@@ -74,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The review side's variables (byte limits, cache, Dask), before any work.
         if cmd.name in {name for name, _, _ in REVIEW_COMMANDS}:
             check_environment()
+            unusable = cache_dir_problem()
+            if unusable is not None:
+                print(f"rankscope {cmd.name}: warning: {one_line(unusable)}", file=sys.stderr)
     except ValueError as e:
         print(f"rankscope {cmd.name}: {one_line(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -8,8 +8,9 @@ an edited or replaced file, or a new parser, misses the cache. Entries live in
 ``$RANKSCOPE_CACHE_DIR`` when set, else the per-user cache directory
 (``~/.cache/rankscope`` on Linux). Whether to cache is decided per run
 (``worth_caching``): a run whose trace files hold less than ``MIN_CACHED_BYTES``
-in all is parsed every time (see there). A cache that cannot be written is skipped
-silently: caching speeds things up, it is never required. An entry that cannot
+in all is parsed every time (see there). A cache that cannot be written is skipped:
+caching speeds things up, it is never required (a ``$RANKSCOPE_CACHE_DIR`` that is
+not a directory, or cannot be written, is named once by the console script). An entry that cannot
 be read back whole (see ``load``) is removed and rewritten, never trusted; its
 files are opened through ``rankscope.profiler.safeio`` (no FIFO, no symlink).
 ``meta.json`` and ``summary.json`` are the Structs of ``ingest.records``,
