@@ -61,6 +61,14 @@ def oversized_profiler_steps(names: Iterable[str]) -> int:
     return sum(1 for n in names if PROFILER_STEP_RE.match(n) and profiler_step(n) is None)
 
 
+def malformed_profiler_steps(names: Iterable[str]) -> list[str]:
+    """The ``ProfilerStep#…`` names whose number is no step at all (``#-4``, ``#nan``,
+    ``#1.5``, ``#``): skipped like any other range, and named by the caller."""
+    return sorted(
+        n for n in set(names) if n.startswith("ProfilerStep#") and not PROFILER_STEP_RE.match(n)
+    )
+
+
 _HOST_CATS = {"cpu_op", "cuda_runtime", "cuda_driver", "python_function", "cpu_instant_event"}
 _WAIT_API_RE = re.compile(
     r"Synchronize|EventQuery|StreamWait|cudaMemcpy(?!Async)|Wait", re.IGNORECASE

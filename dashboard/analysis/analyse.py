@@ -25,6 +25,7 @@ from rankscope.dashboard.analysis import pipeline as pipeline_mod
 from rankscope.dashboard.analysis import verdict as verdict_mod
 from rankscope.dashboard.analysis.activity import (
     RankActivity,
+    malformed_profiler_steps,
     oversized_profiler_steps,
     rank_activity,
 )
@@ -226,6 +227,9 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     oversized = oversized_profiler_steps(n for d in digests.values() for n in d.profiler_step_names)
     if oversized:
         warnings.append(wording.oversized_steps(oversized))
+    malformed = malformed_profiler_steps(n for d in digests.values() for n in d.profiler_step_names)
+    if malformed:
+        warnings.append(wording.malformed_steps(malformed))
     if steps == [-1]:
         warnings.append(
             "no ProfilerStep ranges or step marks: the whole trace is analysed as one window"

@@ -832,6 +832,16 @@ def oversized_steps(count: int) -> str:
     )
 
 
+def malformed_steps(names: list[str]) -> str:
+    """Warning: ProfilerStep range names whose number is not a step number."""
+    shown = ", ".join(repr(n[:40]) for n in names[:3])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return (
+        f"{len(names)} ProfilerStep range name(s) with no step number ({shown}{more}) were"
+        " not read as steps (a step is ProfilerStep#N, N a whole number from 0)"
+    )
+
+
 def evidence_warning(e: RankEvidence) -> str:
     """Warning: what rank ``e.rank``'s verdict could not use (files, records), and why."""
     parts = list(e.unused)

@@ -150,3 +150,24 @@ def test_a_huge_profiler_step_number_is_skipped_and_counted(tmp_path: Path) -> N
     assert "1 ProfilerStep range name(s) with a step number beyond 2^53" in proc.stderr
     # Rank 1 has no step 0 left: the steps both ranks have are analysed.
     assert json.loads(proc.stdout)["run"]["steps"] == [1, 2]
+
+
+def test_a_profiler_step_with_no_step_number_is_named(tmp_path: Path) -> None:
+    # ProfilerStep#-4 and #nan used to vanish from the steps in silence.
+    import gzip
+    import json
+
+    run = make_run(tmp_path / "run")
+    trace = run / trace_name(1)
+    data = json.loads(gzip.decompress(trace.read_bytes()))
+    renamed = {"ProfilerStep#0": "ProfilerStep#-4", "ProfilerStep#1": "ProfilerStep#nan"}
+    for e in data["traceEvents"]:
+        e["name"] = renamed.get(e.get("name"), e.get("name"))
+    trace.write_bytes(gzip.compress(json.dumps(data).encode()))
+    proc = cli("report", str(run), "--format", "json")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert (
+        "2 ProfilerStep range name(s) with no step number ('ProfilerStep#-4',"
+        " 'ProfilerStep#nan') were not read as steps"
+    ) in proc.stderr
+    assert json.loads(proc.stdout)["run"]["steps"] == [2]  # the one step both ranks have
