@@ -562,7 +562,7 @@ def render_text(report: Report, all_ranks: bool = False) -> str:
             out.append(f"     {f.detail}")
         out.append("")
     else:
-        out += [wording.NO_FINDINGS, ""]
+        out += [wording.no_findings(_verdict_rank(report)), ""]
     if run.step_source != "none":
         table, note = _rank_table(_rank_rows(report), report, all_ranks)
         out += ["Per rank (ms per step):", *([f"  ({note})"] if note else [])]
@@ -586,6 +586,10 @@ def render_text(report: Report, all_ranks: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
+def _verdict_rank(report: Report) -> int | None:
+    return report.verdict.rank if report.verdict is not None else None
+
+
 def render_markdown(report: Report, all_ranks: bool = False) -> str:
     run = report.run
     live = [f"**{line}**" for line in live_lines(report)]
@@ -606,7 +610,7 @@ def render_markdown(report: Report, all_ranks: bool = False) -> str:
             tail = f" *(~{saving:.1f} ms/step)*" if saving else ""
             out.append(f"- **[{f.severity}] {f.title}**{tail}  \n  {f.detail}")
     else:
-        out.append(wording.NO_FINDINGS)
+        out.append(wording.no_findings(_verdict_rank(report)))
     table, note = _rank_table(_rank_rows(report), report, all_ranks)
     out += ["", "## Per rank (ms per step)", "", *([f"*{note}*", ""] if note else [])]
     out.append(_table_md(*table))

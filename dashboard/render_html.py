@@ -190,7 +190,8 @@ def render_html(report: Report, analysis: Analysis | None = None) -> str:
             )
         body.append("</ol>")
     else:
-        body.append(f"<p>{_e(wording.NO_FINDINGS)}</p>")
+        rank = report.verdict.rank if report.verdict is not None else None
+        body.append(f"<p>{_e(wording.no_findings(rank))}</p>")
     body += _charts(report, analysis)
     if run.step_source != "none":
         header, rows = render.rank_rows(report)

@@ -60,6 +60,19 @@ UNTRACED_NAME = "host-side work outside any traced op"
 OFF_CPU_NAME = "time off the CPU (blocking I/O, a sleep or a lock)"
 
 NO_FINDINGS = "No findings worth a line: nothing would save 5% of the step."
+
+
+def no_findings(verdict_rank: int | None) -> str:
+    """The line where no finding is worth one: under a verdict that names a straggler
+    (from the whole run), it must not read as "nothing wrong"."""
+    if verdict_rank is None:
+        return NO_FINDINGS
+    return (
+        f"No further findings: the verdict above (rank {verdict_rank}) is the one to act on;"
+        " the trace window's steps show nothing else that would save 5% of the step."
+    )
+
+
 # The Overview's waiting tile: every rank's wait, averaged (the per-rank table's wait column).
 WAIT_TILE = "Mean wait, all ranks"
 WAIT_TILE_HELP = (

@@ -238,7 +238,7 @@ def render() -> None:
     st.subheader("Findings")
     st.caption(wording.FINDINGS_ORDER.capitalize() + ".")
     if not report.findings:
-        st.write(wording.NO_FINDINGS)
+        st.write(wording.no_findings(report.verdict.rank if report.verdict else None))
     linked = bool(steps) and steps != [-1]  # a step to open the Timeline at
     slowest = data.slowest_step() if linked else -1
     for i, f in enumerate(report.findings, 1):

@@ -25,6 +25,7 @@ from rankscope.dashboard.analysis.results import (
     LastArrival,
     TemporalBreakdown,
 )
+from rankscope.dashboard.analysis.verdict import RunVerdict
 from rankscope.dashboard.render import (
     incomplete_sentence,
     no_straggler_sentence,
@@ -156,6 +157,21 @@ def test_without_gpu_or_collectives_those_sections_are_left_out() -> None:
     text = render_text(plain)
     assert "Collectives:" not in text and "GPU utilisation:" not in text
     assert wording.NO_FINDINGS in text
+
+
+def test_no_findings_under_a_whole_run_straggler_does_not_read_as_all_clear() -> None:
+    # The window named nothing (its steps were dropped, or too few), the whole run named
+    # rank 1: "No findings worth a line" under that headline read as a clean bill.
+    plain = make_report(ranks=[rank_row(0, step_ms=50.0), rank_row(1, step_ms=50.0)])
+    verdict = RunVerdict(
+        headline="Rank 1 is the straggler (data loading, high).", rank=1,
+        cause="data_loading", pattern="persistent", source="whole_run",
+        agreement="whole_run_only",
+    )  # fmt: skip
+    named = msgspec.structs.replace(plain, verdict=verdict)
+    for text in (render_text(named), render_markdown(named)):
+        assert wording.NO_FINDINGS not in text
+        assert "No further findings: the verdict above (rank 1) is the one to act on" in text
 
 
 def test_no_straggler_names_the_rotating_ranks() -> None:
