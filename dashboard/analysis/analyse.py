@@ -294,6 +294,13 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
             f"{len(shifts) - len(shown)} more (rank, process group) with sequence numbers"
             " that do not line up"
         )
+    mismatched, n_mismatched = wholerun.name_mismatches(run.ranks, frozenset(s.pg for s in shifts))
+    warnings += [wording.collective_mismatch(m.pg, m.seq, m.names) for m in mismatched]
+    if n_mismatched > len(mismatched):
+        warnings.append(
+            f"{n_mismatched - len(mismatched)} more collective(s) the ranks logged under"
+            " different names"
+        )
     if hang is not None:
         # The hang verdict pairs ranks by (group, seq): shifted numbers pair different ones.
         warnings += [wording.hang_seq_shift(s.pg, s.rank, s.offset) for s in shown]

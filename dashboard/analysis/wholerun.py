@@ -880,3 +880,74 @@ def job_queue_ms(per_rank: Mapping[int, Mapping[int, float]]) -> float | None:
     if not shared:
         return None
     return float(np.mean([max(d[s] for d in per_rank.values()) for s in sorted(shared)]))
+
+
+@dataclass(frozen=True)
+class NameMismatch:
+    """One collective instance (process group, seq) the ranks logged under different
+    names: they called different collectives there (a desync), or a log was altered."""
+
+    pg: str
+    seq: int
+    names: dict[int, str]  # rank -> the collective it logged
+
+
+def name_mismatches(
+    ranks: Mapping[int, RankData], skip_pgs: frozenset[str] = frozenset()
+) -> tuple[list[NameMismatch], int]:
+    """The first few (pg, seq) instances of collectives (not send/recv) that two ranks
+    logged under different names, in (pg, seq) order, and how many there are in all.
+
+    ``skip_pgs``: groups whose sequence numbers do not line up (``seq_shifts``): their
+    numbers pair different collectives, said already."""
+    pg_vocab: dict[str, int] = {}
+    name_vocab: dict[str, int] = {}
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for r, rd in sorted(ranks.items()):
+        comms = rd.light_comms
+        if not len(comms) or "name" not in comms or "seq" not in comms or "pg" not in comms:
+            continue
+        pgs = np.array([pg_vocab.setdefault(str(p), len(pg_vocab)) for p in comms.vocab["pg"]])
+        names = np.array(
+            [name_vocab.setdefault(str(n), len(name_vocab)) for n in comms.vocab["name"]]
+        )
+        keep = np.ones(len(comms), dtype=bool)
+        if "p2p" in comms:
+            keep &= np.asarray(comms["p2p"]) == 0
+        skipped = [pg_vocab[p] for p in skip_pgs if p in pg_vocab]
+        code = pgs[np.asarray(comms["pg"])] if len(pgs) else np.zeros(len(comms), np.int64)
+        keep &= ~np.isin(code, skipped)
+        key = (code.astype(np.int64) << PG_SHIFT) | np.asarray(comms["seq"], np.int64)
+        name = names[np.asarray(comms["name"])] if len(names) else np.zeros(len(comms), np.int64)
+        parts.append((key[keep], name[keep], np.full(int(keep.sum()), r, np.int64)))
+    if len(parts) < 2:
+        return [], 0
+    key = np.concatenate([p[0] for p in parts])
+    name = np.concatenate([p[1] for p in parts])
+    rank = np.concatenate([p[2] for p in parts])
+    if not len(key):
+        return [], 0
+    order = np.lexsort((rank, key))
+    key, name, rank = key[order], name[order], rank[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    lo = np.minimum.reduceat(name, starts)
+    hi = np.maximum.reduceat(name, starts)
+    bad = np.flatnonzero(lo != hi)
+    pg_of = {v: k for k, v in pg_vocab.items()}
+    name_of = {v: k for k, v in name_vocab.items()}
+    ends = np.r_[starts[1:], len(key)]
+    out = []
+    for i in bad[:MAX_MISMATCHES]:
+        a, b = starts[i], ends[i]
+        k = int(key[a])
+        out.append(
+            NameMismatch(
+                pg=pg_of[k >> PG_SHIFT],
+                seq=k & _SEQ_MASK,
+                names={int(rank[j]): name_of[int(name[j])] for j in range(a, b)},
+            )
+        )
+    return out, len(bad)
+
+
+MAX_MISMATCHES = 3  # instances named; the rest are counted

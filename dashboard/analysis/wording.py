@@ -994,6 +994,20 @@ def seq_shift(pg: str, rank: int, reference: int, offset: int, steps: int, compa
     )
 
 
+def collective_mismatch(pg: str, seq: int, names: dict[int, str]) -> str:
+    """Warning: the ranks logged different collectives at one (process group, seq)."""
+    by_name: dict[str, list[int]] = {}
+    for rank, name in sorted(names.items()):
+        by_name.setdefault(name, []).append(rank)
+    said = "; ".join(f"{ranks_text(r)} {n}" for n, r in sorted(by_name.items(), key=lambda x: x[1]))
+    return (
+        f"process group {pg}, collective #{seq}: the ranks logged different collectives"
+        f" ({said}): they called them in a different order (a desync: such a job hangs,"
+        " or on NCCL may compute wrong results), or a log was altered; the timing analysis"
+        " still pairs them by number"
+    )
+
+
 def hang_seq_shift(pg: str, rank: int, offset: int) -> str:
     """Warning: the hang verdict pairs ranks by seq, and rank ``rank``'s are off by ``offset``."""
     return (
