@@ -294,6 +294,13 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
             f"{len(shifts) - len(shown)} more (rank, process group) with sequence numbers"
             " that do not line up"
         )
+    if whole is not None and whole.unmatched_collectives:
+        warnings.append(
+            wording.unmatched_collectives(
+                whole.unmatched_collectives,
+                whole.matched_collectives + whole.unmatched_collectives,
+            )
+        )
     mismatched, n_mismatched = wholerun.name_mismatches(run.ranks, frozenset(s.pg for s in shifts))
     warnings += [wording.collective_mismatch(m.pg, m.seq, m.names) for m in mismatched]
     if n_mismatched > len(mismatched):

@@ -994,6 +994,15 @@ def seq_shift(pg: str, rank: int, reference: int, offset: int, steps: int, compa
     )
 
 
+def unmatched_collectives(unmatched: int, total: int) -> str:
+    """Whole-run line: collective instances only some ranks logged."""
+    return (
+        f"{unmatched} of {total} collective instance(s) were logged by only some ranks (a"
+        " rank that stopped early or died, a flight-recorder ring that overflowed, or a"
+        " log cut short): left out of who arrived last"
+    )
+
+
 def collective_mismatch(pg: str, seq: int, names: dict[int, str]) -> str:
     """Warning: the ranks logged different collectives at one (process group, seq)."""
     by_name: dict[str, list[int]] = {}

@@ -278,3 +278,5 @@ def test_a_killed_subgroup_member_is_no_transport_fault() -> None:
     assert text.split("\n", 2)[2].startswith("CRASHED: Rank 1 died without a word")
     assert "none completed it" not in text, text
     assert "transport" not in text
+    # what only some ranks logged is said, not only counted in the JSON
+    assert "9 of 27 collective instance(s) were logged by only some ranks" in text
