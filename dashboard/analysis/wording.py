@@ -859,7 +859,11 @@ def evidence_warning(e: RankEvidence) -> str:
     """Warning: what rank ``e.rank``'s verdict could not use (files, records), and why."""
     parts = list(e.unused)
     if e.problem_count:
-        parts.append(f"{e.problem_count} record(s) left out (first: {'; '.join(e.problems)})")
+        # a problem is one record left out, or one line naming many (repeats, a field
+        # dropped from some records, a log cut at its byte limit): counted as problems
+        parts.append(
+            f"{e.problem_count} problem(s) with its records (first: {'; '.join(e.problems)})"
+        )
     return f"rank {e.rank} evidence: " + "; ".join(parts)
 
 
@@ -871,7 +875,7 @@ def evidence_line(evidence: Sequence[RankEvidence]) -> str | None:
     shown = "; ".join(
         f"rank {e.rank} used {', '.join(e.used) or 'no source'}"
         + (f" but not its {', '.join(u.split(':', 1)[0] for u in e.unused)}" if e.unused else "")
-        + (f" ({e.problem_count} record(s) left out)" if e.problem_count else "")
+        + (f" ({e.problem_count} problem(s) with its records)" if e.problem_count else "")
         for e in partial[:8]
     )
     more = f" (and {len(partial) - 8} more rank(s))" if len(partial) > 8 else ""
