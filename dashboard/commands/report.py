@@ -49,7 +49,15 @@ def parse_ranks(text: str | None) -> list[int] | None:
         raise RankscopeError(f"--ranks {text[:80]!r}: expected a list like 0,2,5-7") from None
     if not spans:
         raise RankscopeError(f"--ranks {text[:80]!r}: no rank given")
-    return sorted({r for first, last in spans for r in range(first, last + 1)})
+    # merged first: 12,000 copies of one wide span cost one span, not 12,000 (bounded
+    # by MAX_WORLD_SIZE ranks however the text repeats itself)
+    merged: list[list[int]] = []
+    for first, last in sorted(spans):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return [r for first, last in merged for r in range(first, last + 1)]
 
 
 def check_output(path: str | Path, output: str) -> None:
