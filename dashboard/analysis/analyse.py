@@ -203,7 +203,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     windows = {rank: d.windows for rank, d in digests.items()}
     sources = {d.source for d in digests.values()}
     steps = _choose_steps(windows, lo, hi, warnings)
-    hang, steps, live = _hang_of(run, steps, warnings)
+    hang, steps, live, ring_ranks = _hang_of(run, steps, warnings)
     if not steps:
         if step_range:
             available = sorted(set().union(*[set(w) for w in windows.values()]))
@@ -317,7 +317,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     if whole is None and any(rd.steps_file for rd in run.ranks.values()):
         # A collector run without a whole-run section says why (issue 26: never silently),
         # naming each file that could not be used.
-        why = wholerun.absent_reason(run.ranks)
+        why = wholerun.absent_reason(run.ranks, ring_ranks)
         if why:
             unused = evidence_mod.unused_sources(evidence)
             warnings.append(wording.no_whole_run(why, unused))
@@ -433,17 +433,21 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
 
 def _hang_of(
     run: Run, steps: list[int], warnings: list[str]
-) -> tuple[HangVerdict | None, list[int], LiveRun | None]:
-    """The hang verdict, the analysed steps without those the hang cut short, and
-    whether the job still runs (``hang.live_run``)."""
+) -> tuple[HangVerdict | None, list[int], LiveRun | None, frozenset[int]]:
+    """The hang verdict, the analysed steps without those the hang cut short, whether
+    the job still runs (``hang.live_run``), and the ranks whose hang evidence holds
+    flight-recorder entries."""
     from pathlib import Path
 
     from rankscope.dashboard.analysis import hang as hang_mod
 
     path = Path(run.path)
     if not path.is_dir():
-        return None, steps, None
+        return None, steps, None, frozenset()
     records = hang_mod.read_hang_records(path)
+    ring_ranks = frozenset(
+        r for r, rec in records.ranks.items() if any(e.ring for e in rec.evidence)
+    )
     verdict = hang_mod.hang_verdict(records)
     live = hang_mod.live_run(records)
     for folder in run.earlier_attempts[-3:]:
@@ -461,7 +465,7 @@ def _hang_of(
         warnings.append(
             f"the run stopped in step {cut}: performance findings come from the steps before it"
         )
-    return verdict, steps, live
+    return verdict, steps, live, ring_ranks
 
 
 def _step_breakdown(

@@ -65,7 +65,7 @@ NCCL's ``start_ns``/``end_ns`` are when its watchdog *noticed* the events (every
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -579,12 +579,13 @@ def _clock_offset(rd: RankData) -> int:
     return offset if isinstance(offset, int) and not isinstance(offset, bool) else 0
 
 
-def absent_reason(ranks: dict[int, RankData]) -> str | None:
+def absent_reason(ranks: dict[int, RankData], ring_ranks: Collection[int] = ()) -> str | None:
     """Why a run has no whole-run verdict, for the report (called when it has none).
 
     Where a rank logged no collective, its manifest's ``collectives.absent`` (the
     collector's reason: no buffer, no dump function, no process group, a failed
-    source) is quoted.
+    source) is quoted, except that a rank in ``ring_ranks`` (its hang evidence holds
+    the ring) is not said to have had no collective.
     """
     usable = light_ranks(ranks)
     if len(usable) >= 2 and not any((_step_index(r, r.enqueue_ns) >= 0).any() for r in usable):
@@ -615,6 +616,13 @@ def absent_reason(ranks: dict[int, RankData]) -> str | None:
         info = (rd.meta.get("manifest") or {}).get("collectives") or {}
         why = info.get("absent") if isinstance(info, dict) else None
         if not len(rd.light_comms) and isinstance(why, str):
+            if r in ring_ranks and why.startswith("no collective in the flight recorder"):
+                # the log was still empty when the rank last wrote it; its hang evidence,
+                # read at the stall or on the way down, holds the ring
+                why = (
+                    "its collective log is empty (the ring was not written before it"
+                    " stopped), but its hang evidence holds the flight recorder's entries"
+                )
             reasons.append(f"rank {r}: {why}")
     said = f" ({'; '.join(reasons[:3])})" if reasons else ""
     if len(ranks) < 2:

@@ -268,6 +268,10 @@ def test_a_hang_before_the_first_step_is_reported_from_the_hang_records() -> Non
     assert headline.endswith("it is in read_next_record (job.py:10)"), headline
     assert "it stopped in its first step: no step finished to analyse" in text
     assert "steps before step 0" not in text
+    # ranks 0 and 1 waited in the all_reduce (their hang evidence holds it): their
+    # empty collective logs are not "no collective in the flight recorder"; rank 2's is
+    assert "rank 0: its collective log is empty (the ring was not written" in text
+    assert "rank 2: no collective in the flight recorder" in text
 
 
 def test_a_killed_subgroup_member_is_no_transport_fault() -> None:
