@@ -484,6 +484,10 @@ def stall_lines(records: dict[int, ev.Progress], now_ns: int) -> list[str]:
     """One line per stalled rank: how long without a step, and where it stands against
     the others in each group (the ranks' last collectives, read at the stall).
 
+    A rank that has not begun its first step is not judged (start-up has no step time
+    to compare with), but past its threshold since the collector started it gets a
+    line saying so: a hang before the first step looks like a long start-up.
+
     A rank "has not issued" a group's newest collective only while some rank waits in
     it (issued, not completed): a collective one rank completed, every member issued,
     so a rank without it is no member. A rank with no entry of a group at all is said
@@ -504,6 +508,17 @@ def stall_lines(records: dict[int, ev.Progress], now_ns: int) -> list[str]:
                     f.waiting.append(rank)
                     f.entered_ns = min(f.entered_ns or x.enqueue_ns, x.enqueue_ns)
     for rank, p in sorted(records.items()):
+        if p.state == "running" and p.step.current_start_ns is None and p.step.last_step < 0:
+            # Not judged before its first step (nothing to compare with), but not "fine"
+            # either past the threshold: a start-up hang looks exactly like this.
+            waited = (now_ns - p.collector_start_ns) / 1e9
+            if waited > p.threshold_s:
+                lines.append(
+                    f"rank {rank}: no first step after {waited:.0f} s (loading or compiling,"
+                    " or stuck before its first optimizer step; `py-spy dump --pid"
+                    f" {p.pid}` shows where)"
+                )
+            continue
         if p.state != "stalled":
             continue
         since = p.stalled_since_ns or p.step.current_start_ns or p.ts_ns

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from rankscope.profiler import evidence as ev
@@ -178,3 +179,22 @@ def test_status_lines_name_no_rank_outside_the_group_and_no_completed_entry() ->
     # a subgroup in which rank 3 has no entry: not said to be behind (membership unknown)
     records[0] = _progress(0, [entry("2", 3, False), entry("0", 45, False)])
     assert "group 2" not in stall_lines(records, T0 + 95 * S)[3]
+
+
+def test_a_rank_with_no_first_step_past_its_threshold_is_said_not_judged() -> None:
+    # Stuck in the first iteration's all_reduce (or compiling): "running" with no step
+    # begun. Past its threshold since the collector started it gets a line of its own;
+    # before that, and once a step has begun, nothing.
+    def starting(rank: int) -> ev.Progress:
+        return msgspec.structs.replace(
+            _progress(rank, []), state="running", stalled_since_ns=None,
+            step=ev.StepState(-1, None, None, 0, None),
+        )  # fmt: skip
+
+    records = {0: starting(0), 1: _progress(1, [])}
+    records[1] = msgspec.structs.replace(records[1], state="running", stalled_since_ns=None)
+    assert stall_lines(records, T0 + 95 * S) == [
+        "rank 0: no first step after 95 s (loading or compiling, or stuck before its first"
+        " optimizer step; `py-spy dump --pid 1` shows where)"
+    ]
+    assert stall_lines(records, T0 + 30 * S) == []  # under its 60 s threshold
