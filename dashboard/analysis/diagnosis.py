@@ -114,6 +114,10 @@ PERIOD_MAX = 8  # periods looked for: every 2nd .. every 8th step
 PERIOD_MIN_REPEATS = 4  # a period is seen 4+ times ...
 PERIOD_HIT_SHARE = 0.8  # ... late by the persistent threshold at 80% of its phase's steps ...
 PERIOD_SIGMAS = 4.0  # ... by more than the threshold and 4 robust sigmas of the other steps
+# ... or, with more repeats, 6 standard errors of the difference of the two medians (the
+# phase's and the other steps'): 10 repeats on a loaded host (sigma 4.6 ms) are a period
+# at 18 ms, under 4 sigmas; 4 repeats still need ~4 sigmas
+PERIOD_STANDARD_ERRORS = 6.0
 SHARED_CONTENTION = 0.5  # the others' run-queue wait is half the rank's or more: the host's load
 CONTENTION_MIN_SHARE = 0.5  # contention over less than half the steps: the host's noise
 
@@ -597,8 +601,10 @@ def _period(e: np.ndarray, steps: np.ndarray, threshold: float) -> tuple[int, np
 
     A phase ``step % N == f`` counts when the rank is late by ``threshold`` at 80%
     of its steps (4 or more), its median excess beats the other steps' by the
-    threshold and by 4 robust sigmas of theirs, and the phase passes the
-    persistent test. Returns N and the steps of that phase.
+    threshold and by 4 robust sigmas of theirs or 6 standard errors of the two
+    medians' difference (whichever is less: many repeats make a smaller contrast
+    sure), and the phase passes the persistent test. Returns N and the steps of
+    that phase.
     """
     hit = e >= threshold
     for period in range(2, PERIOD_MAX + 1):
@@ -613,11 +619,21 @@ def _period(e: np.ndarray, steps: np.ndarray, threshold: float) -> tuple[int, np
             contrast = _median(e[at]) - _median(rest)
             if (
                 float(hit[at].mean()) >= PERIOD_HIT_SHARE
-                and contrast >= max(threshold, PERIOD_SIGMAS * _robust_sigma(rest))
+                and contrast >= max(threshold, _period_noise(e[at], rest))
                 and _persistent(e[at], threshold) is not None
             ):
                 return period, at
     return None
+
+
+def _period_noise(phase: np.ndarray, rest: np.ndarray) -> float:
+    """The contrast a phase must pass: 4 robust sigmas of the other steps, or 6 standard
+    errors of the difference of the medians (1.2533 sigma / root n each), the less."""
+    sigmas = PERIOD_SIGMAS * _robust_sigma(rest)
+    se = 1.2533 * float(
+        np.hypot(_robust_sigma(phase) / len(phase) ** 0.5, _robust_sigma(rest) / len(rest) ** 0.5)
+    )
+    return min(sigmas, PERIOD_STANDARD_ERRORS * se)
 
 
 def _span(at: np.ndarray, e: np.ndarray, threshold: float) -> tuple[int, int] | None:
