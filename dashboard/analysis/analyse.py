@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -200,6 +201,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     lo, hi = parse_step_range(step_range)
     warnings = list(run.warnings)
     digests = {rank: digest_of(rd) for rank, rd in run.ranks.items()}
+    warnings += _windows_off_their_steps(run, digests)
     windows = {rank: d.windows for rank, d in digests.items()}
     sources = {d.source for d in digests.values()}
     steps = _choose_steps(windows, lo, hi, warnings)
@@ -431,14 +433,37 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     )
 
 
+WINDOW_CLOCK_SLACK_S = 10.0  # a window's steps this far from the step log's: another run
+
+
+def _windows_off_their_steps(run: Run, digests: dict[int, RankDigest]) -> list[str]:
+    """A rank's trace window whose ``ProfilerStep`` ranges lie far from the same steps in
+    its own step log (a window from another run, or another rank's, under its name):
+    named, since its numbers would be read as this run's. Both are CLOCK_REALTIME on
+    the rank's host and agree within milliseconds in a run the collector wrote."""
+    out = []
+    for r, d in sorted(digests.items()):
+        marks = run.ranks[r].step_marks
+        if not d.windows or not len(marks) or "start_ns" not in marks:
+            continue
+        logged = dict(zip(marks["step"].tolist(), marks["start_ns"].tolist(), strict=True))
+        gaps = [abs(start - logged[s]) / 1e9 for s, (start, _) in d.windows.items() if s in logged]
+        if gaps and float(np.median(gaps)) > WINDOW_CLOCK_SLACK_S:
+            files = ", ".join(Path(f).name for f in run.ranks[r].files[:2]) or f"rank {r}'s trace"
+            out.append(
+                f"{files}: its steps lie {float(np.median(gaps)):,.0f} s from the same steps in"
+                f" rank {r}'s step log: a window from another run (or another rank)? Its"
+                " numbers are read as this run's"
+            )
+    return out
+
+
 def _hang_of(
     run: Run, steps: list[int], warnings: list[str]
 ) -> tuple[HangVerdict | None, list[int], LiveRun | None, frozenset[int]]:
     """The hang verdict, the analysed steps without those the hang cut short, whether
     the job still runs (``hang.live_run``), and the ranks whose hang evidence holds
     flight-recorder entries."""
-    from pathlib import Path
-
     from rankscope.dashboard.analysis import hang as hang_mod
 
     path = Path(run.path)

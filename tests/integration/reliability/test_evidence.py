@@ -122,6 +122,15 @@ def _meta_of_another_rank(run: Path) -> None:
     shutil.copy(run / "rank0.meta.json", run / "rank1.meta.json")
 
 
+def _window_from_another_run(run: Path) -> None:
+    # Rank 1's window as another run of the same job, a day later, would have it: the
+    # same numbers at another time. Its numbers were read as this run's, unsaid.
+    window = next(run.glob("rank1.step*.pt.trace.json.gz"))
+    doc = json.loads(gzip.decompress(window.read_bytes()))
+    doc["baseTimeNanoseconds"] += 86_400 * 10**9
+    window.write_bytes(gzip.compress(json.dumps(doc).encode()))
+
+
 def _data_wait_50x_step(run: Path) -> None:
     # Rank 0 (the fast one) claims a DataLoader wait 50 times its step.
     path = _steps(run, 0)
@@ -259,6 +268,13 @@ CASES = [
         "other-rank-meta",
         _meta_of_another_rank,
         "rank1.meta.json: written by rank 0, not rank 1 (its name); not used",
+        SLOW_RANK,
+    ),
+    Case(
+        "window-from-another-run",
+        _window_from_another_run,
+        "rank1.step4-6.pt.trace.json.gz: its steps lie 86,400 s from the same steps in rank 1's"
+        " step log: a window from another run",
         SLOW_RANK,
     ),
     # A wait 50x the step made rank 0 "data loading (high)" in the whole run.
