@@ -922,9 +922,10 @@ def name_mismatches(
         keep = np.ones(len(comms), dtype=bool)
         if "p2p" in comms:
             keep &= np.asarray(comms["p2p"]) == 0
-        skipped = [pg_vocab[p] for p in skip_pgs if p in pg_vocab]
         code = pgs[np.asarray(comms["pg"])] if len(pgs) else np.zeros(len(comms), np.int64)
-        keep &= ~np.isin(code, skipped)
+        for p in skip_pgs:  # a few groups: no np.isin (it imports numpy.ma)
+            if p in pg_vocab:
+                keep &= code != pg_vocab[p]
         key = (code.astype(np.int64) << PG_SHIFT) | np.asarray(comms["seq"], np.int64)
         name = names[np.asarray(comms["name"])] if len(names) else np.zeros(len(comms), np.int64)
         parts.append((key[keep], name[keep], np.full(int(keep.sum()), r, np.int64)))
