@@ -276,34 +276,20 @@ def machine_sentence(
 ) -> str | None:
     """The machine's part of the change: the training threads' wait for a CPU (``job_ms``:
     the job's wait, the longest of any rank at each step, where recorded)."""
-    if _by_job(runq_ms, job_ms):
-        assert job_ms is not None
-        who = _who_waited(rank, runq_ms, job_ms)
-        if discounted:
-            return (
-                f"The step is {_signed(step_ms)} in NEW, but {who} a step for a CPU (run"
-                f" queue) while the threads' CPU time moved {_signed(cpu_ms)}: the same work"
-                " on a machine under a different load, not a change of the job."
-            )
-        moved = verdict != "no_significant_change" and job_ms * step_ms > 0
-        if moved and abs(job_ms) >= 0.25 * abs(step_ms):
-            return (
-                f"Part of it is the machine: {who} a step for a CPU (run queue); the"
-                f" threads' CPU time moved {_signed(cpu_ms)}."
-            )
-        return None
+    if job_ms is not None and _by_job(runq_ms, job_ms):
+        who, ms = _who_waited(rank, runq_ms, job_ms), job_ms
+    else:
+        who, ms = f"rank {rank}'s training thread waited {_more_or_less(runq_ms)}", runq_ms
     if discounted:
         return (
-            f"The step is {_signed(step_ms)} in NEW, but rank {rank}'s training thread waited"
-            f" {_more_or_less(runq_ms)} a step for a CPU (run queue) while the threads' CPU"
-            f" time moved {_signed(cpu_ms)}: the same work on a machine under a different"
-            " load, not a change of the job."
+            f"The step is {_signed(step_ms)} in NEW, but {who} a step for a CPU (run queue)"
+            f" while the threads' CPU time moved {_signed(cpu_ms)}: the same work on a"
+            " machine under a different load, not a change of the job."
         )
-    moved = verdict != "no_significant_change" and runq_ms * step_ms > 0
-    if moved and abs(runq_ms) >= 0.25 * abs(step_ms):
+    moved = verdict != "no_significant_change" and ms * step_ms > 0
+    if moved and abs(ms) >= 0.25 * abs(step_ms):
         return (
-            f"Part of it is the machine: rank {rank}'s training thread waited"
-            f" {_more_or_less(runq_ms)} a step for a CPU (run queue); the threads' CPU"
-            f" time moved {_signed(cpu_ms)}."
+            f"Part of it is the machine: {who} a step for a CPU (run queue); the threads'"
+            f" CPU time moved {_signed(cpu_ms)}."
         )
     return None
