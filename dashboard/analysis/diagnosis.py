@@ -109,6 +109,10 @@ SHAPLEY_MAX = 6  # exact shares up to 6 stragglers (64 replays)
 ONSET_MIN_STEPS = 8  # a pattern that starts (or stops) inside the run lasts 8+ steps ...
 ONSET_MIN_OUTSIDE = 3  # ... and leaves 3+ steps outside it to compare with
 ONSET_CLIP = 4.0  # edges are searched on the excess clipped at 4 thresholds
+# ... outside it the rank is not late (median under the threshold), or late by under a
+# quarter of its lateness inside (seen: 3 ranks on 2 cores, rank 1 ~5 ms late before a
+# busy loop shared its CPU from step 15, ~46 ms after: that is where it starts)
+ONSET_OUTSIDE_SHARE = 0.25
 ONSET_NOISE_SIGMAS = 3.0  # ... and its mean beats the outside's by 3 standard errors
 PERIOD_MAX = 8  # periods looked for: every 2nd .. every 8th step
 PERIOD_MIN_REPEATS = 4  # a period is seen 4+ times ...
@@ -566,8 +570,9 @@ def _onset(e: np.ndarray, threshold: float) -> tuple[int, int] | None:
     The stretch of ``_segment`` counts when it is a part of the run, 8+ steps
     long, passes the persistent test on its own, leaves 3+ steps before its
     start (or after its end) where the rank was not late (median excess under
-    the threshold), and its mean excess beats that outside by the threshold and
-    by 3 standard errors of that difference (robust sigmas over root counts).
+    the threshold, or under a quarter of the stretch's mean excess), and its mean
+    excess beats that outside by the threshold and by 3 standard errors of that
+    difference (robust sigmas over root counts).
     """
     n = len(e)
     # Where, not how much: a few huge excesses (a stall, a burst of load) must not place
@@ -585,8 +590,11 @@ def _onset(e: np.ndarray, threshold: float) -> tuple[int, int] | None:
     b = b if n - b >= ONSET_MIN_OUTSIDE else n
     inside = e[a:b]
     outside = np.concatenate([e[:a], e[b:]])
-    if _persistent(inside, threshold) is None or _median(outside) >= threshold:
+    before = _median(outside)
+    if _persistent(inside, threshold) is None:
         return None
+    if before >= threshold and before > ONSET_OUTSIDE_SHARE * float(inside.mean()):
+        return None  # late outside too, by more than a small part of it: no start or end
     contrast = float(inside.mean()) - _median(outside)
     spread = np.hypot(
         _robust_sigma(outside) / len(outside) ** 0.5, _robust_sigma(inside) / len(inside) ** 0.5

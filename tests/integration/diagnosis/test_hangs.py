@@ -203,7 +203,10 @@ def test_a_rank_killed_by_a_fatal_signal_is_named_with_its_stack(tmp_path: Path)
     proc = run_scenario(out, 3, "--scenario", "abort", "--rank", "1")
     assert proc.returncode != 0
     v = verdict_of(out)
-    assert v is not None and v.kind == "crashed" and v.rank == 1, v and v.headline
+    # "crashed" when the others were in (or waiting for) a collective as it died;
+    # "exited" (nothing pending) when the launcher stopped them before their next one
+    # (seen once in a quiet CI run): either way rank 1, its signal and its frame
+    assert v is not None and v.kind in ("crashed", "exited") and v.rank == 1, v and v.headline
     rank1 = next(r for r in v.ranks if r.rank == 1)
     assert rank1.exception == "Fatal Python error: Aborted"
     assert rank1.where is not None and rank1.where.function == "native_crash"

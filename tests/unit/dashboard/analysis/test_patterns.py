@@ -250,3 +250,17 @@ def test_a_period_on_a_loaded_host_is_found_from_its_many_repeats() -> None:
     (v,) = wr.diagnosis.stragglers
     assert (v.rank, v.pattern, v.period_steps, v.cause) == (1, "intermittent", 4, "cpu_compute")
     assert [st.step for st in v.steps] == list(range(2, 41, 4))
+
+
+def test_a_rank_already_a_little_late_has_the_onset_of_its_real_lateness() -> None:
+    # A real run (tests/data/README.md): rank 1 ~5 ms late a step before a busy loop
+    # shares its CPU from step 15, ~46 ms after. It was "persistent, no onset".
+    from rankscope.dashboard.analysis.wholerun import light_ranks, seq_shifts
+    from rankscope.dashboard.ingest.run import load_run
+
+    data = Path(__file__).parents[3] / "data" / "light_runs" / "onset_after_mild_lateness"
+    lights = light_ranks(load_run(data).ranks)
+    wr = whole_run(lights, has_gpu=False, shifts=seq_shifts(lights))
+    assert wr is not None
+    v = wr.diagnosis.stragglers[0]
+    assert (v.rank, v.cause, v.onset_step, v.end_step) == (1, "host_contention", 15, None)
