@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rankscope.dashboard.analysis import wording
+from rankscope.dashboard.analysis.evidence import NO_WINDOW
 from rankscope.dashboard.analysis.memory import device_kind
 from rankscope.dashboard.analysis.results import Straggler
 
@@ -171,7 +172,12 @@ def incomplete_sentence(report: Report) -> str | None:
     if not missing:
         return None
     traced = [r for r in report.run.ranks if r not in missing]
-    return wording.incomplete_verdict(missing, traced)
+    left_out = {
+        e.rank
+        for e in report.run.evidence
+        if any(u.startswith("trace: ") and u != f"trace: {NO_WINDOW}" for u in e.unused)
+    }
+    return wording.incomplete_verdict(missing, traced, left_out=left_out.issuperset(missing))
 
 
 def no_straggler_sentence(report: Report) -> str | None:

@@ -898,7 +898,7 @@ class Collector:
     def _export_now(
         self, prof: Any, first: int, last: int, request: AttachRequest | None = None
     ) -> None:
-        from rankscope.profiler.export import export_window
+        from rankscope.profiler.export import export_window, origin_tag
 
         try:
             if self._recorder is not None:
@@ -907,7 +907,8 @@ class Collector:
                 if request is not None:
                     self._attach_post(request, "failed", reason="cannot write the run directory")
                 return
-            window = export_window(prof, self.run_dir, self.rank, first, last)
+            tag = origin_tag(rundir.run_id_from_env(), self.rank, self._attempt, first, last)
+            window = export_window(prof, self.run_dir, self.rank, first, last, tag)
             if request is not None:
                 window["request"] = request.id
                 if request.trigger is not None:

@@ -20,6 +20,12 @@ torch writes the path it is given into the trace unescaped (``traceName``) and
 cannot open some (a newline in a folder name): a run directory whose path holds
 anything but plain characters is handed to torch as ``/proc/self/fd/N`` (a
 descriptor of the directory), so any run name gives a valid, readable trace.
+
+The trace says whose it is: a top-level ``"rankscope"`` object (``origin_tag``:
+``run_id``, ``rank``, ``attempt``, the window's steps, ``format``) is written as the
+document's first key while it is gzipped, so the review side can tell a window of
+another run or rank under this one's name and leave it out (other tools ignore
+keys they do not know).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from rankscope.profiler import rundir
 
@@ -82,8 +90,51 @@ def _profiler_steps(path: Path) -> list[int]:
     return sorted(found)
 
 
-def export_window(prof: Any, run_dir: Path, rank: int, first: int, last: int) -> dict[str, Any]:
-    """Write the window's trace; return ``{first_step, last_step, file, ...}``."""
+TAG_KEY = "rankscope"
+TAG_FORMAT = 1
+_WS = b" \t\r\n"
+
+
+def origin_tag(
+    run_id: str | None, rank: int, attempt: int, first: int, last: int
+) -> dict[str, Any]:
+    """What a window's trace says of its origin (the ``"rankscope"`` key)."""
+    return {
+        "format": TAG_FORMAT,
+        "run_id": run_id,
+        "rank": rank,
+        "attempt": attempt,
+        "first_step": first,
+        "last_step": last,
+    }
+
+
+def with_tag(head: bytes, tag: dict[str, Any] | None) -> bytes:
+    """``head`` (the document's first bytes) with ``"rankscope": tag`` as its first key.
+
+    Unchanged when there is no tag, or when ``head`` does not open a JSON object with at
+    least one key (torch always writes ``{"schemaVersion": ...``): never an invalid file.
+    """
+    if tag is None:
+        return head
+    i = len(head) - len(head.lstrip(_WS))
+    rest = head[i + 1 :].lstrip(_WS)
+    if head[i : i + 1] != b"{" or not rest.startswith(b'"'):
+        return head
+    key = msgspec.json.encode(TAG_KEY) + b": " + msgspec.json.encode(tag)
+    return head[: i + 1] + key + b", " + head[i + 1 :]
+
+
+def export_window(
+    prof: Any,
+    run_dir: Path,
+    rank: int,
+    first: int,
+    last: int,
+    tag: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the window's trace, ``tag`` (``origin_tag``) as its first key; return
+    ``{first_step, last_step, file, ...}``."""
     final = rundir.trace_path(run_dir, rank, first, last)
     tmp_json = final.with_name(f".{final.name}.{os.getpid()}.json")
     tmp_gz = final.with_name(f".{final.name}.{os.getpid()}.tmp")
@@ -93,13 +144,17 @@ def export_window(prof: Any, run_dir: Path, rank: int, first: int, last: int) ->
         steps = _profiler_steps(tmp_json)
         shift = first - steps[0] if steps else 0
         with open(tmp_json, "rb") as src, gzip.open(tmp_gz, "wb", compresslevel=6) as dst:
+
+            def renumber(m: re.Match[bytes]) -> bytes:
+                return m.group(1) + str(int(m.group(2)) + shift).encode() + m.group(3)
+
+            head = src.read(1 << 16) + src.readline()  # whole lines: the first key among them
+            if shift:
+                head = _STEP_NAME.sub(renumber, head)
+            dst.write(with_tag(head, tag))
             if shift == 0:
                 shutil.copyfileobj(src, dst, 1 << 20)
             else:
-
-                def renumber(m: re.Match[bytes]) -> bytes:
-                    return m.group(1) + str(int(m.group(2)) + shift).encode() + m.group(3)
-
                 for line in src:
                     dst.write(_STEP_NAME.sub(renumber, line) if b"ProfilerStep#" in line else line)
         os.replace(tmp_gz, final)

@@ -78,6 +78,18 @@ def _status(path: Path, rows: int, problems: list[str]) -> str | None:
     return f"{path.name} holds no valid record"
 
 
+NO_WINDOW = "no trace window"
+
+
+def _left_out(run: Run, rank: int) -> str | None:
+    """Why a window named for ``rank`` was not used (``Run.skipped_files``), or None."""
+    for s in run.skipped_files:
+        name = Path(s["file"]).name
+        if rundir.rank_from_filename(name) == rank:
+            return f"{name}: {s['reason']}"
+    return None
+
+
 def run_evidence(run: Run) -> list[RankEvidence]:
     """Every rank's ``RankEvidence`` (see the module docstring), in rank order."""
     found: dict[int, dict[str, str | None]] = {}
@@ -88,7 +100,7 @@ def run_evidence(run: Run) -> list[RankEvidence]:
             status["trace"] = None
             has["trace"] = True
         else:
-            status["trace"] = "no trace window"
+            status["trace"] = _left_out(run, r) or NO_WINDOW
         for source, path in _files(run, rd).items():
             if path is None:
                 continue

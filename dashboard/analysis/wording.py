@@ -381,12 +381,18 @@ def ranks_text(ranks: list[int]) -> str:
     return "ranks " + ", ".join(map(str, ranks[:-1])) + f" and {ranks[-1]}"
 
 
-def incomplete_verdict(missing: list[int], traced: list[int]) -> str:
-    """The first sentence of a run where some ranks left no trace."""
+def incomplete_verdict(missing: list[int], traced: list[int], left_out: bool = False) -> str:
+    """The first sentence of a run where some ranks left no trace; ``left_out``: each of
+    them had a window that was not used (another run's, unreadable: the warnings say)."""
     has = "has" if len(missing) == 1 else "have"
+    why = (
+        "its window was left out: see the warnings"
+        if left_out
+        else "a crash during the trace export, or an attach that reached only some ranks"
+    )
     return (
-        f"Incomplete picture: {ranks_text(missing)} {has} step timings but no trace (a crash"
-        " during the trace export, or an attach that reached only some ranks), so stragglers"
+        f"Incomplete picture: {ranks_text(missing)} {has} step timings but no trace ({why}),"
+        " so stragglers"
         f" are measured among {ranks_text(traced)} only and an untraced rank may be the one"
         " the others wait for."
     )

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa  # noqa: F401
 
 # Bump whenever parse_trace's output changes, so old entries are never read.
-INGEST_VERSION = 8  # 8: the memory table and meta's device_memory
+INGEST_VERSION = 9  # 8: the memory table and meta's device_memory; 9: meta's origin
 # Parsing under ~1 MB of traces (gzipped) takes about as long as importing pyarrow
 # to write the cache, so a run whose trace files hold less in all is parsed every
 # time unless $RANKSCOPE_CACHE_MIN_BYTES says otherwise (0 caches everything). The

@@ -19,6 +19,14 @@ Int64 = Annotated[int, Meta(ge=-((1 << 63) - 1), le=(1 << 63) - 1)]
 Count = Annotated[int, Meta(ge=0, le=(1 << 63) - 1)]
 
 
+class TraceOrigin(Struct):
+    """The collector's tag on a window (``kineto.trace.origin_of``): None where unknown."""
+
+    run_id: str | None = None
+    rank: Count | None = None
+    attempt: Count | None = None
+
+
 class TraceMeta(Struct):
     """What a parsed trace says of itself (``RankTrace.meta``), as cached in ``meta.json``."""
 
@@ -34,6 +42,7 @@ class TraceMeta(Struct):
     pg_ranks: dict[str, list[Int64]] = {}
     dropped_events: Count = 0
     device_memory: dict[str, Count] = {}
+    origin: TraceOrigin | None = None
 
 
 class TraceSummary(Struct):

@@ -102,12 +102,18 @@ def load_run(
     skipped = [{"file": f, "reason": reason} for f, reason in failed.items()]
     warnings = [f"skipped {s['file']}: {s['reason']}" for s in skipped]
 
+    manifest = rundir.read_run_manifest(path) if kind == "run_dir" else {}
     # Rank of each good file.
     by_rank: dict[int, list[TraceRef]] = {}
     lone = len(files) == 1
     for f in files:
         t = traces.get(str(f))
         if t is None:
+            continue
+        foreign = _foreign(t.meta.get("origin"), f, manifest) if kind == "run_dir" else None
+        if foreign is not None:
+            skipped.append({"file": str(f), "reason": foreign})
+            warnings.append(f"skipped {f}: {foreign}")
             continue
         r = rank_of(t.meta, f)
         if r is not None and not rundir.valid_rank(r):
@@ -134,7 +140,6 @@ def load_run(
         if len(ts) > 1 and kind != "run_dir":
             raise RankscopeError(f"two trace files claim rank {r}: {ts[0].path} and {ts[1].path}")
 
-    manifest = rundir.read_run_manifest(path) if kind == "run_dir" else {}
     # Collector-only ranks (telemetry/steps but no trace yet) still count in a run dir.
     if kind == "run_dir":
         for r in manifest.get("ranks", {}):
@@ -197,6 +202,28 @@ def load_run(
         attempt=attempt,
         earlier_attempts=earlier,
     )
+
+
+def _foreign(origin: Any, path: Path, manifest: dict[str, Any]) -> str | None:
+    """Why a trace window the collector tagged (``meta["origin"]``) is not this run
+    directory's: written by another run, by another rank than its name says, or by an
+    earlier attempt of the job; None when it is, or says nothing (another tool's)."""
+    if not isinstance(origin, dict):
+        return None
+    ours, theirs = manifest.get("run_id"), origin.get("run_id")
+    if isinstance(ours, str) and isinstance(theirs, str) and ours != theirs:
+        return f"written by another run (run_id {theirs[:40]}, this run's is {ours[:40]}); not used"
+    named, said = rundir.rank_from_filename(path.name), origin.get("rank")
+    if named is not None and said is not None and said != named:
+        return f"written by rank {said}, not rank {named} (its name); not used"
+    rank_meta = manifest.get("ranks", {}).get(named if named is not None else said) or {}
+    now, then = rank_meta.get("attempt"), origin.get("attempt")
+    if type(now) is int and type(then) is int and now != then:
+        return (
+            f"written by attempt {then} of the job; this directory holds attempt {now}"
+            " (torchrun restarted it); not used"
+        )
+    return None
 
 
 def _attempts(

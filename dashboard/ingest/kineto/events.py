@@ -135,6 +135,7 @@ class TraceDoc(msgspec.Struct):
     baseTimeNanoseconds: Any = None
     deviceProperties: Any = None
     traceName: Any = None
+    rankscope: Any = None  # the collector's origin tag (run_id, rank, attempt)
 
 
 DOC_DECODER = msgspec.json.Decoder(TraceDoc)
@@ -252,7 +253,13 @@ def _read_doc(raw: bytes | bytearray, path: Path) -> TraceDoc:
     events: list[AnyEvent] = [_read_from_dict(e) for e in doc["traceEvents"] if _is_read(e)]
     keep = {
         k: doc.get(k)
-        for k in ("distributedInfo", "baseTimeNanoseconds", "deviceProperties", "traceName")
+        for k in (
+            "distributedInfo",
+            "baseTimeNanoseconds",
+            "deviceProperties",
+            "traceName",
+            "rankscope",
+        )
     }
     return TraceDoc(traceEvents=events, **keep)
 

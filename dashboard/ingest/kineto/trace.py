@@ -44,7 +44,7 @@ from rankscope.dashboard.ingest.kineto.times import (
     to_ns,
 )
 from rankscope.dashboard.ingest.table import Table
-from rankscope.profiler import safeio
+from rankscope.profiler import rundir, safeio
 from rankscope.profiler.errors import RankscopeError
 
 _MAX_REPR_CHARS = 100_000  # distributedInfo as a Python repr: never literal_eval more
@@ -190,8 +190,23 @@ def _finish(b: ColumnBuilder, doc: TraceDoc, path: str) -> RankTrace:
         "pg_ranks": pg_ranks,
         "dropped_events": dropped,
         "device_memory": _device_memory(props),
+        "origin": origin_of(doc.rankscope),
     }
     return RankTrace(path, meta, gpu, cpu, gpu_ann, comms, memory)
+
+
+def origin_of(tag: Any) -> dict[str, Any] | None:
+    """The collector's origin tag (``profiler.export.origin_tag``) as ``{run_id, rank,
+    attempt}``, each None where absent or not of its type; None for a trace without one
+    (any other tool's)."""
+    if not isinstance(tag, dict):
+        return None
+    run_id, rank, attempt = tag.get("run_id"), tag.get("rank"), tag.get("attempt")
+    return {
+        "run_id": run_id if isinstance(run_id, str) and run_id else None,
+        "rank": rank if type(rank) is int and rundir.valid_rank(rank) else None,
+        "attempt": attempt if type(attempt) is int and attempt >= 0 else None,
+    }
 
 
 def _memory_table(cols: dict[str, np.ndarray], base_ns: int) -> tuple[Table, int]:

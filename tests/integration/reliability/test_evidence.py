@@ -131,6 +131,39 @@ def _window_from_another_run(run: Path) -> None:
     window.write_bytes(gzip.compress(json.dumps(doc).encode()))
 
 
+def _rewrite_window(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    doc = json.loads(gzip.decompress(path.read_bytes()))
+    change(doc)
+    path.write_bytes(gzip.compress(json.dumps(doc).encode()))
+
+
+def _window_tagged_by_another_run(run: Path) -> None:
+    # A window copied in from another run of the same job, at the same time of day: no
+    # clock tells it apart, the tag the collector writes in every window does.
+    def other_run(doc: dict[str, Any]) -> None:
+        assert doc["rankscope"]["run_id"], "the collector tags every window with the run's id"
+        doc["rankscope"]["run_id"] = "0" * 32
+
+    _rewrite_window(next(run.glob("rank1.step*.pt.trace.json.gz")), other_run)
+
+
+def _window_of_another_rank(run: Path) -> None:
+    # Rank 0's window under rank 1's name: read as a second copy of rank 0's window
+    # (its distributedInfo says rank 0), and rank 1 had none, with no word why.
+    shutil.copy(
+        next(run.glob("rank0.step*.pt.trace.json.gz")), run / "rank1.step4-6.pt.trace.json.gz"
+    )
+
+
+def _window_of_another_attempt(run: Path) -> None:
+    # A window of another attempt of the job, left where a torchrun restart sets each
+    # attempt's files aside (attemptK/).
+    def other_attempt(doc: dict[str, Any]) -> None:
+        doc["rankscope"]["attempt"] += 1
+
+    _rewrite_window(next(run.glob("rank1.step*.pt.trace.json.gz")), other_attempt)
+
+
 def _data_wait_50x_step(run: Path) -> None:
     # Rank 0 (the fast one) claims a DataLoader wait 50 times its step.
     path = _steps(run, 0)
@@ -208,6 +241,14 @@ def _collectives_unused(rep: dict[str, Any]) -> None:
     assert any(u.startswith("collectives: rank1.collectives.jsonl") for u in ev["unused"]), ev
 
 
+def _window_unused(rep: dict[str, Any]) -> None:
+    ev = evidence_of(rep, SLOW_RANK)
+    assert "trace" not in ev["used"], ev
+    assert any(
+        u.startswith("trace: rank1.step4-6.pt.trace.json.gz: written by") for u in ev["unused"]
+    )
+
+
 def _counted_records(count: int) -> Callable[[dict[str, Any]], None]:
     def check(rep: dict[str, Any]) -> None:
         assert evidence_of(rep, SLOW_RANK)["problem_count"] == count
@@ -276,6 +317,30 @@ CASES = [
         "rank1.step4-6.pt.trace.json.gz: its steps lie 86,400 s from the same steps in rank 1's"
         " step log: a window from another run",
         SLOW_RANK,
+    ),
+    # Windows that are not this run's, rank's or attempt's, by the tag they carry: left
+    # out and named (the light layer still gives the whole-run verdict).
+    Case(
+        "window-tagged-by-another-run",
+        _window_tagged_by_another_run,
+        "rank1.step4-6.pt.trace.json.gz: written by another run (run_id 0000000000",
+        SLOW_RANK,
+        _window_unused,
+    ),
+    Case(
+        "window-of-another-rank",
+        _window_of_another_rank,
+        "rank1.step4-6.pt.trace.json.gz: written by rank 0, not rank 1 (its name); not used",
+        SLOW_RANK,
+        _window_unused,
+    ),
+    Case(
+        "window-of-another-attempt",
+        _window_of_another_attempt,
+        "rank1.step4-6.pt.trace.json.gz: written by attempt 1 of the job; this directory"
+        " holds attempt 0",
+        SLOW_RANK,
+        _window_unused,
     ),
     # A wait 50x the step made rank 0 "data loading (high)" in the whole run.
     Case(
@@ -375,10 +440,24 @@ def test_the_text_report_says_which_evidence_was_used(real_run: Path, tmp_path: 
 
 
 @needs_torch
-def test_windows_of_the_real_run_are_valid_gzip_json(real_run: Path) -> None:
-    for window in real_run.glob("rank*.pt.trace.json.gz"):
+def test_windows_of_the_real_run_are_valid_gzip_json_that_say_whose_they_are(
+    real_run: Path,
+) -> None:
+    run_id = json.loads((real_run / "run.json").read_text())["run_id"]
+    windows = sorted(real_run.glob("rank*.pt.trace.json.gz"))
+    assert len(windows) == 2
+    for rank, window in enumerate(windows):
         with gzip.open(window, "rt") as f:
-            assert json.load(f)["traceEvents"]
+            doc = json.load(f)
+        assert doc["traceEvents"]
+        assert doc["rankscope"] == {
+            "format": 1,
+            "run_id": run_id,
+            "rank": rank,
+            "attempt": 0,
+            "first_step": 4,
+            "last_step": 6,
+        }
 
 
 def test_a_hang_verdict_over_shifted_seqs_says_so(tmp_path: Path) -> None:

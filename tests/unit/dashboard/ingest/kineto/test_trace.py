@@ -245,3 +245,27 @@ def test_a_file_that_is_not_a_trace_is_a_clear_error(
     p.write_bytes(content)
     with pytest.raises(RankscopeError, match=message):
         parse_trace(p)
+
+
+def test_the_collector_s_origin_tag_is_read(tmp_path: Path, read: Reader) -> None:
+    tag = {"format": 1, "run_id": "abc", "rank": 2, "attempt": 1, "first_step": 4}
+    p = _write(tmp_path, {"rankscope": tag, "traceEvents": [_op()]})
+    assert read(p).meta["origin"] == {"run_id": "abc", "rank": 2, "attempt": 1}
+    # another tool's trace says nothing of its origin
+    assert read(_write(tmp_path, {"traceEvents": [_op()]}, "b.json")).meta["origin"] is None
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        {"run_id": 5, "rank": -1, "attempt": True},
+        {"run_id": "", "rank": 1 << 40, "attempt": -3},
+        {"rank": "2", "attempt": 1.5},
+    ],
+    ids=["wrong-types", "out-of-range", "strings-and-floats"],
+)
+def test_an_origin_tag_of_odd_values_reads_as_unknown(
+    tmp_path: Path, read: Reader, tag: dict[str, Any]
+) -> None:
+    p = _write(tmp_path, {"rankscope": tag, "traceEvents": [_op()]})
+    assert read(p).meta["origin"] == {"run_id": None, "rank": None, "attempt": None}
