@@ -77,10 +77,13 @@ def precompile() -> None:
     import compileall
     import importlib.util
 
-    for pkg in ("rankscope",):
-        spec = importlib.util.find_spec(pkg)
-        if spec and spec.origin:
-            compileall.compile_dir(str(Path(spec.origin).parent), quiet=1)
+    spec = importlib.util.find_spec("rankscope")
+    if spec and spec.origin:
+        root = Path(spec.origin).parent
+        # A source checkout links profiler/ and dashboard/ into src/rankscope, and
+        # compile_dir does not follow links: compile each folder the links point at.
+        for folder in [root, *(p.resolve() for p in root.iterdir() if p.is_symlink())]:
+            compileall.compile_dir(str(folder), quiet=1)
 
 
 def main() -> int:
