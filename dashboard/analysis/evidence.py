@@ -82,11 +82,15 @@ NO_WINDOW = "no trace window"
 
 
 def _left_out(run: Run, rank: int) -> str | None:
-    """Why a window named for ``rank`` was not used (``Run.skipped_files``), or None."""
+    """Why ``rank`` (which has no trace) has none: a window of its name that was not used
+    (``Run.skipped_files``), or one its manifest lists that is gone; None: neither."""
     for s in run.skipped_files:
         name = Path(s["file"]).name
         if rundir.rank_from_filename(name) == rank:
             return f"{name}: {s['reason']}"
+    for w in run.manifest.get("ranks", {}).get(rank, {}).get("windows", []) or []:
+        if isinstance(w, dict) and isinstance(w.get("file"), str):
+            return f"{w['file']}: listed in rank{rank}.meta.json, not in the run directory"
     return None
 
 

@@ -383,10 +383,11 @@ def ranks_text(ranks: list[int]) -> str:
 
 def incomplete_verdict(missing: list[int], traced: list[int], left_out: bool = False) -> str:
     """The first sentence of a run where some ranks left no trace; ``left_out``: each of
-    them had a window that was not used (another run's, unreadable: the warnings say)."""
+    them had a window that was not used (another run's, unreadable) or is gone (its
+    manifest lists it): the warnings say which."""
     has = "has" if len(missing) == 1 else "have"
     why = (
-        "its window was left out: see the warnings"
+        "its window is gone or was left out: see the warnings"
         if left_out
         else "a crash during the trace export, or an attach that reached only some ranks"
     )

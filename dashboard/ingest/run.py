@@ -99,7 +99,8 @@ def load_run(
     path, kind, files = discover_trace_files(Path(path))
     place = RunPlace(kind, str(path))
     traces, failed = ingest_files(files, progress, place, digest)
-    skipped = [{"file": f, "reason": reason} for f, reason in failed.items()]
+    # A reason that starts with the file's own path (safeio's) says it once, not twice.
+    skipped = [{"file": f, "reason": reason.removeprefix(f"{f}: ")} for f, reason in failed.items()]
     warnings = [f"skipped {s['file']}: {s['reason']}" for s in skipped]
 
     manifest = rundir.read_run_manifest(path) if kind == "run_dir" else {}
@@ -144,6 +145,7 @@ def load_run(
     if kind == "run_dir":
         for r in manifest.get("ranks", {}):
             by_rank.setdefault(int(r), [])
+        warnings += _listed_but_absent(path, manifest, {f.name for f in files})
 
     world_sizes = [t.meta.get("world_size") for ts in by_rank.values() for t in ts]
     world_sizes += [manifest.get("world_size")]
@@ -202,6 +204,22 @@ def load_run(
         attempt=attempt,
         earlier_attempts=earlier,
     )
+
+
+def _listed_but_absent(path: Path, manifest: dict[str, Any], present: set[str]) -> list[str]:
+    """A warning for each window a rank manifest lists whose trace file is not in the run
+    directory (deleted, moved, or lost with its disk): absent evidence is said."""
+    out = []
+    for r, meta in sorted(manifest.get("ranks", {}).items()):
+        for w in meta.get("windows", []) or []:
+            name = w.get("file") if isinstance(w, dict) else None
+            if isinstance(name, str) and name not in present and "/" not in name:
+                out.append(
+                    f"rank{r}.meta.json lists the window {name} (steps {w.get('first_step')}-"
+                    f"{w.get('last_step')}), which is not in {path}: deleted or moved? Its"
+                    " steps are read from the step log only"
+                )
+    return out
 
 
 def _foreign(origin: Any, path: Path, manifest: dict[str, Any]) -> str | None:

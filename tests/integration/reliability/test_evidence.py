@@ -241,12 +241,11 @@ def _collectives_unused(rep: dict[str, Any]) -> None:
     assert any(u.startswith("collectives: rank1.collectives.jsonl") for u in ev["unused"]), ev
 
 
-def _window_unused(rep: dict[str, Any]) -> None:
+def _window_unused(rep: dict[str, Any], why: str = "written by") -> None:
     ev = evidence_of(rep, SLOW_RANK)
     assert "trace" not in ev["used"], ev
-    assert any(
-        u.startswith("trace: rank1.step4-6.pt.trace.json.gz: written by") for u in ev["unused"]
-    )
+    window = "rank1.step4-6.pt.trace.json.gz"
+    assert any(u.startswith(f"trace: {window}: {why}") for u in ev["unused"]), ev
 
 
 def _counted_records(count: int) -> Callable[[dict[str, Any]], None]:
@@ -341,6 +340,15 @@ CASES = [
         " holds attempt 0",
         SLOW_RANK,
         _window_unused,
+    ),
+    # A window its manifest lists, deleted: the rank had "no trace window", unsaid why.
+    Case(
+        "window-deleted",
+        lambda run: next(run.glob("rank1.step*.pt.trace.json.gz")).unlink(),
+        "rank1.meta.json lists the window rank1.step4-6.pt.trace.json.gz (steps 4-6), which is"
+        " not in",
+        SLOW_RANK,
+        lambda rep: _window_unused(rep, "listed in rank1.meta.json, not in the run directory"),
     ),
     # A wait 50x the step made rank 0 "data loading (high)" in the whole run.
     Case(
