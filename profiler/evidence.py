@@ -130,6 +130,7 @@ class Progress(msgspec.Struct, frozen=True):
     step: StepState
     stalled_since_ns: int | None = None
     last_collectives: list[FrEntry] = []  # per process group, filled while stalled
+    run_id: str | None = None  # the run's id (the report leaves another run's file out)
 
 
 class Evidence(msgspec.Struct, frozen=True):
@@ -150,6 +151,7 @@ class Evidence(msgspec.Struct, frozen=True):
     threads: list[ThreadStack]
     exception: ExceptionInfo | None = None
     ring_source: str = ""  # "fr" (gloo/CPU ring), "nccl", "" (no ring)
+    run_id: str | None = None  # the run's id (the report leaves another run's file out)
 
 
 # ---------------------------------------------------------------------- paths

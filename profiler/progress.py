@@ -48,7 +48,7 @@ from typing import Any
 
 from rankscope.profiler import evidence as ev
 from rankscope.profiler.faults import Faults
-from rankscope.profiler.layout import restart_count
+from rankscope.profiler.layout import restart_count, run_id_from_env
 
 ENV_STALL_S = "RANKSCOPE_STALL_S"
 DEFAULT_STALL_S = 60.0
@@ -106,6 +106,7 @@ class ProgressWatch:
         self.floor_s = stall_floor_s(stall_after_s)
         self.tick_s = tick_s if tick_s is not None else min(1.0, self.floor_s / 4)
         self._attempt = restart_count()
+        self._run_id = run_id_from_env()
         self._host = socket.gethostname()
         self._durations: deque[int] = deque(maxlen=64)
         self._last: tuple[int, int, int] | None = None  # (step, start_ns, end_ns)
@@ -273,6 +274,7 @@ class ProgressWatch:
             step=self.step_state(),
             stalled_since_ns=self._stalled_since,
             last_collectives=self._last_collectives,
+            run_id=self._run_id,
         )
         ev.write_progress(ev.progress_path(self.run_dir, self.rank), progress)
 
@@ -314,6 +316,7 @@ class ProgressWatch:
                 threads=ev.thread_stacks(self._training_thread),
                 exception=ev.exception_info(exc) if exc is not None else None,
                 ring_source=source,
+                run_id=self._run_id,
             )
             path = ev.write_evidence(self.run_dir, self.rank, record)
             if path is not None:

@@ -478,6 +478,8 @@ def _hang_of(
     )
     verdict = hang_mod.hang_verdict(records)
     live = hang_mod.live_run(records)
+    # A hang record that could not be used is said, not dropped (the verdict does without).
+    warnings += [f"{p} (hang evidence)" for p in records.problems]
     for folder in run.earlier_attempts[-3:]:
         # Why torchrun restarted the job: each recent earlier attempt's own verdict.
         try:

@@ -55,6 +55,9 @@ Kind = Literal[
 RankStatus = Literal["running", "stalled", "stopped", "crashed", "failed", "signalled", "silent"]
 _LIBRARY_PARTS = (
     f"{os.sep}torch{os.sep}",
+    # rankscope's own frames (a signal handler's, in evidence written before the collector
+    # cut them): never where the job is stuck
+    f"{os.sep}rankscope{os.sep}profiler{os.sep}",
     f"{os.sep}site-packages{os.sep}",
     f"{os.sep}dist-packages{os.sep}",
     "<frozen ",
@@ -223,6 +226,7 @@ def read_hang_records(run_dir: Path) -> HangRecords:
     world = int(manifest.get("world_size") or 0)
     exit_code = manifest.get("exit_code")
     restarted = manifest.get("ended") == "restarted"
+    run_id = manifest.get("run_id") if isinstance(manifest.get("run_id"), str) else None
     problems: list[str] = []
     ranks_seen = set(ev.ranks_with(run_dir, "hang.json")) | set(
         ev.ranks_with(run_dir, "progress.json")
@@ -237,9 +241,15 @@ def read_hang_records(run_dir: Path) -> HangRecords:
             if not path.exists():
                 continue
             try:
-                evidence.append(ev.read_evidence(path))
+                found = ev.read_evidence(path)
             except Exception as e:
                 problems.append(f"{path.name}: {e}")
+                continue
+            foreign = _foreign(path, found, rank, run_id)
+            if foreign is not None:
+                problems.append(foreign)
+                continue
+            evidence.append(found)
         for path in ev.unfinished_paths(run_dir, rank):
             # Written whole but never linked into place: the rank was killed in between.
             try:
@@ -247,13 +257,22 @@ def read_hang_records(run_dir: Path) -> HangRecords:
             except Exception:
                 problems.append(f"{path.name}: evidence cut short while being written; not used")
                 continue
-            if not any((e.ts_ns, e.trigger) == (found.ts_ns, found.trigger) for e in evidence):
+            foreign = _foreign(path, found, rank, run_id)
+            if foreign is not None:
+                problems.append(foreign)
+            elif not any((e.ts_ns, e.trigger) == (found.ts_ns, found.trigger) for e in evidence):
                 evidence.append(found)
         progress = None
         try:
             progress = ev.read_progress(run_dir, rank)
         except Exception as e:
             problems.append(f"{ev.progress_path(run_dir, rank).name}: {e}")
+        foreign = (
+            _foreign(ev.progress_path(run_dir, rank), progress, rank, run_id) if progress else None
+        )
+        if foreign is not None:
+            problems.append(foreign)
+            progress = None
         try:
             rows = _log_tail(run_dir, rank)
         except Exception as e:
@@ -274,6 +293,20 @@ def read_hang_records(run_dir: Path) -> HangRecords:
         problems=tuple(problems),
         restarted=restarted,
     )
+
+
+def _foreign(
+    path: Path, record: ev.Evidence | ev.Progress, rank: int, run_id: str | None
+) -> str | None:
+    """Why a rank's hang record is another rank's or another run's, or None."""
+    if record.rank != rank:
+        return f"{path.name}: written by rank {record.rank}, not rank {rank} (its name); not used"
+    if run_id is not None and record.run_id is not None and record.run_id != run_id:
+        return (
+            f"{path.name}: written by another run (run_id {record.run_id[:40]}, this run's is"
+            f" {run_id[:40]}); not used"
+        )
+    return None
 
 
 def _read_fatal(

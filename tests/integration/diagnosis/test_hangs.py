@@ -125,6 +125,9 @@ def test_evidence_holds_ring_stacks_and_the_unfinished_step(
     out = stop_run[0]
     first = evidence.read_evidence(out / "rank0.hang.json")
     assert first.trigger == "stall"
+    # Whose it is: the run's id, as in run.json (a copy from another run is left out).
+    run_id = json.loads((out / "run.json").read_text())["run_id"]
+    assert first.run_id == run_id and evidence.read_progress(out, 0).run_id == run_id
     in_flight = [e for e in first.ring if not e.completed]
     assert [(e.pg, e.seq, e.name) for e in in_flight] == [("0", 7, "all_reduce")]
     assert first.step.current_step == 5 and first.step.last_step == 4

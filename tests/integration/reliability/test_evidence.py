@@ -484,6 +484,63 @@ def test_a_hang_verdict_over_shifted_seqs_says_so(tmp_path: Path) -> None:
     assert rep["hang"]["rank"] == 2
 
 
+def _stop_run(tmp_path: Path) -> Path:
+    run = tmp_path / "stop"
+    shutil.copytree(REPO / "tests" / "data" / "hang_runs" / "stop", run)
+    return run
+
+
+def _set(path: Path, **fields: Any) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+@pytest.mark.parametrize(
+    ("breaks", "said"),
+    [
+        (
+            lambda run: (run / "rank2.hang.json").write_text("{nope"),
+            "rank2.hang.json: JSON is malformed",
+        ),
+        (
+            lambda run: shutil.copy(run / "rank0.hang.json", run / "rank2.hang.json"),
+            "rank2.hang.json: written by rank 0, not rank 2 (its name); not used",
+        ),
+        (
+            lambda run: shutil.copy(run / "rank0.progress.json", run / "rank2.progress.json"),
+            "rank2.progress.json: written by rank 0, not rank 2 (its name); not used",
+        ),
+        (
+            lambda run: (
+                _set(run / "run.json", run_id="a" * 32),
+                _set(run / "rank2.hang.json", run_id="b" * 32),
+            ),
+            f"rank2.hang.json: written by another run (run_id {'b' * 32}, this run's is",
+        ),
+    ],
+    ids=["unreadable", "another-rank", "progress-of-another-rank", "another-run"],
+)
+def test_a_hang_record_that_cannot_be_used_is_named(
+    tmp_path: Path, breaks: Callable[[Path], Any], said: str
+) -> None:
+    # Each was dropped in silence; the verdict still stands on the other records.
+    run = _stop_run(tmp_path)
+    breaks(run)
+    rep, stderr = report(run)
+    assert said in stderr and any(said in w for w in rep["run"]["warnings"]), stderr
+    assert rep["hang"]["kind"] == "missing_rank" and rep["hang"]["rank"] == 2
+
+
+def test_the_stuck_frame_is_the_job_s_never_rankscope_s_signal_handler(tmp_path: Path) -> None:
+    # Rank 2's stall record gone, its SIGTERM record left: that record (written before
+    # the collector cut its own frames) ends in rankscope's handler, and the verdict
+    # said rank 2 "is in thread_stacks (evidence.py:177)".
+    run = _stop_run(tmp_path)
+    (run / "rank2.hang.json").unlink()
+    rep, _ = report(run)
+    stuck = next(r for r in rep["hang"]["ranks"] if r["rank"] == 2)
+    assert stuck["where"]["function"] == "wait_for_peers", stuck["where"]
+
+
 ESCAPE = "\x1b]0;owned\x07\x1b[2J"  # retitle the terminal, then clear it
 SHOWN = "\\x1b]0;owned\\x07\\x1b[2J"
 
