@@ -407,19 +407,28 @@ def operator_sums(rd: RankData, windows: dict[int, tuple[int, int]]) -> KernelSu
         return KernelSums([], empty, empty, empty, empty)
     ts, dur, tid = cpu["ts"][ops], cpu["dur"][ops], cpu["tid"][ops]
     order = np.lexsort((-dur, ts, tid))  # by thread, start, the enclosing one first
-    self_ns = dur.astype(np.float64).copy()
-    stack: list[int] = []  # open operators (indices into ops' order) on this thread
+    # The walk runs over Python lists in that order: numpy's per-element reads cost ~4x
+    # a list's, and this loop sees every operator (0.27 s of a 55 MB CPU-only trace).
+    ts_l, dur_l, tid_l = ts[order].tolist(), dur[order].tolist(), tid[order].tolist()
+    self_l = [float(d) for d in dur_l]
+    stack: list[int] = []  # open operators (positions in that order) on this thread
+    ends: list[int] = []  # their ends
     last_tid = None
-    for i in order.tolist():
-        if tid[i] != last_tid:
+    for k, start in enumerate(ts_l):
+        if tid_l[k] != last_tid:
             stack.clear()
-            last_tid = tid[i]
-        start = ts[i]
-        while stack and ts[stack[-1]] + dur[stack[-1]] <= start:
+            ends.clear()
+            last_tid = tid_l[k]
+        while ends and ends[-1] <= start:
             stack.pop()
+            ends.pop()
+        d = dur_l[k]
         if stack:
-            self_ns[stack[-1]] -= dur[i]
-        stack.append(i)
+            self_l[stack[-1]] -= d
+        stack.append(k)
+        ends.append(start + d)
+    self_ns = np.empty(len(order), dtype=np.float64)
+    self_ns[order] = self_l
     np.maximum(self_ns, 0.0, out=self_ns)
     full = np.zeros(len(cpu), dtype=np.float64)
     full[ops] = self_ns

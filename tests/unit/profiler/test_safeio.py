@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import pytest
+from conftest import data_path
 
 from rankscope.profiler import safeio
+
+
+@pytest.fixture(params=["isal", "zlib"])
+def inflater(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both decompressors gzip files are read with: ISA-L's, and zlib's where isal is
+    not installed. Each gzip test runs with both."""
+    if request.param == "zlib":
+        monkeypatch.setattr(safeio, "_inflater", lambda: (zlib, (zlib.error,)))
+    else:
+        assert safeio._inflater()[0] is not zlib, "isal is a dependency: it must be used"
+    name: str = request.param
+    return name
 
 
 @pytest.mark.parametrize(
@@ -45,7 +59,9 @@ def test_size_limits(tmp_path: Path) -> None:
     assert safeio.read_bytes(p, 1000) == b"x" * 1000
 
 
-def test_gzip_bomb_stops_at_the_limit_and_members_concatenate(tmp_path: Path) -> None:
+def test_gzip_bomb_stops_at_the_limit_and_members_concatenate(
+    tmp_path: Path, inflater: str
+) -> None:
     bomb = tmp_path / "bomb.gz"
     bomb.write_bytes(gzip.compress(b" " * (32 << 20)))
     with pytest.raises(safeio.UnsafeFile, match="RANKSCOPE_MAX_TRACE_BYTES"):
@@ -59,7 +75,7 @@ def test_gzip_bomb_stops_at_the_limit_and_members_concatenate(tmp_path: Path) ->
         safeio.read_gzip(cut)
 
 
-def test_lying_gzip_trailer_does_not_size_the_buffer(tmp_path: Path) -> None:
+def test_lying_gzip_trailer_does_not_size_the_buffer(tmp_path: Path, inflater: str) -> None:
     p = tmp_path / "liar.gz"
     data = bytearray(gzip.compress(b"{}"))
     data[-4:] = (0xFFFFFFFF).to_bytes(4, "little")  # claims 4 GiB
@@ -68,6 +84,22 @@ def test_lying_gzip_trailer_does_not_size_the_buffer(tmp_path: Path) -> None:
     assert safeio._gzip_size_hint(os.open(p, os.O_RDONLY), 1 << 30) <= len(data) * 1032
     with pytest.raises(safeio.UnsafeFile):
         safeio.read_gzip(p)
+
+
+def test_a_corrupt_deflate_stream_is_a_one_line_error(tmp_path: Path, inflater: str) -> None:
+    p = tmp_path / "bad.gz"
+    good = gzip.compress(b'{"traceEvents": []}' * 100)
+    p.write_bytes(good[:12] + b"\xff" * 20 + good[32:])
+    with pytest.raises(safeio.UnsafeFile, match="is not a readable gzip file"):
+        safeio.read_gzip(p)
+
+
+def test_a_real_trace_reads_the_same_with_either_decompressor(inflater: str) -> None:
+    trace = next(data_path("reference_runs", "h200_ddp2_balanced").glob("*.json.gz"))
+    with gzip.open(trace, "rb") as f:
+        whole = f.read()
+    assert bytes(safeio.read_gzip(trace)) == whole
+    assert b"".join(safeio.iter_chunks(trace, chunk=1 << 16)) == whole
 
 
 def test_lines_skip_overlong_lines_and_stop_at_the_limit(tmp_path: Path) -> None:
