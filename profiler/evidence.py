@@ -46,6 +46,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from rankscope.profiler.readers import other_rank
+
 PROGRESS_SCHEMA = "rankscope.progress/1"
 EVIDENCE_SCHEMA = "rankscope.hang/1"
 MAX_FILES = 8
@@ -357,13 +359,17 @@ def write_evidence(run_dir: Path, rank: int, evidence: Evidence) -> Path | None:
 
 def read_progress(run_dir: Path, rank: int) -> Progress | None:
     """Rank ``rank``'s progress record; None when absent; ``msgspec.ValidationError``
-    or ``msgspec.DecodeError`` when it is not a valid one."""
+    or ``msgspec.DecodeError`` when it is not a valid one, or another rank's."""
     path = progress_path(run_dir, rank)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    return msgspec.json.decode(data, type=Progress)
+    record = msgspec.json.decode(data, type=Progress)
+    why = other_rank(record.rank, rank)
+    if why is not None:  # a copy of another rank's: never read as this rank's state
+        raise msgspec.ValidationError(why)
+    return record
 
 
 def read_evidence(path: Path) -> Evidence:

@@ -111,13 +111,29 @@ def named_rank(path: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def other_rank(said: Any, named: int | None) -> str | None:
+    """Why a file that says it is rank ``said`` is not rank ``named`` (its name's), or
+    None: it is, or either is unknown. The one wording of every such check."""
+    if named is None or not valid_rank(said) or said == named:
+        return None
+    return f"written by rank {said}, not rank {named} (its name); not used"
+
+
+def other_run(theirs: Any, ours: Any) -> str | None:
+    """Why a file whose run id is ``theirs`` is not of the run whose id (``run.json``'s)
+    is ``ours``, or None: it is, or either is unknown (a run recorded before run ids)."""
+    if not isinstance(ours, str) or theirs is None or theirs == ours:
+        return None
+    return (
+        f"written by another run (run_id {str(theirs)[:40]}, this run's is {ours[:40]}); not used"
+    )
+
+
 def rank_problem(said: Any, path: Path) -> str | None:
     """Why a file that says it is rank ``said`` is not the rank its name gives, or None
     (a file whose name or content gives no rank is not checked)."""
-    named = named_rank(path)
-    if named is None or not valid_rank(said) or said == named:
-        return None
-    return f"{Path(path).name}: written by rank {said}, not rank {named} (its name); not used"
+    why = other_rank(said, named_rank(path))
+    return f"{Path(path).name}: {why}" if why else None
 
 
 def header_problem(obj: dict[str, Any], path: Path, run_id: str | None) -> str | None:
@@ -126,13 +142,8 @@ def header_problem(obj: dict[str, Any], path: Path, run_id: str | None) -> str |
     ``run_id`` is the run's own (``run.json``); a file or run without one is not checked,
     nor a header without a rank.
     """
-    theirs = obj.get("run_id")
-    if run_id is None or theirs is None or theirs == run_id:
-        return rank_problem(obj.get("rank"), path)
-    return (
-        f"{Path(path).name}: written by another run (run_id {str(theirs)[:40]},"
-        f" this run's is {run_id}); not used"
-    )
+    why = other_run(obj.get("run_id"), run_id)
+    return f"{Path(path).name}: {why}" if why else rank_problem(obj.get("rank"), path)
 
 
 def iter_jsonl(
@@ -564,7 +575,8 @@ def read_run_manifest(run_dir: Path) -> dict[str, Any]:
         if named_rank(p) is None:
             problems.append(f"{p.name}: not named rank{{R}}.meta.json; ignored")
             continue
-        other = rank_problem(meta["rank"], p) or _other_run(meta, p, manifest.get("run_id"))
+        why = other_run(meta.get("run_id"), manifest.get("run_id"))
+        other = rank_problem(meta["rank"], p) or (f"{p.name}: {why}" if why else None)
         if other is not None:
             problems.append(other)
             continue
@@ -573,17 +585,6 @@ def read_run_manifest(run_dir: Path) -> dict[str, Any]:
     manifest["ranks"] = ranks
     manifest["problems"] = problems
     return manifest
-
-
-def _other_run(meta: dict[str, Any], path: Path, run_id: Any) -> str | None:
-    """Why a rank manifest belongs to another run than ``run.json``'s id, or None."""
-    theirs = meta.get("run_id")
-    if not isinstance(run_id, str) or not isinstance(theirs, str) or theirs == run_id:
-        return None
-    return (
-        f"{path.name}: written by another run (run_id {theirs[:40]}, this run's is"
-        f" {run_id[:40]}); not used"
-    )
 
 
 def capture_windows(run_dir: Path) -> list[CaptureWindow]:

@@ -299,14 +299,8 @@ def _foreign(
     path: Path, record: ev.Evidence | ev.Progress, rank: int, run_id: str | None
 ) -> str | None:
     """Why a rank's hang record is another rank's or another run's, or None."""
-    if record.rank != rank:
-        return f"{path.name}: written by rank {record.rank}, not rank {rank} (its name); not used"
-    if run_id is not None and record.run_id is not None and record.run_id != run_id:
-        return (
-            f"{path.name}: written by another run (run_id {record.run_id[:40]}, this run's is"
-            f" {run_id[:40]}); not used"
-        )
-    return None
+    why = rundir.other_rank(record.rank, rank) or rundir.other_run(record.run_id, run_id)
+    return f"{path.name}: {why}" if why else None
 
 
 def _read_fatal(

@@ -228,12 +228,11 @@ def _foreign(origin: Any, path: Path, manifest: dict[str, Any]) -> str | None:
     earlier attempt of the job; None when it is, or says nothing (another tool's)."""
     if not isinstance(origin, dict):
         return None
-    ours, theirs = manifest.get("run_id"), origin.get("run_id")
-    if isinstance(ours, str) and isinstance(theirs, str) and ours != theirs:
-        return f"written by another run (run_id {theirs[:40]}, this run's is {ours[:40]}); not used"
     named, said = rundir.rank_from_filename(path.name), origin.get("rank")
-    if named is not None and said is not None and said != named:
-        return f"written by rank {said}, not rank {named} (its name); not used"
+    why = rundir.other_run(origin.get("run_id"), manifest.get("run_id"))
+    why = why or rundir.other_rank(said, named)
+    if why is not None:
+        return why
     rank_meta = manifest.get("ranks", {}).get(named if named is not None else said) or {}
     now, then = rank_meta.get("attempt"), origin.get("attempt")
     if type(now) is int and type(then) is int and now != then:
