@@ -9,6 +9,7 @@ all_reduce:
 - ``stop``: sleeps ``--sleep-s`` (never joins: the others time out);
 - ``late``: sleeps ``--sleep-s`` then goes on (slow, not hung);
 - ``desync``: all-reduces a tensor one element longer than the others';
+- ``desync_op``: broadcasts (from rank 0) where the others all-reduce;
 - ``raise``: raises ``RuntimeError`` from ``load_batch``;
 - ``kill``: SIGKILLs itself;
 - ``abort``: ``os.abort()`` from ``native_crash`` (SIGABRT, as a C++ abort or a
@@ -108,7 +109,10 @@ def main() -> int:
                 native_crash()
             elif args.scenario == "desync":
                 grads = torch.cat([grads, torch.zeros(1)])
-        dist.all_reduce(grads, group=group)
+        if me and step == args.at and args.scenario == "desync_op":
+            dist.broadcast(grads, src=0, group=group)
+        else:
+            dist.all_reduce(grads, group=group)
         if group is not None:
             dist.all_reduce(loss.detach(), group=None)
         opt.step()

@@ -169,6 +169,21 @@ def test_a_desync_names_both_sides(tmp_path: Path) -> None:
             assert r.where is not None and r.where.file.endswith("hang_job.py"), r.where
 
 
+def test_a_desync_of_different_collectives_names_each_side_s_op(tmp_path: Path) -> None:
+    # Rank 2 broadcasts where ranks 0 and 1 all-reduce: the same seq, another collective.
+    out = tmp_path / "run"
+    proc = run_scenario(out, 3, "--scenario", "desync_op", "--rank", "2")
+    assert proc.returncode != 0
+    v = verdict_of(out)
+    assert v is not None and v.kind == "desync" and v.rank == 2
+    g = v.groups[0]
+    assert (g.pg, g.seq) == ("0", 7)
+    ops = {ranks: op for op, _, ranks in g.sides}
+    assert ops == {(0, 1): "all_reduce", (2,): "broadcast"}, g.sides
+    text = rankscope("report", str(out)).stdout
+    assert "DESYNC: Desync at seq 7 on the default group: rank 2: broadcast" in text, text
+
+
 def test_a_rank_that_raises_is_the_crashed_rank(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run_scenario(out, 3, "--scenario", "raise", "--rank", "1")
