@@ -114,6 +114,11 @@ def _discard(entry: Path) -> None:
         pass
 
 
+def discard(path: Path) -> None:
+    """Forget ``path``'s entry, so the next ingest parses the file again."""
+    _discard(cache_root() / cache_key(Path(path)))
+
+
 def _read_entry(entry: Path, path: Path) -> RankTrace | None:
     """An entry's tables, checked; None (and the entry removed) when it is not sound."""
     import pyarrow as pa

@@ -40,6 +40,7 @@ from rankscope.dashboard.ingest.workers import (
     expected_ranks,
     ingest_files,
     ingest_one,
+    name_rank_problem,
     trace_jobs,
 )
 from rankscope.profiler import rundir
@@ -112,10 +113,17 @@ def load_run(
         if t is None:
             continue
         foreign = _foreign(t.meta.get("origin"), f, manifest) if kind == "run_dir" else None
+        misnamed = name_rank_problem(t.meta, f)
+        if foreign is None and misnamed is not None and kind == "run_dir":
+            # The collector names each window by its own rank: a window saying another
+            # rank is another rank's (a copy under this name), never this rank's numbers.
+            foreign = f"{misnamed}; not used"
         if foreign is not None:
             skipped.append({"file": str(f), "reason": foreign})
             warnings.append(f"skipped {f}: {foreign}")
             continue
+        if misnamed is not None:
+            warnings.append(f"{f.name}: {misnamed}; read as rank {t.meta['rank']}")
         r = rank_of(t.meta, f)
         if r is not None and not rundir.valid_rank(r):
             reason = f"rank {r} is beyond the largest world size ({rundir.MAX_WORLD_SIZE})"

@@ -121,6 +121,15 @@ def parse_and_cache(
     return TraceRef(path, trace.meta, cached=True)
 
 
+def name_rank_problem(meta: dict[str, Any], path: Path) -> str | None:
+    """Why a trace whose ``distributedInfo`` (``meta["rank"]``) gives one rank and whose
+    file name another is not what its name says, or None (either one silent)."""
+    named, said = rundir.rank_from_filename(Path(path).name), meta.get("rank")
+    if named is None or not rundir.valid_rank(said) or said == named:
+        return None
+    return f"its trace says rank {said} (distributedInfo), its name rank {named}"
+
+
 def ingest_one(
     job: TraceJob, place: RunPlace | None = None, digest: DigestFn | None = None
 ) -> dict[str, Any]:
@@ -176,6 +185,11 @@ def ingest_files(
     todo: list[Path] = []
     for f in files:
         meta = cache.load_meta(f) if store else None
+        if meta is not None and name_rank_problem(meta, f) is not None:
+            # The entry says another rank than the file's name (an entry altered, or a
+            # file renamed in place): parse the file again rather than trust it.
+            cache.discard(f)
+            meta = None
         if meta is not None:
             done[str(f)] = TraceRef(str(f), meta, cached=True)
         else:

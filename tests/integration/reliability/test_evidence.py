@@ -155,6 +155,14 @@ def _window_of_another_rank(run: Path) -> None:
     )
 
 
+def _untagged_window_of_another_rank(run: Path) -> None:
+    # The same copy from a run recorded before windows carried a tag: its
+    # distributedInfo says rank 0, its name rank 1.
+    window = run / "rank1.step4-6.pt.trace.json.gz"
+    shutil.copy(next(run.glob("rank0.step*.pt.trace.json.gz")), window)
+    _rewrite_window(window, lambda doc: doc.pop("rankscope"))
+
+
 def _window_of_another_attempt(run: Path) -> None:
     # A window of another attempt of the job, left where a torchrun restart sets each
     # attempt's files aside (attemptK/).
@@ -332,6 +340,14 @@ CASES = [
         "rank1.step4-6.pt.trace.json.gz: written by rank 0, not rank 1 (its name); not used",
         SLOW_RANK,
         _window_unused,
+    ),
+    Case(
+        "untagged-window-of-another-rank",
+        _untagged_window_of_another_rank,
+        "rank1.step4-6.pt.trace.json.gz: its trace says rank 0 (distributedInfo), its name"
+        " rank 1; not used",
+        SLOW_RANK,
+        lambda rep: _window_unused(rep, "its trace says rank 0"),
     ),
     Case(
         "window-of-another-attempt",

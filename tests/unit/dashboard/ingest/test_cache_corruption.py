@@ -70,3 +70,24 @@ def test_corrupt_entry_is_a_miss_then_replaced(
     again = cache.load(trace)
     assert again is not None and again.meta == json.loads(json.dumps(parsed.meta))
     assert set(again.cpu.cols) == set(parsed.cpu.cols)
+
+
+def test_an_entry_that_says_another_rank_than_the_file_name_is_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every cache entry's rank rotated (1 -> 2): the report named rank 2's trace as
+    # rank 1's and the window's straggler moved, with no word of it.
+    from rankscope.dashboard.ingest.workers import ingest_files
+
+    monkeypatch.setenv("RANKSCOPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RANKSCOPE_CACHE_MIN_BYTES", "0")
+    trace = tmp_path / "rank1.pt.trace.json.gz"  # its distributedInfo says rank 1
+    shutil.copy(data_path("reference_runs", "h200_ddp2_balanced", "rank1.pt.trace.json.gz"), trace)
+    cache.store(parse_trace(trace))
+    meta_file = cache.cache_root() / cache.cache_key(trace) / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["rank"] == 1
+    meta_file.write_text(json.dumps({**meta, "rank": 2}))
+    refs, failed = ingest_files([trace])
+    assert not failed and refs[str(trace)].meta["rank"] == 1
+    assert json.loads(meta_file.read_text())["rank"] == 1  # and the entry is written anew
