@@ -95,6 +95,13 @@ MIN_LATE_SHARE = 2 / 3  # ... late (positive excess) at two steps in three or mo
 SPIKE_FRACTION = 1.0  # a stall: at least as long as a step without stalls ...
 SPIKE_SIGMAS = 8.0  # ... and 8 robust standard deviations of all excesses ...
 SPIKE_MIN_MS = 50.0  # ... and 50 ms (scheduler hiccups on a busy host stay under it)
+# Recurring bursts: at least BURST_MIN_RUNS runs of BURST_MIN_RUN or more consecutive
+# steps, each late by the persistent threshold and BURST_SIGMAS robust standard
+# deviations (a rank that checkpoints, evaluates or collects garbage for a few steps
+# now and then: too short for a stall, not one phase of a period, not most steps).
+BURST_MIN_RUN = 3
+BURST_MIN_RUNS = 2
+BURST_SIGMAS = 6.0
 ROTATING_MIN_SPIKES = 3
 ROTATING_MIN_REPEATS = 2  # stalls per rank, on 2+ ranks: one stray hiccup is not a pattern
 ROTATING_MAX_SHARE = 0.75
@@ -655,6 +662,28 @@ def _span(at: np.ndarray, e: np.ndarray, threshold: float) -> tuple[int, int] | 
     return (a if len(before) >= 2 else 0), (b if len(after) >= 2 else len(e))
 
 
+def _bursts(e: np.ndarray, level: float) -> np.ndarray | None:
+    """The steps of a rank's recurring bursts of lateness (``BURST_*``), or None.
+
+    Late (``e >= level``) in at least ``BURST_MIN_RUNS`` runs of ``BURST_MIN_RUN`` or
+    more consecutive steps; at most half the steps; and late outside those runs at no
+    more than half as many steps as inside them (stray spikes are not bursts).
+    """
+    late = e >= level
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], late.astype(np.int8), [0]))))
+    starts, ends = edges[0::2], edges[1::2]
+    long = (ends - starts) >= BURST_MIN_RUN
+    if int(long.sum()) < BURST_MIN_RUNS:
+        return None
+    sel = np.zeros(len(e), dtype=bool)
+    for a, b in zip(starts[long].tolist(), ends[long].tolist(), strict=True):
+        sel[a:b] = True
+    inside = int(sel.sum())
+    if inside > len(e) // 2 or int((late & ~sel).sum()) > inside // 2:
+        return None
+    return sel
+
+
 def _stall_period(stall_steps: list[int]) -> int | None:
     """N when 3+ stalls come exactly every N steps."""
     if len(stall_steps) < 3:
@@ -816,6 +845,32 @@ def decide(
                 )
             )
             selected[r] = everything
+            continue
+        burst = _bursts(e, max(persistent_min, BURST_SIGMAS * noise))
+        if burst is not None:
+            # Like a period: on two ranks or more, lateness that moves (a rotation
+            # candidate below), on one a straggler late at those steps.
+            periodic_verdicts.append(
+                _verdict(
+                    r,
+                    "intermittent",
+                    burst,
+                    k,
+                    comp_excess,
+                    n_steps,
+                    has_gpu,
+                    confidence="high" if float(e[burst].min()) >= 2 * persistent_min else "medium",
+                    p_value=None,
+                    excess_ms_per_step=round(float(e[burst].sum()) / n_steps, 3),
+                    excess_ci_ms=None,
+                    late_steps=int(burst.sum()),
+                    steps=[
+                        StepStall(int(steps[j]), round(float(e[j]), 3))
+                        for j in np.flatnonzero(burst)
+                    ],
+                )
+            )
+            selected[r] = burst
             continue
         hit = np.flatnonzero(e >= spike_min)
         if len(hit) and len(hit) <= max(1, n_steps // 2):

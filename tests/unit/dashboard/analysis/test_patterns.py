@@ -264,3 +264,39 @@ def test_a_rank_already_a_little_late_has_the_onset_of_its_real_lateness() -> No
     assert wr is not None
     v = wr.diagnosis.stragglers[0]
     assert (v.rank, v.cause, v.onset_step, v.end_step) == (1, "host_contention", 15, None)
+
+
+def test_recurring_bursts_are_an_intermittent_straggler_at_those_steps() -> None:
+    # Rank 1 is 30 ms late at steps 0-4, 20-24, 40-44 and 60-64 (a checkpoint or an
+    # evaluation every 20 steps, 5 steps long): no period (5 phases of 20), no onset,
+    # not most steps, under a stall: it used to get no verdict at all.
+    work = flat(4, 80)
+    bursts = [s for s in range(80) if s % 20 < 5]
+    work[1, bursts] = 40.0
+    wr = whole_run(run_of(work), has_gpu=False)
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.rank, v.pattern, v.severity) == (1, "intermittent", "high")
+    assert [st.step for st in v.steps] == bursts
+    # what-if: 20 of 80 steps lose ~30 ms: ~7.5 ms per step
+    assert 7.0 < v.est_saving_ms_per_step < 8.0
+
+
+def test_bursts_on_two_ranks_in_turn_are_no_straggler_each() -> None:
+    # Rank 1 late at steps 0-4, 40-44; rank 2 at 20-24, 60-64: lateness that moves.
+    work = flat(4, 80)
+    for s in range(80):
+        if s % 20 < 5:
+            work[1 if s % 40 < 20 else 2, s] = 40.0
+    wr = whole_run(run_of(work), has_gpu=False)
+    assert wr is not None
+    assert wr.diagnosis.stragglers == []
+    assert wr.diagnosis.rotating is not None
+
+
+def test_a_short_run_of_late_steps_once_is_no_burst() -> None:
+    # One 3-step run of lateness (under a stall): not recurring, no verdict.
+    work = flat(4, 80)
+    work[1, 30:33] = 40.0
+    wr = whole_run(run_of(work), has_gpu=False)
+    assert wr is not None and wr.diagnosis.stragglers == []
