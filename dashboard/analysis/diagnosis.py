@@ -684,6 +684,11 @@ def _bursts(e: np.ndarray, level: float) -> np.ndarray | None:
     return sel
 
 
+def _stalls(steps: np.ndarray, e: np.ndarray, at: np.ndarray) -> list[StepStall]:
+    """A rank's late steps ``at`` (a mask over ``steps``), each with its excess in ms."""
+    return [StepStall(int(steps[j]), round(float(e[j]), 3)) for j in np.flatnonzero(at)]
+
+
 def _stall_period(stall_steps: list[int]) -> int | None:
     """N when 3+ stalls come exactly every N steps."""
     if len(stall_steps) < 3:
@@ -786,9 +791,7 @@ def decide(
                     excess_ms_per_step=round(float(e[sel].sum()) / n_steps, 3),
                     excess_ci_ms=None,
                     late_steps=int(sel.sum()),
-                    steps=[
-                        StepStall(int(steps[j]), round(float(e[j]), 3)) for j in np.flatnonzero(sel)
-                    ],
+                    steps=_stalls(steps, e, sel),
                     period_steps=period,
                     **_bounds(steps, _span(at, e, persistent_min)),
                 )
@@ -864,17 +867,14 @@ def decide(
                     excess_ms_per_step=round(float(e[burst].sum()) / n_steps, 3),
                     excess_ci_ms=None,
                     late_steps=int(burst.sum()),
-                    steps=[
-                        StepStall(int(steps[j]), round(float(e[j]), 3))
-                        for j in np.flatnonzero(burst)
-                    ],
+                    steps=_stalls(steps, e, burst),
                 )
             )
             selected[r] = burst
             continue
-        hit = np.flatnonzero(e >= spike_min)
-        if len(hit) and len(hit) <= max(1, n_steps // 2):
-            spikes[r] = [StepStall(int(steps[j]), round(float(e[j]), 3)) for j in hit]
+        hit = e >= spike_min
+        if 0 < int(hit.sum()) <= max(1, n_steps // 2):
+            spikes[r] = _stalls(steps, e, hit)
     if len(periodic_verdicts) >= 2:
         # Several ranks late at their own phase: lateness that moves between ranks,
         # a rotation candidate, not one straggler per rank.

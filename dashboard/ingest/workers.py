@@ -125,7 +125,7 @@ def name_rank_problem(meta: dict[str, Any], path: Path) -> str | None:
     """Why a trace whose ``distributedInfo`` (``meta["rank"]``) gives one rank and whose
     file name another is not what its name says, or None (either one silent)."""
     named, said = rundir.rank_from_filename(Path(path).name), meta.get("rank")
-    if named is None or not rundir.valid_rank(said) or said == named:
+    if rundir.other_rank(said, named) is None:  # the one test of a name against a rank
         return None
     return f"its trace says rank {said} (distributedInfo), its name rank {named}"
 

@@ -204,7 +204,7 @@ def origin_of(tag: Any) -> dict[str, Any] | None:
     run_id, rank, attempt = tag.get("run_id"), tag.get("rank"), tag.get("attempt")
     return {
         "run_id": run_id if isinstance(run_id, str) and run_id else None,
-        "rank": rank if type(rank) is int and rundir.valid_rank(rank) else None,
+        "rank": rank if rundir.valid_rank(rank) else None,
         "attempt": attempt if type(attempt) is int and attempt >= 0 else None,
     }
 

@@ -148,19 +148,26 @@ def test_the_report_puts_the_hang_first(stop_run: tuple[Path, list[tuple[float, 
     assert report["hang"]["kind"] == "missing_rank" and report["hang"]["rank"] == 2
 
 
+def desync_of(out: Path, scenario: str) -> HangVerdict:
+    """The verdict of a 3-rank run where rank 2 does ``scenario`` at step 6: a desync that
+    names rank 2 at seq 7 of the default group."""
+    proc = run_scenario(out, 3, "--scenario", scenario, "--rank", "2")
+    assert proc.returncode != 0
+    v = verdict_of(out)
+    assert v is not None and v.kind == "desync" and v.rank == 2
+    assert (v.groups[0].pg, v.groups[0].seq) == ("0", 7)
+    return v
+
+
 # gloo aborts one desynced peer (SIGABRT, from its transport thread: rank 1 in every
 # run here) before it writes anything; the other two write their evidence on the
 # collective error or torchrun's SIGTERM, each with its own size at seq 7. Once xfail
 # (1 run in 6 named dead ranks, before evidence was written on a SIGTERM that finds the
 # rank blocked in a collective); 24 of 24 runs since, 10 of them beside two CPU hogs.
 def test_a_desync_names_both_sides(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    proc = run_scenario(out, 3, "--scenario", "desync", "--rank", "2")
-    assert proc.returncode != 0
-    v = verdict_of(out)
-    assert v is not None and v.kind == "desync" and v.rank == 2
+    v = desync_of(tmp_path / "run", "desync")
     g = v.groups[0]
-    assert (g.pg, g.seq, g.op) == ("0", 7, "all_reduce")
+    assert g.op == "all_reduce"
     sizes = {ranks: nbytes for _, nbytes, ranks in g.sides}
     assert sizes[(2,)] == sizes[(0,)] + 4  # one float more
     # The aborted peer is placed in the training loop, not in rankscope's own threads.
@@ -172,12 +179,7 @@ def test_a_desync_names_both_sides(tmp_path: Path) -> None:
 def test_a_desync_of_different_collectives_names_each_side_s_op(tmp_path: Path) -> None:
     # Rank 2 broadcasts where ranks 0 and 1 all-reduce: the same seq, another collective.
     out = tmp_path / "run"
-    proc = run_scenario(out, 3, "--scenario", "desync_op", "--rank", "2")
-    assert proc.returncode != 0
-    v = verdict_of(out)
-    assert v is not None and v.kind == "desync" and v.rank == 2
-    g = v.groups[0]
-    assert (g.pg, g.seq) == ("0", 7)
+    g = desync_of(out, "desync_op").groups[0]
     ops = {ranks: op for op, _, ranks in g.sides}
     assert ops == {(0, 1): "all_reduce", (2,): "broadcast"}, g.sides
     text = rankscope("report", str(out)).stdout
