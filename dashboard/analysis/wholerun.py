@@ -710,7 +710,10 @@ def whole_run(
     for v in diag.stragglers:
         if timed and v.cause == "unknown" and v.cause_detail is None:
             _off_cpu(v)
-        if v.cause in ("unknown", "hardware") and v.hint is None:
+        # The step timer says how much, not which code: a window of those steps says it.
+        # "more CPU work" included (a stall half busy loop, half sleep reads cpu_compute
+        # or unknown by a hair: seen in CI, and only the unknown one pointed at attach).
+        if v.cause in ("unknown", "hardware", "cpu_compute") and v.hint is None:
             v.hint = LIGHT_HINT
         # onset and end in seconds from the first shared step, on the rank's own clock
         k = int(np.flatnonzero(gaps.ranks == v.rank)[0])

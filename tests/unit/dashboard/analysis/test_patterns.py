@@ -300,3 +300,20 @@ def test_a_short_run_of_late_steps_once_is_no_burst() -> None:
     work[1, 30:33] = 40.0
     wr = whole_run(run_of(work), has_gpu=False)
     assert wr is not None and wr.diagnosis.stragglers == []
+
+
+def test_a_stall_half_cpu_half_sleep_points_at_a_window_whatever_its_cause() -> None:
+    # A real CI run (tests/data/README.md): rank 2's 300 ms stall, half a busy loop and
+    # half a sleep, read as cpu_compute by a hair (0.956 against 0.938 ms/step unknown),
+    # and only an unknown cause had the hint to capture a window of those steps.
+    from rankscope.dashboard.analysis.wholerun import light_ranks, seq_shifts
+    from rankscope.dashboard.ingest.run import load_run
+
+    data = Path(__file__).parents[3] / "data" / "light_runs" / "stall_half_cpu"
+    lights = light_ranks(load_run(data).ranks)
+    wr = whole_run(lights, has_gpu=False, shifts=seq_shifts(lights))
+    assert wr is not None
+    (v,) = wr.diagnosis.stragglers
+    assert (v.rank, v.pattern) == (2, "intermittent")
+    assert [st.step for st in v.steps] == [120, 241]
+    assert v.hint is not None and "rankscope attach" in v.hint, (v.cause, v.hint)
