@@ -81,9 +81,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             ("deep", (*BALANCED, "--depth", "1500"), WINDOW),
             (
                 "stall",
-                ("--scenario", "periodic", "--rank", "1", "--ms", "60", "--at-step", "16",
-                 "--every", "3", "--steps", "34"),
-                "4-11,16-31",
+                ("--scenario", "periodic", "--rank", "1", "--ms", "90", "--at-step", "20",
+                 "--every", "3", "--steps", "50"),
+                "4-15,20-47",
             ),
         )  # fmt: skip
         for group in later:
@@ -205,12 +205,16 @@ def test_more_gradients_is_a_communication_change(runs: dict[str, Path]) -> None
 def test_two_windows_of_one_run_name_the_stall_that_began_between_them(
     runs: dict[str, Path],
 ) -> None:
+    """Windows of 12 and 28 steps, a 90 ms stall: a 60 ms stall every 3rd step over 8
+    and 16 steps once gave "No significant change: 17.4 -> 30.5 ms (90% interval -0.7
+    to +27.2 ms)" on a loaded machine, an honest answer to too few steps (a stall every
+    3rd step is a spread of ~28 ms a step on its own)."""
     run = str(runs["stall"])
     code, c, err = compare(
-        run, run, "--base-steps", "4:11", "--new-steps", "16:31", "--fail-if", "new-straggler"
+        run, run, "--base-steps", "4:15", "--new-steps", "20:47", "--fail-if", "new-straggler"
     )
     assert c["verdict"] == "slower", c["headline"]
-    assert c["scope"]["base_steps"] == 8 and c["scope"]["new_steps"] == 16
+    assert c["scope"]["base_steps"] == 12 and c["scope"]["new_steps"] == 28
     # the stall is Python outside any op: idle on rank 1, which rank 0 waits for
     assert c["origin"] is not None and c["origin"]["rank"] == 1, c["headline"]
     assert c["origin"]["component"] == "idle" and "rank 1" in c["headline"]
@@ -219,5 +223,5 @@ def test_two_windows_of_one_run_name_the_stall_that_began_between_them(
     assert code == 4 and "new-straggler" in err
     parts_add_up(c)
     # the same window on both sides: nothing changed
-    code, same, _ = compare(run, run, "--base-steps", "4:11", "--new-steps", "4:11")
+    code, same, _ = compare(run, run, "--base-steps", "4:15", "--new-steps", "4:15")
     assert same["verdict"] == "no_significant_change" and code == 0
