@@ -211,6 +211,15 @@ def _verdict(report: Report) -> str:
     run = report.run
     s = report.stragglers
     whole = report.whole_run
+    light = [p for p in report.pipelines if p.source == "light" and p.first_step is not None]
+    if run.step_source == "none" and whole is None and light and report.verdict is not None:
+        # no collectives and no window: the pipeline's sends and receives the collector timed
+        p = light[0]
+        assert p.first_step is not None and p.last_step is not None
+        return (
+            f"{wording.whole_run_scope(len(run.ranks), run.world_size, p.first_step, p.last_step)}"
+            f" {report.verdict.headline}"
+        )
     if run.step_source == "none":
         if whole is None:
             said = any(w.startswith(wording.NO_WHOLE_RUN) for w in run.warnings)

@@ -64,6 +64,7 @@ from rankscope.profiler.settings import parse_port
 from rankscope.profiler.telemetry import Sampler, open_sampler, with_torch_memory
 
 if TYPE_CHECKING:
+    from rankscope.profiler.p2p import P2PLog
     from rankscope.profiler.progress import ProgressWatch
 
 # The collector that owns this process's rank files; a second Collector started
@@ -233,6 +234,7 @@ class Collector:
         self._pid = os.getpid()
         self._delegate: Collector | None = None
         self._recorder: Recorder | None = None
+        self._p2p: P2PLog | None = None
         self._meta: dict[str, Any] = {}
         self._meta_lock = threading.Lock()
         self._meta_dirty = False
@@ -353,6 +355,11 @@ class Collector:
                 )
                 if off is not None:
                     self._set_meta("collectives", {"absent": off})
+            if self.world_size > 1:
+                with self.faults.guard("p2p"):
+                    from rankscope.profiler import p2p
+
+                    self._p2p = p2p.install(torch)
         auto = None
         if self.auto_capture:
             with self.faults.guard("auto-capture"):
@@ -388,6 +395,7 @@ class Collector:
             self._control,
             fr_log,
             auto,
+            self._p2p,
         )
         self._recorder.start()
         with self.faults.guard("progress"):
@@ -469,6 +477,10 @@ class Collector:
                 self._progress.stop()
             if self._recorder is not None:
                 self._recorder.stop()
+            if self._p2p is not None:
+                from rankscope.profiler import p2p
+
+                p2p.close(self._p2p)
         except Exception as e:
             self.faults.report("stop", e)
         finally:
@@ -1090,6 +1102,9 @@ class Collector:
                         self._meta_dirty = True
                 if self._meta.get("device_name") is None:
                     self._meta["device_name"] = recorder.sampler_info.get("device_name", "cpu")
+            if self._p2p is not None and self._meta.get("p2p") != (info := self._p2p.describe()):
+                self._meta["p2p"] = info
+                self._meta_dirty = True
             fr_log = recorder.collectives if recorder is not None else None
             if fr_log is not None:
                 info = fr_log.describe()

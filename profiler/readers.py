@@ -398,6 +398,10 @@ def repeated_collectives(name: str, repeats: list[tuple[str, int]]) -> str:
     )
 
 
+# The fields only the collector's own rows have (``rankscope.profiler.p2p``).
+_COLLECTOR_ONLY = ("source", "peer", "wait_start_ns")
+
+
 def read_collectives(run_dir: Path, rank: int, bad: Problems = None) -> list[dict[str, Any]]:
     """The flight-recorder records of a rank (``records.CollectiveRecord`` as dicts).
 
@@ -425,6 +429,9 @@ def read_collectives(run_dir: Path, rank: int, bad: Problems = None) -> list[dic
             continue
         seen.add(values)
         row = dict(zip(fields, values, strict=True))
+        for extra in _COLLECTOR_ONLY:  # absent from flight-recorder rows: left out, as written
+            if row[extra] is None:
+                del row[extra]
         key = collective_identity(r)
         j = where.get(key)
         if j is None:

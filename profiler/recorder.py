@@ -13,7 +13,8 @@ With a ``control`` channel (``rankscope.profiler.control``) this thread also pol
 attach requests and writes the rank's heartbeat and acknowledgements. With a
 ``collectives`` log (``rankscope.profiler.collectives``) it reads the flight
 recorder when that log's schedule says so (and once more, for everything left,
-when it stops) and appends ``rank{R}.collectives.jsonl`` at each flush; with
+when it stops) and appends ``rank{R}.collectives.jsonl`` at each flush, with the
+rows of a ``p2p`` log (``rankscope.profiler.p2p``: gloo's sends and receives); with
 ``auto`` (``rankscope.profiler.autocapture``) it feeds every finished step to the
 slowdown trigger as soon as it wakes, not only at flushes.
 """
@@ -36,6 +37,7 @@ from rankscope.profiler.telemetry import Sampler
 if TYPE_CHECKING:
     from rankscope.profiler.autocapture import AutoCapture
     from rankscope.profiler.collectives import FlightRecorderLog
+    from rankscope.profiler.p2p import P2PLog
 
 # (step, start_ns, end_ns, data_ns, capture, cpu_ns, runq_ns): -1 (or "" for the
 # capture phase, rundir.CAPTURE_PHASES) means not measured and is left out of the line
@@ -65,6 +67,7 @@ class Recorder(threading.Thread):
         control: ControlChannel | None = None,
         collectives: FlightRecorderLog | None = None,
         auto: AutoCapture | None = None,
+        p2p: P2PLog | None = None,
     ) -> None:
         super().__init__(name=f"rankscope-recorder-{rank}", daemon=True)
         self.run_dir = Path(run_dir)
@@ -80,6 +83,7 @@ class Recorder(threading.Thread):
         self.control = control
         self.collectives = collectives
         self.auto = auto
+        self.p2p = p2p
         self._finished_steps: deque[StepRecord] = deque(maxlen=_BUFFER_LIMIT)
         self._collective_rows: deque[dict[str, Any]] = deque(maxlen=_BUFFER_LIMIT)
         self.poll_collectives = False  # set by other threads: read the flight recorder now
@@ -188,6 +192,8 @@ class Recorder(threading.Thread):
             self._flush_requested.wait(max(0.0, wake - time.monotonic()))
         if self.collectives is not None:
             self._collective_rows.extend(self.collectives.poll(final=True))
+        if self.p2p is not None:
+            self._collective_rows.extend(self.p2p.drain(final=True))
         self._flush()
         if control is not None:
             control.close()
@@ -216,7 +222,7 @@ class Recorder(threading.Thread):
             self._files["telemetry"] = open(  # noqa: SIM115 - kept open, closed in run()
                 rundir.telemetry_path(self.run_dir, self.rank), "w", encoding="utf-8"
             )
-        if self.collectives is not None:
+        if self.collectives is not None or self.p2p is not None:
             self._files["collectives"] = open(  # noqa: SIM115 - kept open, closed in run()
                 rundir.collectives_path(self.run_dir, self.rank), "w", encoding="utf-8"
             )
@@ -273,6 +279,8 @@ class Recorder(threading.Thread):
         self._take_steps()
         steps = [self._finished_steps.popleft() for _ in range(len(self._finished_steps))]
         self._write_lines("steps", [_step_line(*record) for record in steps])
+        if self.p2p is not None and not self._stop_event.is_set():
+            self._collective_rows.extend(self.p2p.drain())
         rows = [self._collective_rows.popleft() for _ in range(len(self._collective_rows))]
         self._write_lines("collectives", [_line(r) for r in rows])
         samples = [self._samples.popleft() for _ in range(len(self._samples))]

@@ -121,6 +121,13 @@ class CollectiveRecord(Struct, omit_defaults=True):
     end_ns: Ns | None
     duration_ms: Finite | None
     state: str
+    # Rows the collector timed itself (``rankscope.profiler.p2p``: gloo's sends and
+    # receives, which its flight recorder does not log): ``source`` is "collector",
+    # ``peer`` the other rank, ``wait_start_ns`` when the training thread began to wait
+    # for it (until ``end_ns``). Absent in flight-recorder rows.
+    source: str | None = None
+    peer: Rank | None = None
+    wait_start_ns: Ns | None = None
 
 
 class TelemetrySample(Struct, omit_defaults=True):

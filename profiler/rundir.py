@@ -57,6 +57,12 @@ What the collector (``rankscope.profiler.collector``) puts in these files:
   GPU time from its start to its end CUDA event (NCCL with
   ``TORCH_NCCL_ENABLE_TIMING=1``; else null); ``state`` is the recorder's
   ("scheduled", "started", "completed").
+  gloo's sends and receives, which its flight recorder does not log, are timed
+  by the collector itself (``rankscope.profiler.p2p``) and written with
+  ``"p2p": true, "source": "collector"``, ``peer`` (the other rank) and
+  ``wait_start_ns`` (when the training thread began to wait for it; ``end_ns``:
+  when the wait returned); ``seq`` counts this rank's own sends and receives in
+  the group. The meta record's ``p2p`` says how many were logged and dropped.
   Lines are in issue order per process group; ``read_collectives`` reads them.
   The collector writes each flight-recorder entry once (by its record id), so a
   line equal to an earlier one is a copy (a file appended to itself): readers

@@ -317,7 +317,17 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     whole_stragglers = imbalance.whole_run_stragglers(whole) if whole else []
     evidence = evidence_mod.run_evidence(run)
     warnings += [wording.evidence_warning(e) for e in evidence if not e.complete]
-    if whole is None and any(rd.steps_file for rd in run.ranks.values()):
+    # No trace window: the sends and receives the collector timed (gloo) over the run.
+    light_pipes = (
+        []
+        if steps
+        else pipeline_mod.light_pipelines(
+            {r: rd.light_comms for r, rd in run.ranks.items()},
+            {r: rd.step_marks for r, rd in run.ranks.items()},
+            has_gpu,
+        )
+    )
+    if whole is None and not light_pipes and any(rd.steps_file for rd in run.ranks.values()):
         # A collector run without a whole-run section says why (issue 26: never silently),
         # naming each file that could not be used.
         why = wholerun.absent_reason(run.ranks, ring_ranks)
@@ -353,6 +363,8 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         {r: d.p2p for r, d in digests.items()},
         {} if has_gpu else _cpu_ms(run, steps),
     )
+    if not pipes:
+        pipes = light_pipes
     if len(run.ranks) > 1 and steps and not len(matched):
         warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")
 

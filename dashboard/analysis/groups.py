@@ -70,6 +70,8 @@ def group_summaries(
     descs: dict[str, str] = {}
     for r, rd in sorted(ranks.items()):
         comms = rd.light_comms
+        if len(comms) and "p2p" in comms and comms["p2p"].any():
+            comms = comms.filter(comms["p2p"] == 0)  # a rank's own count: never paired by seq
         if not len(comms):
             continue
         pgs = comms.vocab.get("pg", [])

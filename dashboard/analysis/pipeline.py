@@ -1,4 +1,8 @@
-"""Pipelines from the trace window: stages, their bubble, and the stage that holds them back.
+"""Pipelines: stages, their bubble, and the stage that holds them back.
+
+From the trace window (``pipelines_of``) or, over the whole run, from the light
+layer's sends and receives that the collector timed itself on gloo
+(``light_pipelines``; ``rankscope.profiler.p2p``).
 
 ``pipelines_of(comms, windows, steps, offsets)`` reads each rank's point-to-point
 rows (``send``/``recv``/``isend``/``irecv`` in the ingest's ``comms`` table) over
@@ -48,6 +52,16 @@ What-if: with per-micro-batch stage times c_s = B_s/m (B: busy per step), a
 GPipe/1F1B step takes about (m-1) max c + sum c; spread evenly it would take
 (m+p-1) mean c, so rebalancing saves about (m-1)(B_max - B_mean)/m per step
 (without m: step x (1 - B_mean/B_max)).
+
+**Over the whole run** (``light_pipelines``, ``source`` "light"): each send and
+receive the collector timed names its peer, so neighbours are the ranks that
+exchanged ``MIN_PAIRS`` operations or more each way (each keeps its two busiest
+partners), not a guess from timing; a rank is ``blocked`` from when its training
+thread began to wait for an operation until the wait returned (a receive waits
+for the send; an ``isend`` waited for later is blocked only then), and its steps
+are the step timer's. Steps are those every stage timed, less the first (start-up)
+and any a profiler window touched. NCCL's sends and receives (its flight
+recorder's) carry no CPU wait and are not used here.
 """
 
 from __future__ import annotations
@@ -100,6 +114,11 @@ class Pipeline(msgspec.Struct, frozen=True, kw_only=True):
     step_ms: float
     # the busiest stage's CPU time / the median stage's (no GPU, step timer); null otherwise
     cpu_ratio: float | None = None
+    # "window": the trace window's sends and receives; "light": the collector's timing of
+    # gloo's over the whole run (module docstring), with the steps it covers
+    source: str = "window"
+    first_step: int | None = None
+    last_step: int | None = None
 
 
 def _rows(
@@ -275,8 +294,18 @@ def pipelines_of(
             rows[r] = d
     if len(rows) < 2:
         return []
+    return _pipelines(rows, _neighbours(rows), windows, steps, cpu_ms or {})
+
+
+def _pipelines(
+    rows: dict[int, dict[str, np.ndarray]],
+    adj: dict[int, set[int]],
+    windows: Mapping[int, dict[int, tuple[int, int]]],
+    steps: list[int],
+    cpu_ms: Mapping[int, float],
+) -> list[Pipeline]:
     out = []
-    for chain in _chains(_neighbours(rows)):
+    for chain in _chains(adj):
         first, last = rows[chain[0]], rows[chain[-1]]
         source = "first send"
         if _sends_first(last) and not _sends_first(first):
@@ -285,7 +314,101 @@ def pipelines_of(
             source = "rank order"
             if chain[-1] < chain[0]:
                 chain = chain[::-1]
-        out.append(_pipeline(chain, rows, windows, steps, source, cpu_ms or {}))
+        out.append(_pipeline(chain, rows, windows, steps, source, cpu_ms))
+    return out
+
+
+def _by_peer(rows: dict[int, dict[str, np.ndarray]]) -> dict[int, set[int]]:
+    """Neighbours from the peers the sends and receives name (``light_pipelines``)."""
+    count: dict[tuple[int, int], int] = {}  # (rank, peer): operations rank had with peer
+    for r, d in rows.items():
+        peers, n = np.unique(d["peer"][d["peer"] >= 0], return_counts=True)
+        for peer, k in zip(peers.tolist(), n.tolist(), strict=True):
+            if peer != r and peer in rows:
+                count[(r, peer)] = k
+    kept: dict[int, set[int]] = {}
+    for r in rows:
+        mine = sorted(
+            ((n, peer) for (a, peer), n in count.items() if a == r and n >= MIN_PAIRS),
+            reverse=True,
+        )
+        kept[r] = {peer for _, peer in mine[:2]}
+    return {r: {p for p in kept[r] if r in kept.get(p, set())} for r in rows}
+
+
+def light_pipelines(
+    comms: Mapping[int, Table], marks: Mapping[int, Table], has_gpu: bool
+) -> list[Pipeline]:
+    """Every pipeline over the whole run from the light layer (module docstring); [] when
+    no two ranks logged sends and receives the collector timed."""
+    rows: dict[int, dict[str, np.ndarray]] = {}
+    windows: dict[int, dict[int, tuple[int, int]]] = {}
+    cpu: dict[int, dict[int, int]] = {}
+    for r in sorted(comms):
+        t, m = comms[r], marks.get(r)
+        if not len(t) or "wait_start_ns" not in t or m is None or not len(m):
+            continue
+        timed = (t["p2p"] != 0) & (t["wait_start_ns"] >= 0)
+        if not timed.any() or "start_ns" not in m or "end_ns" not in m:
+            continue
+        step, lo, hi = (np.asarray(m[k], np.int64) for k in ("step", "start_ns", "end_ns"))
+        ok = np.ones(len(step), dtype=bool)
+        if "capture" in m:
+            ok &= np.nan_to_num(np.asarray(m["capture"], np.float64), nan=0.0) == 0
+        windows[r] = {
+            int(s): (int(a), int(b)) for s, a, b, k in zip(step, lo, hi, ok, strict=True) if k
+        }
+        if "cpu_ns" in m and not has_gpu:
+            c = np.nan_to_num(np.asarray(m["cpu_ns"], np.float64), nan=-1.0)
+            cpu[r] = {int(s): int(v) for s, v in zip(step, c, strict=True) if v >= 0}
+        names = t.strings("name")
+        send = np.isin(names, _SENDS)[timed]
+        enq, wait, end = t["enqueue_ns"][timed], t["wait_start_ns"][timed], t["end_ns"][timed]
+        end = np.maximum(end, wait)
+        # a send from its call (its peer's receive ends just after); a receive from the
+        # wait (before it, the data may have been there already)
+        start = np.where(send, enq, wait)
+        spans = sorted(windows[r].items(), key=lambda kv: kv[1])
+        if not spans:
+            continue
+        bounds = np.array([b for _, b in spans], dtype=np.int64)
+        at = np.searchsorted(bounds[:, 0], start, "right") - 1
+        inside = (at >= 0) & (start < bounds[np.clip(at, 0, None), 1])
+        if not inside.any():
+            continue
+        step_of = np.array([s for s, _ in spans], dtype=np.int64)[at[inside]]
+        order = np.argsort(start[inside], kind="stable")
+        rows[r] = {
+            "start": start[inside][order],
+            "end": end[inside][order],
+            "send": send[inside][order],
+            "step": step_of[order],
+            "peer": np.asarray(t["peer"][timed], np.int64)[inside][order],
+            "blocked_start": wait[inside][order],
+            "blocked_end": end[inside][order],
+        }
+    if len(rows) < 2:
+        return []
+    out = []
+    for pipe in _pipelines(rows, _by_peer(rows), windows, [], {}):
+        members = pipe.ranks
+        shared = set.intersection(*(set(windows[r]) for r in members))
+        steps = sorted(shared)[1:]  # the first: start-up
+        if not steps:
+            continue
+        cpu_ms = {}
+        if all(r in cpu for r in members):
+            for r in members:
+                vals = [cpu[r][s] for s in steps if s in cpu[r]]
+                if vals:
+                    cpu_ms[r] = float(np.mean(vals)) / NS_PER_MS
+        sub = {r: rows[r] for r in members}
+        for again in _pipelines(sub, _by_peer(sub), windows, steps, cpu_ms)[:1]:
+            out.append(
+                msgspec.structs.replace(
+                    again, source="light", first_step=steps[0], last_step=steps[-1]
+                )
+            )
     return out
 
 

@@ -324,6 +324,18 @@ def with_pipeline(
     slow = [
         p for p in pipelines if p.bottleneck_rank is not None and p.bottleneck_stage is not None
     ]
+    if verdict is None and pipelines and all(p.source == "light" for p in pipelines):
+        # No window and no collectives: the light layer's sends and receives are the evidence.
+        p = max(pipelines, key=lambda q: len(q.stages))
+        verdict = RunVerdict(
+            headline="",
+            rank=None,
+            cause=None,
+            pattern="none",
+            source="whole_run",
+            agreement="single",
+            onset_step=None,
+        )
     if verdict is not None and not slow and pipelines and verdict.pattern == "none":
         # No rank is late and no stage is slow: the waiting is the pipeline's bubble.
         p = max(pipelines, key=lambda q: len(q.stages))
@@ -362,7 +374,9 @@ def with_pipeline(
         rank=p.bottleneck_rank,
         cause=cause,
         pattern="persistent",
-        source="window"
+        source="whole_run"
+        if p.source == "light"
+        else "window"
         if verdict.source == "whole_run" and verdict.pattern == "none"
         else verdict.source,
     )

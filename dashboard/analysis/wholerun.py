@@ -532,6 +532,10 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
     out = []
     for r, rd in sorted(ranks.items()):
         marks, comms = rd.step_marks, rd.light_comms
+        if len(comms) and "p2p" in comms and comms["p2p"].any():
+            # sends and receives are never paired across ranks by seq (it counts each
+            # rank's own); pipelines are analysis.pipeline's (``light_pipelines``)
+            comms = comms.filter(comms["p2p"] == 0)
         if not len(marks) or not len(comms) or "start_ns" not in marks or "end_ns" not in marks:
             continue
         codes = np.array([pg_code[p] for p in comms.vocab["pg"]], dtype=np.int64)
@@ -598,9 +602,10 @@ def absent_reason(ranks: dict[int, RankData], ring_ranks: Collection[int] = ()) 
         return (
             f"the ranks' collective logs hold no collective inside a step (only"
             f" {', '.join(logged[:4]) or 'none'}, before or after the steps), so no step"
-            " shows who arrived last; point-to-point send/recv (a pipeline) are not in"
-            " gloo's flight recorder: capture a trace window (`--profile`) to see the"
-            " stages and their waits"
+            " shows who arrived last; a pipeline's send/recv are not collectives (gloo's"
+            " flight recorder does not log them, and this run's collector did not time"
+            " them): capture a trace window (`--profile`) to see the stages and"
+            " their waits"
         )
     if len(usable) >= 2:
         # Logs enough, yet no verdict: say so rather than drop the section unnamed.

@@ -41,7 +41,10 @@ class RankData:
       it start / end: upper bounds; -1 unknown) and duration_ms (NCCL's GPU time
       from its start to its end event; NaN unknown, always with gloo); empty where
       the collector did not record it; p2p (1: a send or receive, whose seq counts the
-      group's p2p operations apart from its collectives)
+      group's p2p operations apart from its collectives); peer and wait_start_ns (-1:
+      unknown; gloo's sends and receives, which the collector times itself,
+      ``rankscope.profiler.p2p``: the other rank, and when the rank began to wait for
+      the operation, until end_ns)
 
     Each is read when first used: a report over many ranks reads each rank's
     digest (``analysis.digest``), not its events. ``steps_file`` and
@@ -160,7 +163,9 @@ def _stream_light_comms(
     """``rank{R}.collectives.jsonl`` as a Table, streamed: each record goes straight
     into typed columns (8 bytes a number, a 4-byte code a string), never a dict a
     record, so memory is about what is kept (a 383 MB log: ~70 MB of columns)."""
-    ints = {k: array("q") for k in ("seq", "enqueue_ns", "start_ns", "end_ns")}
+    ints = {
+        k: array("q") for k in ("seq", "enqueue_ns", "start_ns", "end_ns", "peer", "wait_start_ns")
+    }
     duration = array("d")
     codes: dict[str, array[int]] = {"pg": array("i"), "name": array("i"), "pg_desc": array("i")}
     vocab: dict[str, dict[str, int]] = {"pg": {}, "name": {}, "pg_desc": {}}
@@ -176,6 +181,8 @@ def _stream_light_comms(
         ints["enqueue_ns"].append(rec.enqueue_ns)
         ints["start_ns"].append(-1 if rec.start_ns is None else rec.start_ns)
         ints["end_ns"].append(-1 if rec.end_ns is None else rec.end_ns)
+        ints["peer"].append(-1 if rec.peer is None else rec.peer)
+        ints["wait_start_ns"].append(-1 if rec.wait_start_ns is None else rec.wait_start_ns)
         duration.append(np.nan if rec.duration_ms is None else rec.duration_ms)
         for key, value in (("pg", rec.pg), ("name", rec.name), ("pg_desc", rec.pg_desc)):
             index = vocab[key]
@@ -189,7 +196,10 @@ def _stream_light_comms(
         "p2p": np.frombuffer(p2p, dtype=np.int8),
     }
     order = ("pg", "name", "pg_desc", "seq", "enqueue_ns", "start_ns", "end_ns", "duration_ms")
-    table = Table({k: cols[k] for k in (*order, "p2p")}, {k: list(v) for k, v in vocab.items()})
+    table = Table(
+        {k: cols[k] for k in (*order, "p2p", "peer", "wait_start_ns")},
+        {k: list(v) for k, v in vocab.items()},
+    )
     found = _repeats(
         table,
         np.frombuffer(score, dtype=np.int8),
@@ -280,6 +290,8 @@ def _light_comms_table(rows: list[dict[str, Any]]) -> Table:
                 dtype=np.float64,
             ),
             "p2p": np.array([bool(r.get("p2p", False)) for r in rows], dtype=np.int8),
+            "peer": _ns_or_minus_one([r.get("peer") for r in rows]),
+            "wait_start_ns": _ns_or_minus_one([r.get("wait_start_ns") for r in rows]),
         },
         strings=("pg", "name", "pg_desc"),
     )

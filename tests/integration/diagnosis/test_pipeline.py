@@ -110,3 +110,69 @@ def test_pytorchs_own_gpipe_schedule_is_found_in_order(tmp_path: Path) -> None:
     # Bubble at least the schedule's ideal (3/7 for 4 stages and 4 micro-batches).
     assert pipeline["bubble"] >= pipeline["ideal_bubble"] - 0.05
     assert report["stragglers"] == []  # no rank "arrives last" at a receive
+
+
+# --- the light layer alone (no trace window): the collector times gloo's sends and
+# receives itself (rankscope.profiler.p2p), as its flight recorder logs none
+
+
+def light_run(out: Path, stages: int, job: str, *args: str) -> tuple[dict, str]:  # type: ignore[type-arg]
+    """The report of a pipeline job run with ``--profile off``, and the job's output."""
+    cmd = [*launcher("module", stages), str(JOBS / job), *args]
+    proc = rankscope(
+        "run", "--out", str(out), "--profile", "off", "--nvml-period-ms", "0", "--", *cmd,
+        timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(report_of(out, "json")), proc.stdout + proc.stderr
+
+
+def test_the_light_layer_times_sends_and_receives_and_names_the_slow_stage(
+    tmp_path: Path,
+) -> None:
+    """Blocking send/recv, 2 stages, stage 1 with 2x the compute: every send and receive is
+    in rank{R}.collectives.jsonl (peer, bytes, when the wait began and ended), and the
+    whole-run verdict names stage 1 with each stage's bubble near the job's own."""
+    out = tmp_path / "run"
+    report, text = light_run(out, 2, "pipeline_job.py", "--steps", "14", "--slow-stage", "1")
+    measured = {
+        int(m.group(1)): float(m.group(2))
+        for m in re.finditer(r"BUBBLE stage=(\d+) fraction=([\d.]+)", text)
+    }
+    rows = [json.loads(line) for line in (out / "rank0.collectives.jsonl").open()][1:]
+    p2p = [r for r in rows if r.get("source") == "collector"]
+    # 14 steps x (4 activations sent, 4 gradients received) on stage 0
+    assert [r["name"] for r in p2p].count("send") == 56 and len(p2p) == 112, len(p2p)
+    assert {r["peer"] for r in p2p} == {1} and {r["bytes"] for r in p2p} == {16 * 64 * 4}
+    assert all(r["enqueue_ns"] <= r["wait_start_ns"] <= r["end_ns"] for r in p2p)
+    verdict = report["verdict"]
+    assert verdict["rank"] == 1 and verdict["source"] == "whole_run", verdict["headline"]
+    assert "Pipeline stage 1 (rank 1) is the bottleneck" in verdict["headline"]
+    (pipeline,) = report["pipelines"]
+    assert pipeline["source"] == "light" and pipeline["ranks"] == [0, 1]
+    assert pipeline["micro_batches"] == 4 and pipeline["order_source"] == "first send"
+    for stage in pipeline["stages"]:
+        assert stage["bubble"] == pytest.approx(measured[stage["stage"]], abs=BUBBLE_TOLERANCE)
+    assert report["stragglers"] == [] and report["process_groups"] == []
+
+
+def test_the_light_layer_finds_pytorchs_own_1f1b_pipeline_and_its_slow_stage(
+    tmp_path: Path,
+) -> None:
+    # torch.distributed.pipelining: batch_isend_irecv, each send waited for later
+    report, _ = light_run(
+        tmp_path / "run", 4, "pipelining_job.py", "--schedule", "1f1b", "--slow-stage", "2"
+    )
+    (pipeline,) = report["pipelines"]
+    assert pipeline["source"] == "light" and pipeline["ranks"] == [0, 1, 2, 3]
+    assert pipeline["micro_batches"] == 4 and pipeline["bottleneck_stage"] == 2, pipeline
+    assert "Pipeline stage 2 (rank 2) is the bottleneck" in report["verdict"]["headline"]
+
+
+def test_a_balanced_pipeline_from_the_light_layer_raises_no_alarm(tmp_path: Path) -> None:
+    report, _ = light_run(tmp_path / "run", 2, "pipeline_job.py", "--steps", "14")
+    (pipeline,) = report["pipelines"]
+    assert pipeline["source"] == "light" and pipeline["bottleneck_rank"] is None, pipeline
+    verdict = report["verdict"]
+    assert verdict["rank"] is None and verdict["headline"].startswith("No straggler"), verdict
+    assert [f for f in report["findings"] if f["severity"] in ("medium", "high")] == []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rankscope.dashboard.analysis.pipeline import pipelines_of
+from rankscope.dashboard.analysis.pipeline import light_pipelines, pipelines_of
 from rankscope.dashboard.ingest.table import Table
 
 MS = 1_000_000
@@ -183,3 +183,84 @@ def test_the_verdict_of_a_balanced_pipeline_names_its_bubble_not_a_rank() -> Non
     assert "blocked on their neighbours 43% of the step (the schedule's ideal is 43%)" in (
         v.headline
     )
+
+
+# --- over the whole run: the collector's own rows of gloo's sends and receives
+# (``light_pipelines``: peers named, the wait timed, the step timer's steps)
+
+
+def light_tables(
+    fwd: list[float], m: int, ranks: list[int], steps: int = 3
+) -> tuple[dict[int, Table], dict[int, Table]]:
+    """The same ``gpipe`` schedule as the collector logs it: per rank, its
+    ``collectives.jsonl`` rows (each operation called and waited for at once, naming
+    its peer) and its step timer's marks; stage s runs on ``ranks[s]``."""
+    p = len(fwd)
+    sched = gpipe(fwd, m, steps)
+    comms, marks = {}, {}
+    for s, rank in enumerate(ranks):
+        peers = [
+            ranks[key[1] if kind == "send" else key[0]]
+            for _ in range(steps)
+            for kind, _, key in _program(s, p, m, fwd[s])
+            if kind != "compute"
+        ]
+        ops = [(kind, a, b) for kind, a, b in sched[s] if kind != "step"]
+        assert len(ops) == len(peers)
+        start = (np.array([a for _, a, _ in ops]) * MS).astype(np.int64)
+        end = (np.array([b for _, _, b in ops]) * MS).astype(np.int64)
+        n = len(ops)
+        comms[rank] = Table.build(
+            {
+                "pg": ["0"] * n,
+                "name": [kind for kind, _, _ in ops],
+                "pg_desc": ["default_pg"] * n,
+                "seq": np.arange(1, n + 1, dtype=np.int64),
+                "enqueue_ns": start,
+                "start_ns": np.full(n, -1, np.int64),
+                "end_ns": end,
+                "duration_ms": np.full(n, np.nan),
+                "p2p": np.ones(n, np.int8),
+                "peer": np.array(peers, np.int64),
+                "wait_start_ns": start,
+            },
+            strings=("pg", "name", "pg_desc"),
+        )
+        at = [int(a * MS) for kind, a, _ in sched[s] if kind == "step"]
+        marks[rank] = Table.build(
+            {
+                "step": np.arange(len(at) - 1, dtype=np.int64),
+                "start_ns": np.array(at[:-1], np.int64),
+                "end_ns": np.array(at[1:], np.int64),
+            }
+        )
+    return comms, marks
+
+
+def test_the_light_layer_gives_the_same_stages_as_the_trace_window() -> None:
+    comms, marks = light_tables([1.0] * 4, 4, [0, 1, 2, 3])
+    (p,) = light_pipelines(comms, marks, has_gpu=False)
+    assert p.source == "light" and (p.first_step, p.last_step) == (1, 2)  # step 0: start-up
+    assert p.ranks == [0, 1, 2, 3] and p.order_source == "first send" and p.micro_batches == 4
+    assert [s.bubble for s in p.stages] == pytest.approx([3 / 7] * 4, abs=2e-3)
+    assert p.bottleneck_stage is None
+    comms, marks = light_tables([1.0, 1.0, 3.0, 1.0], 4, [0, 1, 2, 3])
+    (p,) = light_pipelines(comms, marks, has_gpu=False)
+    assert p.bottleneck_stage == 2 and p.saving_ms_per_step == pytest.approx(13.5, abs=0.05)
+
+
+def test_the_light_layer_orders_stages_by_the_peers_they_name() -> None:
+    # stages on ranks 2, 0, 3, 1: the chain comes from the peers, stage 0 from its first send
+    comms, marks = light_tables([1.0, 1.0, 3.0, 1.0], 4, [2, 0, 3, 1])
+    (p,) = light_pipelines(comms, marks, has_gpu=False)
+    assert p.ranks == [2, 0, 3, 1] and p.bottleneck_rank == 3
+
+
+def test_rows_without_a_timed_wait_give_no_light_pipeline() -> None:
+    # NCCL's flight recorder rows (no wait_start_ns): not this analysis's evidence
+    comms, marks = light_tables([1.0] * 2, 4, [0, 1])
+    untimed = {
+        r: Table({**t.cols, "wait_start_ns": np.full(len(t), -1, np.int64)}, t.vocab)
+        for r, t in comms.items()
+    }
+    assert light_pipelines(untimed, marks, has_gpu=False) == []
