@@ -516,6 +516,8 @@ def _hang_lines(report: Report, md: bool) -> list[str]:
         label = "STOPPED"
     elif h.kind == "desync":  # different collectives at one seq: hung or failed, not slow
         label = "DESYNC"
+    elif h.kind == "p2p_deadlock":
+        label = "DEADLOCK"
     head = f"{label}: {h.headline}"
     out = [f"**{head}**" if md else head]
     bullet = "- " if md else "  "

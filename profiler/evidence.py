@@ -12,9 +12,11 @@ format version, decoded by the same Structs on the review side):
   stalls past its threshold, on an unhandled exception (a collective error or
   timeout included) and on SIGTERM/SIGINT: the whole flight-recorder ring read at
   that moment (in-flight entries too), the process groups and their ranks, the
-  Python stacks of every thread (``is_training``: the thread that marks steps) and
-  the step state. Never overwritten: later files of the same rank (another
-  trigger, a restarted attempt) are ``rank{R}.{n}.hang.json``, n = 2..MAX_FILES.
+  Python stacks of every thread (``is_training``: the thread that marks steps), the
+  step state and (``p2p``) the sends and receives not completed on gloo, which its
+  ring does not hold (``rankscope.profiler.p2p``). Never overwritten: later files of
+  the same rank (another trigger, a restarted attempt) are ``rank{R}.{n}.hang.json``,
+  n = 2..MAX_FILES.
 
 Bounds: a ring has at most ``TORCH_FR_BUFFER_SIZE`` entries (250-300 bytes each
 as written: 2000 entries ~ 0.6 MB); at most MAX_THREADS threads of at most
@@ -75,6 +77,25 @@ class FrEntry(msgspec.Struct, frozen=True):
     start_ns: int | None = None
     end_ns: int | None = None
     timeout_ms: int | None = None
+
+
+class P2PEntry(msgspec.Struct, frozen=True):
+    """A send or receive of the rank's not completed when the evidence was taken
+    (``rankscope.profiler.p2p``: gloo's, which its flight recorder does not log).
+
+    ``state``: "in_flight" (``wait_start_ns``: since when the rank waits for it; None:
+    not waited for yet) or "failed" (its wait raised at ``end_ns``: a timeout, a peer
+    gone). ``peer``: the other rank (global; None: a receive from any source)."""
+
+    pg: str
+    pg_desc: str
+    name: str
+    peer: int | None
+    bytes: int
+    enqueue_ns: int
+    state: str
+    wait_start_ns: int | None = None
+    end_ns: int | None = None
 
 
 class ProcessGroupInfo(msgspec.Struct, frozen=True):
@@ -154,6 +175,8 @@ class Evidence(msgspec.Struct, frozen=True):
     exception: ExceptionInfo | None = None
     ring_source: str = ""  # "fr" (gloo/CPU ring), "nccl", "" (no ring)
     run_id: str | None = None  # the run's id (the report leaves another run's file out)
+    # sends and receives not completed (gloo's, timed by the collector; [] otherwise)
+    p2p: list[P2PEntry] = msgspec.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------- paths

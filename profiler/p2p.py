@@ -16,7 +16,10 @@ recorder's in ``rank{R}.collectives.jsonl`` with ``"source": "collector"``:
 
 A send or receive never waited for (the job polls ``is_completed()``) is written
 once it has completed, without wait times; one still in flight when the collector
-stops is written with ``"state": "scheduled"``.
+stops is written with ``"state": "scheduled"``. ``snapshot()`` gives the hang
+evidence (``rank{R}.hang.json``) the operations not completed when it is taken:
+those in flight (and since when the rank waits for each) and the last few whose
+wait raised (a timeout): whom a stuck rank waits for.
 
 How: ``install()`` wraps two methods of the classes, once per process:
 ``ProcessGroup.send``/``recv``/``recv_anysource`` (which ``isend``/``irecv``
@@ -41,6 +44,7 @@ from collections import deque
 from typing import Any
 
 PENDING_MAX = 4096
+FAILED_KEEP = 16  # the last sends and receives whose wait raised (a timeout, a peer gone)
 DONE_MAX = 100_000
 SWEEP_AFTER_NS = 1_000_000_000  # an un-waited operation is checked for completion after this
 
@@ -60,6 +64,8 @@ class P2PLog:
         # (id(pg), on CPU) -> (pg, whether its backend there is gloo)
         self._gloo: dict[tuple[int, bool], tuple[Any, bool]] = {}
         self._peers: dict[tuple[int, int], int] = {}
+        self._waiting: dict[int, int] = {}  # id(work) -> when the wait under way began
+        self._failed: deque[tuple[Any, ...]] = deque(maxlen=FAILED_KEEP)
         self.ops = 0
         self.dropped = 0
 
@@ -106,7 +112,42 @@ class P2PLog:
             with contextlib.suppress(Exception):
                 source = int(work._source_rank())
         # the work (and the tensors it holds) is let go now, not at the next flush
-        self._done.append(((None, *hit[1:]), t0, t1, "completed" if ok else "failed", source))
+        done = ((None, *hit[1:]), t0, t1, "completed" if ok else "failed", source)
+        self._done.append(done)
+        if not ok:
+            self._failed.append(done)
+
+    # --- any thread: the hang evidence (``rankscope.profiler.progress``) ---
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The sends and receives not completed now, oldest first: those in flight (with
+        when the wait for each began, if one is under way) and the last ones whose wait
+        raised. For ``rank{R}.hang.json``: whom a stuck rank waits for."""
+        out = []
+        for key, hit in list(self._pending.items()):
+            row = self._entry(hit, "in_flight")
+            row["wait_start_ns"] = self._waiting.get(key)
+            out.append(row)
+        for hit, t0, t1, _, src in list(self._failed):
+            row = self._entry(hit, "failed", src)
+            row["wait_start_ns"], row["end_ns"] = t0, t1
+            out.append(row)
+        out.sort(key=lambda r: r["enqueue_ns"])
+        return out
+
+    def _entry(self, hit: tuple[Any, ...], state: str, src: int = -1) -> dict[str, Any]:
+        _, pg, name, nbytes, peer, t0 = hit
+        return {
+            "pg": str(getattr(pg, "group_name", "")),
+            "pg_desc": str(getattr(pg, "group_desc", "")),
+            "name": "send" if name == "send" else "recv",
+            "peer": self._global(pg, src if name == "recv_anysource" else peer),
+            "bytes": int(nbytes),
+            "enqueue_ns": t0,
+            "state": state,
+            "wait_start_ns": None,
+            "end_ns": None,
+        }
 
     # --- the recorder thread ---
 
@@ -127,23 +168,23 @@ class P2PLog:
     def _row(
         self, hit: tuple[Any, ...], wait_ns: int | None, end_ns: int | None, state: str, src: int
     ) -> dict[str, Any]:
-        _, pg, name, nbytes, peer, t0 = hit
-        group = str(getattr(pg, "group_name", ""))
-        seq = self._seq.get(group, 0) + 1
-        self._seq[group] = seq
+        """The ``collectives.jsonl`` row of an operation (the module docstring)."""
+        e = self._entry(hit, state, src)
+        seq = self._seq.get(e["pg"], 0) + 1
+        self._seq[e["pg"]] = seq
         row = {
             "seq": seq,
-            "pg": group,
-            "pg_desc": str(getattr(pg, "group_desc", "")),
-            "name": "send" if name == "send" else "recv",
+            "pg": e["pg"],
+            "pg_desc": e["pg_desc"],
+            "name": e["name"],
             "p2p": True,
-            "bytes": int(nbytes),
-            "enqueue_ns": t0,
+            "bytes": e["bytes"],
+            "enqueue_ns": e["enqueue_ns"],
             "start_ns": None,
             "end_ns": end_ns,
             "duration_ms": None,
             "state": state,
-            "peer": self._global(pg, src if name == "recv_anysource" else peer),
+            "peer": e["peer"],
             "source": "collector",
         }
         if wait_ns is not None:
@@ -198,6 +239,17 @@ def install(torch: Any) -> P2PLog | None:
         return _log
 
 
+def snapshot() -> list[dict[str, Any]]:
+    """``P2PLog.snapshot`` of the current log ([] when none); never raises."""
+    log = _log
+    if log is None:
+        return []
+    try:
+        return log.snapshot()
+    except Exception:
+        return []
+
+
 def close(log: P2PLog | None) -> None:
     """Stop logging into ``log`` (the wrappers stay and pass every call through)."""
     global _log
@@ -228,12 +280,14 @@ def _wrap_wait(original: Any) -> Any:
         if log is None or id(self) not in log._pending:
             return original(self, *args, **kwargs)
         t0, ok = time.time_ns(), False
+        log._waiting[id(self)] = t0
         try:
             result = original(self, *args, **kwargs)
             ok = True
             return result
         finally:
             with contextlib.suppress(Exception):
+                log._waiting.pop(id(self), None)
                 log.waited(self, t0, time.time_ns(), ok)
 
     wait.__name__ = "wait"

@@ -298,6 +298,13 @@ class ProgressWatch:
                 self.faults.report("progress", f"flight recorder unreadable: {e}")
             if trigger == "stall":
                 self._last_collectives = ev.last_per_group(ring)
+            p2p_ops: list[ev.P2PEntry] = []
+            try:
+                from rankscope.profiler import p2p
+
+                p2p_ops = [ev.P2PEntry(**e) for e in p2p.snapshot()]
+            except Exception as e:
+                self.faults.report("progress", f"point-to-point log unreadable: {e}")
             record = ev.Evidence(
                 schema=ev.EVIDENCE_SCHEMA,
                 rank=self.rank,
@@ -317,6 +324,7 @@ class ProgressWatch:
                 exception=ev.exception_info(exc) if exc is not None else None,
                 ring_source=source,
                 run_id=self._run_id,
+                p2p=p2p_ops,
             )
             path = ev.write_evidence(self.run_dir, self.rank, record)
             if path is not None:

@@ -51,6 +51,9 @@ Kind = Literal[
     "late_arrival",
     "exited",
     "stopped",  # every rank was sent a signal (the launcher's SIGTERM) and none had stalled
+    # ranks waited in sends/receives for a rank that waited on none (``_p2p_verdict``)
+    "p2p_stuck",
+    "p2p_deadlock",  # ranks waiting in sends/receives for each other, in a cycle
 ]
 RankStatus = Literal["running", "stalled", "stopped", "crashed", "failed", "signalled", "silent"]
 _LIBRARY_PARTS = (
@@ -659,6 +662,108 @@ def _late_arrivals(
     return sorted(out, key=lambda g: -(g.late_s or 0))
 
 
+@dataclass(frozen=True)
+class P2PWait:
+    """A rank blocked in a send or receive (its hang evidence's ``p2p``)."""
+
+    rank: int
+    op: str  # "send" or "recv"
+    peer: int
+    waited_s: float | None  # from the start of its wait to the evidence (or the timeout)
+    failed: bool  # its wait raised (a timeout, the peer gone)
+
+
+def _p2p_waits(records: HangRecords) -> dict[int, P2PWait]:
+    """Per rank, the send or receive it was blocked in, from its first evidence that
+    holds one: one whose wait was under way, else one whose wait raised."""
+    out: dict[int, P2PWait] = {}
+    for r, rec in sorted(records.ranks.items()):
+        for e in rec.evidence:
+            waited = [x for x in e.p2p if x.peer is not None and x.wait_start_ns is not None]
+            if not waited:
+                continue
+            live = [x for x in waited if x.state == "in_flight"]
+            x = min(live, key=lambda y: y.enqueue_ns) if live else waited[-1]
+            assert x.peer is not None and x.wait_start_ns is not None
+            end = x.end_ns if x.end_ns is not None else e.ts_ns
+            out[r] = P2PWait(
+                r, x.name, x.peer, round(max(0, end - x.wait_start_ns) / 1e9, 1), not live
+            )
+            break
+    return out
+
+
+def _p2p_verdict(
+    records: HangRecords, states: dict[int, RankState], ranks: tuple[RankState, ...]
+) -> HangVerdict | None:
+    """A pipeline that stopped: ranks blocked in sends and receives (gloo's, from their
+    evidence), each waiting for a peer. Following who waits for whom ends at the rank
+    they all wait for, blocked in none itself (``p2p_stuck``: stuck in its own code,
+    crashed, or gone), or goes round a cycle (``p2p_deadlock``: e.g. two ranks that
+    both send first). None when no rank's evidence shows such a wait."""
+    waits = _p2p_waits(records)
+    if not waits:
+        return None
+    roots: dict[int, list[int]] = {}  # the rank waited for -> the ranks whose chain ends there
+    cycle: list[int] = []
+    for r in waits:
+        seen, at = [r], waits[r].peer
+        while at in waits and at not in seen:
+            seen.append(at)
+            at = waits[at].peer
+        if at in waits:  # back on the chain: a cycle
+            cycle = cycle or seen[seen.index(at) :]
+            continue
+        roots.setdefault(at, []).append(r)
+    if roots:
+        root = max(roots, key=lambda k: (len(roots[k]), -k))
+        chain = sorted(roots[root], key=lambda q: (waits[q].peer != root, q))
+        s = states.get(root)
+        how = "stopped making progress"
+        if s is not None and s.exception and s.exception.startswith(_FATAL):
+            how = f"died of a fatal signal ({s.exception})"
+        elif s is not None and s.exception:
+            how = f"raised {s.exception}"
+        elif s is not None and s.status == "silent":
+            how = f"died without a word ({_NO_WORD})"
+        elif s is None:
+            how = "left no record (it never started, or its files are gone)"
+        where = f" in {s.where}" if s is not None and s.where is not None else ""
+        step = f" at step {s.stuck_step}" if s is not None and _step_known(s) else ""
+        head = (
+            f"Rank {root} {how}{where}{step}, and sent or received nothing more:"
+            f" {_p2p_waiters(chain, waits)}"
+        )
+        return HangVerdict(
+            "p2p_stuck", root, head, (), ranks, (), records.exit_code,
+            step=s.stuck_step if s is not None and _step_known(s) else None,
+            problems=records.problems,
+        )  # fmt: skip
+    pairs = "; ".join(
+        f"rank {q} in {waits[q].op} {'to' if waits[q].op == 'send' else 'from'} rank"
+        f" {waits[q].peer}"
+        for q in cycle
+    )
+    head = (
+        f"Deadlock in point-to-point: {_ranks(sorted(cycle))} wait for each other ({pairs}):"
+        " the ranks' sends and receives are not in matching order (both send first?)"
+    )
+    return HangVerdict(
+        "p2p_deadlock", None, head, (), ranks, (), records.exit_code, problems=records.problems
+    )
+
+
+def _p2p_waiters(chain: list[int], waits: dict[int, P2PWait]) -> str:
+    parts = []
+    for q in chain:
+        w = waits[q]
+        how = f" {w.waited_s:.0f} s" if w.waited_s is not None and w.waited_s >= 1 else ""
+        end = " (then timed out)" if w.failed else ""
+        to = "to" if w.op == "send" else "from"
+        parts.append(f"rank {q} waited{how} in {w.op} {to} rank {w.peer}{end}")
+    return "; ".join(parts)
+
+
 def _stuck(rec: RankRecords) -> bool:
     """Stalled as far as its last word says (a live run): its progress says so, or
     its stall evidence is newer than any progress record."""
@@ -742,6 +847,8 @@ def hang_verdict(records: HangRecords) -> HangVerdict | None:
             "stopped", None, head, (), ranks, table, records.exit_code,
             step=steps[0] if len(steps) == 1 else None, problems=records.problems,
         )  # fmt: skip
+    if not verdicts and (p2p := _p2p_verdict(records, states, ranks)) is not None:
+        return p2p
     if not verdicts:
         # The rank that raised; else one that died without a word (its peers, stopped
         # by the launcher on their way to the next collective, wrote their evidence).

@@ -10,15 +10,19 @@ previous stage, compute ``--fwd-ms``, send it on), then backward in reverse
 back), then the stage's optimizer step. Stage ``--slow-stage`` computes
 ``--factor`` times as long. Compute is real CPU work (matmuls until the time is
 spent). Blocking ``send``/``recv``, or ``isend``/``irecv`` + ``wait`` with ``--async``.
-Each stage prints its own measured bubble (time blocked in sends and receives /
-step time, over the steps from 5 on)
-as ``BUBBLE stage=S fraction=F traced=T`` at the end (T: over the steps a
+``--hang-stage S --hang-at K``: stage S stops in ``stuck_in_compute`` (a 60 s
+sleep) at step K, before its first micro-batch; ``--deadlock-at K``: at step K
+stages 0 and 1 both send to the other before they receive (each blocks in its
+send). The process group times out after ``--pg-timeout-s``. Each stage prints
+its own measured bubble (time blocked in sends and receives / step time, over
+the steps from 5 on) as ``BUBBLE stage=S fraction=F traced=T`` at the end (T: over the steps a
 profiler was recording, the trace window's).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import time
 
 import torch
@@ -34,6 +38,10 @@ def compute(layer: nn.Linear, x: torch.Tensor, ms: float) -> torch.Tensor:
     return y
 
 
+def stuck_in_compute(seconds: float) -> None:
+    time.sleep(seconds)  # the frame a stuck stage should show
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=30)
@@ -42,9 +50,13 @@ def main() -> None:
     p.add_argument("--slow-stage", type=int, default=-1)
     p.add_argument("--factor", type=float, default=3.0)
     p.add_argument("--async", dest="use_async", action="store_true")
+    p.add_argument("--hang-stage", type=int, default=-1)
+    p.add_argument("--hang-at", type=int, default=-1)
+    p.add_argument("--deadlock-at", type=int, default=-1)
+    p.add_argument("--pg-timeout-s", type=float, default=600.0)
     args = p.parse_args()
 
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=args.pg_timeout_s))
     stage, stages = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(stage)
     torch.set_num_threads(1)
@@ -76,6 +88,11 @@ def main() -> None:
     for step in range(args.steps):
         t_step = time.perf_counter()
         before = blocked
+        if step == args.hang_at and stage == args.hang_stage:
+            stuck_in_compute(60)
+        if step == args.deadlock_at and stage < 2:
+            send(torch.zeros(16, 64), 1 - stage)  # both send first: neither receives
+            recv(torch.zeros(16, 64), 1 - stage)
         for _ in range(args.micro):
             if stage > 0:
                 recv(act, stage - 1)

@@ -176,3 +176,40 @@ def test_a_balanced_pipeline_from_the_light_layer_raises_no_alarm(tmp_path: Path
     verdict = report["verdict"]
     assert verdict["rank"] is None and verdict["headline"].startswith("No straggler"), verdict
     assert [f for f in report["findings"] if f["severity"] in ("medium", "high")] == []
+
+
+# --- a pipeline that stops: gloo's flight recorder holds no send or receive, so the
+# hang evidence carries the collector's own (``p2p`` in rank{R}.hang.json)
+
+
+def hung_pipeline(out: Path, stages: int, *args: str) -> dict:  # type: ignore[type-arg]
+    job = [*launcher("module", stages), str(JOBS / "pipeline_job.py"), "--steps", "10", *args]
+    proc = rankscope(
+        "run", "--out", str(out), "--profile", "off", "--nvml-period-ms", "0", "--", *job,
+        "--pg-timeout-s", "5", timeout=240,
+    )  # fmt: skip
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    return json.loads(report_of(out, "json"))  # type: ignore[no-any-return]
+
+
+def test_a_stage_stuck_in_its_own_code_is_named_by_the_stages_waiting_for_it(
+    tmp_path: Path,
+) -> None:
+    # Before, with no collective pending: "The job failed (exit code 1) with no collective
+    # pending", naming no rank, though stages 0 and 2 had timed out waiting for stage 1.
+    report = hung_pipeline(tmp_path / "run", 3, "--hang-stage", "1", "--hang-at", "4")
+    hang = report["hang"]
+    assert hang["kind"] == "p2p_stuck" and hang["rank"] == 1, hang["headline"]
+    assert "stuck_in_compute (pipeline_job.py" in hang["headline"]
+    assert "rank 2 waited" in hang["headline"] and "in recv from rank 1" in hang["headline"]
+    rank2 = json.loads((tmp_path / "run" / "rank2.hang.json").read_text())
+    assert [(e["name"], e["peer"]) for e in rank2["p2p"]] == [("recv", 1)], rank2["p2p"]
+
+
+def test_two_stages_that_both_send_first_are_a_deadlock(tmp_path: Path) -> None:
+    report = hung_pipeline(tmp_path / "run", 2, "--deadlock-at", "4")
+    hang = report["hang"]
+    assert hang["kind"] == "p2p_deadlock", hang["headline"]
+    assert "rank 0 in send to rank 1; rank 1 in send to rank 0" in hang["headline"]
+    text = rankscope("report", str(tmp_path / "run")).stdout
+    assert "DEADLOCK: Deadlock in point-to-point: ranks 0 and 1 wait for each other" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from rankscope.dashboard.analysis.hang import (
@@ -294,3 +295,55 @@ def test_evidence_written_but_never_linked_into_place_is_read(tmp_path: Path) ->
     assert any("cut short while being written" in p for p in recs.problems), recs.problems
     v = hang_verdict(HangRecords(recs.world_size, recs.ranks, exit_code=1, now_ns=T0 + 60 * S))
     assert v is not None and v.rank == 1, v and v.headline
+
+
+# --- pipelines: sends and receives (gloo's, in the evidence's ``p2p``)
+
+
+def waiting_in(rank: int, op: str, peer: int, *, since: float = 4.0, at: float = 10.0,
+               failed: bool = False, func: str = "recv") -> ev.Evidence:  # fmt: skip
+    """Rank ``rank``'s stall evidence at ``at`` s, blocked in ``op`` with ``peer`` since
+    ``since`` s (``failed``: its wait raised then instead, a timeout)."""
+    e = ev.P2PEntry(
+        pg="0", pg_desc="default_pg", name=op, peer=peer, bytes=4096,
+        enqueue_ns=T0 + int(since * S), state="failed" if failed else "in_flight",
+        wait_start_ns=T0 + int(since * S), end_ns=T0 + int(at * S) if failed else None,
+    )  # fmt: skip
+    trigger: ev.Trigger = "collective_error" if failed else "stall"
+    return msgspec.structs.replace(proof(rank, trigger, done(3), func=func, at=at), p2p=[e])
+
+
+def test_the_stage_the_chain_of_waits_ends_at_is_named() -> None:
+    # 4 stages: 3 waits for 2, which waits for 1, which waits for 0; rank 0 waits on no
+    # one: it is in its own code (a stall evidence with no send or receive under way)
+    ranks = {
+        0: RankRecords(0, (), (proof(0, "stall", done(3), func="stuck_in_loss"),)),
+        1: RankRecords(1, (), (waiting_in(1, "recv", 0),)),
+        2: RankRecords(2, (), (waiting_in(2, "recv", 1, since=5.0),)),
+        3: RankRecords(3, (), (waiting_in(3, "recv", 2, since=6.5, failed=True),)),
+    }
+    v = hang_verdict(records(ranks, 1, world=4))
+    assert v is not None and v.kind == "p2p_stuck" and v.rank == 0 and v.step == 5
+    assert v.headline.startswith("Rank 0 stopped making progress in stuck_in_loss"), v.headline
+    # the rank waiting on it directly first; then the rest of the chain, each with its wait
+    assert v.headline.endswith(
+        "rank 1 waited 6 s in recv from rank 0; rank 2 waited 5 s in recv from rank 1;"
+        " rank 3 waited 4 s in recv from rank 2 (then timed out)"
+    ), v.headline
+
+
+def test_a_stage_with_no_record_at_all_is_still_the_one_waited_for() -> None:
+    ranks = {r: RankRecords(r, (), (waiting_in(r, "recv", 0),)) for r in (1, 2)}
+    v = hang_verdict(records(ranks, 1))
+    assert v is not None and v.kind == "p2p_stuck" and v.rank == 0
+    assert "Rank 0 left no record" in v.headline
+
+
+def test_ranks_waiting_for_each_other_in_a_cycle_are_a_deadlock() -> None:
+    ranks = {
+        0: RankRecords(0, (), (waiting_in(0, "send", 1, func="send"),)),
+        1: RankRecords(1, (), (waiting_in(1, "send", 0, func="send"),)),
+    }
+    v = hang_verdict(records(ranks, 1, world=2))
+    assert v is not None and v.kind == "p2p_deadlock" and v.rank is None
+    assert "rank 0 in send to rank 1; rank 1 in send to rank 0" in v.headline
