@@ -988,6 +988,16 @@ def pipeline_bubble_finding(
     )
 
 
+def light_pipeline_source(first: int | None, last: int | None) -> str:
+    """Where a pipeline seen without a trace window comes from (``analysis.pipeline``)."""
+    steps = f" over steps {first}-{last}" if first is not None and last is not None else ""
+    return (
+        f"From the collector's own timing of gloo's sends and receives{steps} (no trace"
+        " window): each stage's peers and its time blocked in waits. Capture a window"
+        " (`rankscope attach RUN --steps N`) to see one step over time."
+    )
+
+
 def pipeline_line(shape: str, bubble: float, ideal: str, bottleneck: str | None) -> str:
     tail = f"; the bottleneck is {bottleneck}" if bottleneck else "; no stage holds the others back"
     return f"Pipeline {shape}: blocked {_pct(bubble)} of the step ({ideal}){tail}."

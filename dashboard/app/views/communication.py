@@ -15,10 +15,13 @@ def render() -> None:
     a = data.analysis()
     st.title("Communication")
     if not len(a.collectives):
-        st.info(
-            "No collectives in the analysed steps (a single-rank trace, or a job without"
-            " torch.distributed communication)."
-        )
+        if data.report().pipelines:  # the light layer's, over the whole run
+            _pipelines()
+        else:
+            st.info(
+                "No collectives in the analysed steps (a single-rank trace, or a job without"
+                " torch.distributed communication)."
+            )
         _groups()
         return
     _pipelines()
@@ -131,6 +134,8 @@ def _pipelines() -> None:
         )
         line = wording.pipeline_line(shape, p.bubble, ideal, slow)
         (st.warning if slow else st.info)(line)
+        if p.source == "light":
+            st.caption(wording.light_pipeline_source(p.first_step, p.last_step))
         left, right = st.columns(2)
         with left:
             stages = data.frame("pipeline_stages", i)

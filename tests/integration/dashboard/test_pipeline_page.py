@@ -75,3 +75,34 @@ def test_one_step_of_the_pipeline_holds_both_stages_blocks(page: AppTest) -> Non
     # per stage, 4 micro-batches: 4 sends and 4 receives, inside its own step
     assert blocks.groupby("stage").size().tolist() == [8, 8]
     assert (blocks["start_ms"] >= 0).all() and (blocks["ms"] >= 0).all()
+
+
+def test_a_pipeline_run_without_a_trace_window_shows_its_stages(tmp_path: Path) -> None:
+    # --profile off: the stages come from the collector's own timing of gloo's sends and
+    # receives over the whole run; no step over time (that needs a trace window)
+    out = tmp_path / "run"
+    job = [*launcher("module", 2), str(JOBS / "pipeline_job.py"), "--steps", "10"]
+    proc = rankscope(
+        "run", "--out", str(out), "--profile", "off", "--nvml-period-ms", "0", "--", *job,
+        "--slow-stage", "1", timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = {k: os.environ.get(k) for k in ("RANKSCOPE_DASHBOARD_PATH", "RANKSCOPE_CACHE_DIR")}
+    os.environ["RANKSCOPE_DASHBOARD_PATH"] = str(out)
+    os.environ["RANKSCOPE_CACHE_DIR"] = str(tmp_path / "cache")
+    try:
+        at = AppTest.from_file(str(MAIN), default_timeout=120)
+        at.run()
+        at.switch_page("views/communication.py").run()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert not at.exception, [e.value for e in at.exception]
+    line = " ".join(w.value for w in at.warning)
+    assert "the bottleneck is stage 1 (rank 1)" in line, line
+    captions = " ".join(c.value for c in at.caption)
+    assert "From the collector's own timing of gloo's sends and receives over steps 1-" in captions
+    assert "pipeline-step-0" not in [c.key for c in at.get("plotly_chart")]
