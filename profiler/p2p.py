@@ -224,8 +224,9 @@ class P2PLog:
 def install(torch: Any) -> P2PLog | None:
     """Wrap the classes (once per process) and make a new log the current one."""
     global _log, _installed
-    try:
-        from torch._C._distributed_c10d import ProcessGroup, Work
+    try:  # through the job's torch module: this module imports no torch itself
+        c10d = torch._C._distributed_c10d
+        ProcessGroup, Work = c10d.ProcessGroup, c10d.Work
     except Exception:
         return None
     with _lock:
@@ -234,7 +235,7 @@ def install(torch: Any) -> P2PLog | None:
             for name in ("send", "recv", "recv_anysource"):
                 if hasattr(ProcessGroup, name):
                     setattr(ProcessGroup, name, _wrap_p2p(getattr(ProcessGroup, name), name))
-            Work.wait = _wrap_wait(Work.wait)  # type: ignore[method-assign]
+            Work.wait = _wrap_wait(Work.wait)
         _log = P2PLog(torch)
         return _log
 
