@@ -45,7 +45,7 @@ from rankscope.dashboard.analysis.diagnosis import (
     _median_rows,
 )
 from rankscope.dashboard.analysis.imbalance import median
-from rankscope.dashboard.analysis.pipeline import BUSY_RATIO, Pipeline
+from rankscope.dashboard.analysis.pipeline import BUSY_RATIO, Pipeline, PipelineStage
 from rankscope.dashboard.analysis.results import Cause, Pattern, RotatingLateness, Straggler
 from rankscope.dashboard.analysis.wholerun import WholeRun
 
@@ -317,6 +317,10 @@ def _window_rank_explained(
     return wording.window_only(s.rank, first, last)
 
 
+def _stage_of(p: Pipeline, rank: int | None) -> PipelineStage:
+    return next(s for s in p.stages if s.rank == rank)
+
+
 def with_pipeline(
     verdict: RunVerdict | None, pipelines: list[Pipeline], has_gpu: bool
 ) -> RunVerdict | None:
@@ -354,9 +358,25 @@ def with_pipeline(
         )
     if verdict is None or not slow:
         return verdict
-    if verdict.pattern != "none" and verdict.rank not in {p.bottleneck_rank for p in slow}:
+    # A stage named late (at its data-parallel collectives, say) that itself waits on its
+    # pipeline's bottleneck more than the bottleneck waits: it is late because of it.
+    held = next(
+        (
+            q
+            for q in slow
+            if verdict.rank in q.ranks
+            and verdict.rank != q.bottleneck_rank
+            and _stage_of(q, verdict.rank).bubble > _stage_of(q, q.bottleneck_rank).bubble
+        ),
+        None,
+    )
+    if (
+        verdict.pattern != "none"
+        and verdict.rank not in {p.bottleneck_rank for p in slow}
+        and held is None
+    ):
         return verdict  # another rank holds the job back over the whole run: that leads
-    p = max(slow, key=lambda q: q.saving_ms_per_step)
+    p = held or max(slow, key=lambda q: q.saving_ms_per_step)
     assert p.bottleneck_rank is not None and p.bottleneck_stage is not None
     others = [s.bubble for s in p.stages if s.stage != p.bottleneck_stage]
     cause: Cause = "gpu_compute" if has_gpu else "cpu_compute"
@@ -368,9 +388,13 @@ def with_pipeline(
         float(np.mean(others)) if others else 0.0,
         p.saving_ms_per_step,
     )
+    why = verdict.explanation
+    if held is not None and verdict.rank is not None:
+        why = wording.late_behind_stage(verdict.rank, p.bottleneck_rank)
     return replace(
         verdict,
         headline=headline,
+        explanation=why,
         rank=p.bottleneck_rank,
         cause=cause,
         pattern="persistent",

@@ -502,7 +502,10 @@ def _median(v: np.ndarray) -> float:
 
 
 def _match_counts(ranks: list[LightRank], shifts: list[SeqShift] | None = None) -> tuple[int, int]:
-    """Instances (process group, seq) every rank logged, and those only some did.
+    """Instances (process group, seq) every member of their group logged, and those only
+    some did. A group's members are the ranks that logged any of its instances: a
+    subgroup's collectives (a data-parallel group of a pipeline, a tensor-parallel pair)
+    are never "missing" on the ranks outside it.
 
     ``shifts``: each shifted rank's collectives in that group count with its offset
     taken off (its n-th collective is the others' n-th), not by the numbers it logged,
@@ -518,11 +521,20 @@ def _match_counts(ranks: list[LightRank], shifts: list[SeqShift] | None = None) 
         own = keys[at]
         hit = ((own >> PG_SHIFT) == code) & ((own & P2P_BIT) == 0)
         keys[at] = distinct(np.where(hit, own - sh.offset, own))
-    everyone = keys[0]
-    for k in keys[1:]:
-        everyone = everyone[isin(everyone, k)]
-    anyone = distinct(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
-    return len(everyone), len(anyone) - len(everyone)
+    matched = unmatched = 0
+    codes = (
+        distinct(np.concatenate([k >> PG_SHIFT for k in keys])) if keys else np.zeros(0, np.int64)
+    )
+    for code in codes.tolist():
+        mine = [k[(k >> PG_SHIFT) == code] for k in keys]
+        members = [k for k in mine if len(k)]
+        everyone = members[0]
+        for k in members[1:]:
+            everyone = everyone[isin(everyone, k)]
+        anyone = distinct(np.concatenate(members))
+        matched += len(everyone)
+        unmatched += len(anyone) - len(everyone)
+    return matched, unmatched
 
 
 def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:

@@ -929,6 +929,15 @@ def verdict_pipeline(
     )
 
 
+def late_behind_stage(late: int, stage_rank: int) -> str:
+    """Why a rank the collectives name late is not the verdict: it waits on a stage."""
+    return (
+        f"Rank {late} arrives last at its collectives only because it waits for rank"
+        f" {stage_rank} in their pipeline (it is blocked on its neighbours more of the"
+        f" step than rank {stage_rank} is)."
+    )
+
+
 def verdict_balanced_pipeline(
     stages: int,
     ratio: float,

@@ -213,3 +213,23 @@ def test_two_stages_that_both_send_first_are_a_deadlock(tmp_path: Path) -> None:
     assert "rank 0 in send to rank 1; rank 1 in send to rank 0" in hang["headline"]
     text = rankscope("report", str(tmp_path / "run")).stdout
     assert "DEADLOCK: Deadlock in point-to-point: ranks 0 and 1 wait for each other" in text
+
+
+def test_data_parallel_pipelines_name_the_slow_stage_not_the_rank_waiting_for_it(
+    tmp_path: Path,
+) -> None:
+    # 2 pipelines x 2 stages (ranks 0 -> 1, 2 -> 3), each stage all-reducing with its peer
+    # in the other pipeline; rank 3 computes 2x. Rank 2 waits for rank 3 in recv and so
+    # arrives last at its data-parallel all-reduce: the whole-run evidence alone said
+    # "Rank 2 is the straggler (time off the CPU ...)", and "80 of 81 collective
+    # instance(s) were logged by only some ranks" (each group's are on its members only).
+    report, _ = light_run(tmp_path / "run", 4, "pipeline_dp_job.py", "--slow-rank", "3")
+    verdict = report["verdict"]
+    assert verdict["rank"] == 3, verdict["headline"]
+    assert "Pipeline stage 1 (rank 3) is the bottleneck" in verdict["headline"]
+    # where the collectives named rank 2 (as they did before), the verdict says why not
+    why = verdict["explanation"]
+    assert why is None or "Rank 2 arrives last at its collectives only because" in why, why
+    assert sorted(p["ranks"] for p in report["pipelines"]) == [[0, 1], [2, 3]]
+    assert report["whole_run"]["unmatched_collectives"] == 0
+    assert not [w for w in report["run"]["warnings"] if "logged by only some ranks" in w]

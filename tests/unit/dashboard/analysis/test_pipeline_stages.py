@@ -264,3 +264,26 @@ def test_rows_without_a_timed_wait_give_no_light_pipeline() -> None:
         for r, t in comms.items()
     }
     assert light_pipelines(untimed, marks, has_gpu=False) == []
+
+
+def test_a_stage_late_behind_its_pipelines_bottleneck_is_not_the_verdict() -> None:
+    from dataclasses import replace
+
+    from rankscope.dashboard.analysis.verdict import RunVerdict, with_pipeline
+
+    comms, marks = light_tables([1.0, 3.0], 4, [2, 3])  # rank 3 computes 3x
+    (p,) = light_pipelines(comms, marks, has_gpu=False)
+    assert p.bottleneck_rank == 3
+    late2 = RunVerdict(
+        headline="Rank 2 is the straggler (time off the CPU ...)", rank=2, cause="unknown",
+        pattern="persistent", source="whole_run", agreement="single",
+    )  # fmt: skip
+    v = with_pipeline(late2, [p], has_gpu=False)
+    assert v is not None and v.rank == 3 and v.source == "whole_run"
+    assert v.headline.startswith("Pipeline stage 1 (rank 3) is the bottleneck")
+    assert v.explanation is not None and v.explanation.startswith(
+        "Rank 2 arrives last at its collectives only because it waits for rank 3"
+    )
+    # a rank outside the pipeline, late on its own: it leads
+    other = replace(late2, rank=5, headline="Rank 5 is the straggler")
+    assert with_pipeline(other, [p], has_gpu=False) == other

@@ -149,3 +149,26 @@ def test_a_send_and_a_collective_with_the_same_seq_are_different_instances() -> 
     )  # fmt: skip
     assert _match_counts([a, b]) == (0, 6)
     assert _match_counts([a, a]) == (3, 0)
+
+
+def test_a_subgroups_collectives_are_not_missing_on_the_ranks_outside_it() -> None:
+    from rankscope.dashboard.analysis.wholerun import _match_counts
+
+    # Two data-parallel groups of a 2 x 2 pipeline job: ranks 0, 2 in group 1 and ranks
+    # 1, 3 in group 2, 4 all-reduces each. Before: "16 of 16 collective instance(s) were
+    # logged by only some ranks", as if every rank had to log every group's.
+    def rank(r: int, pg: int, seqs: list[int]) -> LightRank:
+        n = len(seqs)
+        return LightRank(
+            rank=r, step=np.arange(1), start_ns=np.zeros(1, np.int64),
+            end_ns=np.ones(1, np.int64), data_ns=np.full(1, -1),
+            coll_key=coll_keys(np.full(n, pg), np.array(seqs)),
+            enqueue_ns=np.zeros(n, np.int64),
+        )  # fmt: skip
+
+    full = [1, 2, 3, 4]
+    ranks = [rank(0, 1, full), rank(1, 2, full), rank(2, 1, full), rank(3, 2, full)]
+    assert _match_counts(ranks) == (8, 0)
+    # rank 3's log lost its last all-reduce: one instance of group 2 only rank 1 logged
+    ranks[3] = rank(3, 2, [1, 2, 3])
+    assert _match_counts(ranks) == (7, 1)
