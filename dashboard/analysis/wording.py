@@ -636,6 +636,11 @@ NO_LIGHT_LOG = (
     "This run has no light-layer log (step times and collectives from at least two"
     " ranks), so there is no whole-run picture; runs recorded with `rankscope run` have one."
 )
+NO_LIGHT_PIPELINE_ONLY = (
+    "This run's light layer holds sends and receives but no collective inside a step, so"
+    " there is no per-step picture of who arrives last; the pipeline's stages over the"
+    " whole run (busy and blocked time, the bottleneck) are on the Communication page."
+)
 WHOLE_RUN_PICK = "Look at a slow step"
 WHOLE_RUN_PICK_HELP = (
     "choosing one sets the other pages' step range to the trace window that covers it"

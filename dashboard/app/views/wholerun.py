@@ -141,7 +141,8 @@ def render() -> None:
     sel = data.selection()
     whole = data.whole_run(sel)
     if whole is None:
-        data.stop_with(wording.NO_LIGHT_LOG, "info")
+        light = any(p.source == "light" for p in data.report().pipelines)
+        data.stop_with(wording.NO_LIGHT_PIPELINE_ONLY if light else wording.NO_LIGHT_LOG, "info")
     heat = data.whole_run_heatmap(sel=sel)
     n_ranks = len(data.load(sel).ranks)
     st.caption(wording.whole_run_summary(whole.first_step, whole.last_step, whole.n_steps, n_ranks))

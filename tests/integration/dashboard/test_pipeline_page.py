@@ -94,6 +94,9 @@ def test_a_pipeline_run_without_a_trace_window_shows_its_stages(tmp_path: Path) 
         at = AppTest.from_file(str(MAIN), default_timeout=120)
         at.run()
         at.switch_page("views/communication.py").run()
+        whole = AppTest.from_file(str(MAIN), default_timeout=120)
+        whole.run()
+        whole.switch_page("views/wholerun.py").run()
     finally:
         for k, v in saved.items():
             if v is None:
@@ -106,3 +109,6 @@ def test_a_pipeline_run_without_a_trace_window_shows_its_stages(tmp_path: Path) 
     captions = " ".join(c.value for c in at.caption)
     assert "From the collector's own timing of gloo's sends and receives over steps 1-" in captions
     assert "pipeline-step-0" not in [c.key for c in at.get("plotly_chart")]
+    # the Whole run page points to the pipeline rather than saying there is no light layer
+    said = " ".join(i.value for i in whole.info)
+    assert "holds sends and receives but no collective" in said, said
