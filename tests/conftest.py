@@ -7,10 +7,12 @@ training scripts those tests launch and ``fakes/`` the stand-ins (a fake NVML).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,23 @@ def _isolated_cache(
     # One cache for the whole session keeps tests fast, and never the user's own.
     cache = tmp_path_factory.getbasetemp() / "rankscope-cache"
     monkeypatch.setenv("RANKSCOPE_CACHE_DIR", str(cache))
+
+
+@contextlib.contextmanager
+def dashboard_env(run: Path, cache: Path) -> Iterator[None]:
+    """The dashboard's run and cache (``RANKSCOPE_DASHBOARD_PATH``/``_CACHE_DIR``) for an
+    in-process ``AppTest``, put back as they were afterwards."""
+    keys = ("RANKSCOPE_DASHBOARD_PATH", "RANKSCOPE_CACHE_DIR")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(zip(keys, (str(run), str(cache)), strict=True))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def rankscope_cmd() -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, needs_torch
+from conftest import REPO, dashboard_env, needs_torch
 from jobs.collector_jobs import JOBS, launcher, rankscope
 from streamlit.testing.v1 import AppTest
 
@@ -29,20 +29,11 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppTest]:
         timeout=240,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    saved = {k: os.environ.get(k) for k in ("RANKSCOPE_DASHBOARD_PATH", "RANKSCOPE_CACHE_DIR")}
-    os.environ["RANKSCOPE_DASHBOARD_PATH"] = str(out)
-    os.environ["RANKSCOPE_CACHE_DIR"] = str(out.parent / "cache")
-    try:
+    with dashboard_env(out, out.parent / "cache"):
         at = AppTest.from_file(str(MAIN), default_timeout=120)
         at.run()
         at.switch_page("views/communication.py").run()
         yield at
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_the_page_names_the_bottleneck_stage_and_draws_the_stages(page: AppTest) -> None:
@@ -87,22 +78,13 @@ def test_a_pipeline_run_without_a_trace_window_shows_its_stages(tmp_path: Path) 
         "--slow-stage", "1", timeout=240,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    saved = {k: os.environ.get(k) for k in ("RANKSCOPE_DASHBOARD_PATH", "RANKSCOPE_CACHE_DIR")}
-    os.environ["RANKSCOPE_DASHBOARD_PATH"] = str(out)
-    os.environ["RANKSCOPE_CACHE_DIR"] = str(tmp_path / "cache")
-    try:
+    with dashboard_env(out, tmp_path / "cache"):
         at = AppTest.from_file(str(MAIN), default_timeout=120)
         at.run()
         at.switch_page("views/communication.py").run()
         whole = AppTest.from_file(str(MAIN), default_timeout=120)
         whole.run()
         whole.switch_page("views/wholerun.py").run()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     assert not at.exception, [e.value for e in at.exception]
     line = " ".join(w.value for w in at.warning)
     assert "the bottleneck is stage 1 (rank 1)" in line, line

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, REPO, needs_torch
+from conftest import DATA, REPO, dashboard_env, needs_torch
 from streamlit.testing.v1 import AppTest
 
 MAIN = REPO / "dashboard" / "app" / "main.py"
@@ -169,15 +169,8 @@ def test_a_run_without_a_light_log_says_so_in_one_sentence(tmp_path: Path) -> No
 
     if not REF_RUN.exists():
         pytest.skip(f"not available: {REF_RUN}")
-    saved = {k: os.environ.get(k) for k in ("RANKSCOPE_DASHBOARD_PATH", "RANKSCOPE_CACHE_DIR")}
-    try:
+    with dashboard_env(REF_RUN, tmp_path / "cache"):
         at = _app(REF_RUN, tmp_path / "cache")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     assert [i.value for i in at.info] == [NO_LIGHT_LOG]
     assert NO_LIGHT_LOG.count(". ") == 0 and NO_LIGHT_LOG.endswith(".")
     assert not at.get("plotly_chart")
