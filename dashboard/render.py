@@ -304,8 +304,9 @@ def pipeline_lines(report: Report) -> list[str]:
     """One line per pipeline (``analysis.pipeline``): its stages, bubble and bottleneck."""
     out = []
     for p in report.pipelines:
-        shape = wording.pipeline_shape(p.ranks, p.micro_batches)
-        ideal = wording.ideal_bubble_text(len(p.ranks), p.micro_batches, p.ideal_bubble)
+        shape, ideal = wording.pipeline_texts(
+            p.ranks, p.micro_batches, p.ideal_bubble, p.order_source
+        )
         slow = (
             f"stage {p.bottleneck_stage} (rank {p.bottleneck_rank})"
             if p.bottleneck_stage is not None

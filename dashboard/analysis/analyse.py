@@ -317,15 +317,12 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     whole_stragglers = imbalance.whole_run_stragglers(whole) if whole else []
     evidence = evidence_mod.run_evidence(run)
     warnings += [wording.evidence_warning(e) for e in evidence if not e.complete]
-    # No trace window: the sends and receives the collector timed (gloo) over the run.
-    light_pipes = (
-        []
-        if steps
-        else pipeline_mod.light_pipelines(
-            {r: rd.light_comms for r, rd in run.ranks.items()},
-            {r: rd.step_marks for r, rd in run.ranks.items()},
-            has_gpu,
-        )
+    # The sends and receives the collector timed (gloo) over the run: the pipeline where
+    # there is no trace window (and no "no whole-run verdict" warning where there is one)
+    light_pipes = pipeline_mod.light_pipelines(
+        {r: rd.light_comms for r, rd in run.ranks.items()},
+        {r: rd.step_marks for r, rd in run.ranks.items()},
+        has_gpu,
     )
     if whole is None and not light_pipes and any(rd.steps_file for rd in run.ranks.values()):
         # A collector run without a whole-run section says why (issue 26: never silently),
@@ -363,7 +360,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
         {r: d.p2p for r, d in digests.items()},
         {} if has_gpu else _cpu_ms(run, steps),
     )
-    if not pipes:
+    if not pipes and not steps:
         pipes = light_pipes
     if len(run.ranks) > 1 and steps and not len(matched):
         warnings.append("no collectives found in the analysed steps: stragglers cannot be measured")

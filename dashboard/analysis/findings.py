@@ -262,8 +262,9 @@ def pipeline_rule(f: RunFacts) -> list[Finding]:
     with what twice the micro-batches would save (the schedule's ideal at 2m)."""
     out = []
     for p in f.pipelines:
-        shape = wording.pipeline_shape(p.ranks, p.micro_batches)
-        ideal = wording.ideal_bubble_text(len(p.ranks), p.micro_batches, p.ideal_bubble)
+        shape, ideal = wording.pipeline_texts(
+            p.ranks, p.micro_batches, p.ideal_bubble, p.order_source
+        )
         if p.bottleneck_stage is not None and p.bottleneck_rank is not None:
             st = p.stages[p.bottleneck_stage]
             med = median([s.busy_ms for s in p.stages])

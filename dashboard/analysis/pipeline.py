@@ -103,7 +103,10 @@ class Pipeline(msgspec.Struct, frozen=True, kw_only=True):
 
     ranks: list[int]  # in stage order
     stages: list[PipelineStage]
-    order_source: str  # "first send" or "rank order": how stage 0 was told from the last
+    # "first send" or "rank order": how stage 0 was told from the last; "ring": a looped
+    # (interleaved) schedule, whose last rank sends back to the first: no micro-batches
+    # or ideal are given
+    order_source: str
     micro_batches: int | None
     ideal_bubble: float | None  # (p-1)/(m+p-1)
     bubble: float  # the stages' mean
@@ -197,8 +200,10 @@ def _neighbours(rows: dict[int, dict[str, np.ndarray]]) -> dict[int, set[int]]:
     return out
 
 
-def _chains(adj: dict[int, set[int]]) -> list[list[int]]:
-    """The connected parts of ``adj`` that are chains of two ranks or more, end to end."""
+def _chains(adj: dict[int, set[int]]) -> list[tuple[list[int], bool]]:
+    """The connected parts of ``adj`` that are chains of two ranks or more, end to end,
+    or rings of three or more (``True``: a looped schedule, every rank with two
+    neighbours and as many edges as ranks); trees are left out."""
     seen: set[int] = set()
     out = []
     for start in sorted(adj):
@@ -213,15 +218,16 @@ def _chains(adj: dict[int, set[int]]) -> list[list[int]]:
             todo += adj[r] - part
         seen |= part
         edges = sum(len(adj[r]) for r in part) // 2
-        if any(len(adj[r]) > 2 for r in part) or edges != len(part) - 1:
-            continue  # a tree or a ring, not a chain
-        end = min(r for r in part if len(adj[r]) == 1)
+        ring = len(part) >= 3 and edges == len(part) and all(len(adj[r]) == 2 for r in part)
+        if not ring and (any(len(adj[r]) > 2 for r in part) or edges != len(part) - 1):
+            continue  # a tree, not a chain
+        end = min(r for r in part if len(adj[r]) == (2 if ring else 1))
         chain, prev = [end], None
         while len(chain) < len(part):
-            nxt = next(iter(adj[chain[-1]] - {prev} if prev is not None else adj[chain[-1]]))
+            nxt = min(adj[chain[-1]] - {prev} if prev is not None else adj[chain[-1]])
             prev = chain[-1]
             chain.append(nxt)
-        out.append(chain)
+        out.append((chain, ring))
     return out
 
 
@@ -305,7 +311,10 @@ def _pipelines(
     cpu_ms: Mapping[int, float],
 ) -> list[Pipeline]:
     out = []
-    for chain in _chains(adj):
+    for chain, ring in _chains(adj):
+        if ring:
+            out.append(_pipeline(_ring_order(chain, rows), rows, windows, steps, "ring", cpu_ms))
+            continue
         first, last = rows[chain[0]], rows[chain[-1]]
         source = "first send"
         if _sends_first(last) and not _sends_first(first):
@@ -316,6 +325,25 @@ def _pipelines(
                 chain = chain[::-1]
         out.append(_pipeline(chain, rows, windows, steps, source, cpu_ms))
     return out
+
+
+def _ring_order(ring: list[int], rows: dict[int, dict[str, np.ndarray]]) -> list[int]:
+    """A looped schedule's ranks in stage order: from the rank whose first operation of a
+    step is a send (the first stage), towards the peer of that send where the rows name
+    peers; else from the lowest rank, towards its lower neighbour after it."""
+    firsts = [r for r in ring if _sends_first(rows[r])]
+    start = firsts[0] if len(firsts) == 1 else min(ring)
+    i = ring.index(start)
+    order = ring[i:] + ring[:i]
+    d = rows[start]
+    if "peer" in d:
+        first = d["step"] == d["step"].min()
+        sends = d["send"] & first
+        if sends.any():
+            to = int(d["peer"][sends][np.argmin(d["start"][sends])])
+            if to == order[-1]:
+                order = [order[0], *order[:0:-1]]
+    return order
 
 
 def _by_peer(rows: dict[int, dict[str, np.ndarray]]) -> dict[int, set[int]]:
@@ -426,7 +454,9 @@ def _pipeline(
         stages = [msgspec.structs.replace(s, cpu_ms=round(cpu_ms[s.rank], 3)) for s in stages]
         cpu = np.array([cpu_ms[r] for r in chain])
     p = len(stages)
-    m = _micro_batches(rows[chain[0]], steps)
+    # a looped schedule's first rank sends for every virtual stage it holds: its count
+    # is not the micro-batches, and the ideal depends on the (unknown) loops
+    m = None if source == "ring" else _micro_batches(rows[chain[0]], steps)
     ideal = (p - 1) / (m + p - 1) if m else None
     busy = np.array([s.busy_ms for s in stages])
     step = float(np.mean([s.step_ms for s in stages]))

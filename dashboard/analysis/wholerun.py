@@ -611,13 +611,23 @@ def absent_reason(ranks: dict[int, RankData], ring_ranks: Collection[int] = ()) 
         logged = sorted(
             {str(n) for r in usable for n in ranks[r.rank].light_comms.vocab.get("name", [])}
         )
+        timed = any(
+            "wait_start_ns" in (c := ranks[r.rank].light_comms) and (c["wait_start_ns"] >= 0).any()
+            for r in usable
+        )
+        p2p = (
+            "the collector timed the ranks' sends and receives, but they form no pipeline"
+            " (a chain or loop of ranks, each exchanging 3 operations or more with at most two"
+            " others)"
+            if timed
+            else "a pipeline's send/recv are not collectives (gloo's flight recorder does not"
+            " log them, and this run's collector did not time them)"
+        )
         return (
             f"the ranks' collective logs hold no collective inside a step (only"
             f" {', '.join(logged[:4]) or 'none'}, before or after the steps), so no step"
-            " shows who arrived last; a pipeline's send/recv are not collectives (gloo's"
-            " flight recorder does not log them, and this run's collector did not time"
-            " them): capture a trace window (`--profile`) to see the stages and"
-            " their waits"
+            f" shows who arrived last; {p2p}: capture a trace window (`--profile`) to see"
+            " the stages and their waits"
         )
     if len(usable) >= 2:
         # Logs enough, yet no verdict: say so rather than drop the section unnamed.

@@ -910,17 +910,38 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def pipeline_shape(ranks: list[int], micro_batches: int | None) -> str:
-    """'ranks 0 -> 1 -> 2 -> 3 (4 stages, 4 micro-batches)'."""
-    chain = " -> ".join(map(str, ranks)) if len(ranks) <= 8 else f"{ranks[0]} -> ... -> {ranks[-1]}"
-    m = f", {micro_batches} micro-batches" if micro_batches else ""
+def pipeline_shape(ranks: list[int], micro_batches: int | None, ring: bool = False) -> str:
+    """'ranks 0 -> 1 -> 2 -> 3 (4 stages, 4 micro-batches)'; a looped schedule (``ring``)
+    'ranks 0 -> 1 -> 2 -> 3 -> 0 (4 stages, looped)'."""
+    shown = [*ranks, ranks[0]] if ring and ranks else ranks
+    chain = " -> ".join(map(str, shown)) if len(shown) <= 9 else f"{ranks[0]} -> ... -> {shown[-1]}"
+    m = ", looped" if ring else f", {micro_batches} micro-batches" if micro_batches else ""
     return f"ranks {chain} ({len(ranks)} stages{m})"
 
 
-def ideal_bubble_text(stages: int, micro_batches: int | None, ideal: float | None) -> str:
+def ideal_bubble_text(
+    stages: int, micro_batches: int | None, ideal: float | None, ring: bool = False
+) -> str:
+    if ring:
+        return (
+            "a looped (interleaved) schedule: its ideal depends on the virtual stages each"
+            " rank holds, not known here"
+        )
     if ideal is None or not micro_batches:
         return "the schedule's ideal is unknown (no sends seen on the first stage)"
     return f"the ideal for {stages} stages and {micro_batches} micro-batches is {_pct(ideal)}"
+
+
+def pipeline_texts(
+    ranks: list[int], micro_batches: int | None, ideal: float | None, order_source: str
+) -> tuple[str, str]:
+    """A pipeline's shape and its ideal bubble, as the report, findings and dashboard say
+    them (``analysis.pipeline.Pipeline``'s fields)."""
+    ring = order_source == "ring"
+    return (
+        pipeline_shape(ranks, micro_batches, ring),
+        ideal_bubble_text(len(ranks), micro_batches, ideal, ring),
+    )
 
 
 def verdict_pipeline(

@@ -5,7 +5,9 @@ It never imports rankscope; run it under ``rankscope run``::
     python -m torch.distributed.run --standalone --nproc-per-node 4 pipelining_job.py
 
 One ``PipelineStage`` per rank, driven by PyTorch's own ``ScheduleGPipe`` or
-``Schedule1F1B`` (``--schedule``) over ``--micro`` micro-batches. Unlike
+``Schedule1F1B`` (``--schedule``) over ``--micro`` micro-batches, or
+``ScheduleInterleaved1F1B`` with two virtual stages per rank (``interleaved``: rank
+r holds stages r and r + world, so the last rank sends back to rank 0). Unlike
 ``pipeline_job.py`` the library sends with ``isend`` and waits for it later, so
 a send's range spans the compute issued meanwhile. Each stage's forward computes
 ``--ms`` (real CPU work); stage ``--slow-stage`` ``--factor`` times as long.
@@ -19,7 +21,12 @@ import time
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from torch.distributed.pipelining import (
+    PipelineStage,
+    Schedule1F1B,
+    ScheduleGPipe,
+    ScheduleInterleaved1F1B,
+)
 
 
 class Block(nn.Module):
@@ -44,18 +51,31 @@ def main() -> None:
     p.add_argument("--ms", type=float, default=5.0)
     p.add_argument("--slow-stage", type=int, default=-1)
     p.add_argument("--factor", type=float, default=3.0)
-    p.add_argument("--schedule", choices=("gpipe", "1f1b"), default="gpipe")
+    p.add_argument("--schedule", choices=("gpipe", "1f1b", "interleaved"), default="gpipe")
     args = p.parse_args()
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(rank)
     torch.set_num_threads(1)
-    block = Block(args.ms * (args.factor if rank == args.slow_stage else 1.0))
-    stage = PipelineStage(block, rank, world, torch.device("cpu"))
-    kind = ScheduleGPipe if args.schedule == "gpipe" else Schedule1F1B
-    schedule = kind(stage, args.micro, loss_fn=lambda out, target: (out - target).square().mean())
-    opt = torch.optim.SGD(block.parameters(), lr=1e-3)
+    ms = args.ms * (args.factor if rank == args.slow_stage else 1.0)
+    loss = lambda out, target: (out - target).square().mean()  # noqa: E731
+    if args.schedule == "interleaved":
+        # two virtual stages per rank: rank r holds stages r and r + world (a loop)
+        blocks = [Block(ms), Block(ms)]
+        stages = [
+            PipelineStage(b, rank + k * world, 2 * world, torch.device("cpu"))
+            for k, b in enumerate(blocks)
+        ]
+        schedule = ScheduleInterleaved1F1B(stages, args.micro, loss_fn=loss)
+        params = [q for b in blocks for q in b.parameters()]
+    else:
+        block = Block(ms)
+        stage = PipelineStage(block, rank, world, torch.device("cpu"))
+        kind = ScheduleGPipe if args.schedule == "gpipe" else Schedule1F1B
+        schedule = kind(stage, args.micro, loss_fn=loss)
+        params = list(block.parameters())
+    opt = torch.optim.SGD(params, lr=1e-3)
     batch = 16 * args.micro
     for _ in range(args.steps):
         opt.zero_grad()

@@ -124,8 +124,9 @@ def _pipelines() -> None:
     report = data.report()
     steps = [s for s in data.analysis().steps if s >= 0]
     for i, p in enumerate(report.pipelines):
-        shape = wording.pipeline_shape(p.ranks, p.micro_batches)
-        ideal = wording.ideal_bubble_text(len(p.ranks), p.micro_batches, p.ideal_bubble)
+        shape, ideal = wording.pipeline_texts(
+            p.ranks, p.micro_batches, p.ideal_bubble, p.order_source
+        )
         st.subheader(f"Pipeline {i + 1}" if len(report.pipelines) > 1 else "Pipeline")
         slow = (
             f"stage {p.bottleneck_stage} (rank {p.bottleneck_rank})"

@@ -226,10 +226,34 @@ def test_data_parallel_pipelines_name_the_slow_stage_not_the_rank_waiting_for_it
     report, _ = light_run(tmp_path / "run", 4, "pipeline_dp_job.py", "--slow-rank", "3")
     verdict = report["verdict"]
     assert verdict["rank"] == 3, verdict["headline"]
-    assert "Pipeline stage 1 (rank 3) is the bottleneck" in verdict["headline"]
+    # by its pipeline (stage 1, the bottleneck) or by its late arrivals at its own group's
+    # all-reduce (rank 1 waits for it there): on a loaded machine, waiting for a CPU
+    # evens the two stages' busy time out, and the pipeline may name no bottleneck
+    assert verdict["headline"].startswith(
+        ("Pipeline stage 1 (rank 3) is the bottleneck", "Rank 3 ")
+    ), verdict["headline"]
     # where the collectives named rank 2 (as they did before), the verdict says why not
     why = verdict["explanation"]
     assert why is None or "Rank 2 arrives last at its collectives only because" in why, why
     assert sorted(p["ranks"] for p in report["pipelines"]) == [[0, 1], [2, 3]]
     assert report["whole_run"]["unmatched_collectives"] == 0
     assert not [w for w in report["run"]["warnings"] if "logged by only some ranks" in w]
+
+
+def test_an_interleaved_schedule_is_a_looped_pipeline_with_its_slow_stage_named(
+    tmp_path: Path,
+) -> None:
+    # ScheduleInterleaved1F1B, two virtual stages per rank: rank 3 sends back to rank 0,
+    # so the ranks form a loop, not a chain. Before: "no whole-run verdict", and a warning
+    # that the collector had not timed the sends and receives (it had).
+    report, _ = light_run(
+        tmp_path / "run", 4, "pipelining_job.py", "--schedule", "interleaved",
+        "--slow-stage", "2",
+    )  # fmt: skip
+    (pipeline,) = report["pipelines"]
+    assert pipeline["order_source"] == "ring" and pipeline["ranks"] == [0, 1, 2, 3], pipeline
+    assert pipeline["micro_batches"] is None and pipeline["ideal_bubble"] is None
+    assert pipeline["bottleneck_rank"] == 2, pipeline
+    assert "Pipeline stage 2 (rank 2) is the bottleneck" in report["verdict"]["headline"]
+    text = rankscope("report", str(tmp_path / "run")).stdout
+    assert "Pipeline ranks 0 -> 1 -> 2 -> 3 -> 0 (4 stages, looped)" in text, text

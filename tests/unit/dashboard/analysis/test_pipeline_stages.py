@@ -287,3 +287,26 @@ def test_a_stage_late_behind_its_pipelines_bottleneck_is_not_the_verdict() -> No
     # a rank outside the pipeline, late on its own: it leads
     other = replace(late2, rank=5, headline="Rank 5 is the straggler")
     assert with_pipeline(other, [p], has_gpu=False) == other
+
+
+def test_a_loop_of_ranks_is_a_looped_schedule_in_the_order_its_first_stage_sends() -> None:
+    from rankscope.dashboard.analysis.pipeline import _chains, _ring_order
+
+    # interleaved 1F1B on 4 ranks: 0 -> 1 -> 2 -> 3 -> 0; a chain and a tree beside it
+    adj = {0: {1, 3}, 1: {0, 2}, 2: {1, 3}, 3: {2, 0}, 4: {5}, 5: {4}}
+    assert _chains(adj) == [([0, 1, 2, 3], True), ([4, 5], False)]
+    assert _chains({0: {1, 2, 3}, 1: {0}, 2: {0}, 3: {0}}) == []  # a tree: no pipeline
+    one = np.zeros(2, np.int64)
+
+    def rows(first_peer: int, sends_first: bool) -> dict[str, np.ndarray]:
+        return {
+            "start": np.array([0, 1]), "end": np.array([1, 2]), "step": one,
+            "send": np.array([sends_first, False]), "peer": np.array([first_peer, first_peer]),
+        }  # fmt: skip
+
+    # rank 0 sends first, to rank 1: stage order 0, 1, 2, 3
+    r = {0: rows(1, True), 1: rows(0, False), 2: rows(1, False), 3: rows(2, False)}
+    assert _ring_order([0, 1, 2, 3], r) == [0, 1, 2, 3]
+    # the same loop the other way round: rank 0's first send goes to rank 3
+    r[0] = rows(3, True)
+    assert _ring_order([0, 1, 2, 3], r) == [0, 3, 2, 1]
