@@ -406,14 +406,17 @@ def light_pipelines(
             continue
         step_of = np.array([s for s, _ in spans], dtype=np.int64)[at[inside]]
         order = np.argsort(start[inside], kind="stable")
+        # the waits as a sorted, disjoint set (an isend waited for later is called before
+        # a receive waited for in between: in call order its wait comes after)
+        blocked = iv.union(wait[inside], end[inside])
         rows[r] = {
             "start": start[inside][order],
             "end": end[inside][order],
             "send": send[inside][order],
             "step": step_of[order],
             "peer": np.asarray(t["peer"][timed], np.int64)[inside][order],
-            "blocked_start": wait[inside][order],
-            "blocked_end": end[inside][order],
+            "blocked_start": blocked[0],
+            "blocked_end": blocked[1],
         }
     if len(rows) < 2:
         return []

@@ -10,6 +10,8 @@ blocked (p-1) x 3f of it: the schedule's ideal bubble (p-1)/(m+p-1), exactly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -310,3 +312,49 @@ def test_a_loop_of_ranks_is_a_looped_schedule_in_the_order_its_first_stage_sends
     # the same loop the other way round: rank 0's first send goes to rank 3
     r[0] = rows(3, True)
     assert _ring_order([0, 1, 2, 3], r) == [0, 3, 2, 1]
+
+
+def test_an_isend_waited_for_after_a_receive_counts_its_wait_once_in_time_order() -> None:
+    # Each 10 ms step of rank 0: isend to 1 called at 1 ms and waited for at 6-8 ms, a
+    # receive from 1 waited for at 2-5 ms. In call order the waits are out of time order;
+    # blocked is 3 + 2 = 5 ms a step, half of it.
+    def ms(x: float) -> int:
+        return int(x * MS)
+
+    def table(ops: list[tuple[str, int, float, float, float]]) -> Table:
+        n = len(ops)
+        return Table.build(
+            {
+                "pg": ["0"] * n, "name": [o[0] for o in ops], "pg_desc": [""] * n,
+                "seq": np.arange(n, dtype=np.int64),
+                "enqueue_ns": np.array([ms(o[2]) for o in ops], np.int64),
+                "start_ns": np.full(n, -1, np.int64),
+                "end_ns": np.array([ms(o[4]) for o in ops], np.int64),
+                "duration_ms": np.full(n, np.nan), "p2p": np.ones(n, np.int8),
+                "peer": np.array([o[1] for o in ops], np.int64),
+                "wait_start_ns": np.array([ms(o[3]) for o in ops], np.int64),
+            },
+            strings=("pg", "name", "pg_desc"),
+        )  # fmt: skip
+
+    steps = range(4)
+    # (op, peer, called, wait began, wait ended), ms into the step
+    per0 = [("send", 1, 1.0, 6.0, 8.0), ("recv", 1, 2.0, 2.0, 5.0)]
+    per1 = [("recv", 0, 0.5, 0.5, 1.2), ("send", 0, 2.0, 2.0, 2.1)]
+
+    def at(k: int, ops: list[tuple[str, int, float, float, float]]) -> list[Any]:
+        return [(n, peer, 10 * k + a, 10 * k + b, 10 * k + c) for n, peer, a, b, c in ops]
+
+    r0 = [op for k in steps for op in at(k, per0)]
+    r1 = [op for k in steps for op in at(k, per1)]
+    marks = Table.build(
+        {
+            "step": np.arange(4, dtype=np.int64),
+            "start_ns": np.array([ms(10 * k) for k in steps], np.int64),
+            "end_ns": np.array([ms(10 * k + 10) for k in steps], np.int64),
+        }
+    )
+    (p,) = light_pipelines({0: table(r0), 1: table(r1)}, {0: marks, 1: marks}, has_gpu=False)
+    assert p.ranks == [0, 1] and (p.first_step, p.last_step) == (1, 3)
+    assert p.stages[0].blocked_ms == pytest.approx(5.0) and p.stages[0].bubble == 0.5
+    assert p.stages[1].blocked_ms == pytest.approx(0.8)
