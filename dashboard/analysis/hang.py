@@ -728,6 +728,8 @@ def _p2p_verdict(
             how = f"died without a word ({_NO_WORD})"
         elif s is None:
             how = "left no record (it never started, or its files are gone)"
+        elif s.status == "running":
+            how = "kept running (not stalled by its own clock)"
         where = f" in {s.where}" if s is not None and s.where is not None else ""
         step = f" at step {s.stuck_step}" if s is not None and _step_known(s) else ""
         head = (

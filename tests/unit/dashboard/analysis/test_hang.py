@@ -347,3 +347,14 @@ def test_ranks_waiting_for_each_other_in_a_cycle_are_a_deadlock() -> None:
     v = hang_verdict(records(ranks, 1, world=2))
     assert v is not None and v.kind == "p2p_deadlock" and v.rank is None
     assert "rank 0 in send to rank 1; rank 1 in send to rank 0" in v.headline
+
+
+def test_a_live_stage_others_wait_for_is_named_as_still_running() -> None:
+    # The job still runs (no exit code): stage 0's progress is a second old and says
+    # running (under its own stall threshold), while stage 1 stalled in a receive from it
+    live = msgspec.structs.replace(stalled_progress(0), state="running", ts_ns=T0 + 59 * S)
+    ranks = {0: RankRecords(0, (), (), live), 1: RankRecords(1, (), (waiting_in(1, "recv", 0),))}
+    v = hang_verdict(records(ranks, None, world=2))
+    assert v is not None and v.kind == "p2p_stuck" and v.rank == 0
+    assert v.headline.startswith("Rank 0 kept running (not stalled by its own clock)"), v.headline
+    assert v.headline.endswith("rank 1 waited 6 s in recv from rank 0")
