@@ -7,7 +7,8 @@ format version, decoded by the same Structs on the review side):
   every 2 s by ``rankscope.profiler.progress``: the last step the training thread
   finished and when, the unfinished step, the stall threshold and a state
   (``running`` / ``stalled`` / ``stopped``). While stalled it also holds the last
-  flight-recorder entry per process group (pg, seq, op, bytes, completed or not).
+  flight-recorder entry per process group (pg, seq, op, bytes, completed or not)
+  and (``p2p``) its sends and receives not completed.
 - ``rank{R}.hang.json`` (``Evidence``, ``rankscope.hang/1``), written when the rank
   stalls past its threshold, on an unhandled exception (a collective error or
   timeout included) and on SIGTERM/SIGINT: the whole flight-recorder ring read at
@@ -154,6 +155,8 @@ class Progress(msgspec.Struct, frozen=True):
     stalled_since_ns: int | None = None
     last_collectives: list[FrEntry] = []  # per process group, filled while stalled
     run_id: str | None = None  # the run's id (the report leaves another run's file out)
+    # sends and receives not completed (gloo's, the collector's own), filled while stalled
+    p2p: list[P2PEntry] = msgspec.field(default_factory=list)
 
 
 class Evidence(msgspec.Struct, frozen=True):

@@ -117,6 +117,7 @@ class ProgressWatch:
         self._stalled_since: int | None = None
         self._stall_written = False
         self._last_collectives: list[ev.FrEntry] = []
+        self._p2p: list[ev.P2PEntry] = []  # sends/receives not completed, while stalled
         self._next_ring = 0.0
         self._next_progress = 0.0
         self._pid = os.getpid()  # a forked child (a DataLoader worker) inherits the hooks
@@ -239,7 +240,7 @@ class ProgressWatch:
             self._next_ring = 0.0
         elif not stalled and self._stalled_since is not None:
             self._stalled_since, self._stall_written = None, False
-            self._last_collectives = []
+            self._last_collectives, self._p2p = [], []
             self._next_progress = 0.0
         if stalled and since is not None and mono >= self._next_ring:
             self._next_ring = mono + STALLED_RING_PERIOD_S
@@ -252,10 +253,21 @@ class ProgressWatch:
                 with contextlib.suppress(Exception):
                     _, ring, _ = ev.read_ring(self._torch)
                     self._last_collectives = ev.last_per_group(ring)
+                self._p2p = self._p2p_snapshot()
             self._next_progress = 0.0
         if mono >= self._next_progress:
             self._next_progress = mono + PROGRESS_PERIOD_S
             self._write_progress(now_ns, "stalled" if stalled else "running")
+
+    def _p2p_snapshot(self) -> list[ev.P2PEntry]:
+        """The sends and receives not completed now (``rankscope.profiler.p2p``)."""
+        try:
+            from rankscope.profiler import p2p
+
+            return [ev.P2PEntry(**e) for e in p2p.snapshot()]
+        except Exception as e:
+            self.faults.report("progress", f"point-to-point log unreadable: {e}")
+            return []
 
     def _write_progress(self, now_ns: int, state: ev.State) -> None:
         if self.faults.disabled("progress"):
@@ -275,6 +287,7 @@ class ProgressWatch:
             stalled_since_ns=self._stalled_since,
             last_collectives=self._last_collectives,
             run_id=self._run_id,
+            p2p=self._p2p,
         )
         ev.write_progress(ev.progress_path(self.run_dir, self.rank), progress)
 
@@ -296,15 +309,10 @@ class ProgressWatch:
                 source, ring, groups = ev.read_ring(self._torch)
             except Exception as e:
                 self.faults.report("progress", f"flight recorder unreadable: {e}")
+            p2p_ops = self._p2p_snapshot()
             if trigger == "stall":
                 self._last_collectives = ev.last_per_group(ring)
-            p2p_ops: list[ev.P2PEntry] = []
-            try:
-                from rankscope.profiler import p2p
-
-                p2p_ops = [ev.P2PEntry(**e) for e in p2p.snapshot()]
-            except Exception as e:
-                self.faults.report("progress", f"point-to-point log unreadable: {e}")
+                self._p2p = p2p_ops
             record = ev.Evidence(
                 schema=ev.EVIDENCE_SCHEMA,
                 rank=self.rank,
@@ -553,8 +561,34 @@ def stall_lines(records: dict[int, ev.Progress], now_ns: int) -> list[str]:
                     f"{_who(sorted(f.waiting))} entered {ago:.0f} s ago"
                 )
         parts = behind or inside
+        if not parts:
+            parts = _p2p_parts(rank, p, records, now_ns)
         lines.append(text + ("; " + "; ".join(parts) if parts else ""))
     return lines
+
+
+def _p2p_parts(
+    rank: int, p: ev.Progress, records: dict[int, ev.Progress], now_ns: int
+) -> list[str]:
+    """A stalled rank's sends and receives (a pipeline): the one it waits in, else the
+    ranks waiting for it in theirs."""
+    mine = [x for x in p.p2p if x.state == "in_flight" and x.wait_start_ns is not None]
+    if mine:
+        x = min(mine, key=lambda y: y.enqueue_ns)
+        assert x.wait_start_ns is not None
+        to = "to" if x.name == "send" else "from"
+        return [
+            f"waits in {x.name} {to} rank {x.peer} for {(now_ns - x.wait_start_ns) / 1e9:.0f} s"
+        ]
+    waiting = sorted(
+        r
+        for r, q in records.items()
+        if r != rank
+        and any(
+            x.peer == rank and x.state == "in_flight" and x.wait_start_ns is not None for x in q.p2p
+        )
+    )
+    return [f"{_who(waiting)} wait for it in send/recv"] if waiting else []
 
 
 @dataclass

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_torch
-from jobs.collector_jobs import JOBS, launcher, rankscope, report_of
+from conftest import REPO, needs_torch
+from jobs.collector_jobs import JOBS, job_env, launcher, rankscope, report_of
 
 pytestmark = needs_torch
 
@@ -257,3 +260,33 @@ def test_an_interleaved_schedule_is_a_looped_pipeline_with_its_slow_stage_named(
     assert "Pipeline stage 2 (rank 2) is the bottleneck" in report["verdict"]["headline"]
     text = rankscope("report", str(tmp_path / "run")).stdout
     assert "Pipeline ranks 0 -> 1 -> 2 -> 3 -> 0 (4 stages, looped)" in text, text
+
+
+def test_attach_status_says_who_waits_for_whom_while_a_pipeline_hangs(tmp_path: Path) -> None:
+    # Before: "rank 0: no step for 19 s (step 3)" for every stage, and not why.
+    out = tmp_path / "run"
+    env = job_env(RANKSCOPE_STALL_S="2")
+    cmd = [sys.executable, "-m", "rankscope.dashboard.cli", "run", "--out", str(out)]
+    cmd += ["--profile", "off", "--nvml-period-ms", "0", "--", *launcher("module", 3)]
+    cmd += [str(JOBS / "pipeline_job.py"), "--steps", "10", "--hang-stage", "1"]
+    cmd += ["--hang-at", "4", "--pg-timeout-s", "10"]
+    with open(tmp_path / "job.log", "w") as log:  # not a pipe: nobody reads it meanwhile
+        job = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        status = ""
+        try:
+            deadline = time.monotonic() + 90
+            while job.poll() is None and time.monotonic() < deadline:
+                status = subprocess.run(
+                    [sys.executable, "-m", "rankscope.dashboard.cli", "attach", str(out),
+                     "--status"],
+                    env=env, cwd=REPO, capture_output=True, text=True, timeout=30,
+                ).stdout  # fmt: skip
+                if "ranks 0 and 2 wait for it in send/recv" in status:
+                    break
+                time.sleep(0.2)
+        finally:
+            job.kill()
+            job.communicate()
+    assert "rank 1: no step for" in status, status
+    assert "ranks 0 and 2 wait for it in send/recv" in status, status
+    assert re.search(r"rank 2: no step for \d+ s \(step \d+\); waits in recv from rank 1", status)

@@ -198,3 +198,19 @@ def test_a_rank_with_no_first_step_past_its_threshold_is_said_not_judged() -> No
         " optimizer step; `py-spy dump --pid 1` shows where)"
     ]
     assert stall_lines(records, T0 + 30 * S) == []  # under its 60 s threshold
+
+
+def test_status_lines_of_a_stalled_pipeline_say_who_waits_for_whom_in_send_recv() -> None:
+    # gloo logs no send or receive in its flight recorder: the collector's own (``p2p``)
+    def waiting(peer: int, op: str) -> ev.P2PEntry:
+        return ev.P2PEntry("0", "default_pg", op, peer, 4096, T0, "in_flight", T0 + 5 * S)
+
+    records = {r: _progress(r, []) for r in range(3)}
+    records[0] = msgspec.structs.replace(records[0], p2p=[waiting(1, "send")])
+    records[2] = msgspec.structs.replace(records[2], p2p=[waiting(1, "recv")])
+    lines = stall_lines(records, T0 + 95 * S)
+    assert lines == [
+        "rank 0: no step for 95 s (step 19); waits in send to rank 1 for 90 s",
+        "rank 1: no step for 95 s (step 19); ranks 0 and 2 wait for it in send/recv",
+        "rank 2: no step for 95 s (step 19); waits in recv from rank 1 for 90 s",
+    ]
