@@ -55,12 +55,13 @@ GPipe/1F1B step takes about (m-1) max c + sum c; spread evenly it would take
 
 **Over the whole run** (``light_pipelines``, ``source`` "light"): each send and
 receive the collector timed names its peer, so neighbours are the ranks that
-exchanged ``MIN_PAIRS`` operations or more each way (each keeps its two busiest
-partners), not a guess from timing; a rank is ``blocked`` from when its training
-thread began to wait for an operation until the wait returned (a receive waits
-for the send; an ``isend`` waited for later is blocked only then), and its steps
-are the step timer's. Steps are those every stage timed, less the first (start-up)
-and any a profiler window touched. NCCL's sends and receives (its flight
+exchanged ``MIN_PAIRS`` operations or more, sending both ways (activations one
+way, gradients back; each keeps its two busiest partners), not a guess from
+timing; a rank is ``blocked`` from when its training thread began to wait for an
+operation until the wait returned (a receive waits for the send; an ``isend``
+waited for later is blocked only then), and its steps are the step timer's.
+Steps are those every stage timed, less the first (start-up) and any a profiler
+window touched. NCCL's sends and receives (its flight
 recorder's) carry no CPU wait and are not used here.
 """
 
@@ -347,12 +348,19 @@ def _ring_order(ring: list[int], rows: dict[int, dict[str, np.ndarray]]) -> list
 
 
 def _by_peer(rows: dict[int, dict[str, np.ndarray]]) -> dict[int, set[int]]:
-    """Neighbours from the peers the sends and receives name (``light_pipelines``)."""
+    """Neighbours from the peers the sends and receives name (``light_pipelines``).
+
+    A training pipeline passes activations one way and their gradients back: a rank
+    that only ever sends to a peer, or only receives from it (a metric sent to rank 0
+    beside data parallel training), is no stage of a pipeline with it."""
     count: dict[tuple[int, int], int] = {}  # (rank, peer): operations rank had with peer
     for r, d in rows.items():
-        peers, n = np.unique(d["peer"][d["peer"] >= 0], return_counts=True)
+        known = d["peer"] >= 0
+        peers, n = np.unique(d["peer"][known], return_counts=True)
+        to = set(np.unique(d["peer"][known & d["send"]]).tolist())
+        back = set(np.unique(d["peer"][known & ~d["send"]]).tolist())
         for peer, k in zip(peers.tolist(), n.tolist(), strict=True):
-            if peer != r and peer in rows:
+            if peer != r and peer in rows and peer in to and peer in back:
                 count[(r, peer)] = k
     kept: dict[int, set[int]] = {}
     for r in rows:

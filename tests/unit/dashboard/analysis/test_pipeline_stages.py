@@ -358,3 +358,16 @@ def test_an_isend_waited_for_after_a_receive_counts_its_wait_once_in_time_order(
     assert p.ranks == [0, 1] and (p.first_step, p.last_step) == (1, 3)
     assert p.stages[0].blocked_ms == pytest.approx(5.0) and p.stages[0].bubble == 0.5
     assert p.stages[1].blocked_ms == pytest.approx(0.8)
+
+
+def test_sends_one_way_only_are_no_pipeline() -> None:
+    # rank 1 sends a metric to rank 0 each step beside data parallel training: a chain of
+    # two by its peers, but nothing comes back, so no stage of a training pipeline
+    comms, marks = light_tables([1.0, 1.0], 4, [0, 1])
+    forward_only = {}
+    for r, t in comms.items():
+        names = t.strings("name")
+        keep = names == ("send" if r == 0 else "recv")
+        forward_only[r] = t.filter(keep)
+    assert light_pipelines(forward_only, marks, has_gpu=False) == []
+    assert len(light_pipelines(comms, marks, has_gpu=False)) == 1
