@@ -505,7 +505,8 @@ def _match_counts(ranks: list[LightRank], shifts: list[SeqShift] | None = None) 
     """Instances (process group, seq) every member of their group logged, and those only
     some did. A group's members are the ranks that logged any of its instances: a
     subgroup's collectives (a data-parallel group of a pipeline, a tensor-parallel pair)
-    are never "missing" on the ranks outside it.
+    are never "missing" on the ranks outside it. A group only one rank logged (of two
+    or more) is all "only some ranks": its partner's log is gone.
 
     ``shifts``: each shifted rank's collectives in that group count with its offset
     taken off (its n-th collective is the others' n-th), not by the numbers it logged,
@@ -528,6 +529,11 @@ def _match_counts(ranks: list[LightRank], shifts: list[SeqShift] | None = None) 
     for code in codes.tolist():
         mine = [k[(k >> PG_SHIFT) == code] for k in keys]
         members = [k for k in mine if len(k)]
+        if len(members) == 1 and len(keys) > 1:
+            # one rank alone logged the group: its partners' logs are gone (a killed
+            # rank's is empty), for a collective has two members at least
+            unmatched += len(distinct(members[0]))
+            continue
         everyone = members[0]
         for k in members[1:]:
             everyone = everyone[isin(everyone, k)]

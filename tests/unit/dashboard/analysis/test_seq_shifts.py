@@ -172,3 +172,6 @@ def test_a_subgroups_collectives_are_not_missing_on_the_ranks_outside_it() -> No
     # rank 3's log lost its last all-reduce: one instance of group 2 only rank 1 logged
     ranks[3] = rank(3, 2, [1, 2, 3])
     assert _match_counts(ranks) == (7, 1)
+    # rank 3's log is gone (killed): group 2's instances only rank 1 logged are all missing
+    ranks = [ranks[0], ranks[1], ranks[2]]
+    assert _match_counts(ranks) == (4, 4)
