@@ -99,6 +99,13 @@ class P2PEntry(msgspec.Struct, frozen=True):
     end_ns: int | None = None
 
 
+def p2p_waits(entries: list[P2PEntry], state: str) -> list[P2PEntry]:
+    """The sends and receives of ``state`` ("in_flight" or "failed") the rank was
+    waiting for, with a known peer: whom it waited for (the hang verdict, the status)."""
+    known = [x for x in entries if x.peer is not None and x.wait_start_ns is not None]
+    return [x for x in known if x.state == state]
+
+
 class ProcessGroupInfo(msgspec.Struct, frozen=True):
     name: str
     desc: str

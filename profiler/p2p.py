@@ -38,6 +38,7 @@ them operations are counted as ``dropped`` (``describe()``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections import deque
@@ -260,6 +261,7 @@ def close(log: P2PLog | None) -> None:
 
 
 def _wrap_p2p(original: Any, name: str) -> Any:
+    @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = time.time_ns()
         work = original(self, *args, **kwargs)
@@ -269,13 +271,11 @@ def _wrap_p2p(original: Any, name: str) -> Any:
                 log.started(self, name, args, work, t0)
         return work
 
-    wrapper.__name__ = name
-    wrapper.__doc__ = getattr(original, "__doc__", None)
-    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
     return wrapper
 
 
 def _wrap_wait(original: Any) -> Any:
+    @functools.wraps(original)
     def wait(self: Any, *args: Any, **kwargs: Any) -> Any:
         log = _log
         if log is None or id(self) not in log._pending:
@@ -291,7 +291,4 @@ def _wrap_wait(original: Any) -> Any:
                 log._waiting.pop(id(self), None)
                 log.waited(self, t0, time.time_ns(), ok)
 
-    wait.__name__ = "wait"
-    wait.__doc__ = getattr(original, "__doc__", None)
-    wait.__wrapped__ = original  # type: ignore[attr-defined]
     return wait

@@ -572,7 +572,7 @@ def _p2p_parts(
 ) -> list[str]:
     """A stalled rank's sends and receives (a pipeline): the one it waits in, else the
     ranks waiting for it in theirs."""
-    mine = [x for x in p.p2p if x.state == "in_flight" and x.wait_start_ns is not None]
+    mine = ev.p2p_waits(p.p2p, "in_flight")
     if mine:
         x = min(mine, key=lambda y: y.enqueue_ns)
         assert x.wait_start_ns is not None
@@ -583,10 +583,7 @@ def _p2p_parts(
     waiting = sorted(
         r
         for r, q in records.items()
-        if r != rank
-        and any(
-            x.peer == rank and x.state == "in_flight" and x.wait_start_ns is not None for x in q.p2p
-        )
+        if r != rank and any(x.peer == rank for x in ev.p2p_waits(q.p2p, "in_flight"))
     )
     return [f"{_who(waiting)} wait for it in send/recv"] if waiting else []
 

@@ -192,8 +192,6 @@ class Recorder(threading.Thread):
             self._flush_requested.wait(max(0.0, wake - time.monotonic()))
         if self.collectives is not None:
             self._collective_rows.extend(self.collectives.poll(final=True))
-        if self.p2p is not None:
-            self._collective_rows.extend(self.p2p.drain(final=True))
         self._flush()
         if control is not None:
             control.close()
@@ -279,8 +277,8 @@ class Recorder(threading.Thread):
         self._take_steps()
         steps = [self._finished_steps.popleft() for _ in range(len(self._finished_steps))]
         self._write_lines("steps", [_step_line(*record) for record in steps])
-        if self.p2p is not None and not self._stop_event.is_set():
-            self._collective_rows.extend(self.p2p.drain())
+        if self.p2p is not None:  # once stopping: what is still in flight too
+            self._collective_rows.extend(self.p2p.drain(final=self._stop_event.is_set()))
         rows = [self._collective_rows.popleft() for _ in range(len(self._collective_rows))]
         self._write_lines("collectives", [_line(r) for r in rows])
         samples = [self._samples.popleft() for _ in range(len(self._samples))]

@@ -679,11 +679,10 @@ def _p2p_waits(records: HangRecords) -> dict[int, P2PWait]:
     out: dict[int, P2PWait] = {}
     for r, rec in sorted(records.ranks.items()):
         for e in rec.evidence:
-            waited = [x for x in e.p2p if x.peer is not None and x.wait_start_ns is not None]
-            if not waited:
+            live, failed = ev.p2p_waits(e.p2p, "in_flight"), ev.p2p_waits(e.p2p, "failed")
+            if not live and not failed:
                 continue
-            live = [x for x in waited if x.state == "in_flight"]
-            x = min(live, key=lambda y: y.enqueue_ns) if live else waited[-1]
+            x = min(live, key=lambda y: y.enqueue_ns) if live else failed[-1]
             assert x.peer is not None and x.wait_start_ns is not None
             end = x.end_ns if x.end_ns is not None else e.ts_ns
             out[r] = P2PWait(
