@@ -322,7 +322,7 @@ def analyse(run: Run, step_range: str | None = None) -> Analysis:
     light_pipes = pipeline_mod.light_pipelines(
         {r: rd.light_comms for r, rd in run.ranks.items()},
         {r: rd.step_marks for r, rd in run.ranks.items()},
-        has_gpu,
+        None if has_gpu else lambda light_steps: _cpu_ms(run, light_steps),
     )
     if whole is None and not light_pipes and any(rd.steps_file for rd in run.ranks.values()):
         # A collector run without a whole-run section says why (issue 26: never silently),

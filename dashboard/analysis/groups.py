@@ -69,9 +69,7 @@ def group_summaries(
     logs: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     descs: dict[str, str] = {}
     for r, rd in sorted(ranks.items()):
-        comms = rd.light_comms
-        if len(comms) and "p2p" in comms and comms["p2p"].any():
-            comms = comms.filter(comms["p2p"] == 0)  # a rank's own count: never paired by seq
+        comms = rd.light_collectives
         if not len(comms):
             continue
         pgs = comms.vocab.get("pg", [])

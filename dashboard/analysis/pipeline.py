@@ -67,7 +67,7 @@ recorder's) carry no CPU wait and are not used here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 import numpy as np
@@ -373,13 +373,16 @@ def _by_peer(rows: dict[int, dict[str, np.ndarray]]) -> dict[int, set[int]]:
 
 
 def light_pipelines(
-    comms: Mapping[int, Table], marks: Mapping[int, Table], has_gpu: bool
+    comms: Mapping[int, Table],
+    marks: Mapping[int, Table],
+    cpu_ms: Callable[[list[int]], Mapping[int, float]] | None = None,
 ) -> list[Pipeline]:
     """Every pipeline over the whole run from the light layer (module docstring); [] when
-    no two ranks logged sends and receives the collector timed."""
+    no two ranks logged sends and receives the collector timed. ``cpu_ms``: per rank, its
+    training thread's mean CPU time a step over the given steps, as ``pipelines_of``
+    takes it (a run with no GPU)."""
     rows: dict[int, dict[str, np.ndarray]] = {}
     windows: dict[int, dict[int, tuple[int, int]]] = {}
-    cpu: dict[int, dict[int, int]] = {}
     for r in sorted(comms):
         t, m = comms[r], marks.get(r)
         if not len(t) or "wait_start_ns" not in t or m is None or not len(m):
@@ -394,9 +397,6 @@ def light_pipelines(
         windows[r] = {
             int(s): (int(a), int(b)) for s, a, b, k in zip(step, lo, hi, ok, strict=True) if k
         }
-        if "cpu_ns" in m and not has_gpu:
-            c = np.nan_to_num(np.asarray(m["cpu_ns"], np.float64), nan=-1.0)
-            cpu[r] = {int(s): int(v) for s, v in zip(step, c, strict=True) if v >= 0}
         names = t.strings("name")
         send = np.isin(names, _SENDS)[timed]
         enq, wait, end = t["enqueue_ns"][timed], t["wait_start_ns"][timed], t["end_ns"][timed]
@@ -428,25 +428,17 @@ def light_pipelines(
         }
     if len(rows) < 2:
         return []
+    adj = _by_peer(rows)
     out = []
-    for pipe in _pipelines(rows, _by_peer(rows), windows, [], {}):
-        members = pipe.ranks
-        shared = set.intersection(*(set(windows[r]) for r in members))
-        steps = sorted(shared)[1:]  # the first: start-up
+    for members, _ in _chains(adj):
+        # each pipeline over the steps all its stages timed, less the first (start-up)
+        steps = sorted(set.intersection(*(set(windows[r]) for r in members)))[1:]
         if not steps:
             continue
-        cpu_ms = {}
-        if all(r in cpu for r in members):
-            for r in members:
-                vals = [cpu[r][s] for s in steps if s in cpu[r]]
-                if vals:
-                    cpu_ms[r] = float(np.mean(vals)) / NS_PER_MS
-        sub = {r: rows[r] for r in members}
-        for again in _pipelines(sub, _by_peer(sub), windows, steps, cpu_ms)[:1]:
+        part = {r: adj[r] for r in members}
+        for p in _pipelines(rows, part, windows, steps, cpu_ms(steps) if cpu_ms else {}):
             out.append(
-                msgspec.structs.replace(
-                    again, source="light", first_step=steps[0], last_step=steps[-1]
-                )
+                msgspec.structs.replace(p, source="light", first_step=steps[0], last_step=steps[-1])
             )
     return out
 

@@ -330,16 +330,10 @@ def with_pipeline(
     ]
     if verdict is None and pipelines and all(p.source == "light" for p in pipelines):
         # No window and no collectives: the light layer's sends and receives are the evidence.
-        p = max(pipelines, key=lambda q: len(q.stages))
         verdict = RunVerdict(
-            headline="",
-            rank=None,
-            cause=None,
-            pattern="none",
-            source="whole_run",
+            headline="", rank=None, cause=None, pattern="none", source="whole_run",
             agreement="single",
-            onset_step=None,
-        )
+        )  # fmt: skip
     if verdict is not None and not slow and pipelines and verdict.pattern == "none":
         # No rank is late and no stage is slow: the waiting is the pipeline's bubble.
         p = max(pipelines, key=lambda q: len(q.stages))

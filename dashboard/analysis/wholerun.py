@@ -549,11 +549,8 @@ def light_ranks(ranks: dict[int, RankData]) -> list[LightRank]:
     pg_code = {p: i for i, p in enumerate(pgs)}
     out = []
     for r, rd in sorted(ranks.items()):
-        marks, comms = rd.step_marks, rd.light_comms
-        if len(comms) and "p2p" in comms and comms["p2p"].any():
-            # sends and receives are never paired across ranks by seq (it counts each
-            # rank's own); pipelines are analysis.pipeline's (``light_pipelines``)
-            comms = comms.filter(comms["p2p"] == 0)
+        # sends and receives are analysis.pipeline's (``light_pipelines``)
+        marks, comms = rd.step_marks, rd.light_collectives
         if not len(marks) or not len(comms) or "start_ns" not in marks or "end_ns" not in marks:
             continue
         codes = np.array([pg_code[p] for p in comms.vocab["pg"]], dtype=np.int64)

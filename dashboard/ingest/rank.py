@@ -147,6 +147,15 @@ class RankData:
             self._light = self._load_light() if self._load_light else _light_comms_table([])
         return self._light
 
+    @property
+    def light_collectives(self) -> Table:
+        """``light_comms`` without its sends and receives: their seq counts each rank's
+        own, so they are never paired across ranks as collectives are."""
+        comms = self.light_comms
+        if len(comms) and "p2p" in comms and comms["p2p"].any():
+            return comms.filter(comms["p2p"] == 0)
+        return comms
+
 
 @dataclass(frozen=True)
 class RunPlace:

@@ -241,20 +241,20 @@ def light_tables(
 
 def test_the_light_layer_gives_the_same_stages_as_the_trace_window() -> None:
     comms, marks = light_tables([1.0] * 4, 4, [0, 1, 2, 3])
-    (p,) = light_pipelines(comms, marks, has_gpu=False)
+    (p,) = light_pipelines(comms, marks)
     assert p.source == "light" and (p.first_step, p.last_step) == (1, 2)  # step 0: start-up
     assert p.ranks == [0, 1, 2, 3] and p.order_source == "first send" and p.micro_batches == 4
     assert [s.bubble for s in p.stages] == pytest.approx([3 / 7] * 4, abs=2e-3)
     assert p.bottleneck_stage is None
     comms, marks = light_tables([1.0, 1.0, 3.0, 1.0], 4, [0, 1, 2, 3])
-    (p,) = light_pipelines(comms, marks, has_gpu=False)
+    (p,) = light_pipelines(comms, marks)
     assert p.bottleneck_stage == 2 and p.saving_ms_per_step == pytest.approx(13.5, abs=0.05)
 
 
 def test_the_light_layer_orders_stages_by_the_peers_they_name() -> None:
     # stages on ranks 2, 0, 3, 1: the chain comes from the peers, stage 0 from its first send
     comms, marks = light_tables([1.0, 1.0, 3.0, 1.0], 4, [2, 0, 3, 1])
-    (p,) = light_pipelines(comms, marks, has_gpu=False)
+    (p,) = light_pipelines(comms, marks)
     assert p.ranks == [2, 0, 3, 1] and p.bottleneck_rank == 3
 
 
@@ -265,7 +265,7 @@ def test_rows_without_a_timed_wait_give_no_light_pipeline() -> None:
         r: Table({**t.cols, "wait_start_ns": np.full(len(t), -1, np.int64)}, t.vocab)
         for r, t in comms.items()
     }
-    assert light_pipelines(untimed, marks, has_gpu=False) == []
+    assert light_pipelines(untimed, marks) == []
 
 
 def test_a_stage_late_behind_its_pipelines_bottleneck_is_not_the_verdict() -> None:
@@ -274,7 +274,7 @@ def test_a_stage_late_behind_its_pipelines_bottleneck_is_not_the_verdict() -> No
     from rankscope.dashboard.analysis.verdict import RunVerdict, with_pipeline
 
     comms, marks = light_tables([1.0, 3.0], 4, [2, 3])  # rank 3 computes 3x
-    (p,) = light_pipelines(comms, marks, has_gpu=False)
+    (p,) = light_pipelines(comms, marks)
     assert p.bottleneck_rank == 3
     late2 = RunVerdict(
         headline="Rank 2 is the straggler (time off the CPU ...)", rank=2, cause="unknown",
@@ -354,7 +354,7 @@ def test_an_isend_waited_for_after_a_receive_counts_its_wait_once_in_time_order(
             "end_ns": np.array([ms(10 * k + 10) for k in steps], np.int64),
         }
     )
-    (p,) = light_pipelines({0: table(r0), 1: table(r1)}, {0: marks, 1: marks}, has_gpu=False)
+    (p,) = light_pipelines({0: table(r0), 1: table(r1)}, {0: marks, 1: marks})
     assert p.ranks == [0, 1] and (p.first_step, p.last_step) == (1, 3)
     assert p.stages[0].blocked_ms == pytest.approx(5.0) and p.stages[0].bubble == 0.5
     assert p.stages[1].blocked_ms == pytest.approx(0.8)
@@ -369,5 +369,5 @@ def test_sends_one_way_only_are_no_pipeline() -> None:
         names = t.strings("name")
         keep = names == ("send" if r == 0 else "recv")
         forward_only[r] = t.filter(keep)
-    assert light_pipelines(forward_only, marks, has_gpu=False) == []
-    assert len(light_pipelines(comms, marks, has_gpu=False)) == 1
+    assert light_pipelines(forward_only, marks) == []
+    assert len(light_pipelines(comms, marks)) == 1
